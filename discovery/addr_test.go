@@ -1,0 +1,107 @@
+package discovery
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestValidateAddr(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		why  string // "" means valid
+	}{
+		{"127.0.0.1:80", ""},
+		{"10.1.2.3:65535", ""},
+		{"[::1]:9000", ""},
+		{"[2001:db8::1]:443", ""},
+		{"orders.service.consul:8080", ""},
+		{"localhost:1", ""},
+		{"my_host:8080", ""},
+		{"", "empty"},
+		{"127.0.0.1", "not host:port"},
+		{"127.0.0.1:0", "out of range"},
+		{"127.0.0.1:65536", "out of range"},
+		{"127.0.0.1:-1", "not a number"},
+		{"127.0.0.1:+80", "not a number"},
+		{"127.0.0.1:http", "not a number"},
+		{":80", "empty host"},
+		{"0.0.0.0:80", "unspecified"},
+		{"[::]:80", "unspecified"},
+		{"224.0.0.1:80", "multicast"},
+		{"[ff02::1]:80", "multicast"},
+		{"169.254.10.1:80", "link-local"},
+		{"[fe80::1]:80", "link-local"},
+		{"[fe80::1%eth0]:80", "zone"},
+		{"255.255.255.255:80", "broadcast"},
+		{"[::ffff:10.0.0.1]:80", "IPv4-mapped"},
+		{"bad host:80", "whitespace"},
+		{"host\n:80", "whitespace"},
+		{"-bad.example:80", "DNS name"},
+		{"a..b:80", "DNS name"},
+		{"1.2.3:80", "DNS name"},
+		{"ex!ample.com:80", "DNS name"},
+		{strings.Repeat("a", 2000) + ":80", "too long"},
+	} {
+		err := ValidateAddr(tc.addr)
+		if tc.why == "" {
+			if err != nil {
+				t.Errorf("ValidateAddr(%q) = %v, want nil", tc.addr, err)
+			}
+			continue
+		}
+		if err == nil || !errors.Is(err, ErrInvalidAddr) || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("ValidateAddr(%q) = %v, want an ErrInvalidAddr naming %q", tc.addr, err, tc.why)
+		}
+	}
+}
+
+func TestSanitizeDropsBadKeepsGood(t *testing.T) {
+	in := []Endpoint{
+		{ID: "c", Addr: "10.0.0.3:80", Weight: 0},
+		{ID: "a", Addr: "10.0.0.1:80", Weight: 3},
+		{ID: "bad-port", Addr: "10.0.0.9:0"},
+		{ID: "b", Addr: "10.0.0.1:80"}, // duplicate address of "a"
+		{ID: "a", Addr: "10.0.0.7:80"}, // duplicate ID
+		{Addr: "10.0.0.4:80"},          // empty ID becomes the address
+		{ID: "tags", Addr: "10.0.0.5:80", Tags: make([]string, MaxTags+1)},
+		{ID: "meta", Addr: "10.0.0.6:80", Meta: map[string]string{"k": strings.Repeat("v", MaxFieldLen+1)}},
+	}
+	valid, rejected := Sanitize(in)
+	var ids []string
+	for _, e := range valid {
+		ids = append(ids, e.ID+"="+e.Addr)
+	}
+	if got, want := strings.Join(ids, " "), "10.0.0.4:80=10.0.0.4:80 a=10.0.0.1:80 c=10.0.0.3:80"; got != want {
+		t.Fatalf("valid = %s, want %s", got, want)
+	}
+	for _, e := range valid {
+		if e.Weight < 1 {
+			t.Errorf("endpoint %s weight %d, want >= 1", e.ID, e.Weight)
+		}
+	}
+	if valid[1].Weight != 3 {
+		t.Errorf("weight of a = %d, want 3 (kept)", valid[1].Weight)
+	}
+	reasons := map[string]string{}
+	for _, r := range rejected {
+		reasons[r.Endpoint.ID+"@"+r.Endpoint.Addr] = r.Err.Error()
+	}
+	for key, want := range map[string]string{
+		"bad-port@10.0.0.9:0": "out of range",
+		"b@10.0.0.1:80":       "already used by \"a\"",
+		"a@10.0.0.7:80":       "duplicate endpoint ID",
+		"tags@10.0.0.5:80":    "tags",
+		"meta@10.0.0.6:80":    "meta value",
+	} {
+		if !strings.Contains(reasons[key], want) {
+			t.Errorf("rejection of %s = %q, want it to name %q", key, reasons[key], want)
+		}
+	}
+	if len(rejected) != 5 {
+		t.Errorf("%d rejected, want 5: %v", len(rejected), reasons)
+	}
+	if in[0].Weight != 0 || in[0].ID != "c" {
+		t.Errorf("Sanitize modified its input: %+v", in[0])
+	}
+}

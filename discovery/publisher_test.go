@@ -1,0 +1,106 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+func eps(addrs ...string) []Endpoint {
+	out := make([]Endpoint, len(addrs))
+	for i, a := range addrs {
+		out[i] = Endpoint{ID: a, Addr: a, Weight: 1}
+	}
+	return out
+}
+
+func TestPublisherLastKnownGoodAndCoalescing(t *testing.T) {
+	var p Publisher
+	ctx := t.Context()
+	if !p.Update(eps("10.0.0.1:1", "10.0.0.2:1"), time.Unix(1, 0)) {
+		t.Fatal("first Update did not publish")
+	}
+	s, err := p.Next(ctx)
+	if err != nil || s.Version != 1 || len(s.Endpoints) != 2 || s.Err != nil {
+		t.Fatalf("Next = %+v, %v", s, err)
+	}
+	if p.Update(eps("10.0.0.1:1", "10.0.0.2:1"), time.Unix(2, 0)) {
+		t.Fatal("an identical set published a new version")
+	}
+	if got := p.Current(); !got.Synced.Equal(time.Unix(2, 0)) || got.Version != 1 {
+		t.Fatalf("identical Update: state %+v, want Synced moved and Version 1", got)
+	}
+	boom := errors.New("registry down")
+	if !p.SetError(boom) {
+		t.Fatal("first error not published")
+	}
+	if p.SetError(errors.New("registry down")) {
+		t.Fatal("the same error again published a new version")
+	}
+	s, err = p.Next(ctx)
+	if err != nil || s.Version != 2 || len(s.Endpoints) != 2 || s.Err == nil || !s.Synced.Equal(time.Unix(2, 0)) {
+		t.Fatalf("after error: %+v, %v; want last known good endpoints, Err set, Synced kept", s, err)
+	}
+	// Two updates before the consumer looks: it sees only the newest.
+	p.Update(eps("10.0.0.3:1"), time.Unix(3, 0))
+	p.Update(eps(), time.Unix(4, 0))
+	s, err = p.Next(ctx)
+	if err != nil || s.Version != 4 || len(s.Endpoints) != 0 || s.Endpoints == nil || s.Err != nil {
+		t.Fatalf("coalesced: %+v, %v; want version 4, authoritative empty set", s, err)
+	}
+}
+
+func TestPublisherSortsAndCopies(t *testing.T) {
+	var p Publisher
+	in := eps("10.0.0.2:1", "10.0.0.1:1")
+	p.Update(in, time.Now())
+	in[0].Addr = "mutated"
+	s, _ := p.Next(t.Context())
+	if s.Endpoints[0].ID != "10.0.0.1:1" || s.Endpoints[1].Addr != "10.0.0.2:1" {
+		t.Fatalf("state %+v: want sorted and not aliased to the caller's slice", s.Endpoints)
+	}
+}
+
+func TestPublisherNextBlocksUntilChangeOrCancelOrClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var p Publisher
+		got := make(chan State, 1)
+		go func() {
+			s, _ := p.Next(context.Background())
+			got <- s
+		}()
+		synctest.Wait()
+		select {
+		case s := <-got:
+			t.Fatalf("Next returned %+v before anything was published", s)
+		default:
+		}
+		p.Update(eps("10.0.0.1:1"), time.Now())
+		if s := <-got; s.Version != 1 {
+			t.Fatalf("Next = %+v", s)
+		}
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := p.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Next with nothing new = %v, want DeadlineExceeded", err)
+		}
+
+		errc := make(chan error, 1)
+		go func() {
+			_, err := p.Next(context.Background())
+			errc <- err
+		}()
+		synctest.Wait()
+		p.Close()
+		p.Close()
+		if err := <-errc; !errors.Is(err, ErrClosed) {
+			t.Fatalf("Next after Close = %v, want ErrClosed", err)
+		}
+		if p.Update(eps("10.0.0.2:1"), time.Now()) {
+			t.Fatal("Update after Close published")
+		}
+	})
+}

@@ -1,0 +1,126 @@
+package discovery
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// ErrBadTarget is wrapped by every error ParseTarget returns.
+var ErrBadTarget = errors.New("discovery: malformed target")
+
+// Target is a parsed target string: scheme://[host:port,host:port]/path?query.
+type Target struct {
+	// Scheme selects the Builder: "consul", "etcd", "static".
+	Scheme string
+	// Hosts are the registry addresses from the authority, in order; empty
+	// when the target names none (the builder then applies its defaults).
+	Hosts []string
+	// Path is everything after the first '/' following the authority,
+	// unescaped: the Consul service name, the etcd key prefix, or the static
+	// address list.
+	Path string
+	// Query holds the options after '?'.
+	Query url.Values
+	// Raw is the original string.
+	Raw string
+}
+
+// String returns the original target string.
+func (t Target) String() string { return t.Raw }
+
+// ParseTarget parses scheme://[authority]/path[?query]. The authority is a
+// comma-separated list of host:port. The error wraps ErrBadTarget and names the
+// part at fault. It is safe to call from any goroutine.
+func ParseTarget(s string) (Target, error) {
+	t := Target{Raw: s}
+	bad := func(part, why string) (Target, error) {
+		return Target{}, fmt.Errorf("%w %q: %s: %s", ErrBadTarget, truncate(s), part, why)
+	}
+	if len(s) > 8*MaxFieldLen {
+		return bad("target", "longer than "+strconv.Itoa(8*MaxFieldLen)+" bytes")
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return bad("target", "contains whitespace or control characters")
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return bad("scheme", `missing "://" (want scheme://[host:port]/name)`)
+	}
+	if !validScheme(scheme) {
+		return bad("scheme", fmt.Sprintf("%q is not a valid scheme", truncate(scheme)))
+	}
+	t.Scheme = strings.ToLower(scheme)
+	if i := strings.IndexByte(rest, '#'); i >= 0 {
+		return bad("fragment", `"#" is not allowed`)
+	}
+	if i := strings.IndexByte(rest, '?'); i >= 0 {
+		q, err := url.ParseQuery(rest[i+1:])
+		if err != nil {
+			return bad("query", err.Error())
+		}
+		t.Query = q
+		rest = rest[:i]
+	} else {
+		t.Query = url.Values{}
+	}
+	authority, path, hasSlash := strings.Cut(rest, "/")
+	if !hasSlash {
+		return bad("path", `missing "/" after the authority (want scheme://[host:port]/name)`)
+	}
+	if authority != "" {
+		if strings.Contains(authority, "@") {
+			return bad("authority", "credentials are not allowed in a target; use the token option or environment")
+		}
+		for h := range strings.SplitSeq(authority, ",") {
+			if err := validateRegistryAddr(h); err != nil {
+				return bad("authority", err.Error())
+			}
+			t.Hosts = append(t.Hosts, h)
+		}
+	}
+	p, err := url.PathUnescape(path)
+	if err != nil {
+		return bad("path", err.Error())
+	}
+	t.Path = p
+	return t, nil
+}
+
+func validScheme(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z':
+		case i > 0 && (c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validateRegistryAddr checks one host:port of a registry. Unlike endpoint
+// addresses, a registry may be a name such as localhost or consul.service.
+func validateRegistryAddr(h string) error {
+	if h == "" {
+		return errors.New("empty address in list")
+	}
+	host, port, err := net.SplitHostPort(h)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", truncate(h))
+	}
+	if host == "" {
+		return fmt.Errorf("%q has an empty host", truncate(h))
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || port[0] == '+' {
+		return fmt.Errorf("%q: port %q out of range 1-65535", truncate(h), truncate(port))
+	}
+	return nil
+}

@@ -1,0 +1,89 @@
+package discovery
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParseTarget(t *testing.T) {
+	tg, err := ParseTarget("consul://127.0.0.1:8500/orders?tag=a&tag=b&dc=dc1&healthy=warning")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.Scheme != "consul" || !slices.Equal(tg.Hosts, []string{"127.0.0.1:8500"}) || tg.Path != "orders" ||
+		!slices.Equal(tg.Query["tag"], []string{"a", "b"}) || tg.Query.Get("dc") != "dc1" {
+		t.Fatalf("parsed %+v", tg)
+	}
+	tg, err = ParseTarget("etcd://10.0.0.1:2379,[::1]:2379/services/orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(tg.Hosts, []string{"10.0.0.1:2379", "[::1]:2379"}) || tg.Path != "services/orders" {
+		t.Fatalf("parsed %+v", tg)
+	}
+	tg, err = ParseTarget("static:///a.example:1,b.example:2")
+	if err != nil || tg.Hosts != nil || tg.Path != "a.example:1,b.example:2" {
+		t.Fatalf("parsed %+v, %v", tg, err)
+	}
+	tg, err = ParseTarget("consul:///my%2Fsvc")
+	if err != nil || tg.Path != "my/svc" || len(tg.Hosts) != 0 {
+		t.Fatalf("parsed %+v, %v", tg, err)
+	}
+}
+
+func TestParseTargetErrorsNameThePart(t *testing.T) {
+	for _, tc := range []struct{ in, part string }{
+		{"orders", "scheme"},
+		{"://x/y", "scheme"},
+		{"1consul://x:1/y", "scheme"},
+		{"consul://127.0.0.1:8500", "path"},
+		{"consul://127.0.0.1:0/orders", "authority"},
+		{"consul://127.0.0.1:99999/orders", "authority"},
+		{"consul://127.0.0.1/orders", "authority"},
+		{"etcd://a:1,,b:2/p", "authority"},
+		{"consul://user:pw@127.0.0.1:8500/orders", "authority"},
+		{"consul://h:1/orders?x=%zz", "query"},
+		{"consul://h:1/orders#frag", "fragment"},
+		{"consul://h:1/a%zzb", "path"},
+		{"consul://h:1/a b", "whitespace"},
+	} {
+		_, err := ParseTarget(tc.in)
+		if err == nil || !errors.Is(err, ErrBadTarget) || !strings.Contains(err.Error(), tc.part) {
+			t.Errorf("ParseTarget(%q) = %v, want ErrBadTarget naming %q", tc.in, err, tc.part)
+		}
+	}
+}
+
+func FuzzParseTarget(f *testing.F) {
+	for _, s := range []string{
+		"consul://127.0.0.1:8500/orders?tag=a&tag=b", "etcd://a:1,b:2/p/q", "static:///a:1,b:2",
+		"consul:///x", "x://", "://", "etcd://[::1]:2379/p", "consul://h:1/a%2Fb?x=%zz",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tg, err := ParseTarget(s)
+		if err != nil {
+			if !errors.Is(err, ErrBadTarget) {
+				t.Fatalf("error %v does not wrap ErrBadTarget", err)
+			}
+			return
+		}
+		if tg.Scheme == "" || tg.Raw != s || tg.Query == nil {
+			t.Fatalf("accepted %q as %+v", s, tg)
+		}
+		for _, h := range tg.Hosts {
+			if validateRegistryAddr(h) != nil {
+				t.Fatalf("accepted bad host %q", h)
+			}
+		}
+		// A static target either builds or fails with a clear error; it never panics.
+		if tg.Scheme == "static" {
+			if w, err := buildStatic(t.Context(), tg); err == nil {
+				w.Close()
+			}
+		}
+	})
+}

@@ -1,0 +1,75 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestWatchStatic(t *testing.T) {
+	w, err := Watch(t.Context(), "static:///10.0.0.1:80,10.0.0.2:81")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s, err := w.Next(t.Context())
+	if err != nil || len(s.Endpoints) != 2 || s.Endpoints[1].Addr != "10.0.0.2:81" || s.Endpoints[0].Weight != 1 {
+		t.Fatalf("Next = %+v, %v", s, err)
+	}
+	w.ResolveNow()
+	w.Close()
+	if _, err := w.Next(t.Context()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Next after Close = %v", err)
+	}
+}
+
+func TestWatchErrors(t *testing.T) {
+	for _, tc := range []struct{ target, want string }{
+		{"nope://h:1/x", "unknown scheme \"nope\""},
+		{"static:///10.0.0.1:0", "out of range"},
+		{"static:///", "no addresses"},
+		{"static://h:1/10.0.0.1:80", "authority"},
+		{"static:///10.0.0.1:80,10.0.0.1:80", "duplicate"},
+		{"static:///0.0.0.0:80", "unspecified"},
+		{"orders", "scheme"},
+	} {
+		w, err := Watch(context.Background(), tc.target)
+		if err == nil {
+			w.Close()
+			t.Errorf("Watch(%q) succeeded", tc.target)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Watch(%q) = %v, want it to name %q", tc.target, err, tc.want)
+		}
+	}
+}
+
+func TestRegisterReplacesAndIsUsed(t *testing.T) {
+	called := false
+	Register("Test-Scheme", func(ctx context.Context, tg Target) (Watcher, error) {
+		called = true
+		return StaticAddrs("10.9.9.9:9")
+	})
+	w, err := Watch(t.Context(), "test-scheme:///x")
+	if err != nil || !called {
+		t.Fatalf("registered builder not used: %v", err)
+	}
+	w.Close()
+}
+
+func TestStaticUpdateIsAllOrNothing(t *testing.T) {
+	s, err := StaticAddrs("10.0.0.1:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Update(Endpoint{ID: "x", Addr: "10.0.0.2:80"}, Endpoint{ID: "y", Addr: "224.0.0.1:80"}); err == nil || !strings.Contains(err.Error(), "multicast") {
+		t.Fatalf("Update with a multicast address = %v", err)
+	}
+	st, _ := s.Next(t.Context())
+	if len(st.Endpoints) != 1 || st.Endpoints[0].Addr != "10.0.0.1:80" {
+		t.Fatalf("a rejected Update changed the set: %+v", st)
+	}
+}

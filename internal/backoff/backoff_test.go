@@ -1,0 +1,55 @@
+package backoff
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+func TestDelayBoundsAndGrowth(t *testing.T) {
+	p := Policy{Base: time.Second, Factor: 1.6, Max: 120 * time.Second, Jitter: 0.2}
+	r := rand.New(rand.NewPCG(1, 2))
+	want := float64(time.Second)
+	for n := range 20 {
+		if want > float64(120*time.Second) {
+			want = float64(120 * time.Second)
+		}
+		for range 200 {
+			d := p.Delay(n, r)
+			if float64(d) < 0.8*want-1 || float64(d) > 1.2*want+1 {
+				t.Fatalf("attempt %d: delay %v outside %v +-20%%", n, d, time.Duration(want))
+			}
+		}
+		want *= 1.6
+	}
+}
+
+func TestFullJitterSpreads(t *testing.T) {
+	p := Policy{Base: 25 * time.Millisecond, Factor: 2, Max: 250 * time.Millisecond, Full: true}
+	r := rand.New(rand.NewPCG(3, 4))
+	var lo, hi int
+	for range 1000 {
+		d := p.Delay(10, r)
+		if d < 0 || d >= 250*time.Millisecond {
+			t.Fatalf("full jitter delay %v outside [0, 250ms)", d)
+		}
+		if d < 125*time.Millisecond {
+			lo++
+		} else {
+			hi++
+		}
+	}
+	if lo < 400 || hi < 400 {
+		t.Fatalf("full jitter not uniform: %d below half, %d above", lo, hi)
+	}
+}
+
+func TestZeroPolicyAndHugeAttempt(t *testing.T) {
+	if d := (Policy{}).Delay(5, nil); d != 0 {
+		t.Fatalf("zero policy waited %v", d)
+	}
+	p := Policy{Base: time.Second, Factor: 10}
+	if d := p.Delay(1000, nil); d <= 0 {
+		t.Fatalf("uncapped huge attempt overflowed to %v", d)
+	}
+}
