@@ -1,0 +1,96 @@
+package consul
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// ErrResponseTooLarge is returned when a registry answer exceeds the cap set
+// by WithMaxResponse.
+var ErrResponseTooLarge = errors.New("consul: response too large")
+
+// ErrRedirect is returned when the agent answers with an HTTP redirect, which
+// is refused so the ACL token is never sent elsewhere.
+var ErrRedirect = errors.New("consul: redirect refused")
+
+// newClient builds a Consul API client from the environment and the options.
+// Its HTTP client refuses redirects and caps response bodies at maxBody bytes.
+func newClient(o *options, maxBody int64) (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	if o.apiConfig != nil {
+		o.apiConfig(cfg)
+	}
+	if o.address != "" {
+		cfg.Address = o.address
+	}
+	if o.token != "" {
+		cfg.Token = o.token
+		cfg.TokenFile = ""
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = api.DefaultConfig().Transport
+	}
+	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consul: TLS configuration: %w", err)
+	}
+	hc.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
+		return fmt.Errorf("%w to %s://%s%s", ErrRedirect, req.URL.Scheme, req.URL.Host, req.URL.Path)
+	}
+	if maxBody > 0 {
+		hc.Transport = &cappedTransport{base: hc.Transport, max: maxBody}
+	}
+	cfg.HttpClient = hc
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul: client: %w", err)
+	}
+	return c, nil
+}
+
+// cappedTransport fails a response whose body is longer than max bytes.
+type cappedTransport struct {
+	base http.RoundTripper
+	max  int64
+}
+
+func (t *cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.ContentLength > t.max {
+		resp.Body.Close()
+		return nil, fmt.Errorf("%w: %d bytes announced, cap %d", ErrResponseTooLarge, resp.ContentLength, t.max)
+	}
+	resp.Body = &cappedBody{rc: resp.Body, left: t.max}
+	return resp, nil
+}
+
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// Read one more byte to tell "exactly at the cap" from "over it".
+		var one [1]byte
+		if n, _ := b.rc.Read(one[:]); n > 0 {
+			return 0, fmt.Errorf("%w: body exceeds the cap", ErrResponseTooLarge)
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }

@@ -1,0 +1,43 @@
+// Package consul discovers endpoints through Consul's health API and registers
+// services with a Consul agent.
+//
+// A Watcher runs one goroutine that keeps a blocking query parked on
+// /v1/health/service/NAME. Every answer is the complete set of instances; it is
+// validated (discovery.Sanitize) and published through a discovery.Publisher.
+// The rules it follows, each one a place where other clients have bugs:
+//
+//   - WaitTime is always set (default 60 s) and every request carries a
+//     context, so Close aborts a parked query at once.
+//   - The index sent is never below 1. When the index goes backwards (a
+//     snapshot restore, an agent restarted on a fresh data dir) or after any
+//     error, the next read is a plain non-blocking read of the whole set.
+//     A missing or zero index is clamped and re-queried at most once a second.
+//   - Re-queries are rate-limited (default 20/s, burst 10), so a churning
+//     service cannot make the watcher spin.
+//   - Errors back off exponentially with jitter (200 ms x2, capped at 10 s,
+//     +-20 %) and never empty the set: the last known good set stays
+//     published with State.Err set.
+//   - HTTP redirects are refused, so the ACL token is never forwarded, and
+//     response bodies are capped (default 64 MiB) as is the entry count.
+//   - An empty answer with X-Consul-Results-Filtered-By-ACLs is an error, not
+//     an authoritative empty set.
+//   - ResolveNow cancels the parked query and does one consistent read at
+//     once (coalesced, at most one per 500 ms by default), publishes it, and
+//     parks again from the new index.
+//
+// The ACL token comes from CONSUL_HTTP_TOKEN (or CONSUL_HTTP_TOKEN_FILE) or
+// WithToken, never from the target. TLS is configured through api.Config:
+// the standard CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT and
+// CONSUL_CLIENT_KEY variables, or WithAPIConfig. A TLS verification failure is
+// an error like any other; there is no plaintext fallback.
+//
+// Importing the package registers the "consul" scheme with discovery.Watch:
+//
+//	consul://[host:port]/NAME?tag=a&tag=b&dc=dc1&near=_agent&filter=EXPR&healthy=passing|warning
+//
+// The address defaults to CONSUL_HTTP_ADDR, then 127.0.0.1:8500.
+//
+// A Registrar registers one service instance with the local agent, keeps its
+// TTL check passing, re-registers it when the agent forgets it (an agent
+// restart), and deregisters it on Close.
+package consul

@@ -1,0 +1,409 @@
+package consul
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/hashicorp/consul/api"
+)
+
+// fakeAgent is an httptest Consul agent for unit tests of one behaviour each.
+// It answers /v1/health/service/ with whatever respond returns.
+type fakeAgent struct {
+	srv     *httptest.Server
+	mu      sync.Mutex
+	respond func(r *http.Request, n int) (status int, index string, body string)
+	reqs    []*http.Request
+	n       atomic.Int64
+	header  http.Header // added to every answer
+}
+
+func newFakeAgent(t *testing.T, respond func(r *http.Request, n int) (int, string, string)) *fakeAgent {
+	f := &fakeAgent{respond: respond}
+	f.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := int(f.n.Add(1))
+		f.mu.Lock()
+		f.reqs = append(f.reqs, r.Clone(context.Background()))
+		respond := f.respond
+		f.mu.Unlock()
+		status, index, body := respond(r, n)
+		if status == -1 { // park like a blocking query until the client goes away
+			<-r.Context().Done()
+			return
+		}
+		if index != "" {
+			w.Header().Set("X-Consul-Index", index)
+		}
+		// The api client stops parsing headers at a missing LastContact.
+		w.Header().Set("X-Consul-LastContact", "0")
+		w.Header().Set("X-Consul-KnownLeader", "true")
+		for k, v := range f.header {
+			w.Header()[k] = v
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		fmt.Fprint(w, body)
+	}))
+	t.Cleanup(f.srv.Close)
+	return f
+}
+
+func (f *fakeAgent) addr() string { return strings.TrimPrefix(f.srv.URL, "http://") }
+
+func (f *fakeAgent) requests() []*http.Request {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*http.Request(nil), f.reqs...)
+}
+
+// entriesJSON renders health entries for the given addresses ("host:port").
+func entriesJSON(t *testing.T, addrs ...string) string {
+	var out []*api.ServiceEntry
+	for i, a := range addrs {
+		host, port, _ := strings.Cut(a, ":")
+		var p int
+		fmt.Sscan(port, &p)
+		out = append(out, &api.ServiceEntry{
+			Node:    &api.Node{Node: "n1", Address: "10.9.9.9"},
+			Service: &api.AgentService{ID: fmt.Sprintf("web-%d", i), Service: "web", Address: host, Port: p, Weights: api.AgentWeights{Passing: 1, Warning: 1}},
+			Checks:  api.HealthChecks{{Status: api.HealthPassing}},
+		})
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// nextWhere calls Next until ok accepts a State, bounded by d.
+func nextWhere(t *testing.T, w discovery.Watcher, d time.Duration, what string, ok func(discovery.State) bool) discovery.State {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var last discovery.State
+	for {
+		s, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %s: %v; last state: %+v", what, err, last)
+		}
+		if ok(s) {
+			return s
+		}
+		last = s
+	}
+}
+
+func addrsOf(s discovery.State) string {
+	var a []string
+	for _, e := range s.Endpoints {
+		a = append(a, e.Addr)
+	}
+	return strings.Join(a, ",")
+}
+
+// fast makes unit tests quick: tiny backoff and resolve interval.
+var fast = []Option{WithErrorBackoff(10*time.Millisecond, 50*time.Millisecond), WithResolveInterval(10 * time.Millisecond)}
+
+func TestGarbageKeepsLastKnownGood(t *testing.T) {
+	good := entriesJSON(t, "10.0.0.1:80", "10.0.0.2:80")
+	for _, bad := range []struct {
+		name, body string
+		status     int
+		want       string
+	}{
+		{"html 502", "<html><body>Bad Gateway</body></html>", 502, "502"},
+		{"truncated json", good[:len(good)/2], 200, "unexpected EOF"},
+		{"html 200", "<html>oops</html>", 200, "invalid character"},
+		{"wrong shape", `{"not":"a list"}`, 200, "cannot unmarshal"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+				if n == 1 {
+					return 200, "10", good
+				}
+				return bad.status, "11", bad.body
+			})
+			w, err := New("web", append(fast, WithAddress(f.addr()))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			s := nextWhere(t, w, 5*time.Second, "the error", func(s discovery.State) bool { return s.Err != nil })
+			if addrsOf(s) != "10.0.0.1:80,10.0.0.2:80" || !strings.Contains(s.Err.Error(), bad.want) || !strings.Contains(s.Err.Error(), `service "web"`) {
+				t.Fatalf("after %s: endpoints %q err %v; want the last known good set and an error naming %q", bad.name, addrsOf(s), s.Err, bad.want)
+			}
+		})
+	}
+}
+
+func TestInvalidAddressesDroppedGoodKept(t *testing.T) {
+	body := entriesJSON(t, "10.0.0.1:80", "10.0.0.2:0", "0.0.0.0:80", "224.0.0.1:80", "169.254.1.1:80", "10.0.0.1:80", "10.0.0.3:65535")
+	f := newFakeAgent(t, func(*http.Request, int) (int, string, string) { return 200, "7", body })
+	var logs bytes.Buffer
+	w, err := New("web", append(fast, WithAddress(f.addr()), WithWaitTime(time.Second), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 5*time.Second, "a set", func(discovery.State) bool { return true })
+	if addrsOf(s) != "10.0.0.1:80,10.0.0.3:65535" || s.Err != nil {
+		t.Fatalf("published %q (err %v), want only the two valid, distinct addresses", addrsOf(s), s.Err)
+	}
+	if got := w.Stats().Rejected; got < 5 {
+		t.Fatalf("Stats.Rejected = %d, want >= 5", got)
+	}
+	for _, why := range []string{"out of range", "unspecified", "multicast", "link-local", "already used"} {
+		if !strings.Contains(logs.String(), why) {
+			t.Errorf("log does not give the reason %q:\n%s", why, logs.String())
+		}
+	}
+}
+
+func TestHugeAnswerRejected(t *testing.T) {
+	good := entriesJSON(t, "10.0.0.1:80")
+	huge := entriesJSON(t, strings.Split(strings.Repeat("10.0.0.5:80,", 200), ",")[:200]...)
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if n == 1 {
+			return 200, "10", good
+		}
+		return 200, "11", huge
+	})
+	w, err := New("web", append(fast, WithAddress(f.addr()), WithMaxResponse(int64(len(good)+100), 100))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 5*time.Second, "the good set", func(s discovery.State) bool { return s.Err == nil })
+	s := nextWhere(t, w, 5*time.Second, "the error", func(s discovery.State) bool { return s.Err != nil })
+	if !errors.Is(s.Err, ErrResponseTooLarge) || addrsOf(s) != "10.0.0.1:80" {
+		t.Fatalf("err %v, endpoints %q; want ErrResponseTooLarge and the last known good set", s.Err, addrsOf(s))
+	}
+	// The entry cap applies even when the body fits.
+	w2, err := New("web", append(fast, WithAddress(f.addr()), WithMaxResponse(1<<30, 100))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	s = nextWhere(t, w2, 5*time.Second, "the entry-cap error", func(s discovery.State) bool { return s.Err != nil })
+	if !errors.Is(s.Err, ErrResponseTooLarge) || !strings.Contains(s.Err.Error(), "200 entries") {
+		t.Fatalf("err %v, want the entry cap named", s.Err)
+	}
+}
+
+func TestTokenNeverLeaksAndACLFilteredEmptyIsError(t *testing.T) {
+	const token = "s3cr3t-token-value"
+	var sawToken atomic.Bool
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if r.Header.Get("X-Consul-Token") == token {
+			sawToken.Store(true)
+		}
+		if strings.Contains(r.URL.RawQuery, token) {
+			return 500, "", "token in the URL"
+		}
+		if n == 1 {
+			return 200, "3", entriesJSON(t, "10.0.0.1:80")
+		}
+		return 403, "", "ACL not found"
+	})
+	var logs bytes.Buffer
+	w, err := New("web", append(fast, WithAddress(f.addr()), WithToken(token), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 5*time.Second, "the 403", func(s discovery.State) bool { return s.Err != nil })
+	if !strings.Contains(s.Err.Error(), "403") || addrsOf(s) != "10.0.0.1:80" {
+		t.Fatalf("err %v endpoints %q", s.Err, addrsOf(s))
+	}
+	w.Close()
+	if !sawToken.Load() {
+		t.Fatal("the token was not sent in X-Consul-Token")
+	}
+	if strings.Contains(s.Err.Error(), token) || strings.Contains(logs.String(), token) {
+		t.Fatalf("the token leaked into an error or log:\n%v\n%s", s.Err, logs.String())
+	}
+
+	f2 := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		return 200, "4", "[]"
+	})
+	f2.header = http.Header{"X-Consul-Results-Filtered-By-Acls": {"true"}}
+	w2, err := New("web", append(fast, WithAddress(f2.addr()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	s = nextWhere(t, w2, 5*time.Second, "the ACL error", func(discovery.State) bool { return true })
+	if s.Err == nil || !strings.Contains(s.Err.Error(), "ACL") {
+		t.Fatalf("an answer emptied by ACLs was published as %+v, want an error", s)
+	}
+}
+
+func TestRedirectRefusedTokenNotForwarded(t *testing.T) {
+	const token = "redirect-token"
+	var forwarded atomic.Bool
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-Consul-Token") != "" {
+			forwarded.Store(true)
+		}
+		fmt.Fprint(w, "[]")
+	}))
+	defer evil.Close()
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) { return 200, "1", "" })
+	f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, evil.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	})
+	w, err := New("web", append(fast, WithAddress(f.addr()), WithToken(token))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 5*time.Second, "the redirect error", func(discovery.State) bool { return true })
+	if !errors.Is(s.Err, ErrRedirect) {
+		t.Fatalf("err = %v, want ErrRedirect", s.Err)
+	}
+	if forwarded.Load() {
+		t.Fatal("the token was forwarded to the redirect target")
+	}
+}
+
+func TestIndexRules(t *testing.T) {
+	t.Run("backwards resets to a plain read", func(t *testing.T) {
+		f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+			switch n {
+			case 1:
+				return 200, "100", entriesJSON(t, "10.0.0.1:80")
+			case 2:
+				return 200, "5", entriesJSON(t, "10.0.0.2:80")
+			case 3:
+				return 200, "6", entriesJSON(t, "10.0.0.3:80")
+			default:
+				return -1, "", ""
+			}
+		})
+		w, err := New("web", append(fast, WithAddress(f.addr()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		nextWhere(t, w, 5*time.Second, "10.0.0.3", func(s discovery.State) bool { return addrsOf(s) == "10.0.0.3:80" })
+		reqs := f.requests()
+		idx := func(i int) string { return reqs[i].URL.Query().Get("index") }
+		if idx(0) != "" || idx(1) != "100" || idx(2) != "" {
+			t.Fatalf("index sequence %q %q %q, want \"\" (plain), 100 (blocking), \"\" (plain after reset)", idx(0), idx(1), idx(2))
+		}
+		if reqs[1].URL.Query().Get("wait") == "" {
+			t.Fatal("blocking query sent without an explicit wait")
+		}
+		if w.Stats().IndexResets != 1 {
+			t.Fatalf("IndexResets = %d, want 1", w.Stats().IndexResets)
+		}
+	})
+	t.Run("zero or missing index is clamped and rate-limited", func(t *testing.T) {
+		f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+			if n%2 == 0 {
+				return 200, "", entriesJSON(t, "10.0.0.1:80")
+			}
+			return 200, "0", entriesJSON(t, "10.0.0.1:80")
+		})
+		w, err := New("web", append(fast, WithAddress(f.addr()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2500 * time.Millisecond) // observe the request rate over a fixed window
+		w.Close()
+		reqs := f.requests()
+		if len(reqs) > 4 {
+			t.Fatalf("%d requests in 2.5 s with a zero index, want at most 1/s", len(reqs))
+		}
+		for _, r := range reqs[1:] {
+			if r.URL.Query().Get("index") != "1" {
+				t.Fatalf("sent index %q after a zero index, want 1", r.URL.Query().Get("index"))
+			}
+		}
+	})
+	t.Run("errors back off", func(t *testing.T) {
+		f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) { return 500, "", "boom" })
+		w, err := New("web", WithAddress(f.addr()), WithErrorBackoff(100*time.Millisecond, time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(1500 * time.Millisecond) // observe the request rate over a fixed window
+		w.Close()
+		// 0, ~0.1, ~0.3, ~0.7, ~1.5 s: at most 5 (6 with jitter), never a busy loop.
+		if n := len(f.requests()); n < 2 || n > 6 {
+			t.Fatalf("%d requests in 1.5 s of errors, want 2-6 (exponential backoff)", n)
+		}
+	})
+}
+
+func TestCloseAbortsParkedQuery(t *testing.T) {
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if n == 1 {
+			return 200, "10", entriesJSON(t, "10.0.0.1:80")
+		}
+		return -1, "", ""
+	})
+	w, err := New("web", WithAddress(f.addr()), WithWaitTime(5*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nextWhere(t, w, 5*time.Second, "the first set", func(discovery.State) bool { return true })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for f.n.Load() < 2 && ctx.Err() == nil { // until the blocking query is parked
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	w.Close()
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close took %v with a query parked, want well under 1 s", d)
+	}
+	if _, err := w.Next(context.Background()); !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("Next after Close = %v", err)
+	}
+	w.Close()
+}
+
+func TestTargets(t *testing.T) {
+	for _, tc := range []struct{ target, want string }{
+		{"consul://127.0.0.1:8500/", "path"},
+		{"consul://127.0.0.1:8500/a/b", "path"},
+		{"consul://127.0.0.1:8500,127.0.0.2:8500/web", "one agent"},
+		{"consul://127.0.0.1:8500/web?token=x", "never read from the target"},
+		{"consul://127.0.0.1:8500/web?healthy=critical", "passing or warning"},
+		{"consul://127.0.0.1:8500/web?bogus=1", `unknown option "bogus"`},
+		{"consul://127.0.0.1:8500/web?dc=", "dc"},
+	} {
+		w, err := discovery.Watch(context.Background(), tc.target)
+		if err == nil {
+			w.Close()
+			t.Errorf("Watch(%q) succeeded", tc.target)
+			continue
+		}
+		if !errors.Is(err, discovery.ErrBadTarget) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Watch(%q) = %v, want ErrBadTarget naming %q", tc.target, err, tc.want)
+		}
+	}
+	w, err := discovery.Watch(context.Background(), "consul://127.0.0.1:1/web?tag=a&tag=b&dc=dc1&near=_agent&filter=Service.Port%20%3E%200&healthy=warning")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw := w.(*Watcher)
+	if cw.opts.datacenter != "dc1" || len(cw.opts.tags) != 2 || cw.opts.near != "_agent" || cw.opts.filter != "Service.Port > 0" || !cw.opts.allowWarning {
+		t.Fatalf("options from target: %+v", cw.opts)
+	}
+	w.Close()
+}

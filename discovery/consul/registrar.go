@@ -1,0 +1,274 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/hashicorp/consul/api"
+)
+
+// Registration describes one service instance to register with the local
+// Consul agent.
+type Registration struct {
+	// Name is the service name clients watch. Required.
+	Name string
+	// ID is unique on the agent. Default: Name-host-port.
+	ID string
+	// Addr is the host:port clients dial; validated by discovery.ValidateAddr.
+	Addr string
+	// Tags and Meta are published with the instance. Meta["zone"] becomes
+	// discovery.Endpoint.Zone.
+	Tags []string
+	Meta map[string]string
+	// Weight is the passing weight (default 1); WarningWeight the weight while
+	// the check is at warning (default 1).
+	Weight, WarningWeight int
+	// Check is the health check. Exactly one of its TTL, TCP or HTTP fields
+	// must be set.
+	Check Check
+}
+
+// Check is the health check attached to a Registration.
+type Check struct {
+	// TTL makes a TTL check that the Registrar keeps at its status (passing
+	// unless SetStatus says otherwise) by updating it every TTL/3.
+	TTL time.Duration
+	// TCP is a host:port the agent dials every Interval.
+	TCP string
+	// HTTP is a URL the agent GETs every Interval; 2xx is passing, 429 warning.
+	HTTP string
+	// Interval for TCP and HTTP checks. Default 10 s.
+	Interval time.Duration
+	// Timeout for TCP and HTTP checks. Default: Consul's (10 s).
+	Timeout time.Duration
+	// DeregisterCriticalServiceAfter makes the agent remove the instance after
+	// it has been critical this long, so a crashed process leaves nothing
+	// behind. Default 1 minute; Consul's minimum is 1 minute.
+	DeregisterCriticalServiceAfter time.Duration
+}
+
+// Registrar keeps one service instance registered with the local agent. It
+// runs one goroutine, which it stops on Close.
+type Registrar struct {
+	client *api.Client
+	reg    *api.AgentServiceRegistration
+	ttl    time.Duration
+	logger func(msg string, args ...any)
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	status string // TTL check status to keep
+	closed bool
+}
+
+// NewRegistrar registers r with the agent and starts keeping it registered:
+// a TTL check is updated every TTL/3, and the instance is registered again
+// whenever the agent has forgotten it (an agent restart). ctx bounds the first
+// registration only. Options that configure the agent connection (address,
+// token, TLS, logger) apply.
+func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registrar, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	reg, ttl, err := agentRegistration(r)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newClient(&o, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	rg := &Registrar{
+		client: c, reg: reg, ttl: ttl, logger: o.logger.Warn,
+		ctx: rctx, cancel: cancel, status: api.HealthPassing,
+	}
+	if err := rg.register(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	rg.wg.Add(1)
+	go rg.run()
+	return rg, nil
+}
+
+// ID returns the service ID registered with the agent.
+func (r *Registrar) ID() string { return r.reg.ID }
+
+func agentRegistration(r Registration) (*api.AgentServiceRegistration, time.Duration, error) {
+	if err := validServiceName(r.Name); err != nil {
+		return nil, 0, err
+	}
+	if err := discovery.ValidateAddr(r.Addr); err != nil {
+		return nil, 0, fmt.Errorf("consul: registration %q: %w", r.Name, err)
+	}
+	host, portStr, _ := net.SplitHostPort(r.Addr)
+	port, _ := strconv.Atoi(portStr)
+	id := r.ID
+	if id == "" {
+		id = r.Name + "-" + host + "-" + portStr
+	}
+	c := r.Check
+	n := 0
+	for _, set := range []bool{c.TTL > 0, c.TCP != "", c.HTTP != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return nil, 0, fmt.Errorf("consul: registration %q: set exactly one of Check.TTL, Check.TCP and Check.HTTP", id)
+	}
+	dereg := c.DeregisterCriticalServiceAfter
+	if dereg <= 0 {
+		dereg = time.Minute
+	}
+	interval := c.Interval
+	if interval <= 0 {
+		interval = 10 * time.Second
+	}
+	check := &api.AgentServiceCheck{
+		CheckID:                        "service:" + id,
+		Name:                           "dialtone " + r.Name,
+		DeregisterCriticalServiceAfter: dereg.String(),
+	}
+	switch {
+	case c.TTL > 0:
+		check.TTL = c.TTL.String()
+		check.Status = api.HealthPassing
+	case c.TCP != "":
+		check.TCP = c.TCP
+		check.Interval = interval.String()
+	default:
+		check.HTTP = c.HTTP
+		check.Interval = interval.String()
+	}
+	if c.Timeout > 0 {
+		check.Timeout = c.Timeout.String()
+	}
+	w, ww := max(r.Weight, 1), max(r.WarningWeight, 1)
+	return &api.AgentServiceRegistration{
+		ID: id, Name: r.Name, Address: host, Port: port, Tags: r.Tags, Meta: r.Meta,
+		Weights: &api.AgentWeights{Passing: w, Warning: ww},
+		Check:   check,
+	}, c.TTL, nil
+}
+
+func (r *Registrar) register(ctx context.Context) error {
+	err := r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("consul: register %q: %w", r.reg.ID, err)
+	}
+	return nil
+}
+
+// SetStatus sets the status the Registrar keeps on its TTL check:
+// api.HealthPassing, api.HealthWarning or api.HealthCritical. It applies it
+// at once. It is an error for a registration without a TTL check.
+func (r *Registrar) SetStatus(ctx context.Context, status string) error {
+	if r.ttl <= 0 {
+		return errors.New("consul: SetStatus needs a TTL check")
+	}
+	switch status {
+	case api.HealthPassing, api.HealthWarning, api.HealthCritical:
+	default:
+		return fmt.Errorf("consul: SetStatus(%q): want passing, warning or critical", status)
+	}
+	r.mu.Lock()
+	r.status = status
+	r.mu.Unlock()
+	return r.updateTTL(ctx, status)
+}
+
+func (r *Registrar) updateTTL(ctx context.Context, status string) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	if err := r.client.Agent().UpdateTTLOpts(r.reg.Check.CheckID, "", status, q); err != nil {
+		return fmt.Errorf("consul: update TTL of %q: %w", r.reg.ID, err)
+	}
+	return nil
+}
+
+// run keeps the registration alive until Close.
+func (r *Registrar) run() {
+	defer r.wg.Done()
+	every := 10 * time.Second
+	if r.ttl > 0 {
+		every = max(r.ttl/3, 100*time.Millisecond)
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(r.ctx, every)
+		if err := r.refresh(ctx); err != nil && r.ctx.Err() == nil {
+			r.logger("consul: keeping registration alive failed", "id", r.reg.ID, "error", err)
+		}
+		cancel()
+	}
+}
+
+// refresh updates the TTL check or, if the agent no longer knows the
+// instance, registers it again.
+func (r *Registrar) refresh(ctx context.Context) error {
+	if r.ttl > 0 {
+		r.mu.Lock()
+		status := r.status
+		r.mu.Unlock()
+		if err := r.updateTTL(ctx, status); err == nil {
+			return nil
+		}
+	} else {
+		svc, _, err := r.client.Agent().Service(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx))
+		if err == nil && svc != nil {
+			return nil
+		}
+		var se api.StatusError
+		if err != nil && !(errors.As(err, &se) && se.Code == 404) {
+			return err
+		}
+	}
+	if err := r.register(ctx); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	status := r.status
+	r.mu.Unlock()
+	if r.ttl > 0 && status != api.HealthPassing {
+		return r.updateTTL(ctx, status)
+	}
+	return nil
+}
+
+// Close stops keeping the instance registered and deregisters it (bounded by
+// 5 s). It waits for the goroutine. It is idempotent; the second call returns
+// nil.
+func (r *Registrar) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.cancel()
+	r.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("consul: deregister %q: %w", r.reg.ID, err)
+	}
+	return nil
+}

@@ -1,0 +1,396 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/time/rate"
+)
+
+// Watcher follows the instances of one Consul service. It implements
+// discovery.Watcher. Create it with New or through discovery.Watch with a
+// consul:// target.
+type Watcher struct {
+	service string
+	opts    options
+	client  *api.Client
+	pub     discovery.Publisher
+	limiter *rate.Limiter
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	wake chan struct{} // a ResolveNow is pending; buffered 1
+
+	mu             sync.Mutex
+	resolvePending bool
+	nextForced     time.Time          // earliest time of the next forced read
+	cancelQuery    context.CancelFunc // cancels the parked blocking query
+	resolveTimer   *time.Timer
+	closed         bool
+
+	stats struct {
+		requests, errors, forced, rejected, resets atomic.Uint64
+	}
+}
+
+// Stats counts what a Watcher did, for tests and metrics.
+type Stats struct {
+	// Requests is the number of HTTP requests sent to the agent.
+	Requests uint64
+	// Errors is the number of failed requests and rejected answers.
+	Errors uint64
+	// ForcedReads is the number of consistent reads ResolveNow caused.
+	ForcedReads uint64
+	// Rejected is the number of instances dropped by validation.
+	Rejected uint64
+	// IndexResets is the number of times the index went backwards.
+	IndexResets uint64
+}
+
+// errInterrupted marks a blocking query cancelled by ResolveNow.
+var errInterrupted = errors.New("consul: query interrupted by ResolveNow")
+
+// New starts a Watcher for the named service. It does not wait for the
+// registry: the first answer, or the first error, arrives through Next. The
+// caller must Close the Watcher.
+func New(service string, opts ...Option) (*Watcher, error) {
+	if err := validServiceName(service); err != nil {
+		return nil, err
+	}
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.waitTime <= 0 {
+		return nil, errors.New("consul: WithWaitTime must be positive")
+	}
+	if o.queryRate <= 0 || o.queryBurst < 1 {
+		return nil, errors.New("consul: WithQueryRate needs a positive rate and a burst of at least 1")
+	}
+	c, err := newClient(&o, o.maxBodyBytes)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Watcher{
+		service: service,
+		opts:    o,
+		client:  c,
+		limiter: rate.NewLimiter(rate.Limit(o.queryRate), o.queryBurst),
+		ctx:     ctx,
+		cancel:  cancel,
+		wake:    make(chan struct{}, 1),
+	}
+	w.wg.Add(1)
+	go w.run()
+	return w, nil
+}
+
+func validServiceName(s string) error {
+	if s == "" {
+		return errors.New("consul: empty service name")
+	}
+	if len(s) > 256 {
+		return errors.New("consul: service name longer than 256 bytes")
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c == '/' || c == '?' || c == '#' || c == 0x7f {
+			return fmt.Errorf("consul: service name %q contains %q", s, c)
+		}
+	}
+	return nil
+}
+
+// Next implements discovery.Watcher. Call it from one goroutine.
+func (w *Watcher) Next(ctx context.Context) (discovery.State, error) { return w.pub.Next(ctx) }
+
+// ResolveNow implements discovery.Watcher. It never blocks. The watcher
+// cancels its parked blocking query and makes one consistent read, at most
+// once per resolve interval (default 500 ms); calls in between are coalesced
+// into the next read.
+func (w *Watcher) ResolveNow() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || w.resolvePending {
+		return
+	}
+	w.resolvePending = true
+	if wait := time.Until(w.nextForced); wait > 0 {
+		w.resolveTimer = time.AfterFunc(wait, w.interrupt)
+		return
+	}
+	w.interruptLocked()
+}
+
+func (w *Watcher) interrupt() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.interruptLocked()
+}
+
+func (w *Watcher) interruptLocked() {
+	if w.cancelQuery != nil {
+		w.cancelQuery()
+		w.cancelQuery = nil
+	}
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns the counters. Safe from any goroutine.
+func (w *Watcher) Stats() Stats {
+	return Stats{
+		Requests:    w.stats.requests.Load(),
+		Errors:      w.stats.errors.Load(),
+		ForcedReads: w.stats.forced.Load(),
+		Rejected:    w.stats.rejected.Load(),
+		IndexResets: w.stats.resets.Load(),
+	}
+}
+
+// Close stops the watcher, aborting any query in flight, and returns after
+// its goroutine has exited. Next then returns discovery.ErrClosed. Close is
+// idempotent.
+func (w *Watcher) Close() error {
+	w.mu.Lock()
+	w.closed = true
+	if w.resolveTimer != nil {
+		w.resolveTimer.Stop()
+	}
+	w.mu.Unlock()
+	w.cancel()
+	w.wg.Wait()
+	w.pub.Close()
+	return nil
+}
+
+// run is the watcher's only goroutine.
+func (w *Watcher) run() {
+	defer w.wg.Done()
+	var (
+		index    uint64 // 0: the next read is a plain, non-blocking read
+		failures int
+	)
+	for w.ctx.Err() == nil {
+		var (
+			entries []*api.ServiceEntry
+			meta    *api.QueryMeta
+			err     error
+		)
+		if w.takeForced() {
+			w.stats.forced.Add(1)
+			entries, meta, err = w.query(w.ctx, 0, true)
+		} else if index == 0 {
+			entries, meta, err = w.query(w.ctx, 0, false)
+		} else {
+			if werr := w.limiter.Wait(w.ctx); werr != nil {
+				return
+			}
+			entries, meta, err = w.blockingQuery(index)
+			if errors.Is(err, errInterrupted) {
+				continue
+			}
+		}
+		if w.ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = w.apply(entries, meta)
+		}
+		if err != nil {
+			w.stats.errors.Add(1)
+			w.pub.SetError(err)
+			w.opts.logger.Warn("consul: watch failed", "service", w.service, "error", err, "attempt", failures+1)
+			w.sleep(w.opts.errBackoff.Delay(failures, nil))
+			failures++
+			index = 0
+			continue
+		}
+		failures = 0
+		switch next := meta.LastIndex; {
+		case next == 0:
+			// A missing index would make every blocking query return at
+			// once: clamp it, and wait a second before asking again.
+			index = 1
+			w.sleep(time.Second)
+		case next < index:
+			// The index went backwards: the registry's history was reset.
+			// This answer is complete, but the next read starts over.
+			w.stats.resets.Add(1)
+			w.opts.logger.Info("consul: index went backwards; reading everything again",
+				"service", w.service, "from", index, "to", next)
+			index = 0
+		default:
+			index = next
+		}
+	}
+}
+
+// takeForced reports whether a ResolveNow read is due now, and claims it.
+func (w *Watcher) takeForced() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.resolvePending || time.Now().Before(w.nextForced) {
+		return false
+	}
+	w.resolvePending = false
+	w.nextForced = time.Now().Add(w.opts.resolveInterval)
+	select { // the signal that brought us here is spent
+	case <-w.wake:
+	default:
+	}
+	return true
+}
+
+// blockingQuery parks a query at index. ResolveNow may cancel it, in which
+// case it returns errInterrupted.
+func (w *Watcher) blockingQuery(index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+	// A hung agent must not stall us forever: Consul answers within
+	// WaitTime plus up to WaitTime/16 of jitter.
+	qctx, cancel := context.WithTimeout(w.ctx, w.opts.waitTime+w.opts.waitTime/16+5*time.Second)
+	defer cancel()
+	w.mu.Lock()
+	if w.resolvePending && !time.Now().Before(w.nextForced) {
+		w.mu.Unlock()
+		return nil, nil, errInterrupted
+	}
+	w.cancelQuery = cancel
+	w.mu.Unlock()
+	entries, meta, err := w.query(qctx, index, false)
+	w.mu.Lock()
+	w.cancelQuery = nil
+	w.mu.Unlock()
+	if err != nil && w.ctx.Err() == nil && errors.Is(qctx.Err(), context.Canceled) {
+		return nil, nil, errInterrupted
+	}
+	return entries, meta, err
+}
+
+// query reads the service's instances. index 0 is a plain read; otherwise it
+// is a blocking query that returns when the index moves past index or the
+// wait time ends.
+func (w *Watcher) query(ctx context.Context, index uint64, consistent bool) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+	q := &api.QueryOptions{
+		Datacenter:        w.opts.datacenter,
+		Near:              w.opts.near,
+		Filter:            w.opts.filter,
+		RequireConsistent: consistent,
+	}
+	if index > 0 {
+		q.WaitIndex = index
+		q.WaitTime = w.opts.waitTime
+	}
+	w.stats.requests.Add(1)
+	entries, meta, err := w.client.Health().ServiceMultipleTags(w.service, w.opts.tags, !w.opts.allowWarning, q.WithContext(ctx))
+	if err != nil {
+		return nil, nil, fmt.Errorf("consul: service %q: %w", w.service, err)
+	}
+	return entries, meta, nil
+}
+
+// apply converts an answer and publishes it. An error leaves the published
+// set untouched.
+func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) error {
+	if len(entries) > w.opts.maxEntries {
+		return fmt.Errorf("%w: service %q: %d entries, cap %d", ErrResponseTooLarge, w.service, len(entries), w.opts.maxEntries)
+	}
+	if len(entries) == 0 && meta.ResultsFilteredByACLs {
+		return fmt.Errorf("consul: service %q: the answer was emptied by ACL filtering; check the token's service:read and node:read rights", w.service)
+	}
+	eps, bad := w.convert(entries)
+	valid, rejected := discovery.Sanitize(eps)
+	for _, r := range rejected {
+		w.opts.logger.Warn("consul: instance rejected", "service", w.service, "id", r.Endpoint.ID, "reason", r.Err)
+	}
+	if n := len(rejected) + bad; n > 0 {
+		w.stats.rejected.Add(uint64(n))
+	}
+	w.pub.Update(valid, time.Now())
+	return nil
+}
+
+// convert maps health entries to endpoints. Critical instances (and warning
+// ones unless allowed) are left out; malformed entries are counted in bad.
+func (w *Watcher) convert(entries []*api.ServiceEntry) (eps []discovery.Endpoint, bad int) {
+	ids := make(map[string]int, len(entries))
+	for _, e := range entries {
+		if e != nil && e.Service != nil {
+			ids[e.Service.ID]++
+		}
+	}
+	eps = make([]discovery.Endpoint, 0, len(entries))
+	for _, e := range entries {
+		if e == nil || e.Service == nil {
+			bad++
+			w.opts.logger.Warn("consul: malformed entry without a service", "service", w.service)
+			continue
+		}
+		health := discovery.Healthy
+		switch e.Checks.AggregatedStatus() {
+		case api.HealthPassing:
+		case api.HealthWarning:
+			if !w.opts.allowWarning {
+				continue
+			}
+			health = discovery.Degraded
+		default: // critical, maintenance
+			continue
+		}
+		s := e.Service
+		host := s.Address
+		if host == "" && e.Node != nil {
+			host = e.Node.Address
+		}
+		id := s.ID
+		if ids[id] > 1 && e.Node != nil {
+			id = e.Node.Node + "/" + id // service IDs are unique per agent only
+		}
+		weight := s.Weights.Passing
+		if health == discovery.Degraded {
+			weight = s.Weights.Warning
+		}
+		zone := s.Meta["zone"]
+		if zone == "" && e.Node != nil {
+			zone = e.Node.Meta["zone"]
+		}
+		eps = append(eps, discovery.Endpoint{
+			ID:     id,
+			Addr:   net.JoinHostPort(host, strconv.Itoa(s.Port)),
+			Weight: weight,
+			Zone:   zone,
+			Tags:   s.Tags,
+			Meta:   s.Meta,
+			Health: health,
+		})
+	}
+	return eps, bad
+}
+
+// sleep waits for d, ctx, or a ResolveNow, whichever comes first.
+func (w *Watcher) sleep(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-w.ctx.Done():
+	case <-t.C:
+	case <-w.wake:
+	}
+}
+
+var _ discovery.Watcher = (*Watcher)(nil)
