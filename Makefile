@@ -1,0 +1,17 @@
+# dialtone: the two commands a newcomer needs are `make demo` and `make test`.
+.PHONY: test bench consul fuzz
+
+# Builds the Consul agent once (cached in ~/.cache/dialtone), then runs every
+# test with -race against real Consul and etcd.
+test:
+	./scripts/test.sh
+
+# Discovery propagation latency against real registries, printed as tables.
+bench:
+	GOTOOLCHAIN=local DIALTONE_CONSUL_BIN=$$(./scripts/consul.sh) go test -run='^$$' -bench=Propagation -benchtime=100x ./discovery/...
+
+consul:
+	./scripts/consul.sh
+
+fuzz:
+	go test -run='^$$' -fuzz=FuzzParseTarget -fuzztime=30s ./discovery/

@@ -1,0 +1,345 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/internal/consultest"
+	"github.com/hashicorp/consul/api"
+)
+
+// Integration tests: a real consul agent -dev on loopback.
+
+func agentClient(t testing.TB, a *consultest.Agent) *api.Client {
+	cfg := api.DefaultConfig()
+	cfg.Address = a.Addr()
+	cfg.Token = ""
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func register(t testing.TB, c *api.Client, id, addr string, tags []string, meta map[string]string) {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	var p int
+	for _, ch := range port {
+		p = p*10 + int(ch-'0')
+	}
+	err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{
+		ID: id, Name: "web", Address: host, Port: p, Tags: tags, Meta: meta,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAgentRegisterCheckCriticalRecoverDeregister(t *testing.T) {
+	a := consultest.Start(t)
+	w, err := New("web", WithAddress(a.Addr()), WithWarning(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 10*time.Second, "the empty set", func(s discovery.State) bool { return s.Err == nil })
+	if len(s.Endpoints) != 0 {
+		t.Fatalf("fresh agent: %q", addrsOf(s))
+	}
+
+	ctx := context.Background()
+	r, err := NewRegistrar(ctx, Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001", Weight: 5, WarningWeight: 2,
+		Meta:  map[string]string{"zone": "z1"},
+		Check: Check{TTL: 2 * time.Second}}, WithAddress(a.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	s = nextWhere(t, w, 10*time.Second, "the registration", func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+	if e := s.Endpoints[0]; e.ID != "web-1" || e.Addr != "127.0.0.1:9001" || e.Weight != 5 || e.Zone != "z1" || e.Health != discovery.Healthy {
+		t.Fatalf("registered endpoint published as %+v", e)
+	}
+
+	if err := r.SetStatus(ctx, api.HealthWarning); err != nil {
+		t.Fatal(err)
+	}
+	s = nextWhere(t, w, 10*time.Second, "warning", func(s discovery.State) bool {
+		return len(s.Endpoints) == 1 && s.Endpoints[0].Health == discovery.Degraded
+	})
+	if s.Endpoints[0].Weight != 2 {
+		t.Fatalf("degraded weight %d, want the warning weight 2", s.Endpoints[0].Weight)
+	}
+	if err := r.SetStatus(ctx, api.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	nextWhere(t, w, 10*time.Second, "critical removes it", func(s discovery.State) bool { return s.Err == nil && len(s.Endpoints) == 0 })
+	if err := r.SetStatus(ctx, api.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	nextWhere(t, w, 10*time.Second, "recovery", func(s discovery.State) bool {
+		return len(s.Endpoints) == 1 && s.Endpoints[0].Health == discovery.Healthy
+	})
+
+	// The Registrar keeps the TTL check passing: after several TTLs it is still there.
+	time.Sleep(5 * time.Second)
+	svc, _, err := agentClient(t, a).Health().Service("web", "", true, nil)
+	if err != nil || len(svc) != 1 {
+		t.Fatalf("after 2.5 TTLs: %d passing instances, err %v; the TTL was not kept alive", len(svc), err)
+	}
+
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	nextWhere(t, w, 10*time.Second, "deregistration", func(s discovery.State) bool { return s.Err == nil && len(s.Endpoints) == 0 })
+	services, err := agentClient(t, a).Agent().Services()
+	if err != nil || len(services) != 0 {
+		t.Fatalf("after Close the agent still has %v (err %v)", services, err)
+	}
+}
+
+func TestAgentTCPAndHTTPChecks(t *testing.T) {
+	a := consultest.Start(t)
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	httpSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer httpSrv.Close()
+	ctx := context.Background()
+	r1, err := NewRegistrar(ctx, Registration{Name: "web", ID: "tcp", Addr: tcp.Addr().String(),
+		Check: Check{TCP: tcp.Addr().String(), Interval: 200 * time.Millisecond, Timeout: time.Second}}, WithAddress(a.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r1.Close()
+	r2, err := NewRegistrar(ctx, Registration{Name: "web", ID: "http", Addr: strings.TrimPrefix(httpSrv.URL, "http://"),
+		Check: Check{HTTP: httpSrv.URL + "/health", Interval: 200 * time.Millisecond}}, WithAddress(a.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	w, err := New("web", WithAddress(a.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 15*time.Second, "both checks passing", func(s discovery.State) bool { return len(s.Endpoints) == 2 })
+	tcp.Close() // the TCP check goes critical
+	s := nextWhere(t, w, 15*time.Second, "the TCP instance dropped", func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+	if s.Endpoints[0].ID != "http" {
+		t.Fatalf("left %+v, want the http instance", s.Endpoints)
+	}
+}
+
+func TestAgentTagsDatacenterFilter(t *testing.T) {
+	a := consultest.Start(t)
+	c := agentClient(t, a)
+	register(t, c, "a", "127.0.0.1:7001", []string{"v1", "blue"}, map[string]string{"version": "1"})
+	register(t, c, "b", "127.0.0.1:7002", []string{"v2", "blue"}, map[string]string{"version": "2"})
+	register(t, c, "c", "127.0.0.1:7003", []string{"v2", "green"}, map[string]string{"version": "2"})
+	for _, tc := range []struct {
+		target, want string
+	}{
+		{"consul://" + a.Addr() + "/web", "a,b,c"},
+		{"consul://" + a.Addr() + "/web?tag=blue", "a,b"},
+		{"consul://" + a.Addr() + "/web?tag=v2&tag=blue", "b"},
+		{"consul://" + a.Addr() + "/web?dc=dc1&tag=green", "c"},
+		{"consul://" + a.Addr() + "/web?filter=" + url.QueryEscape(`Service.Meta.version == "2"`), "b,c"},
+		{"consul://" + a.Addr() + "/nosuch", ""},
+	} {
+		w, err := discovery.Watch(context.Background(), tc.target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := nextWhere(t, w, 10*time.Second, tc.target, func(s discovery.State) bool { return true })
+		w.Close()
+		var ids []string
+		for _, e := range s.Endpoints {
+			ids = append(ids, e.ID)
+		}
+		if got := strings.Join(ids, ","); got != tc.want || s.Err != nil {
+			t.Errorf("%s: got %q (err %v), want %q", tc.target, got, s.Err, tc.want)
+		}
+	}
+	w, err := discovery.Watch(context.Background(), "consul://"+a.Addr()+"/web?dc=nowhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 10*time.Second, "an unknown dc", func(s discovery.State) bool { return true })
+	if s.Err == nil || !strings.Contains(s.Err.Error(), "datacenter") {
+		t.Fatalf("unknown dc: %+v, want an error naming the datacenter", s)
+	}
+}
+
+func TestAgentRestartKeepsLastKnownGoodAndResumes(t *testing.T) {
+	a := consultest.Start(t)
+	c := agentClient(t, a)
+	for i, addr := range []string{"127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"} {
+		register(t, c, string(rune('a'+i)), addr, nil, nil)
+	}
+	// Make the index climb well above what the fresh agent will have.
+	for i := range 30 {
+		register(t, c, "churn", "127.0.0.1:7999", []string{string(rune('a' + i%26))}, nil)
+	}
+	c.Agent().ServiceDeregister("churn")
+	w, err := New("web", WithAddress(a.Addr()), WithErrorBackoff(50*time.Millisecond, 500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 10*time.Second, "three", func(s discovery.State) bool { return len(s.Endpoints) == 3 })
+	before := s.Synced
+
+	a.Stop()
+	s = nextWhere(t, w, 10*time.Second, "the outage", func(s discovery.State) bool { return s.Err != nil })
+	if addrsOf(s) != "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003" {
+		t.Fatalf("during the outage: %q, want the last known good set", addrsOf(s))
+	}
+	if s.Synced != before {
+		t.Fatalf("Synced moved during the outage: %v -> %v", before, s.Synced)
+	}
+
+	a.Restart() // fresh catalog: the index starts over, lower than before
+	c = agentClient(t, a)
+	register(t, c, "b", "127.0.0.1:7002", nil, nil)
+	register(t, c, "d", "127.0.0.1:7004", nil, nil)
+	s = nextWhere(t, w, 15*time.Second, "the new set", func(s discovery.State) bool {
+		return s.Err == nil && addrsOf(s) == "127.0.0.1:7002,127.0.0.1:7004"
+	})
+	// And it keeps following changes from the new, lower index.
+	c.Agent().ServiceDeregister("b")
+	register(t, c, "e", "127.0.0.1:7005", nil, nil)
+	nextWhere(t, w, 10*time.Second, "changes after the restart", func(s discovery.State) bool {
+		return s.Err == nil && addrsOf(s) == "127.0.0.1:7004,127.0.0.1:7005"
+	})
+}
+
+// slowBlockingProxy forwards to the agent but holds blocking queries (those
+// with an index) for hold, as a long WaitTime would; plain reads pass at once.
+func slowBlockingProxy(t *testing.T, agent string, hold time.Duration, forced *atomic.Int64) *httptest.Server {
+	target, _ := url.Parse("http://" + agent)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("index") != "" {
+			select {
+			case <-time.After(hold):
+			case <-r.Context().Done():
+				return
+			}
+		} else if r.URL.Query().Has("consistent") {
+			forced.Add(1)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestAgentResolveNowBeatsParkedQuery(t *testing.T) {
+	a := consultest.Start(t)
+	c := agentClient(t, a)
+	register(t, c, "a", "127.0.0.1:7001", nil, nil)
+	var forced atomic.Int64
+	proxy := slowBlockingProxy(t, a.Addr(), 30*time.Second, &forced)
+	w, err := New("web", WithAddress(strings.TrimPrefix(proxy.URL, "http://")), WithWaitTime(30*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 10*time.Second, "the first set", func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+
+	// The blocking query is parked (held by the proxy): the change below
+	// would reach us only after 30 s without ResolveNow.
+	register(t, c, "b", "127.0.0.1:7002", nil, nil)
+	start := time.Now()
+	for range 50 {
+		w.ResolveNow() // coalesced into one read
+	}
+	s := nextWhere(t, w, 5*time.Second, "the fresh set", func(s discovery.State) bool { return len(s.Endpoints) == 2 })
+	took := time.Since(start)
+	if took > 3*time.Second {
+		t.Fatalf("ResolveNow took %v against a 30 s wait", took)
+	}
+	if n := forced.Load(); n != 1 {
+		t.Fatalf("%d consistent reads for 50 coalesced ResolveNow calls, want 1", n)
+	}
+	if w.Stats().ForcedReads != 1 {
+		t.Fatalf("Stats.ForcedReads = %d, want 1", w.Stats().ForcedReads)
+	}
+	t.Logf("ResolveNow to fresh set: %v (wait time 30 s), version %d", took, s.Version)
+
+	// Rate limit: a second burst within the resolve interval waits for it
+	// and is again a single read.
+	register(t, c, "c", "127.0.0.1:7003", nil, nil)
+	for range 50 {
+		w.ResolveNow()
+	}
+	nextWhere(t, w, 5*time.Second, "the third", func(s discovery.State) bool { return len(s.Endpoints) == 3 })
+	if n := forced.Load(); n != 2 {
+		t.Fatalf("%d consistent reads after two bursts, want 2", n)
+	}
+}
+
+func TestAgentRegistrarSurvivesAgentRestart(t *testing.T) {
+	a := consultest.Start(t)
+	r, err := NewRegistrar(context.Background(), Registration{Name: "web", Addr: "127.0.0.1:9009", Check: Check{TTL: time.Second}},
+		WithAddress(a.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	a.Restart()
+	w, err := New("web", WithAddress(a.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 15*time.Second, "registered again", func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+	if s.Endpoints[0].ID != r.ID() {
+		t.Fatalf("got %+v", s.Endpoints)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	services, err := agentClient(t, a).Agent().Services()
+	if err != nil || len(services) != 0 {
+		t.Fatalf("after Close: %v, %v", services, err)
+	}
+}
+
+func TestRegistrarRejectsBadRegistrations(t *testing.T) {
+	for _, tc := range []struct {
+		r    Registration
+		want string
+	}{
+		{Registration{Name: "", Addr: "127.0.0.1:1", Check: Check{TTL: time.Second}}, "empty service name"},
+		{Registration{Name: "web", Addr: "0.0.0.0:80", Check: Check{TTL: time.Second}}, "unspecified"},
+		{Registration{Name: "web", Addr: "127.0.0.1:80"}, "exactly one"},
+		{Registration{Name: "web", Addr: "127.0.0.1:80", Check: Check{TTL: time.Second, TCP: "127.0.0.1:80"}}, "exactly one"},
+	} {
+		_, err := NewRegistrar(context.Background(), tc.r, WithAddress("127.0.0.1:1"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewRegistrar(%+v) = %v, want an error naming %q", tc.r, err, tc.want)
+		}
+	}
+	_, err := NewRegistrar(context.Background(), Registration{Name: "web", Addr: "127.0.0.1:80", Check: Check{TTL: time.Second}}, WithAddress("127.0.0.1:1"))
+	if err == nil || !errors.Is(err, err) || !strings.Contains(err.Error(), "register") {
+		t.Fatalf("registering with no agent: %v", err)
+	}
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command: provisions what the tests need (a Consul agent built from
+# its Go module, cached outside the checkout), checks the package layering,
+# and runs every test with the race detector. Real Consul and etcd tests are
+# never skipped: a missing server fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export GOTOOLCHAIN=local
+
+DIALTONE_CONSUL_BIN=$(./scripts/consul.sh)
+export DIALTONE_CONSUL_BIN
+echo "consul: $DIALTONE_CONSUL_BIN ($("$DIALTONE_CONSUL_BIN" version | head -1))"
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; exit 1; fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== layering: discovery and breaker import neither balancer nor rpcclient"
+mod=$(go list -m)
+bad=$(go list -deps -f '{{.ImportPath}}' ./discovery/... ./breaker/... 2>/dev/null | grep -E "^$mod/(balancer|rpcclient)(/|$)" || true)
+if [ -n "$bad" ]; then echo "layering violated: $bad"; exit 1; fi
+bad=$(go list -deps -f '{{.ImportPath}}' ./breaker/... 2>/dev/null | grep -E "^$mod/discovery(/|$)" || true)
+if [ -n "$bad" ]; then echo "breaker must not import discovery: $bad"; exit 1; fi
+
+echo "== go test -race"
+go test -race -count=1 -timeout 15m ./... "$@"
