@@ -1,0 +1,410 @@
+package breaker
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"net/rpc"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+var errTransport = &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}
+
+func mustAllow(t *testing.T, b *Breaker) func(error) {
+	t.Helper()
+	done, err := b.Allow()
+	if err != nil {
+		t.Fatalf("Allow(%s) in state %v: %v", b.Addr(), b.State(), err)
+	}
+	return done
+}
+
+// report sends n requests through b, each ending with err.
+func report(t *testing.T, b *Breaker, n int, err error) {
+	t.Helper()
+	for range n {
+		mustAllow(t, b)(err)
+	}
+}
+
+func rawState(b *Breaker) State { return State(b.state.Load()) }
+
+// recorder collects events; read it after synctest.Wait.
+type recorder chan Event
+
+func (r recorder) option() Option { return WithOnStateChange(func(e Event) { r <- e }) }
+
+func (r recorder) expect(t *testing.T, want ...Event) {
+	t.Helper()
+	for _, w := range want {
+		select {
+		case e := <-r:
+			if e.Addr != w.Addr || e.From != w.From || e.To != w.To || !e.At.Equal(w.At) {
+				t.Fatalf("event %+v, want %+v", e, w)
+			}
+		default:
+			t.Fatalf("no event, want %+v", w)
+		}
+	}
+	select {
+	case e := <-r:
+		t.Fatalf("unexpected event %+v", e)
+	default:
+	}
+}
+
+func TestOpenHalfOpenClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ev := make(recorder, 16)
+		s := NewSet(Config{ConsecutiveFailures: 3, OpenTimeout: 10 * time.Second, Jitter: -1}, ev.option())
+		defer s.Close()
+		b := s.Get("a")
+		if b.Addr() != "a" || b.State() != Closed {
+			t.Fatalf("new breaker %q is %v", b.Addr(), b.State())
+		}
+		t0 := time.Now()
+		report(t, b, 2, errTransport)
+		if b.State() != Closed {
+			t.Fatalf("tripped after 2 failures")
+		}
+		report(t, b, 1, errTransport)
+		if b.State() != Open {
+			t.Fatalf("state %v after 3 failures, want open", b.State())
+		}
+		if _, err := b.Allow(); !errors.Is(err, ErrOpen) || !errors.Is(err, gobreaker.ErrOpenState) {
+			t.Fatalf("Allow on open breaker: %v", err)
+		}
+		synctest.Wait()
+		ev.expect(t, Event{"a", Closed, Open, t0})
+
+		time.Sleep(10*time.Second - time.Nanosecond)
+		synctest.Wait()
+		if rawState(b) != Open || b.State() != Open {
+			t.Fatalf("half-open before the open period ended")
+		}
+		ev.expect(t)
+		time.Sleep(time.Nanosecond)
+		synctest.Wait()
+		if rawState(b) != HalfOpen {
+			t.Fatalf("state %v at the end of the open period, want half-open", rawState(b))
+		}
+		ev.expect(t, Event{"a", Open, HalfOpen, t0.Add(10 * time.Second)})
+
+		probe := mustAllow(t, b)
+		if _, err := b.Allow(); !errors.Is(err, ErrTooManyRequests) || !errors.Is(err, gobreaker.ErrTooManyRequests) {
+			t.Fatalf("second half-open Allow: %v, want ErrTooManyRequests", err)
+		}
+		time.Sleep(time.Second)
+		probe(nil)
+		if b.State() != Closed {
+			t.Fatalf("state %v after a successful probe, want closed", b.State())
+		}
+		synctest.Wait()
+		ev.expect(t, Event{"a", HalfOpen, Closed, t0.Add(11 * time.Second)})
+		report(t, b, 2, errTransport)
+		if b.State() != Closed {
+			t.Fatalf("old failures still counted after closing")
+		}
+	})
+}
+
+func TestHalfOpenWithoutTraffic(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: time.Minute, Jitter: -1})
+		defer s.Close()
+		b := s.Get("a")
+		report(t, b, 1, errTransport)
+		if s.pendingTimers() != 1 {
+			t.Fatalf("pending timers %d, want 1", s.pendingTimers())
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		// Nothing called Allow or State: the Set's timer made the change.
+		if rawState(b) != HalfOpen {
+			t.Fatalf("state %v a minute after the trip, want half-open", rawState(b))
+		}
+		if s.pendingTimers() != 0 {
+			t.Fatalf("pending timers %d after expiry, want 0", s.pendingTimers())
+		}
+	})
+}
+
+func TestReTripGrowth(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ev := make(recorder, 64)
+		s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: 10 * time.Second, MaxOpenTimeout: 35 * time.Second, Jitter: -1}, ev.option())
+		defer s.Close()
+		b := s.Get("a")
+		now := time.Now()
+		report(t, b, 1, errTransport)
+		want := []Event{{"a", Closed, Open, now}}
+		for _, period := range []time.Duration{10, 20, 30, 35, 35} {
+			period *= time.Second
+			time.Sleep(period - time.Nanosecond)
+			synctest.Wait()
+			if rawState(b) != Open {
+				t.Fatalf("half-open before %v", period)
+			}
+			time.Sleep(time.Nanosecond)
+			synctest.Wait()
+			if rawState(b) != HalfOpen {
+				t.Fatalf("not half-open after %v", period)
+			}
+			now = now.Add(period)
+			report(t, b, 1, errTransport) // the probe fails: re-trip
+			want = append(want, Event{"a", Open, HalfOpen, now}, Event{"a", HalfOpen, Open, now})
+		}
+		time.Sleep(35 * time.Second)
+		report(t, b, 1, nil) // the probe succeeds: closed, and the count restarts
+		now = now.Add(35 * time.Second)
+		want = append(want, Event{"a", Open, HalfOpen, now}, Event{"a", HalfOpen, Closed, now})
+		report(t, b, 1, errTransport)
+		want = append(want, Event{"a", Closed, Open, now})
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		if rawState(b) != HalfOpen {
+			t.Fatalf("open period after closing is not back to the base")
+		}
+		want = append(want, Event{"a", Open, HalfOpen, now.Add(10 * time.Second)})
+		ev.expect(t, want...)
+	})
+}
+
+func TestOpenPeriod(t *testing.T) {
+	c := Config{OpenTimeout: 30 * time.Second}.withDefaults() // max 300 s, jitter 0.2
+	for _, tt := range []struct {
+		n    int
+		r    float64
+		want time.Duration
+	}{
+		{1, 0.5, 30 * time.Second},
+		{1, 0, 24 * time.Second},
+		{2, 0.5, 60 * time.Second},
+		{10, 0.5, 300 * time.Second},
+		{11, 0.5, 300 * time.Second},
+		{1 << 40, 0.5, 300 * time.Second},
+		{11, 0, 240 * time.Second},
+		{11, 0.75, 330 * time.Second},
+	} {
+		if got := c.openPeriod(tt.n, tt.r); got != tt.want {
+			t.Errorf("openPeriod(%d, %v) = %v, want %v", tt.n, tt.r, got, tt.want)
+		}
+	}
+	if got := c.openPeriod(1, 0.999999); got <= 35*time.Second || got >= 36*time.Second {
+		t.Errorf("openPeriod(1, ~1) = %v, want just under 36s", got)
+	}
+	tiny := Config{OpenTimeout: time.Nanosecond, Jitter: 1}.withDefaults()
+	if got := tiny.openPeriod(1, 0); got != minOpenPeriod {
+		t.Errorf("tiny open period %v, want %v", got, minOpenPeriod)
+	}
+}
+
+// TestJitterSpreadsFleet trips many breakers at the same instant and checks
+// that their half-open times are spread within the jitter bounds, on every
+// re-trip up to the cap.
+func TestJitterSpreadsFleet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const nodes = 100
+		ev := make(recorder, 4*nodes)
+		s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: 10 * time.Second, MaxOpenTimeout: 20 * time.Second}, ev.option())
+		defer s.Close()
+		bs := make([]*Breaker, nodes)
+		for i := range bs {
+			bs[i] = s.Get(string(rune('A' + i)))
+		}
+		for round, base := range []time.Duration{10, 20, 20} {
+			base *= time.Second
+			start := time.Now()
+			for _, b := range bs {
+				report(t, b, 1, errTransport)
+			}
+			time.Sleep(base * 12 / 10)
+			synctest.Wait()
+			distinct := map[time.Duration]bool{}
+			for range 2 * nodes {
+				e := <-ev
+				if e.To != HalfOpen {
+					continue
+				}
+				d := e.At.Sub(start)
+				if d < base*8/10 || d > base*12/10 {
+					t.Fatalf("round %d: half-open after %v, want %v +-20%%", round, d, base)
+				}
+				distinct[d] = true
+			}
+			if len(distinct) < nodes/2 {
+				t.Fatalf("round %d: only %d distinct half-open times for %d nodes", round, len(distinct), nodes)
+			}
+			for _, b := range bs {
+				if rawState(b) != HalfOpen {
+					t.Fatalf("round %d: %s is %v", round, b.Addr(), rawState(b))
+				}
+			}
+		}
+	})
+}
+
+func TestConsecutiveFailures(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{}) // 5 consecutive failures
+		defer s.Close()
+		b := s.Get("a")
+		report(t, b, 4, errTransport)
+		report(t, b, 1, rpc.ServerError("no such method")) // the node answered
+		report(t, b, 4, errTransport)
+		report(t, b, 3, context.Canceled) // not counted: neither resets nor adds
+		if b.State() != Closed {
+			t.Fatalf("tripped without 5 consecutive failures")
+		}
+		report(t, b, 1, errTransport)
+		if b.State() != Open {
+			t.Fatalf("state %v after 5 consecutive failures, want open", b.State())
+		}
+	})
+}
+
+func TestFailureRatio(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{ConsecutiveFailures: -1}) // ratio 0.5 over >= 20 in 10 s
+		defer s.Close()
+		b := s.Get("a")
+		for i := range 19 {
+			err := error(nil)
+			if i%2 == 1 {
+				err = errTransport
+			}
+			report(t, b, 1, err)
+			report(t, b, 1, context.DeadlineExceeded) // exclusions are not outcomes
+		}
+		if b.State() != Closed {
+			t.Fatalf("tripped below MinRequests")
+		}
+		report(t, b, 1, errTransport) // 10 of 20
+		if b.State() != Open {
+			t.Fatalf("state %v at 10 failures of 20, want open", b.State())
+		}
+
+		// Outcomes age out of the rolling window.
+		c := s.Get("b")
+		report(t, c, 10, nil)
+		report(t, c, 9, errTransport)
+		time.Sleep(10 * time.Second)
+		report(t, c, 1, errTransport)
+		if c.State() != Closed {
+			t.Fatalf("outcomes older than the window were counted")
+		}
+		report(t, c, 19, errTransport)
+		if c.State() != Open {
+			t.Fatalf("state %v at 20 failures in the window, want open", c.State())
+		}
+	})
+}
+
+// TestRacedAdmission covers a request that passed the public Open check just
+// before the breaker tripped: gobreaker (1 ns timeout) would take it as an
+// early half-open probe; the breaker must refuse it and give the slot back.
+func TestRacedAdmission(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: time.Second, Jitter: -1})
+		defer s.Close()
+		b := s.Get("a")
+		report(t, b, 1, errTransport)
+		time.Sleep(time.Millisecond)
+		if _, err := b.admit(); !errors.Is(err, ErrOpen) {
+			t.Fatalf("raced admission: %v, want ErrOpen", err)
+		}
+		if n := b.cb.Counts(); n.Requests != 1 || n.TotalExclusions != 1 {
+			t.Fatalf("gobreaker counts %+v, want the raced request excluded", n)
+		}
+		time.Sleep(time.Second)
+		if b.State() != HalfOpen {
+			t.Fatalf("state %v, want half-open", b.State())
+		}
+		report(t, b, 1, nil)
+		if b.State() != Closed {
+			t.Fatalf("state %v after the probe, want closed", b.State())
+		}
+	})
+}
+
+// TestLateDoneIgnored: outcomes of requests admitted before a trip do not
+// count after it.
+func TestLateDoneIgnored(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: time.Second, Jitter: -1})
+		defer s.Close()
+		b := s.Get("a")
+		late := mustAllow(t, b)
+		report(t, b, 1, errTransport)
+		time.Sleep(time.Second)
+		if b.State() != HalfOpen {
+			t.Fatalf("state %v, want half-open", b.State())
+		}
+		late(errTransport)
+		if b.State() != HalfOpen {
+			t.Fatalf("a late failure from before the trip re-opened the breaker")
+		}
+	})
+}
+
+// TestTripsLikeGobreaker feeds the same random outcome sequences, with time
+// passing, to a Breaker and to a bare gobreaker with the same rules, and
+// checks that both trip at the same request.
+func TestTripsLikeGobreaker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{MinRequests: 10})
+		defer s.Close()
+		trips := 0
+		for seed := range uint64(300) {
+			r := rand.New(rand.NewPCG(seed, 1))
+			b := s.Get(string(rune(seed)))
+			bare := gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+				Interval:     10 * time.Second,
+				BucketPeriod: time.Second,
+				ReadyToTrip: func(c gobreaker.Counts) bool {
+					total := c.TotalSuccesses + c.TotalFailures
+					return c.ConsecutiveFailures >= 5 || (total >= 10 && 2*c.TotalFailures >= total)
+				},
+				IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
+			})
+			failP := r.Float64()
+			for step := range 2000 {
+				if r.IntN(4) == 0 {
+					time.Sleep(time.Duration(r.IntN(1500)) * time.Millisecond)
+				}
+				var err error
+				switch x := r.Float64(); {
+				case x < 0.1:
+					err = context.Canceled
+				case x < 0.1+0.9*failP:
+					err = errTransport
+				}
+				ours := mustAllow(t, b)
+				theirs, gerr := bare.Allow()
+				if gerr != nil {
+					t.Fatalf("seed %d step %d: bare gobreaker refused: %v", seed, step, gerr)
+				}
+				ours(err)
+				theirs(err)
+				oursOpen, theirsOpen := b.State() == Open, bare.State() == gobreaker.StateOpen
+				if oursOpen != theirsOpen {
+					t.Fatalf("seed %d step %d: ours open %v, gobreaker open %v", seed, step, oursOpen, theirsOpen)
+				}
+				if oursOpen {
+					trips++
+					break
+				}
+			}
+		}
+		t.Logf("%d of 300 sequences tripped", trips)
+		if trips < 100 {
+			t.Fatalf("only %d of 300 sequences tripped", trips)
+		}
+	})
+}

@@ -1,0 +1,67 @@
+// Package breaker keeps one circuit breaker per backend address, built on
+// the two-step breaker of github.com/sony/gobreaker/v2.
+//
+// # Use
+//
+// A [Set] owns the breakers of one client. The balancer calls [Set.Get] when
+// a node appears, [Set.Retain] with the complete address list on every
+// discovery update, and [Set.Close] when it shuts down. Per request the
+// caller asks the node's [Breaker]:
+//
+//	done, err := b.Allow()
+//	if err != nil {
+//		// ErrOpen or ErrTooManyRequests: pick another node.
+//	}
+//	err = attempt()
+//	done(err) // exactly once
+//
+// The error given to done is sorted by [Classify]: nil and application
+// errors ([net/rpc.ServerError]) are successes, the caller's own
+// cancellation or deadline is not counted at all, and everything else
+// (transport errors, per-attempt timeouts wrapped with [ErrAttemptTimeout])
+// is a failure of the node.
+//
+// # States
+//
+// A breaker is Closed, Open or HalfOpen. Closed, it counts outcomes over a
+// rolling window (gobreaker's Interval and BucketPeriod) and trips to Open
+// after Config.ConsecutiveFailures failures in a row, or when the failure
+// ratio over the window reaches Config.FailureRatio with at least
+// Config.MinRequests outcomes. Open, it refuses every request with [ErrOpen].
+// When the open period ends it turns HalfOpen and lets
+// Config.HalfOpenMaxRequests probes through; that many successes close it,
+// one failure opens it again.
+//
+// # Who owns the open period
+//
+// gobreaker's Timeout is fixed per breaker, and gobreaker only leaves the
+// open state lazily, when somebody calls it. Both are wrong for a fleet: the
+// open period must grow with each consecutive trip (OpenTimeout x n, capped
+// at MaxOpenTimeout, then +-Jitter), and an idle open breaker must still
+// turn half-open on time so that observers (the balancer) see it.
+//
+// So this package keeps its own open state in front of gobreaker, rather
+// than recreating gobreakers (a new gobreaker cannot start half-open).
+// gobreaker counts, decides when to trip, admits half-open probes and
+// closes; it is built with a 1 ns Timeout so that it is always ready to go
+// half-open. The Breaker holds the public state in an atomic word. When
+// gobreaker trips, its OnStateChange hook (run under gobreaker's lock) only
+// records: it stores Open and the deadline in atomics, queues the event and
+// files the deadline with the Set's timer goroutine. While the public state
+// is Open, Allow refuses without calling gobreaker. At the deadline the
+// Set's timer goroutine (or an earlier Allow or State, whichever comes
+// first) switches the public state to HalfOpen; the next Allow reaches
+// gobreaker, which then goes half-open itself and admits the probe. A
+// request that raced past the public check just as the breaker tripped is
+// reported to gobreaker as excluded and refused, so it can never act as an
+// early probe.
+//
+// # Goroutines
+//
+// A Set runs one timer goroutine (a heap of open deadlines and a single
+// time.Timer) and, when [WithOnStateChange] is given, one goroutine that
+// delivers [Event] values in order. Nothing else is started: the success
+// path is gobreaker's Allow and done plus two atomic loads, and it returns
+// gobreaker's own done function, so it allocates exactly what gobreaker
+// allocates. Close stops both goroutines and waits for them.
+package breaker

@@ -1,0 +1,31 @@
+package breaker
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+var (
+	// ErrOpen is returned by [Breaker.Allow] while the breaker is open: the
+	// node failed recently and gets no traffic until its open period ends.
+	// It wraps gobreaker.ErrOpenState, so errors.Is matches either.
+	ErrOpen = fmt.Errorf("breaker: %w", gobreaker.ErrOpenState)
+
+	// ErrTooManyRequests is returned by [Breaker.Allow] while the breaker is
+	// half-open and its probes (Config.HalfOpenMaxRequests) are all in
+	// flight. It wraps gobreaker.ErrTooManyRequests.
+	ErrTooManyRequests = fmt.Errorf("breaker: half-open: %w", gobreaker.ErrTooManyRequests)
+
+	// ErrAttemptTimeout marks a per-attempt timeout. The caller (rpcclient)
+	// wraps it, e.g. fmt.Errorf("call %s: %w", method, ErrAttemptTimeout),
+	// when its own attempt timer fires, so that [Classify] counts the
+	// attempt as a node failure even when it also wraps
+	// context.DeadlineExceeded.
+	ErrAttemptTimeout = errors.New("breaker: attempt timed out")
+
+	// errRaced is reported to gobreaker for a request that got past the
+	// public Open check just as the breaker tripped; it is always excluded.
+	errRaced = errors.New("breaker: raced with a trip")
+)

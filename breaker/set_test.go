@@ -1,0 +1,155 @@
+package breaker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/rpc"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+func TestRetain(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ev := make(recorder, 16)
+		s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: 10 * time.Second, Jitter: -1}, ev.option())
+		defer s.Close()
+		a, b, c := s.Get("a"), s.Get("b"), s.Get("c")
+		if s.Get("a") != a || s.Len() != 3 {
+			t.Fatalf("Get does not return the same breaker")
+		}
+		t0 := time.Now()
+		report(t, a, 1, errTransport)
+		report(t, b, 1, errTransport)
+		if s.pendingTimers() != 2 {
+			t.Fatalf("pending timers %d, want 2", s.pendingTimers())
+		}
+		synctest.Wait()
+		ev.expect(t, Event{"a", Closed, Open, t0}, Event{"b", Closed, Open, t0})
+
+		s.Retain([]string{"b", "c", "d"})
+		if s.Len() != 2 || s.Get("b") != b || s.Get("c") != c {
+			t.Fatalf("Retain kept the wrong breakers (or created d)")
+		}
+		if s.pendingTimers() != 1 {
+			t.Fatalf("pending timers %d after dropping a, want 1", s.pendingTimers())
+		}
+		if na := s.Get("a"); na == a || na.State() != Closed {
+			t.Fatalf("a breaker for a dropped address was reused")
+		}
+
+		time.Sleep(10 * time.Second)
+		synctest.Wait()
+		ev.expect(t, Event{"b", Open, HalfOpen, t0.Add(10 * time.Second)}) // nothing for the dropped a
+		if rawState(a) != Open {
+			t.Fatalf("dropped breaker was expired by the timer")
+		}
+		// The dropped breaker still answers whoever holds it, lazily.
+		report(t, a, 1, nil)
+		if a.State() != Closed {
+			t.Fatalf("dropped breaker state %v, want closed", a.State())
+		}
+		report(t, a, 1, errTransport) // trips, but schedules nothing
+		if s.pendingTimers() != 0 {
+			t.Fatalf("a dropped breaker scheduled a timer")
+		}
+		synctest.Wait()
+		ev.expect(t)
+
+		s.Retain(nil)
+		if s.Len() != 0 {
+			t.Fatalf("Retain(nil) left %d breakers", s.Len())
+		}
+	})
+}
+
+func TestClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ev := make(recorder, 16)
+		s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: time.Second, Jitter: -1}, ev.option())
+		b := s.Get("a")
+		report(t, b, 1, errTransport)
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Go(func() {
+				if err := s.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		if err := s.Close(); err != nil {
+			t.Fatalf("second Close: %v", err)
+		}
+		if s.pendingTimers() != 0 {
+			t.Fatalf("timers left after Close")
+		}
+		s.Retain(nil) // must not touch the discarded timer heap
+		// Breakers keep working after Close; open ones expire lazily.
+		time.Sleep(time.Second)
+		if b.State() != HalfOpen {
+			t.Fatalf("state %v after Close and the open period, want half-open", b.State())
+		}
+		report(t, s.Get("x"), 1, errTransport)
+		if s.pendingTimers() != 0 {
+			t.Fatalf("a trip after Close scheduled a timer")
+		}
+	})
+}
+
+// TestConcurrent hammers one Set from many goroutines; run it with -race.
+func TestConcurrent(t *testing.T) {
+	addrs := make([]string, 16)
+	for i := range addrs {
+		addrs[i] = fmt.Sprintf("10.0.0.%d:80", i)
+	}
+	var s *Set
+	var events sync.WaitGroup
+	events.Add(1)
+	var once sync.Once
+	s = NewSet(Config{ConsecutiveFailures: 2, OpenTimeout: 100 * time.Microsecond, MaxOpenTimeout: time.Millisecond},
+		WithOnStateChange(func(e Event) {
+			// Calling back into the Set from the callback must not deadlock.
+			_ = s.Get(e.Addr).State()
+			once.Do(events.Done)
+		}))
+	errs := []error{nil, nil, nil, errTransport, context.Canceled, rpc.ServerError("x"), ErrAttemptTimeout}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 2))
+			for i := range 3000 {
+				if g == 0 && i%100 == 0 {
+					s.Retain(addrs[r.IntN(4):])
+					continue
+				}
+				b := s.Get(addrs[r.IntN(len(addrs))])
+				done, err := b.Allow()
+				if err != nil {
+					if !errors.Is(err, ErrOpen) && !errors.Is(err, ErrTooManyRequests) {
+						t.Errorf("Allow: %v", err)
+					}
+					continue
+				}
+				_ = b.State()
+				done(errs[r.IntN(len(errs))])
+			}
+		})
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := make(chan struct{})
+	go func() { events.Wait(); close(got) }()
+	select {
+	case <-got:
+	case <-ctx.Done():
+		t.Errorf("no state change event delivered")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
