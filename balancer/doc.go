@@ -1,0 +1,49 @@
+// Package balancer turns a discovery.Watcher into picks of healthy nodes.
+//
+// # Model
+//
+// A Balancer runs two goroutines. One reads the Watcher (Next) and hands the
+// newest State over; the other owns all per-node state and, on every change
+// (a new State, a breaker changing state, an ejection, a quarantine, a
+// slow-start step), builds an immutable picker and publishes it through an
+// atomic pointer. Pick only loads that pointer: it takes no lock, does no I/O
+// and, for every policy, allocates nothing on the success path.
+//
+// Per-node state is keyed by address and survives discovery updates for as
+// long as the address does: the circuit breaker, the in-flight count, the
+// peak-EWMA latency, the outlier-ejection history and the slow-start clock.
+// A node that leaves the set is dropped; one that comes back starts afresh.
+//
+// # Health
+//
+// A node is healthy when its breaker is not open, it is not ejected as an
+// outlier, and it is not quarantined (Quarantine, called by the RPC client on
+// a dial failure). Pick chooses among healthy nodes. Half-open nodes stay in
+// the set but their breaker admits only probe requests; Pick moves on to the
+// next node when a breaker refuses.
+//
+// When fewer than the panic threshold (default 50 %) of the nodes are healthy,
+// the balancer is in panic mode: it picks among all nodes whose breaker is
+// not open, ignoring ejection and quarantine, rather than overload the few
+// healthy ones or fail. When every breaker is open, Pick fails at once with
+// an *Error wrapping ErrUnavailable, and the breakers keep probing on their
+// own schedule.
+//
+// Outlier ejection removes a node after consecutive failures or a high
+// failure rate, for 30 s x the number of times it was ejected (capped at
+// 300 s, with jitter), but never more than the maximum ejected share of the
+// set (default 10 %, rounded so that one node can always be ejected).
+//
+// Degraded endpoints (Consul "warning") get half their weight, and new nodes
+// start slowly: their weight ramps over the slow-start window (default 30 s)
+// as weight x max(10 %, t/window). Weights matter to WeightedRoundRobin, P2C
+// and the consistent-hash policies; RoundRobin and Random ignore them.
+//
+// # Done
+//
+// Result.Done must be called once with the outcome of the request. It feeds
+// the node's breaker and statistics. An error is classified by
+// breaker.Classify: transport errors and per-attempt timeouts count as
+// failures; the caller's own cancellation is not counted; application errors
+// (rpc.ServerError) are successes for the node.
+package balancer

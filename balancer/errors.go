@@ -1,0 +1,55 @@
+package balancer
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNoEndpoints means discovery has no endpoints for the service: it
+	// answered with an empty set, or has not answered yet.
+	ErrNoEndpoints = errors.New("balancer: no endpoints")
+	// ErrUnavailable means endpoints exist but none may be picked now: every
+	// breaker is open, or every node is ejected, quarantined or excluded.
+	ErrUnavailable = errors.New("balancer: no endpoint available")
+	// ErrClosed is returned by Pick after Close.
+	ErrClosed = errors.New("balancer: closed")
+)
+
+// Error is the error Pick returns. It names the service and says why nothing
+// could be picked. It wraps ErrNoEndpoints or ErrUnavailable, and the
+// discovery error when there is one.
+type Error struct {
+	// Service is the name given by WithService, or the first endpoint's ID
+	// prefix when none was given.
+	Service string
+	// Kind is ErrNoEndpoints, ErrUnavailable or ErrClosed.
+	Kind error
+	// Total is the number of endpoints discovery lists; Open, Ejected and
+	// Quarantined count why they could not be used.
+	Total, Open, Ejected, Quarantined int
+	// Discovery is the watcher's last error, if any.
+	Discovery error
+}
+
+func (e *Error) Error() string {
+	msg := fmt.Sprintf("%v for service %q", e.Kind, e.Service)
+	switch {
+	case e.Kind == ErrNoEndpoints && e.Discovery != nil:
+		msg += fmt.Sprintf(": discovery failed: %v", e.Discovery)
+	case e.Kind == ErrNoEndpoints:
+		msg += ": discovery lists none"
+	case e.Kind == ErrUnavailable:
+		msg += fmt.Sprintf(": %d endpoints, %d with an open breaker, %d ejected, %d quarantined",
+			e.Total, e.Open, e.Ejected, e.Quarantined)
+	}
+	return msg
+}
+
+// Unwrap returns Kind and the discovery error, for errors.Is.
+func (e *Error) Unwrap() []error {
+	if e.Discovery != nil {
+		return []error{e.Kind, e.Discovery}
+	}
+	return []error{e.Kind}
+}

@@ -1,0 +1,284 @@
+package balancer
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/rpc"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/discovery/discoverytest"
+)
+
+var errReset = io.ErrUnexpectedEOF // a transport error: counts as a failure
+
+func TestNoEndpointsErrorNamesServiceAndWhy(t *testing.T) {
+	w := discoverytest.New()
+	b := New(w, WithService("orders"))
+	defer func() { b.Close(); w.Close() }()
+	_, err := b.Pick(context.Background())
+	var e *Error
+	if !errors.As(err, &e) || !errors.Is(err, ErrNoEndpoints) || !strings.Contains(err.Error(), `"orders"`) ||
+		!strings.Contains(err.Error(), "not answered yet") {
+		t.Fatalf("before discovery answered: %v", err)
+	}
+	w.SetAddrs()
+	waitFor(t, b, "the empty set", func(p *picker) bool { return p.err != nil && p.err.Discovery == nil })
+	_, err = b.Pick(context.Background())
+	if !errors.Is(err, ErrNoEndpoints) || !strings.Contains(err.Error(), "lists none") {
+		t.Fatalf("empty set: %v", err)
+	}
+	w.SetError(errors.New("consul down"))
+	waitFor(t, b, "the error", func(p *picker) bool { return p.err != nil && p.err.Discovery != nil })
+	_, err = b.Pick(context.Background())
+	if !errors.Is(err, ErrNoEndpoints) || !strings.Contains(err.Error(), "consul down") {
+		t.Fatalf("empty set with a discovery error: %v", err)
+	}
+}
+
+func TestBreakerOpenNodesAreNotPickedAndAllOpenFailsFast(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithBreakers(breaker.Config{ConsecutiveFailures: 3, OpenTimeout: time.Hour}),
+		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+	// Fail as[0] three times: its breaker opens.
+	for range 3 {
+		r, err := b.Pick(context.Background(), Exclude(as[1], as[2]))
+		if err != nil || r.Endpoint.Addr != as[0] {
+			t.Fatalf("Pick = %v, %v", r.Endpoint.Addr, err)
+		}
+		r.Done(errReset)
+	}
+	waitFor(t, b, "as[0] out", func(p *picker) bool { return len(p.ready) == 2 })
+	got := count(t, b, 100, nil)
+	if got[as[0]] != 0 {
+		t.Fatalf("an open node was picked %d times", got[as[0]])
+	}
+	// Application errors and caller cancellations do not trip breakers.
+	for _, err := range []error{rpc.ServerError("no such order"), context.Canceled} {
+		count(t, b, 30, err)
+	}
+	if p := b.picker.Load(); len(p.ready) != 2 {
+		t.Fatalf("application errors or cancellation opened breakers: %d ready", len(p.ready))
+	}
+	// Fail the rest: every breaker open, Pick fails at once with ErrUnavailable.
+	for range 10 {
+		if r, err := b.Pick(context.Background()); err == nil {
+			r.Done(errReset)
+		}
+	}
+	waitFor(t, b, "all open", func(p *picker) bool { return len(p.ready) == 0 })
+	start := time.Now()
+	_, err := b.Pick(context.Background())
+	took := time.Since(start)
+	var e *Error
+	if !errors.As(err, &e) || !errors.Is(err, ErrUnavailable) || e.Open != 3 || e.Total != 3 || !strings.Contains(err.Error(), "3 with an open breaker") {
+		t.Fatalf("all open: %v", err)
+	}
+	t.Logf("fail-fast Pick with every breaker open: %v", took)
+}
+
+func TestHalfOpenGetsOnlyProbesThenCloses(t *testing.T) {
+	as := addrs(2)
+	b, _ := newTest(t, as, WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: 50 * time.Millisecond, MaxOpenTimeout: 50 * time.Millisecond}),
+		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+	r, _ := b.Pick(context.Background(), Exclude(as[1]))
+	r.Done(errReset)
+	waitFor(t, b, "as[0] open", func(p *picker) bool { return len(p.ready) == 1 })
+	waitFor(t, b, "as[0] half-open, back in the picker", func(p *picker) bool { return len(p.ready) == 2 })
+	// Half-open: one probe at a time. Hold the probe; other picks go elsewhere.
+	var probe Result
+	for range 10 {
+		r, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Endpoint.Addr == as[0] {
+			if probe.Done != nil {
+				t.Fatal("a half-open node got a second request while its probe was out")
+			}
+			probe = r
+			continue
+		}
+		r.Done(nil)
+	}
+	if probe.Done == nil {
+		t.Fatal("the half-open node got no probe in 10 picks")
+	}
+	probe.Done(nil)
+	if st := (*b.index.Load())[as[0]].brk.State(); st != breaker.Closed {
+		t.Fatalf("after a successful probe the breaker is %v", st)
+	}
+}
+
+func TestEjectionCapRounding(t *testing.T) {
+	for _, tc := range []struct {
+		n     int
+		share float64
+		want  int
+	}{{3, 0.1, 1}, {1, 0.1, 1}, {10, 0.1, 1}, {10, 0.3, 3}, {20, 0.1, 2}, {7, 0.5, 3}, {0, 0.1, 0}} {
+		c := OutlierConfig{MaxEjectedShare: tc.share}.withDefaults()
+		if got := c.maxEjected(tc.n); got != tc.want {
+			t.Errorf("maxEjected(%d nodes, %v) = %d, want %d", tc.n, tc.share, got, tc.want)
+		}
+	}
+}
+
+func TestOutlierEjectionIsCapped(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithoutBreakers(), WithPanicThreshold(0),
+		WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, MaxEjectedShare: 0.1}))
+	for _, a := range as[:2] { // two bad nodes
+		for range 3 {
+			r, _ := b.Pick(context.Background(), Exclude(others(as, a)...))
+			if r.Endpoint.Addr != a {
+				t.Fatalf("picked %s, want %s", r.Endpoint.Addr, a)
+			}
+			r.Done(errReset)
+		}
+	}
+	waitFor(t, b, "one ejection", func(p *picker) bool { return len(p.ready) == 2 })
+	st := b.Status()
+	ejected := 0
+	for _, s := range st {
+		if s.Ejected {
+			ejected++
+		}
+	}
+	if ejected != 1 {
+		t.Fatalf("%d of 3 nodes ejected with a 10%% cap, want exactly 1: %+v", ejected, st)
+	}
+}
+
+func TestFailureRateEjection(t *testing.T) {
+	as := addrs(4)
+	b, _ := newTest(t, as, WithoutBreakers(), WithPanicThreshold(0),
+		WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 1000, MinRequests: 20, FailureRate: 0.5, Interval: 20 * time.Millisecond, MaxEjectedShare: 0.5}))
+	// Half the requests to as[0] fail, never many in a row.
+	for i := range 40 {
+		r, _ := b.Pick(context.Background(), Exclude(others(as, as[0])...))
+		if i%2 == 0 {
+			r.Done(errReset)
+		} else {
+			r.Done(nil)
+		}
+	}
+	waitFor(t, b, "as[0] ejected", func(p *picker) bool { return len(p.ready) == 3 })
+	for _, s := range b.Status() {
+		if s.Ejected != (s.Endpoint.Addr == as[0]) {
+			t.Fatalf("status %+v", s)
+		}
+	}
+}
+
+func others(all []string, not string) []string {
+	var out []string
+	for _, a := range all {
+		if a != not {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func TestPanicModePicksAmongAll(t *testing.T) {
+	as := addrs(4)
+	b, _ := newTest(t, as, WithoutBreakers())
+	for _, a := range as[:3] {
+		b.Quarantine(a, time.Hour)
+	}
+	waitFor(t, b, "panic", func(p *picker) bool { return p.panic })
+	got := count(t, b, 400, nil)
+	for _, a := range as {
+		if got[a] == 0 {
+			t.Fatalf("panic mode with 1 of 4 healthy: %v, want every node used", got)
+		}
+	}
+	// Above the threshold, quarantined nodes are left out.
+	b2, _ := newTest(t, as, WithoutBreakers())
+	b2.Quarantine(as[0], time.Hour)
+	waitFor(t, b2, "3 ready", func(p *picker) bool { return len(p.ready) == 3 && !p.panic })
+	if got := count(t, b2, 300, nil); got[as[0]] != 0 {
+		t.Fatalf("a quarantined node was picked %d times", got[as[0]])
+	}
+}
+
+func TestQuarantineEnds(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithoutBreakers())
+	if b.Quarantine("10.9.9.9:1", time.Second) {
+		t.Fatal("Quarantine of an unknown address reported true")
+	}
+	if !b.Quarantine(as[1], 50*time.Millisecond) {
+		t.Fatal("Quarantine of a node reported false")
+	}
+	waitFor(t, b, "quarantined", func(p *picker) bool { return len(p.ready) == 2 })
+	waitFor(t, b, "released", func(p *picker) bool { return len(p.ready) == 3 })
+}
+
+func TestExcludeIsAPreference(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithoutBreakers())
+	got := count(t, b, 100, nil, Exclude(as[0], as[1]))
+	if got[as[2]] != 100 {
+		t.Fatalf("with two excluded: %v", got)
+	}
+	got = count(t, b, 30, nil, Exclude(as...))
+	if len(got) == 0 {
+		t.Fatal("excluding every node failed the pick")
+	}
+}
+
+func TestCloseFailsPicksAndIsIdempotent(t *testing.T) {
+	b, _ := newTest(t, addrs(2))
+	b.Close()
+	b.Close()
+	if _, err := b.Pick(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Pick after Close: %v", err)
+	}
+}
+
+func TestConcurrentPickDoneAndUpdates(t *testing.T) {
+	as := addrs(20)
+	for _, p := range []Policy{RoundRobin(), Random(), WeightedRoundRobin(), P2C(), Maglev(0)} {
+		t.Run(p.Name(), func(t *testing.T) {
+			b, w := newTest(t, as, WithPolicy(p), WithBreakers(breaker.Config{OpenTimeout: 10 * time.Millisecond}))
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Go(func() {
+					for i := 0; ctx.Err() == nil && i < 20000; i++ {
+						r, err := b.Pick(ctx, HashKey(as[i%len(as)]), Exclude(as[g]))
+						if err != nil {
+							continue
+						}
+						if i%7 == 0 {
+							r.Done(errReset)
+						} else {
+							r.Done(nil)
+						}
+						if i%500 == 0 {
+							b.Quarantine(as[i%len(as)], time.Millisecond)
+							_ = b.Status()
+						}
+					}
+				})
+			}
+			wg.Go(func() {
+				for i := 0; ctx.Err() == nil && i < 200; i++ {
+					w.SetAddrs(as[:10+i%10]...)
+				}
+			})
+			wg.Wait()
+			for _, s := range b.Status() {
+				if s.InFlight != 0 {
+					t.Fatalf("%s: %d in flight after every Done", s.Endpoint.Addr, s.InFlight)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,79 @@
+package balancer
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/discovery/discoverytest"
+)
+
+func addrs(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("10.0.%d.%d:80", i/250, i%250+1)
+	}
+	return out
+}
+
+// newTest starts a Balancer over a fake watcher holding the given
+// addresses and waits until it can pick.
+func newTest(t testing.TB, as []string, opts ...Option) (*Balancer, *discoverytest.Watcher) {
+	t.Helper()
+	w := discoverytest.NewAddrs(as...)
+	b := New(w, append([]Option{WithService("svc")}, opts...)...)
+	t.Cleanup(func() { b.Close(); w.Close() })
+	waitFor(t, b, "the first set", func(p *picker) bool { return len(p.ready) == len(as) })
+	return b, w
+}
+
+// waitFor waits, bounded by 5 s, until the published picker satisfies ok.
+func waitFor(t testing.TB, b *Balancer, what string, ok func(*picker) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		ch := b.Updated()
+		if ok(b.picker.Load()) {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			p := b.picker.Load()
+			t.Fatalf("waiting for %s: timed out; picker has %d ready, err %v", what, len(p.ready), p.err)
+		}
+	}
+}
+
+// count picks n times, calling Done with err, and returns picks per address.
+func count(t testing.TB, b *Balancer, n int, err error, opts ...PickOption) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		r, perr := b.Pick(context.Background(), opts...)
+		if perr != nil {
+			t.Fatalf("Pick: %v", perr)
+		}
+		got[r.Endpoint.Addr]++
+		r.Done(err)
+	}
+	return got
+}
+
+func eps(weights map[string]int) []discovery.Endpoint {
+	var out []discovery.Endpoint
+	for a, w := range weights {
+		out = append(out, discovery.Endpoint{ID: a, Addr: a, Weight: w})
+	}
+	return out
+}
+
+func within(t testing.TB, what string, got, want, tol int) {
+	t.Helper()
+	if got < want-tol || got > want+tol {
+		t.Errorf("%s: %d, want %d +- %d", what, got, want, tol)
+	}
+}

@@ -1,0 +1,124 @@
+package balancer
+
+import (
+	"math"
+	"math/rand/v2"
+	"sync/atomic"
+)
+
+// Maglev returns a consistent-hash policy with bounded load. Requests that
+// carry the same HashKey go to the same node while the set is stable, and a
+// change of the set moves only about 1/n of the keys. A node is skipped while
+// it has more than loadFactor times the average in-flight load (Google's
+// "consistent hashing with bounded loads"), so one hot key cannot sink a
+// node; loadFactor <= 1 means the default, 1.25. Picks without a HashKey are
+// random. Weights set each node's share of the lookup table.
+//
+// The lookup table has 65537 entries (655373 above 4096 nodes), so Pick is
+// one hash and one table read whatever the number of nodes.
+func Maglev(loadFactor float64) Policy {
+	if loadFactor <= 1 {
+		loadFactor = 1.25
+	}
+	return maglev{c: loadFactor}
+}
+
+type maglev struct{ c float64 }
+
+func (maglev) Name() string  { return "maglev" }
+func (maglev) latency() bool { return true } // bounded load needs in-flight counts
+
+func (m maglev) build(ready []entry, b *Balancer) selector {
+	size := uint64(65537)
+	if len(ready) > 4096 {
+		size = 655373
+	}
+	return &maglevSel{ready: ready, table: maglevTable(ready, size), c: m.c, total: &b.inflight}
+}
+
+type maglevSel struct {
+	ready []entry
+	table []uint32
+	c     float64
+	total *atomic.Int64 // in-flight requests over all nodes
+}
+
+func (s *maglevSel) first(po *pickOptions) int {
+	n := len(s.ready)
+	if !po.hasKey {
+		return int(rand.Uint64N(uint64(n)))
+	}
+	h := hashString(po.hashKey)
+	m := uint64(len(s.table))
+	idx := int(s.table[h%m])
+	// Bounded load: walk the table from the key's slot to the first node
+	// whose in-flight count is under c x the average (+1 for this request).
+	avg := float64(s.total.Load()) / float64(n)
+	limit := int64(math.Ceil(s.c * (avg + 1)))
+	for k := uint64(0); k < min(m, 4*uint64(n)); k++ {
+		j := int(s.table[(h+k)%m])
+		if s.ready[j].n.inflight.Load() < limit {
+			return j
+		}
+	}
+	return idx
+}
+
+// maglevTable fills a lookup table of the given prime size with node
+// indexes: each node walks its own permutation of the slots (offset, skip
+// from two hashes of its address) and claims free slots in turn; a node with
+// twice the weight claims twice per round.
+func maglevTable(ready []entry, size uint64) []uint32 {
+	n := len(ready)
+	offset := make([]uint64, n)
+	skip := make([]uint64, n)
+	next := make([]uint64, n)
+	credit := make([]float64, n)
+	maxW := 0.0
+	for i, e := range ready {
+		h := hashString(e.n.addr)
+		offset[i] = h % size
+		skip[i] = (h>>32)%(size-1) + 1
+		maxW = max(maxW, e.weight)
+	}
+	const empty = math.MaxUint32
+	table := make([]uint32, size)
+	for i := range table {
+		table[i] = empty
+	}
+	filled := uint64(0)
+	for filled < size {
+		for i, e := range ready {
+			credit[i] += e.weight / maxW
+			for credit[i] >= 1 && filled < size {
+				credit[i]--
+				for {
+					slot := (offset[i] + next[i]*skip[i]) % size
+					next[i]++
+					if table[slot] == empty {
+						table[slot] = uint32(i)
+						filled++
+						break
+					}
+				}
+			}
+		}
+	}
+	return table
+}
+
+// hashString is FNV-1a with a final avalanche (splitmix64), stable across
+// processes so that every client maps a key to the same node.
+func hashString(s string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(s); i++ {
+		h ^= uint64(s[i])
+		h *= 1099511628211
+	}
+	h ^= h >> 30
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 27
+	h *= 0x94d049bb133111eb
+	h ^= h >> 31
+	return h
+}

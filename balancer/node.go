@@ -1,0 +1,185 @@
+package balancer
+
+import (
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+// epoch anchors the balancer's monotonic clock; mono() is nanoseconds since.
+var epoch = time.Now()
+
+// mono returns monotonic nanoseconds. time.Since on a time with a monotonic
+// reading costs one runtime clock read and no wall-clock read.
+func mono() int64 { return int64(time.Since(epoch)) }
+
+// node is the state of one address. It survives discovery updates for as
+// long as its address does. Fields marked "run" belong to the balancer's run
+// goroutine; the others are read and written by Pick and Done on any
+// goroutine, through atomics.
+type node struct {
+	addr string
+	brk  *breaker.Breaker // nil without breakers
+
+	inflight atomic.Int64
+	cost     atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
+	stamp    atomic.Int64  // mono time of the last latency sample or forced probe
+	succ     atomic.Uint64 // outcomes since the last outlier sweep
+	fail     atomic.Uint64
+	consec   atomic.Int32 // consecutive failures
+	quarUntil atomic.Int64 // mono time the quarantine ends; 0 when none
+
+	done func(error) // Result.Done when no per-call state is needed
+
+	b *Balancer
+
+	epp       atomic.Pointer[discovery.Endpoint] // latest endpoint; written by run
+	ejectedAt atomic.Int64                       // mono time the ejection ends; written by run
+
+	// run goroutine only
+	ep           discovery.Endpoint
+	added        int64 // mono time the node joined; 0 for the initial set
+	ejectedUntil int64 // mirrored in ejectedAt
+	ejections    int
+	calmSince    int64 // mono time the last ejection ended
+}
+
+// endpoint returns the node's latest endpoint; safe from any goroutine.
+func (n *node) endpoint() discovery.Endpoint { return *n.epp.Load() }
+
+// setEndpoint and setEjected are called by the run goroutine.
+func (n *node) setEndpoint(ep discovery.Endpoint) {
+	n.ep = ep
+	n.epp.Store(&ep)
+}
+
+func (n *node) setEjected(until int64) {
+	n.ejectedUntil = until
+	n.ejectedAt.Store(until)
+}
+
+func newNode(b *Balancer, ep discovery.Endpoint, added int64, seed float64) *node {
+	n := &node{addr: ep.Addr, b: b, added: added}
+	n.setEndpoint(ep)
+	n.cost.Store(math.Float64bits(seed))
+	n.stamp.Store(mono())
+	n.done = n.finish
+	return n
+}
+
+// finish records the outcome of a request that needed no per-call state.
+func (n *node) finish(err error) {
+	n.record(breaker.Classify(err))
+}
+
+// record updates the outcome counters and tells the run goroutine when the
+// node crossed the consecutive-failure threshold.
+func (n *node) record(o breaker.Outcome) {
+	switch o {
+	case breaker.Success:
+		n.succ.Add(1)
+		if n.consec.Load() != 0 {
+			n.consec.Store(0)
+		}
+	case breaker.Failure:
+		n.fail.Add(1)
+		if int(n.consec.Add(1)) == n.b.opts.outlier.ConsecutiveFailures {
+			n.b.kick()
+		}
+	}
+}
+
+// observe folds one latency sample into the peak EWMA: a sample above the
+// current cost replaces it at once (peak), a lower one is blended in with a
+// weight that decays with the time since the previous sample (time constant
+// tau). Failures count as at least the failure penalty, so a node that fails
+// fast never looks cheap.
+func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
+	x := float64(rtt)
+	if failed && x < penalty {
+		x = penalty
+	}
+	for {
+		bits := n.cost.Load()
+		old := math.Float64frombits(bits)
+		nc := x
+		if x < old {
+			w := decay(float64(now-n.stamp.Load()) / tau)
+			nc = old*w + x*(1-w)
+		}
+		if n.cost.CompareAndSwap(bits, math.Float64bits(nc)) {
+			n.stamp.Store(now)
+			return
+		}
+	}
+}
+
+// decay returns exp(-x) for x >= 0, with a cheap series for the small x of
+// busy nodes (samples microseconds apart against a 10 s time constant).
+func decay(x float64) float64 {
+	switch {
+	case x <= 0:
+		return 1
+	case x < 0.01:
+		return 1 - x + x*x/2
+	default:
+		return math.Exp(-x)
+	}
+}
+
+// costNs returns the node's current latency estimate in nanoseconds.
+func (n *node) costNs() float64 { return math.Float64frombits(n.cost.Load()) }
+
+// call carries the per-request state that Done needs: the breaker's
+// two-step callback and the start time. Calls are pooled so that Pick and
+// Done allocate nothing. Done is idempotent for as long as the call is not
+// reused, and a call is reused only after its first Done, so every Pick is
+// accounted exactly once even when a caller calls Done twice.
+type call struct {
+	n       *node
+	brkDone func(error)
+	start   int64
+	latency bool // track in-flight and latency
+	total   bool // also the balancer-wide in-flight count
+	used    atomic.Bool
+	fn      func(error)
+}
+
+var callPool sync.Pool
+
+func init() {
+	callPool.New = func() any {
+		c := &call{}
+		c.fn = c.finish
+		return c
+	}
+}
+
+func (c *call) finish(err error) {
+	if !c.used.CompareAndSwap(false, true) {
+		return
+	}
+	n, brkDone, start, latency, total := c.n, c.brkDone, c.start, c.latency, c.total
+	c.n, c.brkDone = nil, nil
+	callPool.Put(c)
+
+	o := breaker.Classify(err)
+	if brkDone != nil {
+		brkDone(err)
+	}
+	if latency {
+		n.inflight.Add(-1)
+		if total {
+			n.b.inflight.Add(-1)
+		}
+		if o != breaker.Excluded {
+			now := mono()
+			n.observe(now, now-start, o == breaker.Failure, n.b.tau, n.b.penalty)
+		}
+	}
+	n.record(o)
+}

@@ -1,0 +1,57 @@
+package balancer
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+// NodeStatus is a point-in-time view of one node, for dashboards and tests.
+type NodeStatus struct {
+	Endpoint discovery.Endpoint
+	// Breaker is the breaker's state; Closed when breakers are off.
+	Breaker breaker.State
+	// Latency is the peak-EWMA latency estimate (P2C and Maglev only).
+	Latency time.Duration
+	// InFlight is the number of requests picked and not yet Done (P2C and
+	// Maglev only).
+	InFlight int64
+	// Ejected and Quarantined say whether the node is out of rotation.
+	Ejected, Quarantined bool
+	// Ready says whether the current picker may choose the node.
+	Ready bool
+	// Weight is the effective weight in the current picker, 0 if not ready.
+	Weight float64
+}
+
+// Status returns every node discovery lists, sorted by endpoint ID, with
+// its health. It may be called from any goroutine; it reads atomics and the
+// current picker, so the view may be a few microseconds stale.
+func (b *Balancer) Status() []NodeStatus {
+	p := b.picker.Load()
+	ready := make(map[*node]float64, len(p.ready))
+	for _, e := range p.ready {
+		ready[e.n] = e.weight
+	}
+	now := mono()
+	var out []NodeStatus
+	for _, n := range *b.index.Load() {
+		st := NodeStatus{
+			Endpoint:    n.endpoint(),
+			Latency:     time.Duration(n.costNs()),
+			InFlight:    n.inflight.Load(),
+			Quarantined: n.quarUntil.Load() > now,
+			Ejected:     n.ejectedAt.Load() > now,
+		}
+		if n.brk != nil {
+			st.Breaker = n.brk.State()
+		}
+		st.Weight, st.Ready = ready[n]
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b NodeStatus) int { return strings.Compare(a.Endpoint.ID, b.Endpoint.ID) })
+	return out
+}

@@ -1,0 +1,186 @@
+package balancer
+
+import (
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/dialtone-go/dialtone/breaker"
+)
+
+// Option configures a Balancer in New.
+type Option func(*options)
+
+type options struct {
+	service         string
+	policy          Policy
+	breakers        bool
+	breakerConfig   breaker.Config
+	onBreakerChange func(breaker.Event)
+	panicThreshold  float64
+	degradedFactor  float64
+	slowStart       time.Duration
+	slowStartMin    float64
+	outlier         OutlierConfig
+	logger          *slog.Logger
+}
+
+func defaultOptions() options {
+	return options{
+		policy:         RoundRobin(),
+		breakers:       true,
+		panicThreshold: 0.5,
+		degradedFactor: 0.5,
+		slowStart:      30 * time.Second,
+		slowStartMin:   0.1,
+		outlier:        OutlierConfig{}.withDefaults(),
+		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// WithService names the service in errors and logs. Default: the watcher's
+// target is not known to the balancer, so errors say "" unless this is set;
+// rpcclient.Dial sets it from the target.
+func WithService(name string) Option { return func(o *options) { o.service = name } }
+
+// WithPolicy selects how a node is chosen among the healthy ones.
+// Default: RoundRobin().
+func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
+
+// WithBreakers configures the per-node circuit breakers (see package
+// breaker for the defaults of a zero Config).
+func WithBreakers(cfg breaker.Config) Option {
+	return func(o *options) { o.breakers, o.breakerConfig = true, cfg }
+}
+
+// WithoutBreakers turns the per-node circuit breakers off: nodes are then
+// removed only by outlier ejection and quarantine.
+func WithoutBreakers() Option { return func(o *options) { o.breakers = false } }
+
+// WithBreakerEvents makes the balancer call fn for every breaker state
+// change, from a goroutine of the breaker Set (never under a lock).
+func WithBreakerEvents(fn func(breaker.Event)) Option {
+	return func(o *options) { o.onBreakerChange = fn }
+}
+
+// WithPanicThreshold sets the share of healthy nodes below which the
+// balancer picks among all nodes (except those with an open breaker).
+// Default 0.5; 0 turns panic mode off.
+func WithPanicThreshold(share float64) Option { return func(o *options) { o.panicThreshold = share } }
+
+// WithDegradedFactor sets the weight multiplier of Degraded endpoints.
+// Default 0.5.
+func WithDegradedFactor(f float64) Option { return func(o *options) { o.degradedFactor = f } }
+
+// WithSlowStart sets the window over which a new node's weight ramps up, and
+// the share it starts from. Default 30 s from 10 %. A zero window turns slow
+// start off. Nodes present in the first discovery answer start at full weight.
+func WithSlowStart(window time.Duration, minShare float64) Option {
+	return func(o *options) { o.slowStart, o.slowStartMin = window, minShare }
+}
+
+// WithOutlierDetection configures outlier ejection. The zero OutlierConfig
+// gets the defaults documented on its fields.
+func WithOutlierDetection(c OutlierConfig) Option {
+	return func(o *options) { o.outlier = c.withDefaults() }
+}
+
+// WithLogger sets where ejections and panic mode are logged. Default: nowhere.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// OutlierConfig tunes outlier ejection. Zero fields take the defaults.
+type OutlierConfig struct {
+	// ConsecutiveFailures ejects a node after this many failures in a row.
+	// Default 5.
+	ConsecutiveFailures int
+	// FailureRate ejects a node whose share of failures over one Interval is
+	// at least this, once it served MinRequests. Default 0.5.
+	FailureRate float64
+	// MinRequests is the volume a node needs in an Interval before its
+	// failure rate counts. Default 20.
+	MinRequests int
+	// Interval is how often failure rates are evaluated. Default 1 s.
+	Interval time.Duration
+	// BaseEjection is how long the first ejection lasts; the n-th lasts n
+	// times as long. Default 30 s.
+	BaseEjection time.Duration
+	// MaxEjection caps an ejection. Default 300 s.
+	MaxEjection time.Duration
+	// Jitter spreads ejection times by +- this share. Default 0.15.
+	Jitter float64
+	// MaxEjectedShare caps the share of nodes ejected at once. The cap is
+	// rounded down but never below one node. Default 0.1.
+	MaxEjectedShare float64
+	// Disabled turns outlier ejection off.
+	Disabled bool
+}
+
+func (c OutlierConfig) withDefaults() OutlierConfig {
+	if c.ConsecutiveFailures <= 0 {
+		c.ConsecutiveFailures = 5
+	}
+	if c.FailureRate <= 0 {
+		c.FailureRate = 0.5
+	}
+	if c.MinRequests <= 0 {
+		c.MinRequests = 20
+	}
+	if c.Interval <= 0 {
+		c.Interval = time.Second
+	}
+	if c.BaseEjection <= 0 {
+		c.BaseEjection = 30 * time.Second
+	}
+	if c.MaxEjection <= 0 {
+		c.MaxEjection = 300 * time.Second
+	}
+	if c.Jitter <= 0 {
+		c.Jitter = 0.15
+	}
+	if c.MaxEjectedShare <= 0 {
+		c.MaxEjectedShare = 0.1
+	}
+	return c
+}
+
+// maxEjected returns how many of n nodes may be ejected at once.
+func (c OutlierConfig) maxEjected(n int) int {
+	if n == 0 {
+		return 0
+	}
+	// A small epsilon so that 0.3 x 10 is 3, not 2.9999.
+	return max(1, int(c.MaxEjectedShare*float64(n)+1e-9))
+}
+
+// PickOption adjusts one Pick. It is a value, so passing options allocates
+// nothing.
+type PickOption struct {
+	exclude []string
+	hashKey string
+	hasKey  bool
+}
+
+// Exclude asks Pick to avoid these addresses, typically the nodes a retry
+// already tried. It is a preference: if every available node is excluded,
+// Pick returns one of them rather than fail.
+func Exclude(addrs ...string) PickOption { return PickOption{exclude: addrs} }
+
+// HashKey routes the pick by key for the consistent-hash policies (RingHash,
+// Maglev): the same key goes to the same node while the set is stable. Other
+// policies ignore it.
+func HashKey(key string) PickOption { return PickOption{hashKey: key, hasKey: true} }
+
+type pickOptions struct {
+	exclude []string
+	hashKey string
+	hasKey  bool
+}
+
+func (po *pickOptions) excluded(addr string) bool {
+	for _, a := range po.exclude {
+		if a == addr {
+			return true
+		}
+	}
+	return false
+}

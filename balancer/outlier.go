@@ -1,0 +1,66 @@
+package balancer
+
+import "time"
+
+// ejectConsecutive ejects nodes that reached the consecutive-failure
+// threshold. The run goroutine calls it after every wake-up.
+func (b *Balancer) ejectConsecutive() {
+	c := b.opts.outlier
+	if c.Disabled {
+		return
+	}
+	now := mono()
+	for _, n := range b.nodes {
+		if n.ejectedUntil <= now && int(n.consec.Load()) >= c.ConsecutiveFailures {
+			b.eject(n, now, "consecutive failures")
+		}
+	}
+}
+
+// sweep runs every outlier Interval: it ends expired ejections, ejects
+// nodes whose failure rate over the interval is too high, and lets the
+// ejection multiplier of calm nodes decay.
+func (b *Balancer) sweep() {
+	c := b.opts.outlier
+	now := mono()
+	for _, n := range b.nodes {
+		s, f := n.succ.Swap(0), n.fail.Swap(0)
+		if n.ejectedUntil != 0 && n.ejectedUntil <= now {
+			n.setEjected(0)
+			n.calmSince = now
+			n.consec.Store(0)
+		}
+		if c.Disabled || n.ejectedUntil > now {
+			continue
+		}
+		if n.ejections > 0 && now-n.calmSince >= int64(c.BaseEjection) {
+			n.ejections--
+			n.calmSince = now
+		}
+		if total := s + f; total >= uint64(c.MinRequests) && float64(f) >= c.FailureRate*float64(total) {
+			b.eject(n, now, "failure rate")
+		}
+	}
+}
+
+// eject removes n from picks for BaseEjection x (ejections+1), capped and
+// jittered, unless the cap on ejected nodes is reached.
+func (b *Balancer) eject(n *node, now int64, why string) {
+	c := b.opts.outlier
+	ejected := 0
+	for _, o := range b.nodes {
+		if o.ejectedUntil > now {
+			ejected++
+		}
+	}
+	if ejected >= c.maxEjected(len(b.nodes)) {
+		return
+	}
+	n.ejections++
+	d := min(time.Duration(n.ejections)*c.BaseEjection, c.MaxEjection)
+	d = time.Duration(float64(d) * (1 + c.Jitter*(2*b.rng.Float64()-1)))
+	n.setEjected(now + int64(d))
+	n.consec.Store(0)
+	b.opts.logger.Warn("balancer: node ejected", "service", b.opts.service, "addr", n.addr,
+		"reason", why, "for", d, "times", n.ejections)
+}

@@ -1,0 +1,86 @@
+package balancer
+
+import (
+	"math/rand/v2"
+	"time"
+)
+
+// P2C returns a power-of-two-choices policy over peak-EWMA latency: Pick
+// draws two distinct healthy nodes at random and takes the one with the lower
+// cost, latency x (in-flight + 1) / weight. Latency is a peak EWMA with a
+// 10 s time constant: a slower sample raises it at once, faster ones lower it
+// gradually. A failed request counts as at least the failure penalty
+// (default 250 ms), so a node that fails fast never looks cheap. Statistics
+// survive discovery updates; a new node starts at the median of the others.
+// A node not chosen for 2 s is chosen once, so an expensive node whose
+// latency recovered is noticed.
+func P2C(opts ...P2COption) Policy {
+	p := p2c{tau: 10 * time.Second, penalty: 250 * time.Millisecond, probeAfter: 2 * time.Second}
+	for _, o := range opts {
+		o(&p)
+	}
+	return p
+}
+
+// P2COption tunes P2C.
+type P2COption func(*p2c)
+
+// WithDecay sets the EWMA time constant. Default 10 s.
+func WithDecay(d time.Duration) P2COption { return func(p *p2c) { p.tau = d } }
+
+// WithFailurePenalty sets the latency a failure counts as at least.
+// Default 250 ms.
+func WithFailurePenalty(d time.Duration) P2COption { return func(p *p2c) { p.penalty = d } }
+
+// WithProbeAfter sets how long a node may go unchosen before it is chosen
+// once regardless of its cost. Default 2 s; 0 turns probing off.
+func WithProbeAfter(d time.Duration) P2COption { return func(p *p2c) { p.probeAfter = d } }
+
+type p2c struct {
+	tau, penalty, probeAfter time.Duration
+}
+
+func (p2c) Name() string  { return "p2c_peak_ewma" }
+func (p2c) latency() bool { return true }
+
+func (p p2c) build(ready []entry, _ *Balancer) selector {
+	s := &p2cSel{ready: ready, probeAfter: int64(p.probeAfter), inv: make([]float64, len(ready))}
+	for i, e := range ready {
+		s.inv[i] = 1 / e.weight
+	}
+	return s
+}
+
+type p2cSel struct {
+	ready      []entry
+	inv        []float64 // 1 / weight
+	probeAfter int64
+}
+
+func (s *p2cSel) first(*pickOptions) int {
+	n := uint64(len(s.ready))
+	r := rand.Uint64()
+	i := int(uint32(r) % uint32(n))
+	j := int((r >> 32) % (n - 1))
+	if j >= i {
+		j++
+	}
+	a, b := s.ready[i].n, s.ready[j].n
+	if s.probeAfter > 0 {
+		now := mono()
+		// Probe a node nobody chose for a while; claim the probe so that
+		// concurrent picks do not all pile onto it.
+		if st := a.stamp.Load(); now-st > s.probeAfter && a.stamp.CompareAndSwap(st, now) {
+			return i
+		}
+		if st := b.stamp.Load(); now-st > s.probeAfter && b.stamp.CompareAndSwap(st, now) {
+			return j
+		}
+	}
+	ca := a.costNs() * float64(a.inflight.Load()+1) * s.inv[i]
+	cb := b.costNs() * float64(b.inflight.Load()+1) * s.inv[j]
+	if cb < ca {
+		return j
+	}
+	return i
+}

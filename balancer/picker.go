@@ -1,0 +1,132 @@
+package balancer
+
+import (
+	"context"
+
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+// Result is one pick. Call Done exactly once with the outcome of the request
+// sent to Endpoint (nil for success). Done never blocks.
+type Result struct {
+	Endpoint discovery.Endpoint
+	Done     func(err error)
+}
+
+// entry is one pickable node in a picker snapshot.
+type entry struct {
+	n      *node
+	ep     discovery.Endpoint
+	weight float64 // effective weight: endpoint weight x health x slow start
+}
+
+// picker is an immutable snapshot built by the run goroutine. Pick reads it
+// without locks.
+type picker struct {
+	ready   []entry
+	sel     selector
+	latency bool   // the policy wants latency and in-flight statistics
+	total   bool   // and the balancer-wide in-flight count
+	err     *Error // returned when ready is empty
+	unavail *Error // returned when every ready node refused
+	panic   bool
+}
+
+// selector is a policy's choice function over one snapshot.
+type selector interface {
+	// first returns the index in ready of the node to try first; Pick
+	// then tries the following indexes in order.
+	first(po *pickOptions) int
+}
+
+// Pick chooses a node for one request. It never blocks and, on the success
+// path, allocates nothing. It may be called from any goroutine.
+//
+// It returns an *Error wrapping ErrNoEndpoints when discovery lists nothing,
+// and wrapping ErrUnavailable when every node has an open breaker (or is
+// otherwise unusable); both name the service and say why. ctx is not used
+// for waiting: Pick never waits. It is accepted for symmetry and future use
+// (tracing).
+func (b *Balancer) Pick(ctx context.Context, opts ...PickOption) (Result, error) {
+	p := b.picker.Load()
+	if len(p.ready) == 0 {
+		return Result{}, p.err
+	}
+	var po pickOptions
+	for i := range opts {
+		o := &opts[i]
+		if o.exclude != nil {
+			po.exclude = o.exclude
+		}
+		if o.hasKey {
+			po.hashKey, po.hasKey = o.hashKey, true
+		}
+	}
+	n := len(p.ready)
+	start := 0
+	if n > 1 {
+		start = p.sel.first(&po)
+	}
+	skipped := -1
+	for i := range n {
+		j := start + i
+		if j >= n {
+			j -= n
+		}
+		e := &p.ready[j]
+		if po.exclude != nil && po.excluded(e.n.addr) {
+			if skipped < 0 {
+				skipped = j
+			}
+			continue
+		}
+		if r, ok := p.admit(e); ok {
+			return r, nil
+		}
+	}
+	// Every other node refused: an excluded one is better than nothing.
+	if skipped >= 0 {
+		for i := range n {
+			j := skipped + i
+			if j >= n {
+				j -= n
+			}
+			e := &p.ready[j]
+			if po.excluded(e.n.addr) {
+				if r, ok := p.admit(e); ok {
+					return r, nil
+				}
+			}
+		}
+	}
+	return Result{}, p.unavail
+}
+
+// admit asks the node's breaker and, when it lets the request through,
+// builds the Result.
+func (p *picker) admit(e *entry) (Result, bool) {
+	nd := e.n
+	var brkDone func(error)
+	if nd.brk != nil {
+		d, err := nd.brk.Allow()
+		if err != nil {
+			return Result{}, false
+		}
+		brkDone = d
+	}
+	if brkDone == nil && !p.latency {
+		return Result{Endpoint: e.ep, Done: nd.done}, true
+	}
+	c := callPool.Get().(*call)
+	c.n, c.brkDone, c.latency = nd, brkDone, p.latency
+	c.total = p.total
+	if p.latency {
+		nd.inflight.Add(1)
+		if p.total {
+			nd.b.inflight.Add(1)
+		}
+		c.start = mono()
+	}
+	c.used.Store(false)
+	return Result{Endpoint: e.ep, Done: c.fn}, true
+}

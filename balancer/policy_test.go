@@ -1,0 +1,255 @@
+package balancer
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+func TestRoundRobinIsEven(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithoutBreakers())
+	got := count(t, b, 3000, nil)
+	// Each shard cycles exactly; the shards together are off by at most
+	// one per shard.
+	for _, a := range as {
+		within(t, "picks of "+a, got[a], 1000, len(b.picker.Load().sel.(*cursor).shards))
+	}
+}
+
+func TestRandomIsUniform(t *testing.T) {
+	as := addrs(4)
+	b, _ := newTest(t, as, WithPolicy(Random()), WithoutBreakers())
+	got := count(t, b, 40000, nil)
+	// Binomial(40000, 1/4): sigma = 87; 6 sigma keeps the false alarm rate
+	// below one in a hundred million runs.
+	for _, a := range as {
+		within(t, "picks of "+a, got[a], 10000, 520)
+	}
+}
+
+func TestWeightedRoundRobinSharesAndSmoothness(t *testing.T) {
+	w := map[string]int{"10.0.0.1:80": 1, "10.0.0.2:80": 2, "10.0.0.3:80": 5}
+	b, fw := newTest(t, nil, WithPolicy(WeightedRoundRobin()), WithoutBreakers())
+	fw.Set(eps(w)...)
+	waitFor(t, b, "the weighted set", func(p *picker) bool { return len(p.ready) == 3 })
+	got := count(t, b, 8000, nil)
+	shards := len(b.picker.Load().sel.(*wrrSel).cur.shards)
+	for a, wt := range w {
+		within(t, "picks of "+a, got[a], 1000*wt, 8*shards)
+	}
+	// Smooth: in the schedule the heaviest node never runs more than
+	// ceil(5/3)+1 slots in a row.
+	sched := b.picker.Load().sel.(*wrrSel).sched
+	run, longest := 0, 0
+	for i, s := range sched {
+		if i > 0 && s == sched[i-1] {
+			run++
+		} else {
+			run = 1
+		}
+		longest = max(longest, run)
+	}
+	if longest > 3 {
+		t.Fatalf("schedule %v has a run of %d", sched, longest)
+	}
+}
+
+func TestWeightedScheduleScalesDown(t *testing.T) {
+	ready := make([]entry, 1000)
+	for i := range ready {
+		ready[i] = entry{weight: float64(1 + i%100*10)}
+	}
+	sched := edfSchedule(ready)
+	if len(sched) > maxSchedule {
+		t.Fatalf("schedule of %d slots, cap %d", len(sched), maxSchedule)
+	}
+	seen := make([]int, len(ready))
+	for _, s := range sched {
+		seen[s]++
+	}
+	for i, c := range seen {
+		if c == 0 {
+			t.Fatalf("node %d (weight %v) has no slot", i, ready[i].weight)
+		}
+	}
+	// Heaviest (991) against lightest (1) keeps its proportion roughly.
+	if r := float64(seen[99]) / float64(seen[0]); r < 50 {
+		t.Fatalf("weight 991 vs 1 got %d vs %d slots", seen[99], seen[0])
+	}
+}
+
+func TestP2CAvoidsSlowAndFailingNodes(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))), WithoutBreakers(), WithOutlierDetection(OutlierConfig{Disabled: true}))
+	nodes := *b.index.Load()
+	now := mono()
+	nodes[as[0]].observe(now, int64(500*time.Millisecond), false, b.tau, b.penalty) // slow
+	nodes[as[1]].observe(now, int64(40*time.Microsecond), true, b.tau, b.penalty)   // fails fast
+	got := map[string]int{}
+	for range 3000 {
+		r, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[r.Endpoint.Addr]++
+		// Finish without recording: this test checks the choice only.
+		nodes[r.Endpoint.Addr].inflight.Add(-1)
+	}
+	// The slow node loses every pair; the fast-failing one wins only the
+	// pair without the healthy node (one pair in three).
+	if got[as[0]] != 0 || got[as[2]] < 1800 || got[as[1]] > 1200 {
+		t.Fatalf("picks %v: want none on the slow node and two thirds on the healthy one", got)
+	}
+	if c := nodes[as[1]].costNs(); c < float64(250*time.Millisecond) {
+		t.Fatalf("a fast failure left cost %v, want >= the 250 ms penalty", time.Duration(c))
+	}
+}
+
+func TestP2CInFlightSpreadsLoad(t *testing.T) {
+	as := addrs(2)
+	b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))), WithoutBreakers())
+	var held []Result
+	for range 100 {
+		r, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, r)
+	}
+	nodes := *b.index.Load()
+	a, c := nodes[as[0]].inflight.Load(), nodes[as[1]].inflight.Load()
+	if a+c != 100 || math.Abs(float64(a-c)) > 2 {
+		t.Fatalf("in flight %d and %d: equal-latency nodes should share outstanding requests", a, c)
+	}
+	for _, r := range held {
+		r.Done(nil)
+	}
+	if a, c := nodes[as[0]].inflight.Load(), nodes[as[1]].inflight.Load(); a != 0 || c != 0 {
+		t.Fatalf("in flight after Done: %d, %d", a, c)
+	}
+}
+
+func TestP2CStatsSurviveUpdatesAndNewNodesStartAtMedian(t *testing.T) {
+	as := addrs(4)
+	b, w := newTest(t, as[:3], WithPolicy(P2C()), WithoutBreakers())
+	nodes := *b.index.Load()
+	now := mono()
+	for i, d := range []time.Duration{time.Millisecond, 3 * time.Millisecond, 9 * time.Millisecond} {
+		nodes[as[i]].cost.Store(math.Float64bits(float64(d)))
+	}
+	_ = now
+	w.SetAddrs(as...) // add a fourth, keep the three
+	waitFor(t, b, "four nodes", func(p *picker) bool { return len(p.ready) == 4 })
+	after := *b.index.Load()
+	for i := range 3 {
+		if after[as[i]] != nodes[as[i]] {
+			t.Fatalf("node %s was replaced on update; its statistics were lost", as[i])
+		}
+	}
+	if c := time.Duration(after[as[3]].costNs()); c != 3*time.Millisecond {
+		t.Fatalf("new node seeded with %v, want the median 3ms", c)
+	}
+}
+
+func TestMaglevConsistencyAndBoundedLoad(t *testing.T) {
+	as := addrs(10)
+	b, w := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
+	keyNode := func() map[string]string {
+		m := map[string]string{}
+		for i := range 2000 {
+			k := fmt.Sprintf("user-%d", i)
+			r, err := b.Pick(context.Background(), HashKey(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Done(nil)
+			m[k] = r.Endpoint.Addr
+		}
+		return m
+	}
+	first := keyNode()
+	again := keyNode()
+	per := map[string]int{}
+	for k, a := range first {
+		if again[k] != a {
+			t.Fatalf("key %s moved from %s to %s with no change", k, a, again[k])
+		}
+		per[a]++
+	}
+	for _, a := range as {
+		within(t, "keys on "+a, per[a], 200, 60)
+	}
+	w.SetAddrs(as[1:]...) // remove one node
+	waitFor(t, b, "nine nodes", func(p *picker) bool { return len(p.ready) == 9 })
+	moved := 0
+	for k, a := range keyNode() {
+		if first[k] != a && first[k] != as[0] {
+			moved++
+		}
+	}
+	if moved > 2000/10 {
+		t.Fatalf("%d of 2000 keys not on the removed node moved; Maglev should move few", moved)
+	}
+	// Bounded load: hold many requests for one key; later ones spill over.
+	var held []Result
+	spread := map[string]int{}
+	for range 90 {
+		r, err := b.Pick(context.Background(), HashKey("hot"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		spread[r.Endpoint.Addr]++
+		held = append(held, r)
+	}
+	for a, c := range spread {
+		if c > int(math.Ceil(1.25*(90.0/9+1)))+1 {
+			t.Fatalf("hot key put %d of 90 in-flight requests on %s; bounded load caps it", c, a)
+		}
+	}
+	for _, r := range held {
+		r.Done(nil)
+	}
+	if b.inflight.Load() != 0 {
+		t.Fatalf("balancer in-flight %d after every Done", b.inflight.Load())
+	}
+}
+
+func TestSlowStartCurve(t *testing.T) {
+	b := &Balancer{opts: defaultOptions()}
+	n := &node{added: 1000}
+	n.setEndpoint(discovery.Endpoint{Weight: 10})
+	win := int64(b.opts.slowStart)
+	for _, tc := range []struct {
+		age  int64
+		want float64
+	}{{0, 1}, {win / 20, 1}, {win / 4, 2.5}, {win / 2, 5}, {win, 10}, {2 * win, 10}} {
+		got, ramping := b.weight(n, 1000+tc.age)
+		if math.Abs(got-tc.want) > 1e-9 || ramping != (tc.age < win) {
+			t.Errorf("age %v: weight %v ramping %v, want %v", time.Duration(tc.age), got, ramping, tc.want)
+		}
+	}
+	n.added = 0 // in the first answer: full weight at once
+	if got, _ := b.weight(n, 5); got != 10 {
+		t.Fatalf("initial node weight %v", got)
+	}
+	n.setEndpoint(discovery.Endpoint{Weight: 10, Health: discovery.Degraded})
+	if got, _ := b.weight(n, 5); got != 5 {
+		t.Fatalf("degraded weight %v, want half", got)
+	}
+}
+
+func TestNewNodesSlowStartInPicker(t *testing.T) {
+	as := addrs(2)
+	b, w := newTest(t, as[:1], WithPolicy(WeightedRoundRobin()), WithoutBreakers())
+	w.SetAddrs(as...)
+	waitFor(t, b, "two nodes", func(p *picker) bool { return len(p.ready) == 2 })
+	got := count(t, b, 1100, nil)
+	if got[as[1]] > 200 {
+		t.Fatalf("a brand-new node got %d of 1100 picks; slow start begins at 10 %%", got[as[1]])
+	}
+}

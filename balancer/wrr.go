@@ -1,0 +1,94 @@
+package balancer
+
+import (
+	"container/heap"
+	"math"
+)
+
+// WeightedRoundRobin returns a policy that sends each healthy node a share of
+// requests proportional to its effective weight (discovery weight, halved
+// when Degraded, ramped during slow start). The order is smooth: a schedule
+// is computed once per snapshot by earliest-deadline-first, so heavy nodes
+// are interleaved with light ones rather than served in bursts, and Pick is a
+// sharded counter into that schedule: O(1) in the number of nodes.
+func WeightedRoundRobin() Policy { return wrr{} }
+
+type wrr struct{}
+
+func (wrr) Name() string  { return "weighted_round_robin" }
+func (wrr) latency() bool { return false }
+
+// maxSchedule bounds the schedule length; weights are scaled down to fit.
+const maxSchedule = 1 << 16
+
+func (wrr) build(ready []entry, _ *Balancer) selector {
+	sched := edfSchedule(ready)
+	return &wrrSel{sched: sched, cur: newCursor(len(sched))}
+}
+
+type wrrSel struct {
+	sched []uint32
+	cur   *cursor
+}
+
+func (s *wrrSel) first(*pickOptions) int { return int(s.sched[s.cur.next()]) }
+
+// edfSchedule returns a sequence of indexes into ready in which each node
+// appears in proportion to its weight, smoothly interleaved.
+func edfSchedule(ready []entry) []uint32 {
+	total := 0.0
+	minW := math.Inf(1)
+	for _, e := range ready {
+		total += e.weight
+		minW = min(minW, e.weight)
+	}
+	// Express weights as integer slot counts: the lightest node gets at
+	// least one slot, and the whole schedule stays under maxSchedule.
+	// Rounding up to one slot adds at most one slot per node.
+	scale := 1 / minW
+	if limit := float64(maxSchedule - len(ready)); total*scale > limit {
+		scale = limit / total
+	}
+	slots := make([]int, len(ready))
+	length := 0
+	for i, e := range ready {
+		slots[i] = max(1, int(math.Round(e.weight*scale)))
+		length += slots[i]
+	}
+	h := make(edfHeap, len(ready))
+	for i := range ready {
+		h[i] = edfItem{deadline: 1 / float64(slots[i]), step: 1 / float64(slots[i]), idx: uint32(i)}
+	}
+	heap.Init(&h)
+	sched := make([]uint32, length)
+	for k := range sched {
+		it := &h[0]
+		sched[k] = it.idx
+		it.deadline += it.step
+		heap.Fix(&h, 0)
+	}
+	return sched
+}
+
+type edfItem struct {
+	deadline, step float64
+	idx            uint32
+}
+
+type edfHeap []edfItem
+
+func (h edfHeap) Len() int { return len(h) }
+func (h edfHeap) Less(i, j int) bool {
+	if h[i].deadline != h[j].deadline {
+		return h[i].deadline < h[j].deadline
+	}
+	return h[i].idx < h[j].idx
+}
+func (h edfHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *edfHeap) Push(x any)   { *h = append(*h, x.(edfItem)) }
+func (h *edfHeap) Pop() any {
+	old := *h
+	it := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return it
+}
