@@ -266,8 +266,7 @@ func (b *Balancer) rebuild() time.Duration {
 	}
 	unavail := &Error{Service: b.opts.service, Kind: ErrUnavailable, Total: len(all), Open: open,
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}
-	p := &picker{ready: ready, unavail: unavail, err: unavail, panic: panicking, latency: b.opts.policy.latency()}
-	_, p.total = b.opts.policy.(maglev)
+	p := &picker{ready: ready, unavail: unavail, err: unavail, panic: panicking, mode: b.opts.policy.stats()}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, b)
 	}

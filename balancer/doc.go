@@ -29,8 +29,8 @@
 // an *Error wrapping ErrUnavailable, and the breakers keep probing on their
 // own schedule.
 //
-// Outlier ejection removes a node after consecutive failures or a high
-// failure rate, for 30 s x the number of times it was ejected (capped at
+// Outlier ejection removes a node after consecutive failures (default 5),
+// for 30 s x the number of times it was ejected (capped at
 // 300 s, with jitter), but never more than the maximum ejected share of the
 // set (default 10 %, rounded so that one node can always be ejected).
 //

@@ -153,27 +153,6 @@ func TestOutlierEjectionIsCapped(t *testing.T) {
 	}
 }
 
-func TestFailureRateEjection(t *testing.T) {
-	as := addrs(4)
-	b, _ := newTest(t, as, WithoutBreakers(), WithPanicThreshold(0),
-		WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 1000, MinRequests: 20, FailureRate: 0.5, Interval: 20 * time.Millisecond, MaxEjectedShare: 0.5}))
-	// Half the requests to as[0] fail, never many in a row.
-	for i := range 40 {
-		r, _ := b.Pick(context.Background(), Exclude(others(as, as[0])...))
-		if i%2 == 0 {
-			r.Done(errReset)
-		} else {
-			r.Done(nil)
-		}
-	}
-	waitFor(t, b, "as[0] ejected", func(p *picker) bool { return len(p.ready) == 3 })
-	for _, s := range b.Status() {
-		if s.Ejected != (s.Endpoint.Addr == as[0]) {
-			t.Fatalf("status %+v", s)
-		}
-	}
-}
-
 func others(all []string, not string) []string {
 	var out []string
 	for _, a := range all {

@@ -26,7 +26,7 @@ func Maglev(loadFactor float64) Policy {
 type maglev struct{ c float64 }
 
 func (maglev) Name() string  { return "maglev" }
-func (maglev) latency() bool { return true } // bounded load needs in-flight counts
+func (maglev) stats() statsMode { return statInFlight | statTotal } // bounded load
 
 func (m maglev) build(ready []entry, b *Balancer) selector {
 	size := uint64(65537)
@@ -43,12 +43,12 @@ type maglevSel struct {
 	total *atomic.Int64 // in-flight requests over all nodes
 }
 
-func (s *maglevSel) first(po *pickOptions) int {
+func (s *maglevSel) first(key string, hasKey bool) (int, bool) {
 	n := len(s.ready)
-	if !po.hasKey {
-		return int(rand.Uint64N(uint64(n)))
+	if !hasKey {
+		return int(rand.Uint64N(uint64(n))), false
 	}
-	h := hashString(po.hashKey)
+	h := hashString(key)
 	m := uint64(len(s.table))
 	idx := int(s.table[h%m])
 	// Bounded load: walk the table from the key's slot to the first node
@@ -58,10 +58,10 @@ func (s *maglevSel) first(po *pickOptions) int {
 	for k := uint64(0); k < min(m, 4*uint64(n)); k++ {
 		j := int(s.table[(h+k)%m])
 		if s.ready[j].n.inflight.Load() < limit {
-			return j
+			return j, false
 		}
 	}
-	return idx
+	return idx, false
 }
 
 // maglevTable fills a lookup table of the given prime size with node

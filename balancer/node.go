@@ -28,12 +28,13 @@ type node struct {
 	inflight atomic.Int64
 	cost     atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
 	stamp    atomic.Int64  // mono time of the last latency sample or forced probe
-	succ     atomic.Uint64 // outcomes since the last outlier sweep
-	fail     atomic.Uint64
 	consec   atomic.Int32 // consecutive failures
 	quarUntil atomic.Int64 // mono time the quarantine ends; 0 when none
 
-	done func(error) // Result.Done when no per-call state is needed
+	// Result.Done when no per-call state is needed: done records the
+	// outcome; doneIn also ends an in-flight count; doneTotal also the
+	// balancer-wide one.
+	done, doneIn, doneTotal func(error)
 
 	b *Balancer
 
@@ -67,26 +68,30 @@ func newNode(b *Balancer, ep discovery.Endpoint, added int64, seed float64) *nod
 	n.setEndpoint(ep)
 	n.cost.Store(math.Float64bits(seed))
 	n.stamp.Store(mono())
-	n.done = n.finish
+	n.done = func(err error) { n.record(breaker.Classify(err)) }
+	n.doneIn = func(err error) {
+		n.inflight.Add(-1)
+		n.record(breaker.Classify(err))
+	}
+	n.doneTotal = func(err error) {
+		n.inflight.Add(-1)
+		n.b.inflight.Add(-1)
+		n.record(breaker.Classify(err))
+	}
 	return n
 }
 
-// finish records the outcome of a request that needed no per-call state.
-func (n *node) finish(err error) {
-	n.record(breaker.Classify(err))
-}
-
-// record updates the outcome counters and tells the run goroutine when the
-// node crossed the consecutive-failure threshold.
+// record counts consecutive failures and tells the run goroutine when the
+// node crossed the ejection threshold. A success only reads the counter
+// unless it must reset it, so that concurrent successes on different cores
+// do not write the node's cache line.
 func (n *node) record(o breaker.Outcome) {
 	switch o {
 	case breaker.Success:
-		n.succ.Add(1)
 		if n.consec.Load() != 0 {
 			n.consec.Store(0)
 		}
 	case breaker.Failure:
-		n.fail.Add(1)
 		if int(n.consec.Add(1)) == n.b.opts.outlier.ConsecutiveFailures {
 			n.b.kick()
 		}
@@ -134,17 +139,17 @@ func decay(x float64) float64 {
 // costNs returns the node's current latency estimate in nanoseconds.
 func (n *node) costNs() float64 { return math.Float64frombits(n.cost.Load()) }
 
-// call carries the per-request state that Done needs: the breaker's
-// two-step callback and the start time. Calls are pooled so that Pick and
-// Done allocate nothing. Done is idempotent for as long as the call is not
-// reused, and a call is reused only after its first Done, so every Pick is
-// accounted exactly once even when a caller calls Done twice.
+// call carries the per-request state that Done needs when the node's
+// pre-bound functions cannot do: the breaker's two-step callback and, for a
+// latency sample, the start time. Calls are pooled so that Pick and Done
+// allocate nothing. A call is reused only after its first Done, and Done on
+// a used call does nothing, so every Pick is accounted once even when a
+// caller calls Done twice in a row.
 type call struct {
 	n       *node
 	brkDone func(error)
-	start   int64
-	latency bool // track in-flight and latency
-	total   bool // also the balancer-wide in-flight count
+	start   int64 // mono start time; 0 when not sampled
+	mode    statsMode
 	used    atomic.Bool
 	fn      func(error)
 }
@@ -163,7 +168,7 @@ func (c *call) finish(err error) {
 	if !c.used.CompareAndSwap(false, true) {
 		return
 	}
-	n, brkDone, start, latency, total := c.n, c.brkDone, c.start, c.latency, c.total
+	n, brkDone, start, mode := c.n, c.brkDone, c.start, c.mode
 	c.n, c.brkDone = nil, nil
 	callPool.Put(c)
 
@@ -171,15 +176,15 @@ func (c *call) finish(err error) {
 	if brkDone != nil {
 		brkDone(err)
 	}
-	if latency {
+	if mode&statInFlight != 0 {
 		n.inflight.Add(-1)
-		if total {
+		if mode&statTotal != 0 {
 			n.b.inflight.Add(-1)
 		}
-		if o != breaker.Excluded {
-			now := mono()
-			n.observe(now, now-start, o == breaker.Failure, n.b.tau, n.b.penalty)
-		}
+	}
+	if start != 0 && o != breaker.Excluded {
+		now := mono()
+		n.observe(now, now-start, o == breaker.Failure, n.b.tau, n.b.penalty)
 	}
 	n.record(o)
 }

@@ -93,13 +93,9 @@ type OutlierConfig struct {
 	// ConsecutiveFailures ejects a node after this many failures in a row.
 	// Default 5.
 	ConsecutiveFailures int
-	// FailureRate ejects a node whose share of failures over one Interval is
-	// at least this, once it served MinRequests. Default 0.5.
-	FailureRate float64
-	// MinRequests is the volume a node needs in an Interval before its
-	// failure rate counts. Default 20.
-	MinRequests int
-	// Interval is how often failure rates are evaluated. Default 1 s.
+	// Interval is how often ejections are reviewed (ended, multiplier
+	// decayed). Default 1 s. A rate-based trip is the breaker's job: see
+	// breaker.Config.FailureRatio.
 	Interval time.Duration
 	// BaseEjection is how long the first ejection lasts; the n-th lasts n
 	// times as long. Default 30 s.
@@ -118,12 +114,6 @@ type OutlierConfig struct {
 func (c OutlierConfig) withDefaults() OutlierConfig {
 	if c.ConsecutiveFailures <= 0 {
 		c.ConsecutiveFailures = 5
-	}
-	if c.FailureRate <= 0 {
-		c.FailureRate = 0.5
-	}
-	if c.MinRequests <= 0 {
-		c.MinRequests = 20
 	}
 	if c.Interval <= 0 {
 		c.Interval = time.Second

@@ -17,14 +17,12 @@ func (b *Balancer) ejectConsecutive() {
 	}
 }
 
-// sweep runs every outlier Interval: it ends expired ejections, ejects
-// nodes whose failure rate over the interval is too high, and lets the
+// sweep runs every outlier Interval: it ends expired ejections and lets the
 // ejection multiplier of calm nodes decay.
 func (b *Balancer) sweep() {
 	c := b.opts.outlier
 	now := mono()
 	for _, n := range b.nodes {
-		s, f := n.succ.Swap(0), n.fail.Swap(0)
 		if n.ejectedUntil != 0 && n.ejectedUntil <= now {
 			n.setEjected(0)
 			n.calmSince = now
@@ -36,9 +34,6 @@ func (b *Balancer) sweep() {
 		if n.ejections > 0 && now-n.calmSince >= int64(c.BaseEjection) {
 			n.ejections--
 			n.calmSince = now
-		}
-		if total := s + f; total >= uint64(c.MinRequests) && float64(f) >= c.FailureRate*float64(total) {
-			b.eject(n, now, "failure rate")
 		}
 	}
 }

@@ -25,8 +25,7 @@ type entry struct {
 type picker struct {
 	ready   []entry
 	sel     selector
-	latency bool   // the policy wants latency and in-flight statistics
-	total   bool   // and the balancer-wide in-flight count
+	mode    statsMode // statistics the policy needs
 	err     *Error // returned when ready is empty
 	unavail *Error // returned when every ready node refused
 	panic   bool
@@ -36,7 +35,8 @@ type picker struct {
 type selector interface {
 	// first returns the index in ready of the node to try first; Pick
 	// then tries the following indexes in order.
-	first(po *pickOptions) int
+	// The second result asks for the request's latency to be sampled.
+	first(hashKey string, hasKey bool) (int, bool)
 }
 
 // Pick chooses a node for one request. It never blocks and, on the success
@@ -63,9 +63,9 @@ func (b *Balancer) Pick(ctx context.Context, opts ...PickOption) (Result, error)
 		}
 	}
 	n := len(p.ready)
-	start := 0
+	start, sample := 0, false
 	if n > 1 {
-		start = p.sel.first(&po)
+		start, sample = p.sel.first(po.hashKey, po.hasKey)
 	}
 	skipped := -1
 	for i := range n {
@@ -80,8 +80,8 @@ func (b *Balancer) Pick(ctx context.Context, opts ...PickOption) (Result, error)
 			}
 			continue
 		}
-		if r, ok := p.admit(e); ok {
-			return r, nil
+		if done := p.admit(e, sample); done != nil {
+			return Result{Endpoint: e.ep, Done: done}, nil
 		}
 	}
 	// Every other node refused: an excluded one is better than nothing.
@@ -93,8 +93,8 @@ func (b *Balancer) Pick(ctx context.Context, opts ...PickOption) (Result, error)
 			}
 			e := &p.ready[j]
 			if po.excluded(e.n.addr) {
-				if r, ok := p.admit(e); ok {
-					return r, nil
+				if done := p.admit(e, sample); done != nil {
+					return Result{Endpoint: e.ep, Done: done}, nil
 				}
 			}
 		}
@@ -103,30 +103,39 @@ func (b *Balancer) Pick(ctx context.Context, opts ...PickOption) (Result, error)
 }
 
 // admit asks the node's breaker and, when it lets the request through,
-// builds the Result.
-func (p *picker) admit(e *entry) (Result, bool) {
+// starts the node's statistics and returns the request's Done function; nil
+// when the breaker refused.
+func (p *picker) admit(e *entry, sample bool) func(error) {
 	nd := e.n
 	var brkDone func(error)
 	if nd.brk != nil {
 		d, err := nd.brk.Allow()
 		if err != nil {
-			return Result{}, false
+			return nil
 		}
 		brkDone = d
 	}
-	if brkDone == nil && !p.latency {
-		return Result{Endpoint: e.ep, Done: nd.done}, true
-	}
-	c := callPool.Get().(*call)
-	c.n, c.brkDone, c.latency = nd, brkDone, p.latency
-	c.total = p.total
-	if p.latency {
+	if p.mode&statInFlight != 0 {
 		nd.inflight.Add(1)
-		if p.total {
+		if p.mode&statTotal != 0 {
 			nd.b.inflight.Add(1)
 		}
+	}
+	if brkDone == nil && !sample {
+		switch {
+		case p.mode&statTotal != 0:
+			return nd.doneTotal
+		case p.mode&statInFlight != 0:
+			return nd.doneIn
+		default:
+			return nd.done
+		}
+	}
+	c := callPool.Get().(*call)
+	c.n, c.brkDone, c.mode, c.start = nd, brkDone, p.mode, 0
+	if sample {
 		c.start = mono()
 	}
 	c.used.Store(false)
-	return Result{Endpoint: e.ep, Done: c.fn}, true
+	return c.fn
 }

@@ -8,7 +8,20 @@ type Policy interface {
 	Name() string
 	// build makes a selector over one snapshot; called by the run goroutine.
 	build(ready []entry, b *Balancer) selector
-	// latency reports whether the policy needs latency and in-flight
-	// statistics, which cost a clock read per request.
-	latency() bool
+	// stats says which per-node statistics the policy reads.
+	stats() statsMode
 }
+
+// statsMode selects the statistics Pick and Done keep for a policy.
+type statsMode uint8
+
+const (
+	// statInFlight counts requests picked and not yet done, per node.
+	statInFlight statsMode = 1 << iota
+	// statTotal also counts them over the whole balancer (Maglev's cap).
+	statTotal
+	// statLatency samples request latency into the node's peak EWMA. The
+	// selector decides which requests are sampled, because a clock read
+	// is the most expensive part of a pick on many machines.
+	statLatency
+)

@@ -1,59 +1,68 @@
 package balancer
 
 import (
+	"math/bits"
 	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
 )
 
 // RoundRobin returns a policy that sends requests to the healthy nodes in
-// turn, ignoring weights. Its cursor is sharded (one per P, chosen at random
-// per pick), so concurrent pickers on different cores rarely share a cache
-// line; over many picks every node gets the same share.
+// turn, ignoring weights. Its cursor has one shard per P, so concurrent
+// pickers on different cores never share a cache line; over many picks every
+// node gets the same share.
 func RoundRobin() Policy { return roundRobin{} }
 
 type roundRobin struct{}
 
 func (roundRobin) Name() string  { return "round_robin" }
-func (roundRobin) latency() bool { return false }
+func (roundRobin) stats() statsMode { return 0 }
 func (roundRobin) build(ready []entry, _ *Balancer) selector {
 	return newCursor(len(ready))
 }
 
-// cursor is a sharded round-robin counter over n slots.
+// cursor is a round-robin counter over n slots with one shard per P: each
+// shard walks all the slots from its own starting point, so the picks of
+// every shard, and of all of them together, are spread evenly.
 type cursor struct {
 	shards []paddedCounter
-	mask   uint32
-	n      uint64
+	n      uint32
+	m      uint64 // fastmod multiplier for n
 }
 
 type paddedCounter struct {
-	v atomic.Uint64
-	_ [56]byte
+	v atomic.Uint32
+	_ [60]byte
 }
 
 func newCursor(n int) *cursor {
-	k := 1
-	for k < 2*runtime.GOMAXPROCS(0) {
-		k <<= 1
-	}
-	c := &cursor{shards: make([]paddedCounter, k), mask: uint32(k - 1), n: uint64(n)}
-	// Start the shards spread over the slots so they do not march in step.
+	k := runtime.GOMAXPROCS(0)
+	c := &cursor{shards: make([]paddedCounter, k), n: uint32(n), m: ^uint64(0)/uint64(n) + 1}
 	for i := range c.shards {
-		c.shards[i].v.Store(uint64(i) * uint64(n) / uint64(k))
+		c.shards[i].v.Store(uint32(i * n / k))
 	}
 	return c
 }
 
-func (c *cursor) next() uint64 {
-	if c.mask == 0 {
-		return (c.shards[0].v.Add(1) - 1) % c.n
+// next returns the next slot, in [0, n).
+func (c *cursor) next() int {
+	pid := procPin()
+	if pid >= len(c.shards) { // GOMAXPROCS grew since this snapshot was built
+		pid %= len(c.shards)
 	}
-	s := &c.shards[rand.Uint32()&c.mask]
-	return (s.v.Add(1) - 1) % c.n
+	v := c.shards[pid].v.Add(1) - 1
+	procUnpin()
+	return int(fastmod(v, c.m, c.n))
 }
 
-func (c *cursor) first(*pickOptions) int { return int(c.next()) }
+// fastmod returns a % d for a precomputed m = 2^64/d + 1 (Lemire, Kaser and
+// Kurz, "Faster remainder by direct computation"), avoiding a division.
+func fastmod(a uint32, m uint64, d uint32) uint32 {
+	hi, _ := bits.Mul64(m*uint64(a), uint64(d))
+	return uint32(hi)
+}
+
+func (c *cursor) first(string, bool) (int, bool) { return c.next(), false }
 
 // Random returns a policy that picks a healthy node uniformly at random,
 // ignoring weights.
@@ -62,11 +71,11 @@ func Random() Policy { return random{} }
 type random struct{}
 
 func (random) Name() string  { return "random" }
-func (random) latency() bool { return false }
+func (random) stats() statsMode { return 0 }
 func (random) build(ready []entry, _ *Balancer) selector {
 	return randomSel(len(ready))
 }
 
 type randomSel int
 
-func (r randomSel) first(*pickOptions) int { return int(rand.Uint64N(uint64(r))) }
+func (r randomSel) first(string, bool) (int, bool) { return int(rand.Uint64N(uint64(r))), false }

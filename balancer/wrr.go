@@ -16,7 +16,7 @@ func WeightedRoundRobin() Policy { return wrr{} }
 type wrr struct{}
 
 func (wrr) Name() string  { return "weighted_round_robin" }
-func (wrr) latency() bool { return false }
+func (wrr) stats() statsMode { return 0 }
 
 // maxSchedule bounds the schedule length; weights are scaled down to fit.
 const maxSchedule = 1 << 16
@@ -31,7 +31,7 @@ type wrrSel struct {
 	cur   *cursor
 }
 
-func (s *wrrSel) first(*pickOptions) int { return int(s.sched[s.cur.next()]) }
+func (s *wrrSel) first(string, bool) (int, bool) { return int(s.sched[s.cur.next()]), false }
 
 // edfSchedule returns a sequence of indexes into ready in which each node
 // appears in proportion to its weight, smoothly interleaved.

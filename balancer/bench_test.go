@@ -1,0 +1,116 @@
+package balancer
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+// Benchmarks of our side alone; benchmarks/ compares against peers.
+//
+//	go test -run='^$' -bench=. -benchmem ./balancer/
+
+var policies = []struct {
+	name string
+	p    func() Policy
+}{
+	{"rr", RoundRobin}, {"random", Random}, {"wrr", WeightedRoundRobin},
+	{"p2c", func() Policy { return P2C() }}, {"maglev", func() Policy { return Maglev(0) }},
+}
+
+func BenchmarkPickDone(b *testing.B) {
+	for _, pol := range policies {
+		for _, brk := range []bool{false, true} {
+			for _, n := range []int{3, 100, 1000} {
+				opts := []Option{WithPolicy(pol.p())}
+				if !brk {
+					opts = append(opts, WithoutBreakers())
+				}
+				name := fmt.Sprintf("%s/breakers=%v/n=%d", pol.name, brk, n)
+				b.Run(name+"/serial", func(b *testing.B) {
+					bl, _ := newTest(b, addrs(n), opts...)
+					ctx := context.Background()
+					b.ReportAllocs()
+					b.ResetTimer()
+					for range b.N {
+						r, err := bl.Pick(ctx)
+						if err != nil {
+							b.Fatal(err)
+						}
+						r.Done(nil)
+					}
+				})
+				b.Run(name+"/parallel", func(b *testing.B) {
+					bl, _ := newTest(b, addrs(n), opts...)
+					ctx := context.Background()
+					b.ReportAllocs()
+					b.ResetTimer()
+					b.RunParallel(func(pb *testing.PB) {
+						for pb.Next() {
+							r, err := bl.Pick(ctx)
+							if err != nil {
+								b.Fatal(err)
+							}
+							r.Done(nil)
+						}
+					})
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkRebuild measures building a picker for n ready nodes, which the
+// run goroutine does on every change.
+func BenchmarkRebuild(b *testing.B) {
+	for _, pol := range policies {
+		for _, n := range []int{1000} {
+			b.Run(fmt.Sprintf("%s/n=%d", pol.name, n), func(b *testing.B) {
+				bl, _ := newTest(b, addrs(n), WithPolicy(pol.p()))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range b.N {
+					bl.rebuild()
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkApply10k measures applying a 10,000-endpoint update to a
+// balancer that already holds 10,000 (half of them replaced), through
+// apply and rebuild, and reports the heap per endpoint.
+func BenchmarkApply10k(b *testing.B) {
+	const n = 10000
+	all := addrs(2 * n)
+	mk := func(as []string) discovery.State {
+		s := discovery.State{Version: 1}
+		for _, a := range as {
+			s.Endpoints = append(s.Endpoints, discovery.Endpoint{ID: a, Addr: a, Weight: 1})
+		}
+		return s
+	}
+	first, second := mk(all[:n]), mk(all[n/2:n+n/2])
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	bl, _ := newTest(b, all[:n])
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "B/endpoint")
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if i%2 == 0 {
+			bl.apply(second)
+		} else {
+			bl.apply(first)
+		}
+		bl.rebuild()
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N)/1000, "ms/update")
+}
