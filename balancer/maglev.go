@@ -25,7 +25,7 @@ func Maglev(loadFactor float64) Policy {
 
 type maglev struct{ c float64 }
 
-func (maglev) Name() string  { return "maglev" }
+func (maglev) Name() string     { return "maglev" }
 func (maglev) stats() statsMode { return statInFlight | statTotal } // bounded load
 
 func (m maglev) build(ready []entry, b *Balancer) selector {

@@ -25,11 +25,11 @@ type node struct {
 	addr string
 	brk  *breaker.Breaker // nil without breakers
 
-	inflight atomic.Int64
-	cost     atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
-	stamp    atomic.Int64  // mono time of the last latency sample or forced probe
-	consec   atomic.Int32 // consecutive failures
-	quarUntil atomic.Int64 // mono time the quarantine ends; 0 when none
+	inflight  atomic.Int64
+	cost      atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
+	stamp     atomic.Int64  // mono time of the last latency sample or forced probe
+	consec    atomic.Int32  // consecutive failures
+	quarUntil atomic.Int64  // mono time the quarantine ends; 0 when none
 
 	// Result.Done when no per-call state is needed: done records the
 	// outcome; doneIn also ends an in-flight count; doneTotal also the

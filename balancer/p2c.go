@@ -41,7 +41,7 @@ type p2c struct {
 	tau, penalty, probeAfter time.Duration
 }
 
-func (p2c) Name() string  { return "p2c_peak_ewma" }
+func (p2c) Name() string     { return "p2c_peak_ewma" }
 func (p2c) stats() statsMode { return statInFlight | statLatency }
 
 func (p p2c) build(ready []entry, _ *Balancer) selector {

@@ -26,8 +26,8 @@ type picker struct {
 	ready   []entry
 	sel     selector
 	mode    statsMode // statistics the policy needs
-	err     *Error // returned when ready is empty
-	unavail *Error // returned when every ready node refused
+	err     *Error    // returned when ready is empty
+	unavail *Error    // returned when every ready node refused
 	panic   bool
 }
 

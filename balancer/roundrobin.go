@@ -15,7 +15,7 @@ func RoundRobin() Policy { return roundRobin{} }
 
 type roundRobin struct{}
 
-func (roundRobin) Name() string  { return "round_robin" }
+func (roundRobin) Name() string     { return "round_robin" }
 func (roundRobin) stats() statsMode { return 0 }
 func (roundRobin) build(ready []entry, _ *Balancer) selector {
 	return newCursor(len(ready))
@@ -70,7 +70,7 @@ func Random() Policy { return random{} }
 
 type random struct{}
 
-func (random) Name() string  { return "random" }
+func (random) Name() string     { return "random" }
 func (random) stats() statsMode { return 0 }
 func (random) build(ready []entry, _ *Balancer) selector {
 	return randomSel(len(ready))

@@ -15,7 +15,7 @@ func WeightedRoundRobin() Policy { return wrr{} }
 
 type wrr struct{}
 
-func (wrr) Name() string  { return "weighted_round_robin" }
+func (wrr) Name() string     { return "weighted_round_robin" }
 func (wrr) stats() statsMode { return 0 }
 
 // maxSchedule bounds the schedule length; weights are scaled down to fit.
