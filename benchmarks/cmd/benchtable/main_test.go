@@ -1,0 +1,47 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+const sample = `goos: linux
+BenchmarkRoundRobin/peer=grpc/n=3/serial-2         	100	 10.0 ns/op	 0 B/op	 0 allocs/op
+BenchmarkRoundRobin/peer=grpc/n=3/serial-2         	100	 12.0 ns/op	 0 B/op	 0 allocs/op
+BenchmarkRoundRobin/peer=grpc/n=3/serial-2         	100	 30.0 ns/op	 0 B/op	 0 allocs/op
+BenchmarkRoundRobin/peer=grpc/n=1000/serial-2      	100	 24.0 ns/op	 0 B/op	 0 allocs/op
+BenchmarkRoundRobin/peer=dialtone/n=3/serial-2     	100	  6.0 ns/op	 0 B/op	 0 allocs/op
+BenchmarkRoundRobin/peer=dialtone-fast/n=3/serial-2	100	  3.0 ns/op	 0 B/op	 0 allocs/op
+BenchmarkRebuild/peer=kitex/n=1000-2               	100	 5000 ns/op	 9000 B/op	 5 allocs/op
+BenchmarkFloor/peer=atomic/parallel-2              	100	 20.0 ns/op	 0 B/op	 0 allocs/op
+PASS
+`
+
+func TestRun(t *testing.T) {
+	var out strings.Builder
+	if err := run(strings.NewReader(sample), &out); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	t.Log("\n" + got)
+	for _, want := range []string{
+		"RoundRobin n=3 serial",
+		"dialtone/peer", "dialtone-fast/peer",
+		"0.50x", // dialtone 6 / grpc median 12
+		"0.25x", // dialtone-fast 3 / grpc 12
+		"2.00x", // grpc n=1000 24 vs n=3 12
+		"Rebuild n=1000",
+		"Floor parallel",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
+func TestParseName(t *testing.T) {
+	k, peer, ok := parseName("BenchmarkP2C/peer=grpc-least_request/n=100/parallel-2")
+	if !ok || k != (key{"P2C", 100, "parallel"}) || peer != "grpc-least_request" {
+		t.Fatalf("got %+v %q %v", k, peer, ok)
+	}
+}

@@ -1,0 +1,346 @@
+// Package benchmarks measures dialtone's balancer against its peers, side by
+// side in one run (see DESIGN.md, section Performance). This file holds the
+// peers; ours_test.go holds dialtone's side.
+//
+// Naming: Benchmark<Kind>/peer=<name>/n=<endpoints>/<serial|parallel>, except
+// BenchmarkFloor (no n) and BenchmarkRebuild (no mode). cmd/benchtable prints
+// the results as a table with dialtone's ratio to every peer.
+package benchmarks
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cloudwego/kitex/pkg/discovery"
+	kitexlb "github.com/cloudwego/kitex/pkg/loadbalance"
+	"github.com/go-kit/kit/endpoint"
+	"github.com/go-kit/kit/sd"
+	kitlb "github.com/go-kit/kit/sd/lb"
+	"github.com/sony/gobreaker/v2"
+	"github.com/zeromicro/go-zero/core/logx"
+	_ "github.com/zeromicro/go-zero/zrpc" // registers "p2c_ewma" in grpc's balancer registry
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/leastrequest" // registers "least_request_experimental"
+	"google.golang.org/grpc/balancer/roundrobin"   // registers "round_robin"
+)
+
+// ours holds dialtone's side, keyed by Kind ("RoundRobin", "LeastRequest",
+// "P2C", "Weighted", "Rebuild", "Breaker", "Floor"). ours_test.go fills it in
+// an init func; each Benchmark<Kind> below calls ours[Kind](b) last, so
+// dialtone's results are named Benchmark<Kind>/peer=dialtone.../... and sit
+// in the same groups as the peers'.
+var ours = map[string]func(b *testing.B){}
+
+// runOurs runs dialtone's sub-benchmarks for kind, if ours_test.go has any.
+func runOurs(b *testing.B, kind string) {
+	if f := ours[kind]; f != nil {
+		f(b)
+	}
+}
+
+// sizes are the endpoint counts every policy is measured at.
+var sizes = []int{3, 100, 1000}
+
+// goZeroP2CName is go-zero's p2c.Name; the constant lives in an internal
+// package (zrpc/internal/balancer/p2c), so it is repeated here.
+const goZeroP2CName = "p2c_ewma"
+
+func init() {
+	// go-zero's p2c picker logs statistics once a minute through logx.
+	logx.Disable()
+}
+
+// forSizes runs f as the sub-benchmark "n=<n>" for every size.
+func forSizes(b *testing.B, f func(b *testing.B, n int)) {
+	for _, n := range sizes {
+		b.Run("n="+strconv.Itoa(n), func(b *testing.B) { f(b, n) })
+	}
+}
+
+// grpcPick measures Pick on a grpc picker; withDone also calls
+// PickResult.Done, as a finished RPC would.
+func grpcPick(b *testing.B, p balancer.Picker, withDone bool) {
+	info := balancer.PickInfo{Ctx: context.Background(), FullMethodName: "/bench.Service/Method"}
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			res, err := p.Pick(info)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if withDone && res.Done != nil {
+				res.Done(balancer.DoneInfo{})
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				res, err := p.Pick(info)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				if withDone && res.Done != nil {
+					res.Done(balancer.DoneInfo{})
+				}
+			}
+		})
+	})
+}
+
+// kitexNext measures picker.Next on a kitex picker.
+func kitexNext(b *testing.B, p kitexlb.Picker) {
+	ctx := context.Background()
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if p.Next(ctx, nil) == nil {
+				b.Fatal("kitex picker returned nil")
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if p.Next(ctx, nil) == nil {
+					b.Error("kitex picker returned nil")
+					return
+				}
+			}
+		})
+	})
+}
+
+// kitexInstances returns n kitex instances; weighted gives them weights
+// 1..10 (cycling), otherwise they all have discovery.DefaultWeight.
+func kitexInstances(n int, weighted bool) []discovery.Instance {
+	ins := make([]discovery.Instance, n)
+	for i := range ins {
+		w := discovery.DefaultWeight
+		if weighted {
+			w = i%10 + 1
+		}
+		ins[i] = discovery.NewInstance("tcp", fmt.Sprintf("127.0.%d.%d:8080", i/250, i%250+1), w, nil)
+	}
+	return ins
+}
+
+// kitexPicker builds a kitex picker the way kitex's client does: one
+// GetPicker per discovery result (cached under its CacheKey), then Next per call.
+func kitexPicker(b *testing.B, lb kitexlb.Loadbalancer, n int, weighted bool) kitexlb.Picker {
+	p := lb.GetPicker(discovery.Result{Cacheable: true, CacheKey: "bench", Instances: kitexInstances(n, weighted)})
+	seen := make(map[discovery.Instance]struct{}, n)
+	for i := 0; i < 50*n && len(seen) < n; i++ {
+		seen[p.Next(context.Background(), nil)] = struct{}{}
+	}
+	if len(seen) != n {
+		b.Fatalf("kitex %s picker reached %d of %d instances", lb.Name(), len(seen), n)
+	}
+	return p
+}
+
+// BenchmarkRoundRobin: one Pick from a round-robin picker over n ready endpoints.
+func BenchmarkRoundRobin(b *testing.B) {
+	// grpc-go's round_robin, built through the registry. In grpc 1.83 it is
+	// endpointsharding over one pick_first child per endpoint; the top picker
+	// rotates over the children's pickers.
+	b.Run("peer=grpc", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			grpcPick(b, buildGRPCPicker(b, roundrobin.Name, "", n), false)
+		})
+	})
+	// go-kit's sd/lb round robin over a fixed endpointer.
+	b.Run("peer=gokit", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			eps := make(sd.FixedEndpointer, n)
+			for i := range eps {
+				eps[i] = endpoint.Nop
+			}
+			bal := kitlb.NewRoundRobin(eps)
+			b.Run("serial", func(b *testing.B) {
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					if _, err := bal.Endpoint(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("parallel", func(b *testing.B) {
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := bal.Endpoint(); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		})
+	})
+	// kitex has no separate round-robin balancer: NewWeightedRoundRobinBalancer
+	// with equal weights builds its plain RoundRobinPicker (an atomic counter).
+	b.Run("peer=kitex", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRoundRobinBalancer(), n, false))
+		})
+	})
+	runOurs(b, "RoundRobin")
+}
+
+// BenchmarkLeastRequest: grpc-go's least_request (choiceCount 2), Pick + Done.
+func BenchmarkLeastRequest(b *testing.B) {
+	b.Run("peer=grpc", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			grpcPick(b, buildGRPCPicker(b, leastrequest.Name, `{"choiceCount":2}`, n), true)
+		})
+	})
+	runOurs(b, "LeastRequest")
+}
+
+// BenchmarkP2C: power-of-two-choices Pick + Done (a successful call).
+func BenchmarkP2C(b *testing.B) {
+	// go-zero's p2c_ewma (registered by importing zrpc): base balancer,
+	// picker under one mutex, EWMA latency update in Done.
+	b.Run("peer=gozero", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			grpcPick(b, buildGRPCPicker(b, goZeroP2CName, "", n), true)
+		})
+	})
+	// grpc-go's least_request with choiceCount 2 is a P2C on in-flight
+	// counts; repeated here so the table shows dialtone's P2C against it.
+	b.Run("peer=grpc-least_request", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			grpcPick(b, buildGRPCPicker(b, leastrequest.Name, `{"choiceCount":2}`, n), true)
+		})
+	})
+	runOurs(b, "P2C")
+}
+
+// BenchmarkWeighted: one weighted pick over n instances with weights 1..10.
+func BenchmarkWeighted(b *testing.B) {
+	// kitex's weighted random with the alias method (O(1) per pick).
+	b.Run("peer=kitex", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRandomWithAliasMethodBalancer(), n, true))
+		})
+	})
+	// kitex's default NewWeightedBalancer: smooth weighted round robin over
+	// precomputed virtual nodes (RWMutex on the fast path).
+	b.Run("peer=kitex-wrr", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedBalancer(), n, true))
+		})
+	})
+	// kitex's NewWeightedRandomBalancer: linear scan over the weights.
+	b.Run("peer=kitex-random", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRandomBalancer(), n, true))
+		})
+	})
+	runOurs(b, "Weighted")
+}
+
+// BenchmarkRebuild/peer=kitex/n=1000 measures what kitex does per discovery
+// change for one service: kitex's lbcache calls Rebalancer.Rebalance(change)
+// on the balancer, which runs weightedBalancer.createPicker over all
+// change.Result.Instances (copy the instance slice, drop zero weights, sum
+// weights, and, weights being unequal, build the alias-method tables: alias
+// and prob slices plus scratch small/large/scaledProb) and stores the new
+// picker in its sync.Map under the CacheKey. The instances themselves are
+// built once outside the loop, so resolver/diff cost is not included.
+func BenchmarkRebuild(b *testing.B) {
+	b.Run("peer=kitex", func(b *testing.B) {
+		b.Run("n=1000", func(b *testing.B) {
+			lb := kitexlb.NewWeightedRandomWithAliasMethodBalancer()
+			rb, ok := lb.(kitexlb.Rebalancer)
+			if !ok {
+				b.Fatal("kitex alias-method balancer is not a Rebalancer")
+			}
+			ch := discovery.Change{Result: discovery.Result{Cacheable: true, CacheKey: "bench", Instances: kitexInstances(1000, true)}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				rb.Rebalance(ch)
+			}
+			b.StopTimer()
+			if p := lb.GetPicker(ch.Result); p.Next(context.Background(), nil) == nil {
+				b.Fatal("rebuilt kitex picker returned nil")
+			}
+		})
+	})
+	runOurs(b, "Rebuild")
+}
+
+// BenchmarkBreaker: bare gobreaker v2 two-step accounting for a successful
+// call: one TwoStepCircuitBreaker per node, round robin over the n nodes,
+// Allow() then done(nil).
+func BenchmarkBreaker(b *testing.B) {
+	b.Run("peer=gobreaker", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			cbs := make([]*gobreaker.TwoStepCircuitBreaker[struct{}], n)
+			for i := range cbs {
+				cbs[i] = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{Name: "node-" + strconv.Itoa(i)})
+			}
+			var next atomic.Uint64
+			call := func() error {
+				cb := cbs[next.Add(1)%uint64(n)]
+				done, err := cb.Allow()
+				if err != nil {
+					return err
+				}
+				done(nil)
+				return nil
+			}
+			b.Run("serial", func(b *testing.B) {
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					if err := call(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("parallel", func(b *testing.B) {
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := call(); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			})
+		})
+	})
+	runOurs(b, "Breaker")
+}
+
+// BenchmarkFloor: one shared atomic add, the cheapest shared state a picker
+// can touch.
+func BenchmarkFloor(b *testing.B) {
+	b.Run("peer=atomic", func(b *testing.B) {
+		var counter uint64
+		b.Run("serial", func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				atomic.AddUint64(&counter, 1)
+			}
+		})
+		b.Run("parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					atomic.AddUint64(&counter, 1)
+				}
+			})
+		})
+	})
+	runOurs(b, "Floor")
+}
