@@ -1,0 +1,72 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+func TestTargetEndToEnd(t *testing.T) {
+	srv, cli := startEtcd(t)
+	put(t, cli, "services/orders/a", ep("a", "10.0.0.1:80"))
+
+	w, err := discovery.Watch(context.Background(), "etcd://"+srv.Hosts()[0]+"/services/orders")
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	waitSet(t, w, "a=10.0.0.1:80")
+	put(t, cli, "services/orders/b", ep("b", "10.0.0.2:80"))
+	waitSet(t, w, "a=10.0.0.1:80", "b=10.0.0.2:80")
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestTargetEnvEndpoints(t *testing.T) {
+	srv, cli := startEtcd(t)
+	put(t, cli, "svc/a", ep("a", "10.0.0.1:80"))
+	t.Setenv("ETCD_ENDPOINTS", " , "+srv.Endpoints()[0]+",")
+	w, err := discovery.Watch(context.Background(), "etcd:///svc")
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	defer w.Close()
+	waitSet(t, w, "a=10.0.0.1:80")
+}
+
+func TestTargetBad(t *testing.T) {
+	cases := []struct{ target, part string }{
+		{"etcd:///", "path"},
+		{"etcd://127.0.0.1:2379/", "path"},
+		{"etcd://127.0.0.1:2379///", "path"},
+		{"etcd:///svc?tag=x", "query"},
+		{"etcd://127.0.0.1:0/svc", "authority"}, // checked by discovery.ParseTarget
+	}
+	for _, c := range cases {
+		w, err := discovery.Watch(context.Background(), c.target)
+		if err == nil {
+			w.Close()
+			t.Errorf("%s: accepted", c.target)
+			continue
+		}
+		if !errors.Is(err, discovery.ErrBadTarget) || !strings.Contains(err.Error(), c.part) {
+			t.Errorf("%s: %v; want ErrBadTarget naming %q", c.target, err, c.part)
+		}
+	}
+}
+
+func TestEnvEndpoints(t *testing.T) {
+	got := envEndpoints(" a:1, ,http://b:2,")
+	if strings.Join(got, "|") != "a:1|http://b:2" {
+		t.Fatalf("envEndpoints = %q", got)
+	}
+	if envEndpoints("") != nil {
+		t.Fatalf("empty env gave endpoints")
+	}
+}

@@ -1,0 +1,227 @@
+package etcd
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/naming/endpoints"
+
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+func newRegistrar(t testing.TB, cli *clientv3.Client, prefix string, e discovery.Endpoint, opts ...RegistrarOption) *Registrar {
+	t.Helper()
+	opts = append([]RegistrarOption{WithRegistrarLogger(newLogger(&logBuffer{}))}, opts...)
+	r, err := NewRegistrar(testCtx(t), cli, prefix, e, opts...)
+	if err != nil {
+		t.Fatalf("NewRegistrar: %v", err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+// keyLease returns the lease a key is attached to, or 0 if it is absent.
+func keyLease(t testing.TB, cli *clientv3.Client, key string) (clientv3.LeaseID, int64) {
+	t.Helper()
+	resp, err := cli.Get(testCtx(t), key)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return 0, resp.Header.Revision
+	}
+	return clientv3.LeaseID(resp.Kvs[0].Lease), resp.Header.Revision
+}
+
+// TestRegistrarLeaseLost revokes the Registrar's lease from another client:
+// the key vanishes, and the Registrar grants a new lease and writes it again.
+// After Close, nothing is left under the prefix.
+func TestRegistrarLeaseLost(t *testing.T) {
+	srv, cli := startEtcd(t)
+	other := srv.Client(t)
+	r := newRegistrar(t, cli, "svc", discovery.Endpoint{ID: "n1", Addr: "10.0.0.1:80", Weight: 2}, WithTTL(2*time.Second))
+	if r.Key() != "svc/n1" {
+		t.Fatalf("Key() = %q; want svc/n1", r.Key())
+	}
+	lease, rev := keyLease(t, other, r.Key())
+	if lease == 0 {
+		t.Fatalf("key %s not registered with a lease", r.Key())
+	}
+
+	ctx := testCtx(t)
+	wch := other.Watch(ctx, r.Key(), clientv3.WithRev(rev+1))
+	if _, err := other.Revoke(ctx, lease); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	deleted, back := false, false
+	for !back {
+		select {
+		case resp, ok := <-wch:
+			if !ok || resp.Err() != nil {
+				t.Fatalf("watch ended: %v", resp.Err())
+			}
+			for _, ev := range resp.Events {
+				switch {
+				case ev.Type == clientv3.EventTypeDelete:
+					deleted = true
+				case deleted && ev.Type == clientv3.EventTypePut:
+					back = true
+					if clientv3.LeaseID(ev.Kv.Lease) == lease || ev.Kv.Lease == 0 {
+						t.Errorf("re-registered with lease %x; want a new lease", ev.Kv.Lease)
+					}
+				}
+			}
+		case <-ctx.Done():
+			t.Fatalf("key not registered again after the lease was revoked (deleted=%v)", deleted)
+		}
+	}
+
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	resp, err := other.Get(ctx, "svc/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 0 {
+		t.Errorf("%d keys left under svc/ after Close; want 0", len(resp.Kvs))
+	}
+}
+
+// TestRegistrarKeepsAlive checks the lease outlives its TTL while the
+// Registrar runs.
+func TestRegistrarKeepsAlive(t *testing.T) {
+	_, cli := startEtcd(t)
+	r := newRegistrar(t, cli, "svc", discovery.Endpoint{Addr: "10.0.0.1:80"}, WithTTL(time.Second))
+	if r.Key() != "svc/10.0.0.1:80" {
+		t.Fatalf("Key() = %q; want the address as ID", r.Key())
+	}
+	lease, _ := keyLease(t, cli, r.Key())
+	ctx := testCtx(t)
+	// Wait 3 TTLs on a timer, then check the same lease still holds the key.
+	select {
+	case <-time.After(3 * time.Second):
+	case <-ctx.Done():
+	}
+	if got, _ := keyLease(t, cli, r.Key()); got != lease {
+		t.Fatalf("after 3 TTLs the key has lease %x; want the original %x", got, lease)
+	}
+}
+
+func TestNewRegistrarRejects(t *testing.T) {
+	_, cli := startEtcd(t)
+	ctx := testCtx(t)
+	cases := []struct {
+		name   string
+		prefix string
+		e      discovery.Endpoint
+	}{
+		{"port 0", "svc", discovery.Endpoint{Addr: "10.0.0.1:0"}},
+		{"no addr", "svc", discovery.Endpoint{ID: "x"}},
+		{"unspecified", "svc", discovery.Endpoint{Addr: "0.0.0.0:80"}},
+		{"empty prefix", "/", discovery.Endpoint{Addr: "10.0.0.1:80"}},
+	}
+	for _, c := range cases {
+		if r, err := NewRegistrar(ctx, cli, c.prefix, c.e); err == nil {
+			r.Close()
+			t.Errorf("%s: NewRegistrar succeeded", c.name)
+		}
+	}
+	if _, err := NewRegistrar(ctx, nil, "svc", discovery.Endpoint{Addr: "10.0.0.1:80"}); err == nil {
+		t.Error("nil client accepted")
+	}
+}
+
+// TestInteropManagerToWatcher: endpoints written by etcd's own
+// endpoints.Manager are discovered by our Watcher.
+func TestInteropManagerToWatcher(t *testing.T) {
+	_, cli := startEtcd(t)
+	em, err := endpoints.NewManager(cli, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	if err := em.AddEndpoint(ctx, "svc/plain", endpoints.Endpoint{Addr: "10.0.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := em.AddEndpoint(ctx, "svc/attrs", endpoints.Endpoint{Addr: "10.0.0.2:80", Metadata: "a string"}); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]any{"weight": 5, "zone": "eu", "tags": []string{"v2"}, "meta": map[string]string{"k": "v"}}
+	if err := em.AddEndpoint(ctx, "svc/ours", endpoints.Endpoint{Addr: "10.0.0.3:80", Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, cli, "svc")
+	s := waitSet(t, w, "attrs=10.0.0.2:80", "ours=10.0.0.3:80", "plain=10.0.0.1:80")
+	if e := s.Endpoints[1]; e.Weight != 5 || e.Zone != "eu" || len(e.Tags) != 1 || e.Meta["k"] != "v" {
+		t.Errorf("ours = %+v; want weight 5, zone eu, tags [v2], meta k=v", e)
+	}
+	if e := s.Endpoints[0]; e.Weight != 1 {
+		t.Errorf("string metadata: weight %d; want the default 1", e.Weight)
+	}
+
+	if err := em.DeleteEndpoint(ctx, "svc/plain"); err != nil {
+		t.Fatal(err)
+	}
+	waitSet(t, w, "attrs=10.0.0.2:80", "ours=10.0.0.3:80")
+}
+
+// TestInteropRegistrarToManager: what our Registrar writes is read by etcd's
+// naming package (List and NewWatchChannel, which its gRPC resolver uses).
+func TestInteropRegistrarToManager(t *testing.T) {
+	_, cli := startEtcd(t)
+	ctx := testCtx(t)
+	em, err := endpoints.NewManager(cli, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch, err := em.NewWatchChannel(wctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	r := newRegistrar(t, cli, "svc", discovery.Endpoint{ID: "n1", Addr: "10.0.0.1:80", Weight: 2, Zone: "a"})
+	eps, err := em.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := eps[r.Key()]
+	if !ok || got.Addr != "10.0.0.1:80" {
+		t.Fatalf("endpoints.Manager.List = %v; want %s -> 10.0.0.1:80", eps, r.Key())
+	}
+	md, _ := got.Metadata.(map[string]any)
+	if md["weight"] != float64(2) || md["zone"] != "a" {
+		t.Errorf("metadata seen by etcd = %#v; want weight 2, zone a", got.Metadata)
+	}
+
+	select {
+	case ups := <-wch:
+		if len(ups) != 1 || ups[0].Op != endpoints.Add || ups[0].Key != r.Key() || ups[0].Endpoint.Addr != "10.0.0.1:80" {
+			t.Errorf("watch channel delivered %+v; want one Add of %s", ups, r.Key())
+		}
+	case <-ctx.Done():
+		t.Fatal("etcd's watch channel saw nothing")
+	}
+
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ups := <-wch:
+		if len(ups) != 1 || ups[0].Op != endpoints.Delete {
+			t.Errorf("after Close, watch channel delivered %+v; want one Delete", ups)
+		}
+	case <-ctx.Done():
+		t.Fatal("etcd's watch channel saw no delete after Close")
+	}
+	cancel()
+	for range wch { // drain until etcd's goroutine closes it
+	}
+}

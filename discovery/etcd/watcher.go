@@ -1,0 +1,413 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+// Errors that end a watch and make the Watcher list again.
+var (
+	errWatchClosed = errors.New("etcd: watch channel closed")
+	errStalled     = errors.New("etcd: watch stalled: no response or progress notification")
+)
+
+// Watcher publishes the endpoints registered under one etcd key prefix. It
+// implements discovery.Watcher. One goroutine, started by New and stopped by
+// Close, lists the prefix, publishes the full set, and watches from the next
+// revision; see the package documentation for how it recovers.
+type Watcher struct {
+	client    *clientv3.Client
+	ownClient bool   // the builder made the client; Close closes it
+	dir       string // the key prefix with one trailing "/"
+	opts      options
+
+	pub     discovery.Publisher
+	resolve chan struct{} // ResolveNow's signal; capacity 1, so calls coalesce
+	cancel  context.CancelFunc
+	done    chan struct{} // closed when run returns
+
+	closeOnce sync.Once
+	closeErr  error
+
+	lists   atomic.Uint64 // list requests sent
+	dropped atomic.Uint64 // entries dropped as invalid
+
+	// Owned by the run goroutine.
+	rejected map[string]string // ID -> reason of the last publication's rejections, to log each once
+}
+
+// New starts a Watcher on the keys under prefix + "/" and returns at once;
+// the first State arrives through Next. A trailing "/" on prefix is ignored,
+// and a prefix with nothing but slashes is refused. The caller owns client
+// and closes it after the Watcher. New starts one goroutine, which Close
+// stops.
+func New(client *clientv3.Client, prefix string, opts ...Option) (*Watcher, error) {
+	if client == nil {
+		return nil, errors.New("etcd: New with a nil client")
+	}
+	if strings.Trim(prefix, "/") == "" {
+		return nil, fmt.Errorf("etcd: empty key prefix %q", prefix)
+	}
+	return start(client, false, prefix, opts), nil
+}
+
+func start(client *clientv3.Client, own bool, prefix string, opts []Option) *Watcher {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Watcher{
+		client:    client,
+		ownClient: own,
+		dir:       keyPrefix(prefix),
+		opts:      o,
+		resolve:   make(chan struct{}, 1),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+	}
+	go w.run(ctx)
+	return w
+}
+
+// Next implements discovery.Watcher: it blocks until a State newer than the
+// last one it returned is published, or ctx is done, or the Watcher is closed
+// (discovery.ErrClosed). Call it from one consumer goroutine.
+func (w *Watcher) Next(ctx context.Context) (discovery.State, error) { return w.pub.Next(ctx) }
+
+// ResolveNow implements discovery.Watcher. It never blocks. It asks the
+// watcher goroutine for a fresh linearizable list of the prefix, done at once
+// (the current watch is dropped, the prefix listed and published, and a new
+// watch started). Calls are coalesced, and forced lists are at least the
+// resolve interval apart (WithResolveInterval, default 500 ms): a call inside
+// the interval is served at its end.
+func (w *Watcher) ResolveNow() {
+	select {
+	case w.resolve <- struct{}{}:
+	default:
+	}
+}
+
+// Close implements discovery.Watcher: it stops the watcher goroutine, waits
+// for it, makes Next return discovery.ErrClosed, and closes the etcd client
+// if the Watcher was built from a target. It is idempotent and returns the
+// first call's result.
+func (w *Watcher) Close() error {
+	w.closeOnce.Do(func() {
+		w.cancel()
+		<-w.done
+		w.pub.Close()
+		if w.ownClient {
+			if err := w.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
+				w.closeErr = fmt.Errorf("etcd: closing client: %w", err)
+			}
+		}
+	})
+	return w.closeErr
+}
+
+// Dropped returns how many registry entries have been dropped as invalid
+// since the Watcher started: unparsable values, invalid addresses, oversized
+// fields, duplicate addresses. Each is also logged. Safe from any goroutine.
+func (w *Watcher) Dropped() uint64 { return w.dropped.Load() }
+
+// snapshot is the watcher goroutine's view of the prefix: the entries that
+// parsed, and the keys whose current value did not.
+type snapshot struct {
+	good map[string]discovery.Endpoint
+	bad  map[string]error
+}
+
+func (s *snapshot) size() int { return len(s.good) + len(s.bad) }
+
+// published is the outcome of the last publication, reused when a progress
+// notification only confirms it.
+type published struct {
+	valid []discovery.Endpoint
+	err   error
+}
+
+// watchEnd says why a watch ended.
+type watchEnd struct {
+	forced    bool  // ResolveNow asked for a fresh list
+	delivered bool  // the watch delivered at least one response
+	err       error // why it failed, if it did
+}
+
+// run is the watcher goroutine: list, publish, watch, and again.
+func (w *Watcher) run(ctx context.Context) {
+	defer close(w.done)
+	attempt := 0             // consecutive failures; a failure after a healthy period relists at once
+	var lastForced time.Time // when the last list forced by ResolveNow started
+	for {
+		// A ResolveNow that arrived before this list is served by it.
+		select {
+		case <-w.resolve:
+		default:
+		}
+		snap, rev, err := w.list(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			w.pub.SetError(err)
+			w.opts.logger.Warn("etcd: list failed; keeping the last known good set", "prefix", w.dir, "attempt", attempt+1, "err", err)
+			if !sleep(ctx, w.opts.backoff.Delay(attempt, nil)) {
+				return
+			}
+			attempt++
+			continue
+		}
+		cur := w.publish(snap, time.Now())
+		end := w.watch(ctx, rev, snap, cur, lastForced)
+		if ctx.Err() != nil {
+			return
+		}
+		if end.forced {
+			lastForced = time.Now()
+		}
+		if end.err != nil {
+			w.opts.logger.Info("etcd: watch ended; listing again", "prefix", w.dir, "err", end.err)
+		}
+		if end.delivered {
+			attempt = 0
+		}
+		if end.forced || end.delivered {
+			continue
+		}
+		attempt++
+		if attempt > 1 && !sleep(ctx, w.opts.backoff.Delay(attempt-2, nil)) {
+			return
+		}
+	}
+}
+
+// list reads the whole prefix with a linearizable Get and returns the
+// entries and the revision they were read at.
+func (w *Watcher) list(ctx context.Context) (*snapshot, int64, error) {
+	w.lists.Add(1)
+	lctx, cancel := context.WithTimeout(ctx, w.opts.requestTimeout)
+	defer cancel()
+	limit := w.opts.maxEntries
+	resp, err := w.client.Get(lctx, w.dir, clientv3.WithPrefix(), clientv3.WithLimit(int64(limit)+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("etcd: list %q: %w", w.dir, err)
+	}
+	if resp.More || len(resp.Kvs) > limit {
+		return nil, 0, fmt.Errorf("etcd: list %q: %d keys, more than the limit of %d (WithMaxEntries)", w.dir, resp.Count, limit)
+	}
+	snap := &snapshot{good: make(map[string]discovery.Endpoint, len(resp.Kvs)), bad: map[string]error{}}
+	for _, kv := range resp.Kvs {
+		w.put(snap, string(kv.Key), kv.Value)
+	}
+	if w.opts.onList != nil {
+		w.opts.onList(resp.Header.Revision)
+	}
+	return snap, resp.Header.Revision, nil
+}
+
+// put records one key's value in snap, dropping it with a log line if it
+// does not parse.
+func (w *Watcher) put(snap *snapshot, key string, value []byte) {
+	e, err := ParseValue(key, w.dir, value)
+	if err != nil {
+		delete(snap.good, key)
+		snap.bad[key] = err
+		if errors.Is(err, errCritical) {
+			w.opts.logger.Debug("etcd: endpoint is critical; not published", "key", clip(key))
+			return
+		}
+		w.dropped.Add(1)
+		w.opts.logger.Warn("etcd: dropping invalid entry", "prefix", w.dir, "err", err)
+		return
+	}
+	delete(snap.bad, key)
+	snap.good[key] = e
+}
+
+// watch follows the prefix from rev+1, applying events to snap and
+// publishing the full set after each response, until the watch fails, stalls,
+// or ResolveNow forces a new list. lastForced is when the last forced list
+// started, for ResolveNow's rate limit.
+func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur published, lastForced time.Time) (end watchEnd) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	// Watch blocks until etcd confirms the watch, and the client retries
+	// forever while etcd is unreachable: bound it like a stall.
+	createTimeout := 2 * w.opts.progressInterval
+	created := time.AfterFunc(createTimeout, cancel)
+	wch := w.client.Watch(wctx, w.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1),
+		clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
+	if !created.Stop() {
+		end.err = fmt.Errorf("%w: watch not created within %v", errStalled, createTimeout)
+		return end
+	}
+
+	stall := time.NewTimer(w.opts.progressInterval)
+	defer stall.Stop()
+	probed := false // a progress request is outstanding
+
+	var resolveAt <-chan time.Time // set while a rate-limited ResolveNow waits
+	var resolveTimer *time.Timer
+	defer func() {
+		if resolveTimer != nil {
+			resolveTimer.Stop()
+		}
+	}()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return end
+		case <-w.resolve:
+			if resolveAt != nil {
+				continue // already scheduled
+			}
+			wait := w.opts.resolveInterval - time.Since(lastForced)
+			if wait <= 0 {
+				end.forced = true
+				return end
+			}
+			resolveTimer = time.NewTimer(wait)
+			resolveAt = resolveTimer.C
+		case <-resolveAt:
+			end.forced = true
+			return end
+		case <-stall.C:
+			if probed {
+				end.err = errStalled
+				return end
+			}
+			// Ask etcd to confirm the watch is alive. The request goes on
+			// the stream of wctx (same metadata), and is bounded: while the
+			// client reconnects, nobody reads it.
+			pctx, pcancel := context.WithTimeout(wctx, w.opts.progressInterval)
+			err := w.client.RequestProgress(pctx)
+			pcancel()
+			if err != nil {
+				end.err = fmt.Errorf("%w: progress request: %w", errStalled, err)
+				return end
+			}
+			probed = true
+			stall.Reset(w.opts.progressInterval)
+		case resp, ok := <-wch:
+			if !ok {
+				end.err = errWatchClosed
+				return end
+			}
+			if err := resp.Err(); err != nil {
+				end.err = fmt.Errorf("etcd: watch %q from revision %d: %w", w.dir, rev+1, err)
+				return end
+			}
+			if resp.Canceled {
+				end.err = fmt.Errorf("etcd: watch %q canceled", w.dir)
+				return end
+			}
+			end.delivered = true
+			probed = false
+			stall.Reset(w.opts.progressInterval)
+			now := time.Now()
+			if len(resp.Events) == 0 {
+				// Created or progress notification: the set is confirmed.
+				if cur.err == nil {
+					w.pub.Update(cur.valid, now)
+				}
+				continue
+			}
+			for _, ev := range resp.Events {
+				key := string(ev.Kv.Key)
+				switch ev.Type {
+				case clientv3.EventTypePut:
+					w.put(snap, key, ev.Kv.Value)
+				case clientv3.EventTypeDelete:
+					delete(snap.good, key)
+					delete(snap.bad, key)
+				}
+			}
+			if snap.size() > w.opts.maxEntries {
+				err := fmt.Errorf("etcd: prefix %q: %d keys, more than the limit of %d (WithMaxEntries)", w.dir, snap.size(), w.opts.maxEntries)
+				w.pub.SetError(err)
+				end.err = err
+				return end
+			}
+			cur = w.publish(snap, now)
+		}
+	}
+}
+
+// publish sanitizes the snapshot and publishes it as the full set. A prefix
+// whose every key is invalid is reported as an error, keeping the last known
+// good set: that is a broken registry, not an authoritative empty answer.
+func (w *Watcher) publish(snap *snapshot, now time.Time) published {
+	eps := make([]discovery.Endpoint, 0, len(snap.good))
+	for _, e := range snap.good {
+		eps = append(eps, e)
+	}
+	valid, rejected := discovery.Sanitize(eps)
+	seen := make(map[string]string, len(rejected))
+	for _, r := range rejected {
+		msg := r.Err.Error()
+		seen[r.Endpoint.ID] = msg
+		if w.rejected[r.Endpoint.ID] != msg {
+			w.dropped.Add(1)
+			w.opts.logger.Warn("etcd: dropping invalid entry", "prefix", w.dir, "err", r.Err)
+		}
+	}
+	w.rejected = seen
+	if len(valid) == 0 {
+		if err := w.allInvalid(snap, rejected); err != nil {
+			w.pub.SetError(err)
+			return published{err: err}
+		}
+	}
+	w.pub.Update(valid, now)
+	return published{valid: valid}
+}
+
+// allInvalid returns the error for a prefix that has entries but none
+// publishable, or nil when it holds none (or only critical ones): that is an
+// authoritative empty answer.
+func (w *Watcher) allInvalid(snap *snapshot, rejected []discovery.Rejected) error {
+	n := len(rejected)
+	var first error
+	if n > 0 {
+		first = rejected[0].Err
+	}
+	for _, err := range snap.bad {
+		if errors.Is(err, errCritical) {
+			continue
+		}
+		n++
+		if first == nil || err.Error() < first.Error() {
+			first = err
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	return fmt.Errorf("etcd: prefix %q: all %d entries are invalid; keeping the last known good set: %w", w.dir, n, first)
+}
+
+// sleep waits for d or until ctx is done, and reports whether d elapsed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

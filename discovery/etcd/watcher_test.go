@@ -1,0 +1,377 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+func TestWatcherListThenWatch(t *testing.T) {
+	_, cli := startEtcd(t)
+	put(t, cli, "svc/a", ep("a", "10.0.0.1:80"))
+	put(t, cli, "svc/b", ep("b", "10.0.0.2:80"))
+	put(t, cli, "svc2/x", ep("x", "10.0.0.9:80")) // sibling prefix: never seen
+	put(t, cli, "svcx", ep("y", "10.0.0.8:80"))   // shares the string prefix only
+
+	w := startWatcher(t, cli, "svc")
+	s := waitSet(t, w, "a=10.0.0.1:80", "b=10.0.0.2:80")
+	if s.Synced.IsZero() || s.Version == 0 {
+		t.Errorf("first state: Synced %v, Version %d; want both set", s.Synced, s.Version)
+	}
+
+	put(t, cli, "svc/c", discovery.Endpoint{Addr: "10.0.0.3:80", Weight: 3, Zone: "z1", Tags: []string{"t"}, Meta: map[string]string{"k": "v"}})
+	s = waitSet(t, w, "a=10.0.0.1:80", "b=10.0.0.2:80", "c=10.0.0.3:80")
+	c := s.Endpoints[2]
+	if c.Weight != 3 || c.Zone != "z1" || len(c.Tags) != 1 || c.Meta["k"] != "v" {
+		t.Errorf("c = %+v; want weight 3, zone z1, tags [t], meta k=v", c)
+	}
+
+	del(t, cli, "svc/a")
+	put(t, cli, "svc2/z", ep("z", "10.0.0.7:80"))
+	put(t, cli, "svc/b", ep("b", "10.0.0.22:80")) // moved
+	s = waitSet(t, w, "b=10.0.0.22:80", "c=10.0.0.3:80")
+	for _, e := range s.Endpoints {
+		if e.ID == "x" || e.ID == "y" || e.ID == "z" {
+			t.Errorf("endpoint %q from another prefix leaked into svc", e.ID)
+		}
+	}
+
+	// Deleting everything is an authoritative empty set, not an error.
+	del(t, cli, "svc/b")
+	del(t, cli, "svc/c")
+	s = waitState(t, w, "empty set", func(s discovery.State) bool { return len(s.Endpoints) == 0 })
+	if s.Err != nil {
+		t.Errorf("empty prefix reported an error: %v", s.Err)
+	}
+}
+
+func TestWatcherEmptyPrefix(t *testing.T) {
+	_, cli := startEtcd(t)
+	w := startWatcher(t, cli, "nothing/here/")
+	s := waitState(t, w, "first state", func(discovery.State) bool { return true })
+	if s.Err != nil || len(s.Endpoints) != 0 || s.Endpoints == nil {
+		t.Fatalf("first state %s; want an empty, non-nil set without error", describe(s))
+	}
+}
+
+// TestWatcherCompaction holds the watcher between its list (at revision R)
+// and its watch, makes many changes and compacts past R. The watch from R+1
+// fails with ErrCompacted; the watcher must list again and end with exactly
+// what etcd holds.
+func TestWatcherCompaction(t *testing.T) {
+	_, cli := startEtcd(t)
+	for i := range 5 {
+		put(t, cli, key("svc", i), ep(id(i), addr(i)))
+	}
+
+	listed := make(chan int64, 10)
+	release := make(chan struct{})
+	first := true
+	w := startWatcher(t, cli, "svc", func(o *options) {
+		o.onList = func(rev int64) {
+			select { // never block the watcher goroutine on the test
+			case listed <- rev:
+			default:
+			}
+			if first {
+				first = false
+				select { // held until the test has compacted
+				case <-release:
+				case <-time.After(waitTimeout):
+				}
+			}
+		}
+	})
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(release)
+		}
+	}) // runs before the watcher's Close
+
+	ctx := testCtx(t)
+	var rev int64
+	select {
+	case rev = <-listed:
+	case <-ctx.Done():
+		t.Fatal("no list")
+	}
+	// The watcher is blocked: 40 changes it cannot see, then compaction.
+	var last int64
+	for i := range 20 {
+		last = put(t, cli, key("svc", 5+i), ep(id(5+i), addr(5+i)))
+		last = del(t, cli, key("svc", i))
+	}
+	if _, err := cli.Compact(ctx, last, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatalf("compact: %v", err)
+	}
+	if last <= rev+1 {
+		t.Fatalf("compacted at %d, not past the watch revision %d", last, rev+1)
+	}
+	released = true
+	close(release)
+
+	want := truth(t, cli, "svc")
+	if strings.Count(want, "=") != 5 {
+		t.Fatalf("truth is %q; want 5 endpoints", want)
+	}
+	waitSet(t, w, strings.Split(want, ",")...)
+	select {
+	case r := <-listed:
+		if r < last {
+			t.Errorf("relisted at revision %d, before the compaction at %d", r, last)
+		}
+	default:
+		t.Errorf("the watcher did not list again after compaction")
+	}
+
+	// Not frozen: a later change still arrives through the new watch.
+	put(t, cli, "svc/late", ep("late", "10.0.1.1:80"))
+	waitState(t, w, "late endpoint", func(s discovery.State) bool { return strings.Contains(set(s), "late=10.0.1.1:80") })
+}
+
+// TestWatcherEtcdRestart stops etcd under a watcher: the watcher keeps the
+// last known good set and reports the error, then resumes after the restart
+// and sees changes made after it.
+func TestWatcherEtcdRestart(t *testing.T) {
+	srv, cli := startEtcd(t)
+	put(t, cli, "svc/a", ep("a", "10.0.0.1:80"))
+	w := startWatcher(t, cli, "svc",
+		WithProgressInterval(200*time.Millisecond),
+		WithRequestTimeout(500*time.Millisecond),
+		WithBackoff(50*time.Millisecond, 200*time.Millisecond))
+	waitSet(t, w, "a=10.0.0.1:80")
+
+	srv.Stop()
+	s := waitState(t, w, "an error while etcd is down", func(s discovery.State) bool { return s.Err != nil })
+	if set(s) != "a=10.0.0.1:80" {
+		t.Errorf("while etcd is down: %s; want the last known good set a=10.0.0.1:80", describe(s))
+	}
+	if s.Synced.IsZero() {
+		t.Errorf("Synced is zero; want the time of the last good answer")
+	}
+
+	srv.Restart(t)
+	put(t, cli, "svc/b", ep("b", "10.0.0.2:80"))
+	waitSet(t, w, "a=10.0.0.1:80", "b=10.0.0.2:80")
+}
+
+// TestWatcherStall blackholes the connection to etcd (no RST, no FIN): the
+// watch goes silent. The progress watchdog must notice, list again (which
+// fails, so the error is reported with the last known good set), and
+// recover when the path heals.
+func TestWatcherStall(t *testing.T) {
+	srv, direct := startEtcd(t)
+	p := newProxy(t, srv.Hosts()[0])
+	cli := p.client(t)
+	put(t, direct, "svc/a", ep("a", "10.0.0.1:80"))
+	w := startWatcher(t, cli, "svc",
+		WithLogger(tLogger(t)), WithProgressInterval(300*time.Millisecond),
+		WithRequestTimeout(500*time.Millisecond),
+		WithBackoff(50*time.Millisecond, 200*time.Millisecond))
+	waitSet(t, w, "a=10.0.0.1:80")
+
+	// Twice: first while the watch is established (an event went through
+	// it), so the unanswered progress request is what notices; then right
+	// after recovering, typically while the new watch is being created.
+	for i, name := range []string{"b", "c"} {
+		if i == 0 {
+			put(t, direct, "svc/b0", ep("b0", "10.0.0.20:80"))
+			waitState(t, w, "event through the watch", func(s discovery.State) bool { return strings.Contains(set(s), "b0=") })
+		}
+		p.blackhole(true)
+		start := time.Now()
+		s := waitState(t, w, "stall detected", func(s discovery.State) bool { return s.Err != nil })
+		t.Logf("stall reported after %v: %v", time.Since(start).Round(time.Millisecond), s.Err)
+		if s.Endpoints[0].ID != "a" {
+			t.Errorf("during the stall: %s; want the last known good set", describe(s))
+		}
+		p.blackhole(false)
+		put(t, direct, "svc/"+name, ep(name, "10.0.0.3"+strconv.Itoa(i)+":80"))
+		waitState(t, w, "recovery", func(s discovery.State) bool { return s.Err == nil && strings.Contains(set(s), name+"=") })
+	}
+}
+
+func TestWatcherGarbage(t *testing.T) {
+	_, cli := startEtcd(t)
+	put(t, cli, "svc/ok", ep("ok", "10.0.0.1:80"))
+	putRaw(t, cli, "svc/str-meta", `{"Op":0,"Addr":"10.0.0.2:80","Metadata":"grpc attrs"}`)
+	garbage := map[string]string{
+		"svc/truncated": `{"Op":0,"Addr":"10.0.0.3:`,
+		"svc/html":      "<html><body>502 Bad Gateway</body></html>",
+		"svc/port0":     `{"Addr":"10.0.0.4:0"}`,
+		"svc/spaces":    `{"Addr":" 10.0.0.5:80"}`,
+		"svc/mcast":     `{"Addr":"224.0.0.1:80"}`,
+		"svc/weight":    `{"Addr":"10.0.0.6:80","Metadata":{"weight":"heavy"}}`,
+		"svc/huge":      `{"Addr":"10.0.0.7:80","Metadata":{"zone":"` + strings.Repeat("z", MaxValueSize) + `"}}`,
+		"svc/dup":       `{"Addr":"10.0.0.1:80"}`, // same address as ok: Sanitize keeps the smaller ID, dup, and drops ok
+	}
+	for k, v := range garbage {
+		putRaw(t, cli, k, v)
+	}
+	logs := &logBuffer{}
+	w := startWatcher(t, cli, "svc", WithLogger(newLogger(logs)))
+	// "dup" sorts before "ok", so Sanitize keeps dup and drops ok.
+	waitSet(t, w, "dup=10.0.0.1:80", "str-meta=10.0.0.2:80")
+	if got := w.Dropped(); got != uint64(len(garbage)) {
+		t.Errorf("Dropped() = %d; want %d", got, len(garbage))
+	}
+	out := logs.String()
+	for k := range garbage {
+		name := k
+		if k == "svc/dup" {
+			name = "ok" // the dropped one is named by its ID
+		}
+		if !strings.Contains(out, name) {
+			t.Errorf("no log line names %q:\n%s", name, out)
+		}
+	}
+
+	// A prefix that turns entirely to garbage keeps the last known good set
+	// and reports the error.
+	_, cli2 := startEtcd(t)
+	put(t, cli2, "one/a", ep("a", "10.0.0.1:80"))
+	w2 := startWatcher(t, cli2, "one")
+	waitSet(t, w2, "a=10.0.0.1:80")
+	putRaw(t, cli2, "one/a", "<html>oops")
+	s := waitState(t, w2, "all-garbage error", func(s discovery.State) bool { return s.Err != nil })
+	if set(s) != "a=10.0.0.1:80" || !strings.Contains(s.Err.Error(), `one/a`) {
+		t.Errorf("after garbage: %s; want a kept and an error naming one/a", describe(s))
+	}
+	put(t, cli2, "one/a", ep("a", "10.0.0.2:80"))
+	waitSet(t, w2, "a=10.0.0.2:80")
+}
+
+func TestWatcherMaxEntries(t *testing.T) {
+	_, cli := startEtcd(t)
+	for i := range 3 {
+		put(t, cli, key("svc", i), ep(id(i), addr(i)))
+	}
+	w := startWatcher(t, cli, "svc", WithMaxEntries(3), WithBackoff(20*time.Millisecond, 50*time.Millisecond))
+	waitSet(t, w, "e0=10.1.0.0:80", "e1=10.1.0.1:80", "e2=10.1.0.2:80")
+	put(t, cli, key("svc", 3), ep(id(3), addr(3)))
+	s := waitState(t, w, "too many", func(s discovery.State) bool { return s.Err != nil })
+	if !strings.Contains(s.Err.Error(), "more than the limit of 3") || len(s.Endpoints) != 3 {
+		t.Errorf("over the cap: %s; want the limit error and the last 3 endpoints", describe(s))
+	}
+	del(t, cli, key("svc", 0))
+	waitSet(t, w, "e1=10.1.0.1:80", "e2=10.1.0.2:80", "e3=10.1.0.3:80")
+}
+
+func TestResolveNowFresh(t *testing.T) {
+	_, cli := startEtcd(t)
+	listed := make(chan int64, 100)
+	w := startWatcher(t, cli, "svc", func(o *options) {
+		o.onList = func(rev int64) {
+			select {
+			case listed <- rev:
+			default:
+			}
+		}
+	})
+	waitSet(t, w)
+	<-listed
+
+	rev := put(t, cli, "svc/a", ep("a", "10.0.0.1:80"))
+	start := time.Now()
+	w.ResolveNow()
+	ctx := testCtx(t)
+	select {
+	case r := <-listed:
+		if r < rev {
+			t.Errorf("forced list at revision %d, before the change at %d", r, rev)
+		}
+		t.Logf("forced list %v after ResolveNow", time.Since(start).Round(time.Millisecond))
+	case <-ctx.Done():
+		t.Fatal("ResolveNow did not list")
+	}
+	waitSet(t, w, "a=10.0.0.1:80")
+}
+
+func TestResolveNowCoalesced(t *testing.T) {
+	_, cli := startEtcd(t)
+	const interval = 200 * time.Millisecond
+	w := startWatcher(t, cli, "svc", WithResolveInterval(interval))
+	waitSet(t, w)
+
+	before := w.lists.Load()
+	start := time.Now()
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for range 500 {
+		w.ResolveNow()
+		<-tick.C
+	}
+	elapsed := time.Since(start)
+	// Let the last scheduled read happen, then count.
+	put(t, cli, "svc/a", ep("a", "10.0.0.1:80"))
+	waitSet(t, w, "a=10.0.0.1:80")
+	reads := w.lists.Load() - before
+	limit := uint64(elapsed/interval) + 2
+	t.Logf("500 ResolveNow calls over %v: %d reads (limit %d)", elapsed.Round(time.Millisecond), reads, limit)
+	if reads == 0 || reads > limit {
+		t.Errorf("%d reads for 500 ResolveNow calls over %v; want 1..%d", reads, elapsed, limit)
+	}
+}
+
+func TestCloseWithWatchInFlight(t *testing.T) {
+	srv, cli := startEtcd(t)
+	w, err := New(cli, "svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSet(t, w)
+	start := time.Now()
+	if err := w.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v with a watch in flight", d)
+	}
+	if err := w.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := w.Next(context.Background()); !errors.Is(err, discovery.ErrClosed) {
+		t.Errorf("Next after Close: %v; want ErrClosed", err)
+	}
+
+	// A list blocked on an unreachable etcd does not hold Close either.
+	w2, err := New(cli, "svc", WithRequestTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSet(t, w2)
+	srv.Stop()
+	w2.ResolveNow()
+	start = time.Now()
+	if err := w2.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v with etcd down", d)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	_, cli := startEtcd(t)
+	if _, err := New(nil, "svc"); err == nil {
+		t.Error("New(nil client) succeeded")
+	}
+	for _, p := range []string{"", "/", "//"} {
+		if _, err := New(cli, p); err == nil || !strings.HasPrefix(err.Error(), "etcd: ") {
+			t.Errorf("New(prefix %q) = %v; want an etcd: error", p, err)
+		}
+	}
+}
+
+func key(prefix string, i int) string { return prefix + "/" + id(i) }
+func id(i int) string                 { return "e" + strconv.Itoa(i) }
+func addr(i int) string               { return fmt.Sprintf("10.1.%d.%d:80", i/250, i%250) }

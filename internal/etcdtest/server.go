@@ -1,0 +1,202 @@
+package etcdtest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+)
+
+// Timeouts of the harness: how long etcd may take to become ready, and how
+// many times Start tries fresh ports when another process took one.
+const (
+	readyTimeout = 30 * time.Second
+	bindAttempts = 5
+)
+
+// Option adjusts the embed.Config of a Server before it starts (and again on
+// every Restart). Tests use it for settings the defaults below do not cover.
+type Option func(*embed.Config)
+
+// WithProgressNotifyInterval sets how often etcd sends progress notifications
+// to watches that asked for them. The default here is 500 ms (etcd's own
+// default is 10 minutes).
+func WithProgressNotifyInterval(d time.Duration) Option {
+	return func(c *embed.Config) { c.WatchProgressNotifyInterval = d }
+}
+
+// Server is one embedded etcd member. Its methods may be called from the test
+// goroutine and its helpers; they are safe for concurrent use.
+type Server struct {
+	name      string
+	dir       string
+	clientURL url.URL
+	peerURL   url.URL
+	opts      []Option
+
+	mu   sync.Mutex
+	etcd *embed.Etcd // nil while stopped
+}
+
+// Start runs an etcd member on 127.0.0.1 with free ports and a data directory
+// under t.TempDir(), and blocks until it is ready to serve (at most 30 s, or
+// the test fails). It picks new ports and tries again, up to 5 times, if a
+// port was taken between choosing and binding it. The server is stopped by
+// t.Cleanup.
+func Start(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	s := &Server{
+		name: "etcdtest",
+		dir:  filepath.Join(t.TempDir(), "etcd"),
+		opts: opts,
+	}
+	var err error
+	for range bindAttempts {
+		var ports []int
+		if ports, err = freePorts(2); err != nil {
+			break
+		}
+		s.clientURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
+		s.peerURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
+		if err = s.start(); err == nil || !isAddrInUse(err) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("etcdtest: start: %v", err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Endpoints returns the client URLs of the member, e.g.
+// ["http://127.0.0.1:40123"]. They stay the same across Restart.
+func (s *Server) Endpoints() []string { return []string{s.clientURL.String()} }
+
+// Hosts returns the client addresses as host:port, the form targets take
+// (etcd://HOST:PORT/prefix).
+func (s *Server) Hosts() []string { return []string{s.clientURL.Host} }
+
+// Client returns a new client connected to the member, closed by t.Cleanup.
+// It does not block on the server: a stopped server makes requests fail,
+// not Client.
+func (s *Server) Client(t testing.TB) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(clientv3.Config{
+		Endpoints:   s.Endpoints(),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+	if err != nil {
+		t.Fatalf("etcdtest: client: %v", err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Stop shuts the member down and waits until it has stopped. Clients see the
+// connection refused until Restart. It is a no-op on a stopped server.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	e := s.etcd
+	s.etcd = nil
+	s.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
+
+// Restart stops the member if it runs, then starts it again with the same
+// data directory and ports, and blocks until it is ready. The test fails if
+// it cannot. Binding is retried for a few seconds in case the old sockets
+// linger.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := s.start()
+		if err == nil {
+			return
+		}
+		if !isAddrInUse(err) || time.Now().After(deadline) {
+			t.Fatalf("etcdtest: restart: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond) // bounded by the deadline: waiting for the port to free
+	}
+}
+
+// start runs the member on s's ports and waits for it to be ready.
+func (s *Server) start() error {
+	cfg := embed.NewConfig()
+	cfg.Name = s.name
+	cfg.Dir = s.dir
+	cfg.ListenClientUrls = []url.URL{s.clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{s.clientURL}
+	cfg.ListenPeerUrls = []url.URL{s.peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{s.peerURL}
+	cfg.InitialCluster = s.name + "=" + s.peerURL.String()
+	cfg.InitialClusterToken = "etcdtest"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.LogLevel = "error"
+	cfg.EnableGRPCGateway = false
+	cfg.WatchProgressNotifyInterval = 500 * time.Millisecond
+	for _, o := range s.opts {
+		o(cfg)
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		e.Close()
+		return fmt.Errorf("etcd failed before ready: %w", err)
+	case <-time.After(readyTimeout):
+		e.Close()
+		return fmt.Errorf("etcd not ready within %v", readyTimeout)
+	}
+	s.mu.Lock()
+	s.etcd = e
+	s.mu.Unlock()
+	return nil
+}
+
+// freePorts returns n distinct ports that were free a moment ago: it listens
+// on 127.0.0.1:0 n times, then closes the listeners. Start retries if one
+// is taken before etcd binds it.
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// isAddrInUse reports whether err says a port was taken; embed does not
+// always keep the syscall error in its chain.
+func isAddrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
