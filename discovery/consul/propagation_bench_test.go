@@ -79,14 +79,12 @@ func has(s discovery.State, id string) bool {
 }
 
 func report(b *testing.B, registry, mode string, lat []time.Duration) {
-	p50, p99 := stats.Percentile(lat, 50), stats.Percentile(lat, 99)
-	b.ReportMetric(stats.Ms(p50), "p50-ms")
-	b.ReportMetric(stats.Ms(p99), "p99-ms")
+	r := stats.Report{Registry: registry, Mode: mode, Latencies: lat}
+	p50, p99 := r.Metrics()
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
 	b.ReportMetric(0, "ns/op")
 	if len(lat) >= 50 {
-		fmt.Printf("\n| registry | mode         | changes |    p50 ms |    p99 ms |    max ms |\n")
-		fmt.Printf("|----------|--------------|---------|-----------|-----------|-----------|\n")
-		fmt.Printf("| %-8s | %-12s | %7d | %9.2f | %9.2f | %9.2f |\n\n", registry, mode, len(lat),
-			stats.Ms(p50), stats.Ms(p99), stats.Ms(stats.Percentile(lat, 100)))
+		fmt.Print(r.Table())
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/internal/etcdtest"
+	"github.com/dialtone-go/dialtone/internal/stats"
 )
 
 // BenchmarkPropagation measures registry change to Next: each iteration
@@ -57,30 +58,12 @@ func BenchmarkPropagation(b *testing.B) {
 	}
 	b.StopTimer()
 
-	slices.Sort(lat)
-	p50, p99 := percentile(lat, 50), percentile(lat, 99)
-	b.ReportMetric(ms(p50), "p50-ms")
-	b.ReportMetric(ms(p99), "p99-ms")
-	if b.N >= 10 {
-		fmt.Printf("\netcd propagation, registry change -> Next (%d changes, %d endpoints)\n", len(lat), base)
-		fmt.Printf("  %-6s %9s\n", "", "ms")
-		for _, row := range []struct {
-			name string
-			d    time.Duration
-		}{{"min", lat[0]}, {"p50", p50}, {"p90", percentile(lat, 90)}, {"p99", p99}, {"max", lat[len(lat)-1]}} {
-			fmt.Printf("  %-6s %9.3f\n", row.name, ms(row.d))
-		}
-		fmt.Printf("  target p99 <= 50 ms: %v\n\n", p99 <= 50*time.Millisecond)
+	r := stats.Report{Registry: "etcd", Mode: "back-to-back", Latencies: lat}
+	p50, p99 := r.Metrics()
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
+	b.ReportMetric(0, "ns/op")
+	if b.N >= 50 {
+		fmt.Print(r.Table())
 	}
 }
-
-// percentile returns the nearest-rank p-th percentile of sorted durations.
-func percentile(sorted []time.Duration, p int) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := (len(sorted)*p + 99) / 100 // ceil(n*p/100)
-	return sorted[max(i-1, 0)]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -2,6 +2,7 @@
 package stats
 
 import (
+	"fmt"
 	"slices"
 	"time"
 )
@@ -20,3 +21,25 @@ func Percentile(ds []time.Duration, p float64) time.Duration {
 
 // Ms converts d to float milliseconds, for b.ReportMetric.
 func Ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Report is what a propagation benchmark found: latencies of registry
+// changes reaching Next.
+type Report struct {
+	Registry, Mode string
+	Latencies      []time.Duration
+}
+
+// Metrics returns p50 and p99 in milliseconds, for b.ReportMetric.
+func (r Report) Metrics() (p50, p99 float64) {
+	return Ms(Percentile(r.Latencies, 50)), Ms(Percentile(r.Latencies, 99))
+}
+
+// Table renders the report as one markdown table with a header, the shape
+// every propagation benchmark prints.
+func (r Report) Table() string {
+	p50, p99 := r.Metrics()
+	return fmt.Sprintf("\n| registry | mode         | changes |    p50 ms |    p99 ms |    max ms |\n"+
+		"|----------|--------------|---------|-----------|-----------|-----------|\n"+
+		"| %-8s | %-12s | %7d | %9.2f | %9.2f | %9.2f |\n\n",
+		r.Registry, r.Mode, len(r.Latencies), p50, p99, Ms(Percentile(r.Latencies, 100)))
+}
