@@ -19,7 +19,9 @@ var ErrRedirect = errors.New("consul: redirect refused")
 
 // newClient builds a Consul API client from the environment and the options.
 // Its HTTP client refuses redirects and caps response bodies at maxBody bytes.
-func newClient(o *options, maxBody int64) (*api.Client, error) {
+// The HTTP client is returned too, so that its owner can close its idle
+// connections on Close.
+func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 	cfg := api.DefaultConfig()
 	if o.apiConfig != nil {
 		o.apiConfig(cfg)
@@ -36,7 +38,7 @@ func newClient(o *options, maxBody int64) (*api.Client, error) {
 	}
 	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
 	if err != nil {
-		return nil, fmt.Errorf("consul: TLS configuration: %w", err)
+		return nil, nil, fmt.Errorf("consul: TLS configuration: %w", err)
 	}
 	hc.CheckRedirect = func(req *http.Request, _ []*http.Request) error {
 		return fmt.Errorf("%w to %s://%s%s", ErrRedirect, req.URL.Scheme, req.URL.Host, req.URL.Path)
@@ -47,9 +49,9 @@ func newClient(o *options, maxBody int64) (*api.Client, error) {
 	cfg.HttpClient = hc
 	c, err := api.NewClient(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("consul: client: %w", err)
+		return nil, nil, fmt.Errorf("consul: client: %w", err)
 	}
-	return c, nil
+	return c, hc, nil
 }
 
 // cappedTransport fails a response whose body is longer than max bytes.

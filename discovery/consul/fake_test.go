@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -406,4 +408,31 @@ func TestTargets(t *testing.T) {
 		t.Fatalf("options from target: %+v", cw.opts)
 	}
 	w.Close()
+}
+
+func TestTLSVerifyFailureIsAnErrorNeverADowngrade(t *testing.T) {
+	var served atomic.Int64
+	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		fmt.Fprint(w, "[]")
+	}))
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake failures are expected
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	w, err := New("web", append(fast, WithAddress(tlsSrv.URL), WithAPIConfig(func(c *api.Config) {
+		c.TLSConfig.CAFile = "" // the test server's certificate is self-signed: not trusted
+	}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 5*time.Second, "the TLS error", func(discovery.State) bool { return true })
+	if s.Err == nil || !strings.Contains(s.Err.Error(), "certificate") {
+		t.Fatalf("state %+v, want a certificate verification error", s)
+	}
+	// Nothing was served: no request went through without verification,
+	// and none fell back to plaintext.
+	if served.Load() != 0 || len(s.Endpoints) != 0 {
+		t.Fatalf("%d requests served despite the failed verification; endpoints %v", served.Load(), s.Endpoints)
+	}
 }

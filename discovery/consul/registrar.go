@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -57,6 +58,7 @@ type Check struct {
 // runs one goroutine, which it stops on Close.
 type Registrar struct {
 	client *api.Client
+	http   *http.Client
 	reg    *api.AgentServiceRegistration
 	ttl    time.Duration
 	logger func(msg string, args ...any)
@@ -84,17 +86,18 @@ func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registr
 	if err != nil {
 		return nil, err
 	}
-	c, err := newClient(&o, 1<<20)
+	c, hc, err := newClient(&o, 1<<20)
 	if err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	rg := &Registrar{
-		client: c, reg: reg, ttl: ttl, logger: o.logger.Warn,
+		client: c, http: hc, reg: reg, ttl: ttl, logger: o.logger.Warn,
 		ctx: rctx, cancel: cancel, status: api.HealthPassing,
 	}
 	if err := rg.register(ctx); err != nil {
 		cancel()
+		hc.CloseIdleConnections()
 		return nil, err
 	}
 	rg.wg.Add(1)
@@ -267,6 +270,7 @@ func (r *Registrar) Close() error {
 	r.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	defer r.http.CloseIdleConnections()
 	if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("consul: deregister %q: %w", r.reg.ID, err)
 	}

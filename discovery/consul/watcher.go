@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ type Watcher struct {
 	service string
 	opts    options
 	client  *api.Client
+	http    *http.Client
 	pub     discovery.Publisher
 	limiter *rate.Limiter
 
@@ -77,7 +79,7 @@ func New(service string, opts ...Option) (*Watcher, error) {
 	if o.queryRate <= 0 || o.queryBurst < 1 {
 		return nil, errors.New("consul: WithQueryRate needs a positive rate and a burst of at least 1")
 	}
-	c, err := newClient(&o, o.maxBodyBytes)
+	c, hc, err := newClient(&o, o.maxBodyBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -86,6 +88,7 @@ func New(service string, opts ...Option) (*Watcher, error) {
 		service: service,
 		opts:    o,
 		client:  c,
+		http:    hc,
 		limiter: rate.NewLimiter(rate.Limit(o.queryRate), o.queryBurst),
 		ctx:     ctx,
 		cancel:  cancel,
@@ -174,6 +177,7 @@ func (w *Watcher) Close() error {
 	w.cancel()
 	w.wg.Wait()
 	w.pub.Close()
+	w.http.CloseIdleConnections()
 	return nil
 }
 
