@@ -9,7 +9,7 @@ bin=$cache/consul-$version/consul
 if [ ! -x "$bin" ]; then
   mkdir -p "$(dirname "$bin")"
   echo "building consul $version into $bin (about 4 minutes the first time)" >&2
-  (cd "$root/internal/tools/consul" && GOFLAGS=-mod=mod go build -o "$bin.tmp" github.com/hashicorp/consul)
+  (cd "$root/internal/tools/consul" && GOFLAGS=-buildvcs=false go build -o "$bin.tmp" github.com/hashicorp/consul)
   mv "$bin.tmp" "$bin"
 fi
 "$bin" version >/dev/null
