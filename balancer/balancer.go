@@ -88,12 +88,15 @@ func New(w discovery.Watcher, opts ...Option) *Balancer {
 func (b *Balancer) emptyPicker(discErr error) *picker {
 	e := &Error{Service: b.opts.service, Kind: ErrNoEndpoints, Discovery: discErr}
 	if discErr == nil && !b.applied {
-		e.Discovery = errNotYet
+		e.Discovery = ErrNoStateYet
 	}
 	return &picker{err: e, unavail: e}
 }
 
-var errNotYet = errors.New("discovery has not answered yet")
+// ErrNoStateYet is wrapped by the *Error of a Pick made before discovery
+// answered for the first time. Callers that may wait (rpcclient) wait for
+// Updated instead of failing.
+var ErrNoStateYet = errors.New("discovery has not answered yet")
 
 // kick wakes the run goroutine. It never blocks.
 func (b *Balancer) kick() {

@@ -1,0 +1,47 @@
+package rpcclient
+
+import (
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
+)
+
+// budget is a retry budget after Finagle's RetryBudget: every call deposits
+// percent of a retry token, every retry withdraws a whole one, and a
+// reserve refilled at minPerSec lets a quiet client retry at all. Deposits
+// are capped so that a long calm period cannot bank a retry storm.
+type budget struct {
+	milli   atomic.Int64 // balance in thousandths of a retry
+	deposit int64        // per call, in thousandths
+	cap     int64
+	reserve *rate.Limiter
+}
+
+func newBudget(percent, minPerSec float64) *budget {
+	b := &budget{deposit: int64(percent * 1000)}
+	// Hold at most ten seconds' worth of the floor, or 100 retries.
+	b.cap = max(int64(minPerSec*10*1000), 100*1000)
+	b.reserve = rate.NewLimiter(rate.Limit(minPerSec), max(int(minPerSec), 1))
+	return b
+}
+
+// onCall records one call. It never blocks.
+func (b *budget) onCall() {
+	if b.deposit > 0 && b.milli.Load() < b.cap {
+		b.milli.Add(b.deposit)
+	}
+}
+
+// withdraw takes one retry token, reporting false when the budget is empty.
+func (b *budget) withdraw() bool {
+	for {
+		v := b.milli.Load()
+		if v < 1000 {
+			break
+		}
+		if b.milli.CompareAndSwap(v, v-1000) {
+			return true
+		}
+	}
+	return b.reserve.Allow()
+}

@@ -1,0 +1,273 @@
+package rpcclient
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+)
+
+// Call invokes serviceMethod ("Service.Method") with args and decodes the
+// reply into reply, which must be a pointer. It may be called from any
+// goroutine and blocks until the reply, a final error, or ctx.
+//
+// ctx's deadline covers every attempt. A failed attempt is retried, on a node
+// not tried yet when there is one, if all of these hold:
+//   - its error is retryable: a dial or transport error, EOF, rpc.ErrShutdown,
+//     a lost connection or an attempt timeout (not an rpc.ServerError, a codec
+//     error or ctx);
+//   - the request provably never left (a failed dial, an endpoint in
+//     reconnect backoff), or the call is idempotent (Idempotent,
+//     WithIdempotentMethods, or WithIdempotencyKey);
+//   - attempts remain (WithMaxAttempts), the retry budget has a token
+//     (WithRetryBudget), and the retry can start before the deadline.
+//
+// A call that is not idempotent and failed after its request may have
+// reached the server returns an *Error wrapping ErrOutcomeUnknown. On a failed
+// dial the address is quarantined in the balancer and discovery is asked to
+// refresh (ResolveNow); when no other node is left, Call waits for the
+// refreshed set, as long as ctx allows, rather than redial the stale address.
+//
+// Every failure is an *Error. Call starts no goroutine.
+func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any, opts ...CallOption) error {
+	idem := c.opts.idempotent[serviceMethod]
+	timeout := c.opts.attemptTimeout
+	for i := range opts {
+		o := &opts[i]
+		idem = idem || o.idempotent
+		if o.timeout > 0 {
+			timeout = o.timeout
+		}
+		if o.keyed {
+			if err := setKey(args, o.key); err != nil {
+				return &Error{Method: serviceMethod, Err: err, Errs: []error{err}}
+			}
+			idem = true
+		}
+	}
+	if c.closed.Load() {
+		return &Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}}
+	}
+	c.budget.onCall()
+
+	var (
+		triedBuf [4]string
+		tried    = triedBuf[:0]
+		errs     []error
+		attempts int // every attempt, dials included
+		sent     int // attempts whose request may have left
+		waits    int // waits for a refreshed endpoint set
+		lastErr  error
+	)
+	fail := func(extra ...error) error {
+		errs = append(errs, extra...)
+		return &Error{Method: serviceMethod, Attempts: attempts, Tried: tried, Err: lastErr, Errs: errs}
+	}
+	// refresh waits for discovery to answer a ResolveNow after failed dials
+	// (or for the endpoint's backoff to end), at most twice per call and
+	// at most a dial timeout each time.
+	refresh := func(upd <-chan struct{}, until time.Time) error {
+		if waits >= 2 {
+			return errNoFreshSet
+		}
+		waits++
+		limit := time.Now().Add(c.opts.dialTimeout)
+		if until.IsZero() || until.After(limit) {
+			until = limit
+		}
+		return c.wait(ctx, upd, until)
+	}
+	for {
+		upd := c.bal.Updated()
+		r, err := c.bal.Pick(ctx, balancer.Exclude(tried...))
+		if err != nil && errors.Is(err, balancer.ErrNoStateYet) {
+			// The first answer from discovery is on its way.
+			if werr := c.wait(ctx, upd, time.Time{}); werr != nil {
+				lastErr = err
+				return fail(err, werr)
+			}
+			continue
+		}
+		if err != nil {
+			prev := lastErr
+			lastErr = err
+			errs = append(errs, err)
+			if isNotSent(prev) && refresh(upd, time.Time{}) == nil {
+				tried = tried[:0]
+				continue
+			}
+			return fail(ctxErr(ctx)...)
+		}
+		addr := r.Endpoint.Addr
+		ep := c.endpoint(addr)
+		if isNotSent(lastErr) && contains(tried, addr) {
+			// Every other node is excluded or gone: wait for a fresh set
+			// or for this endpoint's backoff, not a redial of a stale
+			// address.
+			r.Done(context.Canceled) // not an outcome: nothing was sent
+			ep.mu.Lock()
+			until := ep.retryAt
+			ep.mu.Unlock()
+			if err := refresh(upd, until); err != nil {
+				if errors.Is(err, errNoFreshSet) {
+					return fail()
+				}
+				return fail(err)
+			}
+			tried = tried[:0]
+			continue
+		}
+
+		attempts++
+		actx, cancel := ctx, context.CancelFunc(nil)
+		if timeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, timeout)
+		}
+		cn, err := ep.get(actx)
+		if err == nil {
+			err = cn.do(actx, serviceMethod, args, reply)
+		}
+		if cancel != nil {
+			if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("%w after %v on %s", ErrAttemptTimeout, timeout, addr)
+			}
+			cancel()
+		}
+		r.Done(err)
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		errs = append(errs, err)
+		if !contains(tried, addr) {
+			tried = append(tried, addr)
+		}
+		if c.closed.Load() {
+			return fail(ErrClosed)
+		}
+		if ctx.Err() != nil {
+			return fail(ctx.Err())
+		}
+		var de *DialError
+		if errors.As(err, &de) {
+			ep.mu.Lock()
+			wait := time.Until(ep.retryAt)
+			ep.mu.Unlock()
+			c.bal.Quarantine(addr, wait)
+			c.w.ResolveNow()
+			c.opts.logger.Warn("rpcclient: dial failed", "service", c.service, "addr", addr, "error", err, "quarantine", wait)
+		}
+		if isNotSent(err) {
+			// Nothing left this process: try another node at once. Such
+			// retries are bounded by the nodes (each is tried once), the
+			// refresh waits and ctx, not by attempts or the budget.
+			if !retryable(err) {
+				return fail()
+			}
+			continue
+		}
+		sent++
+		switch {
+		case !retryable(err):
+			return fail()
+		case !idem:
+			return fail(ErrOutcomeUnknown)
+		case sent >= c.opts.maxAttempts:
+			return fail()
+		case !c.budget.withdraw():
+			return fail(ErrRetryBudget)
+		}
+		d := c.opts.retryBackoff.Delay(sent-1, nil)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+			return fail() // the retry could not start before the deadline
+		}
+		if err := c.sleep(ctx, d); err != nil {
+			return fail(err)
+		}
+	}
+}
+
+// errNoFreshSet ends a call whose dials failed and whose refresh waits are
+// spent.
+var errNoFreshSet = errors.New("rpcclient: no fresh endpoints")
+
+// wait blocks until the balancer publishes a new picker, until (if not
+// zero), ctx is done, or the client closes.
+func (c *Client) wait(ctx context.Context, upd <-chan struct{}, until time.Time) error {
+	var timer <-chan time.Time
+	if !until.IsZero() {
+		d := time.Until(until)
+		if d <= 0 {
+			return nil
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timer = t.C
+	}
+	select {
+	case <-upd:
+		return nil
+	case <-timer:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return ErrClosed
+	}
+}
+
+// sleep waits d, bounded by ctx and Close.
+func (c *Client) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.done:
+		return ErrClosed
+	}
+}
+
+func ctxErr(ctx context.Context) []error {
+	if err := ctx.Err(); err != nil {
+		return []error{err}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// setKey gives args an idempotency key, once: a key already set (by the
+// caller, or by an earlier Call with the same args) is kept.
+func setKey(args any, key string) error {
+	ka, ok := args.(KeyedArgs)
+	if !ok {
+		return fmt.Errorf("rpcclient: WithIdempotencyKey: %T does not implement rpcclient.KeyedArgs", args)
+	}
+	if ka.IdempotencyKey() != "" {
+		return nil
+	}
+	if key == "" {
+		var b [16]byte
+		rand.Read(b[:])
+		key = hex.EncodeToString(b[:])
+	}
+	ka.SetIdempotencyKey(key)
+	return nil
+}

@@ -1,0 +1,219 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+// Client calls a service over net/rpc through a balancer. Create it with
+// Dial (from a target) or New (from a Watcher). Call may be used from any
+// number of goroutines; Close stops everything.
+type Client struct {
+	opts    options
+	w       discovery.Watcher
+	ownsW   bool
+	bal     *balancer.Balancer
+	budget  *budget
+	service string
+
+	epMu      sync.Mutex                            // serializes endpoint creation
+	endpoints atomic.Pointer[map[string]*endpoint] // copy on write
+
+	closed atomic.Bool
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup // maintenance goroutine and every connection's goroutines
+}
+
+// Dial watches target (see discovery.Watch; import discovery/consul or
+// discovery/etcd for their schemes) and returns a Client for it. It does not
+// wait for discovery: the first calls wait for endpoints as their context
+// allows. ctx bounds the construction only. The Client owns the watcher and
+// closes it on Close.
+func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
+	w, err := discovery.Watch(ctx, target)
+	if err != nil {
+		return nil, fmt.Errorf("rpcclient: %w", err)
+	}
+	t, _ := discovery.ParseTarget(target)
+	name := t.Path
+	if i := strings.LastIndexByte(name, '/'); i >= 0 && t.Scheme != "static" {
+		name = name[i+1:]
+	}
+	c, err := newClient(w, true, name, opts)
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// New returns a Client over w. The caller keeps ownership of w and closes it
+// after the Client.
+func New(w discovery.Watcher, opts ...Option) (*Client, error) {
+	if w == nil {
+		return nil, errors.New("rpcclient: New with a nil watcher")
+	}
+	return newClient(w, false, "", opts)
+}
+
+func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*Client, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.heartbeat > 0 && o.heartbeatTimeout <= 0 {
+		return nil, errors.New("rpcclient: WithHeartbeat needs a positive timeout")
+	}
+	bopts := append([]balancer.Option{balancer.WithService(service)}, o.balancerOpts...)
+	c := &Client{
+		opts: o, w: w, ownsW: owns, service: service,
+		bal:    balancer.New(w, bopts...),
+		budget: newBudget(o.budgetPercent, o.budgetMinPerSec),
+		done:   make(chan struct{}),
+	}
+	empty := map[string]*endpoint{}
+	c.endpoints.Store(&empty)
+	c.wg.Add(1)
+	go c.maintain()
+	return c, nil
+}
+
+// Balancer returns the client's balancer, for status displays.
+func (c *Client) Balancer() *balancer.Balancer { return c.bal }
+
+// endpoint returns the endpoint for addr, creating it on first use.
+func (c *Client) endpoint(addr string) *endpoint {
+	if e := (*c.endpoints.Load())[addr]; e != nil {
+		return e
+	}
+	c.epMu.Lock()
+	defer c.epMu.Unlock()
+	old := *c.endpoints.Load()
+	if e := old[addr]; e != nil {
+		return e
+	}
+	e := &endpoint{addr: addr, c: c}
+	if c.closed.Load() {
+		e.state = Shutdown
+	}
+	m := make(map[string]*endpoint, len(old)+1)
+	for k, v := range old {
+		m[k] = v
+	}
+	m[addr] = e
+	c.endpoints.Store(&m)
+	return e
+}
+
+// maintain drains the endpoints discovery dropped: they get no new calls
+// (the balancer does not pick them), their connections are kept for the
+// drain grace period in case the address comes back (a flapping check), and
+// are closed once their in-flight calls are done.
+func (c *Client) maintain() {
+	defer c.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		upd := c.bal.Updated()
+		select {
+		case <-c.done:
+			return
+		case <-upd:
+		case <-t.C:
+		}
+		listed := map[string]bool{}
+		for _, s := range c.bal.Status() {
+			listed[s.Endpoint.Addr] = true
+		}
+		now := time.Now()
+		var gone []*endpoint
+		for addr, e := range *c.endpoints.Load() {
+			e.mu.Lock()
+			switch {
+			case listed[addr]:
+				e.removed = time.Time{}
+			case e.removed.IsZero():
+				e.removed = now
+			}
+			removed := e.removed
+			e.mu.Unlock()
+			if removed.IsZero() || now.Sub(removed) < c.opts.drainGrace {
+				continue
+			}
+			if _, pending := e.status(); pending == 0 {
+				gone = append(gone, e)
+			}
+		}
+		if len(gone) > 0 {
+			c.drop(gone)
+		}
+	}
+}
+
+// drop shuts endpoints down and forgets them.
+func (c *Client) drop(gone []*endpoint) {
+	c.epMu.Lock()
+	m := make(map[string]*endpoint, len(*c.endpoints.Load()))
+	for k, v := range *c.endpoints.Load() {
+		m[k] = v
+	}
+	for _, e := range gone {
+		delete(m, e.addr)
+	}
+	c.endpoints.Store(&m)
+	c.epMu.Unlock()
+	for _, e := range gone {
+		c.opts.logger.Info("rpcclient: drained endpoint", "service", c.service, "addr", e.addr)
+		e.shutdown(fmt.Errorf("%w: endpoint %s drained", ErrConnClosed, e.addr))
+	}
+}
+
+// EndpointStatus is the connection side of one endpoint.
+type EndpointStatus struct {
+	Addr    string
+	State   State
+	Pending int    // calls waiting for a reply
+	Dials   uint64 // dials made so far
+}
+
+// Endpoints returns the connection state of every endpoint the client has
+// used, for status displays. Safe from any goroutine.
+func (c *Client) Endpoints() []EndpointStatus {
+	var out []EndpointStatus
+	for addr, e := range *c.endpoints.Load() {
+		st, p := e.status()
+		out = append(out, EndpointStatus{Addr: addr, State: st, Pending: p, Dials: e.dials.Load()})
+	}
+	return out
+}
+
+// Close fails pending calls with ErrClosed, closes every connection, stops
+// the balancer and, for a Client made by Dial, the watcher. It returns after
+// every goroutine the Client started has exited. A second Close is a no-op.
+func (c *Client) Close() error {
+	c.once.Do(func() {
+		c.closed.Store(true)
+		close(c.done)
+		c.epMu.Lock()
+		eps := *c.endpoints.Load()
+		c.epMu.Unlock()
+		for _, e := range eps {
+			e.shutdown(ErrClosed)
+		}
+		c.bal.Close()
+		if c.ownsW {
+			c.w.Close()
+		}
+		c.wg.Wait()
+	})
+	return nil
+}

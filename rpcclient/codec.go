@@ -1,0 +1,116 @@
+package rpcclient
+
+import (
+	"bufio"
+	"encoding/gob"
+	"fmt"
+	"io"
+	"net/rpc"
+)
+
+// codec is the client side of net/rpc's gob wire format, the one
+// rpc.Server speaks by default: a gob stream of rpc.Request, body, ... one
+// way and rpc.Response, body, ... the other. It differs from net/rpc's own
+// client codec in one respect: every incoming gob message is checked against
+// a size cap before gob allocates a buffer for it, so a hostile or broken
+// peer cannot make us allocate more than the cap.
+type codec struct {
+	rwc  io.ReadWriteCloser
+	dec  *gob.Decoder
+	enc  *gob.Encoder
+	wbuf *bufio.Writer
+}
+
+func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
+	w := bufio.NewWriter(rwc)
+	return &codec{
+		rwc:  rwc,
+		dec:  gob.NewDecoder(&framedReader{r: bufio.NewReader(rwc), max: maxMsg}),
+		enc:  gob.NewEncoder(w),
+		wbuf: w,
+	}
+}
+
+// write sends one request. It is called under the connection's write lock.
+func (c *codec) write(r *rpc.Request, body any) error {
+	if err := c.enc.Encode(r); err != nil {
+		return err
+	}
+	if err := c.enc.Encode(body); err != nil {
+		return fmt.Errorf("%w: encoding the arguments: %w", ErrCodec, err)
+	}
+	return c.wbuf.Flush()
+}
+
+// readHeader and readBody are called by the connection's reader goroutine.
+func (c *codec) readHeader(r *rpc.Response) error { return c.dec.Decode(r) }
+
+// readBody decodes the reply into body; a nil body discards it.
+func (c *codec) readBody(body any) error { return c.dec.Decode(body) }
+
+// framedReader passes a gob stream through while checking each message's
+// length prefix against max. gob frames every message as an unsigned count
+// followed by count bytes; the count is one byte when below 128, otherwise a
+// byte holding minus the number of big-endian count bytes that follow.
+type framedReader struct {
+	r    *bufio.Reader
+	max  int
+	left int // bytes of the current frame (prefix included) still to pass
+}
+
+func (f *framedReader) startFrame() error {
+	b, err := f.r.Peek(1)
+	if err != nil {
+		return err
+	}
+	prefix, count := 1, uint64(b[0])
+	if b[0] > 0x7f {
+		n := int(-int8(b[0]))
+		if n < 1 || n > 8 {
+			return fmt.Errorf("%w: bad gob length prefix", ErrCodec)
+		}
+		hdr, err := f.r.Peek(1 + n)
+		if err != nil {
+			return err
+		}
+		count = 0
+		for _, c := range hdr[1:] {
+			count = count<<8 | uint64(c)
+		}
+		prefix = 1 + n
+	}
+	if count > uint64(f.max) {
+		return fmt.Errorf("%w: %d-byte message, cap %d", ErrMessageTooLarge, count, f.max)
+	}
+	f.left = prefix + int(count)
+	return nil
+}
+
+func (f *framedReader) Read(p []byte) (int, error) {
+	if f.left == 0 {
+		if err := f.startFrame(); err != nil {
+			return 0, err
+		}
+	}
+	if len(p) > f.left {
+		p = p[:f.left]
+	}
+	n, err := f.r.Read(p)
+	f.left -= n
+	return n, err
+}
+
+// ReadByte makes framedReader an io.ByteReader, so gob reads it directly
+// instead of wrapping it in another buffer.
+func (f *framedReader) ReadByte() (byte, error) {
+	if f.left == 0 {
+		if err := f.startFrame(); err != nil {
+			return 0, err
+		}
+	}
+	b, err := f.r.ReadByte()
+	if err == nil {
+		f.left--
+	}
+	return b, err
+}

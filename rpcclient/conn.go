@@ -1,0 +1,268 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/rpc"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// HeartbeatService and HeartbeatMethod name the server-side heartbeat that
+// RegisterHeartbeat installs.
+const (
+	HeartbeatService = "Dialtone"
+	HeartbeatMethod  = HeartbeatService + ".Ping"
+)
+
+// conn is one TCP connection speaking net/rpc. Unlike rpc.Client, a call
+// that is abandoned (its context done) is removed from the pending table at
+// once and its late reply is discarded, so nothing leaks; and a reader that
+// sees the peer hang (heartbeat) or misbehave (oversized message) closes the
+// connection and releases every pending call.
+//
+// One reader goroutine and one heartbeat goroutine belong to each conn; close
+// stops both and waits for them.
+type conn struct {
+	addr  string
+	nc    net.Conn
+	codec *codec
+	opts  *options
+	onDead func(*conn) // tells the endpoint, from the reader goroutine
+
+	wmu sync.Mutex // serializes writes
+
+	mu      sync.Mutex
+	seq     uint64
+	pending map[uint64]*pendingCall
+	err     error // set once when the conn dies
+	dead    chan struct{}
+
+	reads atomic.Uint64 // messages read; the heartbeat watches it move
+	wg    sync.WaitGroup
+}
+
+// pendingCall is one request waiting for its reply.
+type pendingCall struct {
+	reply any
+	err   error
+	done  chan struct{}
+}
+
+var pendingPool = sync.Pool{New: func() any { return &pendingCall{done: make(chan struct{}, 1)} }}
+
+// newConn starts the connection's goroutines; they are counted in both the
+// conn's own WaitGroup and the client's (cwg), so Client.Close can wait for
+// every connection, including dead ones nobody closed.
+func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync.WaitGroup) *conn {
+	c := &conn{
+		addr: addr, nc: nc, opts: o, onDead: onDead,
+		codec:   newCodec(nc, o.maxMessage),
+		pending: make(map[uint64]*pendingCall),
+		dead:    make(chan struct{}),
+	}
+	c.wg.Add(1)
+	cwg.Add(1)
+	go func() {
+		defer cwg.Done()
+		c.read()
+	}()
+	if o.heartbeat > 0 {
+		c.wg.Add(1)
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			c.heartbeat()
+		}()
+	}
+	return c
+}
+
+// do sends one request and waits for its reply, ctx, or the connection's
+// death. The error is wrapped in errNotSent when nothing was written.
+func (c *conn) do(ctx context.Context, method string, args, reply any) error {
+	pc := pendingPool.Get().(*pendingCall)
+	pc.reply, pc.err = reply, nil
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		pendingPool.Put(pc)
+		return notSent(err)
+	}
+	c.seq++
+	seq := c.seq
+	c.pending[seq] = pc
+	c.mu.Unlock()
+
+	c.wmu.Lock()
+	werr := c.codec.write(&rpc.Request{ServiceMethod: method, Seq: seq}, args)
+	c.wmu.Unlock()
+	if werr != nil {
+		c.mu.Lock()
+		delete(c.pending, seq)
+		c.mu.Unlock()
+		if errors.Is(werr, ErrCodec) {
+			// The header may be out; the connection's gob stream is now
+			// in an unknown state.
+			c.fail(werr)
+			return werr
+		}
+		c.fail(fmt.Errorf("%w: write: %v", ErrConnClosed, werr))
+		return fmt.Errorf("%w: write to %s: %v", ErrConnClosed, c.addr, werr)
+	}
+
+	select {
+	case <-pc.done:
+		err := pc.err
+		pendingPool.Put(pc)
+		return err
+	case <-ctx.Done():
+		c.mu.Lock()
+		_, mine := c.pending[seq]
+		delete(c.pending, seq)
+		c.mu.Unlock()
+		if !mine {
+			// The reader took the call and may be decoding into reply:
+			// wait for it, so the caller never sees reply written after
+			// Call returned.
+			<-pc.done
+			err := pc.err
+			pendingPool.Put(pc)
+			if err == nil {
+				return nil
+			}
+		}
+		// pc is abandoned, not pooled: a late reply finds no entry.
+		return ctx.Err()
+	}
+}
+
+// read is the reader goroutine: it matches replies to pending calls.
+func (c *conn) read() {
+	defer c.wg.Done()
+	var resp rpc.Response
+	var err error
+	for {
+		resp = rpc.Response{}
+		if err = c.codec.readHeader(&resp); err != nil {
+			break
+		}
+		c.reads.Add(1)
+		c.mu.Lock()
+		pc := c.pending[resp.Seq]
+		delete(c.pending, resp.Seq)
+		c.mu.Unlock()
+		var body any
+		if pc != nil && resp.Error == "" {
+			body = pc.reply
+		}
+		if err = c.codec.readBody(body); err != nil {
+			if pc != nil {
+				pc.err = fmt.Errorf("%w: reading the reply: %w", ErrCodec, err)
+				pc.done <- struct{}{}
+			}
+			break
+		}
+		if pc != nil {
+			if resp.Error != "" {
+				pc.err = rpc.ServerError(resp.Error)
+			}
+			pc.done <- struct{}{}
+		}
+	}
+	if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrCodec) {
+		c.fail(err)
+	} else {
+		c.fail(fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err))
+	}
+}
+
+// fail closes the connection once and releases every pending call with err.
+func (c *conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	pending := c.pending
+	c.pending = nil
+	close(c.dead)
+	c.mu.Unlock()
+	c.nc.Close()
+	for _, pc := range pending {
+		pc.err = err
+		pc.done <- struct{}{}
+	}
+	if c.onDead != nil {
+		c.onDead(c)
+	}
+}
+
+// heartbeat pings the server when the connection has been silent for the
+// heartbeat interval, and closes the connection when a ping gets no answer
+// within the heartbeat timeout. A server without the heartbeat service
+// answers with an error, which counts as alive: heartbeats then stop and
+// only the read-idle timeout and per-attempt timeouts guard the connection.
+func (c *conn) heartbeat() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opts.heartbeat)
+	defer t.Stop()
+	seen := c.reads.Load()
+	for {
+		select {
+		case <-c.dead:
+			return
+		case <-t.C:
+		}
+		if now := c.reads.Load(); now != seen {
+			seen = now // the peer spoke during the last interval
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.heartbeatTimeout)
+		var in, out int
+		in = 1
+		err := c.do(ctx, HeartbeatMethod, &in, &out)
+		cancel()
+		var se rpc.ServerError
+		switch {
+		case err == nil:
+		case errors.As(err, &se):
+			return // no heartbeat service on this server
+		case errors.Is(err, context.DeadlineExceeded):
+			c.fail(fmt.Errorf("%w: %s did not answer within %v", ErrHeartbeat, c.addr, c.opts.heartbeatTimeout))
+			return
+		default:
+			return // the connection died; the reader reported it
+		}
+		seen = c.reads.Load()
+	}
+}
+
+// inflight returns the number of pending calls.
+func (c *conn) inflight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+// alive reports whether the connection can take calls.
+func (c *conn) alive() bool {
+	select {
+	case <-c.dead:
+		return false
+	default:
+		return true
+	}
+}
+
+// close closes the connection, failing pending calls with err, and waits
+// for its goroutines.
+func (c *conn) close(err error) {
+	c.fail(err)
+	c.wg.Wait()
+}

@@ -1,0 +1,34 @@
+// Package rpcclient calls a service by name over Go's net/rpc and keeps
+// calls succeeding while nodes die, hang and move.
+//
+// A Client combines a discovery.Watcher, a balancer.Balancer (per-node
+// circuit breakers, outlier ejection, panic mode) and per-endpoint
+// connections:
+//
+//	c, err := rpcclient.Dial(ctx, "consul://127.0.0.1:8500/echo")
+//	...
+//	err = c.Call(ctx, "Echo.Echo", &args, &reply, rpcclient.Idempotent())
+//
+// # Connections
+//
+// Each endpoint has a small pool of TCP connections (default 1; net/rpc
+// multiplexes) with the states Idle, Connecting, Ready, TransientFailure and
+// Shutdown. Dials have a timeout (3 s) and connections TCP keepalive (30 s).
+// After a failed dial the endpoint waits out a reconnect backoff (gRPC's:
+// 1 s, x1.6, +-20 %, up to 120 s) before it dials again; calls picked onto it
+// meanwhile fail at once and go elsewhere. A connection that stays silent for
+// a heartbeat interval is pinged (servers opt in with RegisterHeartbeat, one
+// line); a ping unanswered within the heartbeat timeout closes the
+// connection and releases its pending calls, so a hung peer (SIGSTOP) is
+// found even while no call has a deadline. Replies are capped
+// (WithMaxMessageSize, 4 MiB) before gob allocates them. When discovery drops
+// an endpoint it gets no new calls, its in-flight calls finish, and its
+// connections close after a grace period (10 s) unless the address comes
+// back first.
+//
+// # Calls
+//
+// See Client.Call for the retry rules. The wire format is net/rpc's gob
+// format, so any rpc.Server is a valid backend; unlike rpc.Client, a call
+// abandoned by its context leaves nothing behind in the connection.
+package rpcclient

@@ -1,0 +1,180 @@
+package rpcclient
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// State is the connection state of an endpoint, after gRPC's connectivity
+// states.
+type State int
+
+const (
+	// Idle: no connection and none being made; the next call dials.
+	Idle State = iota
+	// Connecting: a dial is in progress; calls wait for it.
+	Connecting
+	// Ready: at least one connection is up.
+	Ready
+	// TransientFailure: the last dial failed; calls fail fast with a
+	// *BackoffError until the reconnect backoff elapses.
+	TransientFailure
+	// Shutdown: the endpoint left discovery (draining) or the client
+	// closed; no new calls.
+	Shutdown
+)
+
+func (s State) String() string {
+	return [...]string{"idle", "connecting", "ready", "transient-failure", "shutdown"}[s]
+}
+
+// endpoint holds the connections to one address: up to poolSize, dialed on
+// demand, with reconnect backoff after failed dials.
+type endpoint struct {
+	addr string
+	c    *Client
+
+	mu       sync.Mutex
+	state    State
+	conns    []*conn
+	dialing  chan struct{} // closed when the dial in progress ends
+	failures int           // consecutive failed dials
+	retryAt  time.Time
+	lastErr  error
+	removed  time.Time // when discovery dropped the address; zero while listed
+	rr       atomic.Uint32
+	dials    atomic.Uint64
+}
+
+// get returns a connection, dialing one if needed. Errors are wrapped in
+// errNotSent: no request was written.
+func (e *endpoint) get(ctx context.Context) (*conn, error) {
+	for {
+		e.mu.Lock()
+		if e.state == Shutdown {
+			e.mu.Unlock()
+			return nil, notSent(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
+		}
+		n := len(e.conns)
+		if n > 0 && (n >= e.c.opts.poolSize || e.dialing != nil) {
+			cn := e.conns[int(e.rr.Add(1))%n]
+			e.mu.Unlock()
+			return cn, nil
+		}
+		if e.dialing != nil {
+			ch := e.dialing
+			e.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		if n == 0 && time.Now().Before(e.retryAt) {
+			err := &BackoffError{Addr: e.addr, Last: e.lastErr}
+			e.mu.Unlock()
+			return nil, notSent(err)
+		}
+		ch := make(chan struct{})
+		e.dialing = ch
+		if n == 0 {
+			e.state = Connecting
+		}
+		e.mu.Unlock()
+
+		cn, err := e.dial(ctx)
+
+		e.mu.Lock()
+		e.dialing = nil
+		close(ch)
+		if err != nil {
+			if ctx.Err() != nil && n > 0 {
+				e.mu.Unlock()
+				return nil, ctx.Err()
+			}
+			e.failures++
+			e.lastErr = err
+			e.retryAt = time.Now().Add(e.c.opts.connectBackoff.Delay(e.failures-1, nil))
+			if len(e.conns) == 0 {
+				e.state = TransientFailure
+			}
+			e.mu.Unlock()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, notSent(err)
+		}
+		e.failures = 0
+		e.lastErr = nil
+		if e.state == Shutdown {
+			e.mu.Unlock()
+			cn.close(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
+			return nil, notSent(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
+		}
+		e.conns = append(e.conns, cn)
+		e.state = Ready
+		e.mu.Unlock()
+		return cn, nil
+	}
+}
+
+// dial makes one connection, bounded by the dial timeout and ctx.
+func (e *endpoint) dial(ctx context.Context) (*conn, error) {
+	e.dials.Add(1)
+	dctx, cancel := context.WithTimeout(ctx, e.c.opts.dialTimeout)
+	defer cancel()
+	d := net.Dialer{KeepAlive: e.c.opts.keepAlive}
+	nc, err := d.DialContext(dctx, "tcp", e.addr)
+	if err != nil {
+		return nil, &DialError{Addr: e.addr, Err: err}
+	}
+	return newConn(e.addr, nc, &e.c.opts, e.connDead, &e.c.wg), nil
+}
+
+// connDead is called by a conn's reader goroutine when it dies.
+func (e *endpoint) connDead(cn *conn) {
+	e.mu.Lock()
+	for i, x := range e.conns {
+		if x == cn {
+			e.conns = append(e.conns[:i], e.conns[i+1:]...)
+			break
+		}
+	}
+	if len(e.conns) == 0 && e.state == Ready {
+		e.state = Idle
+	}
+	e.mu.Unlock()
+}
+
+// status returns the endpoint's state and pending calls.
+func (e *endpoint) status() (State, int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := e.state
+	if st == TransientFailure && !time.Now().Before(e.retryAt) {
+		st = Idle
+	}
+	pending := 0
+	for _, cn := range e.conns {
+		pending += cn.inflight()
+	}
+	return st, pending
+}
+
+// shutdown stops new calls and closes the connections, failing their
+// pending calls with err. It waits for the connections' goroutines.
+func (e *endpoint) shutdown(err error) {
+	e.mu.Lock()
+	e.state = Shutdown
+	conns := e.conns
+	e.conns = nil
+	e.mu.Unlock()
+	for _, cn := range conns {
+		cn.close(err)
+	}
+}

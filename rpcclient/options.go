@@ -1,0 +1,164 @@
+package rpcclient
+
+import (
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/internal/backoff"
+)
+
+// Option configures a Client in Dial or New.
+type Option func(*options)
+
+type options struct {
+	balancerOpts     []balancer.Option
+	dialTimeout      time.Duration
+	keepAlive        time.Duration
+	connectBackoff   backoff.Policy
+	poolSize         int
+	heartbeat        time.Duration
+	heartbeatTimeout time.Duration
+	maxMessage       int
+	maxAttempts      int
+	retryBackoff     backoff.Policy
+	attemptTimeout   time.Duration
+	budgetPercent    float64
+	budgetMinPerSec  float64
+	idempotent       map[string]bool
+	drainGrace       time.Duration
+	waitForEndpoints time.Duration
+	logger           *slog.Logger
+}
+
+func defaultOptions() options {
+	return options{
+		dialTimeout:      3 * time.Second,
+		keepAlive:        30 * time.Second,
+		connectBackoff:   backoff.Policy{Base: time.Second, Factor: 1.6, Max: 120 * time.Second, Jitter: 0.2},
+		poolSize:         1,
+		heartbeat:        time.Second,
+		heartbeatTimeout: time.Second,
+		maxMessage:       4 << 20,
+		maxAttempts:      3,
+		retryBackoff:     backoff.Policy{Base: 25 * time.Millisecond, Factor: 2, Max: 250 * time.Millisecond, Full: true},
+		budgetPercent:    0.2,
+		budgetMinPerSec:  10,
+		idempotent:       map[string]bool{},
+		drainGrace:       10 * time.Second,
+		logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// WithBalancer passes options to the balancer (policy, breakers, outlier
+// ejection, panic threshold). Default: round robin with per-node breakers.
+func WithBalancer(opts ...balancer.Option) Option {
+	return func(o *options) { o.balancerOpts = append(o.balancerOpts, opts...) }
+}
+
+// WithDialTimeout bounds each dial. Default 3 s. The call's context bounds
+// it too.
+func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
+
+// WithKeepAlive sets the TCP keepalive period. Default 30 s.
+func WithKeepAlive(d time.Duration) Option { return func(o *options) { o.keepAlive = d } }
+
+// WithConnectBackoff sets the reconnect backoff after failed dials: base,
+// multiplied by factor per failure up to max, with jitter (a share, 0.2 is
+// +-20 %). Default gRPC's: 1 s, x1.6, 120 s, +-20 %.
+func WithConnectBackoff(base time.Duration, factor float64, max time.Duration, jitter float64) Option {
+	return func(o *options) {
+		o.connectBackoff = backoff.Policy{Base: base, Factor: factor, Max: max, Jitter: jitter}
+	}
+}
+
+// WithPoolSize sets how many connections each endpoint keeps. Default 1:
+// net/rpc multiplexes calls over one connection.
+func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = max(n, 1) } }
+
+// WithHeartbeat sets how long a connection may stay silent before it is
+// pinged, and how long the ping may take before the connection is declared
+// dead and its pending calls released. Default 1 s and 1 s. The server must
+// have RegisterHeartbeat; against a server without it, heartbeats stop after
+// the first ping. 0 turns heartbeats off.
+func WithHeartbeat(every, timeout time.Duration) Option {
+	return func(o *options) { o.heartbeat, o.heartbeatTimeout = every, timeout }
+}
+
+// WithMaxMessageSize caps a reply message. A larger one fails its call with
+// ErrMessageTooLarge and closes the connection. Default 4 MiB.
+func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxMessage = n } }
+
+// WithMaxAttempts bounds the attempts of one call, the first included.
+// Default 3; 1 turns retries off.
+func WithMaxAttempts(n int) Option { return func(o *options) { o.maxAttempts = max(n, 1) } }
+
+// WithRetryBackoff sets the wait before a retry: full jitter over base x 2^n,
+// capped at max. Default 25 ms and 250 ms (Envoy's). A retry of a request
+// that never left (a failed dial) goes to another node without waiting.
+func WithRetryBackoff(base, max time.Duration) Option {
+	return func(o *options) {
+		o.retryBackoff = backoff.Policy{Base: base, Factor: 2, Max: max, Full: true}
+	}
+}
+
+// WithAttemptTimeout bounds each attempt; the call's context bounds them
+// all. Default 0: only the context. An attempt that times out counts as a
+// failure of its node and, for idempotent calls, is retried.
+func WithAttemptTimeout(d time.Duration) Option { return func(o *options) { o.attemptTimeout = d } }
+
+// WithRetryBudget limits retries to a share of calls plus a floor per second
+// (Finagle's RetryBudget). Default 20 % and 10/s. When the budget is empty a
+// call that needs a retry fails with its last error and ErrRetryBudget.
+func WithRetryBudget(percent, minPerSecond float64) Option {
+	return func(o *options) { o.budgetPercent, o.budgetMinPerSec = percent, minPerSecond }
+}
+
+// WithIdempotentMethods declares methods ("Service.Method") safe to retry
+// after their request may have reached the server, as if every call to them
+// passed Idempotent().
+func WithIdempotentMethods(methods ...string) Option {
+	return func(o *options) {
+		for _, m := range methods {
+			o.idempotent[m] = true
+		}
+	}
+}
+
+// WithDrainGrace sets how long the connections of an endpoint that left
+// discovery are kept, so that a flapping health check does not cost a dial
+// per flap; in-flight calls finish either way. Default 10 s.
+func WithDrainGrace(d time.Duration) Option { return func(o *options) { o.drainGrace = d } }
+
+// WithLogger sets where dial failures and drains are logged. Default: nowhere.
+func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+
+// CallOption adjusts one Call. It is a value, so passing options allocates
+// nothing.
+type CallOption struct {
+	idempotent bool
+	keyed      bool
+	key        string
+	timeout    time.Duration
+}
+
+// Idempotent declares the call safe to retry after its request may have
+// reached the server.
+func Idempotent() CallOption { return CallOption{idempotent: true} }
+
+// WithIdempotencyKey makes a call that is not idempotent retryable: args
+// must implement KeyedArgs; the client sets one key (key, or a random one
+// when key is "") before the first attempt and keeps it for every retry, so
+// the server can recognise a repeat and not execute it twice.
+func WithIdempotencyKey(key string) CallOption { return CallOption{keyed: true, key: key} }
+
+// AttemptTimeout overrides WithAttemptTimeout for one call.
+func AttemptTimeout(d time.Duration) CallOption { return CallOption{timeout: d} }
+
+// KeyedArgs is implemented by argument types that carry an idempotency key
+// to the server.
+type KeyedArgs interface {
+	SetIdempotencyKey(key string)
+	IdempotencyKey() string
+}

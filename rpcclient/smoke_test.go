@@ -1,0 +1,255 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/rpc"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+// Arith is a tiny service for tests that need no fault injection.
+type Arith struct {
+	calls atomic.Int64
+	gate  chan struct{} // when non-nil, Slow blocks until it is closed
+}
+
+type Pair struct{ A, B int }
+
+func (a *Arith) Add(p Pair, r *int) error {
+	a.calls.Add(1)
+	*r = p.A + p.B
+	return nil
+}
+
+func (a *Arith) Div(p Pair, r *int) error {
+	a.calls.Add(1)
+	if p.B == 0 {
+		return errors.New("divide by zero")
+	}
+	*r = p.A / p.B
+	return nil
+}
+
+func (a *Arith) Slow(p Pair, r *int) error {
+	a.calls.Add(1)
+	if a.gate != nil {
+		<-a.gate
+	}
+	*r = p.A
+	return nil
+}
+
+// Big replies with p.A bytes.
+func (a *Arith) Big(p Pair, r *string) error {
+	*r = strings.Repeat("x", p.A)
+	return nil
+}
+
+// serveArith starts a net/rpc server with Arith and the heartbeat on
+// loopback; it stops at test cleanup.
+func serveArith(t testing.TB, a *Arith) string {
+	t.Helper()
+	s := rpc.NewServer()
+	if err := s.Register(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := RegisterHeartbeat(s); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { s.ServeConn(c) })
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		if a.gate != nil {
+			select {
+			case <-a.gate:
+			default:
+				close(a.gate)
+			}
+		}
+		wg.Wait()
+	})
+	return l.Addr().String()
+}
+
+func newTestClient(t testing.TB, addrs []string, opts ...Option) (*Client, *discovery.Static) {
+	t.Helper()
+	w, err := discovery.StaticAddrs(addrs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(w, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); w.Close() })
+	return c, w
+}
+
+func TestCallAndServerError(t *testing.T) {
+	var a Arith
+	c, _ := newTestClient(t, []string{serveArith(t, &a)})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var sum int
+	if err := c.Call(ctx, "Arith.Add", Pair{2, 3}, &sum); err != nil || sum != 5 {
+		t.Fatalf("Add = %d, %v", sum, err)
+	}
+	err := c.Call(ctx, "Arith.Div", Pair{1, 0}, &sum, Idempotent())
+	var se rpc.ServerError
+	var e *Error
+	if !errors.As(err, &se) || string(se) != "divide by zero" || !errors.As(err, &e) || e.Attempts != 1 {
+		t.Fatalf("Div by zero = %v; want one attempt and the rpc.ServerError", err)
+	}
+	if a.calls.Load() != 2 {
+		t.Fatalf("server saw %d calls, want 2 (an application error is not retried)", a.calls.Load())
+	}
+}
+
+func TestCancelReleasesPendingAndLateReplyIsDropped(t *testing.T) {
+	a := Arith{gate: make(chan struct{})}
+	c, _ := newTestClient(t, []string{serveArith(t, &a)})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	var r int
+	go func() { errc <- c.Call(ctx, "Arith.Slow", Pair{7, 0}, &r) }()
+	waitCalls(t, &a, 1)
+	start := time.Now()
+	cancel()
+	err := <-errc
+	if took := time.Since(start); took > 50*time.Millisecond {
+		t.Fatalf("Call returned %v after cancel", took)
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	for _, e := range c.Endpoints() {
+		if e.Pending != 0 {
+			t.Fatalf("cancelled call still pending on %s", e.Addr)
+		}
+	}
+	close(a.gate) // the late reply arrives and must be discarded
+	var sum int
+	if err := c.Call(context.Background(), "Arith.Add", Pair{1, 1}, &sum); err != nil || sum != 2 {
+		t.Fatalf("next call on the same connection: %d, %v", sum, err)
+	}
+	if r != 0 {
+		t.Fatalf("the late reply was written into the abandoned reply: %d", r)
+	}
+}
+
+func TestHugeReplyClosesConnection(t *testing.T) {
+	var a Arith
+	c, _ := newTestClient(t, []string{serveArith(t, &a)}, WithMaxMessageSize(64<<10))
+	var s string
+	err := c.Call(context.Background(), "Arith.Big", Pair{1 << 20, 0}, &s, Idempotent())
+	if !errors.Is(err, ErrMessageTooLarge) {
+		t.Fatalf("1 MiB reply with a 64 KiB cap: %v", err)
+	}
+	if err := c.Call(context.Background(), "Arith.Big", Pair{1000, 0}, &s); err != nil || len(s) != 1000 {
+		t.Fatalf("a small reply after the connection was replaced: %v", err)
+	}
+}
+
+func TestRetryOnDeadNodeAndQuarantine(t *testing.T) {
+	var a Arith
+	live := serveArith(t, &a)
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := l.Addr().String()
+	l.Close() // refused from now on
+	c, w := newTestClient(t, []string{dead, live})
+	_ = w
+	for i := range 20 {
+		var sum int
+		if err := c.Call(context.Background(), "Arith.Add", Pair{i, 1}, &sum); err != nil || sum != i+1 {
+			t.Fatalf("call %d: %d, %v", i, sum, err)
+		}
+	}
+	dials := map[string]uint64{}
+	for _, e := range c.Endpoints() {
+		dials[e.Addr] = e.Dials
+	}
+	if dials[dead] > 1 {
+		t.Fatalf("dead address dialed %d times in 20 calls; the backoff should allow 1", dials[dead])
+	}
+}
+
+func TestNonIdempotentIsNotRetriedAfterSend(t *testing.T) {
+	a := Arith{gate: make(chan struct{})}
+	c, _ := newTestClient(t, []string{serveArith(t, &a)}, WithAttemptTimeout(50*time.Millisecond))
+	var r int
+	err := c.Call(context.Background(), "Arith.Slow", Pair{1, 0}, &r)
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrAttemptTimeout) {
+		t.Fatalf("timed-out non-idempotent call: %v", err)
+	}
+	if n := a.calls.Load(); n != 1 {
+		t.Fatalf("server executed %d times, want 1", n)
+	}
+	err = c.Call(context.Background(), "Arith.Slow", Pair{1, 0}, &r, Idempotent())
+	var e *Error
+	if !errors.As(err, &e) || e.Attempts != 3 {
+		t.Fatalf("idempotent: %v, want 3 attempts", err)
+	}
+}
+
+func TestCloseFailsPendingAndIsIdempotent(t *testing.T) {
+	a := Arith{gate: make(chan struct{})}
+	c, _ := newTestClient(t, []string{serveArith(t, &a)})
+	errc := make(chan error, 1)
+	var r int
+	go func() { errc <- c.Call(context.Background(), "Arith.Slow", Pair{1, 0}, &r) }()
+	waitCalls(t, &a, 1)
+	start := time.Now()
+	c.Close()
+	c.Close()
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Fatalf("pending call after Close: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+	if err := c.Call(context.Background(), "Arith.Add", Pair{1, 1}, &r); !errors.Is(err, ErrClosed) {
+		t.Fatalf("call after Close: %v", err)
+	}
+}
+
+// waitCalls waits, bounded by 5 s, until the server has seen n calls.
+func waitCalls(t testing.TB, a *Arith, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for a.calls.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("server saw %d calls, want %d", a.calls.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
