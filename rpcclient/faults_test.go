@@ -1,0 +1,297 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+// FAULTS.md row 1: one of three backends SIGKILLed under load.
+func TestKillOneOfThreeUnderLoad(t *testing.T) {
+	var kids []*rpctest.Child
+	var addrs []string
+	for i := range 3 {
+		k := rpctest.StartChild(t, rpctest.WithChildHeartbeat(), rpctest.WithChildName(fmt.Sprintf("k%d", i)))
+		kids = append(kids, k)
+		addrs = append(addrs, k.Addr())
+	}
+	c, _ := newTestClient(t, addrs, WithAttemptTimeout(500*time.Millisecond))
+
+	t.Run("idempotent", func(t *testing.T) {
+		killed := make(chan struct{})
+		go func() { time.Sleep(300 * time.Millisecond); kids[0].Kill(); close(killed) }()
+		out := runLoad(8, 5000, 1200*time.Millisecond, func(ctx context.Context, w, i int) error {
+			var r rpctest.EchoReply
+			return c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "hi"}, &r, Idempotent())
+		})
+		<-killed
+		if n, first := failures(out); n != 0 {
+			t.Fatalf("%d of %d idempotent calls failed across the kill; first: %v", n, len(out), first)
+		}
+		t.Logf("%d idempotent calls, 0 failures, across a SIGKILL", len(out))
+	})
+
+	t.Run("not idempotent", func(t *testing.T) {
+		// kids[0] is dead; kill kids[1] under load too, leaving one.
+		killed := make(chan struct{})
+		go func() { time.Sleep(300 * time.Millisecond); kids[1].Kill(); close(killed) }()
+		var ids atomic.Int64
+		out := runLoad(8, 5000, 1200*time.Millisecond, func(ctx context.Context, w, i int) error {
+			id := fmt.Sprintf("w%d-%d-%d", w, i, ids.Add(1))
+			var r rpctest.ExecReply
+			return c.Call(ctx, "Echo.Exec", &rpctest.ExecArgs{ID: id}, &r)
+		})
+		<-killed
+		var logs [][]string
+		for _, k := range kids {
+			logs = append(logs, k.Executions())
+		}
+		if d := rpctest.Duplicates(logs...); len(d) != 0 {
+			t.Fatalf("non-idempotent calls executed more than once: %v", d)
+		}
+		n, _ := failures(out)
+		for _, o := range out {
+			if o.err != nil && !errors.Is(o.err, ErrOutcomeUnknown) {
+				t.Fatalf("a non-idempotent call failed without saying the outcome is unknown: %v", o.err)
+			}
+		}
+		t.Logf("%d non-idempotent calls, %d outcome-unknown failures, 0 duplicate executions", len(out), n)
+	})
+}
+
+// FAULTS.md row 2: a backend hangs (SIGSTOP; TCP stays open).
+func TestHungBackendSIGSTOP(t *testing.T) {
+	var kids []*rpctest.Child
+	var addrs []string
+	for i := range 3 {
+		k := rpctest.StartChild(t, rpctest.WithChildHeartbeat(), rpctest.WithChildName(fmt.Sprintf("s%d", i)))
+		kids = append(kids, k)
+		addrs = append(addrs, k.Addr())
+	}
+	var opened atomic.Bool
+	hung := addrs[0]
+	c, _ := newTestClient(t, addrs,
+		WithAttemptTimeout(500*time.Millisecond),
+		WithHeartbeat(200*time.Millisecond, 300*time.Millisecond),
+		WithBalancer(balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 2, OpenTimeout: time.Second, MaxOpenTimeout: time.Second}),
+			balancer.WithBreakerEvents(func(e breaker.Event) {
+				if e.Addr == hung && e.To == breaker.Open {
+					opened.Store(true)
+				}
+			})))
+	echo := func(ctx context.Context, w, i int) error {
+		var r rpctest.EchoReply
+		return c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent())
+	}
+	runLoad(4, 50, 200*time.Millisecond, echo) // warm every connection
+	if err := kids[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	out := runLoad(4, 5000, 1500*time.Millisecond, echo)
+	if n, first := failures(out); n != 0 {
+		t.Fatalf("%d of %d calls failed while a backend hung; first: %v", n, len(out), first)
+	}
+	var worst time.Duration
+	for _, o := range out {
+		worst = max(worst, o.latency)
+	}
+	// FAULTS row 2: p99 <= per-attempt timeout + one retry. Here: the
+	// worst call, bounded generously for a busy box.
+	if worst > 500*time.Millisecond+500*time.Millisecond {
+		t.Errorf("slowest call took %v, want at most the attempt timeout plus one retry", worst)
+	}
+	if !opened.Load() {
+		t.Fatal("the hung node's breaker never opened")
+	}
+	st := endpointStatus(c, hung)
+	if st.State == Ready {
+		t.Fatalf("the hung node's connection is still ready: %+v; the heartbeat should have closed it", st)
+	}
+	t.Logf("%d calls while hung, 0 failures, slowest %v; breaker opened; connection state %v", len(out), worst, st.State)
+
+	if err := kids[0].Cont(); err != nil {
+		t.Fatal(err)
+	}
+	// Back in rotation: after its open period the breaker half-opens, a
+	// probe succeeds, and the node serves again.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent()); err != nil {
+			t.Fatal(err)
+		}
+		if r.Server == "s0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the resumed backend never served again")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func endpointStatus(c *Client, addr string) EndpointStatus {
+	for _, e := range c.Endpoints() {
+		if e.Addr == addr {
+			return e
+		}
+	}
+	return EndpointStatus{}
+}
+
+// FAULTS.md row 3: a dial into a blackhole is bounded by the dial timeout,
+// the call goes elsewhere, and redials follow the reconnect backoff.
+func TestDialBlackhole(t *testing.T) {
+	hole := rpctest.Blackhole(t)
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{hole, srv.Addr()},
+		WithDialTimeout(200*time.Millisecond), WithConnectBackoff(400*time.Millisecond, 1.6, 10*time.Second, 0.2))
+	start := time.Now()
+	var slowest time.Duration
+	for time.Since(start) < 2*time.Second {
+		t0 := time.Now()
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatalf("call with one blackholed node: %v", err)
+		}
+		slowest = max(slowest, time.Since(t0))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if slowest > time.Second {
+		t.Fatalf("a call took %v; the 200 ms dial timeout should bound it", slowest)
+	}
+	dials := endpointStatus(c, hole).Dials
+	// 2 s of calls with backoff 400 ms x1.6 (+-20 %): dials at about 0,
+	// 0.4, 1.0, 2.0 s. Without the backoff it would be hundreds.
+	if dials < 2 || dials > 5 {
+		t.Fatalf("%d dials to the blackholed address in 2 s, want 2-5 (the reconnect backoff)", dials)
+	}
+	t.Logf("slowest call %v, %d dials to the blackhole in 2 s", slowest, dials)
+}
+
+// FAULTS.md row 27: ctx cancelled during a retry backoff.
+func TestCancelDuringBackoff(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithRetryBackoff(5*time.Second, 5*time.Second), WithRetryBudget(1, 100))
+	ctx, cancel := context.WithCancel(context.Background())
+	var calls atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply
+		done <- c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 300 * time.Millisecond}, &r, Idempotent(), AttemptTimeout(20*time.Millisecond))
+		calls.Add(1)
+	}()
+	// The first attempt times out after 20 ms; the call then sleeps in its
+	// backoff (full jitter over 5 s: almost surely more than 100 ms).
+	time.Sleep(120 * time.Millisecond)
+	t0 := time.Now()
+	cancel()
+	err := <-done
+	took := time.Since(t0)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.Attempts != 1 {
+		t.Fatalf("err = %v, want one attempt before the cancel", err)
+	}
+	t.Logf("cancel to return: %v", took)
+}
+
+// FAULTS.md row 26: with an idempotency key, a call whose response was lost
+// is retried with the same key; without one it is not retried.
+func TestIdempotencyKeyAcrossAttempts(t *testing.T) {
+	a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
+	px := rpctest.NewProxy(t, a.Addr())
+	px.BlackholeResponses() // requests reach a, its replies are dropped
+	c, _ := newTestClient(t, []string{px.Addr(), b.Addr()}, WithAttemptTimeout(200*time.Millisecond),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
+	var lostOnce bool
+	for i := range 4 {
+		args := &rpctest.ExecArgs{ID: fmt.Sprintf("keyed-%d", i)}
+		var r rpctest.ExecReply
+		if err := c.Call(context.Background(), "Echo.Exec", args, &r, WithIdempotencyKey("")); err != nil {
+			t.Fatalf("keyed call: %v", err)
+		}
+		if args.Key == "" {
+			t.Fatal("no key was set")
+		}
+		all := append(a.Executions(), b.Executions()...)
+		var seen []string
+		for _, line := range all {
+			if strings.HasPrefix(line, args.ID+" ") {
+				seen = append(seen, line)
+			}
+		}
+		for _, line := range seen {
+			if line != args.ID+" "+args.Key {
+				t.Fatalf("execution %q does not carry the call's key %q", line, args.Key)
+			}
+		}
+		lostOnce = lostOnce || len(seen) == 2
+	}
+	if !lostOnce {
+		t.Fatal("no call hit the blackholed node; the test proved nothing")
+	}
+	// Without a key the same loss is not retried.
+	for i := range 4 {
+		args := &rpctest.ExecArgs{ID: fmt.Sprintf("plain-%d", i)}
+		var r rpctest.ExecReply
+		err := c.Call(context.Background(), "Echo.Exec", args, &r)
+		if err != nil && !errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("unkeyed call: %v", err)
+		}
+	}
+	if d := rpctest.Duplicates(a.Executions(), b.Executions()); len(d) != 0 {
+		for id := range d {
+			if strings.HasPrefix(id, "plain-") {
+				t.Fatalf("an unkeyed call ran twice: %v", d)
+			}
+		}
+	}
+}
+
+// FAULTS.md row 29: Close under load with a hung peer.
+func TestCloseUnderLoadWithHungPeer(t *testing.T) {
+	srv, hung := rpctest.Start(t), rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr(), hung.Addr()}, WithHeartbeat(0, 0))
+	hung.Hang()
+	defer hung.Unhang()
+	loadDone := make(chan []outcome, 1)
+	go func() {
+		loadDone <- runLoad(8, 100000, 3*time.Second, func(ctx context.Context, w, i int) error {
+			var r rpctest.EchoReply
+			return c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+		})
+	}()
+	time.Sleep(300 * time.Millisecond)
+	t0 := time.Now()
+	c.Close()
+	closeTook := time.Since(t0)
+	out := <-loadDone
+	if closeTook > time.Second {
+		t.Fatalf("Close took %v under load with a hung peer", closeTook)
+	}
+	closedErrs := 0
+	for _, o := range out {
+		if o.err != nil && o.at > 300*time.Millisecond && errors.Is(o.err, ErrClosed) {
+			closedErrs++
+		}
+	}
+	if closedErrs == 0 {
+		t.Fatal("no call failed with ErrClosed after Close")
+	}
+	t.Logf("Close took %v with calls pending on a hung peer", closeTook)
+}
+
+// Static watcher helper for tests that replace the set.
+var _ = discovery.StaticAddrs
