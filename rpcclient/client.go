@@ -24,7 +24,7 @@ type Client struct {
 	budget  *budget
 	service string
 
-	epMu      sync.Mutex                            // serializes endpoint creation
+	epMu      sync.Mutex                           // serializes endpoint creation
 	endpoints atomic.Pointer[map[string]*endpoint] // copy on write
 
 	closed atomic.Bool

@@ -27,10 +27,10 @@ const (
 // One reader goroutine and one heartbeat goroutine belong to each conn; close
 // stops both and waits for them.
 type conn struct {
-	addr  string
-	nc    net.Conn
-	codec *codec
-	opts  *options
+	addr   string
+	nc     net.Conn
+	codec  *codec
+	opts   *options
 	onDead func(*conn) // tells the endpoint, from the reader goroutine
 
 	wmu sync.Mutex // serializes writes
