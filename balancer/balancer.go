@@ -28,6 +28,8 @@ type Balancer struct {
 
 	kickCh chan struct{} // something changed; buffered 1
 
+	stateVersion atomic.Uint64 // Version of the last discovery State applied
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -181,7 +183,14 @@ func (b *Balancer) apply(s discovery.State) {
 	idx := keep
 	b.index.Store(&idx)
 	b.applied = true
+	b.stateVersion.Store(s.Version)
 }
+
+// StateVersion returns the Version of the last discovery State the Balancer
+// applied; 0 before the first. With Updated, it lets a caller wait for
+// discovery itself to answer (after a ResolveNow) rather than for any health
+// change. Safe from any goroutine.
+func (b *Balancer) StateVersion() uint64 { return b.stateVersion.Load() }
 
 func mapsKeys(m map[string]*node) func(func(string) bool) {
 	return func(yield func(string) bool) {

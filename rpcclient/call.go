@@ -60,7 +60,8 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		errs     []error
 		attempts int // every attempt, dials included
 		sent     int // attempts whose request may have left
-		waits    int // waits for a refreshed endpoint set
+		waits    int    // waits for a refreshed endpoint set
+		version  uint64 // discovery's version when the first dial failed
 		lastErr  error
 	)
 	fail := func(extra ...error) error {
@@ -79,7 +80,18 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		if until.IsZero() || until.After(limit) {
 			until = limit
 		}
-		return c.wait(ctx, upd, until)
+		// Health changes (our own quarantines) also publish pickers; wait
+		// for discovery's answer, the endpoint's backoff, or the limit.
+		for c.bal.StateVersion() == version {
+			if err := c.wait(ctx, upd, until); err != nil {
+				return err
+			}
+			if !time.Now().Before(until) {
+				return nil
+			}
+			upd = c.bal.Updated()
+		}
+		return nil
 	}
 	for {
 		upd := c.bal.Updated()
@@ -154,6 +166,9 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		}
 		var de *DialError
 		if errors.As(err, &de) {
+			if version == 0 {
+				version = c.bal.StateVersion()
+			}
 			ep.mu.Lock()
 			wait := time.Until(ep.retryAt)
 			ep.mu.Unlock()
