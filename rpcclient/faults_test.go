@@ -83,6 +83,10 @@ func TestHungBackendSIGSTOP(t *testing.T) {
 		WithAttemptTimeout(500*time.Millisecond),
 		WithHeartbeat(200*time.Millisecond, 300*time.Millisecond),
 		WithBalancer(balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 2, OpenTimeout: time.Second, MaxOpenTimeout: time.Second}),
+			// Outlier ejection would keep the node out for 30 s after
+			// its in-flight calls failed; shorten it so the test sees the
+			// breaker's half-open and close.
+			balancer.WithOutlierDetection(balancer.OutlierConfig{BaseEjection: 500 * time.Millisecond, MaxEjection: time.Second}),
 			balancer.WithBreakerEvents(func(e breaker.Event) {
 				if e.Addr == hung && e.To == breaker.Open {
 					opened.Store(true)
