@@ -203,36 +203,52 @@ func (c *conn) fail(err error) {
 	}
 }
 
-// heartbeat pings the server when the connection has been silent for the
-// heartbeat interval, and closes the connection when a ping gets no answer
-// within the heartbeat timeout. A server without the heartbeat service
-// answers with an error, which counts as alive: heartbeats then stop and
-// only the read-idle timeout and per-attempt timeouts guard the connection.
+// heartbeat watches the connection. When it has been silent for a
+// heartbeat interval it pings the server, and closes the connection when the
+// ping gets no answer within the heartbeat timeout. A server without the
+// heartbeat service answers the ping with an error, which counts as alive;
+// from then on the connection is guarded by a read deadline instead: with
+// calls pending and nothing read for the read timeout, it is closed.
 func (c *conn) heartbeat() {
 	defer c.wg.Done()
 	t := time.NewTicker(c.opts.heartbeat)
 	defer t.Stop()
 	seen := c.reads.Load()
+	pinging := true
+	var silentSince time.Time
 	for {
 		select {
 		case <-c.dead:
 			return
-		case <-t.C:
-		}
-		if now := c.reads.Load(); now != seen {
-			seen = now // the peer spoke during the last interval
-			continue
+		case now := <-t.C:
+			if cur := c.reads.Load(); cur != seen {
+				seen = cur // the peer spoke during the last interval
+				silentSince = time.Time{}
+				continue
+			}
+			if !pinging {
+				if c.inflight() == 0 || c.opts.readTimeout <= 0 {
+					silentSince = time.Time{}
+					continue
+				}
+				if silentSince.IsZero() {
+					silentSince = now
+				} else if now.Sub(silentSince) >= c.opts.readTimeout {
+					c.fail(fmt.Errorf("%w: %s sent nothing for %v with calls pending", ErrReadTimeout, c.addr, now.Sub(silentSince)))
+					return
+				}
+				continue
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.opts.heartbeatTimeout)
-		var in, out int
-		in = 1
+		in, out := 1, 0
 		err := c.do(ctx, HeartbeatMethod, &in, &out)
 		cancel()
 		var se rpc.ServerError
 		switch {
 		case err == nil:
 		case errors.As(err, &se):
-			return // no heartbeat service on this server
+			pinging = false // no heartbeat service on this server
 		case errors.Is(err, context.DeadlineExceeded):
 			c.fail(fmt.Errorf("%w: %s did not answer within %v", ErrHeartbeat, c.addr, c.opts.heartbeatTimeout))
 			return

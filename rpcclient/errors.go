@@ -34,6 +34,9 @@ var (
 	// ErrHeartbeat means the peer stopped answering heartbeats; its
 	// connection was closed and the calls on it released.
 	ErrHeartbeat = errors.New("rpcclient: heartbeat timed out")
+	// ErrReadTimeout means a server without the heartbeat sent nothing for
+	// the read timeout while calls were pending; its connection was closed.
+	ErrReadTimeout = errors.New("rpcclient: read timed out")
 	// ErrConnClosed means the connection broke while the call was pending.
 	ErrConnClosed = errors.New("rpcclient: connection closed")
 	// ErrRetryBudget means a retry was needed but the retry budget was
@@ -94,7 +97,7 @@ func retryable(err error) bool {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, rpc.ErrShutdown),
-		errors.Is(err, ErrConnClosed), errors.Is(err, ErrHeartbeat),
+		errors.Is(err, ErrConnClosed), errors.Is(err, ErrHeartbeat), errors.Is(err, ErrReadTimeout),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		return true
 	}

@@ -20,6 +20,7 @@ type options struct {
 	poolSize         int
 	heartbeat        time.Duration
 	heartbeatTimeout time.Duration
+	readTimeout      time.Duration
 	maxMessage       int
 	maxAttempts      int
 	retryBackoff     backoff.Policy
@@ -40,6 +41,7 @@ func defaultOptions() options {
 		poolSize:         1,
 		heartbeat:        time.Second,
 		heartbeatTimeout: time.Second,
+		readTimeout:      30 * time.Second,
 		maxMessage:       4 << 20,
 		maxAttempts:      3,
 		retryBackoff:     backoff.Policy{Base: 25 * time.Millisecond, Factor: 2, Max: 250 * time.Millisecond, Full: true},
@@ -85,6 +87,12 @@ func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = max(n, 
 func WithHeartbeat(every, timeout time.Duration) Option {
 	return func(o *options) { o.heartbeat, o.heartbeatTimeout = every, timeout }
 }
+
+// WithReadTimeout guards connections to servers without the heartbeat: with
+// calls pending and nothing read for d, the connection is closed and its
+// calls released (checked every heartbeat interval). Default 30 s; 0 turns
+// it off. Set it above the slowest expected call.
+func WithReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
 
 // WithMaxMessageSize caps a reply message. A larger one fails its call with
 // ErrMessageTooLarge and closes the connection. Default 4 MiB.

@@ -1,0 +1,175 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+// An endpoint that leaves discovery is drained: no new calls, its
+// in-flight call finishes, then its connection closes.
+func TestRemovedEndpointIsDrained(t *testing.T) {
+	a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
+	c, w := newTestClient(t, []string{a.Addr(), b.Addr()}, WithDrainGrace(50*time.Millisecond))
+	// Warm both connections.
+	for range 4 {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A slow call in flight on a.
+	slow := make(chan error, 1)
+	go func() {
+		for {
+			var r rpctest.EchoReply
+			err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 400 * time.Millisecond}, &r)
+			if err != nil || r.Server == "a" {
+				slow <- err
+				return
+			}
+		}
+	}()
+	waitPending(t, c, a.Addr())
+	if err := w.Update(discovery.Endpoint{ID: b.Addr(), Addr: b.Addr(), Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitBalancer(t, c, func(s []balancer.NodeStatus) bool { return len(s) == 1 })
+	for range 20 {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil || r.Server != "b" {
+			t.Fatalf("after removal: %q, %v; want every call on b", r.Server, err)
+		}
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("the in-flight call on the drained node failed: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for endpointStatus(c, a.Addr()).Addr != "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("the drained endpoint is still open: %+v", endpointStatus(c, a.Addr()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// FAULTS.md row 8: a flapping endpoint keeps its connection through the
+// grace period: at most one new dial per flap.
+func TestFlapKeepsConnection(t *testing.T) {
+	a, b := rpctest.Start(t), rpctest.Start(t)
+	both := []discovery.Endpoint{{ID: a.Addr(), Addr: a.Addr(), Weight: 1}, {ID: b.Addr(), Addr: b.Addr(), Weight: 1}}
+	c, w := newTestClient(t, []string{a.Addr(), b.Addr()}, WithDrainGrace(time.Minute))
+	call := func() {
+		for range 6 {
+			var r rpctest.EchoReply
+			if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	call()
+	for range 5 { // flap a out and back in
+		w.Update(both[1])
+		waitBalancer(t, c, func(s []balancer.NodeStatus) bool { return len(s) == 1 })
+		call()
+		w.Update(both...)
+		waitBalancer(t, c, func(s []balancer.NodeStatus) bool { return len(s) == 2 })
+		call()
+	}
+	if d := endpointStatus(c, a.Addr()).Dials; d != 1 {
+		t.Fatalf("%d dials to a flapping endpoint over 5 flaps, want 1", d)
+	}
+}
+
+// FAULTS.md row 7: every node failing: retries are bounded by the budget
+// and calls fail fast with the last error.
+func TestRetryBudgetBoundsAStorm(t *testing.T) {
+	a, b := rpctest.Start(t), rpctest.Start(t)
+	a.Hang()
+	b.Hang()
+	defer a.Unhang()
+	defer b.Unhang()
+	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()},
+		WithAttemptTimeout(5*time.Millisecond), WithMaxAttempts(5), WithRetryBudget(0.2, 10), WithHeartbeat(0, 0),
+		WithRetryBackoff(time.Millisecond, time.Millisecond),
+		WithBalancer(balancer.WithoutBreakers(), balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+	start := time.Now()
+	calls, attempts, budgetErrs := 0, 0, 0
+	for time.Since(start) < time.Second && calls < 2000 {
+		var r rpctest.EchoReply
+		err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("call against hung nodes: %v", err)
+		}
+		calls++
+		attempts += e.Attempts
+		if errors.Is(err, ErrRetryBudget) {
+			budgetErrs++
+		}
+	}
+	retries := attempts - calls
+	secs := time.Since(start).Seconds()
+	// 20 % of calls, plus the 10/s floor (with its burst of 10).
+	limit := int(0.2*float64(calls) + 10*secs + 10)
+	if retries > limit {
+		t.Fatalf("%d retries for %d calls in %.1fs, budget allows %d", retries, calls, secs, limit)
+	}
+	if budgetErrs == 0 {
+		t.Fatal("no call reported the retry budget exhausted")
+	}
+	t.Logf("%d calls, %d retries (budget %d), %d stopped by the budget", calls, retries, limit, budgetErrs)
+}
+
+func waitPending(t *testing.T, c *Client, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for endpointStatus(c, addr).Pending == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no call pending on %s", addr)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func waitBalancer(t *testing.T, c *Client, ok func([]balancer.NodeStatus) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		ch := c.Balancer().Updated()
+		if ok(c.Balancer().Status()) {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			t.Fatal("balancer did not reach the expected state")
+		}
+	}
+}
+
+// A hung server without the heartbeat service is caught by the read
+// timeout: its pending call is released.
+func TestReadTimeoutWithoutHeartbeatService(t *testing.T) {
+	s := rpctest.Start(t) // no heartbeat service
+	c, _ := newTestClient(t, []string{s.Addr()}, WithHeartbeat(50*time.Millisecond, 50*time.Millisecond), WithReadTimeout(200*time.Millisecond))
+	var r rpctest.EchoReply
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(150 * time.Millisecond) // the first ping finds no heartbeat service
+	s.Hang()
+	defer s.Unhang()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r)
+	if !errors.Is(err, ErrReadTimeout) {
+		t.Fatalf("call to a hung server without heartbeats: %v, want ErrReadTimeout", err)
+	}
+}
