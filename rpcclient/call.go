@@ -58,8 +58,8 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		triedBuf [4]string
 		tried    = triedBuf[:0]
 		errs     []error
-		attempts int // every attempt, dials included
-		sent     int // attempts whose request may have left
+		attempts int    // every attempt, dials included
+		sent     int    // attempts whose request may have left
 		waits    int    // waits for a refreshed endpoint set
 		version  uint64 // discovery's version when the first dial failed
 		lastErr  error
