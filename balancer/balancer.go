@@ -169,9 +169,6 @@ func (b *Balancer) apply(s discovery.State) {
 		n := b.nodes[ep.Addr]
 		if n == nil {
 			n = newNode(b, ep, added, seed)
-			if b.breakers != nil {
-				n.brk = b.breakers.Get(ep.Addr)
-			}
 		}
 		n.setEndpoint(ep)
 		keep[ep.Addr] = n
@@ -203,14 +200,18 @@ func mapsKeys(m map[string]*node) func(func(string) bool) {
 }
 
 // medianCost is the latency a new node starts with: the median of the
-// current nodes, or 1 ms when there are none.
+// current nodes (of up to 255 of them, for large sets), or 1 ms when there
+// are none.
 func (b *Balancer) medianCost() float64 {
 	if len(b.nodes) == 0 {
 		return float64(time.Millisecond)
 	}
-	cs := make([]float64, 0, len(b.nodes))
-	for _, n := range b.nodes {
+	cs := make([]float64, 0, min(len(b.nodes), 255))
+	for _, n := range b.nodes { // map order: a fair sample
 		cs = append(cs, n.costNs())
+		if len(cs) == cap(cs) {
+			break
+		}
 	}
 	slices.Sort(cs)
 	return cs[len(cs)/2]
@@ -236,7 +237,7 @@ func (b *Balancer) rebuild() time.Duration {
 	healthy := make([]*node, 0, len(all))
 	for _, n := range all {
 		ok := true
-		if n.brk != nil && n.brk.State() == breaker.Open {
+		if n.breakerState() == breaker.Open {
 			open++
 			ok = false
 		}
@@ -263,7 +264,7 @@ func (b *Balancer) rebuild() time.Duration {
 	if panicking {
 		candidates = candidates[:0:0]
 		for _, n := range all {
-			if n.brk == nil || n.brk.State() != breaker.Open {
+			if n.breakerState() != breaker.Open {
 				candidates = append(candidates, n)
 			}
 		}
@@ -274,7 +275,7 @@ func (b *Balancer) rebuild() time.Duration {
 		if ramping {
 			next = min(next, now+int64(time.Second))
 		}
-		ready[i] = entry{n: n, ep: n.ep, weight: w}
+		ready[i] = entry{n: n, ep: n.epp.Load(), weight: w}
 	}
 	unavail := &Error{Service: b.opts.service, Kind: ErrUnavailable, Total: len(all), Open: open,
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}

@@ -109,7 +109,7 @@ func TestHalfOpenGetsOnlyProbesThenCloses(t *testing.T) {
 		t.Fatal("the half-open node got no probe in 10 picks")
 	}
 	probe.Done(nil)
-	if st := (*b.index.Load())[as[0]].brk.State(); st != breaker.Closed {
+	if st := (*b.index.Load())[as[0]].breakerState(); st != breaker.Closed {
 		t.Fatalf("after a successful probe the breaker is %v", st)
 	}
 }

@@ -23,7 +23,9 @@ func mono() int64 { return int64(time.Since(epoch)) }
 // goroutine, through atomics.
 type node struct {
 	addr string
-	brk  *breaker.Breaker // nil without breakers
+	// brk is the node's breaker, made on the node's first pick so that a
+	// large discovery update does not pay for breakers of nodes never used.
+	brk atomic.Pointer[breaker.Breaker]
 
 	inflight  atomic.Int64
 	cost      atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
@@ -31,10 +33,9 @@ type node struct {
 	consec    atomic.Int32  // consecutive failures
 	quarUntil atomic.Int64  // mono time the quarantine ends; 0 when none
 
-	// Result.Done when no per-call state is needed: done records the
-	// outcome; doneIn also ends an in-flight count; doneTotal also the
-	// balancer-wide one.
-	done, doneIn, doneTotal func(error)
+	// done is Result.Done when no per-call state is needed: it ends the
+	// in-flight counts the policy keeps and records the outcome.
+	done func(error)
 
 	b *Balancer
 
@@ -47,6 +48,30 @@ type node struct {
 	ejectedUntil int64 // mirrored in ejectedAt
 	ejections    int
 	calmSince    int64 // mono time the last ejection ended
+}
+
+// breaker returns the node's breaker, creating it on first use; nil when the
+// balancer has no breakers. Safe from any goroutine.
+func (n *node) breaker() *breaker.Breaker {
+	if b := n.brk.Load(); b != nil {
+		return b
+	}
+	set := n.b.breakers
+	if set == nil {
+		return nil
+	}
+	b := set.Get(n.addr) // the Set returns the same breaker to racing callers
+	n.brk.Store(b)
+	return b
+}
+
+// breakerState is the node's breaker state without creating the breaker:
+// a node never picked is Closed.
+func (n *node) breakerState() breaker.State {
+	if b := n.brk.Load(); b != nil {
+		return b.State()
+	}
+	return breaker.Closed
 }
 
 // endpoint returns the node's latest endpoint; safe from any goroutine.
@@ -68,14 +93,14 @@ func newNode(b *Balancer, ep discovery.Endpoint, added int64, seed float64) *nod
 	n.setEndpoint(ep)
 	n.cost.Store(math.Float64bits(seed))
 	n.stamp.Store(mono())
-	n.done = func(err error) { n.record(breaker.Classify(err)) }
-	n.doneIn = func(err error) {
-		n.inflight.Add(-1)
-		n.record(breaker.Classify(err))
-	}
-	n.doneTotal = func(err error) {
-		n.inflight.Add(-1)
-		n.b.inflight.Add(-1)
+	mode := b.opts.policy.stats()
+	n.done = func(err error) {
+		if mode&statInFlight != 0 {
+			n.inflight.Add(-1)
+			if mode&statTotal != 0 {
+				n.b.inflight.Add(-1)
+			}
+		}
 		n.record(breaker.Classify(err))
 	}
 	return n

@@ -46,9 +46,7 @@ func (b *Balancer) Status() []NodeStatus {
 			Quarantined: n.quarUntil.Load() > now,
 			Ejected:     n.ejectedAt.Load() > now,
 		}
-		if n.brk != nil {
-			st.Breaker = n.brk.State()
-		}
+		st.Breaker = n.breakerState()
 		st.Weight, st.Ready = ready[n]
 		out = append(out, st)
 	}

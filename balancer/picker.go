@@ -16,8 +16,8 @@ type Result struct {
 // entry is one pickable node in a picker snapshot.
 type entry struct {
 	n      *node
-	ep     discovery.Endpoint
-	weight float64 // effective weight: endpoint weight x health x slow start
+	ep     *discovery.Endpoint // the node's endpoint when the snapshot was built
+	weight float64             // effective weight: endpoint weight x health x slow start
 }
 
 // picker is an immutable snapshot built by the run goroutine. Pick reads it
@@ -81,7 +81,7 @@ func (b *Balancer) Pick(ctx context.Context, opts ...PickOption) (Result, error)
 			continue
 		}
 		if done := p.admit(e, sample); done != nil {
-			return Result{Endpoint: e.ep, Done: done}, nil
+			return Result{Endpoint: *e.ep, Done: done}, nil
 		}
 	}
 	// Every other node refused: an excluded one is better than nothing.
@@ -94,7 +94,7 @@ func (b *Balancer) Pick(ctx context.Context, opts ...PickOption) (Result, error)
 			e := &p.ready[j]
 			if po.excluded(e.n.addr) {
 				if done := p.admit(e, sample); done != nil {
-					return Result{Endpoint: e.ep, Done: done}, nil
+					return Result{Endpoint: *e.ep, Done: done}, nil
 				}
 			}
 		}
@@ -108,8 +108,8 @@ func (b *Balancer) Pick(ctx context.Context, opts ...PickOption) (Result, error)
 func (p *picker) admit(e *entry, sample bool) func(error) {
 	nd := e.n
 	var brkDone func(error)
-	if nd.brk != nil {
-		d, err := nd.brk.Allow()
+	if brk := nd.breaker(); brk != nil {
+		d, err := brk.Allow()
 		if err != nil {
 			return nil
 		}
@@ -122,14 +122,7 @@ func (p *picker) admit(e *entry, sample bool) func(error) {
 		}
 	}
 	if brkDone == nil && !sample {
-		switch {
-		case p.mode&statTotal != 0:
-			return nd.doneTotal
-		case p.mode&statInFlight != 0:
-			return nd.doneIn
-		default:
-			return nd.done
-		}
+		return nd.done
 	}
 	c := callPool.Get().(*call)
 	c.n, c.brkDone, c.mode, c.start = nd, brkDone, p.mode, 0
