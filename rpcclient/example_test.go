@@ -1,0 +1,59 @@
+package rpcclient_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net"
+	"net/rpc"
+	"time"
+
+	"github.com/dialtone-go/dialtone/rpcclient"
+)
+
+// Greeter is a plain net/rpc service.
+type Greeter struct{}
+
+func (Greeter) Hello(name string, reply *string) error {
+	*reply = "hello, " + name
+	return nil
+}
+
+// serve starts a net/rpc server with Greeter and the heartbeat on loopback.
+func serve() (addr string, stop func()) {
+	srv := rpc.NewServer()
+	srv.Register(Greeter{})
+	rpcclient.RegisterHeartbeat(srv) // the one line that lets clients detect a hung server
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	go srv.Accept(l)
+	return l.Addr().String(), func() { l.Close() }
+}
+
+// Call a service by name: here a static list; in production
+// "consul://127.0.0.1:8500/greeter" or "etcd://127.0.0.1:2379/services/greeter"
+// (import discovery/consul or discovery/etcd for those schemes).
+func Example() {
+	addr, stop := serve()
+	defer stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := rpcclient.Dial(ctx, "static:///"+addr,
+		rpcclient.WithAttemptTimeout(500*time.Millisecond), // each attempt; ctx bounds them all
+		rpcclient.WithMaxAttempts(3))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	var reply string
+	// Idempotent: safe to retry on another node even after the request left.
+	if err := c.Call(ctx, "Greeter.Hello", "dialtone", &reply, rpcclient.Idempotent()); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(reply)
+	// Output: hello, dialtone
+}
