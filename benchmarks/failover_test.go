@@ -1,0 +1,228 @@
+package benchmarks
+
+// The failover harness (FAULTS.md row 1, issue "rpcclient"): three backends
+// in child processes under closed-loop load, one SIGKILLed a third of the
+// way in, for dialtone's rpcclient (net/rpc backends) and for grpc-go with
+// round_robin (gRPC backends serving grpc.health.v1), side by side.
+//
+//	go test -run='^$' -bench=Failover -benchtime=1x .
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+	"github.com/dialtone-go/dialtone/internal/stats"
+	"github.com/dialtone-go/dialtone/rpcclient"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+)
+
+const grpcChildEnv = "DIALTONE_BENCH_GRPC_CHILD"
+
+func TestMain(m *testing.M) {
+	rpctest.RunChildIfRequested()
+	if os.Getenv(grpcChildEnv) != "" {
+		runGRPCChild()
+	}
+	os.Exit(m.Run())
+}
+
+// runGRPCChild serves grpc.health.v1 on loopback until stdin closes.
+func runGRPCChild() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	s := grpc.NewServer()
+	healthpb.RegisterHealthServer(s, health.NewServer())
+	go s.Serve(l)
+	fmt.Printf("LISTENING %s\n", l.Addr())
+	bufio.NewReader(os.Stdin).ReadString('\n') // until the parent goes away
+	os.Exit(0)
+}
+
+type grpcChild struct {
+	cmd  *exec.Cmd
+	addr string
+}
+
+func startGRPCChild(b *testing.B) *grpcChild {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), grpcChildEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "LISTENING ") {
+		b.Fatalf("grpc child: %q, %v", line, err)
+	}
+	c := &grpcChild{cmd: cmd, addr: strings.TrimSpace(strings.TrimPrefix(line, "LISTENING "))}
+	b.Cleanup(func() { stdin.Close(); c.kill() })
+	return c
+}
+
+func (c *grpcChild) kill() {
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+}
+
+type outcome struct {
+	at, latency time.Duration
+	err         error
+}
+
+// load runs callers closed-loop for d and kills one backend at d/3; it
+// returns the outcomes and the moment of the kill.
+func load(callers int, d time.Duration, kill func(), call func(ctx context.Context) error) ([]outcome, time.Duration) {
+	start := time.Now()
+	killed := make(chan time.Duration, 1)
+	go func() {
+		time.Sleep(d / 3)
+		at := time.Since(start)
+		kill()
+		killed <- at
+	}()
+	var mu sync.Mutex
+	var out []outcome
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Go(func() {
+			var local []outcome
+			for i := 0; i < 1<<20 && time.Since(start) < d; i++ {
+				t0 := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				err := call(ctx)
+				cancel()
+				local = append(local, outcome{t0.Sub(start), time.Since(t0), err})
+			}
+			mu.Lock()
+			out = append(out, local...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out, <-killed
+}
+
+func BenchmarkFailover(b *testing.B) {
+	const run = 3 * time.Second
+	type row struct {
+		client            string
+		callers           int
+		phase             string
+		calls, fails      int
+		p50, p99          time.Duration
+		lastFailAfterKill time.Duration
+	}
+	var rows []row
+	summarize := func(client string, callers int, out []outcome, killAt time.Duration) {
+		for _, ph := range []struct {
+			name     string
+			from, to time.Duration
+		}{{"before", 0, killAt}, {"during", killAt, killAt + time.Second}, {"after", killAt + time.Second, run}} {
+			r := row{client: client, callers: callers, phase: ph.name}
+			var lat []time.Duration
+			for _, o := range out {
+				if o.at < ph.from || o.at >= ph.to {
+					continue
+				}
+				r.calls++
+				lat = append(lat, o.latency)
+				if o.err != nil {
+					r.fails++
+					r.lastFailAfterKill = max(r.lastFailAfterKill, o.at+o.latency-killAt)
+				}
+			}
+			r.p50, r.p99 = stats.Percentile(lat, 50), stats.Percentile(lat, 99)
+			rows = append(rows, r)
+		}
+	}
+	for _, callers := range []int{16, 64} {
+		for _, retries := range []bool{true, false} {
+			var addrs []string
+			var kids []*rpctest.Child
+			for range 3 {
+				k := rpctest.StartChild(b, rpctest.WithChildHeartbeat())
+				kids = append(kids, k)
+				addrs = append(addrs, k.Addr())
+			}
+			w, err := discovery.StaticAddrs(addrs...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			opts := []rpcclient.Option{rpcclient.WithAttemptTimeout(500 * time.Millisecond)}
+			name := "dialtone, retries"
+			if !retries {
+				opts = append(opts, rpcclient.WithMaxAttempts(1))
+				name = "dialtone, no retries"
+			}
+			c, err := rpcclient.New(w, opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out, killAt := load(callers, run, kids[0].Kill, func(ctx context.Context) error {
+				var r rpctest.EchoReply
+				return c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, rpcclient.Idempotent())
+			})
+			c.Close()
+			w.Close()
+			summarize(name, callers, out, killAt)
+		}
+
+		// grpc-go round_robin, default settings (transparent retries only).
+		var gkids []*grpcChild
+		var gaddrs []resolver.Address
+		for range 3 {
+			k := startGRPCChild(b)
+			gkids = append(gkids, k)
+			gaddrs = append(gaddrs, resolver.Address{Addr: k.addr})
+		}
+		r := manual.NewBuilderWithScheme("failover")
+		r.InitialState(resolver.State{Addresses: gaddrs})
+		conn, err := grpc.NewClient(r.Scheme()+":///echo", grpc.WithResolvers(r),
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+		if err != nil {
+			b.Fatal(err)
+		}
+		hc := healthpb.NewHealthClient(conn)
+		out, killAt := load(callers, run, gkids[0].kill, func(ctx context.Context) error {
+			_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+			return err
+		})
+		conn.Close()
+		summarize("grpc-go round_robin", callers, out, killAt)
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return rows[i].callers < rows[j].callers })
+	fmt.Printf("\n| client               | callers | phase  |  calls | failures |  p50 ms |  p99 ms | last failure after kill |\n")
+	fmt.Printf("|----------------------|---------|--------|--------|----------|---------|---------|-------------------------|\n")
+	for _, r := range rows {
+		last := "-"
+		if r.fails > 0 {
+			last = fmt.Sprintf("%.1f ms", stats.Ms(r.lastFailAfterKill))
+		}
+		fmt.Printf("| %-20s | %7d | %-6s | %6d | %8d | %7.2f | %7.2f | %23s |\n", r.client, r.callers, r.phase,
+			r.calls, r.fails, stats.Ms(r.p50), stats.Ms(r.p99), last)
+	}
+	fmt.Println()
+}
