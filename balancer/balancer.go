@@ -43,6 +43,7 @@ type Balancer struct {
 
 	// run goroutine only
 	nodes   map[string]*node
+	order   []*node // the nodes in the State's order (sorted by endpoint ID)
 	state   discovery.State
 	applied bool // a State was applied; later nodes slow-start
 	rng     *rand.Rand
@@ -165,6 +166,7 @@ func (b *Balancer) apply(s discovery.State) {
 	}
 	seed := b.medianCost()
 	keep := make(map[string]*node, len(s.Endpoints))
+	order := make([]*node, 0, len(s.Endpoints))
 	for _, ep := range s.Endpoints {
 		n := b.nodes[ep.Addr]
 		if n == nil {
@@ -172,8 +174,10 @@ func (b *Balancer) apply(s discovery.State) {
 		}
 		n.setEndpoint(ep)
 		keep[ep.Addr] = n
+		order = append(order, n)
 	}
 	b.nodes = keep
+	b.order = order
 	if b.breakers != nil {
 		b.breakers.Retain(slices.Collect(mapsKeys(keep)))
 	}
@@ -223,12 +227,7 @@ func (b *Balancer) medianCost() float64 {
 func (b *Balancer) rebuild() time.Duration {
 	now := mono()
 	next := int64(math.MaxInt64)
-	all := make([]*node, 0, len(b.nodes))
-	for _, ep := range b.state.Endpoints {
-		if n := b.nodes[ep.Addr]; n != nil {
-			all = append(all, n)
-		}
-	}
+	all := b.order
 	if len(all) == 0 {
 		b.publish(b.emptyPicker(b.state.Err))
 		return time.Hour

@@ -1,9 +1,6 @@
 package balancer
 
-import (
-	"container/heap"
-	"math"
-)
+import "math"
 
 // WeightedRoundRobin returns a policy that sends each healthy node a share of
 // requests proportional to its effective weight (discovery weight, halved
@@ -59,13 +56,13 @@ func edfSchedule(ready []entry) []uint32 {
 	for i := range ready {
 		h[i] = edfItem{deadline: 1 / float64(slots[i]), step: 1 / float64(slots[i]), idx: uint32(i)}
 	}
-	heap.Init(&h)
+	h.init()
 	sched := make([]uint32, length)
 	for k := range sched {
 		it := &h[0]
 		sched[k] = it.idx
 		it.deadline += it.step
-		heap.Fix(&h, 0)
+		h.down(0)
 	}
 	return sched
 }
@@ -75,20 +72,38 @@ type edfItem struct {
 	idx            uint32
 }
 
+// edfHeap is a binary min-heap by deadline (ties by index), written out
+// rather than through container/heap to keep schedule building cheap.
 type edfHeap []edfItem
 
-func (h edfHeap) Len() int { return len(h) }
-func (h edfHeap) Less(i, j int) bool {
+func (h edfHeap) less(i, j int) bool {
 	if h[i].deadline != h[j].deadline {
 		return h[i].deadline < h[j].deadline
 	}
 	return h[i].idx < h[j].idx
 }
-func (h edfHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *edfHeap) Push(x any)   { *h = append(*h, x.(edfItem)) }
-func (h *edfHeap) Pop() any {
-	old := *h
-	it := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return it
+
+func (h edfHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+func (h edfHeap) down(i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h.less(r, l) {
+			m = r
+		}
+		if !h.less(m, i) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
 }
