@@ -27,3 +27,6 @@ if [ -n "$bad" ]; then echo "breaker must not import discovery: $bad"; exit 1; f
 
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./... "$@"
+
+echo "== docker-compose.yml (loaded with compose-go; commands and variables checked against the programs)"
+(cd internal/tools/compose && go test -count=1 ./...)

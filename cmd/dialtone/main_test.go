@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/rpc"
+	"net/rpc/jsonrpc"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// cancelOnWrite records what is written and cancels a context on the first
+// write.
+type cancelOnWrite struct {
+	mu     sync.Mutex
+	buf    strings.Builder
+	cancel context.CancelFunc
+}
+
+func (w *cancelOnWrite) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	w.cancel()
+	return len(p), nil
+}
+
+func (w *cancelOnWrite) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+func TestWatchStaticPrintsTheSet(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stdout := &cancelOnWrite{cancel: cancel}
+	var stderr strings.Builder
+	code := run(ctx, []string{"watch", "static:///127.0.0.1:1,127.0.0.1:2"}, stdout, &stderr)
+	if code != exitOK {
+		t.Fatalf("exit status %d, want 0 (a watch ended by its context); stderr:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"version 1: 2 endpoints",
+		"ID", "ADDR", "WEIGHT", "HEALTH", "ZONE",
+		"127.0.0.1:1  127.0.0.1:1  1       healthy  -",
+		"127.0.0.1:2  127.0.0.1:2  1       healthy  -",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("watch output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "error") {
+		t.Errorf("watch output shows an error for a static set:\n%s", out)
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("stderr: %s", stderr.String())
+	}
+}
+
+func TestWatchOnceShowsTheRegistryError(t *testing.T) {
+	// Nothing listens on port 1: Consul's first answer is an error.
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), []string{"watch", "-once", "consul://127.0.0.1:1/echo"}, &stdout, &stderr)
+	if code != exitFail {
+		t.Errorf("exit status %d, want 1 for a first set holding only an error", code)
+	}
+	if out := stdout.String(); !strings.Contains(out, "0 endpoints") || !strings.Contains(out, "error: ") || !strings.Contains(out, "connection refused") {
+		t.Errorf("output lacks the count and the discovery error:\n%s", out)
+	}
+}
+
+func TestHelpNamesSubcommandsSchemesAndEnvironment(t *testing.T) {
+	for _, arg := range []string{"help", "-h", "--help"} {
+		var stdout, stderr strings.Builder
+		if code := run(context.Background(), []string{arg}, &stdout, &stderr); code != exitOK {
+			t.Errorf("%s: exit status %d, want 0", arg, code)
+		}
+		out := stdout.String()
+		for _, want := range []string{
+			"dialtone watch", "dialtone call", "dialtone help",
+			"consul://", "etcd://", "static:///", "healthy=passing|warning", "tag=", "dc=",
+			"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "ETCD_ENDPOINTS", "Examples:",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s: help lacks %q", arg, want)
+			}
+		}
+		if stderr.Len() > 0 {
+			t.Errorf("%s: help wrote to stderr: %s", arg, stderr.String())
+		}
+	}
+}
+
+func TestSubcommandHelp(t *testing.T) {
+	for cmd, flag := range map[string]string{"watch": "-once", "call": "-timeout"} {
+		var stdout, stderr strings.Builder
+		if code := run(context.Background(), []string{"help", cmd}, &stdout, &stderr); code != exitOK {
+			t.Errorf("help %s: exit status %d", cmd, code)
+		}
+		if !strings.Contains(stdout.String(), "dialtone "+cmd) || !strings.Contains(stdout.String(), flag) {
+			t.Errorf("help %s lacks its synopsis or %s:\n%s", cmd, flag, stdout.String())
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		nil,
+		{"frobnicate"},
+		{"help", "frobnicate"},
+		{"watch"},
+		{"watch", "a", "b"},
+		{"watch", "-bogus", "static:///127.0.0.1:1"},
+		{"watch", "nope"},
+		{"watch", "zk:///x"},
+		{"call", "static:///127.0.0.1:1"},
+		{"call", "static:///127.0.0.1:1", "NoDot", "{}"},
+		{"call", "static:///127.0.0.1:1", "Echo.Echo", "{not json"},
+	} {
+		var stdout, stderr strings.Builder
+		if code := run(context.Background(), args, &stdout, &stderr); code != exitUsage {
+			t.Errorf("run(%q): exit status %d, want 2", args, code)
+		}
+		if stdout.Len() > 0 {
+			t.Errorf("run(%q) wrote to stdout: %s", args, stdout.String())
+		}
+		if stderr.Len() == 0 {
+			t.Errorf("run(%q) explained nothing on stderr", args)
+		}
+	}
+	var stdout, stderr strings.Builder
+	run(context.Background(), []string{"frobnicate"}, &stdout, &stderr)
+	if !strings.Contains(stderr.String(), `unknown subcommand "frobnicate"`) || !strings.Contains(stderr.String(), "Usage:") {
+		t.Errorf("unknown subcommand: stderr lacks the reason or the usage:\n%s", stderr.String())
+	}
+}
+
+// Echo is a JSON-RPC test service.
+type Echo struct{}
+
+// EchoArgs and EchoReply are its messages.
+type EchoArgs struct{ Msg string }
+type EchoReply struct{ Msg, Server string }
+
+func (Echo) Echo(a *EchoArgs, r *EchoReply) error { r.Msg, r.Server = a.Msg, "json1"; return nil }
+func (Echo) Fail(a *EchoArgs, r *EchoReply) error { return rpc.ServerError("refused: " + a.Msg) }
+
+// jsonServer serves Echo over net/rpc/jsonrpc on loopback until the test ends.
+func jsonServer(t *testing.T) string {
+	t.Helper()
+	srv := rpc.NewServer()
+	if err := srv.Register(Echo{}); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); srv.ServeCodec(jsonrpc.NewServerCodec(c)) }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().String()
+}
+
+func TestCallJSON(t *testing.T) {
+	addr := jsonServer(t)
+	// A dead address first: the failed dial is retried on the live one.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	target := "static:///" + dead + "," + addr
+
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), []string{"call", target, "Echo.Echo", `{"Msg":"hi"}`}, &stdout, &stderr)
+	if code != exitOK {
+		t.Fatalf("exit status %d; stderr:\n%s", code, stderr.String())
+	}
+	if got, want := stdout.String(), "{\n  \"Msg\": \"hi\",\n  \"Server\": \"json1\"\n}\n"; got != want {
+		t.Errorf("stdout = %q, want %q", got, want)
+	}
+	if !strings.Contains(stderr.String(), "answered by "+addr) {
+		t.Errorf("stderr does not say who answered:\n%s", stderr.String())
+	}
+
+	stdout.Reset()
+	stderr.Reset()
+	code = run(context.Background(), []string{"call", "static:///" + addr, "Echo.Fail", `{"Msg":"no"}`}, &stdout, &stderr)
+	if code != exitFail || !strings.Contains(stderr.String(), "refused: no") {
+		t.Errorf("a method error: exit status %d, stderr %q; want 1 and the server's message", code, stderr.String())
+	}
+}

@@ -1,0 +1,191 @@
+// Command client calls the example echo service (examples/echo) by name
+// through dialtone's rpcclient, and prints which instance answered each call
+// and how long it took.
+//
+// Run it against instances registered in Consul or etcd, or a fixed list:
+//
+//	go run ./examples/client -target consul://127.0.0.1:8500/echo -n 20 -interval 200ms
+//	go run ./examples/client -target etcd:///services/echo
+//	go run ./examples/client -target static:///127.0.0.1:9000,127.0.0.1:9001 -n 0
+//
+// The target defaults to $DIALTONE_TARGET, then etcd:///services/echo. The
+// registry addresses default to CONSUL_HTTP_ADDR (token CONSUL_HTTP_TOKEN)
+// and ETCD_ENDPOINTS when the target names none. -n 0 calls until SIGINT or
+// SIGTERM. At the end it prints a summary; it exits 1 when more calls failed
+// than -max-failures allows, and 2 on a usage error.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	_ "github.com/dialtone-go/dialtone/discovery/consul" // registers consul://
+	_ "github.com/dialtone-go/dialtone/discovery/etcd"   // registers etcd://
+	"github.com/dialtone-go/dialtone/examples/echo/echoapi"
+	"github.com/dialtone-go/dialtone/rpcclient"
+)
+
+// defaultTarget is used when neither -target nor DIALTONE_TARGET is set.
+const defaultTarget = "etcd:///services/echo"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage):
+		os.Exit(2) // the flag package has printed the error and the usage
+	default:
+		fmt.Fprintln(os.Stderr, "client:", err)
+		os.Exit(1)
+	}
+}
+
+// errUsage marks command-line errors, already reported on standard error.
+var errUsage = errors.New("usage error")
+
+// config is the parsed command line.
+type config struct {
+	target            string
+	n, maxFailures    int
+	interval, timeout time.Duration
+	msg               string
+	sleep             time.Duration
+}
+
+func parseFlags(args []string) (config, error) {
+	c := config{target: os.Getenv("DIALTONE_TARGET")}
+	if c.target == "" {
+		c.target = defaultTarget
+	}
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	fs.StringVar(&c.target, "target", c.target, "service `target`: consul://[host:port]/NAME, etcd://[host:port,...]/PREFIX or static:///host:port,... (default $DIALTONE_TARGET, then "+defaultTarget+")")
+	fs.IntVar(&c.n, "n", 10, "number of calls; 0 calls until interrupted")
+	fs.DurationVar(&c.interval, "interval", time.Second, "time between the starts of two calls")
+	fs.IntVar(&c.maxFailures, "max-failures", 0, "failed calls tolerated before the exit status is 1")
+	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "deadline of each call, retries included")
+	fs.StringVar(&c.msg, "msg", "hello", "message to send")
+	fs.DurationVar(&c.sleep, "sleep", 0, "ask the server to wait this long before answering (a slow call)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: client [flags]\n\nCalls %s through dialtone and prints which instance answered.\n"+
+			"Environment: DIALTONE_TARGET, CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ETCD_ENDPOINTS.\n\nFlags:\n", echoapi.Method)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	bad := func(format string, a ...any) (config, error) {
+		err := fmt.Errorf(format, a...)
+		fmt.Fprintln(fs.Output(), err)
+		fs.Usage()
+		return c, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	switch {
+	case fs.NArg() > 0:
+		return bad("unexpected arguments: %q", fs.Args())
+	case c.n < 0:
+		return bad("-n %d: want 0 or more", c.n)
+	case c.maxFailures < 0:
+		return bad("-max-failures %d: want 0 or more", c.maxFailures)
+	case c.interval < 0:
+		return bad("-interval %v: want 0 or more", c.interval)
+	case c.timeout <= 0:
+		return bad("-timeout %v: want more than 0", c.timeout)
+	}
+	return c, nil
+}
+
+// run makes the calls and prints one line per call and a summary on stdout.
+// It returns an error when more than -max-failures calls failed. Calls
+// interrupted by ctx are not counted. Tests call it directly.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	c, err := parseFlags(args)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	client, err := rpcclient.Dial(ctx, c.target, rpcclient.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	fmt.Fprintf(stdout, "calling %s at %s\n", echoapi.Method, c.target)
+
+	var (
+		ok, failed int
+		byServer   = map[string]int{}
+		latencies  []time.Duration
+	)
+	var tick <-chan time.Time // nil: no wait between calls
+	if c.interval > 0 {
+		t := time.NewTicker(c.interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for i := 1; c.n == 0 || i <= c.n; i++ {
+		if i > 1 && tick != nil {
+			select {
+			case <-ctx.Done():
+			case <-tick:
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		cctx, cancel := context.WithTimeout(ctx, c.timeout)
+		var reply echoapi.Reply
+		start := time.Now()
+		err := client.Call(cctx, echoapi.Method, &echoapi.Args{Msg: fmt.Sprintf("%s %d", c.msg, i), Sleep: c.sleep}, &reply, rpcclient.Idempotent())
+		took := time.Since(start)
+		cancel()
+		switch {
+		case err == nil:
+			ok++
+			byServer[reply.Server]++
+			latencies = append(latencies, took)
+			fmt.Fprintf(stdout, "call %d: reply from %s in %v\n", i, reply.Server, took.Round(time.Microsecond))
+		case ctx.Err() != nil:
+			// Interrupted by the user: not a failure of the service.
+		default:
+			failed++
+			fmt.Fprintf(stdout, "call %d: failed after %v: %v\n", i, took.Round(time.Microsecond), err)
+		}
+	}
+
+	fmt.Fprintf(stdout, "%d calls: %d ok, %d failed", ok+failed, ok, failed)
+	if len(byServer) > 0 {
+		var parts []string
+		for _, s := range slices.Sorted(maps.Keys(byServer)) {
+			parts = append(parts, fmt.Sprintf("%s=%d", s, byServer[s]))
+		}
+		slices.Sort(latencies)
+		var sum time.Duration
+		for _, d := range latencies {
+			sum += d
+		}
+		fmt.Fprintf(stdout, "; by server: %s; latency min %v, avg %v, max %v", strings.Join(parts, " "),
+			latencies[0].Round(time.Microsecond), (sum / time.Duration(len(latencies))).Round(time.Microsecond),
+			latencies[len(latencies)-1].Round(time.Microsecond))
+	}
+	fmt.Fprintln(stdout)
+	if failed > c.maxFailures {
+		return fmt.Errorf("%d of %d calls failed, more than -max-failures %d", failed, ok+failed, c.maxFailures)
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/rpc"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/dialtone-go/dialtone/examples/echo/echoapi"
+	"github.com/dialtone-go/dialtone/rpcclient"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// echo is a minimal Echo service; the real server is examples/echo.
+type echo struct{ name string }
+
+func (e *echo) Echo(args *echoapi.Args, reply *echoapi.Reply) error {
+	reply.Msg, reply.Server = args.Msg, e.name
+	return nil
+}
+
+// serve runs an echo server on loopback until the test ends.
+func serve(t *testing.T, name string) string {
+	t.Helper()
+	srv := rpc.NewServer()
+	if err := srv.RegisterName(echoapi.ServiceName, &echo{name}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rpcclient.RegisterHeartbeat(srv); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() { defer wg.Done(); srv.ServeConn(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func TestCallsEveryServer(t *testing.T) {
+	a, b := serve(t, "a"), serve(t, "b")
+	var out strings.Builder
+	err := run(context.Background(), []string{"-target", "static:///" + a + "," + b, "-n", "4", "-interval", "0"}, &out)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	got := out.String()
+	for _, want := range []string{"call 4: reply from ", "4 calls: 4 ok, 0 failed", "a=2 b=2", "latency min"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestTargetFromEnvironment(t *testing.T) {
+	t.Setenv("DIALTONE_TARGET", "static:///"+serve(t, "env"))
+	var out strings.Builder
+	if err := run(context.Background(), []string{"-n", "1"}, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "reply from env") {
+		t.Errorf("output:\n%s\nwant a reply from the server named by DIALTONE_TARGET", out.String())
+	}
+}
+
+func TestFailuresSetTheExitStatus(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there any more
+	args := []string{"-target", "static:///" + dead, "-n", "2", "-interval", "0", "-timeout", "200ms"}
+
+	var out strings.Builder
+	if err := run(context.Background(), args, &out); err == nil || !strings.Contains(err.Error(), "2 of 2 calls failed") {
+		t.Errorf("run with a dead server = %v, want 2 of 2 calls failed\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := run(context.Background(), append(args, "-max-failures", "2"), &out); err != nil {
+		t.Errorf("run with -max-failures 2 = %v, want nil\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "call 1: failed after") {
+		t.Errorf("output lacks the failure line:\n%s", out.String())
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	for _, args := range [][]string{{"-n", "-1"}, {"-timeout", "0s"}, {"-bogus"}, {"extra"}} {
+		if err := run(context.Background(), args, &strings.Builder{}); !errors.Is(err, errUsage) {
+			t.Errorf("run(%q) = %v, want a usage error", args, err)
+		}
+	}
+	if err := run(context.Background(), []string{"-target", "nope"}, &strings.Builder{}); err == nil {
+		t.Error("run with a malformed target succeeded")
+	}
+}
