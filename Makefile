@@ -1,5 +1,10 @@
 # dialtone: the two commands a newcomer needs are `make demo` and `make test`.
-.PHONY: test bench consul fuzz
+.PHONY: demo test bench consul fuzz
+
+# One command, no external services: embedded etcd, echo backends, a client
+# under load, scripted faults, a live view, a summary and an SVG chart.
+demo:
+	GOTOOLCHAIN=local go run ./examples/demo
 
 # Builds the Consul agent once (cached in ~/.cache/dialtone), then runs every
 # test with -race against real Consul and etcd.
