@@ -139,15 +139,28 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		if timeout > 0 {
 			actx, cancel = context.WithTimeout(ctx, timeout)
 		}
-		cn, err := ep.get(actx)
+		cn, err := ep.get(actx, ctx)
 		if err == nil {
 			err = cn.do(actx, serviceMethod, args, reply)
 		}
 		if cancel != nil {
-			if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-				err = fmt.Errorf("%w after %v on %s", ErrAttemptTimeout, timeout, addr)
-			}
 			cancel()
+		}
+		if err != nil {
+			if cerr := expired(ctx); cerr != nil {
+				// The caller's own deadline or cancellation: not the
+				// node's fault, whatever error the transport reported.
+				r.Done(cerr)
+				lastErr = err
+				errs = append(errs, err)
+				if !contains(tried, addr) {
+					tried = append(tried, addr)
+				}
+				return fail(cerr)
+			}
+			if cancel != nil && errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, addr, err)
+			}
 		}
 		r.Done(err)
 		if err == nil {
@@ -250,6 +263,19 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 	case <-c.done:
 		return ErrClosed
 	}
+}
+
+// expired returns ctx's error, or context.DeadlineExceeded once its deadline
+// has passed even if its timer has not fired yet (a transport timeout can
+// beat it).
+func expired(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 func ctxErr(ctx context.Context) []error {

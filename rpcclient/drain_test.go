@@ -173,3 +173,28 @@ func TestReadTimeoutWithoutHeartbeatService(t *testing.T) {
 		t.Fatalf("call to a hung server without heartbeats: %v, want ErrReadTimeout", err)
 	}
 }
+
+// The caller's own deadline is never reported as an attempt timeout, never
+// counted against the node, and a dial it cuts short starts no backoff.
+func TestCallerDeadlineIsNotTheNodesFault(t *testing.T) {
+	hole := rpctest.Blackhole(t)
+	c, _ := newTestClient(t, []string{hole}, WithAttemptTimeout(300*time.Millisecond), WithDialTimeout(time.Second))
+	for i := range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(i%4+1)*time.Millisecond)
+		var r rpctest.EchoReply
+		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrAttemptTimeout) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("call %d with a short deadline: %v; want the caller's DeadlineExceeded only", i, err)
+		}
+	}
+	for _, s := range c.Balancer().Status() {
+		if s.Breaker != 0 || s.Quarantined || s.Ejected {
+			t.Fatalf("the caller's deadlines were held against the node: %+v", s)
+		}
+	}
+	st := endpointStatus(c, hole)
+	if st.State == TransientFailure {
+		t.Fatalf("a dial cut short by the caller started a reconnect backoff: %+v", st)
+	}
+}

@@ -50,9 +50,11 @@ type endpoint struct {
 	dials    atomic.Uint64
 }
 
-// get returns a connection, dialing one if needed. Errors are wrapped in
+// get returns a connection, dialing one if needed, bounded by ctx (the
+// attempt's context). caller is the call's own context: a dial cut short by
+// it is not the endpoint's fault and starts no backoff. Errors are wrapped in
 // errNotSent: no request was written.
-func (e *endpoint) get(ctx context.Context) (*conn, error) {
+func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 	for {
 		e.mu.Lock()
 		if e.state == Shutdown {
@@ -93,9 +95,12 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 		e.dialing = nil
 		close(ch)
 		if err != nil {
-			if ctx.Err() != nil && n > 0 {
+			if cerr := expired(caller); cerr != nil {
+				if len(e.conns) == 0 && e.state == Connecting {
+					e.state = Idle
+				}
 				e.mu.Unlock()
-				return nil, ctx.Err()
+				return nil, cerr
 			}
 			e.failures++
 			e.lastErr = err
@@ -104,9 +109,6 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 				e.state = TransientFailure
 			}
 			e.mu.Unlock()
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
 			return nil, notSent(err)
 		}
 		e.failures = 0

@@ -234,6 +234,19 @@ func (w *Watcher) put(snap *snapshot, key string, value []byte) {
 	snap.good[key] = e
 }
 
+// idleSince reports whether the store is still at revision rev, the one our
+// watch started after: then nothing can have been missed. It is a
+// count-only, linearizable read.
+func (w *Watcher) idleSince(ctx context.Context, rev int64) (bool, error) {
+	gctx, cancel := context.WithTimeout(ctx, w.opts.progressInterval)
+	defer cancel()
+	resp, err := w.client.Get(gctx, w.dir, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return false, err
+	}
+	return resp.Header.Revision <= rev, nil
+}
+
 // watch follows the prefix from rev+1, applying events to snap and
 // publishing the full set after each response, until the watch fails, stalls,
 // or ResolveNow forces a new list. lastForced is when the last forced list
@@ -284,8 +297,24 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 			return end
 		case <-stall.C:
 			if probed {
-				end.err = errStalled
-				return end
+				// No answer to the progress request. etcd sends none to a
+				// watch that starts past the store's revision (an idle
+				// registry since our list), so ask for the revision before
+				// calling it a stall.
+				idle, err := w.idleSince(wctx, rev)
+				if err != nil || !idle {
+					end.err = errStalled
+					if err != nil {
+						end.err = fmt.Errorf("%w: %w", errStalled, err)
+					}
+					return end
+				}
+				if cur.err == nil {
+					w.pub.Update(cur.valid, time.Now())
+				}
+				probed = false
+				stall.Reset(w.opts.progressInterval)
+				continue
 			}
 			// Ask etcd to confirm the watch is alive. The request goes on
 			// the stream of wctx (same metadata), and is bounded: while the

@@ -375,3 +375,25 @@ func TestNewRejects(t *testing.T) {
 func key(prefix string, i int) string { return prefix + "/" + id(i) }
 func id(i int) string                 { return "e" + strconv.Itoa(i) }
 func addr(i int) string               { return fmt.Sprintf("10.1.%d.%d:80", i/250, i%250) }
+
+// An idle registry is not a stall: etcd sends no progress notification to a
+// watch that starts past the store's revision, and the watcher must not
+// tear down and relist every few intervals because of it.
+func TestIdleRegistryIsNotAStall(t *testing.T) {
+	_, cli := startEtcd(t)
+	put(t, cli, key("idle", 1), ep(id(1), addr(1)))
+	w, err := New(cli, "idle", WithProgressInterval(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	waitState(t, w, "the set", func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+	before := w.lists.Load()
+	time.Sleep(time.Second) // ten progress intervals with no writes at all
+	if n := w.lists.Load() - before; n != 0 {
+		t.Fatalf("%d relists in 1 s of an idle registry, want 0", n)
+	}
+	// And a real change still arrives.
+	put(t, cli, key("idle", 2), ep(id(2), addr(2)))
+	waitState(t, w, "the change", func(s discovery.State) bool { return len(s.Endpoints) == 2 })
+}
