@@ -38,8 +38,7 @@ type Balancer struct {
 	stMu    sync.Mutex
 	pending *discovery.State // newest State not yet applied
 
-	pubMu sync.Mutex
-	pubCh chan struct{} // closed and replaced after every picker publication
+	pubCh atomic.Pointer[chan struct{}] // closed and replaced after every picker publication
 
 	// run goroutine only
 	nodes   map[string]*node
@@ -81,7 +80,7 @@ func New(w discovery.Watcher, opts ...Option) *Balancer {
 	}
 	empty := map[string]*node{}
 	b.index.Store(&empty)
-	b.picker.Store(b.emptyPicker(nil))
+	b.publish(b.emptyPicker(nil))
 	b.wg.Add(2)
 	go b.watch()
 	go b.run()
@@ -309,28 +308,21 @@ func (b *Balancer) weight(n *node, now int64) (float64, bool) {
 	return w, false
 }
 
-// publish stores p and wakes whoever waits in Updated.
+// publish stores p and wakes whoever waits in Updated. Only the run
+// goroutine (and Close, after it) calls it.
 func (b *Balancer) publish(p *picker) {
 	b.picker.Store(p)
-	b.pubMu.Lock()
-	if b.pubCh != nil {
-		close(b.pubCh)
-		b.pubCh = nil
+	next := make(chan struct{})
+	if old := b.pubCh.Swap(&next); old != nil {
+		close(*old)
 	}
-	b.pubMu.Unlock()
 }
 
 // Updated returns a channel that is closed the next time the Balancer
 // publishes a new picker (after a discovery update or a health change).
-// Tests and tools use it to wait for the Balancer to catch up.
-func (b *Balancer) Updated() <-chan struct{} {
-	b.pubMu.Lock()
-	defer b.pubMu.Unlock()
-	if b.pubCh == nil {
-		b.pubCh = make(chan struct{})
-	}
-	return b.pubCh
-}
+// Take it before the check it guards, then wait on it. It takes no lock and
+// allocates nothing, so callers may take it on every request.
+func (b *Balancer) Updated() <-chan struct{} { return *b.pubCh.Load() }
 
 // Quarantine keeps addr out of picks for d, unless panic mode needs it. The
 // RPC client calls it when a dial to addr fails, from its own goroutine. It
@@ -357,7 +349,7 @@ func (b *Balancer) Close() error {
 			b.breakers.Close()
 		}
 		e := &Error{Service: b.opts.service, Kind: ErrClosed}
-		b.picker.Store(&picker{err: e, unavail: e})
+		b.publish(&picker{err: e, unavail: e})
 	})
 	return nil
 }

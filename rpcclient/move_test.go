@@ -4,13 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strconv"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,29 +13,6 @@ import (
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 	"github.com/hashicorp/consul/api"
 )
-
-// heldBlockingQueries is a proxy in front of the Consul agent that holds
-// blocking queries (those with an index) for 30 s, as a long wait time
-// would, and passes plain reads at once. Behind it, only ResolveNow's
-// consistent read can deliver a change quickly.
-func heldBlockingQueries(t *testing.T, agent string, consistent *atomic.Int64) string {
-	target, _ := url.Parse("http://" + agent)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("index") != "" {
-			select {
-			case <-time.After(30 * time.Second):
-			case <-r.Context().Done():
-				return
-			}
-		} else if r.URL.Query().Has("consistent") {
-			consistent.Add(1)
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
-}
 
 func registerEcho(t *testing.T, c *api.Client, id, addr string) {
 	t.Helper()
@@ -68,8 +39,8 @@ func TestEveryBackendMovesRecoveryByResolveNow(t *testing.T) {
 		srvs = append(srvs, s)
 		registerEcho(t, ac, fmt.Sprintf("echo-%d", i), s.Addr())
 	}
-	var consistent atomic.Int64
-	w, err := consul.New("echo", consul.WithAddress(heldBlockingQueries(t, agent.Addr(), &consistent)),
+	hold := consultest.Hold(t, agent.Addr(), 30*time.Second)
+	w, err := consul.New("echo", consul.WithAddress(hold.Addr()),
 		consul.WithWaitTime(30*time.Second), consul.WithResolveInterval(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +62,7 @@ func TestEveryBackendMovesRecoveryByResolveNow(t *testing.T) {
 			t.Fatalf("before the move: %v", err)
 		}
 	}
-	before := consistent.Load()
+	before := hold.ConsistentReads()
 
 	// Move every backend to a new port and re-register it.
 	for i, s := range srvs {
@@ -116,7 +87,7 @@ func TestEveryBackendMovesRecoveryByResolveNow(t *testing.T) {
 	if recovered > time.Second {
 		t.Fatalf("calls recovered after %v, want within 1 s", recovered)
 	}
-	if consistent.Load() == before || w.Stats().ForcedReads == 0 {
+	if hold.ConsistentReads() == before || w.Stats().ForcedReads == 0 {
 		t.Fatal("no ResolveNow read reached Consul: the recovery was not ResolveNow's doing")
 	}
 	// The blocking query is held 30 s by the proxy, so the new set can only

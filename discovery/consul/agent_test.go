@@ -6,10 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -230,34 +228,12 @@ func TestAgentRestartKeepsLastKnownGoodAndResumes(t *testing.T) {
 	})
 }
 
-// slowBlockingProxy forwards to the agent but holds blocking queries (those
-// with an index) for hold, as a long WaitTime would; plain reads pass at once.
-func slowBlockingProxy(t *testing.T, agent string, hold time.Duration, forced *atomic.Int64) *httptest.Server {
-	target, _ := url.Parse("http://" + agent)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Query().Get("index") != "" {
-			select {
-			case <-time.After(hold):
-			case <-r.Context().Done():
-				return
-			}
-		} else if r.URL.Query().Has("consistent") {
-			forced.Add(1)
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv
-}
-
 func TestAgentResolveNowBeatsParkedQuery(t *testing.T) {
 	a := consultest.Start(t)
 	c := agentClient(t, a)
 	register(t, c, "a", "127.0.0.1:7001", nil, nil)
-	var forced atomic.Int64
-	proxy := slowBlockingProxy(t, a.Addr(), 30*time.Second, &forced)
-	w, err := New("web", WithAddress(strings.TrimPrefix(proxy.URL, "http://")), WithWaitTime(30*time.Second))
+	proxy := consultest.Hold(t, a.Addr(), 30*time.Second)
+	w, err := New("web", WithAddress(proxy.Addr()), WithWaitTime(30*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +252,7 @@ func TestAgentResolveNowBeatsParkedQuery(t *testing.T) {
 	if took > 3*time.Second {
 		t.Fatalf("ResolveNow took %v against a 30 s wait", took)
 	}
-	if n := forced.Load(); n != 1 {
+	if n := proxy.ConsistentReads(); n != 1 {
 		t.Fatalf("%d consistent reads for 50 coalesced ResolveNow calls, want 1", n)
 	}
 	if w.Stats().ForcedReads != 1 {
@@ -291,7 +267,7 @@ func TestAgentResolveNowBeatsParkedQuery(t *testing.T) {
 		w.ResolveNow()
 	}
 	nextWhere(t, w, 5*time.Second, "the third", func(s discovery.State) bool { return len(s.Endpoints) == 3 })
-	if n := forced.Load(); n != 2 {
+	if n := proxy.ConsistentReads(); n != 2 {
 		t.Fatalf("%d consistent reads after two bursts, want 2", n)
 	}
 }
