@@ -83,7 +83,7 @@ func TestBreakerOpenNodesAreNotPickedAndAllOpenFailsFast(t *testing.T) {
 
 func TestHalfOpenGetsOnlyProbesThenCloses(t *testing.T) {
 	as := addrs(2)
-	b, _ := newTest(t, as, WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: 50 * time.Millisecond, MaxOpenTimeout: 50 * time.Millisecond}),
+	b, _ := newTest(t, as, WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: 300 * time.Millisecond, MaxOpenTimeout: 300 * time.Millisecond}),
 		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
 	r, _ := b.Pick(context.Background(), Exclude(as[1]))
 	r.Done(errReset)
@@ -191,7 +191,7 @@ func TestQuarantineEnds(t *testing.T) {
 	if b.Quarantine("10.9.9.9:1", time.Second) {
 		t.Fatal("Quarantine of an unknown address reported true")
 	}
-	if !b.Quarantine(as[1], 50*time.Millisecond) {
+	if !b.Quarantine(as[1], 300*time.Millisecond) {
 		t.Fatal("Quarantine of a node reported false")
 	}
 	waitFor(t, b, "quarantined", func(p *picker) bool { return len(p.ready) == 2 })
