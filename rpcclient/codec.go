@@ -19,20 +19,45 @@ type codec struct {
 	dec  *gob.Decoder
 	enc  *gob.Encoder
 	wbuf *bufio.Writer
+	out  *countingWriter
 }
 
 func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
-	w := bufio.NewWriter(rwc)
+	cw := &countingWriter{w: rwc}
+	w := bufio.NewWriter(cw)
 	return &codec{
 		rwc:  rwc,
 		dec:  gob.NewDecoder(&framedReader{r: bufio.NewReader(rwc), max: maxMsg}),
 		enc:  gob.NewEncoder(w),
 		wbuf: w,
+		out:  cw,
 	}
 }
 
+// countingWriter counts the bytes the connection accepted, so that a failed
+// write can tell "nothing of this request left" (safe to retry anywhere)
+// from "some of it may have" (not, unless idempotent). It is used under the
+// connection's write lock.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
 // write sends one request. It is called under the connection's write lock.
-func (c *codec) write(r *rpc.Request, body any) error {
+// sent reports whether any byte of it reached the connection.
+func (c *codec) write(r *rpc.Request, body any) (sent bool, err error) {
+	before := c.out.n
+	err = c.encode(r, body)
+	return c.out.n != before, err
+}
+
+func (c *codec) encode(r *rpc.Request, body any) error {
 	if err := c.enc.Encode(r); err != nil {
 		return err
 	}

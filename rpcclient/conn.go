@@ -99,7 +99,7 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 	c.mu.Unlock()
 
 	c.wmu.Lock()
-	werr := c.codec.write(&rpc.Request{ServiceMethod: method, Seq: seq}, args)
+	sent, werr := c.codec.write(&rpc.Request{ServiceMethod: method, Seq: seq}, args)
 	c.wmu.Unlock()
 	if werr != nil {
 		c.mu.Lock()
@@ -112,7 +112,12 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 			return werr
 		}
 		c.fail(fmt.Errorf("%w: write: %v", ErrConnClosed, werr))
-		return fmt.Errorf("%w: write to %s: %v", ErrConnClosed, c.addr, werr)
+		err := fmt.Errorf("%w: write to %s: %w", ErrConnClosed, c.addr, werr)
+		if !sent {
+			// Not a byte of this request left: the peer died before it.
+			return notSent(err)
+		}
+		return err
 	}
 
 	select {
