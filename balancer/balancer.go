@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 	"errors"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -178,7 +179,7 @@ func (b *Balancer) apply(s discovery.State) {
 	b.nodes = keep
 	b.order = order
 	if b.breakers != nil {
-		b.breakers.Retain(slices.Collect(mapsKeys(keep)))
+		b.breakers.Retain(slices.Collect(maps.Keys(keep)))
 	}
 	idx := keep
 	b.index.Store(&idx)
@@ -191,16 +192,6 @@ func (b *Balancer) apply(s discovery.State) {
 // discovery itself to answer (after a ResolveNow) rather than for any health
 // change. Safe from any goroutine.
 func (b *Balancer) StateVersion() uint64 { return b.stateVersion.Load() }
-
-func mapsKeys(m map[string]*node) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
-}
 
 // medianCost is the latency a new node starts with: the median of the
 // current nodes (of up to 255 of them, for large sets), or 1 ms when there

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
@@ -116,7 +117,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		}
 		addr := r.Endpoint.Addr
 		ep := c.endpoint(addr)
-		if isNotSent(lastErr) && contains(tried, addr) {
+		if isNotSent(lastErr) && slices.Contains(tried, addr) {
 			// Every other node is excluded or gone: wait for a fresh set
 			// or for this endpoint's backoff, not a redial of a stale
 			// address.
@@ -153,7 +154,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 				r.Done(cerr)
 				lastErr = err
 				errs = append(errs, err)
-				if !contains(tried, addr) {
+				if !slices.Contains(tried, addr) {
 					tried = append(tried, addr)
 				}
 				return fail(cerr)
@@ -168,7 +169,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		}
 		lastErr = err
 		errs = append(errs, err)
-		if !contains(tried, addr) {
+		if !slices.Contains(tried, addr) {
 			tried = append(tried, addr)
 		}
 		if c.closed.Load() {
@@ -285,14 +286,6 @@ func ctxErr(ctx context.Context) []error {
 	return nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
 
 // setKey gives args an idempotency key, once: a key already set (by the
 // caller, or by an earlier Call with the same args) is kept.
