@@ -286,7 +286,6 @@ func ctxErr(ctx context.Context) []error {
 	return nil
 }
 
-
 // setKey gives args an idempotency key, once: a key already set (by the
 // caller, or by an earlier Call with the same args) is kept.
 func setKey(args any, key string) error {
