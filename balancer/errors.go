@@ -32,6 +32,7 @@ type Error struct {
 	Discovery error
 }
 
+// Error names the service and says why nothing could be picked.
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("%v for service %q", e.Kind, e.Service)
 	switch {

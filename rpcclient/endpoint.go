@@ -28,6 +28,8 @@ const (
 	Shutdown
 )
 
+// String returns "idle", "connecting", "ready", "transient-failure" or
+// "shutdown".
 func (s State) String() string {
 	return [...]string{"idle", "connecting", "ready", "transient-failure", "shutdown"}[s]
 }

@@ -66,7 +66,9 @@ type DialError struct {
 	Err  error
 }
 
+// Error says which address failed to dial and why.
 func (e *DialError) Error() string { return fmt.Sprintf("rpcclient: dial %s: %v", e.Addr, e.Err) }
+// Unwrap returns the dial error.
 func (e *DialError) Unwrap() error { return e.Err }
 
 // BackoffError is returned for an endpoint whose reconnect backoff has not
@@ -76,9 +78,11 @@ type BackoffError struct {
 	Last error // the dial error that started the backoff
 }
 
+// Error names the address and the dial error that started its backoff.
 func (e *BackoffError) Error() string {
 	return fmt.Sprintf("rpcclient: %s in reconnect backoff after: %v", e.Addr, e.Last)
 }
+// Unwrap returns the dial error that started the backoff.
 func (e *BackoffError) Unwrap() error { return e.Last }
 
 // retryable reports whether an attempt's error may be retried at all, by
@@ -124,6 +128,8 @@ type Error struct {
 	Errs []error
 }
 
+// Error gives the method, the attempts, the endpoints tried, the stop reason
+// and the last cause on one line.
 func (e *Error) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "rpcclient: %s failed after %d attempt", e.Method, e.Attempts)
