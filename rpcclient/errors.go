@@ -68,6 +68,7 @@ type DialError struct {
 
 // Error says which address failed to dial and why.
 func (e *DialError) Error() string { return fmt.Sprintf("rpcclient: dial %s: %v", e.Addr, e.Err) }
+
 // Unwrap returns the dial error.
 func (e *DialError) Unwrap() error { return e.Err }
 
@@ -82,6 +83,7 @@ type BackoffError struct {
 func (e *BackoffError) Error() string {
 	return fmt.Sprintf("rpcclient: %s in reconnect backoff after: %v", e.Addr, e.Last)
 }
+
 // Unwrap returns the dial error that started the backoff.
 func (e *BackoffError) Unwrap() error { return e.Last }
 
