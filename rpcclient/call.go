@@ -37,11 +37,15 @@ import (
 func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any, opts ...CallOption) error {
 	idem := c.opts.idempotent[serviceMethod]
 	timeout := c.opts.attemptTimeout
+	hedge := c.opts.hedgeDelay
 	for i := range opts {
 		o := &opts[i]
 		idem = idem || o.idempotent
 		if o.timeout > 0 {
 			timeout = o.timeout
+		}
+		if o.hedge > 0 {
+			hedge = o.hedge
 		}
 		if o.keyed {
 			if err := setKey(args, o.key); err != nil {
@@ -93,6 +97,31 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			upd = c.bal.Updated()
 		}
 		return nil
+	}
+	if hedge > 0 && idem {
+		legs, legErrs, won, ok := c.hedged(ctx, serviceMethod, args, reply, hedge, timeout)
+		if won {
+			return nil
+		}
+		if ok {
+			attempts += len(legErrs)
+			sent += len(legErrs)
+			tried = append(tried, legs...)
+			errs = append(errs, legErrs...)
+			if len(legErrs) > 0 {
+				lastErr = legErrs[len(legErrs)-1]
+			}
+			switch {
+			case expired(ctx) != nil:
+				return fail(expired(ctx))
+			case c.closed.Load():
+				return fail(ErrClosed)
+			case lastErr == nil || !retryable(lastErr) || sent >= c.opts.maxAttempts:
+				return fail()
+			case !c.budget.withdraw():
+				return fail(ErrRetryBudget)
+			}
+		}
 	}
 	for {
 		upd := c.bal.Updated()

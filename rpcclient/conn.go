@@ -84,6 +84,25 @@ func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync
 // do sends one request and waits for its reply, ctx, or the connection's
 // death. The error is wrapped in errNotSent when nothing was written.
 func (c *conn) do(ctx context.Context, method string, args, reply any) error {
+	pc, seq, err := c.start(method, args, reply)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-pc.done:
+		return c.finish(pc)
+	case <-ctx.Done():
+		if err := c.abandon(pc, seq); err != errAbandoned {
+			return err
+		}
+		return ctx.Err()
+	}
+}
+
+// start registers a pending call and writes its request. The reply will be
+// decoded into reply; pc.done is signalled once. The caller then calls
+// finish after pc.done, or abandon.
+func (c *conn) start(method string, args, reply any) (*pendingCall, uint64, error) {
 	pc := pendingPool.Get().(*pendingCall)
 	pc.reply, pc.err = reply, nil
 	c.mu.Lock()
@@ -91,7 +110,7 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 		err := c.err
 		c.mu.Unlock()
 		pendingPool.Put(pc)
-		return notSent(err)
+		return nil, 0, notSent(err)
 	}
 	c.seq++
 	seq := c.seq
@@ -101,49 +120,52 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 	c.wmu.Lock()
 	sent, werr := c.codec.write(&rpc.Request{ServiceMethod: method, Seq: seq}, args)
 	c.wmu.Unlock()
-	if werr != nil {
-		c.mu.Lock()
-		delete(c.pending, seq)
-		c.mu.Unlock()
-		if errors.Is(werr, ErrCodec) {
-			// The header may be out; the connection's gob stream is now
-			// in an unknown state.
-			c.fail(werr)
-			return werr
-		}
-		c.fail(fmt.Errorf("%w: write: %v", ErrConnClosed, werr))
-		err := fmt.Errorf("%w: write to %s: %w", ErrConnClosed, c.addr, werr)
-		if !sent {
-			// Not a byte of this request left: the peer died before it.
-			return notSent(err)
-		}
-		return err
+	if werr == nil {
+		return pc, seq, nil
 	}
+	c.mu.Lock()
+	delete(c.pending, seq)
+	c.mu.Unlock()
+	if errors.Is(werr, ErrCodec) {
+		// The header may be out; the connection's gob stream is now in an
+		// unknown state.
+		c.fail(werr)
+		return nil, 0, werr
+	}
+	c.fail(fmt.Errorf("%w: write: %v", ErrConnClosed, werr))
+	err := fmt.Errorf("%w: write to %s: %w", ErrConnClosed, c.addr, werr)
+	if !sent {
+		// Not a byte of this request left: the peer died before it.
+		return nil, 0, notSent(err)
+	}
+	return nil, 0, err
+}
 
-	select {
-	case <-pc.done:
-		err := pc.err
-		pendingPool.Put(pc)
-		return err
-	case <-ctx.Done():
-		c.mu.Lock()
-		_, mine := c.pending[seq]
-		delete(c.pending, seq)
-		c.mu.Unlock()
-		if !mine {
-			// The reader took the call and may be decoding into reply:
-			// wait for it, so the caller never sees reply written after
-			// Call returned.
-			<-pc.done
-			err := pc.err
-			pendingPool.Put(pc)
-			if err == nil {
-				return nil
-			}
-		}
-		// pc is abandoned, not pooled: a late reply finds no entry.
-		return ctx.Err()
+// finish returns the outcome of a call whose done was signalled.
+func (c *conn) finish(pc *pendingCall) error {
+	err := pc.err
+	pendingPool.Put(pc)
+	return err
+}
+
+// errAbandoned is abandon's result when the call was withdrawn before the
+// reader took it.
+var errAbandoned = errors.New("rpcclient: call abandoned")
+
+// abandon withdraws a pending call. If the reader already took it (and may
+// be decoding into its reply), abandon waits for the reader to finish, so
+// that nobody writes the reply after the caller moved on, and returns the
+// call's outcome; otherwise errAbandoned, and a late reply is discarded.
+func (c *conn) abandon(pc *pendingCall, seq uint64) error {
+	c.mu.Lock()
+	_, mine := c.pending[seq]
+	delete(c.pending, seq)
+	c.mu.Unlock()
+	if mine {
+		return errAbandoned // pc is dropped, not pooled: the reader no longer knows it
 	}
+	<-pc.done
+	return c.finish(pc)
 }
 
 // read is the reader goroutine: it matches replies to pending calls.

@@ -127,6 +127,16 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 	}
 }
 
+// ready returns a live connection without dialing, or nil.
+func (e *endpoint) ready() *conn {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.state == Shutdown || len(e.conns) == 0 {
+		return nil
+	}
+	return e.conns[int(e.rr.Add(1))%len(e.conns)]
+}
+
 // dial makes one connection, bounded by the dial timeout and ctx.
 func (e *endpoint) dial(ctx context.Context) (*conn, error) {
 	e.dials.Add(1)

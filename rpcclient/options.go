@@ -29,6 +29,7 @@ type options struct {
 	budgetMinPerSec  float64
 	idempotent       map[string]bool
 	drainGrace       time.Duration
+	hedgeDelay       time.Duration
 	waitForEndpoints time.Duration
 	logger           *slog.Logger
 }
@@ -139,6 +140,13 @@ func WithIdempotentMethods(methods ...string) Option {
 // per flap; in-flight calls finish either way. Default 10 s.
 func WithDrainGrace(d time.Duration) Option { return func(o *options) { o.drainGrace = d } }
 
+// WithHedging sends a backup request to another node when an idempotent
+// call has no reply after delay; the first reply wins and the other request
+// is abandoned. Each backup draws a token from the retry budget, and only
+// goes to a node with a connection already up. Default 0: off. Calls that
+// are not idempotent are never hedged.
+func WithHedging(delay time.Duration) Option { return func(o *options) { o.hedgeDelay = delay } }
+
 // WithLogger sets where dial failures and drains are logged. Default: nowhere.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
 
@@ -149,6 +157,7 @@ type CallOption struct {
 	keyed      bool
 	key        string
 	timeout    time.Duration
+	hedge      time.Duration
 }
 
 // Idempotent declares the call safe to retry after its request may have
@@ -160,6 +169,9 @@ func Idempotent() CallOption { return CallOption{idempotent: true} }
 // when key is "") before the first attempt and keeps it for every retry, so
 // the server can recognise a repeat and not execute it twice.
 func WithIdempotencyKey(key string) CallOption { return CallOption{keyed: true, key: key} }
+
+// Hedge overrides WithHedging for one call (which must be idempotent).
+func Hedge(delay time.Duration) CallOption { return CallOption{hedge: delay} }
 
 // AttemptTimeout overrides WithAttemptTimeout for one call.
 func AttemptTimeout(d time.Duration) CallOption { return CallOption{timeout: d} }

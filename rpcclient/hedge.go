@@ -1,0 +1,182 @@
+package rpcclient
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+)
+
+// leg is one of the two requests of a hedged attempt.
+type leg struct {
+	addr   string
+	done   func(error) // the balancer's Done
+	cn     *conn
+	pc     *pendingCall
+	seq    uint64
+	reply  any // a private reply value, copied into the caller's on a win
+	ctx    context.Context
+	cancel context.CancelFunc
+	err    error
+	over   bool
+}
+
+// hedged makes the first attempt of an idempotent call with a backup: after
+// delay without a reply, the same request goes to another node with a ready
+// connection, if the retry budget allows; the first reply wins. It reports
+// the endpoints it used and each leg's error when both failed. ok is false
+// when nothing could be sent (the caller then proceeds as without hedging).
+func (c *Client) hedged(ctx context.Context, method string, args, reply any, delay, timeout time.Duration) (tried []string, errs []error, won, ok bool) {
+	rv := reflect.ValueOf(reply)
+	if rv.Kind() != reflect.Pointer || rv.IsNil() {
+		return nil, nil, false, false
+	}
+	start := func(r balancer.Result, cn *conn) *leg {
+		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn, reply: reflect.New(rv.Type().Elem()).Interface()}
+		l.ctx, l.cancel = ctx, func() {}
+		if timeout > 0 {
+			l.ctx, l.cancel = context.WithTimeout(ctx, timeout)
+		}
+		pc, seq, err := cn.start(method, args, l.reply)
+		if err != nil {
+			l.cancel()
+			r.Done(err)
+			return nil
+		}
+		l.pc, l.seq = pc, seq
+		return l
+	}
+	r1, err := c.bal.Pick(ctx)
+	if err != nil {
+		return nil, nil, false, false
+	}
+	cn1 := c.endpoint(r1.Endpoint.Addr).ready()
+	if cn1 == nil {
+		r1.Done(context.Canceled) // not an outcome; the normal path dials
+		return nil, nil, false, false
+	}
+	first := start(r1, cn1)
+	if first == nil {
+		return nil, nil, false, false
+	}
+	legs := []*leg{first}
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	hedge := timer.C
+
+	// end settles a leg: its outcome goes to the balancer, the winner's
+	// reply to the caller.
+	end := func(l *leg, err error) {
+		l.over = true
+		l.cancel()
+		if err != nil && l.ctx.Err() != nil && expired(ctx) == nil {
+			err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, l.addr, err)
+		}
+		l.err = err
+		l.done(err)
+	}
+	for {
+		var done0, done1, ctx0, ctx1 <-chan struct{}
+		if !legs[0].over {
+			done0, ctx0 = legs[0].pc.done, legs[0].ctx.Done()
+		}
+		if len(legs) > 1 && !legs[1].over {
+			done1, ctx1 = legs[1].pc.done, legs[1].ctx.Done()
+		}
+		if done0 == nil && done1 == nil {
+			break // every leg failed
+		}
+		var l *leg
+		var err error
+		select {
+		case <-hedge:
+			hedge = nil
+			if !c.budget.withdraw() {
+				continue
+			}
+			r2, perr := c.bal.Pick(ctx, balancer.Exclude(first.addr))
+			if perr != nil {
+				continue
+			}
+			if r2.Endpoint.Addr == first.addr {
+				r2.Done(context.Canceled)
+				continue
+			}
+			cn2 := c.endpoint(r2.Endpoint.Addr).ready()
+			if cn2 == nil {
+				r2.Done(context.Canceled)
+				continue
+			}
+			if second := start(r2, cn2); second != nil {
+				legs = append(legs, second)
+			}
+			continue
+		case <-done0:
+			l, err = legs[0], legs[0].cn.finish(legs[0].pc)
+		case <-done1:
+			l, err = legs[1], legs[1].cn.finish(legs[1].pc)
+		case <-ctx0:
+			l = legs[0]
+			err = l.cn.abandon(l.pc, l.seq)
+			if err == errAbandoned {
+				err = l.ctx.Err()
+			}
+		case <-ctx1:
+			l = legs[1]
+			err = l.cn.abandon(l.pc, l.seq)
+			if err == errAbandoned {
+				err = l.ctx.Err()
+			}
+		}
+		end(l, err)
+		if err == nil {
+			rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
+			for _, o := range legs {
+				if !o.over {
+					// The loser: withdraw it; it is not the node's fault.
+					o.over = true
+					o.cancel()
+					o.cn.abandon(o.pc, o.seq)
+					o.done(context.Canceled)
+				}
+			}
+			return addrs(legs), nil, true, true
+		}
+		if !retryable(err) || expired(ctx) != nil {
+			// Not worth waiting for the other leg.
+			for _, o := range legs {
+				if !o.over {
+					o.over = true
+					o.cancel()
+					o.cn.abandon(o.pc, o.seq)
+					o.done(context.Canceled)
+				}
+			}
+			return addrs(legs), legErrs(legs), false, true
+		}
+	}
+	return addrs(legs), legErrs(legs), false, true
+}
+
+func addrs(legs []*leg) []string {
+	var out []string
+	for _, l := range legs {
+		if !slices.Contains(out, l.addr) {
+			out = append(out, l.addr)
+		}
+	}
+	return out
+}
+
+func legErrs(legs []*leg) []error {
+	var out []error
+	for _, l := range legs {
+		if l.err != nil {
+			out = append(out, l.err)
+		}
+	}
+	return out
+}
