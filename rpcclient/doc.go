@@ -28,7 +28,9 @@
 //
 // # Calls
 //
-// See Client.Call for the retry rules. The wire format is net/rpc's gob
+// See Client.Call for the retry rules. WithHedging (or the Hedge call
+// option) sends a backup of an idempotent call to another connected node
+// after a delay; the first reply wins and the other request is abandoned. The wire format is net/rpc's gob
 // format, so any rpc.Server is a valid backend; unlike rpc.Client, a call
 // abandoned by its context leaves nothing behind in the connection.
 package rpcclient
