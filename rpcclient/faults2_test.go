@@ -1,0 +1,127 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+// FAULTS.md row 4: connections reset on connect and mid-call. Idempotent
+// calls never fail; non-idempotent calls never run twice.
+func TestConnectionResets(t *testing.T) {
+	a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
+	px := rpctest.NewProxy(t, a.Addr())
+	c, _ := newTestClient(t, []string{px.Addr(), b.Addr()}, WithConnectBackoff(10*time.Millisecond, 1.6, 50*time.Millisecond, 0.2),
+		WithBalancer(balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true}), balancer.WithoutBreakers()))
+	stop := make(chan struct{})
+	go func() { // reset every connection through the proxy, again and again
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				px.Reset()
+				time.Sleep(5 * time.Millisecond)
+				px.Pass()
+			}
+		}
+	}()
+	var ids atomic.Int64
+	out := runLoad(8, 2000, time.Second, func(ctx context.Context, w, i int) error {
+		if i%2 == 0 {
+			var r rpctest.EchoReply
+			return c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+		}
+		var r rpctest.ExecReply
+		err := c.Call(ctx, "Echo.Exec", &rpctest.ExecArgs{ID: fmt.Sprintf("r%d", ids.Add(1))}, &r)
+		if errors.Is(err, ErrOutcomeUnknown) {
+			return nil // allowed for a non-idempotent call; duplicates are checked below
+		}
+		return err
+	})
+	close(stop)
+	if n, first := failures(out); n != 0 {
+		t.Fatalf("%d of %d calls failed across resets (idempotent, or non-idempotent for another reason than outcome unknown); first: %v", n, len(out), first)
+	}
+	if d := rpctest.Duplicates(a.Executions(), b.Executions()); len(d) != 0 {
+		t.Fatalf("non-idempotent calls ran twice: %v", d)
+	}
+	t.Logf("%d calls across repeated resets: 0 idempotent failures, 0 duplicates", len(out))
+}
+
+// FAULTS.md row 5: with a latency-aware policy, a slow node (+500 ms) gets
+// little traffic, and is not ejected for being slow.
+func TestSlowBackendGetsLittleTraffic(t *testing.T) {
+	var addrs []string
+	var slow string
+	for i := range 3 {
+		s := rpctest.Start(t, rpctest.WithName(fmt.Sprintf("n%d", i)))
+		addr := s.Addr()
+		if i == 0 {
+			px := rpctest.NewProxy(t, addr)
+			px.Latency(500 * time.Millisecond)
+			addr, slow = px.Addr(), px.Addr()
+		}
+		addrs = append(addrs, addr)
+	}
+	c, _ := newTestClient(t, addrs, WithBalancer(balancer.WithPolicy(balancer.P2C())))
+	var late [3]atomic.Int64
+	start := time.Now()
+	runLoad(8, 100000, 3*time.Second, func(ctx context.Context, w, i int) error {
+		var r rpctest.EchoReply
+		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+		if err == nil && time.Since(start) > time.Second {
+			var n int
+			fmt.Sscanf(r.Server, "n%d", &n)
+			late[n].Add(1)
+		}
+		return err
+	})
+	total := late[0].Load() + late[1].Load() + late[2].Load()
+	share := float64(late[0].Load()) / float64(total)
+	if total == 0 || share > 0.10 {
+		t.Fatalf("the slow node served %d of %d calls after the first second (%.1f%%), want <= 10%%", late[0].Load(), total, 100*share)
+	}
+	for _, s := range c.Balancer().Status() {
+		if s.Endpoint.Addr == slow && (s.Ejected || s.Breaker != 0) {
+			t.Fatalf("the slow but healthy node was ejected or tripped: %+v", s)
+		}
+	}
+	t.Logf("slow node share after 1 s: %.2f%% of %d calls", 100*share, total)
+}
+
+// FAULTS.md row 28: a deadline shorter than the next backoff: no attempt is
+// started that cannot finish, and the call returns its last error with the
+// attempt count, on time.
+func TestDeadlineShorterThanBackoff(t *testing.T) {
+	s := rpctest.Start(t)
+	s.Hang()
+	defer s.Unhang()
+	c, _ := newTestClient(t, []string{s.Addr()}, WithAttemptTimeout(20*time.Millisecond),
+		WithRetryBackoff(10*time.Second, 10*time.Second), WithHeartbeat(0, 0),
+		WithBalancer(balancer.WithoutBreakers(), balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+	var worst time.Duration
+	for range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		dl, _ := ctx.Deadline()
+		var r rpctest.EchoReply
+		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+		over := time.Since(dl)
+		cancel()
+		worst = max(worst, over)
+		var e *Error
+		if !errors.As(err, &e) || e.Attempts < 1 || !errors.Is(err, ErrAttemptTimeout) {
+			t.Fatalf("err = %v; want the last attempt's timeout with the attempt count", err)
+		}
+	}
+	t.Logf("worst return relative to the deadline: %v (negative: before it)", worst)
+	if worst > 50*time.Millisecond {
+		t.Fatalf("a call returned %v after its deadline", worst)
+	}
+}
