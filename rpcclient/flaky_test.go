@@ -1,0 +1,108 @@
+package rpcclient
+
+import (
+	"context"
+	"net"
+	"net/rpc"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Flaky answers at once, except that when flaky is set every other call
+// hangs for a second: a node with 50 % failures (attempt timeouts).
+type Flaky struct {
+	flaky  bool
+	n      atomic.Int64
+	served *atomic.Int64 // requests served by every Flaky of a test
+	stop   chan struct{}
+}
+
+func (f *Flaky) Echo(args string, reply *string) error {
+	f.served.Add(1)
+	if f.flaky && f.n.Add(1)%2 == 0 {
+		select {
+		case <-time.After(time.Second):
+		case <-f.stop:
+		}
+	}
+	*reply = args
+	return nil
+}
+
+func serveFlaky(t *testing.T, flaky bool, served *atomic.Int64) string {
+	f := &Flaky{flaky: flaky, served: served, stop: make(chan struct{})}
+	s := rpc.NewServer()
+	if err := s.Register(f); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() { s.ServeConn(c) })
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		close(f.stop)
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr().String()
+}
+
+// FAULTS.md row 6: one node fails half its requests. The breaker and
+// outlier ejection take it out; idempotent calls succeed; retries stay few.
+func TestHalfFailingNode(t *testing.T) {
+	var served atomic.Int64
+	addrs := []string{serveFlaky(t, true, &served), serveFlaky(t, false, &served), serveFlaky(t, false, &served)}
+	c, _ := newTestClient(t, addrs, WithAttemptTimeout(100*time.Millisecond), WithHeartbeat(0, 0))
+	var calls, failed atomic.Int64
+	runLoad(8, 100000, 2*time.Second, func(ctx context.Context, w, i int) error {
+		var r string
+		err := c.Call(ctx, "Flaky.Echo", "x", &r, Idempotent())
+		calls.Add(1)
+		if err != nil {
+			failed.Add(1)
+			return err
+		}
+		return nil
+	})
+	n, f := calls.Load(), failed.Load()
+	perCall := float64(served.Load()) / float64(n)
+	success := 1 - float64(f)/float64(n)
+	if success < 0.999 {
+		t.Fatalf("success %.4f over %d calls (%d failed), want >= 99.9 %%", success, n, f)
+	}
+	var ejectedOrOpen bool
+	for _, s := range c.Balancer().Status() {
+		if s.Endpoint.Addr == addrs[0] && (s.Ejected || s.Breaker != 0) {
+			ejectedOrOpen = true
+		}
+	}
+	if !ejectedOrOpen {
+		t.Fatal("the half-failing node is neither ejected nor behind an open breaker")
+	}
+	if perCall > 1.2 {
+		t.Fatalf("%.2f attempts per call, want <= 1.2", perCall)
+	}
+	t.Logf("%d calls, success %.4f, %.3f attempts per call; the failing node is out", n, success, perCall)
+}
