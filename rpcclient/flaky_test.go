@@ -2,9 +2,7 @@ package rpcclient
 
 import (
 	"context"
-	"net"
 	"net/rpc"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,40 +31,7 @@ func (f *Flaky) Echo(args string, reply *string) error {
 
 func serveFlaky(t *testing.T, flaky bool, served *atomic.Int64) string {
 	f := &Flaky{flaky: flaky, served: served, stop: make(chan struct{})}
-	s := rpc.NewServer()
-	if err := s.Register(f); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { s.ServeConn(c) })
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		close(f.stop)
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return l.Addr().String()
+	return serveRPC(t, func(s *rpc.Server) error { return s.Register(f) }, func() { close(f.stop) })
 }
 
 // FAULTS.md row 6: one node fails half its requests. The breaker and

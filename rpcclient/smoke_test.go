@@ -56,11 +56,30 @@ func (a *Arith) Big(p Pair, r *string) error {
 // loopback; it stops at test cleanup.
 func serveArith(t testing.TB, a *Arith) string {
 	t.Helper()
+	return serveRPC(t, func(s *rpc.Server) error {
+		if err := s.Register(a); err != nil {
+			return err
+		}
+		return RegisterHeartbeat(s)
+	}, func() {
+		if a.gate != nil {
+			select {
+			case <-a.gate:
+			default:
+				close(a.gate)
+			}
+		}
+	})
+}
+
+// serveRPC starts a net/rpc server on loopback with the services register
+// installs. At test cleanup it closes the listener and every connection,
+// calls unblock (to release handlers a test left waiting) and waits for
+// every goroutine.
+func serveRPC(t testing.TB, register func(*rpc.Server) error, unblock func()) string {
+	t.Helper()
 	s := rpc.NewServer()
-	if err := s.Register(a); err != nil {
-		t.Fatal(err)
-	}
-	if err := RegisterHeartbeat(s); err != nil {
+	if err := register(s); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -89,13 +108,7 @@ func serveArith(t testing.TB, a *Arith) string {
 			c.Close()
 		}
 		mu.Unlock()
-		if a.gate != nil {
-			select {
-			case <-a.gate:
-			default:
-				close(a.gate)
-			}
-		}
+		unblock()
 		wg.Wait()
 	})
 	return l.Addr().String()
