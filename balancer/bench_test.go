@@ -122,3 +122,30 @@ func BenchmarkApply10k(b *testing.B) {
 	b.ReportMetric(float64(time.Since(start).Microseconds())/float64(b.N)/1000, "ms/update")
 	b.ReportMetric(perEndpoint, "B/endpoint")
 }
+
+// BenchmarkFailFast measures Pick when every breaker is open (FAULTS.md
+// row 18): it must fail at once with the typed error.
+func BenchmarkFailFast(b *testing.B) {
+	for _, n := range []int{3, 1000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			bl, _ := newTest(b, addrs(n), WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+			for _, nd := range *bl.index.Load() {
+				brk := nd.breaker()
+				for range 5 {
+					if done, err := brk.Allow(); err == nil {
+						done(errReset)
+					}
+				}
+			}
+			waitFor(b, bl, "every breaker open", func(p *picker) bool { return len(p.ready) == 0 })
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := bl.Pick(ctx); err == nil {
+					b.Fatal("Pick succeeded with every breaker open")
+				}
+			}
+		})
+	}
+}
