@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dialtone-go/dialtone/internal/hang"
 	"github.com/dialtone-go/dialtone/rpcclient"
 )
 
@@ -34,7 +35,7 @@ type EchoReply struct {
 type backend struct {
 	name    string
 	latency time.Duration // server-side latency of every Echo call
-	hang    gate
+	hang    hang.Gate
 	served  atomic.Int64 // Echo calls answered, across restarts
 
 	mu   sync.Mutex
@@ -149,7 +150,7 @@ func (b *backend) accept(s *serving) {
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			s.rpc.ServeConn(&gatedConn{Conn: c, hang: &b.hang, stop: s.stop})
+			s.rpc.ServeConn(hang.Conn(c, &b.hang, s.stop))
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
@@ -191,73 +192,4 @@ func (b *backend) setRegistration(r registration) registration {
 	old := b.reg
 	b.reg = r
 	return old
-}
-
-// gate blocks the I/O of a hung backend until it is opened again.
-type gate struct {
-	mu     sync.Mutex
-	closed chan struct{} // nil while open; closed by open
-}
-
-// close hangs the backend: no more bytes are read or written.
-func (g *gate) close() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed == nil {
-		g.closed = make(chan struct{})
-	}
-}
-
-// open ends a hang: held requests are served and held replies sent.
-func (g *gate) open() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed != nil {
-		close(g.closed)
-		g.closed = nil
-	}
-}
-
-// wait returns once the gate is open, or errStopped when stop closes first.
-func (g *gate) wait(stop <-chan struct{}) error {
-	g.mu.Lock()
-	c := g.closed
-	g.mu.Unlock()
-	if c == nil {
-		return nil
-	}
-	select {
-	case <-c:
-		return nil
-	case <-stop:
-		return errStopped
-	}
-}
-
-// gatedConn is a server connection that neither delivers bytes read nor
-// writes while its backend is hung: requests, replies and heartbeats all
-// stall, and the TCP connection stays open.
-type gatedConn struct {
-	net.Conn
-	hang *gate
-	stop <-chan struct{}
-}
-
-func (c *gatedConn) Read(p []byte) (int, error) {
-	if err := c.hang.wait(c.stop); err != nil {
-		return 0, err
-	}
-	n, err := c.Conn.Read(p)
-	// A Read already blocked when the hang began holds its bytes back.
-	if werr := c.hang.wait(c.stop); werr != nil {
-		return 0, werr
-	}
-	return n, err
-}
-
-func (c *gatedConn) Write(p []byte) (int, error) {
-	if err := c.hang.wait(c.stop); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(p)
 }

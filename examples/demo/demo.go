@@ -243,7 +243,7 @@ func (d *demo) waitForNodes(ctx context.Context, n int) error {
 // stopBackends stops every backend, then removes its registration.
 func (d *demo) stopBackends() {
 	for _, b := range d.backends {
-		b.hang.open()
+		b.hang.Open()
 		b.stop()
 		if r := b.setRegistration(nil); r != nil {
 			if err := r.Close(); err != nil {
@@ -303,7 +303,7 @@ func (d *demo) kill(b *backend) error {
 // hang freezes b: it accepts connections but reads and writes nothing, so
 // calls and heartbeats go unanswered.
 func (d *demo) hang(b *backend) error {
-	b.hang.close()
+	b.hang.Close()
 	d.mark("hang " + b.name)
 	d.view.logf("FAULT hang %s (%s): stops reading and writing; connections stay open", b.name, b.Addr())
 	return nil
@@ -345,7 +345,7 @@ func (d *demo) restore(ctx context.Context, killed, hung *backend) error {
 		return fmt.Errorf("register %s again: %w", killed.name, err)
 	}
 	killed.setRegistration(r)
-	hung.hang.open()
+	hung.hang.Open()
 	d.mark("restore " + killed.name + " + " + hung.name)
 	d.view.logf("RESTORE %s revived on %s with a new registration; %s answers again", killed.name, killed.Addr(), hung.name)
 	return nil

@@ -93,7 +93,7 @@ func (e *echoService) Echo(args *EchoArgs, reply *EchoReply) error {
 	if err := e.sleep(args.Sleep); err != nil {
 		return err
 	}
-	if err := e.srv.hang.wait(e.stop); err != nil {
+	if err := e.srv.hang.Wait(e.stop); err != nil {
 		return err
 	}
 	if args.Fail != "" {
@@ -114,7 +114,7 @@ func (e *echoService) Exec(args *ExecArgs, reply *ExecReply) error {
 	if err := e.sleep(args.Sleep); err != nil {
 		return err
 	}
-	if err := e.srv.hang.wait(e.stop); err != nil {
+	if err := e.srv.hang.Wait(e.stop); err != nil {
 		return err
 	}
 	if err := e.srv.execs.record(args.ID + " " + args.Key); err != nil {

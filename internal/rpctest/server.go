@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dialtone-go/dialtone/internal/hang"
 )
 
 // Option configures a Server started by Start.
@@ -46,7 +48,7 @@ type Server struct {
 	opts  options
 	calls atomic.Int64 // Echo.Echo and Echo.Exec requests, across restarts
 	execs execLog
-	hang  gate
+	hang  hang.Gate
 
 	mu      sync.Mutex
 	addr    string
@@ -158,7 +160,7 @@ func (s *Server) serve(r *run) {
 		r.mu.Unlock()
 		go func() {
 			defer r.wg.Done()
-			r.rpc.ServeConn(&gatedConn{Conn: c, hang: &s.hang, stop: r.stop})
+			r.rpc.ServeConn(hang.Conn(c, &s.hang, r.stop))
 			r.mu.Lock()
 			delete(r.conns, c)
 			r.mu.Unlock()
@@ -248,75 +250,8 @@ func (s *Server) Restart(t testing.TB, samePort bool) {
 //
 // Unhang resumes everything; Stop interrupts it (the held requests are then
 // never executed). Hang is idempotent and survives Restart.
-func (s *Server) Hang() { s.hang.close() }
+func (s *Server) Hang() { s.hang.Close() }
 
 // Unhang ends a Hang: held requests are served and held replies sent. It is
 // a no-op if the server is not hung.
-func (s *Server) Unhang() { s.hang.open() }
-
-// gate blocks callers of wait while it is closed (between Hang and Unhang).
-type gate struct {
-	mu      sync.Mutex
-	waiting chan struct{} // nil when open; closed by open()
-}
-
-func (g *gate) close() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.waiting == nil {
-		g.waiting = make(chan struct{})
-	}
-}
-
-func (g *gate) open() {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.waiting != nil {
-		close(g.waiting)
-		g.waiting = nil
-	}
-}
-
-// wait returns nil once the gate is open, or errStopped if stop is closed
-// first.
-func (g *gate) wait(stop <-chan struct{}) error {
-	g.mu.Lock()
-	w := g.waiting
-	g.mu.Unlock()
-	if w == nil {
-		return nil
-	}
-	select {
-	case <-w:
-		return nil
-	case <-stop:
-		return errStopped
-	}
-}
-
-// gatedConn is a server connection that neither delivers read bytes nor
-// writes while the server is hung.
-type gatedConn struct {
-	net.Conn
-	hang *gate
-	stop <-chan struct{}
-}
-
-func (c *gatedConn) Read(p []byte) (int, error) {
-	if err := c.hang.wait(c.stop); err != nil {
-		return 0, err
-	}
-	n, err := c.Conn.Read(p)
-	// A Read that was already blocked when Hang was called holds its bytes.
-	if werr := c.hang.wait(c.stop); werr != nil {
-		return 0, werr
-	}
-	return n, err
-}
-
-func (c *gatedConn) Write(p []byte) (int, error) {
-	if err := c.hang.wait(c.stop); err != nil {
-		return 0, err
-	}
-	return c.Conn.Write(p)
-}
+func (s *Server) Unhang() { s.hang.Open() }
