@@ -94,23 +94,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		select {
 		case <-hedge:
 			hedge = nil
-			if !c.budget.withdraw() {
-				continue
-			}
-			r2, perr := c.bal.Pick(ctx, balancer.Exclude(first.addr))
-			if perr != nil {
-				continue
-			}
-			if r2.Endpoint.Addr == first.addr {
-				r2.Done(context.Canceled)
-				continue
-			}
-			cn2 := c.endpoint(r2.Endpoint.Addr).ready()
-			if cn2 == nil {
-				r2.Done(context.Canceled)
-				continue
-			}
-			if second := start(r2, cn2); second != nil {
+			if second := c.backup(ctx, first.addr, start); second != nil {
 				legs = append(legs, second)
 			}
 			continue
@@ -119,46 +103,66 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		case <-done1:
 			l, err = legs[1], legs[1].cn.finish(legs[1].pc)
 		case <-ctx0:
-			l = legs[0]
-			err = l.cn.abandon(l.pc, l.seq)
-			if err == errAbandoned {
-				err = l.ctx.Err()
-			}
+			l, err = legs[0], legs[0].timedOut()
 		case <-ctx1:
-			l = legs[1]
-			err = l.cn.abandon(l.pc, l.seq)
-			if err == errAbandoned {
-				err = l.ctx.Err()
-			}
+			l, err = legs[1], legs[1].timedOut()
 		}
 		end(l, err)
 		if err == nil {
 			rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
-			for _, o := range legs {
-				if !o.over {
-					// The loser: withdraw it; it is not the node's fault.
-					o.over = true
-					o.cancel()
-					o.cn.abandon(o.pc, o.seq)
-					o.done(context.Canceled)
-				}
-			}
+			withdraw(legs)
 			return addrs(legs), nil, true, true
 		}
 		if !retryable(err) || expired(ctx) != nil {
-			// Not worth waiting for the other leg.
-			for _, o := range legs {
-				if !o.over {
-					o.over = true
-					o.cancel()
-					o.cn.abandon(o.pc, o.seq)
-					o.done(context.Canceled)
-				}
-			}
+			withdraw(legs) // not worth waiting for the other leg
 			return addrs(legs), legErrs(legs), false, true
 		}
 	}
 	return addrs(legs), legErrs(legs), false, true
+}
+
+// backup starts the second leg on a node other than firstAddr that has a
+// connection up, if the retry budget allows; nil otherwise.
+func (c *Client) backup(ctx context.Context, firstAddr string, start func(balancer.Result, *conn) *leg) *leg {
+	if !c.budget.withdraw() {
+		return nil
+	}
+	r, err := c.bal.Pick(ctx, balancer.Exclude(firstAddr))
+	if err != nil {
+		return nil
+	}
+	var cn *conn
+	if r.Endpoint.Addr != firstAddr {
+		cn = c.endpoint(r.Endpoint.Addr).ready()
+	}
+	if cn == nil {
+		r.Done(context.Canceled) // not an outcome: nothing was sent
+		return nil
+	}
+	return start(r, cn)
+}
+
+// timedOut withdraws a leg whose context ended; if its reply was already
+// being read, it returns that outcome instead.
+func (l *leg) timedOut() error {
+	err := l.cn.abandon(l.pc, l.seq)
+	if err == errAbandoned {
+		err = l.ctx.Err()
+	}
+	return err
+}
+
+// withdraw abandons the legs still in flight. It is not their nodes' fault,
+// so the balancer hears context.Canceled, which it does not count.
+func withdraw(legs []*leg) {
+	for _, o := range legs {
+		if !o.over {
+			o.over = true
+			o.cancel()
+			o.cn.abandon(o.pc, o.seq)
+			o.done(context.Canceled)
+		}
+	}
 }
 
 func addrs(legs []*leg) []string {
