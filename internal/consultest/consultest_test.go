@@ -1,0 +1,69 @@
+package consultest
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func leader(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/v1/status/leader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.Trim(string(b), "\" \n")
+}
+
+// The agent starts with a leader, restarts on the same ports, and Stop
+// leaves no process and no goroutine behind.
+func TestAgentStartRestartStop(t *testing.T) {
+	a := Start(t)
+	if leader(t, a.Addr()) == "" {
+		t.Fatal("no leader after Start")
+	}
+	addr := a.Addr()
+	a.Restart()
+	if a.Addr() != addr || leader(t, a.Addr()) == "" {
+		t.Fatalf("after Restart: addr %s (was %s)", a.Addr(), addr)
+	}
+	a.Stop()
+	a.Stop()
+	c := &http.Client{Timeout: time.Second}
+	if _, err := c.Get("http://" + addr + "/v1/status/leader"); err == nil {
+		t.Fatal("the agent still answers after Stop")
+	}
+	http.DefaultClient.CloseIdleConnections()
+	c.CloseIdleConnections()
+}
+
+// Blocking queries are held by the proxy; plain reads pass at once and
+// consistent ones are counted.
+func TestHoldProxy(t *testing.T) {
+	a := Start(t)
+	p := Hold(t, a.Addr(), time.Hour)
+	c := &http.Client{Timeout: 5 * time.Second}
+	defer c.CloseIdleConnections()
+	resp, err := c.Get("http://" + p.Addr() + "/v1/health/service/x?consistent=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if p.ConsistentReads() != 1 {
+		t.Fatalf("consistent reads %d, want 1", p.ConsistentReads())
+	}
+	held := &http.Client{Timeout: 200 * time.Millisecond}
+	defer held.CloseIdleConnections()
+	if _, err := held.Get("http://" + p.Addr() + "/v1/health/service/x?index=1"); err == nil {
+		t.Fatal("a blocking query went through the hold proxy at once")
+	}
+	http.DefaultClient.CloseIdleConnections()
+}
