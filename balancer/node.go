@@ -165,18 +165,19 @@ func decay(x float64) float64 {
 func (n *node) costNs() float64 { return math.Float64frombits(n.cost.Load()) }
 
 // call carries the per-request state that Done needs when the node's
-// pre-bound functions cannot do: the breaker's two-step callback and, for a
+// pre-bound functions cannot do: the breaker's ticket and, for a
 // latency sample, the start time. Calls are pooled so that Pick and Done
 // allocate nothing. A call is reused only after its first Done, and Done on
 // a used call does nothing, so every Pick is accounted once even when a
 // caller calls Done twice in a row.
 type call struct {
-	n       *node
-	brkDone func(error)
-	start   int64 // mono start time; 0 when not sampled
-	mode    statsMode
-	used    atomic.Bool
-	fn      func(error)
+	n     *node
+	brk   *breaker.Breaker // nil without breakers
+	tk    breaker.Ticket   // brk's admission of this request
+	start int64            // mono start time; 0 when not sampled
+	mode  statsMode
+	used  atomic.Bool
+	fn    func(error)
 }
 
 var callPool sync.Pool
@@ -193,13 +194,13 @@ func (c *call) finish(err error) {
 	if !c.used.CompareAndSwap(false, true) {
 		return
 	}
-	n, brkDone, start, mode := c.n, c.brkDone, c.start, c.mode
-	c.n, c.brkDone = nil, nil
+	n, brk, tk, start, mode := c.n, c.brk, c.tk, c.start, c.mode
+	c.n, c.brk, c.tk = nil, nil, breaker.Ticket{}
 	callPool.Put(c)
 
 	o := breaker.Classify(err)
-	if brkDone != nil {
-		brkDone(err)
+	if brk != nil {
+		brk.End(tk, err)
 	}
 	if mode&statInFlight != 0 {
 		n.inflight.Add(-1)

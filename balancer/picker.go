@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 
+	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/discovery"
 )
 
@@ -107,13 +108,14 @@ func (b *Balancer) Pick(ctx context.Context, opts ...PickOption) (Result, error)
 // when the breaker refused.
 func (p *picker) admit(e *entry, sample bool) func(error) {
 	nd := e.n
-	var brkDone func(error)
-	if brk := nd.breaker(); brk != nil {
-		d, err := brk.Allow()
+	brk := nd.breaker()
+	var tk breaker.Ticket
+	if brk != nil {
+		t, err := brk.Begin()
 		if err != nil {
 			return nil
 		}
-		brkDone = d
+		tk = t
 	}
 	if p.mode&statInFlight != 0 {
 		nd.inflight.Add(1)
@@ -121,11 +123,11 @@ func (p *picker) admit(e *entry, sample bool) func(error) {
 			nd.b.inflight.Add(1)
 		}
 	}
-	if brkDone == nil && !sample {
+	if brk == nil && !sample {
 		return nd.done
 	}
 	c := callPool.Get().(*call)
-	c.n, c.brkDone, c.mode, c.start = nd, brkDone, p.mode, 0
+	c.n, c.brk, c.tk, c.mode, c.start = nd, brk, tk, p.mode, 0
 	if sample {
 		c.start = mono()
 	}

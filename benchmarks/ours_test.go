@@ -128,40 +128,59 @@ func init() {
 		}
 	}
 
+	// Breaker: the success path on per-node breakers, through Begin and End
+	// (what the balancer uses; no allocation) and through the two-step
+	// Allow + done form (one closure per request, like gobreaker's).
 	ours["Breaker"] = func(b *testing.B) {
-		b.Run("peer=dialtone", func(b *testing.B) {
-			forSizes(b, func(b *testing.B, n int) {
-				s := breaker.NewSet(breaker.Config{})
-				defer s.Close()
-				brks := make([]*breaker.Breaker, n)
-				for i := range brks {
-					brks[i] = s.Get(fmt.Sprintf("10.0.%d.%d:80", i/250, i%250+1))
+		for _, v := range []struct {
+			name string
+			once func(*breaker.Breaker) error
+		}{
+			{"dialtone", func(br *breaker.Breaker) error {
+				t, err := br.Begin()
+				if err == nil {
+					br.End(t, nil)
 				}
-				b.Run("serial", func(b *testing.B) {
-					b.ReportAllocs()
-					for i := range b.N {
-						done, err := brks[i%n].Allow()
-						if err != nil {
-							b.Fatal(err)
-						}
-						done(nil)
+				return err
+			}},
+			{"dialtone-allow", func(br *breaker.Breaker) error {
+				done, err := br.Allow()
+				if err == nil {
+					done(nil)
+				}
+				return err
+			}},
+		} {
+			b.Run("peer="+v.name, func(b *testing.B) {
+				forSizes(b, func(b *testing.B, n int) {
+					s := breaker.NewSet(breaker.Config{})
+					defer s.Close()
+					brks := make([]*breaker.Breaker, n)
+					for i := range brks {
+						brks[i] = s.Get(fmt.Sprintf("10.0.%d.%d:80", i/250, i%250+1))
 					}
-				})
-				b.Run("parallel", func(b *testing.B) {
-					b.ReportAllocs()
-					b.RunParallel(func(pb *testing.PB) {
-						i := 0
-						for pb.Next() {
-							done, err := brks[i%n].Allow()
-							if err != nil {
+					b.Run("serial", func(b *testing.B) {
+						b.ReportAllocs()
+						for i := range b.N {
+							if err := v.once(brks[i%n]); err != nil {
 								b.Fatal(err)
 							}
-							done(nil)
-							i++
 						}
+					})
+					b.Run("parallel", func(b *testing.B) {
+						b.ReportAllocs()
+						b.RunParallel(func(pb *testing.PB) {
+							i := 0
+							for pb.Next() {
+								if err := v.once(brks[i%n]); err != nil {
+									b.Fatal(err)
+								}
+								i++
+							}
+						})
 					})
 				})
 			})
-		})
+		}
 	}
 }

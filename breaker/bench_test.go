@@ -59,6 +59,45 @@ func BenchmarkAllowDone(b *testing.B) {
 	})
 }
 
+// BenchmarkBeginEnd measures the success path the balancer uses: Begin +
+// End(nil) on a closed breaker, which takes no lock and allocates nothing.
+func BenchmarkBeginEnd(b *testing.B) {
+	s := NewSet(Config{})
+	defer s.Close()
+	var bs []*Breaker
+	for _, a := range benchAddrs() {
+		bs = append(bs, s.Get(a))
+	}
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		br := bs[0]
+		for b.Loop() {
+			t, err := br.Begin()
+			if err != nil {
+				b.Fatal(err)
+			}
+			br.End(t, nil)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		var next atomic.Uint32
+		b.RunParallel(func(pb *testing.PB) {
+			i := next.Add(1)
+			for pb.Next() {
+				i++
+				br := bs[i%benchNodes]
+				t, err := br.Begin()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				br.End(t, nil)
+			}
+		})
+	})
+}
+
 // BenchmarkGobreakerTwoStep is the peer: bare gobreaker v2 two-step breakers,
 // once with gobreaker's default settings and once with the settings this
 // package gives it (10 s rolling window in 1 s buckets, our hooks).

@@ -43,6 +43,8 @@ type Breaker struct {
 	set  *Set
 	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
 
+	closed *closedCounts // the closed state's window, counted in front of gobreaker
+
 	state     atomic.Uint32 // the public State
 	openUntil atomic.Int64  // end of the open period, in Set.since time; valid while Open
 	dropped   atomic.Bool   // set once by Retain, under Set.tmu
@@ -57,6 +59,7 @@ type Breaker struct {
 
 func newBreaker(s *Set, addr string) *Breaker {
 	b := &Breaker{addr: addr, set: s, heapIdx: -1}
+	b.closed = newClosedCounts(int64(s.cfg.Window), s.since())
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](s.cfg.settings(addr, b.onStateChange))
 	return b
 }
@@ -76,43 +79,139 @@ func (b *Breaker) State() State {
 	return st
 }
 
-// Allow asks whether one request may go to the node. Callers (the balancer,
-// on the goroutine making the request) call it before each attempt. It never
-// blocks on I/O; it takes gobreaker's short lock unless the breaker is open.
+// Ticket is one request admitted by [Breaker.Begin]. Pass it to
+// [Breaker.End] exactly once with the request's outcome. It is a small value
+// (no allocation); the zero Ticket counts for nothing.
+type Ticket struct {
+	probe func(error) // gobreaker's done, for a request admitted outside the closed state
+	t     ticket      // where a closed-state outcome is filed
+}
+
+// Begin asks whether one request may go to the node. Callers (the balancer,
+// on the goroutine making the request) call it before each attempt and call
+// [Breaker.End] with the returned Ticket and the attempt's error. It never
+// blocks on I/O.
 //
-// When the request may proceed, Allow returns done, which the caller must
-// call exactly once with the attempt's error; [Classify] decides how it
-// counts. Otherwise done is nil and err is [ErrOpen] or [ErrTooManyRequests].
-// done is gobreaker's own callback: it takes gobreaker's lock and calls
-// Classify under it, so the error passed should have cheap, side-effect-free
-// Unwrap, Is and As methods.
-func (b *Breaker) Allow() (done func(err error), err error) {
-	if State(b.state.Load()) == Open {
+// Closed, it takes no lock (one clock read and two atomic loads; a short
+// lock once per bucket period to roll the window) and allocates nothing.
+// Half-open, it asks gobreaker, which admits Config.HalfOpenMaxRequests
+// probes at a time. Open, it refuses with [ErrOpen]; a refused half-open
+// request gets [ErrTooManyRequests].
+func (b *Breaker) Begin() (Ticket, error) {
+	switch State(b.state.Load()) {
+	case Closed:
+		if b.closed.armed.Load() {
+			return Ticket{t: b.closed.current()}, nil
+		}
+		return Ticket{t: b.beginUnarmed()}, nil
+	case Open:
 		if b.set.since() < b.openUntil.Load() {
-			return nil, ErrOpen
+			return Ticket{}, ErrOpen
 		}
 		b.expire()
 	}
 	return b.admit()
 }
 
+// beginUnarmed admits a closed-state request when no roll is filed with the
+// Set's timer goroutine (the first request, or the first after a quiet
+// bucket): it rolls the window by the clock and files the next roll.
+func (b *Breaker) beginUnarmed() ticket {
+	t, next := b.closed.begin(b.set.since())
+	if b.closed.armed.CompareAndSwap(false, true) && !b.set.scheduleRoll(b, next) {
+		b.closed.armed.Store(false) // Set closed or breaker dropped: roll by the clock
+	}
+	return t
+}
+
+// fire is the Set's timer goroutine reaching b's deadline: the end of its
+// open period, or, closed, the next bucket boundary of its window.
+func (b *Breaker) fire() {
+	switch State(b.state.Load()) {
+	case Open:
+		b.expire()
+	case Closed:
+		c := b.closed
+		next := c.roll(b.set.since())
+		if !c.busy.Swap(false) || !b.set.scheduleRoll(b, next) {
+			c.armed.Store(false) // no request in the last bucket: stop rolling
+		}
+	}
+}
+
+// End reports the outcome of a request admitted by [Breaker.Begin]; call it
+// exactly once per Ticket, from any goroutine. [Classify] decides how err
+// counts. A success in the closed state takes no lock; a failure takes the
+// window's short lock and, when it trips the breaker, gobreaker's. Outcomes
+// of requests admitted before the breaker last changed state are ignored.
+// err should have cheap, side-effect-free Unwrap, Is and As methods: it may
+// be classified under a lock.
+func (b *Breaker) End(t Ticket, err error) {
+	if t.probe != nil {
+		t.probe(err)
+		return
+	}
+	switch Classify(err) {
+	case Success:
+		b.closed.success(t.t)
+	case Failure:
+		if b.closed.failure(t.t, b.set.since(), b.set.cfg.readyToTrip) {
+			b.forceTrip()
+		}
+	}
+}
+
+// Allow is [Breaker.Begin] and [Breaker.End] in gobreaker's two-step form:
+// when the request may proceed it returns done, which the caller must call
+// exactly once with the attempt's error; otherwise done is nil and err is
+// [ErrOpen] or [ErrTooManyRequests]. In the closed state done is a new
+// closure (one small allocation); Begin and End allocate nothing.
+func (b *Breaker) Allow() (done func(err error), err error) {
+	t, err := b.Begin()
+	if err != nil {
+		return nil, err
+	}
+	if t.probe != nil {
+		return t.probe, nil
+	}
+	return func(err error) { b.End(t, err) }, nil
+}
+
 // admit asks gobreaker once the public state let the request pass.
-func (b *Breaker) admit() (done func(err error), err error) {
-	done, err = b.cb.Allow()
+func (b *Breaker) admit() (Ticket, error) {
+	done, err := b.cb.Allow()
 	if err != nil {
 		if err == gobreaker.ErrTooManyRequests {
-			return nil, ErrTooManyRequests
+			return Ticket{}, ErrTooManyRequests
 		}
-		return nil, ErrOpen
+		return Ticket{}, ErrOpen
 	}
-	if State(b.state.Load()) == Open {
-		// The breaker tripped between the check above and gobreaker's
+	switch State(b.state.Load()) {
+	case Open:
+		// The breaker tripped between the check in Begin and gobreaker's
 		// admission; gobreaker may already consider itself half-open. Give
 		// the slot back without counting and refuse.
 		done(errRaced)
-		return nil, ErrOpen
+		return Ticket{}, ErrOpen
+	case Closed:
+		// The probes closed the breaker meanwhile: the request belongs to
+		// the closed state's window, not to gobreaker.
+		done(errRaced)
+		return Ticket{t: b.beginUnarmed()}, nil
 	}
-	return done, nil
+	return Ticket{probe: done}, nil
+}
+
+// forceTrip opens gobreaker after the closed-state window decided to trip:
+// gobreaker sees one failure, and its ReadyToTrip (always true, see
+// Config.settings) opens it, which calls onStateChange as any trip does.
+// Called without locks held.
+func (b *Breaker) forceTrip() {
+	done, err := b.cb.Allow()
+	if err != nil {
+		return // gobreaker is not closed: it already tripped
+	}
+	done(errForcedTrip)
 }
 
 // onStateChange is gobreaker's OnStateChange hook. It runs under gobreaker's
@@ -147,6 +246,7 @@ func (b *Breaker) trip() {
 // close closes a half-open breaker after its probes succeeded.
 func (b *Breaker) close() {
 	b.mu.Lock()
+	b.closed.reset(b.set.since())
 	b.trips = 0
 	from := State(b.state.Swap(uint32(Closed)))
 	if from != Closed {

@@ -355,18 +355,27 @@ func TestLateDoneIgnored(t *testing.T) {
 
 // TestTripsLikeGobreaker feeds the same random outcome sequences, with time
 // passing, to a Breaker and to a bare gobreaker with the same rules, and
-// checks that both trip at the same request.
+// checks that both trip at the same request. Up to four requests are in
+// flight at once and end in random order (gobreaker files an outcome in the
+// bucket of the request's start); after each trip, outcomes of requests
+// admitted before it arrive (both must ignore them), then a probe closes both
+// and the sequence goes on, so later generations, whose buckets count from
+// the close, are compared too. The test waits after each sleep for the
+// Set's timer goroutine, which rolls the window at bucket boundaries, so
+// that it is never late (see closed.go for what lateness means).
 func TestTripsLikeGobreaker(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := NewSet(Config{MinRequests: 10})
+		s := NewSet(Config{MinRequests: 10, OpenTimeout: time.Second, Jitter: -1})
 		defer s.Close()
-		trips := 0
+		type pair struct{ ours, theirs func(error) }
+		trips, outcomes := 0, 0
 		for seed := range uint64(300) {
 			r := rand.New(rand.NewPCG(seed, 1))
 			b := s.Get(string(rune(seed)))
 			bare := gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 				Interval:     10 * time.Second,
 				BucketPeriod: time.Second,
+				Timeout:      time.Second,
 				ReadyToTrip: func(c gobreaker.Counts) bool {
 					total := c.TotalSuccesses + c.TotalFailures
 					return c.ConsecutiveFailures >= 5 || (total >= 10 && 2*c.TotalFailures >= total)
@@ -374,37 +383,108 @@ func TestTripsLikeGobreaker(t *testing.T) {
 				IsExcluded: func(err error) bool { return errors.Is(err, context.Canceled) },
 			})
 			failP := r.Float64()
-			for step := range 2000 {
-				if r.IntN(4) == 0 {
-					time.Sleep(time.Duration(r.IntN(1500)) * time.Millisecond)
-				}
-				var err error
+			outcome := func() error {
 				switch x := r.Float64(); {
 				case x < 0.1:
-					err = context.Canceled
+					return context.Canceled
 				case x < 0.1+0.9*failP:
-					err = errTransport
+					return errTransport
 				}
-				ours := mustAllow(t, b)
-				theirs, gerr := bare.Allow()
-				if gerr != nil {
-					t.Fatalf("seed %d step %d: bare gobreaker refused: %v", seed, step, gerr)
+				return nil
+			}
+			var pending []pair
+			for step := range 3000 {
+				if r.IntN(4) == 0 {
+					time.Sleep(time.Duration(r.IntN(1500)) * time.Millisecond)
+					// Let the Set's timer goroutine roll the windows it
+					// owns at a boundary reached by this sleep.
+					synctest.Wait()
 				}
-				ours(err)
-				theirs(err)
+				if len(pending) < 4 && (len(pending) == 0 || r.IntN(2) == 0) {
+					theirs, gerr := bare.Allow()
+					if gerr != nil {
+						t.Fatalf("seed %d step %d: bare gobreaker refused: %v", seed, step, gerr)
+					}
+					pending = append(pending, pair{mustAllow(t, b), theirs})
+					continue
+				}
+				k := r.IntN(len(pending))
+				p := pending[k]
+				pending = append(pending[:k], pending[k+1:]...)
+				err := outcome()
+				p.ours(err)
+				p.theirs(err)
+				outcomes++
 				oursOpen, theirsOpen := b.State() == Open, bare.State() == gobreaker.StateOpen
 				if oursOpen != theirsOpen {
 					t.Fatalf("seed %d step %d: ours open %v, gobreaker open %v", seed, step, oursOpen, theirsOpen)
 				}
-				if oursOpen {
-					trips++
-					break
+				if !oursOpen {
+					continue
+				}
+				trips++
+				for _, p := range pending { // admitted before the trip: ignored by both
+					err := outcome()
+					p.ours(err)
+					p.theirs(err)
+				}
+				pending = pending[:0]
+				if b.State() != Open || bare.State() != gobreaker.StateOpen {
+					t.Fatalf("seed %d step %d: outcomes from before the trip changed the state", seed, step)
+				}
+				time.Sleep(time.Second + time.Millisecond)
+				report(t, b, 1, nil)
+				theirs, gerr := bare.Allow()
+				if gerr != nil {
+					t.Fatalf("seed %d step %d: bare gobreaker refused the probe: %v", seed, step, gerr)
+				}
+				theirs(nil)
+				if b.State() != Closed || bare.State() != gobreaker.StateClosed {
+					t.Fatalf("seed %d step %d: after the probe ours %v, gobreaker %v", seed, step, b.State(), bare.State())
 				}
 			}
+			for _, p := range pending {
+				p.ours(nil)
+				p.theirs(nil)
+			}
 		}
-		t.Logf("%d of 300 sequences tripped", trips)
-		if trips < 100 {
-			t.Fatalf("only %d of 300 sequences tripped", trips)
+		t.Logf("%d trips over 300 sequences, %d outcomes compared", trips, outcomes)
+		if trips < 300 {
+			t.Fatalf("only %d trips over 300 sequences", trips)
+		}
+	})
+}
+
+// TestRollsOnlyWindowsInUse: the Set's timer goroutine rolls a closed
+// breaker's window while requests arrive, and stops once a whole bucket
+// passed without one; the next request re-arms it.
+func TestRollsOnlyWindowsInUse(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{Window: 10 * time.Second})
+		defer s.Close()
+		b := s.Get("a")
+		if n := s.pendingTimers(); n != 0 {
+			t.Fatalf("%d deadlines before any request, want 0", n)
+		}
+		for range 5 { // one request every half bucket: kept rolling
+			report(t, b, 1, nil)
+			time.Sleep(500 * time.Millisecond)
+			synctest.Wait()
+			if n := s.pendingTimers(); n != 1 {
+				t.Fatalf("%d deadlines while in use, want 1", n)
+			}
+		}
+		if age := b.closed.age.Load(); age != 2 {
+			t.Fatalf("window at bucket %d after 2.5 s, want 2", age)
+		}
+		time.Sleep(3 * time.Second) // idle: at most one more roll, then none
+		synctest.Wait()
+		if n := s.pendingTimers(); n != 0 {
+			t.Fatalf("%d deadlines after 3 idle seconds, want 0", n)
+		}
+		report(t, b, 1, nil) // re-armed, and rolled by the clock first
+		if n, age := s.pendingTimers(), b.closed.age.Load(); n != 1 || age != 5 {
+			t.Fatalf("after a new request: %d deadlines at bucket %d, want 1 at 5", n, age)
 		}
 	})
 }

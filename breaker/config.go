@@ -109,8 +109,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// readyToTrip is gobreaker's ReadyToTrip for a Config with defaults applied.
-// gobreaker calls it under its lock after each failure of a closed breaker.
+// readyToTrip is the trip rule for a Config with defaults applied, in
+// gobreaker's ReadyToTrip form. The closed-state window calls it under its
+// lock after each failure it counts.
 func (c *Config) readyToTrip(n gobreaker.Counts) bool {
 	if c.ConsecutiveFailures > 0 && n.ConsecutiveFailures >= uint32(c.ConsecutiveFailures) {
 		return true
@@ -146,8 +147,11 @@ func (c *Config) settings(name string, onStateChange func(string, gobreaker.Stat
 		BucketPeriod: c.Window / windowBuckets,
 		// The Breaker owns the open period (see doc.go); gobreaker is always
 		// ready to go half-open once the Breaker lets a request through.
-		Timeout:       time.Nanosecond,
-		ReadyToTrip:   c.readyToTrip,
+		Timeout: time.Nanosecond,
+		// The closed state is counted in front of gobreaker (closed.go),
+		// which decides with c.readyToTrip; gobreaker sees a closed-state
+		// failure only when that decision was made (forceTrip).
+		ReadyToTrip:   func(gobreaker.Counts) bool { return true },
 		OnStateChange: onStateChange,
 		IsSuccessful:  isSuccessful,
 		IsExcluded:    isExcluded,

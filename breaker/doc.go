@@ -8,14 +8,17 @@
 // discovery update, and [Set.Close] when it shuts down. Per request the
 // caller asks the node's [Breaker]:
 //
-//	done, err := b.Allow()
+//	t, err := b.Begin()
 //	if err != nil {
 //		// ErrOpen or ErrTooManyRequests: pick another node.
 //	}
 //	err = attempt()
-//	done(err) // exactly once
+//	b.End(t, err) // exactly once
 //
-// The error given to done is sorted by [Classify]: nil and application
+// [Breaker.Allow] is the same in gobreaker's two-step form (a done function
+// instead of a Ticket), at the cost of one small allocation per request.
+//
+// The error given to End is sorted by [Classify]: nil and application
 // errors ([net/rpc.ServerError]) are successes, the caller's own
 // cancellation or deadline is not counted at all, and everything else
 // (transport errors, per-attempt timeouts wrapped with [ErrAttemptTimeout])
@@ -56,12 +59,40 @@
 // reported to gobreaker as excluded and refused, so it can never act as an
 // early probe.
 //
+// # The closed state
+//
+// A closed breaker sees almost every request, and gobreaker takes its lock
+// and reads the clock twice per request. So the closed state is counted in
+// front of gobreaker, by the same rules: a rolling window of Window in 10
+// buckets, counted from the moment the breaker last closed; each outcome
+// filed in the bucket where its request began, and dropped if that bucket
+// has aged out or the breaker changed state since; the consecutive-failure
+// run trimmed as buckets age out exactly as gobreaker's rollingCounts trims
+// it; Config's trip rule asked after every counted failure, with the counts
+// gobreaker would have. A success is one compare-and-swap on its bucket and
+// no lock; Begin reads the current bucket from an atomic. A failure takes
+// the window's short lock, rolls the window by the clock and asks the trip
+// rule. When the rule says trip, the breaker reports one failure to
+// gobreaker, whose ReadyToTrip is then always true, and gobreaker trips as
+// usual. Open and half-open are gobreaker's, as above. TestTripsLikeGobreaker
+// checks that random outcome sequences, with time passing and requests
+// ending out of order, trip a Breaker and a bare gobreaker at the same
+// request.
+//
+// Two differences remain, both outside a trip decision made on time: the
+// window is rolled at bucket boundaries by the Set's timer goroutine, so a
+// request that begins while that goroutine is late is filed in the previous
+// bucket; and a success reported more than Window after its request began
+// is counted until the next roll (gobreaker drops it at once) and ends the
+// failure run.
+//
 // # Goroutines
 //
-// A Set runs one timer goroutine (a heap of open deadlines and a single
-// time.Timer) and, when [WithOnStateChange] is given, one goroutine that
-// delivers [Event] values in order. Nothing else is started: the success
-// path is gobreaker's Allow and done plus two atomic loads, and it returns
-// gobreaker's own done function, so it allocates exactly what gobreaker
-// allocates. Close stops both goroutines and waits for them.
+// A Set runs one timer goroutine (a heap of deadlines: the end of each open
+// period, and the next bucket boundary of each closed breaker that had a
+// request in its last bucket; a single time.Timer) and, when
+// [WithOnStateChange] is given, one goroutine that delivers [Event] values
+// in order. Nothing else is started. The closed-state success path, Begin
+// and End, takes no lock and allocates nothing. Close stops both goroutines
+// and waits for them.
 package breaker

@@ -28,4 +28,8 @@ var (
 	// errRaced is reported to gobreaker for a request that got past the
 	// public Open check just as the breaker tripped; it is always excluded.
 	errRaced = errors.New("breaker: raced with a trip")
+
+	// errForcedTrip is the one failure reported to a closed gobreaker,
+	// when the closed-state window decided to trip (see forceTrip).
+	errForcedTrip = errors.New("breaker: trip decided by the closed-state window")
 )

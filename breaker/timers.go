@@ -5,8 +5,10 @@ import (
 	"time"
 )
 
-// timerHeap orders the open breakers of a Set by the end of their open
-// period. It is guarded by Set.tmu.
+// timerHeap orders the breakers of a Set by their next deadline: the end of
+// the open period of an open breaker, the next bucket boundary of a closed
+// one whose window is in use. A breaker has at most one deadline. It is
+// guarded by Set.tmu.
 type timerHeap []*Breaker
 
 func (h timerHeap) Len() int           { return len(h) }
@@ -55,6 +57,33 @@ func (s *Set) schedule(b *Breaker, until int64) {
 	}
 }
 
+// scheduleRoll files the next bucket boundary of a closed breaker's window.
+// It reports false when nothing can be filed (the Set is closed or b was
+// dropped). A breaker that is no longer closed keeps its open deadline.
+func (s *Set) scheduleRoll(b *Breaker, at int64) bool {
+	s.tmu.Lock()
+	defer s.tmu.Unlock()
+	if b.dropped.Load() || s.stopped {
+		return false
+	}
+	if State(b.state.Load()) != Closed {
+		return true
+	}
+	b.due = at
+	if b.heapIdx >= 0 {
+		heap.Fix(&s.timers, b.heapIdx)
+	} else {
+		heap.Push(&s.timers, b)
+	}
+	if s.timers[0] == b {
+		select {
+		case s.timerWake <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
 // unschedule removes b from the timer heap. The caller holds tmu.
 func (s *Set) unschedule(b *Breaker) {
 	if b.heapIdx >= 0 {
@@ -63,7 +92,8 @@ func (s *Set) unschedule(b *Breaker) {
 }
 
 // runTimers is the Set's timer goroutine: it turns open breakers half-open at
-// the end of their open period, whether or not traffic asks for them.
+// the end of their open period, whether or not traffic asks for them, and
+// rolls the windows of closed breakers in use at their bucket boundaries.
 func (s *Set) runTimers() {
 	defer s.wg.Done()
 	t := time.NewTimer(time.Hour)
@@ -82,7 +112,7 @@ func (s *Set) runTimers() {
 		s.tmu.Unlock()
 
 		for i, b := range due {
-			b.expire()
+			b.fire()
 			due[i] = nil
 		}
 		due = due[:0]
