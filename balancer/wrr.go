@@ -52,58 +52,55 @@ func edfSchedule(ready []entry) []uint32 {
 		slots[i] = max(1, int(math.Round(e.weight*scale)))
 		length += slots[i]
 	}
-	h := make(edfHeap, len(ready))
-	for i := range ready {
-		h[i] = edfItem{deadline: 1 / float64(slots[i]), step: 1 / float64(slots[i]), idx: uint32(i)}
+	return edfOrder(slots, length)
+}
+
+// edfOrder lists, for nodes with the given slot counts, the k-th slot of
+// node i (k = 1..slots[i]) at its deadline k/slots[i], earliest first and
+// ties by node index: the order an earliest-deadline-first heap produces,
+// built without the heap in O(length + nodes). Deadlines lie in (0, 1], so
+// a counting sort into length buckets by deadline leaves about one slot per
+// bucket; each bucket is then ordered exactly, comparing k1/s1 with k2/s2 as
+// k1*s2 against k2*s1.
+func edfOrder(slots []int, length int) []uint32 {
+	type slot struct{ node, k uint32 }
+	bucketOf := func(node, k int) int {
+		return min(length-1, k*length/slots[node])
 	}
-	h.init()
+	start := make([]int32, length+1)
+	for i, s := range slots {
+		for k := 1; k <= s; k++ {
+			start[bucketOf(i, k)+1]++
+		}
+	}
+	for b := 1; b <= length; b++ {
+		start[b] += start[b-1]
+	}
+	fill := make([]int32, length)
+	copy(fill, start[:length])
+	order := make([]slot, length)
+	for i, s := range slots {
+		for k := 1; k <= s; k++ {
+			b := bucketOf(i, k)
+			order[fill[b]] = slot{uint32(i), uint32(k)}
+			fill[b]++
+		}
+	}
+	earlier := func(x, y slot) bool {
+		l, r := uint64(x.k)*uint64(slots[y.node]), uint64(y.k)*uint64(slots[x.node])
+		return l < r || (l == r && x.node < y.node)
+	}
 	sched := make([]uint32, length)
-	for k := range sched {
-		it := &h[0]
-		sched[k] = it.idx
-		it.deadline += it.step
-		h.down(0)
+	for b := range length {
+		seg := order[start[b]:start[b+1]]
+		for i := 1; i < len(seg); i++ { // insertion sort: buckets hold a few slots
+			for j := i; j > 0 && earlier(seg[j], seg[j-1]); j-- {
+				seg[j], seg[j-1] = seg[j-1], seg[j]
+			}
+		}
+	}
+	for i, sl := range order {
+		sched[i] = sl.node
 	}
 	return sched
-}
-
-type edfItem struct {
-	deadline, step float64
-	idx            uint32
-}
-
-// edfHeap is a binary min-heap by deadline (ties by index), written out
-// rather than through container/heap to keep schedule building cheap.
-type edfHeap []edfItem
-
-func (h edfHeap) less(i, j int) bool {
-	if h[i].deadline != h[j].deadline {
-		return h[i].deadline < h[j].deadline
-	}
-	return h[i].idx < h[j].idx
-}
-
-func (h edfHeap) init() {
-	for i := len(h)/2 - 1; i >= 0; i-- {
-		h.down(i)
-	}
-}
-
-func (h edfHeap) down(i int) {
-	n := len(h)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			return
-		}
-		m := l
-		if r := l + 1; r < n && h.less(r, l) {
-			m = r
-		}
-		if !h.less(m, i) {
-			return
-		}
-		h[i], h[m] = h[m], h[i]
-		i = m
-	}
 }
