@@ -101,7 +101,15 @@ func TestClose(t *testing.T) {
 }
 
 // TestConcurrent hammers one Set from many goroutines; run it with -race.
+// With a 50 us window, the closed-state windows roll (by the clock and by
+// the timer goroutine) while outcomes are counted.
 func TestConcurrent(t *testing.T) {
+	for _, window := range []time.Duration{10 * time.Second, 50 * time.Microsecond} {
+		t.Run(window.String(), func(t *testing.T) { hammer(t, window) })
+	}
+}
+
+func hammer(t *testing.T, window time.Duration) {
 	addrs := make([]string, 16)
 	for i := range addrs {
 		addrs[i] = fmt.Sprintf("10.0.0.%d:80", i)
@@ -110,7 +118,7 @@ func TestConcurrent(t *testing.T) {
 	var events sync.WaitGroup
 	events.Add(1)
 	var once sync.Once
-	s = NewSet(Config{ConsecutiveFailures: 2, OpenTimeout: 100 * time.Microsecond, MaxOpenTimeout: time.Millisecond},
+	s = NewSet(Config{ConsecutiveFailures: 2, OpenTimeout: 100 * time.Microsecond, MaxOpenTimeout: time.Millisecond, Window: window},
 		WithOnStateChange(func(e Event) {
 			// Calling back into the Set from the callback must not deadlock.
 			_ = s.Get(e.Addr).State()
