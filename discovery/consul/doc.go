@@ -8,10 +8,17 @@
 //
 //   - WaitTime is always set (default 60 s) and every request carries a
 //     context, so Close aborts a parked query at once.
-//   - The index sent is never below 1. When the index goes backwards (a
-//     snapshot restore, an agent restarted on a fresh data dir) or after any
-//     error, the next read is a plain non-blocking read of the whole set.
-//     A missing or zero index is clamped and re-queried at most once a second.
+//   - The index sent is never below 1. After any error, the next read is a
+//     plain non-blocking read of the whole set. When the index goes
+//     backwards (a snapshot restore, an agent restarted on a fresh data dir,
+//     or a newly elected leader that has not caught up yet), that answer is
+//     not published: the next read is a consistent read of the whole set,
+//     which replaces it. A missing or zero index is clamped and re-queried at
+//     most once a second.
+//   - An answer without a known leader (X-Consul-KnownLeader: false: a
+//     server cut off from its quorum still answers blocking queries from its
+//     own copy) is not published: ErrNoLeader is reported in State.Err and
+//     the last known good set kept until a leader answers.
 //   - Re-queries are rate-limited (default 20/s, burst 10), so a churning
 //     service cannot make the watcher spin.
 //   - Errors back off exponentially with jitter (200 ms x2, capped at 10 s,

@@ -30,6 +30,9 @@ type fakeAgent struct {
 	reqs    []*http.Request
 	n       atomic.Int64
 	header  http.Header // added to every answer
+	// leaderless, if set, says which answers carry X-Consul-KnownLeader:
+	// false, as a server without a leader sends. Set it under mu.
+	leaderless func(n int) bool
 }
 
 func newFakeAgent(t *testing.T, respond func(r *http.Request, n int) (int, string, string)) *fakeAgent {
@@ -38,7 +41,7 @@ func newFakeAgent(t *testing.T, respond func(r *http.Request, n int) (int, strin
 		n := int(f.n.Add(1))
 		f.mu.Lock()
 		f.reqs = append(f.reqs, r.Clone(context.Background()))
-		respond := f.respond
+		respond, leaderless := f.respond, f.leaderless
 		f.mu.Unlock()
 		status, index, body := respond(r, n)
 		if status == -1 { // park like a blocking query until the client goes away
@@ -51,6 +54,9 @@ func newFakeAgent(t *testing.T, respond func(r *http.Request, n int) (int, strin
 		// The api client stops parsing headers at a missing LastContact.
 		w.Header().Set("X-Consul-LastContact", "0")
 		w.Header().Set("X-Consul-KnownLeader", "true")
+		if leaderless != nil && leaderless(n) {
+			w.Header().Set("X-Consul-KnownLeader", "false")
+		}
 		for k, v := range f.header {
 			w.Header()[k] = v
 		}
@@ -283,7 +289,7 @@ func TestRedirectRefusedTokenNotForwarded(t *testing.T) {
 }
 
 func TestIndexRules(t *testing.T) {
-	t.Run("backwards resets to a plain read", func(t *testing.T) {
+	t.Run("backwards is read again consistently", func(t *testing.T) {
 		f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
 			switch n {
 			case 1:
@@ -301,11 +307,21 @@ func TestIndexRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer w.Close()
-		nextWhere(t, w, 5*time.Second, "10.0.0.3", func(s discovery.State) bool { return addrsOf(s) == "10.0.0.3:80" })
+		// The answer at the lower index (10.0.0.2) may be a new leader's
+		// stale view: it is never published; the consistent read is.
+		nextWhere(t, w, 5*time.Second, "10.0.0.3", func(s discovery.State) bool {
+			if addrsOf(s) == "10.0.0.2:80" {
+				t.Errorf("the answer whose index went backwards was published")
+			}
+			return addrsOf(s) == "10.0.0.3:80"
+		})
 		reqs := f.requests()
 		idx := func(i int) string { return reqs[i].URL.Query().Get("index") }
 		if idx(0) != "" || idx(1) != "100" || idx(2) != "" {
 			t.Fatalf("index sequence %q %q %q, want \"\" (plain), 100 (blocking), \"\" (plain after reset)", idx(0), idx(1), idx(2))
+		}
+		if !reqs[2].URL.Query().Has("consistent") {
+			t.Fatalf("the read after the index went backwards is not consistent: %s", reqs[2].URL.RawQuery)
 		}
 		if reqs[1].URL.Query().Get("wait") == "" {
 			t.Fatal("blocking query sent without an explicit wait")
@@ -436,4 +452,41 @@ func TestTLSVerifyFailureIsAnErrorNeverADowngrade(t *testing.T) {
 	if served.Load() != 0 || len(s.Endpoints) != 0 {
 		t.Fatalf("%d requests served despite the failed verification; endpoints %v", served.Load(), s.Endpoints)
 	}
+}
+
+// An answer without a known leader (a server cut off from its quorum answers
+// blocking queries from its own copy) is not published: ErrNoLeader is
+// reported with the last known good set, until a leader answers again.
+func TestNoKnownLeaderKeepsLastKnownGood(t *testing.T) {
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		switch {
+		case n == 1:
+			return 200, "10", entriesJSON(t, "10.0.0.1:80")
+		case n <= 3:
+			return 200, "11", entriesJSON(t, "10.0.0.2:80") // leaderless: must not be published
+		case n == 4:
+			return 200, "12", entriesJSON(t, "10.0.0.3:80")
+		default:
+			return -1, "", ""
+		}
+	})
+	f.mu.Lock()
+	f.leaderless = func(n int) bool { return n == 2 || n == 3 }
+	f.mu.Unlock()
+	w, err := New("web", append(fast, WithAddress(f.addr()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	first := nextWhere(t, w, 5*time.Second, "the first set", func(s discovery.State) bool { return s.Err == nil })
+	s := nextWhere(t, w, 5*time.Second, "the error", func(s discovery.State) bool { return s.Err != nil })
+	if !errors.Is(s.Err, ErrNoLeader) || addrsOf(s) != "10.0.0.1:80" || !s.Synced.Equal(first.Synced) {
+		t.Fatalf("leaderless answer: %+v; want ErrNoLeader with the last known good set 10.0.0.1:80 and Synced unchanged", s)
+	}
+	nextWhere(t, w, 5*time.Second, "the leader's answer", func(s discovery.State) bool {
+		if addrsOf(s) == "10.0.0.2:80" {
+			t.Errorf("a leaderless answer was published")
+		}
+		return s.Err == nil && addrsOf(s) == "10.0.0.3:80"
+	})
 }

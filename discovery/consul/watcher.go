@@ -62,6 +62,13 @@ type Stats struct {
 // errInterrupted marks a blocking query cancelled by ResolveNow.
 var errInterrupted = errors.New("consul: query interrupted by ResolveNow")
 
+// ErrNoLeader is reported in State.Err when the agent answers without a
+// known leader (X-Consul-KnownLeader: false). A Consul server that has lost
+// its leader (no quorum) keeps answering blocking queries from its own,
+// possibly stale, copy of the catalog: the answer is not published, and the
+// last known good set is kept until the cluster has a leader again.
+var ErrNoLeader = errors.New("consul: no cluster leader")
+
 // New starts a Watcher for the named service. It does not wait for the
 // registry: the first answer, or the first error, arrives through Next. The
 // caller must Close the Watcher.
@@ -185,20 +192,24 @@ func (w *Watcher) Close() error {
 func (w *Watcher) run() {
 	defer w.wg.Done()
 	var (
-		index    uint64 // 0: the next read is a plain, non-blocking read
-		failures int
+		index      uint64 // 0: the next read is a plain, non-blocking read
+		consistent bool   // the next plain read must be consistent
+		failures   int
 	)
 	for w.ctx.Err() == nil {
 		var (
 			entries []*api.ServiceEntry
 			meta    *api.QueryMeta
 			err     error
+			checked bool // a consistent read: its answer is authoritative
 		)
 		if w.takeForced() {
 			w.stats.forced.Add(1)
+			checked = true
 			entries, meta, err = w.query(w.ctx, 0, true)
 		} else if index == 0 {
-			entries, meta, err = w.query(w.ctx, 0, false)
+			checked = consistent
+			entries, meta, err = w.query(w.ctx, 0, consistent)
 		} else {
 			if werr := w.limiter.Wait(w.ctx); werr != nil {
 				return
@@ -210,6 +221,24 @@ func (w *Watcher) run() {
 		}
 		if w.ctx.Err() != nil {
 			return
+		}
+		if err == nil && !meta.KnownLeader {
+			err = fmt.Errorf("%w: service %q: the agent answered from a server without a leader; keeping the last known good set", ErrNoLeader, w.service)
+		}
+		if err == nil && index > 0 && meta.LastIndex > 0 && meta.LastIndex < index {
+			// The index went backwards: the registry's history was reset
+			// (a snapshot restore, a fresh data dir), or a newly elected
+			// leader answered before catching up, with an older set. Unless
+			// the read was consistent, do not publish this answer: read
+			// everything again, consistently (the leader then confirms it
+			// leads and has caught up), and publish that.
+			w.stats.resets.Add(1)
+			w.opts.logger.Info("consul: index went backwards; reading everything again",
+				"service", w.service, "from", index, "to", meta.LastIndex)
+			if !checked {
+				index, consistent = 0, true
+				continue
+			}
 		}
 		if err == nil {
 			err = w.apply(entries, meta)
@@ -224,21 +253,12 @@ func (w *Watcher) run() {
 			continue
 		}
 		failures = 0
-		switch next := meta.LastIndex; {
-		case next == 0:
+		consistent = false
+		if index = meta.LastIndex; index == 0 {
 			// A missing index would make every blocking query return at
 			// once: clamp it, and wait a second before asking again.
 			index = 1
 			w.sleep(time.Second)
-		case next < index:
-			// The index went backwards: the registry's history was reset.
-			// This answer is complete, but the next read starts over.
-			w.stats.resets.Add(1)
-			w.opts.logger.Info("consul: index went backwards; reading everything again",
-				"service", w.service, "from", index, "to", next)
-			index = 0
-		default:
-			index = next
 		}
 	}
 }

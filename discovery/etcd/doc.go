@@ -28,7 +28,10 @@
 //     ErrNoLeader, a closed channel, or a stall (nothing for the progress
 //     interval, then nothing after a progress request for another one);
 //   - on a failed list, keeps the last known good set, reports the error in
-//     State.Err, and retries with jittered exponential backoff.
+//     State.Err, and retries with jittered exponential backoff. A watch ended
+//     by ErrNoLeader (its member is cut off from the leader) is reported in
+//     State.Err at once, before the list, which the client sends to a member
+//     that has a leader.
 //
 // Invalid entries (garbage JSON, bad addresses, oversized values) are dropped
 // with a logged reason and counted (Watcher.Dropped); the others are kept. A

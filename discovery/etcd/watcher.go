@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/dialtone-go/dialtone/discovery"
@@ -177,6 +178,12 @@ func (w *Watcher) run(ctx context.Context) {
 		}
 		if end.err != nil {
 			w.opts.logger.Info("etcd: watch ended; listing again", "prefix", w.dir, "err", end.err)
+			// The member we watched has lost its leader: what it serves may
+			// be stale. Say so at once, with the last known good set; a list
+			// through another member clears it.
+			if errors.Is(end.err, rpctypes.ErrNoLeader) {
+				w.pub.SetError(end.err)
+			}
 		}
 		if end.delivered {
 			attempt = 0
@@ -192,10 +199,12 @@ func (w *Watcher) run(ctx context.Context) {
 }
 
 // list reads the whole prefix with a linearizable Get and returns the
-// entries and the revision they were read at.
+// entries and the revision they were read at. It requires a leader: a
+// member without one refuses at once (ErrNoLeader), and the client tries
+// another, instead of holding the read until the request timeout.
 func (w *Watcher) list(ctx context.Context) (*snapshot, int64, error) {
 	w.lists.Add(1)
-	lctx, cancel := context.WithTimeout(ctx, w.opts.requestTimeout)
+	lctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), w.opts.requestTimeout)
 	defer cancel()
 	limit := w.opts.maxEntries
 	resp, err := w.client.Get(lctx, w.dir, clientv3.WithPrefix(), clientv3.WithLimit(int64(limit)+1))

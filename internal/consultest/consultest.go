@@ -46,12 +46,15 @@ func Binary(t testing.TB) string {
 	return p
 }
 
-// Agent is a consul agent -dev process on free loopback ports.
+// Agent is a consul agent process on free loopback ports: a single -dev
+// agent (Start), or one server of a Cluster.
 type Agent struct {
 	t     testing.TB
 	bin   string
 	ports [4]int // http, serf-lan, serf-wan, server
 	log   *syncBuffer
+	name  string                  // node name
+	flags func(a *Agent) []string // mode flags (-dev, or -server and its cluster); set before start
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -62,7 +65,7 @@ type Agent struct {
 // stopped by t.Cleanup.
 func Start(t testing.TB) *Agent {
 	t.Helper()
-	a := &Agent{t: t, bin: Binary(t), log: &syncBuffer{}}
+	a := &Agent{t: t, bin: Binary(t), log: &syncBuffer{}, name: "dialtone-test", flags: devFlags}
 	for i := range a.ports {
 		a.ports[i] = freePort(t)
 	}
@@ -91,12 +94,31 @@ func (a *Agent) start() {
 	a.t.Fatalf("consul agent did not start: %v\n%s", lastErr, a.log.String())
 }
 
-func (a *Agent) startOnce() error {
+// devFlags are the flags of a single -dev agent: a server that is its own
+// leader, with the catalog in memory.
+func devFlags(*Agent) []string { return []string{"-dev"} }
+
+// commonFlags are the flags every agent gets: loopback only, the agent's
+// ports, no gRPC or DNS, no update check (no traffic leaves the machine).
+func (a *Agent) commonFlags() []string {
 	p := a.ports
-	cmd := exec.Command(a.bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+	return []string{"-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", strconv.Itoa(p[0]), "-grpc-port", "-1", "-grpc-tls-port", "-1", "-dns-port", "-1",
 		"-serf-lan-port", strconv.Itoa(p[1]), "-serf-wan-port", strconv.Itoa(p[2]), "-server-port", strconv.Itoa(p[3]),
-		"-log-level", "warn", "-disable-host-node-id", "-node", "dialtone-test")
+		"-log-level", "warn", "-disable-host-node-id", "-node", a.name, "-hcl", "disable_update_check = true"}
+}
+
+func (a *Agent) startOnce() error {
+	if err := a.launch(); err != nil {
+		return err
+	}
+	return a.waitLeader(30 * time.Second)
+}
+
+// launch starts the agent process and returns without waiting for it.
+func (a *Agent) launch() error {
+	args := append(append([]string{"agent"}, a.flags(a)...), a.commonFlags()...)
+	cmd := exec.Command(a.bin, args...)
 	cmd.Stdout, cmd.Stderr = a.log, a.log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -107,32 +129,65 @@ func (a *Agent) startOnce() error {
 	a.mu.Lock()
 	a.cmd, a.done = cmd, done
 	a.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return nil
+}
+
+// waitLeader waits until the launched agent answers with a leader, at most
+// timeout; it kills the agent if it does not.
+func (a *Agent) waitLeader(timeout time.Duration) error {
+	a.mu.Lock()
+	cmd, done := a.cmd, a.done
+	a.mu.Unlock()
+	if cmd == nil {
+		return fmt.Errorf("agent %s is not running", a.name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+a.Addr()+"/v1/status/leader", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			var b bytes.Buffer
-			b.ReadFrom(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 && len(bytes.Trim(b.Bytes(), `" `+"\n")) > 0 {
-				return nil
-			}
+		if l, err := a.leader(ctx); err == nil && l != "" {
+			return nil
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("agent exited: %v", cmd.ProcessState)
+			return fmt.Errorf("agent %s exited: %v", a.name, cmd.ProcessState)
 		case <-ctx.Done():
 			a.Stop()
-			return fmt.Errorf("no leader within 30 s")
+			return fmt.Errorf("agent %s: no leader within %v", a.name, timeout)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
 
-// Stop kills the agent and waits for it to exit. Its catalog is lost: the
-// agent runs in -dev mode, in memory.
+// statusClient is for the harness's own status requests. It keeps no idle
+// connections, so it leaves no goroutine behind.
+var statusClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+// leader asks the agent which server is the raft leader: "127.0.0.1:PORT"
+// (its server port), or "" while there is none.
+func (a *Agent) leader(ctx context.Context) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+a.Addr()+"/v1/status/leader", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := statusClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return string(bytes.Trim(b.Bytes(), `" `+"\n")), nil
+}
+
+// Name returns the agent's node name.
+func (a *Agent) Name() string { return a.name }
+
+// Stop kills the agent (SIGKILL) and waits for it to exit. A -dev agent
+// loses its catalog (it is in memory); a cluster server keeps its data
+// directory but, killed, does not leave the cluster: it stays a voter.
 func (a *Agent) Stop() {
 	a.mu.Lock()
 	cmd, done := a.cmd, a.done
@@ -145,8 +200,10 @@ func (a *Agent) Stop() {
 	<-done
 }
 
-// Restart stops the agent and starts a new one on the same ports, with an
-// empty catalog, so Consul's index starts again from a low number.
+// Restart stops the agent and starts a new one on the same ports, and waits
+// until it sees a leader. A -dev agent comes back with an empty catalog, so
+// Consul's index starts again from a low number; a cluster server comes back
+// with its data directory and rejoins.
 func (a *Agent) Restart() {
 	a.t.Helper()
 	a.Stop()
@@ -183,4 +240,19 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// running reports whether the agent's process is alive.
+func (a *Agent) running() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cmd == nil {
+		return false
+	}
+	select {
+	case <-a.done:
+		return false
+	default:
+		return true
+	}
 }

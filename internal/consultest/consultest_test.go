@@ -67,3 +67,28 @@ func TestHoldProxy(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// Three servers elect a leader; when it is killed, the other two elect a
+// new one, and every server is gone after Stop.
+func TestClusterLeaderKill(t *testing.T) {
+	start := time.Now()
+	c := StartCluster(t, 3)
+	t.Logf("3 servers with a leader after %v", time.Since(start).Round(time.Millisecond))
+	if n := len(c.Agents()); n != 3 {
+		t.Fatalf("%d servers, want 3", n)
+	}
+	old := c.WaitLeader(t)
+	old.Stop()
+	killed := time.Now()
+	l := c.WaitLeader(t)
+	t.Logf("new leader %s %v after killing %s", l.Name(), time.Since(killed).Round(time.Millisecond), old.Name())
+	if l == old {
+		t.Fatalf("the killed server %s is still reported leader", old.Name())
+	}
+	for _, a := range c.Agents() {
+		a.Stop()
+	}
+	if c.Leader() != nil {
+		t.Fatal("a leader is reported with every server killed")
+	}
+}

@@ -10,6 +10,15 @@
 //	srv := etcdtest.Start(t)
 //	cli := srv.Client(t) // closed by t.Cleanup
 //
-// A Server is a single member for now; multi-member clusters will be added
-// for member-loss tests.
+// StartCluster runs several members as one cluster (3 for quorum tests),
+// each behind loopback TCP proxies for its client and peer URLs, so that
+// Member.Stop looks like a dead process (connections closed, no leadership
+// handover) and Member.Isolate like a network partition (peer traffic held
+// back on open connections, clients still served):
+//
+//	c := etcdtest.StartCluster(t, 3)
+//	l := c.WaitLeader(t)
+//	cli := c.Client(t) // every member
+//	l.Stop()           // the others elect a new leader
+//	l.Restart(t)       // back with its data
 package etcdtest

@@ -138,39 +138,61 @@ func (s *Server) Restart(t testing.TB) {
 
 // start runs the member on s's ports and waits for it to be ready.
 func (s *Server) start() error {
-	cfg := embed.NewConfig()
-	cfg.Name = s.name
-	cfg.Dir = s.dir
-	cfg.ListenClientUrls = []url.URL{s.clientURL}
-	cfg.AdvertiseClientUrls = []url.URL{s.clientURL}
-	cfg.ListenPeerUrls = []url.URL{s.peerURL}
-	cfg.AdvertisePeerUrls = []url.URL{s.peerURL}
-	cfg.InitialCluster = s.name + "=" + s.peerURL.String()
-	cfg.InitialClusterToken = "etcdtest"
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	cfg.LogLevel = "error"
-	cfg.EnableGRPCGateway = false
-	cfg.WatchProgressNotifyInterval = 500 * time.Millisecond
-	for _, o := range s.opts {
-		o(cfg)
-	}
+	cfg := memberConfig(s.name, s.dir, s.clientURL, s.clientURL, s.peerURL, s.peerURL,
+		s.name+"="+s.peerURL.String(), s.opts)
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return err
 	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		e.Close()
-		return fmt.Errorf("etcd failed before ready: %w", err)
-	case <-time.After(readyTimeout):
-		e.Close()
-		return fmt.Errorf("etcd not ready within %v", readyTimeout)
+	if err := waitReady(e); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.etcd = e
 	s.mu.Unlock()
 	return nil
+}
+
+// memberConfig is the embed.Config of one member: it listens on the listen
+// URLs, tells clients and peers to use the advertised ones, and joins the
+// members of initialCluster ("name=peerURL,..."). Logging is silenced, and
+// progress notifications are sent every 500 ms; opts may change either.
+func memberConfig(name, dir string, listenClient, advClient, listenPeer, advPeer url.URL, initialCluster string, opts []Option) *embed.Config {
+	cfg := embed.NewConfig()
+	cfg.Name = name
+	cfg.Dir = dir
+	cfg.ListenClientUrls = []url.URL{listenClient}
+	cfg.AdvertiseClientUrls = []url.URL{advClient}
+	cfg.ListenPeerUrls = []url.URL{listenPeer}
+	cfg.AdvertisePeerUrls = []url.URL{advPeer}
+	cfg.InitialCluster = initialCluster
+	cfg.InitialClusterToken = "etcdtest"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.LogLevel = "error"
+	cfg.EnableGRPCGateway = false
+	cfg.WatchProgressNotifyInterval = 500 * time.Millisecond
+	for _, o := range opts {
+		o(cfg)
+	}
+	return cfg
+}
+
+// waitReady blocks until e serves (for a cluster member: until it has
+// joined a cluster with a leader), at most readyTimeout. It closes e if
+// e fails or is not ready in time.
+func waitReady(e *embed.Etcd) error {
+	t := time.NewTimer(readyTimeout)
+	defer t.Stop()
+	select {
+	case <-e.Server.ReadyNotify():
+		return nil
+	case err := <-e.Err():
+		e.Close()
+		return fmt.Errorf("etcd failed before ready: %w", err)
+	case <-t.C:
+		e.Close()
+		return fmt.Errorf("etcd not ready within %v", readyTimeout)
+	}
 }
 
 // freePorts returns n distinct ports that were free a moment ago: it listens
