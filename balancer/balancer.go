@@ -167,18 +167,25 @@ func (b *Balancer) apply(s discovery.State) {
 	seed := b.medianCost()
 	keep := make(map[string]*node, len(s.Endpoints))
 	order := make([]*node, 0, len(s.Endpoints))
-	for _, ep := range s.Endpoints {
+	fresh := 0
+	for i := range s.Endpoints {
+		ep := &s.Endpoints[i]
 		n := b.nodes[ep.Addr]
 		if n == nil {
 			n = newNode(b, ep, added, seed)
+			fresh++
 		}
 		n.setEndpoint(ep)
 		keep[ep.Addr] = n
 		order = append(order, n)
 	}
+	gone := len(b.nodes) - (len(keep) - fresh) // old addresses not in the new set
 	b.nodes = keep
 	b.order = order
-	if b.breakers != nil {
+	// Drop the breakers of addresses that left (or that a pick on an older
+	// snapshot made after they left); an update that only changes health or
+	// weights skips this.
+	if b.breakers != nil && (gone > 0 || b.breakers.Len() > len(keep)) {
 		b.breakers.Retain(slices.Collect(maps.Keys(keep)))
 	}
 	idx := keep

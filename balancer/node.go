@@ -77,10 +77,12 @@ func (n *node) breakerState() breaker.State {
 // endpoint returns the node's latest endpoint; safe from any goroutine.
 func (n *node) endpoint() discovery.Endpoint { return *n.epp.Load() }
 
-// setEndpoint and setEjected are called by the run goroutine.
-func (n *node) setEndpoint(ep discovery.Endpoint) {
-	n.ep = ep
-	n.epp.Store(&ep)
+// setEndpoint and setEjected are called by the run goroutine. ep points
+// into a published discovery.State, which is never mutated: the node shares
+// it rather than copying it.
+func (n *node) setEndpoint(ep *discovery.Endpoint) {
+	n.ep = *ep
+	n.epp.Store(ep)
 }
 
 func (n *node) setEjected(until int64) {
@@ -88,7 +90,7 @@ func (n *node) setEjected(until int64) {
 	n.ejectedAt.Store(until)
 }
 
-func newNode(b *Balancer, ep discovery.Endpoint, added int64, seed float64) *node {
+func newNode(b *Balancer, ep *discovery.Endpoint, added int64, seed float64) *node {
 	n := &node{addr: ep.Addr, b: b, added: added}
 	n.setEndpoint(ep)
 	n.cost.Store(math.Float64bits(seed))

@@ -222,7 +222,7 @@ func TestMaglevConsistencyAndBoundedLoad(t *testing.T) {
 func TestSlowStartCurve(t *testing.T) {
 	b := &Balancer{opts: defaultOptions()}
 	n := &node{added: 1000}
-	n.setEndpoint(discovery.Endpoint{Weight: 10})
+	n.setEndpoint(&discovery.Endpoint{Weight: 10})
 	win := int64(b.opts.slowStart)
 	for _, tc := range []struct {
 		age  int64
@@ -237,7 +237,7 @@ func TestSlowStartCurve(t *testing.T) {
 	if got, _ := b.weight(n, 5); got != 10 {
 		t.Fatalf("initial node weight %v", got)
 	}
-	n.setEndpoint(discovery.Endpoint{Weight: 10, Health: discovery.Degraded})
+	n.setEndpoint(&discovery.Endpoint{Weight: 10, Health: discovery.Degraded})
 	if got, _ := b.weight(n, 5); got != 5 {
 		t.Fatalf("degraded weight %v, want half", got)
 	}

@@ -139,7 +139,27 @@ func Sanitize(in []Endpoint) (valid []Endpoint, rejected []Rejected) {
 		}
 		valid = append(valid, e)
 	}
-	slices.SortStableFunc(valid, func(a, b Endpoint) int { return strings.Compare(a.ID, b.ID) })
+	// Sort by ID, keeping input order among equal IDs (the first one wins
+	// below). A registry usually answers in order already; otherwise sort
+	// indexes, which is cheaper than moving whole endpoints.
+	byID := func(a, b Endpoint) int { return strings.Compare(a.ID, b.ID) }
+	if !slices.IsSortedFunc(valid, byID) {
+		idx := make([]int32, len(valid))
+		for i := range idx {
+			idx[i] = int32(i)
+		}
+		slices.SortFunc(idx, func(a, b int32) int {
+			if c := byID(valid[a], valid[b]); c != 0 {
+				return c
+			}
+			return int(a - b)
+		})
+		sorted := make([]Endpoint, len(valid))
+		for i, j := range idx {
+			sorted[i] = valid[j]
+		}
+		valid = sorted
+	}
 	seenAddr := make(map[string]string, len(valid))
 	out := valid[:0]
 	for i, e := range valid {
