@@ -192,7 +192,17 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 				err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, addr, err)
 			}
 		}
-		r.Done(err)
+		var be *BackoffError
+		if errors.As(err, &be) {
+			// Not an outcome: no dial was made and nothing was sent. The
+			// failed dial that started the backoff was counted once;
+			// counting every call refused during the backoff would trip the
+			// breaker on one failed dial and lock the node out for the open
+			// period after it is back.
+			r.Done(context.Canceled)
+		} else {
+			r.Done(err)
+		}
 		if err == nil {
 			return nil
 		}

@@ -221,12 +221,15 @@ func (c *conn) fail(err error) {
 	close(c.dead)
 	c.mu.Unlock()
 	c.nc.Close()
+	// Take the connection out of its endpoint before waking the callers,
+	// so that their next calls do not find it (they would get a not-sent
+	// error and move on, but need not).
+	if c.onDead != nil {
+		c.onDead(c)
+	}
 	for _, pc := range pending {
 		pc.err = err
 		pc.done <- struct{}{}
-	}
-	if c.onDead != nil {
-		c.onDead(c)
 	}
 }
 

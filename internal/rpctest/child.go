@@ -25,6 +25,7 @@ const (
 	childNameEnv  = "DIALTONE_RPCTEST_NAME"
 	childLogEnv   = "DIALTONE_RPCTEST_EXECLOG"
 	childHBEnv    = "DIALTONE_RPCTEST_HEARTBEAT"
+	childEventEnv = "DIALTONE_RPCTEST_EVENTLOG"
 	listeningLine = "LISTENING "
 )
 
@@ -39,7 +40,9 @@ var childSeq atomic.Int64
 // with the Echo service (plus the heartbeat service if asked), prints
 // "LISTENING 127.0.0.1:port" on stdout, and never returns: the process exits
 // with status 0 when its stdin reaches EOF (the parent closed it or died) or
-// on SIGTERM/SIGINT, and with status 1 if it cannot listen.
+// on SIGTERM/SIGINT, and with status 1 if it cannot listen. SIGUSR1 stops
+// its server and SIGUSR2 starts it again on the same address (see
+// Child.StopServer).
 func RunChildIfRequested() {
 	if os.Getenv(ChildEnv) == "" {
 		return
@@ -57,6 +60,14 @@ func RunChildIfRequested() {
 		}
 		s.execs.file = f
 	}
+	if path := os.Getenv(childEventEnv); path != "" {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "rpctest child: %v\n", err)
+			os.Exit(1)
+		}
+		s.events = f
+	}
 	if err := s.listen("127.0.0.1:0"); err != nil {
 		fmt.Fprintf(os.Stderr, "rpctest child: listen: %v\n", err)
 		os.Exit(1)
@@ -70,12 +81,28 @@ func RunChildIfRequested() {
 		done <- struct{}{}
 	}()
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	select {
-	case <-done:
-	case <-sig:
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+	for {
+		select {
+		case <-done:
+			os.Exit(0)
+		case g := <-sig:
+			switch g {
+			case syscall.SIGUSR1:
+				s.Stop()
+			case syscall.SIGUSR2:
+				if !s.stopped() {
+					continue
+				}
+				if err := s.listen(s.Addr()); err != nil {
+					fmt.Fprintf(os.Stderr, "rpctest child: listen again: %v\n", err)
+					os.Exit(1)
+				}
+			default:
+				os.Exit(0)
+			}
+		}
 	}
-	os.Exit(0)
 }
 
 // ChildOption configures a child started by StartChild.
@@ -104,12 +131,13 @@ func WithChildHeartbeat() ChildOption {
 // for faults that need a real process: SIGKILL, SIGSTOP. Its methods are safe
 // for concurrent use from any goroutine.
 type Child struct {
-	t       testing.TB
-	name    string
-	addr    string
-	logPath string
-	cmd     *exec.Cmd
-	stdin   io.Closer // kept open: the child exits when it closes; Wait closes it
+	t         testing.TB
+	name      string
+	addr      string
+	logPath   string
+	eventPath string
+	cmd       *exec.Cmd
+	stdin     io.Closer // kept open: the child exits when it closes; Wait closes it
 
 	killOnce sync.Once
 }
@@ -131,16 +159,19 @@ func StartChild(t testing.TB, opts ...ChildOption) *Child {
 	if o.name == "" {
 		o.name = "child-" + strconv.FormatInt(n, 10)
 	}
+	dir := t.TempDir()
 	c := &Child{
-		t:       t,
-		name:    o.name,
-		logPath: filepath.Join(t.TempDir(), "executions-"+strconv.FormatInt(n, 10)+".log"),
+		t:         t,
+		name:      o.name,
+		logPath:   filepath.Join(dir, "executions-"+strconv.FormatInt(n, 10)+".log"),
+		eventPath: filepath.Join(dir, "events-"+strconv.FormatInt(n, 10)+".log"),
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(),
 		ChildEnv+"=1",
 		childNameEnv+"="+c.name,
 		childLogEnv+"="+c.logPath,
+		childEventEnv+"="+c.eventPath,
 	)
 	if o.heartbeat {
 		cmd.Env = append(cmd.Env, childHBEnv+"=1")
@@ -288,6 +319,75 @@ func (c *Child) Executions() []string {
 		if strings.HasSuffix(l, "\n") { // drop a torn last line, if any
 			out = append(out, strings.TrimSuffix(l, "\n"))
 		}
+	}
+	return out
+}
+
+// StopServer makes the child stop its server as Server.Stop does, while the
+// process keeps running: the listener and every connection are closed at
+// once and new dials are refused. It returns, after the child finished
+// (at most 5 s), the time at which it did. Calling it on a stopped server
+// waits for nothing new and fails after 5 s.
+func (c *Child) StopServer() (time.Time, error) {
+	return c.signalEvent(syscall.SIGUSR1, eventStop)
+}
+
+// StartServer makes a child stopped by StopServer listen again on the same
+// address (the child exits with status 1 if it cannot). It returns, once the
+// child listens (at most 5 s), the time at which it started listening.
+func (c *Child) StartServer() (time.Time, error) {
+	return c.signalEvent(syscall.SIGUSR2, eventListen)
+}
+
+// signalEvent sends sig and waits for the child to log one more event of
+// the given kind than before, and returns that event's time.
+func (c *Child) signalEvent(sig syscall.Signal, kind string) (time.Time, error) {
+	before := len(c.events(kind))
+	if err := c.cmd.Process.Signal(sig); err != nil {
+		return time.Time{}, fmt.Errorf("rpctest: %v to child %d: %w", sig, c.Pid(), err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if ev := c.events(kind); len(ev) > before {
+			return ev[before], nil
+		}
+		if time.Now().After(deadline) {
+			return time.Time{}, fmt.Errorf("rpctest: child %d logged no %q event within 5 s of %v", c.Pid(), kind, sig)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Accepts returns the times at which the child accepted connections, across
+// StopServer and StartServer, oldest first, like Server.Accepts. The times
+// are the child's wall clock, which is this process's. It works before and
+// after Kill.
+func (c *Child) Accepts() []time.Time { return c.events(eventAccept) }
+
+// events reads the times of the events of one kind from the child's event
+// log; a log that does not exist yet is empty. A read error is reported with
+// t.Errorf (of StartChild) and gives nil.
+func (c *Child) events(kind string) []time.Time {
+	data, err := os.ReadFile(c.eventPath)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		c.t.Errorf("rpctest: read child event log: %v", err)
+		return nil
+	}
+	var out []time.Time
+	for _, l := range strings.SplitAfter(string(data), "\n") {
+		k, ns, ok := strings.Cut(strings.TrimSuffix(l, "\n"), " ")
+		if !ok || k != kind || !strings.HasSuffix(l, "\n") { // a torn last line is skipped
+			continue
+		}
+		n, err := strconv.ParseInt(ns, 10, 64)
+		if err != nil {
+			c.t.Errorf("rpctest: bad child event line %q", l)
+			return nil
+		}
+		out = append(out, time.Unix(0, n))
 	}
 	return out
 }

@@ -87,3 +87,34 @@ func TestChildExecutionsEmpty(t *testing.T) {
 		t.Fatalf("Executions = %q", got)
 	}
 }
+
+func TestChildStopStartServer(t *testing.T) {
+	c := StartChild(t)
+	cli := dial(t, c.Addr())
+	echo(t, cli, "alive")
+	pending := cli.Go("Echo.Echo", &EchoArgs{Sleep: time.Hour}, new(EchoReply), nil)
+	echo(t, cli, "after") // served after pending was read: the child has it
+	before := time.Now()
+	stopped, err := c.StopServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(t, pending, 5*time.Second); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("pending call: %v, want io.ErrUnexpectedEOF", err)
+	}
+	if _, err := rpc.Dial("tcp", c.Addr()); err == nil {
+		t.Fatal("dial after StopServer succeeded")
+	}
+	started, err := c.StartServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !before.Before(stopped) || !stopped.Before(started) || time.Since(started) < 0 {
+		t.Fatalf("event times out of order: before %v, stopped %v, started %v, now %v", before, stopped, started, time.Now())
+	}
+	echo(t, dial(t, c.Addr()), "again")
+	acc := c.Accepts()
+	if len(acc) != 2 || acc[0].After(stopped) || acc[1].Before(started) {
+		t.Fatalf("Accepts = %v, want one before the stop (%v) and one after the start (%v)", acc, stopped, started)
+	}
+}

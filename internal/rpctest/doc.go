@@ -8,7 +8,9 @@
 //     kills every connection, Restart brings it back (same or new port), Hang
 //     freezes it while its TCP connections stay open.
 //   - StartChild runs the same Server in a child process (the test binary
-//     re-executed), so a test can SIGKILL, SIGSTOP and SIGCONT a backend. The
+//     re-executed), so a test can SIGKILL, SIGSTOP and SIGCONT a backend, or
+//     stop and restart its server on the same port while the process runs
+//     (StopServer, StartServer); Accepts gives the child's accept times. The
 //     using package's TestMain must call RunChildIfRequested first.
 //   - Blackhole returns an address whose TCP handshakes never complete.
 //   - NewProxy puts a TCP proxy in front of a backend that can reset

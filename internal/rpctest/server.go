@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net"
 	"net/rpc"
+	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -53,7 +55,8 @@ type Server struct {
 	mu      sync.Mutex
 	addr    string
 	accepts []time.Time
-	run     *run // nil while stopped
+	run     *run     // nil while stopped
+	events  *os.File // a child's event log (see logEvent); nil in-process
 }
 
 // run is one listening period of a Server, from listen to Stop.
@@ -122,10 +125,28 @@ func (s *Server) listen(addr string) error {
 		s.name = s.addr
 	}
 	s.run = r
+	s.logEvent(eventListen, time.Now())
 	s.mu.Unlock()
 	r.wg.Add(1)
 	go s.serve(r)
 	return nil
+}
+
+// Event kinds of a child's event log.
+const (
+	eventListen = "listen"
+	eventAccept = "accept"
+	eventStop   = "stop"
+)
+
+// logEvent appends "kind unixnano" to the event log, if any, with one
+// write(2), so that the parent can read it while the child runs. Called
+// with s.mu held.
+func (s *Server) logEvent(kind string, at time.Time) {
+	if s.events == nil {
+		return
+	}
+	s.events.Write([]byte(kind + " " + strconv.FormatInt(at.UnixNano(), 10) + "\n"))
 }
 
 // serve accepts connections until r.lis is closed, and serves each with
@@ -146,8 +167,10 @@ func (s *Server) serve(r *run) {
 			}
 			continue
 		}
+		now := time.Now()
 		s.mu.Lock()
-		s.accepts = append(s.accepts, time.Now())
+		s.accepts = append(s.accepts, now)
+		s.logEvent(eventAccept, now)
 		s.mu.Unlock()
 		r.mu.Lock()
 		if r.closed {
@@ -221,6 +244,16 @@ func (s *Server) Stop() {
 	r.mu.Unlock()
 	close(r.stop)
 	r.wg.Wait()
+	s.mu.Lock()
+	s.logEvent(eventStop, time.Now())
+	s.mu.Unlock()
+}
+
+// stopped reports whether the server is stopped.
+func (s *Server) stopped() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.run == nil
 }
 
 // Restart stops the server if it runs, then listens again with a new
