@@ -27,7 +27,7 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		policy:         RoundRobin(),
+		policy:         P2C(),
 		breakers:       true,
 		panicThreshold: 0.5,
 		degradedFactor: 0.5,
@@ -44,7 +44,10 @@ func defaultOptions() options {
 func WithService(name string) Option { return func(o *options) { o.service = name } }
 
 // WithPolicy selects how a node is chosen among the healthy ones.
-// Default: RoundRobin().
+// Default: P2C(), which moves traffic away from slow nodes and from nodes
+// whose requests stop coming back (a dying or hung process) before any
+// error is seen; RoundRobin() spreads requests exactly evenly and is the
+// cheapest pick.
 func WithPolicy(p Policy) Option { return func(o *options) { o.policy = p } }
 
 // WithBreakers configures the per-node circuit breakers (see package

@@ -12,7 +12,7 @@ import (
 
 func TestRoundRobinIsEven(t *testing.T) {
 	as := addrs(3)
-	b, _ := newTest(t, as, WithoutBreakers())
+	b, _ := newTest(t, as, WithPolicy(RoundRobin()), WithoutBreakers())
 	got := count(t, b, 3000, nil)
 	// Each shard cycles exactly; the shards together are off by at most
 	// one per shard.

@@ -55,7 +55,8 @@ func defaultOptions() options {
 }
 
 // WithBalancer passes options to the balancer (policy, breakers, outlier
-// ejection, panic threshold). Default: round robin with per-node breakers.
+// ejection, panic threshold). Default: P2C (peak-EWMA latency x in-flight)
+// with per-node breakers.
 func WithBalancer(opts ...balancer.Option) Option {
 	return func(o *options) { o.balancerOpts = append(o.balancerOpts, opts...) }
 }
