@@ -4,9 +4,10 @@ package benchmarks
 // in child processes under closed-loop load, one SIGKILLed a third of the
 // way in, for dialtone's rpcclient (net/rpc backends) and for grpc-go with
 // round_robin (gRPC backends serving grpc.health.v1), side by side.
-// dialtone runs three ways: round robin with retries, round robin with
-// retries off (the comparison with grpc-go, whose only retries are
-// transparent ones for requests that never left), and P2C with retries off.
+// dialtone runs three ways, with its default policy (P2C) with retries and
+// with retries off (the comparison with grpc-go, whose only retries are
+// transparent ones for requests that never left), and with round robin and
+// retries off.
 //
 // A call's failure is counted in the phase in which the call started
 // ("before" holds the calls in flight at the kill); "total" is all phases.
@@ -178,7 +179,7 @@ func BenchmarkFailover(b *testing.B) {
 		}
 	}
 	for _, callers := range []int{16, 64} {
-		for _, mode := range []string{"retries", "no retries", "p2c, no retries"} {
+		for _, mode := range []string{"retries", "no retries", "rr, no retries"} {
 			retries := mode == "retries"
 			var addrs []string
 			var kids []*rpctest.Child
@@ -196,8 +197,8 @@ func BenchmarkFailover(b *testing.B) {
 			if !retries {
 				opts = append(opts, rpcclient.WithMaxAttempts(1))
 			}
-			if mode == "p2c, no retries" {
-				opts = append(opts, rpcclient.WithBalancer(balancer.WithPolicy(balancer.P2C())))
+			if mode == "rr, no retries" {
+				opts = append(opts, rpcclient.WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
 			}
 			c, err := rpcclient.New(w, opts...)
 			if err != nil {
