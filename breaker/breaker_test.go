@@ -488,3 +488,28 @@ func TestRollsOnlyWindowsInUse(t *testing.T) {
 		}
 	})
 }
+
+// TestRollsByClockAfterClose: once the Set is closed (or the breaker
+// dropped), nothing rolls the window on time, so Begin rolls it by the
+// clock; outcomes still land in the right bucket.
+func TestRollsByClockAfterClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{Window: 10 * time.Second})
+		b := s.Get("a")
+		report(t, b, 1, nil) // armed
+		s.Close()
+		time.Sleep(2500 * time.Millisecond)
+		report(t, b, 1, nil)
+		if age := b.closed.age.Load(); age != 2 {
+			t.Fatalf("window at bucket %d 2.5 s after the first request, want 2", age)
+		}
+		d := s.Get("b") // Get still works after Close
+		report(t, d, 1, nil)
+		s.Retain(nil)
+		time.Sleep(1500 * time.Millisecond)
+		report(t, d, 1, nil)
+		if age := d.closed.age.Load(); age != 1 {
+			t.Fatalf("dropped breaker's window at bucket %d after 1.5 s, want 1", age)
+		}
+	})
+}

@@ -125,6 +125,7 @@ func (s *Set) Retain(addrs []string) {
 	for _, b := range gone {
 		b.dropped.Store(true)
 		s.unschedule(b)
+		b.closed.armed.Store(false) // no more timed rolls: Begin rolls by the clock
 	}
 	s.tmu.Unlock()
 }
@@ -139,6 +140,7 @@ func (s *Set) Close() error {
 		s.stopped = true
 		for _, b := range s.timers {
 			b.heapIdx = -1
+			b.closed.armed.Store(false) // no more timed rolls: Begin rolls by the clock
 		}
 		s.timers = nil
 		s.tmu.Unlock()
