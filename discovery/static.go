@@ -66,18 +66,18 @@ func (s *Static) Close() error {
 // buildStatic serves static:///host:port,host:port.
 func buildStatic(_ context.Context, t Target) (Watcher, error) {
 	if len(t.Hosts) > 0 {
-		return nil, fmt.Errorf("%w %q: authority: static targets take no authority (want static:///host:port,host:port)", ErrBadTarget, truncate(t.Raw))
+		return nil, fmt.Errorf("%w %q: authority: static targets take no authority (want static:///host:port,host:port)", ErrBadTarget, truncate(t.String()))
 	}
 	if len(t.Query) > 0 {
-		return nil, fmt.Errorf("%w %q: query: static targets take no options", ErrBadTarget, truncate(t.Raw))
+		return nil, fmt.Errorf("%w %q: query: static targets take no options", ErrBadTarget, truncate(t.String()))
 	}
 	if t.Path == "" {
-		return nil, fmt.Errorf("%w %q: path: no addresses (want static:///host:port,host:port)", ErrBadTarget, truncate(t.Raw))
+		return nil, fmt.Errorf("%w %q: path: no addresses (want static:///host:port,host:port)", ErrBadTarget, truncate(t.String()))
 	}
 	addrs := strings.Split(t.Path, ",")
 	for _, a := range addrs {
 		if err := ValidateAddr(a); err != nil {
-			return nil, fmt.Errorf("%w %q: path: %w", ErrBadTarget, truncate(t.Raw), err)
+			return nil, fmt.Errorf("%w %q: path: %w", ErrBadTarget, truncate(t.String()), err)
 		}
 	}
 	return StaticAddrs(addrs...)

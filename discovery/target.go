@@ -30,7 +30,51 @@ type Target struct {
 }
 
 // String returns the original target string.
-func (t Target) String() string { return t.Raw }
+// String returns the target as given, with any credentials in it (user
+// information, or a query value named like a token or password) replaced
+// by "REDACTED", so that it can go in errors and logs.
+func (t Target) String() string { return redactTarget(t.Raw) }
+
+// redactTarget blanks what looks like a secret in a target string: the user
+// information of the authority, and query values whose key names a token,
+// password, secret, key or credential. Parsing refuses both, but the error
+// that says so must not repeat them.
+func redactTarget(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	rest, query, hasQuery := strings.Cut(rest, "?")
+	authority, path, hasSlash := strings.Cut(rest, "/")
+	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		authority = "REDACTED" + authority[i:]
+	}
+	out := scheme + "://" + authority
+	if hasSlash {
+		out += "/" + path
+	}
+	if !hasQuery {
+		return out
+	}
+	parts := strings.Split(query, "&")
+	for i, kv := range parts {
+		k, _, hasValue := strings.Cut(kv, "=")
+		if hasValue && sensitiveKey(k) {
+			parts[i] = k + "=REDACTED"
+		}
+	}
+	return out + "?" + strings.Join(parts, "&")
+}
+
+func sensitiveKey(k string) bool {
+	k = strings.ToLower(k)
+	for _, w := range []string{"token", "pass", "secret", "key", "cred", "auth"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}
 
 // ParseTarget parses scheme://[authority]/path[?query]. The authority is a
 // comma-separated list of host:port. The error wraps ErrBadTarget and names the
@@ -38,7 +82,7 @@ func (t Target) String() string { return t.Raw }
 func ParseTarget(s string) (Target, error) {
 	t := Target{Raw: s}
 	bad := func(part, why string) (Target, error) {
-		return Target{}, fmt.Errorf("%w %q: %s: %s", ErrBadTarget, truncate(s), part, why)
+		return Target{}, fmt.Errorf("%w %q: %s: %s", ErrBadTarget, truncate(redactTarget(s)), part, why)
 	}
 	if len(s) > 8*MaxFieldLen {
 		return bad("target", "longer than "+strconv.Itoa(8*MaxFieldLen)+" bytes")

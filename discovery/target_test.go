@@ -87,3 +87,29 @@ func FuzzParseTarget(f *testing.F) {
 		}
 	})
 }
+
+// TestTargetErrorsHideCredentials: a target carrying credentials is refused,
+// and neither the error nor Target.String repeats them.
+func TestTargetErrorsHideCredentials(t *testing.T) {
+	for _, s := range []string{
+		"etcd://root:hunter2@127.0.0.1:2379/svc",
+		"consul://hunter2@127.0.0.1:8500/svc",
+		"consul://127.0.0.1:8500/svc?token=hunter2&tag=a",
+		"consul://127.0.0.1:8500/svc?Password=hunter2",
+		"consul://127.0.0.1:8500/svc?token=hunter2#frag",
+	} {
+		tg, err := ParseTarget(s)
+		if err != nil {
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("ParseTarget(%q) error repeats the secret: %v", s, err)
+			}
+			continue
+		}
+		if got := tg.String(); strings.Contains(got, "hunter2") || !strings.Contains(got, "REDACTED") {
+			t.Errorf("Target(%q).String() = %q, want the secret redacted", s, got)
+		}
+	}
+	if got := redactTarget("consul://127.0.0.1:8500/svc?tag=a&dc=b"); got != "consul://127.0.0.1:8500/svc?tag=a&dc=b" {
+		t.Errorf("a target without secrets changed: %q", got)
+	}
+}

@@ -22,7 +22,7 @@ func build(_ context.Context, t discovery.Target) (discovery.Watcher, error) {
 
 func targetOptions(t discovery.Target) ([]Option, error) {
 	bad := func(part, why string) ([]Option, error) {
-		return nil, fmt.Errorf("%w %q: %s: %s", discovery.ErrBadTarget, t.Raw, part, why)
+		return nil, fmt.Errorf("%w %q: %s: %s", discovery.ErrBadTarget, t.String(), part, why)
 	}
 	if len(t.Hosts) > 1 {
 		return bad("authority", "consul takes one agent address")

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/dialtone-go/dialtone/discovery"
 )
@@ -25,12 +24,30 @@ const maxRecvMsgSize = 64 << 20
 
 func init() { discovery.Register("etcd", build) }
 
-// build serves etcd://[host:port,host:port]/PREFIX. It makes its own client,
-// which the Watcher closes. It does not wait for etcd: the first State (or
-// error) arrives through Next.
-func build(_ context.Context, t discovery.Target) (discovery.Watcher, error) {
+// credentialKeys are query keys that would carry a secret; the error for
+// them says where credentials go instead.
+var credentialKeys = map[string]bool{"user": true, "username": true, "password": true, "token": true}
+
+// build serves etcd://[host:port,host:port]/PREFIX. It makes its own client
+// from ConfigFromEnv (TLS and credentials from etcdctl's environment
+// variables; see the package documentation, "Security"), which the Watcher
+// closes.
+//
+// Without credentials it does not wait for etcd: the first State arrives
+// through Next, and an unreachable etcd or a server certificate that fails
+// verification (ErrTLSVerify) is reported in State.Err, never downgraded
+// to plaintext. With credentials (ETCDCTL_USER), etcd's client logs in
+// while it is made, so build blocks until etcd answers, at most 5 s or
+// until ctx's deadline, and returns a wrong password, ErrTLSVerify (at
+// once) or an unreachable etcd as its error.
+//
+// To configure the client in code, make a *clientv3.Client (from
+// ConfigFromEnv, adjusted, if convenient) and call New with it.
+func build(ctx context.Context, t discovery.Target) (discovery.Watcher, error) {
+	// The query may hold a secret: never echo it.
+	raw, _, _ := strings.Cut(t.Raw, "?")
 	bad := func(part, why string) error {
-		return fmt.Errorf("%w %q: %s: %s", discovery.ErrBadTarget, clip(t.Raw), part, why)
+		return fmt.Errorf("%w %q: %s: %s", discovery.ErrBadTarget, clip(raw), part, why)
 	}
 	if strings.Trim(t.Path, "/") == "" {
 		return nil, bad("path", "empty key prefix (want etcd://[host:port,...]/PREFIX)")
@@ -38,40 +55,87 @@ func build(_ context.Context, t discovery.Target) (discovery.Watcher, error) {
 	if len(t.Query) > 0 {
 		keys := make([]string, 0, len(t.Query))
 		for k := range t.Query {
+			if credentialKeys[strings.ToLower(k)] {
+				return nil, bad("query", fmt.Sprintf("credentials are never read from the target; set %s and %s", varUser, varPassword))
+			}
 			keys = append(keys, k)
 		}
 		slices.Sort(keys)
 		return nil, bad("query", fmt.Sprintf("unknown option %q (etcd targets take no options)", clip(keys[0])))
 	}
-	hosts := t.Hosts
-	if len(hosts) == 0 {
-		hosts = envEndpoints(os.Getenv("ETCD_ENDPOINTS"))
-	}
-	if len(hosts) == 0 {
-		hosts = []string{DefaultEndpoint}
-	}
-	client, err := clientv3.New(clientv3.Config{
-		Endpoints:            hosts,
-		DialTimeout:          5 * time.Second,
-		DialKeepAliveTime:    10 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
-		MaxCallRecvMsgSize:   maxRecvMsgSize,
-		Logger:               zap.NewNop(),
-	})
+	cfg, err := configFromEnv(os.Getenv, t.Hosts)
 	if err != nil {
-		return nil, fmt.Errorf("etcd: client for %s: %w", strings.Join(hosts, ","), err)
+		return nil, err
 	}
-	return start(client, true, t.Path, nil), nil
+	if dl, ok := ctx.Deadline(); ok {
+		// Bounds the login, the only wait in clientv3.New.
+		cfg.DialTimeout = max(min(cfg.DialTimeout, time.Until(dl)), time.Millisecond)
+	}
+	client, release, err := dial(ctx, cfg)
+	if err != nil {
+		who := ""
+		if cfg.Username != "" {
+			who = fmt.Sprintf(" as user %q (%s)", clip(cfg.Username), varUser)
+		}
+		return nil, fmt.Errorf("etcd: client for %s%s: %w", strings.Join(cfg.Endpoints, ","), who, err)
+	}
+	var opts []Option
+	if cfg.TLS != nil {
+		tc, eps := cfg.TLS, cfg.Endpoints
+		opts = append(opts, func(o *options) {
+			o.explain = func(ctx context.Context) error {
+				_, err := verifyServers(ctx, tc, eps)
+				return err
+			}
+		})
+	}
+	w := start(client, true, t.Path, opts)
+	w.release = release
+	return w, nil
 }
 
-// envEndpoints splits ETCD_ENDPOINTS ("host:port,host:port", as etcdctl
-// takes it; http:// prefixes are allowed) into a list, skipping blanks.
-func envEndpoints(v string) []string {
-	var out []string
-	for h := range strings.SplitSeq(v, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			out = append(out, h)
+// dial makes the builder's client, and a function to call after closing
+// it. With TLS and credentials, clientv3.New logs in, and when the TLS
+// handshake fails it only says, at the deadline, that the time ran out: a
+// handshake of our own runs alongside to find out why, and ends the wait at
+// once when no server passes verification.
+func dial(ctx context.Context, cfg clientv3.Config) (*clientv3.Client, func(), error) {
+	life, abort := context.WithCancel(context.Background())
+	cfg.Context = life
+	if cfg.TLS == nil || cfg.Username == "" {
+		c, err := clientv3.New(cfg)
+		if err != nil {
+			abort()
+			return nil, nil, err
 		}
+		return c, abort, nil
 	}
-	return out
+	vctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	verified := make(chan error, 1)
+	go func() {
+		all, err := verifyServers(vctx, cfg.TLS, cfg.Endpoints)
+		if all {
+			abort()
+		}
+		verified <- err
+	}()
+	c, err := clientv3.New(cfg)
+	if err == nil {
+		cancel()
+	}
+	verr := <-verified
+	if err == nil && life.Err() != nil {
+		// Given up on between the login and here: the client is dead.
+		c.Close()
+		err = life.Err()
+	}
+	if err == nil {
+		return c, abort, nil
+	}
+	abort()
+	if verr != nil {
+		return nil, nil, fmt.Errorf("%w (%w)", verr, err)
+	}
+	return nil, nil, err
 }

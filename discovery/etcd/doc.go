@@ -44,8 +44,11 @@
 // # Registrar
 //
 // A Registrar writes one key attached to a lease and keeps the lease alive.
-// When the lease is lost it grants a new one and writes the key again; Close
-// revokes the lease.
+// When the lease is lost it grants a new one and writes the key again. It
+// also watches its own key for deletions: when the key is deleted while the
+// lease lives (etcdctl del, a cleanup tool), it writes the key again with
+// the same lease at once, logging it, and spaces further rewrites with the
+// backoff. Close revokes the lease, which deletes the key.
 //
 // # Targets
 //
@@ -53,6 +56,49 @@
 // ETCD_ENDPOINTS environment variable is used, then 127.0.0.1:2379. The
 // prefix is the target's path without its leading "/": etcd:///services/orders
 // watches "services/orders/"; write etcd:////services/orders for keys that
-// start with "/". Targets take no query options. Importing this package
-// registers the scheme.
+// start with "/". Targets take no query options, and never credentials.
+// Importing this package registers the scheme.
+//
+// # Security
+//
+// The target builder reads TLS settings and credentials from etcdctl's own
+// environment variables, so an operator's settings for etcdctl apply:
+//
+//	ETCDCTL_CACERT    CA certificate file that verifies the servers (default: the system roots)
+//	ETCDCTL_CERT      client certificate file, with ETCDCTL_KEY (optional)
+//	ETCDCTL_KEY       client key file, with ETCDCTL_CERT
+//	ETCDCTL_USER      "user:password", or "user" with ETCDCTL_PASSWORD
+//	ETCDCTL_PASSWORD  the password when ETCDCTL_USER is a bare user name
+//	ETCDCTL_INSECURE_TRANSPORT=false  TLS with the system roots (etcdctl's switch)
+//
+// TLS is on when any of ETCDCTL_CACERT, ETCDCTL_CERT and ETCDCTL_KEY is set,
+// when an endpoint in ETCD_ENDPOINTS is https://, or when
+// ETCDCTL_INSECURE_TRANSPORT is false. Then every endpoint uses TLS, and an
+// http:// endpoint is refused rather than reached in plaintext. The client
+// certificate is read again for each new connection, so rotated files are
+// picked up. ETCDCTL_INSECURE_SKIP_TLS_VERIFY=true is refused with an error:
+// the server's certificate is always verified.
+//
+// Errors name the variable at fault (an unreadable CA file, a certificate
+// without its key, a user without a password) and never contain the
+// password. A server certificate that fails verification is reported as
+// ErrTLSVerify, a configuration error; the connection is never retried in
+// plaintext or unverified:
+//
+//   - without credentials, discovery.Watch returns at once and the error
+//     arrives in State.Err when the first list times out (the request
+//     timeout, 5 s), as for an unreachable etcd;
+//   - with credentials, etcd's client logs in while it is made, so
+//     discovery.Watch blocks until etcd answers (at most 5 s, or until its
+//     ctx's deadline) and returns the error: a wrong password
+//     (rpctypes.ErrAuthFailed), ErrTLSVerify at once when no server passes
+//     verification, or a timeout when etcd is unreachable.
+//
+// Without TLS, the password crosses the network in clear: use TLS with
+// authentication.
+//
+// To configure the client in code instead (other TLS settings, a token, a
+// logger, dial options), make a *clientv3.Client, starting from
+// ConfigFromEnv if convenient, and pass it to New (and to NewRegistrar);
+// the caller then owns and closes it. rpcclient.New takes the Watcher.
 package etcd

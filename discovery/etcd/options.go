@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"context"
 	"log/slog"
 	"time"
 
@@ -51,6 +52,11 @@ type options struct {
 	// onList, if set, is called from the watcher goroutine after each
 	// successful list with the revision read. Tests use it.
 	onList func(rev int64)
+
+	// explain, if set, is called from the watcher goroutine when a list
+	// times out, and returns a better reason or nil. The target builder
+	// sets it to verifyServers when TLS is on.
+	explain func(ctx context.Context) error
 }
 
 func defaultOptions() options {

@@ -22,6 +22,7 @@ type proxy struct {
 	held   bool
 	closed bool
 	conns  []net.Conn
+	first  []byte // the first byte each client sent, in accept order
 	wg     sync.WaitGroup
 }
 
@@ -85,13 +86,23 @@ func (p *proxy) accept() {
 		p.conns = append(p.conns, c, u)
 		p.wg.Add(2)
 		p.mu.Unlock()
-		go p.pipe(c, u)
-		go p.pipe(u, c)
+		go p.pipe(c, u, false)
+		go p.pipe(u, c, true)
 	}
 }
 
+// firstBytes returns the first byte of every connection a client opened
+// and sent something on: 0x16 for a TLS handshake, 'P' for the plaintext
+// HTTP/2 preface ("PRI * HTTP/2.0").
+func (p *proxy) firstBytes() []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]byte(nil), p.first...)
+}
+
 // pipe copies src to dst, waiting before each write while traffic is held.
-func (p *proxy) pipe(dst, src net.Conn) {
+// fromClient records the first byte src sends (see firstBytes).
+func (p *proxy) pipe(dst, src net.Conn, fromClient bool) {
 	defer p.wg.Done()
 	defer dst.Close()
 	buf := make([]byte, 32<<10)
@@ -99,6 +110,10 @@ func (p *proxy) pipe(dst, src net.Conn) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			p.mu.Lock()
+			if fromClient {
+				p.first = append(p.first, buf[0])
+				fromClient = false
+			}
 			for p.held && !p.closed {
 				p.cond.Wait()
 			}

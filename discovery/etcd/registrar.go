@@ -16,8 +16,10 @@ import (
 
 // Registrar keeps one endpoint registered under PREFIX/ID, attached to a
 // lease that it keeps alive. When the lease is lost (revoked, expired while
-// etcd was unreachable), it grants a new one and writes the key again. Close
-// revokes the lease, so no key is left behind.
+// etcd was unreachable), it grants a new one and writes the key again. When
+// the key alone is deleted (etcdctl del, a cleanup tool), it writes it again
+// with the same lease. Close revokes the lease, so no key is left behind: to
+// deregister, Close the Registrar; deleting its key does not.
 type Registrar struct {
 	client *clientv3.Client
 	key    string
@@ -38,8 +40,9 @@ type Registrar struct {
 // e.Addr) in the value format of FormatValue, which etcd's naming package
 // also reads. It blocks, bounded by ctx, until the first lease is granted
 // and the key written, and fails if that fails. Then one goroutine keeps the
-// lease alive and registers again whenever it is lost, backing off on errors;
-// Close stops it. ctx bounds the first registration only.
+// lease alive, registers again whenever it is lost, and writes the key again
+// whenever it is deleted (it watches the key for deletions), backing off on
+// errors; Close stops it. ctx bounds the first registration only.
 //
 // The caller owns client and must close it after the Registrar. The lease TTL
 // defaults to 10 s (WithTTL). e is checked like the Watcher checks what it
@@ -72,14 +75,14 @@ func NewRegistrar(ctx context.Context, client *clientv3.Client, prefix string, e
 		opts:   o,
 		done:   make(chan struct{}),
 	}
-	lease, err := r.register(ctx)
+	lease, rev, err := r.register(ctx)
 	if err != nil {
 		r.revoke() // a lease granted before the write failed
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	r.cancel = cancel
-	go r.run(rctx, lease)
+	go r.run(rctx, lease, rev)
 	return r, nil
 }
 
@@ -100,33 +103,35 @@ func (r *Registrar) Close() error {
 	return r.closeErr
 }
 
-// register grants a lease and writes the key with it.
-func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, error) {
+// register grants a lease and writes the key with it, and returns the lease
+// and the revision of the write.
+func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, int64, error) {
 	rctx, cancel := context.WithTimeout(ctx, r.opts.requestTimeout)
 	defer cancel()
 	ttl := int64((r.opts.ttl + time.Second - 1) / time.Second)
 	g, err := r.client.Grant(rctx, ttl)
 	if err != nil {
-		return 0, fmt.Errorf("etcd: register %q: grant lease: %w", r.key, err)
+		return 0, 0, fmt.Errorf("etcd: register %q: grant lease: %w", r.key, err)
 	}
 	r.mu.Lock()
 	r.granted = g.ID
 	r.mu.Unlock()
-	if _, err := r.client.Put(rctx, r.key, r.value, clientv3.WithLease(g.ID)); err != nil {
-		return 0, fmt.Errorf("etcd: register %q: put: %w", r.key, err)
+	resp, err := r.client.Put(rctx, r.key, r.value, clientv3.WithLease(g.ID))
+	if err != nil {
+		return 0, 0, fmt.Errorf("etcd: register %q: put: %w", r.key, err)
 	}
 	r.mu.Lock()
 	r.keyLease = g.ID
 	r.mu.Unlock()
-	return g.ID, nil
+	return g.ID, resp.Header.Revision, nil
 }
 
 // run is the keepalive goroutine.
-func (r *Registrar) run(ctx context.Context, lease clientv3.LeaseID) {
+func (r *Registrar) run(ctx context.Context, lease clientv3.LeaseID, rev int64) {
 	defer close(r.done)
 	attempt := 0 // consecutive failures
 	for {
-		if r.keepAlive(ctx, lease) {
+		if r.hold(ctx, lease, rev) {
 			attempt = 0
 		}
 		if ctx.Err() != nil {
@@ -144,9 +149,9 @@ func (r *Registrar) run(ctx context.Context, lease clientv3.LeaseID) {
 				return
 			}
 			attempt++
-			id, err := r.register(ctx)
+			id, wrote, err := r.register(ctx)
 			if err == nil {
-				lease = id
+				lease, rev = id, wrote
 				break
 			}
 			if ctx.Err() != nil {
@@ -161,28 +166,120 @@ func (r *Registrar) run(ctx context.Context, lease clientv3.LeaseID) {
 	}
 }
 
-// keepAlive keeps lease alive until it is lost or ctx is done, and reports
-// whether etcd confirmed it at least once.
-func (r *Registrar) keepAlive(ctx context.Context, lease clientv3.LeaseID) (alive bool) {
+// hold keeps lease alive, and the key written, until the lease is lost or
+// ctx is done, and reports whether etcd confirmed the lease at least once.
+// rev is the revision at which the key was written.
+//
+// The key can vanish while its lease lives: someone ran etcdctl del, or a
+// cleanup tool did. A watch on the key, from rev on and for deletions only,
+// notices, and the key is written again with the same lease. Writes are
+// spaced by the backoff (the first at once, the next ones after 100 ms, 200
+// ms, ... until a keepalive response), so a tool that keeps deleting the key
+// meets no busy loop. A write refused because the lease is gone ends hold:
+// the caller registers with a new lease.
+func (r *Registrar) hold(ctx context.Context, lease clientv3.LeaseID, rev int64) (alive bool) {
 	kctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	ch, err := r.client.KeepAlive(kctx, lease)
+	ka, err := r.client.KeepAlive(kctx, lease)
 	if err != nil {
 		r.opts.logger.Warn("etcd: keepalive failed", "key", r.key, "lease", int64(lease), "err", err)
 		return false
 	}
+	// WithRequireLeader: a member cut off from the leader cancels the
+	// watch rather than leave it silent.
+	watch := func(from int64) clientv3.WatchChan {
+		return r.client.Watch(clientv3.WithRequireLeader(kctx), r.key, clientv3.WithRev(from), clientv3.WithFilterPut())
+	}
+	wch := watch(rev + 1)
+
+	var (
+		missing   bool      // the key was deleted and not yet written again
+		deletedAt time.Time // when the deletion was seen, for the log
+		rewatch   bool      // the watch ended; look at the key and watch again
+		writes    int       // writes and failures since the last keepalive response: the backoff attempt
+		notBefore time.Time // the backoff: no request before then
+	)
+	timer := time.NewTimer(time.Hour) // armed only while a write waits out the backoff
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return alive
-		case resp, ok := <-ch:
-			// The client closes ch when the lease is gone (TTL <= 0 in a
+		case resp, ok := <-ka:
+			// The client closes ka when the lease is gone (TTL <= 0 in a
 			// response), when no response came within the TTL, and on
 			// client close.
 			if !ok || resp.TTL <= 0 {
 				return alive
 			}
 			alive = true
+			writes = 0
+			notBefore = time.Time{}
+		case resp, ok := <-wch:
+			switch {
+			case !ok || resp.Canceled || resp.Err() != nil:
+				if ctx.Err() != nil {
+					return alive
+				}
+				r.opts.logger.Debug("etcd: watch on own key ended; checking the key", "key", r.key, "err", resp.Err())
+				wch, rewatch = nil, true
+			default:
+				for _, ev := range resp.Events {
+					if ev.Type == clientv3.EventTypeDelete && !missing {
+						// Also seen when the lease is revoked: the write
+						// below then fails and hold returns.
+						missing, deletedAt = true, time.Now()
+						r.opts.logger.Debug("etcd: own key deleted", "key", r.key, "lease", int64(lease), "revision", ev.Kv.ModRevision)
+					}
+				}
+			}
+		case <-timer.C:
+		}
+		if !missing && !rewatch {
+			continue
+		}
+		if wait := time.Until(notBefore); wait > 0 {
+			timer.Reset(wait)
+			continue
+		}
+		writes++
+		notBefore = time.Now().Add(r.opts.backoff.Delay(writes-1, nil))
+		if rewatch {
+			// Whether the key is there, and from which revision to watch.
+			gctx, gcancel := context.WithTimeout(kctx, r.opts.requestTimeout)
+			resp, err := r.client.Get(gctx, r.key, clientv3.WithKeysOnly())
+			gcancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return alive
+				}
+				r.opts.logger.Warn("etcd: reading own key failed; retrying", "key", r.key, "err", err)
+				timer.Reset(time.Until(notBefore))
+				continue
+			}
+			if len(resp.Kvs) == 0 && !missing {
+				missing, deletedAt = true, time.Now()
+				r.opts.logger.Debug("etcd: own key missing", "key", r.key, "lease", int64(lease))
+			}
+			wch, rewatch = watch(resp.Header.Revision+1), false
+		}
+		if missing {
+			pctx, pcancel := context.WithTimeout(kctx, r.opts.requestTimeout)
+			_, err := r.client.Put(pctx, r.key, r.value, clientv3.WithLease(lease))
+			pcancel()
+			switch {
+			case err == nil:
+				missing = false
+				r.opts.logger.Warn("etcd: key was deleted while its lease lived; wrote it again", "key", r.key, "lease", int64(lease), "after", time.Since(deletedAt))
+			case errors.Is(err, rpctypes.ErrLeaseNotFound):
+				return alive // the lease is gone too: register anew
+			case ctx.Err() != nil:
+				return alive
+			default:
+				r.opts.logger.Warn("etcd: writing key again failed; retrying", "key", r.key, "lease", int64(lease), "err", err)
+				timer.Reset(time.Until(notBefore))
+			}
 		}
 	}
 }

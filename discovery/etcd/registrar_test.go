@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,4 +225,87 @@ func TestInteropRegistrarToManager(t *testing.T) {
 	cancel()
 	for range wch { // drain until etcd's goroutine closes it
 	}
+}
+
+// TestRegistrarKeyDeleted deletes the Registrar's key from another client
+// while its lease lives, as etcdctl del or a cleanup tool would: the key
+// comes back, with the same lease, each time (the second time after the
+// backoff), well before the lease could have expired. Close still revokes
+// the lease and leaves no key.
+func TestRegistrarKeyDeleted(t *testing.T) {
+	srv, cli := startEtcd(t)
+	other := srv.Client(t)
+	logs := &logBuffer{}
+	r := newRegistrar(t, cli, "svc", ep("n1", "10.0.0.1:80"), WithRegistrarLogger(newLogger(logs)))
+	lease, rev := keyLease(t, other, r.Key())
+	if lease == 0 {
+		t.Fatalf("key %s not registered with a lease", r.Key())
+	}
+
+	ctx := testCtx(t)
+	wch := other.Watch(ctx, r.Key(), clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
+	const bound = DefaultTTL / 2 // the lease is not lost meanwhile: the TTL is 10 s
+	for i := 1; i <= 2; i++ {
+		start := time.Now()
+		deleted := del(t, other, r.Key())
+		var back *clientv3.Event
+		for back == nil {
+			select {
+			case resp, ok := <-wch:
+				if !ok || resp.Err() != nil {
+					t.Fatalf("watch ended: %v", resp.Err())
+				}
+				for _, ev := range resp.Events {
+					if ev.Kv.ModRevision > deleted {
+						back = ev
+					}
+				}
+			case <-ctx.Done():
+				t.Fatalf("deletion %d: key not written again within %v", i, waitTimeout)
+			}
+		}
+		took := time.Since(start)
+		t.Logf("deletion %d: key written again %v after the delete", i, took.Round(time.Millisecond))
+		if got := clientv3.LeaseID(back.Kv.Lease); got != lease {
+			t.Errorf("deletion %d: written again with lease %x; want the same lease %x", i, got, lease)
+		}
+		if string(back.Kv.Value) != mustFormat(t, ep("n1", "10.0.0.1:80")) {
+			t.Errorf("deletion %d: value %s", i, back.Kv.Value)
+		}
+		if took > bound {
+			t.Errorf("deletion %d: key back after %v; want within %v", i, took, bound)
+		}
+	}
+
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	// The first rewrite was logged before the goroutine took the second
+	// deletion; the second one's log line may be cut short by Close.
+	if n := strings.Count(logs.String(), "key was deleted while its lease lived; wrote it again"); n < 1 {
+		t.Errorf("no rewrite logged:\n%s", logs)
+	}
+	resp, err := other.Get(ctx, "svc/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 0 {
+		t.Errorf("%d keys left under svc/ after Close; want 0", len(resp.Kvs))
+	}
+	ttl, err := other.TimeToLive(ctx, lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl.TTL != -1 {
+		t.Errorf("lease %x has TTL %d after Close; want it revoked (-1)", lease, ttl.TTL)
+	}
+}
+
+func mustFormat(t testing.TB, e discovery.Endpoint) string {
+	t.Helper()
+	v, err := FormatValue(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(v)
 }

@@ -15,6 +15,11 @@ import (
 	"github.com/dialtone-go/dialtone/discovery"
 )
 
+// explainTimeout bounds the look for the reason of a list that timed out
+// (a TLS handshake per endpoint), so a blackholed etcd does not delay the
+// retries much.
+const explainTimeout = time.Second
+
 // Errors that end a watch and make the Watcher list again.
 var (
 	errWatchClosed = errors.New("etcd: watch channel closed")
@@ -28,6 +33,7 @@ var (
 type Watcher struct {
 	client    *clientv3.Client
 	ownClient bool   // the builder made the client; Close closes it
+	release   func() // if set, called by Close after closing the client
 	dir       string // the key prefix with one trailing "/"
 	opts      options
 
@@ -112,6 +118,9 @@ func (w *Watcher) Close() error {
 				w.closeErr = fmt.Errorf("etcd: closing client: %w", err)
 			}
 		}
+		if w.release != nil {
+			w.release()
+		}
 	})
 	return w.closeErr
 }
@@ -159,6 +168,18 @@ func (w *Watcher) run(ctx context.Context) {
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if w.opts.explain != nil && errors.Is(err, context.DeadlineExceeded) {
+				// etcd's client waits for a connection until the request
+				// times out, and says no more: find out why.
+				ectx, cancel := context.WithTimeout(ctx, explainTimeout)
+				if why := w.opts.explain(ectx); why != nil {
+					err = fmt.Errorf("%w (%w)", why, err)
+				}
+				cancel()
+				if ctx.Err() != nil {
+					return
+				}
 			}
 			w.pub.SetError(err)
 			w.opts.logger.Warn("etcd: list failed; keeping the last known good set", "prefix", w.dir, "attempt", attempt+1, "err", err)

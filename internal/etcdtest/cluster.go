@@ -62,6 +62,9 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	if n < 1 {
 		t.Fatalf("etcdtest: StartCluster with %d members", n)
 	}
+	if !clientTLS(opts).Empty() {
+		t.Fatalf("etcdtest: StartCluster does not support WithClientTLS")
+	}
 	c := &Cluster{net: newNetwork(n)}
 	t.Cleanup(c.net.close) // after the members stop (cleanups run last-in first-out)
 	root := t.TempDir()

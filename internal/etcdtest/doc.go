@@ -10,6 +10,17 @@
 //	srv := etcdtest.Start(t)
 //	cli := srv.Client(t) // closed by t.Cleanup
 //
+// For a secured etcd, NewPKI makes a throwaway CA with server and client
+// certificates for 127.0.0.1, WithClientTLS serves https:// only and
+// requires client certificates, and EnableAuth turns on authentication with
+// root and read-only users; Client and ClientAs then connect with the
+// PKI's client certificate:
+//
+//	pki := etcdtest.NewPKI(t)
+//	srv := etcdtest.Start(t, etcdtest.WithClientTLS(pki))
+//	etcdtest.EnableAuth(t, srv.Client(t), "rootpw", etcdtest.User{Name: "reader", Password: "pw", ReadPrefix: "svc/"})
+//	root := srv.ClientAs(t, "root", "rootpw")
+//
 // StartCluster runs several members as one cluster (3 for quorum tests),
 // each behind loopback TCP proxies for its client and peer URLs, so that
 // Member.Stop looks like a dead process (connections closed, no leadership

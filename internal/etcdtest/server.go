@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -43,6 +44,7 @@ type Server struct {
 	clientURL url.URL
 	peerURL   url.URL
 	opts      []Option
+	tls       transport.TLSInfo // client TLS (WithClientTLS); empty for http://
 
 	mu   sync.Mutex
 	etcd *embed.Etcd // nil while stopped
@@ -59,6 +61,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 		name: "etcdtest",
 		dir:  filepath.Join(t.TempDir(), "etcd"),
 		opts: opts,
+		tls:  clientTLS(opts),
+	}
+	scheme := "http"
+	if !s.tls.Empty() {
+		scheme = "https"
 	}
 	var err error
 	for range bindAttempts {
@@ -66,7 +73,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		if ports, err = freePorts(2); err != nil {
 			break
 		}
-		s.clientURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
+		s.clientURL = url.URL{Scheme: scheme, Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
 		s.peerURL = url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
 		if err = s.start(); err == nil || !isAddrInUse(err) {
 			break
@@ -80,23 +87,63 @@ func Start(t testing.TB, opts ...Option) *Server {
 }
 
 // Endpoints returns the client URLs of the member, e.g.
-// ["http://127.0.0.1:40123"]. They stay the same across Restart.
+// ["http://127.0.0.1:40123"] (https:// with WithClientTLS). They stay the
+// same across Restart.
 func (s *Server) Endpoints() []string { return []string{s.clientURL.String()} }
 
 // Hosts returns the client addresses as host:port, the form targets take
 // (etcd://HOST:PORT/prefix).
 func (s *Server) Hosts() []string { return []string{s.clientURL.Host} }
 
+// ClientConfig returns the configuration Client uses: the member's
+// endpoint, a 5 s dial timeout, no logging, and with WithClientTLS the
+// PKI's CA and client certificate. Tests add credentials to it (see
+// ClientAs) or change it before calling clientv3.New.
+func (s *Server) ClientConfig(t testing.TB) clientv3.Config {
+	t.Helper()
+	cfg := clientv3.Config{
+		Endpoints:   s.Endpoints(),
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	}
+	if !s.tls.Empty() {
+		info := transport.TLSInfo{
+			CertFile:      s.tls.ClientCertFile,
+			KeyFile:       s.tls.ClientKeyFile,
+			TrustedCAFile: s.tls.TrustedCAFile,
+			Logger:        zap.NewNop(),
+		}
+		tc, err := info.ClientConfig()
+		if err != nil {
+			t.Fatalf("etcdtest: client TLS: %v", err)
+		}
+		cfg.TLS = tc
+	}
+	return cfg
+}
+
 // Client returns a new client connected to the member, closed by t.Cleanup.
 // It does not block on the server: a stopped server makes requests fail,
 // not Client.
 func (s *Server) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{
-		Endpoints:   s.Endpoints(),
-		DialTimeout: 5 * time.Second,
-		Logger:      zap.NewNop(),
-	})
+	return newClient(t, s.ClientConfig(t))
+}
+
+// ClientAs returns a client like Client that logs in as user (see
+// EnableAuth). Unlike Client, it blocks until etcd accepts the password, at
+// most 5 s, and the test fails if it does not.
+func (s *Server) ClientAs(t testing.TB, user, password string) *clientv3.Client {
+	t.Helper()
+	cfg := s.ClientConfig(t)
+	cfg.Username, cfg.Password = user, password
+	return newClient(t, cfg)
+}
+
+// newClient makes a client from cfg, closed by t.Cleanup.
+func newClient(t testing.TB, cfg clientv3.Config) *clientv3.Client {
+	t.Helper()
+	c, err := clientv3.New(cfg)
 	if err != nil {
 		t.Fatalf("etcdtest: client: %v", err)
 	}
@@ -155,8 +202,10 @@ func (s *Server) start() error {
 
 // memberConfig is the embed.Config of one member: it listens on the listen
 // URLs, tells clients and peers to use the advertised ones, and joins the
-// members of initialCluster ("name=peerURL,..."). Logging is silenced, and
-// progress notifications are sent every 500 ms; opts may change either.
+// members of initialCluster ("name=peerURL,..."). Logging is silenced,
+// progress notifications are sent every 500 ms, and passwords are hashed
+// with the cheapest bcrypt cost; opts may change these. With client TLS
+// (WithClientTLS) the client URLs are https://.
 func memberConfig(name, dir string, listenClient, advClient, listenPeer, advPeer url.URL, initialCluster string, opts []Option) *embed.Config {
 	cfg := embed.NewConfig()
 	cfg.Name = name
@@ -171,8 +220,16 @@ func memberConfig(name, dir string, listenClient, advClient, listenPeer, advPeer
 	cfg.LogLevel = "error"
 	cfg.EnableGRPCGateway = false
 	cfg.WatchProgressNotifyInterval = 500 * time.Millisecond
+	cfg.BcryptCost = 4 // bcrypt.MinCost: a login costs about a millisecond, not 100 ms under -race
 	for _, o := range opts {
 		o(cfg)
+	}
+	if !cfg.ClientTLSInfo.Empty() {
+		for _, us := range [][]url.URL{cfg.ListenClientUrls, cfg.AdvertiseClientUrls} {
+			for i := range us {
+				us[i].Scheme = "https"
+			}
+		}
 	}
 	return cfg
 }
