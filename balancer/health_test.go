@@ -83,7 +83,7 @@ func TestBreakerOpenNodesAreNotPickedAndAllOpenFailsFast(t *testing.T) {
 
 func TestHalfOpenGetsOnlyProbesThenCloses(t *testing.T) {
 	as := addrs(2)
-	b, _ := newTest(t, as, WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: 300 * time.Millisecond, MaxOpenTimeout: 300 * time.Millisecond}),
+	b, _ := newTest(t, as, WithPolicy(RoundRobin()), WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: 300 * time.Millisecond, MaxOpenTimeout: 300 * time.Millisecond}),
 		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
 	r, _ := b.Pick(context.Background(), Exclude(as[1]))
 	r.Done(errReset)
