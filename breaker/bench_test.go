@@ -21,47 +21,33 @@ func benchAddrs() []string {
 	return addrs
 }
 
-// BenchmarkAllowDone measures this package's success path: Allow + done(nil)
-// on a closed breaker.
+// BenchmarkAllowDone measures this package's success path in gobreaker's
+// two-step form: Allow + done(nil) on a closed breaker.
 func BenchmarkAllowDone(b *testing.B) {
-	s := NewSet(Config{})
-	defer s.Close()
-	var bs []*Breaker
-	for _, a := range benchAddrs() {
-		bs = append(bs, s.Get(a))
-	}
-	b.Run("serial", func(b *testing.B) {
-		b.ReportAllocs()
-		br := bs[0]
-		for b.Loop() {
-			done, err := br.Allow()
-			if err != nil {
-				b.Fatal(err)
-			}
+	benchSuccess(b, func(br *Breaker) error {
+		done, err := br.Allow()
+		if err == nil {
 			done(nil)
 		}
-	})
-	b.Run("parallel", func(b *testing.B) {
-		b.ReportAllocs()
-		var next atomic.Uint32
-		b.RunParallel(func(pb *testing.PB) {
-			i := next.Add(1)
-			for pb.Next() {
-				i++
-				done, err := bs[i%benchNodes].Allow()
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				done(nil)
-			}
-		})
+		return err
 	})
 }
 
 // BenchmarkBeginEnd measures the success path the balancer uses: Begin +
 // End(nil) on a closed breaker, which takes no lock and allocates nothing.
 func BenchmarkBeginEnd(b *testing.B) {
+	benchSuccess(b, func(br *Breaker) error {
+		t, err := br.Begin()
+		if err == nil {
+			br.End(t, nil)
+		}
+		return err
+	})
+}
+
+// benchSuccess runs one successful request through a closed breaker per
+// iteration: serially on one breaker, and in parallel over benchNodes.
+func benchSuccess(b *testing.B, once func(*Breaker) error) {
 	s := NewSet(Config{})
 	defer s.Close()
 	var bs []*Breaker
@@ -72,11 +58,9 @@ func BenchmarkBeginEnd(b *testing.B) {
 		b.ReportAllocs()
 		br := bs[0]
 		for b.Loop() {
-			t, err := br.Begin()
-			if err != nil {
+			if err := once(br); err != nil {
 				b.Fatal(err)
 			}
-			br.End(t, nil)
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
@@ -86,13 +70,10 @@ func BenchmarkBeginEnd(b *testing.B) {
 			i := next.Add(1)
 			for pb.Next() {
 				i++
-				br := bs[i%benchNodes]
-				t, err := br.Begin()
-				if err != nil {
+				if err := once(bs[i%benchNodes]); err != nil {
 					b.Error(err)
 					return
 				}
-				br.End(t, nil)
 			}
 		})
 	})
