@@ -222,12 +222,16 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			if version == 0 {
 				version = c.bal.StateVersion()
 			}
-			ep.mu.Lock()
-			wait := time.Until(ep.retryAt)
-			ep.mu.Unlock()
-			c.bal.Quarantine(addr, wait)
-			c.w.ResolveNow()
-			c.opts.logger.Warn("rpcclient: dial failed", "service", c.service, "addr", addr, "error", err, "quarantine", wait)
+			if be == nil {
+				// A dial was made and failed. (A refusal during the
+				// backoff it started was already handled by that dial.)
+				ep.mu.Lock()
+				wait := time.Until(ep.retryAt)
+				ep.mu.Unlock()
+				c.bal.Quarantine(addr, wait)
+				c.w.ResolveNow()
+				c.opts.logger.Warn("rpcclient: dial failed", "service", c.service, "addr", addr, "error", err, "quarantine", wait)
+			}
 		}
 		if isNotSent(err) {
 			// Nothing left this process: try another node at once. Such

@@ -20,8 +20,11 @@ const (
 	Connecting
 	// Ready: at least one connection is up.
 	Ready
-	// TransientFailure: the last dial failed; calls fail fast with a
-	// *BackoffError until the reconnect backoff elapses.
+	// TransientFailure: the last dial failed. Until the reconnect backoff
+	// elapses, an attempt on the endpoint gets a *BackoffError at once
+	// (nothing sent, no dial) and the call moves to another node; with no
+	// other node left, it waits, as its deadline allows, for discovery's
+	// next answer or the end of the backoff, then dials.
 	TransientFailure
 	// Shutdown: the endpoint left discovery (draining) or the client
 	// closed; no new calls.
