@@ -43,7 +43,7 @@ import (
 // one bucket after a quiet lead-in). stormDown puts the reopen in the quiet
 // gap between every client's second and third dial, so the fleet reconnects
 // in one wave spread by the jitter of its last delay, and the test checks
-// that premise (every client's next redial was due after the reopen). A reopen that splits the fleet between
+// that premise (all but 1 % of the clients were due to redial after the reopen). A reopen that splits the fleet between
 // two backoff rounds gives two waves 1-2 s apart; over both, the ratio is
 // 4-5x with grpc-go's algorithm as well as ours (simulated with these
 // numbers): the figure describes one round. Within one round it is 2-2.7x
@@ -183,11 +183,11 @@ func TestReconnectStorm(t *testing.T) {
 	t.Logf("reopen %v after the stop; %d reconnect accepts over %v: max %d per 100 ms, mean %.1f (%.2fx); "+
 		"the pool's redial schedule over %v: max %d, mean %.1f (%.2fx); %d clients back, the last %v after the reopen; "+
 		"reconnect calls done after their scheduled redial: median %v, p99 %v; "+
-		"largest scheduling lag of this process during the wave %v",
+		"largest scheduling lag of this process during the wave %v; %d clients due before the reopen",
 		reopen.Sub(stopped).Round(time.Millisecond), len(acc), spanA.Round(time.Millisecond), maxA, meanA, float64(maxA)/meanA,
 		spanS.Round(time.Millisecond), maxS, meanS, float64(maxS)/meanS,
 		clients-missing, last.Sub(reopen).Round(time.Millisecond),
-		late[len(late)/2].Round(time.Millisecond), late[len(late)*99/100].Round(time.Millisecond), lag)
+		late[len(late)/2].Round(time.Millisecond), late[len(late)*99/100].Round(time.Millisecond), lag, split)
 
 	if missing > 0 {
 		t.Fatalf("%d of %d clients did not reconnect within %v of the reopen", missing, clients, deadline.Sub(reopen))
@@ -198,7 +198,12 @@ func TestReconnectStorm(t *testing.T) {
 	if len(acc) < clients {
 		t.Fatalf("%d accepts after the reopen for %d clients", len(acc), clients)
 	}
-	if split > 0 {
+	// A client whose second dial this process ran late (a starved box) is
+	// still due before the reopen and redials as it happens: its accept is
+	// counted, where it can only add to the first bucket (its schedule,
+	// before the reopen, is not). More than 1 % of them means the reopen did
+	// not fall between two rounds.
+	if split > clients/100 {
 		t.Fatalf("%d clients were due to redial before the reopen (%v after the stop), not after it: the reopen was "+
 			"not between every client's second and third dial, so the reconnects came in more than one backoff round",
 			split, reopen.Sub(stopped))
