@@ -15,7 +15,10 @@ import (
 // in-flight call finishes, then its connection closes.
 func TestRemovedEndpointIsDrained(t *testing.T) {
 	a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
-	c, w := newTestClient(t, []string{a.Addr(), b.Addr()}, WithDrainGrace(50*time.Millisecond))
+	// Round robin: the test needs calls on both nodes (P2C, the default,
+	// may keep to the cheaper one).
+	c, w := newTestClient(t, []string{a.Addr(), b.Addr()}, WithDrainGrace(50*time.Millisecond),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
 	// Warm both connections.
 	for range 4 {
 		var r rpctest.EchoReply
@@ -63,7 +66,8 @@ func TestRemovedEndpointIsDrained(t *testing.T) {
 func TestFlapKeepsConnection(t *testing.T) {
 	a, b := rpctest.Start(t), rpctest.Start(t)
 	both := []discovery.Endpoint{{ID: a.Addr(), Addr: a.Addr(), Weight: 1}, {ID: b.Addr(), Addr: b.Addr(), Weight: 1}}
-	c, w := newTestClient(t, []string{a.Addr(), b.Addr()}, WithDrainGrace(time.Minute))
+	c, w := newTestClient(t, []string{a.Addr(), b.Addr()}, WithDrainGrace(time.Minute),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin()))) // calls on both nodes
 	call := func() {
 		for range 6 {
 			var r rpctest.EchoReply

@@ -82,7 +82,11 @@ func TestHungBackendSIGSTOP(t *testing.T) {
 	c, _ := newTestClient(t, addrs,
 		WithAttemptTimeout(500*time.Millisecond),
 		WithHeartbeat(200*time.Millisecond, 300*time.Millisecond),
-		WithBalancer(balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 2, OpenTimeout: time.Second, MaxOpenTimeout: time.Second}),
+		// Round robin keeps sending the hung node its share, so its breaker
+		// must open; P2C (the default) steers around it by in-flight count
+		// after a request or two, which may not reach 2 failures.
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin()),
+			balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 2, OpenTimeout: time.Second, MaxOpenTimeout: time.Second}),
 			// Outlier ejection would keep the node out for 30 s after
 			// its in-flight calls failed; shorten it so the test sees the
 			// breaker's half-open and close.
