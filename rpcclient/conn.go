@@ -173,6 +173,7 @@ func (c *conn) read() {
 	defer c.wg.Done()
 	var resp rpc.Response
 	var err error
+	var broken *pendingCall // the call whose reply could not be read
 	for {
 		resp = rpc.Response{}
 		if err = c.codec.readHeader(&resp); err != nil {
@@ -190,7 +191,7 @@ func (c *conn) read() {
 		if err = c.codec.readBody(body); err != nil {
 			if pc != nil {
 				pc.err = fmt.Errorf("%w: reading the reply: %w", ErrCodec, err)
-				pc.done <- struct{}{}
+				broken = pc
 			}
 			break
 		}
@@ -205,6 +206,11 @@ func (c *conn) read() {
 		c.fail(err)
 	} else {
 		c.fail(fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err))
+	}
+	// Wake the caller of the unreadable reply only once the connection is
+	// out of its endpoint, so that its next call does not land on it.
+	if broken != nil {
+		broken.done <- struct{}{}
 	}
 }
 
