@@ -68,6 +68,10 @@ func RunChildIfRequested() {
 		}
 		s.events = f
 	}
+	// Catch the signals before the parent can learn the address: a SIGUSR1
+	// that arrived before Notify would be dropped (Go ignores it).
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	if err := s.listen("127.0.0.1:0"); err != nil {
 		fmt.Fprintf(os.Stderr, "rpctest child: listen: %v\n", err)
 		os.Exit(1)
@@ -80,8 +84,6 @@ func RunChildIfRequested() {
 		io.Copy(io.Discard, os.Stdin)
 		done <- struct{}{}
 	}()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	for {
 		select {
 		case <-done:
