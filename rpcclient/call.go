@@ -150,7 +150,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			// Every other node is excluded or gone: wait for a fresh set
 			// or for this endpoint's backoff, not a redial of a stale
 			// address.
-			r.Done(context.Canceled) // not an outcome: nothing was sent
+			r.Done(errNoOutcome) // nothing was sent
 			ep.mu.Lock()
 			until := ep.retryAt
 			ep.mu.Unlock()
@@ -199,7 +199,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			// counting every call refused during the backoff would trip the
 			// breaker on one failed dial and lock the node out for the open
 			// period after it is back.
-			r.Done(context.Canceled)
+			r.Done(errNoOutcome)
 		} else {
 			r.Done(err)
 		}
@@ -347,3 +347,8 @@ func setKey(args any, key string) error {
 	ka.SetIdempotencyKey(key)
 	return nil
 }
+
+// errNoOutcome is what a pick that sent nothing reports to the balancer's
+// Done: it wraps context.Canceled, which breaker.Classify excludes, so the
+// node's breaker and ejection count neither a success nor a failure.
+var errNoOutcome = fmt.Errorf("rpcclient: no request sent: %w", context.Canceled)
