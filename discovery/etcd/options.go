@@ -74,12 +74,7 @@ func defaultOptions() options {
 // errors (Warn). The default is slog.Default() at the time New is called; nil
 // means the default.
 func WithLogger(l *slog.Logger) Option {
-	return func(o *options) {
-		if l == nil {
-			l = slog.Default()
-		}
-		o.logger = l
-	}
+	return func(o *options) { o.logger = orDefault(l) }
 }
 
 // WithBackoff sets the delay between attempts after a registry error: base
@@ -87,12 +82,7 @@ func WithLogger(l *slog.Logger) Option {
 // default is 100 ms up to 5 s. A base of 0 or less keeps the default; a
 // maxDelay below base means base.
 func WithBackoff(base, maxDelay time.Duration) Option {
-	return func(o *options) {
-		if base <= 0 {
-			return
-		}
-		o.backoff = backoff.Policy{Base: base, Factor: 2, Max: max(maxDelay, base), Jitter: 0.2}
-	}
+	return func(o *options) { retryPolicy(&o.backoff, base, maxDelay) }
 }
 
 // WithResolveInterval sets the minimum time between two reads forced by
@@ -176,24 +166,14 @@ func WithTTL(d time.Duration) RegistrarOption {
 // The default is slog.Default() at the time NewRegistrar is called; nil means
 // the default.
 func WithRegistrarLogger(l *slog.Logger) RegistrarOption {
-	return func(o *registrarOptions) {
-		if l == nil {
-			l = slog.Default()
-		}
-		o.logger = l
-	}
+	return func(o *registrarOptions) { o.logger = orDefault(l) }
 }
 
 // WithRegistrarBackoff sets the delay between attempts to register again
 // after an error, as WithBackoff does for the Watcher. The default is 100 ms
 // up to 5 s, +-20 %.
 func WithRegistrarBackoff(base, maxDelay time.Duration) RegistrarOption {
-	return func(o *registrarOptions) {
-		if base <= 0 {
-			return
-		}
-		o.backoff = backoff.Policy{Base: base, Factor: 2, Max: max(maxDelay, base), Jitter: 0.2}
-	}
+	return func(o *registrarOptions) { retryPolicy(&o.backoff, base, maxDelay) }
 }
 
 // WithRevokeTimeout bounds the lease revocation in Registrar.Close. The
@@ -204,5 +184,21 @@ func WithRevokeTimeout(d time.Duration) RegistrarOption {
 		if d > 0 {
 			o.revokeTimeout = d
 		}
+	}
+}
+
+// orDefault is l, or slog.Default() for nil.
+func orDefault(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.Default()
+	}
+	return l
+}
+
+// retryPolicy sets *p to base doubling up to maxDelay (at least base), +-20
+// %; a base of 0 or less leaves *p as it is.
+func retryPolicy(p *backoff.Policy, base, maxDelay time.Duration) {
+	if base > 0 {
+		*p = backoff.Policy{Base: base, Factor: 2, Max: max(maxDelay, base), Jitter: 0.2}
 	}
 }
