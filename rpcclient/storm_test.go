@@ -256,7 +256,7 @@ func perBucket(ts []time.Time, from time.Time, d time.Duration) (maxN int, mean 
 }
 
 // ensureFiles makes sure this process may open n files, raising the soft
-// limit up to the hard one if needed, and skips the test when it cannot.
+// limit up to the hard one if needed, and fails the test when it cannot.
 func ensureFiles(t *testing.T, n uint64) {
 	t.Helper()
 	var rl syscall.Rlimit
@@ -267,12 +267,12 @@ func ensureFiles(t *testing.T, n uint64) {
 		return
 	}
 	if rl.Max < n {
-		t.Skipf("needs %d open files; the hard limit is %d", n, rl.Max)
+		t.Fatalf("needs %d open files; the hard limit is %d", n, rl.Max)
 	}
 	old := rl
 	rl.Cur = n
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		t.Skipf("needs %d open files; raising the limit from %d: %v", n, old.Cur, err)
+		t.Fatalf("needs %d open files; raising the limit from %d: %v", n, old.Cur, err)
 	}
 	t.Cleanup(func() { syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old) })
 }
