@@ -88,10 +88,7 @@ func (c *closedCounts) current() ticket {
 // begin files a request admitted at now, rolling the window by the clock
 // first. It returns the start of the next bucket, for arming the roll.
 func (c *closedCounts) begin(now int64) (ticket, int64) {
-	c.mu.Lock()
-	c.growLocked(now)
-	next := c.boundaryLocked()
-	c.mu.Unlock()
+	next := c.roll(now)
 	return c.current(), next
 }
 
