@@ -98,8 +98,10 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		}
 		return nil
 	}
+	var held balancer.Result // a pick the hedged path made but did not use
 	if hedge > 0 && idem {
-		legs, legErrs, won, ok := c.hedged(ctx, serviceMethod, args, reply, hedge, timeout)
+		legs, legErrs, won, ok, h := c.hedged(ctx, serviceMethod, args, reply, hedge, timeout)
+		held = h
 		if won {
 			return nil
 		}
@@ -125,7 +127,12 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	}
 	for {
 		upd := c.bal.Updated()
-		r, err := c.bal.Pick(ctx, balancer.Exclude(tried...))
+		r, err := held, error(nil)
+		if held.Done != nil {
+			held = balancer.Result{}
+		} else {
+			r, err = c.bal.Pick(ctx, balancer.Exclude(tried...))
+		}
 		if err != nil && errors.Is(err, balancer.ErrNoStateYet) {
 			// The first answer from discovery is on its way.
 			if werr := c.wait(ctx, upd, time.Time{}); werr != nil {

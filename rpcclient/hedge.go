@@ -29,10 +29,14 @@ type leg struct {
 // connection, if the retry budget allows; the first reply wins. It reports
 // the endpoints it used and each leg's error when both failed. ok is false
 // when nothing could be sent (the caller then proceeds as without hedging).
-func (c *Client) hedged(ctx context.Context, method string, args, reply any, delay, timeout time.Duration) (tried []string, errs []error, won, ok bool) {
+// When the picked node has no ready connection, ok is false and held is that
+// pick, not yet done: the caller's normal path uses it, so that it dials the
+// node. (Dropping the pick and picking again would, with hedging on, keep a
+// node that was never connected from ever being dialled by idempotent calls.)
+func (c *Client) hedged(ctx context.Context, method string, args, reply any, delay, timeout time.Duration) (tried []string, errs []error, won, ok bool, held balancer.Result) {
 	rv := reflect.ValueOf(reply)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
-		return nil, nil, false, false
+		return nil, nil, false, false, balancer.Result{}
 	}
 	start := func(r balancer.Result, cn *conn) *leg {
 		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn, reply: reflect.New(rv.Type().Elem()).Interface()}
@@ -51,16 +55,15 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	}
 	r1, err := c.bal.Pick(ctx)
 	if err != nil {
-		return nil, nil, false, false
+		return nil, nil, false, false, balancer.Result{}
 	}
 	cn1 := c.endpoint(r1.Endpoint.Addr).ready()
 	if cn1 == nil {
-		r1.Done(context.Canceled) // not an outcome; the normal path dials
-		return nil, nil, false, false
+		return nil, nil, false, false, r1 // the normal path dials it
 	}
 	first := start(r1, cn1)
 	if first == nil {
-		return nil, nil, false, false
+		return nil, nil, false, false, balancer.Result{}
 	}
 	legs := []*leg{first}
 	timer := time.NewTimer(delay)
@@ -111,14 +114,14 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		if err == nil {
 			rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
 			withdraw(legs)
-			return addrs(legs), nil, true, true
+			return addrs(legs), nil, true, true, balancer.Result{}
 		}
 		if !retryable(err) || expired(ctx) != nil {
 			withdraw(legs) // not worth waiting for the other leg
-			return addrs(legs), legErrs(legs), false, true
+			return addrs(legs), legErrs(legs), false, true, balancer.Result{}
 		}
 	}
-	return addrs(legs), legErrs(legs), false, true
+	return addrs(legs), legErrs(legs), false, true, balancer.Result{}
 }
 
 // backup starts the second leg on a node other than firstAddr that has a

@@ -2,6 +2,7 @@ package rpcclient
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -18,11 +19,17 @@ func TestHedgingBeatsASlowNode(t *testing.T) {
 	c, _ := newTestClient(t, []string{px.Addr(), fast.Addr()}, WithHedging(20*time.Millisecond),
 		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
 	// Warm both connections (hedges go only to nodes already connected).
-	for range 4 {
+	// The round-robin cursor is per P, so call until both have answered.
+	warmed := map[string]bool{}
+	for i := 0; i < 50 && len(warmed) < 2; i++ {
 		var r rpctest.EchoReply
 		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
 			t.Fatal(err)
 		}
+		warmed[r.Server] = true
+	}
+	if len(warmed) < 2 {
+		t.Fatalf("50 round-robin calls reached only %v", warmed)
 	}
 	px.Latency(500 * time.Millisecond)
 	var worst time.Duration
@@ -45,16 +52,57 @@ func TestHedgingBeatsASlowNode(t *testing.T) {
 	if worst > 400*time.Millisecond {
 		t.Fatalf("slowest hedged call %v; the backup after 20 ms should answer long before the slow node's 500 ms", worst)
 	}
-	// A call that is not idempotent is never hedged: it waits for the slow node.
-	for range 2 {
+	// A call that is not idempotent is never hedged. Which node a call
+	// starts on depends on the per-P round-robin cursor, so call until one
+	// has started on the slow node (bounded), then check the servers' own
+	// execution logs: every call ran exactly once. A hedged call that started
+	// on the slow node would run there and on the fast node.
+	const maxExecs = 20
+	sent, onSlow := 0, 0
+	for i := 0; i < maxExecs && onSlow < 2; i++ {
+		var r rpctest.ExecReply
+		args := &rpctest.ExecArgs{ID: fmt.Sprintf("op-%d", i)}
+		if err := c.Call(context.Background(), "Echo.Exec", args, &r); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+		if r.Server == "slow" {
+			onSlow++
+		}
+	}
+	// A duplicate sent to the slow node would arrive 500 ms later.
+	time.Sleep(600 * time.Millisecond)
+	execs := append(slow.Executions(), fast.Executions()...)
+	if len(execs) != sent {
+		t.Fatalf("%d non-idempotent calls ran %d times (%v): a call was hedged", sent, len(execs), execs)
+	}
+	if d := rpctest.Duplicates(slow.Executions(), fast.Executions()); len(d) != 0 {
+		t.Fatalf("non-idempotent calls ran twice: %v", d)
+	}
+	if onSlow == 0 {
+		t.Fatalf("none of %d non-idempotent calls ran on the slow node, so none could have been hedged", sent)
+	}
+	t.Logf("slowest hedged call %v against a 500 ms node", worst)
+}
+
+// With hedging on, idempotent calls still dial nodes that have no
+// connection yet: a pick whose node is not connected is not dropped in
+// favour of a connected one.
+func TestHedgingDialsUnconnectedNodes(t *testing.T) {
+	a := rpctest.Start(t, rpctest.WithName("a"))
+	b := rpctest.Start(t, rpctest.WithName("b"))
+	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHedging(20*time.Millisecond),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
+	servedBy := map[string]int{}
+	for range 20 {
 		var r rpctest.EchoReply
-		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent()); err != nil {
 			t.Fatal(err)
 		}
 		servedBy[r.Server]++
 	}
-	if servedBy["slow"] == 0 {
-		t.Fatalf("a non-idempotent call was hedged: %v", servedBy)
+	if servedBy["a"] == 0 || servedBy["b"] == 0 {
+		t.Fatalf("20 idempotent round-robin calls with hedging were served by %v; both nodes should be used", servedBy)
 	}
-	t.Logf("slowest hedged call %v against a 500 ms node", worst)
+	t.Logf("served by %v", servedBy)
 }
