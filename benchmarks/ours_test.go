@@ -98,13 +98,20 @@ func init() {
 	ours["Weighted"] = policyBench("dialtone", true, balancer.WithPolicy(balancer.WeightedRoundRobin()), balancer.WithoutBreakers())
 
 	// Rebuild: a discovery update of 1,000 endpoints (one endpoint changes)
-	// until the new picker is published, with the default round robin and
-	// with weighted round robin, whose schedule is recomputed.
+	// until the new picker is published, for every policy that builds
+	// something per snapshot: round robin (the cursor), weighted round robin
+	// (the EDF schedule), P2C (inverse weights) and Maglev (the 65,537-slot
+	// lookup table).
 	ours["Rebuild"] = func(b *testing.B) {
 		for _, v := range []struct {
 			name string
 			pol  balancer.Policy
-		}{{"dialtone", balancer.RoundRobin()}, {"dialtone-wrr", balancer.WeightedRoundRobin()}} {
+		}{
+			{"dialtone", balancer.RoundRobin()},
+			{"dialtone-wrr", balancer.WeightedRoundRobin()},
+			{"dialtone-p2c", balancer.P2C()},
+			{"dialtone-maglev", balancer.Maglev(0)},
+		} {
 			b.Run("peer="+v.name+"/n=1000", func(b *testing.B) {
 				a, c := endpoints(1001, true), endpoints(1001, true)
 				sets := [2][]discovery.Endpoint{a[:1000], append(c[:999:999], c[1000])}

@@ -275,6 +275,29 @@ func BenchmarkRebuild(b *testing.B) {
 			}
 		})
 	})
+	// kitex's consistent-hash balancer, the like-for-like peer of dialtone's
+	// Maglev: Rebalance rebuilds its virtual-node ring (VirtualFactor 100 x
+	// weight points per instance, hashed and sorted) from the same weighted
+	// instances.
+	b.Run("peer=kitex-consist", func(b *testing.B) {
+		b.Run("n=1000", func(b *testing.B) {
+			lb := kitexlb.NewConsistBalancer(kitexlb.NewConsistentHashOption(func(context.Context, any) string { return "key" }))
+			rb, ok := lb.(kitexlb.Rebalancer)
+			if !ok {
+				b.Fatal("kitex consistent-hash balancer is not a Rebalancer")
+			}
+			ch := discovery.Change{Result: discovery.Result{Cacheable: true, CacheKey: "bench", Instances: kitexInstances(1000, true)}}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				rb.Rebalance(ch)
+			}
+			b.StopTimer()
+			if p := lb.GetPicker(ch.Result); p.Next(context.Background(), nil) == nil {
+				b.Fatal("rebuilt kitex consistent-hash picker returned nil")
+			}
+		})
+	})
 	runOurs(b, "Rebuild")
 }
 
