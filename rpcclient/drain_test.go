@@ -29,7 +29,7 @@ func TestRemovedEndpointIsDrained(t *testing.T) {
 	// A slow call in flight on a.
 	slow := make(chan error, 1)
 	go func() {
-		for {
+		for range 20 { // round robin reaches a within a few calls
 			var r rpctest.EchoReply
 			err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 400 * time.Millisecond}, &r)
 			if err != nil || r.Server == "a" {
@@ -37,6 +37,7 @@ func TestRemovedEndpointIsDrained(t *testing.T) {
 				return
 			}
 		}
+		slow <- errors.New("20 round-robin calls never reached a")
 	}()
 	waitPending(t, c, a.Addr())
 	if err := w.Update(discovery.Endpoint{ID: b.Addr(), Addr: b.Addr(), Weight: 1}); err != nil {
