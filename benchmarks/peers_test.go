@@ -257,48 +257,37 @@ func BenchmarkWeighted(b *testing.B) {
 // built once outside the loop, so resolver/diff cost is not included.
 func BenchmarkRebuild(b *testing.B) {
 	b.Run("peer=kitex", func(b *testing.B) {
-		b.Run("n=1000", func(b *testing.B) {
-			lb := kitexlb.NewWeightedRandomWithAliasMethodBalancer()
-			rb, ok := lb.(kitexlb.Rebalancer)
-			if !ok {
-				b.Fatal("kitex alias-method balancer is not a Rebalancer")
-			}
-			ch := discovery.Change{Result: discovery.Result{Cacheable: true, CacheKey: "bench", Instances: kitexInstances(1000, true)}}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				rb.Rebalance(ch)
-			}
-			b.StopTimer()
-			if p := lb.GetPicker(ch.Result); p.Next(context.Background(), nil) == nil {
-				b.Fatal("rebuilt kitex picker returned nil")
-			}
-		})
+		kitexRebalance(b, kitexlb.NewWeightedRandomWithAliasMethodBalancer())
 	})
 	// kitex's consistent-hash balancer, the like-for-like peer of dialtone's
 	// Maglev: Rebalance rebuilds its virtual-node ring (VirtualFactor 100 x
 	// weight points per instance, hashed and sorted) from the same weighted
 	// instances.
 	b.Run("peer=kitex-consist", func(b *testing.B) {
-		b.Run("n=1000", func(b *testing.B) {
-			lb := kitexlb.NewConsistBalancer(kitexlb.NewConsistentHashOption(func(context.Context, any) string { return "key" }))
-			rb, ok := lb.(kitexlb.Rebalancer)
-			if !ok {
-				b.Fatal("kitex consistent-hash balancer is not a Rebalancer")
-			}
-			ch := discovery.Change{Result: discovery.Result{Cacheable: true, CacheKey: "bench", Instances: kitexInstances(1000, true)}}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				rb.Rebalance(ch)
-			}
-			b.StopTimer()
-			if p := lb.GetPicker(ch.Result); p.Next(context.Background(), nil) == nil {
-				b.Fatal("rebuilt kitex consistent-hash picker returned nil")
-			}
-		})
+		kitexRebalance(b, kitexlb.NewConsistBalancer(kitexlb.NewConsistentHashOption(func(context.Context, any) string { return "key" })))
 	})
 	runOurs(b, "Rebuild")
+}
+
+// kitexRebalance measures lb's Rebalance for one change of 1,000 weighted
+// instances, as sub-benchmark n=1000, and checks that the rebuilt picker picks.
+func kitexRebalance(b *testing.B, lb kitexlb.Loadbalancer) {
+	b.Run("n=1000", func(b *testing.B) {
+		rb, ok := lb.(kitexlb.Rebalancer)
+		if !ok {
+			b.Fatalf("kitex %s balancer is not a Rebalancer", lb.Name())
+		}
+		ch := discovery.Change{Result: discovery.Result{Cacheable: true, CacheKey: "bench", Instances: kitexInstances(1000, true)}}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			rb.Rebalance(ch)
+		}
+		b.StopTimer()
+		if p := lb.GetPicker(ch.Result); p.Next(context.Background(), nil) == nil {
+			b.Fatalf("rebuilt kitex %s picker returned nil", lb.Name())
+		}
+	})
 }
 
 // BenchmarkBreaker: bare gobreaker v2 two-step accounting for a successful
