@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/discovery/discoverytest"
@@ -260,5 +261,54 @@ func TestConcurrentPickDoneAndUpdates(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Requests the breaker admits into one bucket of its window share one Done
+// function, built once: each Done still counts its own request, so the
+// breaker trips at exactly ConsecutiveFailures, and Pick plus Done with
+// breakers allocates nothing.
+func TestSharedDoneCountsEachRequestOnce(t *testing.T) {
+	as := addrs(1)
+	b, _ := newTest(t, as, WithPolicy(RoundRobin()),
+		WithBreakers(breaker.Config{ConsecutiveFailures: 5, Window: time.Hour, OpenTimeout: time.Hour}),
+		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+	if n := testing.AllocsPerRun(1000, func() {
+		r, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Done(nil)
+	}); n != 0 {
+		t.Fatalf("Pick+Done with breakers: %v allocations, want 0", n)
+	}
+	var held []Result
+	for range 4 {
+		r, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, r)
+	}
+	// A func value is a pointer to its closure: compare the closures.
+	closure := func(f func(error)) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&f)) }
+	if closure(held[0].Done) != closure(held[3].Done) {
+		// The window's buckets are 6 minutes long: these picks are
+		// microseconds apart.
+		t.Fatal("picks of one bucket got different Done functions")
+	}
+	for _, r := range held {
+		r.Done(errReset)
+	}
+	if st := b.breakers.Get(as[0]).State(); st != breaker.Closed {
+		t.Fatalf("breaker %v after 4 failures, want closed (threshold 5)", st)
+	}
+	r, err := b.Pick(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Done(errReset)
+	if st := b.breakers.Get(as[0]).State(); st != breaker.Open {
+		t.Fatalf("breaker %v after 5 failures, want open", st)
 	}
 }

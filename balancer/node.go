@@ -36,6 +36,9 @@ type node struct {
 	// done is Result.Done when no per-call state is needed: it ends the
 	// in-flight counts the policy keeps and records the outcome.
 	done func(error)
+	// shared is Result.Done for the requests the breaker admitted in its
+	// closed state into one bucket of its window (see doneFor).
+	shared atomic.Pointer[sharedDone]
 
 	b *Balancer
 
@@ -108,6 +111,38 @@ func newNode(b *Balancer, ep *discovery.Endpoint, added int64, seed float64) *no
 	return n
 }
 
+// sharedDone is a Done function for every request whose breaker ticket has
+// key: those tickets are equal values, so one closure serves them all.
+type sharedDone struct {
+	brk *breaker.Breaker
+	key uint64
+	fn  func(error)
+}
+
+// doneFor returns the Done function for a request the node's breaker brk
+// admitted with the closed-state ticket tk (whose Key is key) and whose
+// latency is not sampled. It is built once per node and bucket period, not
+// once per request, so such picks neither allocate nor touch the call pool.
+// Racing pickers may each build one; every one is correct.
+func (n *node) doneFor(brk *breaker.Breaker, tk breaker.Ticket, key uint64, mode statsMode) func(error) {
+	if s := n.shared.Load(); s != nil && s.key == key && s.brk == brk {
+		return s.fn
+	}
+	s := &sharedDone{brk: brk, key: key}
+	s.fn = func(err error) {
+		brk.End(tk, err)
+		if mode&statInFlight != 0 {
+			n.inflight.Add(-1)
+			if mode&statTotal != 0 {
+				n.b.inflight.Add(-1)
+			}
+		}
+		n.record(breaker.Classify(err))
+	}
+	n.shared.Store(s)
+	return s.fn
+}
+
 // record counts consecutive failures and tells the run goroutine when the
 // node crossed the ejection threshold. A success only reads the counter
 // unless it must reset it, so that concurrent successes on different cores
@@ -170,8 +205,7 @@ func (n *node) costNs() float64 { return math.Float64frombits(n.cost.Load()) }
 // pre-bound functions cannot do: the breaker's ticket and, for a
 // latency sample, the start time. Calls are pooled so that Pick and Done
 // allocate nothing. A call is reused only after its first Done, and Done on
-// a used call does nothing, so every Pick is accounted once even when a
-// caller calls Done twice in a row.
+// a used call does nothing, so a pooled call is never recycled twice.
 type call struct {
 	n     *node
 	brk   *breaker.Breaker // nil without breakers

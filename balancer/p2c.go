@@ -82,8 +82,10 @@ func (s *p2cSel) first(string, bool) (int, bool) {
 			return j, true
 		}
 	}
-	ca := a.costNs() * float64(a.inflight.Load()+1) * s.inv[i]
-	cb := b.costNs() * float64(b.inflight.Load()+1) * s.inv[j]
+	// A caller that calls Done twice drives a count below zero; it must
+	// not make its node look free.
+	ca := a.costNs() * float64(max(a.inflight.Load(), 0)+1) * s.inv[i]
+	cb := b.costNs() * float64(max(b.inflight.Load(), 0)+1) * s.inv[j]
 	if cb < ca {
 		return j, sample
 	}

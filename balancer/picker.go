@@ -8,7 +8,9 @@ import (
 )
 
 // Result is one pick. Call Done exactly once with the outcome of the request
-// sent to Endpoint (nil for success). Done never blocks.
+// sent to Endpoint (nil for success), from any goroutine. Done never blocks
+// and allocates nothing. Done functions may be shared between picks of the
+// same node, so calling one twice is a bug that counts an outcome twice.
 type Result struct {
 	Endpoint discovery.Endpoint
 	Done     func(err error)
@@ -123,8 +125,13 @@ func (p *picker) admit(e *entry, sample bool) func(error) {
 			nd.b.inflight.Add(1)
 		}
 	}
-	if brk == nil && !sample {
-		return nd.done
+	if !sample {
+		if brk == nil {
+			return nd.done
+		}
+		if key, ok := tk.Key(); ok {
+			return nd.doneFor(brk, tk, key, p.mode)
+		}
 	}
 	c := callPool.Get().(*call)
 	c.n, c.brk, c.tk, c.mode, c.start = nd, brk, tk, p.mode, 0

@@ -94,7 +94,10 @@ func init() {
 	ours["RoundRobin"] = func(b *testing.B) { rr(b); rrBrk(b) }
 	p2c := policyBench("dialtone", false, balancer.WithPolicy(balancer.P2C()), balancer.WithoutBreakers())
 	ours["LeastRequest"] = p2c
-	ours["P2C"] = p2c
+	// The defaults (P2C with breakers), beside the peers' P2C pickers,
+	// which have no breakers.
+	p2cBrk := policyBench("dialtone-defaults", false)
+	ours["P2C"] = func(b *testing.B) { p2c(b); p2cBrk(b) }
 	ours["Weighted"] = policyBench("dialtone", true, balancer.WithPolicy(balancer.WeightedRoundRobin()), balancer.WithoutBreakers())
 
 	// Rebuild: a discovery update of 1,000 endpoints (one endpoint changes)

@@ -87,6 +87,19 @@ type Ticket struct {
 	t     ticket      // where a closed-state outcome is filed
 }
 
+// Key returns a comparable value that stands for t, and true, when t was
+// admitted in the closed state. Two such tickets with the same key are the
+// same value: ending either files the outcome in the same place, so a caller
+// may keep one per key and reuse it (the balancer keeps one Done function per
+// node and key, instead of one per request). A ticket from a half-open
+// probe, or the zero Ticket, is unique: ok is false.
+func (t Ticket) Key() (key uint64, ok bool) {
+	if t.probe != nil || t.t == (ticket{}) {
+		return 0, false
+	}
+	return uint64(t.t.stamp)<<32 | uint64(t.t.idx), true
+}
+
 // Begin asks whether one request may go to the node. Callers (the balancer,
 // on the goroutine making the request) call it before each attempt and call
 // [Breaker.End] with the returned Ticket and the attempt's error. It never

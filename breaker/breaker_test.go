@@ -513,3 +513,52 @@ func TestRollsByClockAfterClose(t *testing.T) {
 		}
 	})
 }
+
+// Closed-state tickets of one bucket share a key; a later bucket, a
+// half-open probe and the zero Ticket do not.
+func TestTicketKey(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{ConsecutiveFailures: 1, Window: 10 * time.Second, OpenTimeout: time.Minute, Jitter: -1})
+		defer s.Close()
+		b := s.Get("a")
+		begin := func() Ticket {
+			t.Helper()
+			tk, err := b.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tk
+		}
+		t1, t2 := begin(), begin()
+		k1, ok1 := t1.Key()
+		k2, ok2 := t2.Key()
+		if !ok1 || !ok2 || k1 != k2 {
+			t.Fatalf("two tickets of one bucket: keys %x,%v and %x,%v; want one shared key", k1, ok1, k2, ok2)
+		}
+		b.End(t1, nil)
+		b.End(t2, nil)
+		time.Sleep(time.Second) // one bucket later
+		synctest.Wait()
+		t3 := begin()
+		if k3, ok := t3.Key(); !ok || k3 == k1 {
+			t.Fatalf("ticket of the next bucket: key %x,%v; want a new key (the first was %x)", k3, ok, k1)
+		}
+		if _, ok := (Ticket{}).Key(); ok {
+			t.Fatal("the zero Ticket has a key")
+		}
+		b.End(t3, errTransport) // trips
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if rawState(b) != HalfOpen {
+			t.Fatalf("state %v, want half-open", rawState(b))
+		}
+		probe := begin()
+		if _, ok := probe.Key(); ok {
+			t.Fatal("a half-open probe's ticket has a key; probes must not share a Done")
+		}
+		b.End(probe, nil)
+		if b.State() != Closed {
+			t.Fatalf("state %v after the probe succeeded, want closed", b.State())
+		}
+	})
+}
