@@ -77,7 +77,13 @@ func TestFlapKeepsConnection(t *testing.T) {
 			}
 		}
 	}
-	call()
+	// The round-robin cursor is per P: call until a has been dialled.
+	for i := 0; endpointStatus(c, a.Addr()).Dials == 0; i++ {
+		if i == 10 {
+			t.Fatal("60 round-robin calls never dialled a")
+		}
+		call()
+	}
 	for range 5 { // flap a out and back in
 		w.Update(both[1])
 		waitBalancer(t, c, func(s []balancer.NodeStatus) bool { return len(s) == 1 })
