@@ -127,11 +127,12 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	}
 	for {
 		upd := c.bal.Updated()
-		r, err := held, error(nil)
-		if held.Done != nil {
-			held = balancer.Result{}
-		} else {
+		var r balancer.Result
+		var err error
+		if held.Done == nil {
 			r, err = c.bal.Pick(ctx, balancer.Exclude(tried...))
+		} else {
+			r, held = held, balancer.Result{}
 		}
 		if err != nil && errors.Is(err, balancer.ErrNoStateYet) {
 			// The first answer from discovery is on its way.

@@ -43,7 +43,8 @@ import (
 // one bucket after a quiet lead-in). stormDown puts the reopen in the quiet
 // gap between every client's second and third dial, so the fleet reconnects
 // in one wave spread by the jitter of its last delay, and the test checks
-// that premise (all but 1 % of the clients were due to redial after the reopen). A reopen that splits the fleet between
+// that premise (all but 1 % of the clients were due to redial after the
+// reopen) when this process kept time (see below). A reopen that splits the fleet between
 // two backoff rounds gives two waves 1-2 s apart; over both, the ratio is
 // 4-5x with grpc-go's algorithm as well as ours (simulated with these
 // numbers): the figure describes one round. Within one round it is 2-2.7x
@@ -52,8 +53,10 @@ import (
 // Two views of the figure are checked. The pool's own schedule (when each
 // client's backoff let it redial, read from its endpoint before the reopen)
 // is always asserted, and every client must have reconnected no earlier than
-// its schedule. The accepts the backend saw are asserted when this process
-// kept time to within one bucket during the wave: with -race, the 1000
+// its schedule. The accepts the backend saw, and the one-round premise, are
+// asserted when this process kept time to within one bucket during the wave
+// (a starved process runs the second dials late, so they are still due at
+// the reopen): with -race, the 1000
 // reconnects take about a core for a second, and on a busy 2-core box the
 // clients' timers then fire up to 0.6 s late and in bursts, which measures
 // the box, not the pool. The backend runs in a child process, so that its
@@ -198,16 +201,6 @@ func TestReconnectStorm(t *testing.T) {
 	if len(acc) < clients {
 		t.Fatalf("%d accepts after the reopen for %d clients", len(acc), clients)
 	}
-	// A client whose second dial this process ran late (a starved box) is
-	// still due before the reopen and redials as it happens: its accept is
-	// counted, where it can only add to the first bucket (its schedule,
-	// before the reopen, is not). More than 1 % of them means the reopen did
-	// not fall between two rounds.
-	if split > clients/100 {
-		t.Fatalf("%d clients were due to redial before the reopen (%v after the stop), not after it: the reopen was "+
-			"not between every client's second and third dial, so the reconnects came in more than one backoff round",
-			split, reopen.Sub(stopped))
-	}
 	if early > 0 {
 		t.Fatalf("%d clients reconnected before their backoff allowed", early)
 	}
@@ -216,8 +209,22 @@ func TestReconnectStorm(t *testing.T) {
 			maxS, meanS, spanS)
 	}
 	if lag > bucket {
-		t.Logf("accept figure not asserted: this process woke up to %v late during the wave, more than a bucket", lag)
+		// A starved box runs the clients' second dials late, so they are
+		// still due at the reopen, and it bunches the accepts; neither says
+		// anything about the pool's schedule, which is asserted above.
+		t.Logf("accept figure and backoff rounds not asserted: this process woke up to %v late during the wave, "+
+			"more than a bucket (%d clients due before the reopen)", lag, split)
 		return
+	}
+	// A client whose second dial this process ran a little late is still
+	// due before the reopen and redials as it happens: its accept is
+	// counted, where it can only add to the first bucket (its schedule,
+	// before the reopen, is not). More than 1 % of them means the reopen did
+	// not fall between two rounds.
+	if split > clients/100 {
+		t.Fatalf("%d clients were due to redial before the reopen (%v after the stop), not after it: the reopen was "+
+			"not between every client's second and third dial, so the reconnects came in more than one backoff round",
+			split, reopen.Sub(stopped))
 	}
 	if float64(maxA) > 3*meanA {
 		t.Fatalf("reconnect storm: %d accepts in one 100 ms bucket, more than 3x the mean %.1f over the %v reconnect period "+
