@@ -1,0 +1,78 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+// WithIdempotentMethods makes the listed methods behave as if every call
+// passed Idempotent(): a call whose reply was lost is retried on the other
+// node. Without the table, the same call is not retried and reports that
+// its outcome is unknown.
+func TestIdempotentMethodsTable(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		table []string
+	}{{"without table", nil}, {"with table", []string{"Echo.Exec"}}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
+			px := rpctest.NewProxy(t, a.Addr())
+			px.BlackholeResponses() // a executes every request; its replies are lost
+			c, _ := newTestClient(t, []string{px.Addr(), b.Addr()}, WithAttemptTimeout(100*time.Millisecond),
+				WithIdempotentMethods(tc.table...), WithHeartbeat(0, 0),
+				WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
+			// eventually reports whether id ran on s within 2 s: a lost
+			// reply may leave a's execution a moment behind the call.
+			eventually := func(s *rpctest.Server, id string) bool {
+				for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+					if slices.ContainsFunc(s.Executions(), func(l string) bool { return strings.HasPrefix(l, id+" ") }) {
+						return true
+					}
+					if time.Now().After(deadline) {
+						return false
+					}
+				}
+			}
+			// Call until one call has gone to a first (round robin gets
+			// there within a few calls). Such a call waits out the 100 ms
+			// attempt timeout; a call that b answers first does not.
+			for i := range 20 {
+				id := fmt.Sprintf("op-%d", i)
+				var r rpctest.ExecReply
+				start := time.Now()
+				err := c.Call(context.Background(), "Echo.Exec", &rpctest.ExecArgs{ID: id}, &r)
+				if tc.table == nil && err != nil {
+					if !errors.Is(err, ErrOutcomeUnknown) {
+						t.Fatalf("a call whose reply was lost, not declared idempotent: %v, want ErrOutcomeUnknown", err)
+					}
+					if !eventually(a, id) {
+						t.Fatalf("call %s failed (%v) but never ran on a", id, err)
+					}
+					if slices.ContainsFunc(b.Executions(), func(l string) bool { return strings.HasPrefix(l, id+" ") }) {
+						t.Fatal("a call not declared idempotent ran again on b")
+					}
+					return
+				}
+				if err != nil || r.Server != "b" {
+					t.Fatalf("call %s: %q, %v; want b's reply", id, r.Server, err)
+				}
+				if tc.table != nil && time.Since(start) >= 100*time.Millisecond {
+					// Its first attempt timed out: on a, where it ran.
+					if !eventually(a, id) {
+						t.Fatalf("call %s waited out an attempt timeout but never ran on a", id)
+					}
+					return
+				}
+			}
+			t.Fatal("20 round-robin calls never reached a")
+		})
+	}
+}
