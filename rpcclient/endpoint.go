@@ -47,18 +47,28 @@ type endpoint struct {
 	state    State
 	conns    []*conn
 	dialing  chan struct{} // closed when the dial in progress ends
-	failures int           // consecutive failed dials
+	failures int           // consecutive failed dials with no connection up
 	retryAt  time.Time
-	lastErr  error
-	removed  time.Time // when discovery dropped the address; zero while listed
-	rr       atomic.Uint32
-	dials    atomic.Uint64
+	// The same for dials that would grow a pool that has connections: they
+	// back off on their own, so that they never delay a redial after the
+	// last connection died.
+	growFailures int
+	growAt       time.Time
+	lastErr      error
+	removed      time.Time // when discovery dropped the address; zero while listed
+	rr           atomic.Uint32
+	dials        atomic.Uint64
 }
 
 // get returns a connection, dialing one if needed, bounded by ctx (the
 // attempt's context). caller is the call's own context: a dial cut short by
 // it is not the endpoint's fault and starts no backoff. Errors are wrapped in
 // errNotSent: no request was written.
+//
+// The pool grows by one dial per call while it is below the pool size. A
+// failed dial for an extra connection is not the call's failure: the call
+// gets a working connection, and the next extra dial waits for the
+// reconnect backoff.
 func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 	for {
 		e.mu.Lock()
@@ -67,7 +77,7 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 			return nil, notSent(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
 		}
 		n := len(e.conns)
-		if n > 0 && (n >= e.c.opts.poolSize || e.dialing != nil) {
+		if n > 0 && (n >= e.c.opts.poolSize || e.dialing != nil || time.Now().Before(e.growAt)) {
 			cn := e.conns[int(e.rr.Add(1))%n]
 			e.mu.Unlock()
 			return cn, nil
@@ -107,16 +117,25 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 				e.mu.Unlock()
 				return nil, cerr
 			}
+			if n := len(e.conns); n > 0 {
+				// Growing the pool failed; the connections it has work.
+				e.growFailures++
+				wait := e.c.opts.connectBackoff.Delay(e.growFailures-1, nil)
+				e.growAt = time.Now().Add(wait)
+				cn := e.conns[int(e.rr.Add(1))%n]
+				e.mu.Unlock()
+				e.c.opts.logger.Info("rpcclient: extra connection dial failed", "service", e.c.service, "addr", e.addr,
+					"error", err, "next try in", wait)
+				return cn, nil
+			}
 			e.failures++
 			e.lastErr = err
 			e.retryAt = time.Now().Add(e.c.opts.connectBackoff.Delay(e.failures-1, nil))
-			if len(e.conns) == 0 {
-				e.state = TransientFailure
-			}
+			e.state = TransientFailure
 			e.mu.Unlock()
 			return nil, notSent(err)
 		}
-		e.failures = 0
+		e.failures, e.growFailures = 0, 0
 		e.lastErr = nil
 		if e.state == Shutdown {
 			e.mu.Unlock()
