@@ -19,18 +19,7 @@ func TestHedgingBeatsASlowNode(t *testing.T) {
 	c, _ := newTestClient(t, []string{px.Addr(), fast.Addr()}, WithHedging(20*time.Millisecond),
 		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
 	// Warm both connections (hedges go only to nodes already connected).
-	// The round-robin cursor is per P, so call until both have answered.
-	warmed := map[string]bool{}
-	for i := 0; i < 50 && len(warmed) < 2; i++ {
-		var r rpctest.EchoReply
-		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
-			t.Fatal(err)
-		}
-		warmed[r.Server] = true
-	}
-	if len(warmed) < 2 {
-		t.Fatalf("50 round-robin calls reached only %v", warmed)
-	}
+	warmEvery(t, c, 2)
 	px.Latency(500 * time.Millisecond)
 	var worst time.Duration
 	servedBy := map[string]int{}
@@ -105,4 +94,42 @@ func TestHedgingDialsUnconnectedNodes(t *testing.T) {
 		t.Fatalf("20 idempotent round-robin calls with hedging were served by %v; both nodes should be used", servedBy)
 	}
 	t.Logf("served by %v", servedBy)
+}
+
+// Hedge turns hedging on for one call of a client that has it off.
+func TestHedgeCallOption(t *testing.T) {
+	slow := rpctest.Start(t, rpctest.WithName("slow"))
+	fast := rpctest.Start(t, rpctest.WithName("fast"))
+	px := rpctest.NewProxy(t, slow.Addr())
+	c, _ := newTestClient(t, []string{px.Addr(), fast.Addr()}, WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
+	warmEvery(t, c, 2)
+	px.Latency(500 * time.Millisecond)
+	for range 6 {
+		var r rpctest.EchoReply
+		t0 := time.Now()
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent(), Hedge(20*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+		if r.Server != "fast" || time.Since(t0) > 400*time.Millisecond {
+			t.Fatalf("a call with Hedge(20ms) was answered by %s after %v; want the fast node, well before 500 ms", r.Server, time.Since(t0))
+		}
+	}
+}
+
+// warmEvery calls Echo.Echo until n different servers have answered, so
+// that each has a connection up. The round-robin cursor is per P, so a
+// fixed number of calls might miss one.
+func warmEvery(t *testing.T, c *Client, n int) {
+	t.Helper()
+	warmed := map[string]bool{}
+	for i := 0; i < 25*n && len(warmed) < n; i++ {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+		warmed[r.Server] = true
+	}
+	if len(warmed) < n {
+		t.Fatalf("%d round-robin calls reached only %v", 25*n, warmed)
+	}
 }
