@@ -29,6 +29,8 @@ type Client struct {
 
 	closed atomic.Bool
 	done   chan struct{}
+	ctx    context.Context // cancelled by Close: bounds background dials
+	cancel context.CancelFunc
 	once   sync.Once
 	wg     sync.WaitGroup // maintenance goroutine and every connection's goroutines
 }
@@ -80,6 +82,7 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 		budget: newBudget(o.budgetPercent, o.budgetMinPerSec),
 		done:   make(chan struct{}),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	empty := map[string]*endpoint{}
 	c.endpoints.Store(&empty)
 	c.wg.Add(1)
@@ -203,6 +206,7 @@ func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.closed.Store(true)
 		close(c.done)
+		c.cancel()
 		c.epMu.Lock()
 		eps := *c.endpoints.Load()
 		c.epMu.Unlock()

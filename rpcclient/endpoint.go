@@ -65,10 +65,9 @@ type endpoint struct {
 // it is not the endpoint's fault and starts no backoff. Errors are wrapped in
 // errNotSent: no request was written.
 //
-// The pool grows by one dial per call while it is below the pool size. A
-// failed dial for an extra connection is not the call's failure: the call
-// gets a working connection, and the next extra dial waits for the
-// reconnect backoff.
+// A call never waits for a dial while the endpoint has a connection: below
+// the pool size, it starts one extra dial in the background (see grow) and
+// goes on the connections the pool has.
 func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 	for {
 		e.mu.Lock()
@@ -77,7 +76,13 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 			return nil, notSent(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
 		}
 		n := len(e.conns)
-		if n > 0 && (n >= e.c.opts.poolSize || e.dialing != nil || time.Now().Before(e.growAt)) {
+		if n > 0 {
+			if n < e.c.opts.poolSize && e.dialing == nil && !time.Now().Before(e.growAt) {
+				ch := make(chan struct{})
+				e.dialing = ch
+				e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
+				go e.grow(ch)
+			}
 			cn := e.conns[int(e.rr.Add(1))%n]
 			e.mu.Unlock()
 			return cn, nil
@@ -92,16 +97,14 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 				return nil, ctx.Err()
 			}
 		}
-		if n == 0 && time.Now().Before(e.retryAt) {
+		if time.Now().Before(e.retryAt) {
 			err := &BackoffError{Addr: e.addr, Last: e.lastErr}
 			e.mu.Unlock()
 			return nil, notSent(err)
 		}
 		ch := make(chan struct{})
 		e.dialing = ch
-		if n == 0 {
-			e.state = Connecting
-		}
+		e.state = Connecting
 		e.mu.Unlock()
 
 		cn, err := e.dial(ctx)
@@ -117,21 +120,12 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 				e.mu.Unlock()
 				return nil, cerr
 			}
-			if n := len(e.conns); n > 0 {
-				// Growing the pool failed; the connections it has work.
-				e.growFailures++
-				wait := e.c.opts.connectBackoff.Delay(e.growFailures-1, nil)
-				e.growAt = time.Now().Add(wait)
-				cn := e.conns[int(e.rr.Add(1))%n]
-				e.mu.Unlock()
-				e.c.opts.logger.Info("rpcclient: extra connection dial failed", "service", e.c.service, "addr", e.addr,
-					"error", err, "next try in", wait)
-				return cn, nil
-			}
 			e.failures++
 			e.lastErr = err
 			e.retryAt = time.Now().Add(e.c.opts.connectBackoff.Delay(e.failures-1, nil))
-			e.state = TransientFailure
+			if len(e.conns) == 0 {
+				e.state = TransientFailure
+			}
 			e.mu.Unlock()
 			return nil, notSent(err)
 		}
@@ -147,6 +141,41 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 		e.mu.Unlock()
 		return cn, nil
 	}
+}
+
+// grow dials one extra connection for a pool that has connections, on its
+// own goroutine (counted in the Client's WaitGroup), bounded by the dial
+// timeout and by Close. A failed dial backs off on its own schedule
+// (growFailures, growAt), so that it never delays a redial after the last
+// connection died; the calls meanwhile use the connections the pool has.
+func (e *endpoint) grow(dialing chan struct{}) {
+	defer e.c.wg.Done()
+	cn, err := e.dial(e.c.ctx)
+	e.mu.Lock()
+	e.dialing = nil
+	close(dialing)
+	if err != nil {
+		if e.c.ctx.Err() != nil {
+			e.mu.Unlock()
+			return
+		}
+		e.growFailures++
+		wait := e.c.opts.connectBackoff.Delay(e.growFailures-1, nil)
+		e.growAt = time.Now().Add(wait)
+		e.mu.Unlock()
+		e.c.opts.logger.Info("rpcclient: extra connection dial failed", "service", e.c.service, "addr", e.addr,
+			"error", err, "next try in", wait)
+		return
+	}
+	e.failures, e.growFailures = 0, 0
+	if e.state == Shutdown {
+		e.mu.Unlock()
+		cn.close(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
+		return
+	}
+	e.conns = append(e.conns, cn)
+	e.state = Ready
+	e.mu.Unlock()
 }
 
 // ready returns a live connection without dialing, or nil.

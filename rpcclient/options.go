@@ -78,7 +78,10 @@ func WithConnectBackoff(base time.Duration, factor float64, max time.Duration, j
 }
 
 // WithPoolSize sets how many connections each endpoint keeps. Default 1:
-// net/rpc multiplexes calls over one connection.
+// net/rpc multiplexes calls over one connection. The first connection is
+// dialled by the call that needs it; the others are dialled one at a time in
+// the background while calls arrive, and calls never wait for them. A failed
+// extra dial backs off like a reconnect but leaves the endpoint in rotation.
 func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = max(n, 1) } }
 
 // WithHeartbeat sets how long a connection may stay silent before it is

@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"net/rpc"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -108,8 +110,16 @@ func TestPoolGrowthFailureKeepsWorkingConnection(t *testing.T) {
 		}
 	}
 	took := time.Since(start)
-	st := endpointStatus(c, addr)
-	if st.State != Ready || st.Dials != 2 {
+	// The extra dial runs in the background: wait for it, then check that
+	// the backoff holds the next one.
+	waitDials(t, c, addr, 2)
+	time.Sleep(50 * time.Millisecond)
+	for i := range 10 {
+		if err := add(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := endpointStatus(c, addr); st.State != Ready || st.Dials != 2 {
 		t.Fatalf("endpoint %+v: want Ready after 2 dials (the first, one refused extra dial, then the backoff)", st)
 	}
 	for _, n := range c.Balancer().Status() {
@@ -135,4 +145,103 @@ func TestPoolGrowthFailureKeepsWorkingConnection(t *testing.T) {
 		t.Fatalf("endpoint %+v after the redial: want Ready after 3 dials", st)
 	}
 	t.Logf("50 calls in %v on 1 working connection of 3", took)
+}
+
+// waitDials waits up to 5 s until the endpoint has made n dials.
+func waitDials(t *testing.T, c *Client, addr string, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for endpointStatus(c, addr).Dials < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("endpoint %+v: want %d dials", endpointStatus(c, addr), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A call does not wait for a dial that grows the pool: here the extra dial
+// hangs (its SYNs are dropped) for the whole dial timeout, and calls go on
+// the working connection meanwhile.
+func TestPoolGrowthDoesNotBlockCalls(t *testing.T) {
+	// A listener with backlog 0 whose one connection is served, and whose
+	// accept queue is then filled, so that further handshakes never
+	// complete (see rpctest.Blackhole for the technique).
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close()
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().String()
+	srv := rpc.NewServer()
+	if err := srv.Register(&Arith{}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	served := make(chan net.Conn, 1)
+	wg.Go(func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		served <- c
+		srv.ServeConn(c)
+	})
+	defer func() {
+		select {
+		case c := <-served:
+			c.Close()
+		default:
+		}
+	}()
+
+	const dialTimeout = 3 * time.Second
+	c, _ := newTestClient(t, []string{addr}, WithPoolSize(2), WithHeartbeat(0, 0), WithDialTimeout(dialTimeout))
+	var sum int
+	if err := c.Call(context.Background(), "Arith.Add", Pair{A: 1, B: 1}, &sum); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the accept queue: dial until a dial times out.
+	var held []net.Conn
+	defer func() {
+		for _, h := range held {
+			h.Close()
+		}
+	}()
+	full := false
+	for range 8 {
+		h, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			full = true
+			break
+		}
+		held = append(held, h)
+	}
+	if !full {
+		t.Fatal("the accept queue never filled")
+	}
+	start := time.Now()
+	for i := range 20 {
+		if err := c.Call(context.Background(), "Arith.Add", Pair{A: i, B: 1}, &sum); err != nil || sum != i+1 {
+			t.Fatalf("call %d: %d, %v", i, sum, err)
+		}
+	}
+	took := time.Since(start)
+	waitDials(t, c, addr, 2)
+	if took > dialTimeout/3 {
+		t.Fatalf("20 calls took %v while an extra dial hung; they should not wait for it (dial timeout %v)", took, dialTimeout)
+	}
+	t.Logf("20 calls in %v while the extra dial hung", took)
 }
