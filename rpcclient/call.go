@@ -33,7 +33,9 @@ import (
 // refresh (ResolveNow); when no other node is left, Call waits for the
 // refreshed set, as long as ctx allows, rather than redial the stale address.
 //
-// Every failure is an *Error. Call starts no goroutine.
+// Every failure is an *Error. Call starts no goroutine per call; with
+// WithPoolSize above 1, a call may start the one background dial that grows
+// its endpoint's pool (see WithPoolSize).
 func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any, opts ...CallOption) error {
 	idem := c.opts.idempotent[serviceMethod]
 	timeout := c.opts.attemptTimeout
