@@ -1,10 +1,13 @@
 package rpcclient
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -335,7 +338,9 @@ func TestBackoffRefusalsDoNotTripBreaker(t *testing.T) {
 	dead := l.Addr().String()
 	l.Close() // refused from now on
 	// Every call below falls in the first backoff.
-	c, _ := newTestClient(t, []string{dead}, WithConnectBackoff(10*time.Second, 1.6, time.Minute, 0.2))
+	var logs lockedBuffer
+	c, _ := newTestClient(t, []string{dead}, WithConnectBackoff(10*time.Second, 1.6, time.Minute, 0.2),
+		WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	call := func(d time.Duration) error {
 		ctx, cancel := context.WithTimeout(context.Background(), d)
 		defer cancel()
@@ -359,4 +364,29 @@ func TestBackoffRefusalsDoNotTripBreaker(t *testing.T) {
 		t.Fatalf("breaker %v, ejected %v after 1 failed dial and 10 calls refused in the backoff; want closed, not ejected",
 			st.Breaker, st.Ejected)
 	}
+	// The one failed dial is logged once, with its address; the refusals
+	// during its backoff are not logged again.
+	out := logs.String()
+	if n := strings.Count(out, "rpcclient: dial failed"); n != 1 || !strings.Contains(out, "addr="+dead) {
+		t.Fatalf("log after 1 failed dial and 10 refusals: %d \"dial failed\" lines, want 1 naming %s:\n%s", n, dead, out)
+	}
+}
+
+// lockedBuffer is an io.Writer for loggers that tests read while the
+// client may still write.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
