@@ -73,7 +73,7 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 		e.mu.Lock()
 		if e.state == Shutdown {
 			e.mu.Unlock()
-			return nil, notSent(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
+			return nil, notSent(e.errShutDown())
 		}
 		n := len(e.conns)
 		if n > 0 {
@@ -129,18 +129,32 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 			e.mu.Unlock()
 			return nil, notSent(err)
 		}
-		e.failures, e.growFailures = 0, 0
 		e.lastErr = nil
-		if e.state == Shutdown {
+		if !e.adoptLocked(cn) {
 			e.mu.Unlock()
-			cn.close(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
-			return nil, notSent(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
+			cn.close(e.errShutDown())
+			return nil, notSent(e.errShutDown())
 		}
-		e.conns = append(e.conns, cn)
-		e.state = Ready
 		e.mu.Unlock()
 		return cn, nil
 	}
+}
+
+// adoptLocked adds a newly dialled connection to the pool, under e.mu. It
+// returns false when the endpoint shut down during the dial; the caller then
+// closes cn, after unlocking.
+func (e *endpoint) adoptLocked(cn *conn) bool {
+	e.failures, e.growFailures = 0, 0
+	if e.state == Shutdown {
+		return false
+	}
+	e.conns = append(e.conns, cn)
+	e.state = Ready
+	return true
+}
+
+func (e *endpoint) errShutDown() error {
+	return fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr)
 }
 
 // grow dials one extra connection for a pool that has connections, on its
@@ -167,14 +181,11 @@ func (e *endpoint) grow(dialing chan struct{}) {
 			"error", err, "next try in", wait)
 		return
 	}
-	e.failures, e.growFailures = 0, 0
-	if e.state == Shutdown {
+	if !e.adoptLocked(cn) {
 		e.mu.Unlock()
-		cn.close(fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr))
+		cn.close(e.errShutDown())
 		return
 	}
-	e.conns = append(e.conns, cn)
-	e.state = Ready
 	e.mu.Unlock()
 }
 

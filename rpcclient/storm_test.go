@@ -127,6 +127,7 @@ func TestReconnectStorm(t *testing.T) {
 	probe := startLagProbe()
 	t.Cleanup(func() { probe.stop() })
 	back := make([]time.Time, clients) // when each client's call succeeded again
+	lastErr := make([]error, clients)  // each client's last failure, for the report
 	deadline := stopped.Add(stormDown + stormBack + 5*time.Second)
 	for i, c := range cs {
 		wg.Go(func() {
@@ -138,6 +139,7 @@ func TestReconnectStorm(t *testing.T) {
 					back[i] = time.Now()
 					return
 				}
+				lastErr[i] = err
 				if errors.Is(err, ErrClosed) {
 					return // the test failed and cleaned up
 				}
@@ -196,7 +198,9 @@ func TestReconnectStorm(t *testing.T) {
 		late[len(late)/2].Round(time.Millisecond), late[len(late)*99/100].Round(time.Millisecond), lag, split)
 
 	if missing > 0 {
-		t.Fatalf("%d of %d clients did not reconnect within %v of the reopen", missing, clients, deadline.Sub(reopen))
+		i := slices.IndexFunc(back, time.Time.IsZero)
+		t.Fatalf("%d of %d clients did not reconnect within %v of the reopen; client %d: last error %v; endpoint %+v; "+
+			"balancer %+v", missing, clients, deadline.Sub(reopen), i, lastErr[i], cs[i].Endpoints(), cs[i].Balancer().Status())
 	}
 	if d := last.Sub(reopen); d > stormBack {
 		t.Fatalf("the last client reconnected %v after the reopen, want within %v", d, stormBack)
