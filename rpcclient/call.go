@@ -202,17 +202,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 				err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, addr, err)
 			}
 		}
-		var be *BackoffError
-		if errors.As(err, &be) {
-			// Not an outcome: no dial was made and nothing was sent. The
-			// failed dial that started the backoff was counted once;
-			// counting every call refused during the backoff would trip the
-			// breaker on one failed dial and lock the node out for the open
-			// period after it is back.
-			r.Done(errNoOutcome)
-		} else {
-			r.Done(err)
-		}
+		r.Done(nodeOutcome(err))
 		if err == nil {
 			return nil
 		}
@@ -232,7 +222,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			if version == 0 {
 				version = c.bal.StateVersion()
 			}
-			if be == nil {
+			if be := (*BackoffError)(nil); !errors.As(err, &be) {
 				// A dial was made and failed. (A refusal during the
 				// backoff it started was already handled by that dial.)
 				ep.mu.Lock()
@@ -356,6 +346,21 @@ func setKey(args any, key string) error {
 	}
 	ka.SetIdempotencyKey(key)
 	return nil
+}
+
+// nodeOutcome is what an attempt's error tells the balancer about the node.
+// A refusal during a reconnect backoff, or by a connection that had already
+// died, is no outcome: no dial was made and nothing was sent, and the failed
+// dial that started the backoff, or the connection's death, was counted
+// once. Counting every call refused after it would trip the breaker on one
+// event and lock the node out for the open period after it is back.
+func nodeOutcome(err error) error {
+	var be *BackoffError
+	var dc *deadConnError
+	if errors.As(err, &be) || errors.As(err, &dc) {
+		return errNoOutcome
+	}
+	return err
 }
 
 // errNoOutcome is what a pick that sent nothing reports to the balancer's

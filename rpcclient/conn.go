@@ -110,7 +110,7 @@ func (c *conn) start(method string, args, reply any) (*pendingCall, uint64, erro
 		err := c.err
 		c.mu.Unlock()
 		pendingPool.Put(pc)
-		return nil, 0, notSent(err)
+		return nil, 0, notSent(&deadConnError{err})
 	}
 	c.seq++
 	seq := c.seq
@@ -140,6 +140,14 @@ func (c *conn) start(method string, args, reply any) (*pendingCall, uint64, erro
 	}
 	return nil, 0, err
 }
+
+// deadConnError is start's refusal of a connection that had already died:
+// its death was reported when it happened, so a call that finds it dead and
+// sends nothing says nothing new about the node.
+type deadConnError struct{ err error }
+
+func (e *deadConnError) Error() string { return e.err.Error() }
+func (e *deadConnError) Unwrap() error { return e.err }
 
 // finish returns the outcome of a call whose done was signalled.
 func (c *conn) finish(pc *pendingCall) error {

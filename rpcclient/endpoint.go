@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,15 +76,13 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 			e.mu.Unlock()
 			return nil, notSent(e.errShutDown())
 		}
-		n := len(e.conns)
-		if n > 0 {
-			if n < e.c.opts.poolSize && e.dialing == nil && !time.Now().Before(e.growAt) {
+		if cn := e.liveLocked(); cn != nil {
+			if len(e.conns) < e.c.opts.poolSize && e.dialing == nil && !time.Now().Before(e.growAt) {
 				ch := make(chan struct{})
 				e.dialing = ch
 				e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
 				go e.grow(ch)
 			}
-			cn := e.conns[int(e.rr.Add(1))%n]
 			e.mu.Unlock()
 			return cn, nil
 		}
@@ -193,10 +192,28 @@ func (e *endpoint) grow(dialing chan struct{}) {
 func (e *endpoint) ready() *conn {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.state == Shutdown || len(e.conns) == 0 {
+	if e.state == Shutdown {
 		return nil
 	}
-	return e.conns[int(e.rr.Add(1))%len(e.conns)]
+	return e.liveLocked()
+}
+
+// liveLocked returns one of the pool's live connections in turn, or nil;
+// under e.mu. A connection that died is dropped here if its reader has not
+// yet taken it out (connDead): between its death and that, a busy process
+// could otherwise hand it to call after call, each failing at once.
+func (e *endpoint) liveLocked() *conn {
+	for len(e.conns) > 0 {
+		i := int(e.rr.Add(1)) % len(e.conns)
+		if cn := e.conns[i]; cn.alive() {
+			return cn
+		}
+		e.conns = slices.Delete(e.conns, i, i+1)
+	}
+	if e.state == Ready {
+		e.state = Idle
+	}
+	return nil
 }
 
 // dial makes one connection, bounded by the dial timeout and ctx.

@@ -47,7 +47,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		pc, seq, err := cn.start(method, args, l.reply)
 		if err != nil {
 			l.cancel()
-			r.Done(err)
+			r.Done(nodeOutcome(err))
 			return nil
 		}
 		l.pc, l.seq = pc, seq

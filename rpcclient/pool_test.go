@@ -2,6 +2,7 @@ package rpcclient
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/rpc"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dialtone-go/dialtone/breaker"
 )
 
 // limitedServer serves Arith on loopback and lets a test refuse new
@@ -244,4 +247,40 @@ func TestPoolGrowthDoesNotBlockCalls(t *testing.T) {
 		t.Fatalf("20 calls took %v while an extra dial hung; they should not wait for it (dial timeout %v)", took, dialTimeout)
 	}
 	t.Logf("20 calls in %v while the extra dial hung", took)
+}
+
+// A connection that died but is still in its endpoint (its reader has not
+// yet taken it out, as happens on a busy box when many connections die at
+// once) is skipped, not handed to call after call. Each such call used to
+// fail at once and count against the node: in TestReconnectStorm, 1 client
+// in 1000 tripped its breaker that way and stayed out for the open period.
+func TestDeadConnectionIsSkipped(t *testing.T) {
+	addr := serveArith(t, &Arith{})
+	c, _ := newTestClient(t, []string{addr}, WithHeartbeat(0, 0))
+	var sum int
+	if err := c.Call(context.Background(), "Arith.Add", Pair{A: 1, B: 1}, &sum); err != nil {
+		t.Fatal(err)
+	}
+	e := c.endpoint(addr)
+	e.mu.Lock()
+	cn := e.conns[0]
+	e.mu.Unlock()
+	// The connection dies, and its reader is late to report it: mark it
+	// dead the way fail does, without the endpoint's part.
+	cn.mu.Lock()
+	cn.err = errors.New("test: connection died")
+	close(cn.dead)
+	cn.mu.Unlock()
+	cn.nc.Close() // the reader now ends; its fail is a no-op
+	for i := range 10 {
+		if err := c.Call(context.Background(), "Arith.Add", Pair{A: i, B: 1}, &sum, Idempotent()); err != nil || sum != i+1 {
+			t.Fatalf("call %d after the connection died: %d, %v", i, sum, err)
+		}
+	}
+	if st := endpointStatus(c, addr); st.Dials != 2 || st.State != Ready {
+		t.Fatalf("endpoint %+v: want one redial, Ready", st)
+	}
+	if st := c.Balancer().Status()[0]; st.Breaker != breaker.Closed || st.Ejected {
+		t.Fatalf("node %+v after its idle connection died: want its breaker closed and not ejected", st)
+	}
 }

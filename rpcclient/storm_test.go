@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -126,8 +127,8 @@ func TestReconnectStorm(t *testing.T) {
 	}
 	probe := startLagProbe()
 	t.Cleanup(func() { probe.stop() })
-	back := make([]time.Time, clients) // when each client's call succeeded again
-	lastErr := make([]error, clients)  // each client's last failure, for the report
+	back := make([]time.Time, clients)  // when each client's call succeeded again
+	history := make([][]error, clients) // each client's failures, for the report
 	deadline := stopped.Add(stormDown + stormBack + 5*time.Second)
 	for i, c := range cs {
 		wg.Go(func() {
@@ -139,7 +140,7 @@ func TestReconnectStorm(t *testing.T) {
 					back[i] = time.Now()
 					return
 				}
-				lastErr[i] = err
+				history[i] = append(history[i], err)
 				if errors.Is(err, ErrClosed) {
 					return // the test failed and cleaned up
 				}
@@ -199,8 +200,18 @@ func TestReconnectStorm(t *testing.T) {
 
 	if missing > 0 {
 		i := slices.IndexFunc(back, time.Time.IsZero)
-		t.Fatalf("%d of %d clients did not reconnect within %v of the reopen; client %d: last error %v; endpoint %+v; "+
-			"balancer %+v", missing, clients, deadline.Sub(reopen), i, lastErr[i], cs[i].Endpoints(), cs[i].Balancer().Status())
+		var calls strings.Builder
+		for k, err := range history[i] {
+			var e *Error
+			if errors.As(err, &e) {
+				fmt.Fprintf(&calls, "\n  call %d: %v; attempt errors %v", k, err, e.Errs)
+			} else {
+				fmt.Fprintf(&calls, "\n  call %d: %v", k, err)
+			}
+		}
+		t.Fatalf("%d of %d clients did not reconnect within %v of the reopen; client %d: endpoint %+v; "+
+			"balancer %+v; its failed calls:%s", missing, clients, deadline.Sub(reopen), i, cs[i].Endpoints(),
+			cs[i].Balancer().Status(), calls.String())
 	}
 	if d := last.Sub(reopen); d > stormBack {
 		t.Fatalf("the last client reconnected %v after the reopen, want within %v", d, stormBack)
