@@ -56,8 +56,10 @@ import (
 //
 // Two views of the figure are checked. The pool's own schedule (when each
 // client's backoff let it redial, read from its endpoint before the reopen)
-// is always asserted, and every client must have reconnected no earlier than
-// its schedule. The accepts the backend saw, and the one-round premise, are
+// is asserted unless this process ran more than 200 ms late (it then bunched
+// the failed dials the schedule starts from), and every client must have
+// reconnected, within stormBack and no earlier than its schedule, whatever
+// the lag. The accepts the backend saw, and the one-round premise, are
 // asserted when this process kept time to within one bucket during the wave
 // (a starved process runs the second dials late, so they are still due at
 // the reopen): with -race, the 1000
@@ -70,7 +72,10 @@ import (
 // delay is at most 1.92 s; the rest is slack for a busy box. (Calls refused
 // during the backoff used to count as breaker failures: with a later reopen
 // some clients tripped their breaker and stayed out for its 24-36 s open
-// period; see TestBackoffRefusalsDoNotTripBreaker.)
+// period; see TestBackoffRefusalsDoNotTripBreaker. Likewise a connection
+// that had died but was still in its endpoint was handed to call after call,
+// each failing at once, and tripped 1 client's breaker in 1000 now and then;
+// see TestDeadConnectionIsSkipped.)
 func TestReconnectStorm(t *testing.T) {
 	const (
 		clients   = 1000
@@ -221,6 +226,15 @@ func TestReconnectStorm(t *testing.T) {
 	}
 	if early > 0 {
 		t.Fatalf("%d clients reconnected before their backoff allowed", early)
+	}
+	// Each client's schedule is the time this process ran its failed dial
+	// plus the jittered backoff (1.6 s +-20 %, a 640 ms window). A process
+	// that ran those dials a large part of that window late bunched them
+	// itself; the schedule then measures the box, not the jitter.
+	if lag > 2*bucket {
+		t.Logf("figures not asserted: this process woke up to %v late during the wave, over 200 ms of the "+
+			"640 ms jitter window (schedule %.2fx, accepts %.2fx)", lag, float64(maxS)/meanS, float64(maxA)/meanA)
+		return
 	}
 	if float64(maxS) > 3*meanS {
 		t.Fatalf("reconnect storm in the pool's schedule: %d redials in one 100 ms bucket, more than 3x the mean %.1f over %v",
