@@ -1,7 +1,6 @@
 package rpcclient
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/internal/logbuf"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -367,7 +367,7 @@ func TestBackoffRefusalsDoNotTripBreaker(t *testing.T) {
 	dead := l.Addr().String()
 	l.Close() // refused from now on
 	// Every call below falls in the first backoff.
-	var logs lockedBuffer
+	var logs logbuf.Buffer
 	c, _ := newTestClient(t, []string{dead}, WithConnectBackoff(10*time.Second, 1.6, time.Minute, 0.2),
 		WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 	call := func(d time.Duration) error {
@@ -399,23 +399,4 @@ func TestBackoffRefusalsDoNotTripBreaker(t *testing.T) {
 	if n := strings.Count(out, "rpcclient: dial failed"); n != 1 || !strings.Contains(out, "addr="+dead) {
 		t.Fatalf("log after 1 failed dial and 10 refusals: %d \"dial failed\" lines, want 1 naming %s:\n%s", n, dead, out)
 	}
-}
-
-// lockedBuffer is an io.Writer for loggers that tests read while the
-// client may still write.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

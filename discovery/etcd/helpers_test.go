@@ -1,12 +1,10 @@
 package etcd
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 
 	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/internal/etcdtest"
+	"github.com/dialtone-go/dialtone/internal/logbuf"
 )
 
 // waitTimeout bounds every wait in these tests. The race detector on two
@@ -28,22 +27,7 @@ func testCtx(t testing.TB) context.Context {
 }
 
 // logBuffer is a concurrency-safe log sink, for asserting what was logged.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type logBuffer = logbuf.Buffer
 
 // tWriter sends log lines to t.Log, for tests whose logs help diagnose a
 // failure. Only use it for components closed before the test ends.
