@@ -16,7 +16,10 @@
 // Shutdown. Dials have a timeout (3 s) and connections TCP keepalive (30 s).
 // After a failed dial the endpoint waits out a reconnect backoff (gRPC's:
 // 1 s, x1.6, +-20 %, up to 120 s) before it dials again; calls picked onto it
-// meanwhile fail at once and go elsewhere. A connection that stays silent for
+// meanwhile fail at once and go elsewhere. Failed dials quarantine the node in
+// the balancer until the backoff lets a probe through; they do not count in
+// its breaker, so a node that comes back is used again within one backoff,
+// not after the breaker's open period. A connection that stays silent for
 // a heartbeat interval is pinged (servers opt in with RegisterHeartbeat, one
 // line); a ping unanswered within the heartbeat timeout closes the
 // connection and releases its pending calls, so a hung peer (SIGSTOP) is

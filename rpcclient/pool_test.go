@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
 // limitedServer serves Arith on loopback and lets a test refuse new
@@ -283,4 +284,53 @@ func TestDeadConnectionIsSkipped(t *testing.T) {
 	if st := c.Balancer().Status()[0]; st.Breaker != breaker.Closed || st.Ejected {
 		t.Fatalf("node %+v after its idle connection died: want its breaker closed and not ejected", st)
 	}
+}
+
+// A backend that was down long enough for several failed dials is back in
+// use within one reconnect backoff of its return: failed dials quarantine
+// the node and back off, but do not open its breaker, which would keep it
+// out for the open period (30 s by default) after it is back.
+func TestRestartedBackendIsBackWithinTheBackoff(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithHeartbeat(0, 0),
+		WithConnectBackoff(100*time.Millisecond, 1.6, 500*time.Millisecond, 0.2))
+	call := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		var r rpctest.EchoReply
+		return c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+	}
+	if err := call(); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	down := time.Now()
+	failures := 0
+	for time.Since(down) < 2*time.Second {
+		if call() != nil {
+			failures++
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	dials := endpointStatus(c, srv.Addr()).Dials
+	// With the connection's death, 4 failed dials make the 5 consecutive
+	// failures that open a breaker with the default settings.
+	if failures == 0 || dials < 1+4 {
+		t.Fatalf("%d failed calls and %d dials in 2 s of downtime; the test needs at least 4 failed dials", failures, dials)
+	}
+	srv.Restart(t, true)
+	up := time.Now()
+	var err error
+	for time.Since(up) < 5*time.Second {
+		if err = call(); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	back := time.Since(up)
+	if err != nil || back > 1500*time.Millisecond {
+		t.Fatalf("back %v after the restart (last error %v), want within the 0.6 s maximum backoff plus slack; node %+v",
+			back, err, c.Balancer().Status())
+	}
+	t.Logf("%d dials while down; back %v after the restart", dials, back)
 }
