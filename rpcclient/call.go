@@ -287,7 +287,7 @@ func (c *Client) wait(ctx context.Context, upd <-chan struct{}, until time.Time)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-c.done:
+	case <-c.life.Done():
 		return ErrClosed
 	}
 }
@@ -304,7 +304,7 @@ func (c *Client) sleep(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-c.done:
+	case <-c.life.Done():
 		return ErrClosed
 	}
 }

@@ -28,8 +28,8 @@ type Client struct {
 	endpoints atomic.Pointer[map[string]*endpoint] // copy on write
 
 	closed atomic.Bool
-	done   chan struct{}
-	ctx    context.Context // cancelled by Close: bounds background dials
+	// life ends when Close begins: waits and background dials select on it.
+	life   context.Context
 	cancel context.CancelFunc
 	once   sync.Once
 	wg     sync.WaitGroup // maintenance goroutine and every connection's goroutines
@@ -80,9 +80,8 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 		opts: o, w: w, ownsW: owns, service: service,
 		bal:    balancer.New(w, bopts...),
 		budget: newBudget(o.budgetPercent, o.budgetMinPerSec),
-		done:   make(chan struct{}),
 	}
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.life, c.cancel = context.WithCancel(context.Background())
 	empty := map[string]*endpoint{}
 	c.endpoints.Store(&empty)
 	c.wg.Add(1)
@@ -128,7 +127,7 @@ func (c *Client) maintain() {
 	for {
 		upd := c.bal.Updated()
 		select {
-		case <-c.done:
+		case <-c.life.Done():
 			return
 		case <-upd:
 		case <-t.C:
@@ -205,7 +204,6 @@ func (c *Client) Endpoints() []EndpointStatus {
 func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.closed.Store(true)
-		close(c.done)
 		c.cancel()
 		c.epMu.Lock()
 		eps := *c.endpoints.Load()

@@ -163,12 +163,12 @@ func (e *endpoint) errShutDown() error {
 // connection died; the calls meanwhile use the connections the pool has.
 func (e *endpoint) grow(dialing chan struct{}) {
 	defer e.c.wg.Done()
-	cn, err := e.dial(e.c.ctx)
+	cn, err := e.dial(e.c.life)
 	e.mu.Lock()
 	e.dialing = nil
 	close(dialing)
 	if err != nil {
-		if e.c.ctx.Err() != nil {
+		if e.c.life.Err() != nil {
 			e.mu.Unlock()
 			return
 		}
