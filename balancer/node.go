@@ -114,7 +114,6 @@ func newNode(b *Balancer, ep *discovery.Endpoint, added int64, seed float64) *no
 // sharedDone is a Done function for every request whose breaker ticket has
 // key: those tickets are equal values, so one closure serves them all.
 type sharedDone struct {
-	brk *breaker.Breaker
 	key uint64
 	fn  func(error)
 }
@@ -123,12 +122,14 @@ type sharedDone struct {
 // admitted with the closed-state ticket tk (whose Key is key) and whose
 // latency is not sampled. It is built once per node and bucket period, not
 // once per request, so such picks neither allocate nor touch the call pool.
-// Racing pickers may each build one; every one is correct.
+// Racing pickers may each build one; every one is correct. The node's
+// breaker never changes once made (see breaker), so the key alone says
+// whether the stored function fits.
 func (n *node) doneFor(brk *breaker.Breaker, tk breaker.Ticket, key uint64, mode statsMode) func(error) {
-	if s := n.shared.Load(); s != nil && s.key == key && s.brk == brk {
+	if s := n.shared.Load(); s != nil && s.key == key {
 		return s.fn
 	}
-	s := &sharedDone{brk: brk, key: key}
+	s := &sharedDone{key: key}
 	s.fn = func(err error) {
 		brk.End(tk, err)
 		if mode&statInFlight != 0 {
