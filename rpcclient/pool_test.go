@@ -5,9 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/rpc"
-	"os"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -169,47 +167,24 @@ func waitDials(t *testing.T, c *Client, addr string, n uint64) {
 func TestPoolGrowthDoesNotBlockCalls(t *testing.T) {
 	// A listener with backlog 0 whose one connection is served, and whose
 	// accept queue is then filled, so that further handshakes never
-	// complete (see rpctest.Blackhole for the technique).
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := os.NewFile(uintptr(fd), "listener")
-	defer f.Close()
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.FileListener(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	// complete.
+	ln := rpctest.ListenBacklog0(t)
 	addr := ln.Addr().String()
 	srv := rpc.NewServer()
 	if err := srv.Register(&Arith{}); err != nil {
 		t.Fatal(err)
 	}
+	// Cleanups run last in, first out: the client closes (ending
+	// ServeConn), then the listener (ending an Accept still blocked), then
+	// the server goroutine is waited for.
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	served := make(chan net.Conn, 1)
+	t.Cleanup(wg.Wait)
+	t.Cleanup(func() { ln.Close() })
 	wg.Go(func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
+		if c, err := ln.Accept(); err == nil {
+			srv.ServeConn(c)
 		}
-		served <- c
-		srv.ServeConn(c)
 	})
-	defer func() {
-		select {
-		case c := <-served:
-			c.Close()
-		default:
-		}
-	}()
 
 	const dialTimeout = 3 * time.Second
 	c, _ := newTestClient(t, []string{addr}, WithPoolSize(2), WithHeartbeat(0, 0), WithDialTimeout(dialTimeout))
@@ -217,25 +192,7 @@ func TestPoolGrowthDoesNotBlockCalls(t *testing.T) {
 	if err := c.Call(context.Background(), "Arith.Add", Pair{A: 1, B: 1}, &sum); err != nil {
 		t.Fatal(err)
 	}
-	// Fill the accept queue: dial until a dial times out.
-	var held []net.Conn
-	defer func() {
-		for _, h := range held {
-			h.Close()
-		}
-	}()
-	full := false
-	for range 8 {
-		h, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if err != nil {
-			full = true
-			break
-		}
-		held = append(held, h)
-	}
-	if !full {
-		t.Fatal("the accept queue never filled")
-	}
+	rpctest.FillAcceptQueue(t, addr)
 	start := time.Now()
 	for i := range 20 {
 		if err := c.Call(context.Background(), "Arith.Add", Pair{A: i, B: 1}, &sum); err != nil || sum != i+1 {

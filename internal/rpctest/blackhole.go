@@ -2,52 +2,70 @@ package rpctest
 
 import (
 	"errors"
-	"fmt"
 	"net"
+	"os"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// blackholeProbe bounds each dial Blackhole makes while filling the queue.
+// blackholeProbe bounds each dial FillAcceptQueue makes.
 const blackholeProbe = 200 * time.Millisecond
 
 // Blackhole returns a 127.0.0.1:port address whose TCP handshakes never
 // complete, without root: dials to it time out (they are neither refused nor
-// reset). It works by listening with backlog 0 on a raw socket that is never
-// accepted from, and dialing it until the kernel's accept queue is full
-// (Linux then drops every further SYN, and the client retransmits until its
-// timeout). The queued connections are kept open. It takes about 200 ms (one
-// probe dial times out to prove the queue is full). A setup error fails t.
-// t.Cleanup closes the socket and the queued connections. Call it from the
-// test goroutine.
+// reset). It is a ListenBacklog0 listener that is never accepted from, with
+// its accept queue filled by FillAcceptQueue. It takes about 200 ms. A setup
+// error fails t. t.Cleanup closes the listener and the queued connections.
+// Call it from the test goroutine.
 func Blackhole(t testing.TB) string {
+	t.Helper()
+	addr := ListenBacklog0(t).Addr().String()
+	FillAcceptQueue(t, addr)
+	return addr
+}
+
+// ListenBacklog0 returns a listener on 127.0.0.1 with an accept backlog of
+// 0: the kernel queues at most one connection that nobody accepted, and
+// drops the SYNs of any further one, whose dial then times out. Tests accept
+// from it as from any listener, then make further dials hang with
+// FillAcceptQueue. t.Cleanup closes it. A setup error fails t.
+func ListenBacklog0(t testing.TB) net.Listener {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatalf("rpctest: blackhole socket: %v", err)
+		t.Fatalf("rpctest: backlog-0 socket: %v", err)
 	}
+	f := os.NewFile(uintptr(fd), "backlog-0 listener")
+	defer f.Close() // the listener holds its own descriptor
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatalf("rpctest: backlog-0 bind: %v", err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatalf("rpctest: backlog-0 listen: %v", err)
+	}
+	ln, err := net.FileListener(f)
+	if err != nil {
+		t.Fatalf("rpctest: backlog-0 listener: %v", err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// FillAcceptQueue dials addr, a ListenBacklog0 listener's address, until a
+// dial times out, which proves the kernel's accept queue is full: from then
+// on every dial to addr times out, until something accepts. The queued
+// connections are kept open until t.Cleanup. A dial that fails otherwise, or
+// a queue still accepting after 8 connections, fails t. Call it from the
+// test goroutine.
+func FillAcceptQueue(t testing.TB, addr string) {
+	t.Helper()
 	var held []net.Conn
 	t.Cleanup(func() {
 		for _, c := range held {
 			c.Close()
 		}
-		syscall.Close(fd)
 	})
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatalf("rpctest: blackhole bind: %v", err)
-	}
-	if err := syscall.Listen(fd, 0); err != nil {
-		t.Fatalf("rpctest: blackhole listen: %v", err)
-	}
-	sa, err := syscall.Getsockname(fd)
-	if err != nil {
-		t.Fatalf("rpctest: blackhole getsockname: %v", err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
-
-	// Backlog 0 admits one connection on current kernels; dial until a dial
-	// times out, which proves the queue is full.
 	for range 8 {
 		c, err := net.DialTimeout("tcp", addr, blackholeProbe)
 		if err == nil {
@@ -56,10 +74,9 @@ func Blackhole(t testing.TB) string {
 		}
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
-			return addr
+			return
 		}
-		t.Fatalf("rpctest: blackhole: filling the accept queue: %v", err)
+		t.Fatalf("rpctest: filling the accept queue of %s: %v", addr, err)
 	}
-	t.Fatalf("rpctest: blackhole: accept queue of %s still accepts after %d connections", addr, len(held))
-	return ""
+	t.Fatalf("rpctest: accept queue of %s still accepts after %d connections", addr, len(held))
 }
