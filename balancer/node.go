@@ -106,6 +106,12 @@ func newNode(b *Balancer, ep *discovery.Endpoint, added int64, seed float64) *no
 				n.b.inflight.Add(-1)
 			}
 		}
+		if err == nil { // the common case, without a call
+			if n.consec.Load() != 0 {
+				n.consec.Store(0)
+			}
+			return
+		}
 		n.record(breaker.Classify(err))
 	}
 	return n

@@ -25,6 +25,11 @@ if [ -n "$bad" ]; then echo "layering violated: $bad"; exit 1; fi
 bad=$(go list -deps -f '{{.ImportPath}}' ./breaker/... 2>/dev/null | grep -E "^$mod/discovery(/|$)" || true)
 if [ -n "$bad" ]; then echo "breaker must not import discovery: $bad"; exit 1; fi
 
+echo "== balancer.(*Balancer).Pick inlines (the Result is then built in the caller's frame, not returned through memory)"
+if ! go build -gcflags=-m ./balancer 2>&1 | grep -q 'can inline (\*Balancer).Pick$'; then
+  echo "balancer.(*Balancer).Pick no longer inlines: keep it a thin wrapper over pick"; exit 1
+fi
+
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./... "$@"
 
