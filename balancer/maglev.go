@@ -43,10 +43,10 @@ type maglevSel struct {
 	total *atomic.Int64 // in-flight requests over all nodes
 }
 
-func (s *maglevSel) first(key string, hasKey bool) (int, bool) {
+func (s *maglevSel) first(key string, hasKey bool) (int, int64) {
 	n := len(s.ready)
 	if !hasKey {
-		return int(rand.Uint64N(uint64(n))), false
+		return int(rand.Uint64N(uint64(n))), 0
 	}
 	h := hashString(key)
 	m := uint64(len(s.table))
@@ -58,10 +58,10 @@ func (s *maglevSel) first(key string, hasKey bool) (int, bool) {
 	for k := uint64(0); k < min(m, 4*uint64(n)); k++ {
 		j := int(s.table[(h+k)%m])
 		if s.ready[j].n.inflight.Load() < limit {
-			return j, false
+			return j, 0
 		}
 	}
-	return idx, false
+	return idx, 0
 }
 
 // maglevTable fills a lookup table of the given prime size with node

@@ -11,7 +11,9 @@ import (
 )
 
 // epoch anchors the balancer's monotonic clock; mono() is nanoseconds since.
-var epoch = time.Now()
+// It lies a second in the past so that mono() is never 0, which the callers
+// use for "none".
+var epoch = time.Now().Add(-time.Second)
 
 // mono returns monotonic nanoseconds. time.Since on a time with a monotonic
 // reading costs one runtime clock read and no wall-clock read.

@@ -58,7 +58,7 @@ type p2cSel struct {
 	probeAfter int64
 }
 
-func (s *p2cSel) first(string, bool) (int, bool) {
+func (s *p2cSel) first(string, bool) (int, int64) {
 	n := uint64(len(s.ready))
 	r := rand.Uint64()
 	i := int(uint32(r) % uint32(n))
@@ -70,16 +70,20 @@ func (s *p2cSel) first(string, bool) (int, bool) {
 	// Sample the latency of one request in sampleEvery: a clock read costs
 	// more than the rest of the pick on many machines, and a 10 s EWMA needs
 	// far fewer samples than a busy client makes.
-	sample := (r*0x9E3779B97F4A7C15)>>(64-sampleBits) == 0
-	if sample && s.probeAfter > 0 {
-		now := mono()
-		// Probe a node nobody chose for a while; claim the probe so that
-		// concurrent picks do not all pile onto it.
-		if st := a.stamp.Load(); now-st > s.probeAfter && a.stamp.CompareAndSwap(st, now) {
-			return i, true
-		}
-		if st := b.stamp.Load(); now-st > s.probeAfter && b.stamp.CompareAndSwap(st, now) {
-			return j, true
+	// The one clock read of a sampled pick serves both the probe check
+	// and the sample's start time.
+	var now int64
+	if (r*0x9E3779B97F4A7C15)>>(64-sampleBits) == 0 {
+		now = mono()
+		if s.probeAfter > 0 {
+			// Probe a node nobody chose for a while; claim the probe so
+			// that concurrent picks do not all pile onto it.
+			if st := a.stamp.Load(); now-st > s.probeAfter && a.stamp.CompareAndSwap(st, now) {
+				return i, now
+			}
+			if st := b.stamp.Load(); now-st > s.probeAfter && b.stamp.CompareAndSwap(st, now) {
+				return j, now
+			}
 		}
 	}
 	// A caller that calls Done twice drives a count below zero; it must
@@ -87,9 +91,9 @@ func (s *p2cSel) first(string, bool) (int, bool) {
 	ca := a.costNs() * float64(max(a.inflight.Load(), 0)+1) * s.inv[i]
 	cb := b.costNs() * float64(max(b.inflight.Load(), 0)+1) * s.inv[j]
 	if cb < ca {
-		return j, sample
+		return j, now
 	}
-	return i, sample
+	return i, now
 }
 
 // sampleBits sets the latency sampling rate: one request in 2^sampleBits.

@@ -39,8 +39,10 @@ type picker struct {
 type selector interface {
 	// first returns the index in ready of the node to try first; Pick
 	// then tries the following indexes in order.
-	// The second result asks for the request's latency to be sampled.
-	first(hashKey string, hasKey bool) (int, bool)
+	// The second result, when not 0, asks for the request's latency to be
+	// sampled: it is the request's mono start time, read once for both the
+	// selector's own use and the sample.
+	first(hashKey string, hasKey bool) (int, int64)
 }
 
 // Pick chooses a node for one request. It never blocks and, on the success
@@ -85,9 +87,9 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 		}
 	}
 	n := len(p.ready)
-	start, sample := 0, false
+	start, since := 0, int64(0)
 	if n > 1 {
-		start, sample = p.sel.first(po.hashKey, po.hasKey)
+		start, since = p.sel.first(po.hashKey, po.hasKey)
 	}
 	skipped := -1
 	for i := range n {
@@ -102,7 +104,7 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 			}
 			continue
 		}
-		if done := p.admit(e, sample); done != nil {
+		if done := p.admit(e, since); done != nil {
 			return e.ep, done, nil
 		}
 	}
@@ -115,7 +117,7 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 			}
 			e := &p.ready[j]
 			if po.excluded(e.n.addr) {
-				if done := p.admit(e, sample); done != nil {
+				if done := p.admit(e, since); done != nil {
 					return e.ep, done, nil
 				}
 			}
@@ -126,8 +128,9 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 
 // admit asks the node's breaker and, when it lets the request through,
 // starts the node's statistics and returns the request's Done function; nil
-// when the breaker refused.
-func (p *picker) admit(e *entry, sample bool) func(error) {
+// when the breaker refused. since is the selector's start time for a
+// latency sample, 0 for none.
+func (p *picker) admit(e *entry, since int64) func(error) {
 	nd := e.n
 	var brk *breaker.Breaker
 	if p.breakers {
@@ -147,7 +150,7 @@ func (p *picker) admit(e *entry, sample bool) func(error) {
 			nd.b.inflight.Add(1)
 		}
 	}
-	if !sample {
+	if since == 0 {
 		if brk == nil {
 			return nd.done
 		}
@@ -156,10 +159,7 @@ func (p *picker) admit(e *entry, sample bool) func(error) {
 		}
 	}
 	c := callPool.Get().(*call)
-	c.n, c.brk, c.tk, c.mode, c.start = nd, brk, tk, p.mode, 0
-	if sample {
-		c.start = mono()
-	}
+	c.n, c.brk, c.tk, c.mode, c.start = nd, brk, tk, p.mode, since
 	c.used.Store(false)
 	return c.fn
 }
