@@ -134,6 +134,24 @@ func TestP2CInFlightSpreadsLoad(t *testing.T) {
 	}
 }
 
+// A caller that calls Done twice drives a node's in-flight count below
+// zero. That is the caller's bug, but it must not make the node look free and
+// draw every request.
+func TestP2CIgnoresNegativeInFlight(t *testing.T) {
+	as := addrs(2)
+	b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))), WithoutBreakers())
+	nodes := *b.index.Load()
+	// The node with the broken count is the slower one: it must stay
+	// the one P2C avoids.
+	nodes[as[0]].cost.Store(math.Float64bits(float64(time.Second)))
+	nodes[as[1]].cost.Store(math.Float64bits(float64(900 * time.Millisecond)))
+	nodes[as[0]].inflight.Store(-5)
+	got := count(t, b, 1000, nil)
+	if got[as[0]] > 0 {
+		t.Fatalf("the slower node, with in-flight count -5, got %d of 1000 picks (%v); want 0", got[as[0]], got)
+	}
+}
+
 func TestP2CStatsSurviveUpdatesAndNewNodesStartAtMedian(t *testing.T) {
 	as := addrs(4)
 	b, w := newTest(t, as[:3], WithPolicy(P2C()), WithoutBreakers())
