@@ -218,6 +218,45 @@ func (b *Balancer) medianCost() float64 {
 	return cs[len(cs)/2]
 }
 
+// reseed gives nodes that are back from an open breaker or an ejection the
+// median latency of the nodes that stayed in, when theirs is higher. Their
+// peak EWMA still holds the failures that took them out (at least the
+// failure penalty), and with a 10 s time constant it would take a minute or
+// more to decay, leaving a node that has proved itself healthy with probe
+// traffic only. If it is in fact still slow, the first slow sample raises
+// its cost again at once. Run goroutine only.
+func (b *Balancer) reseed(back []*node) {
+	if len(back) == 0 {
+		return
+	}
+	defer func() {
+		for _, n := range back {
+			n.out = false
+		}
+	}()
+	cs := make([]float64, 0, min(len(b.order), 255))
+	for _, n := range b.order {
+		if !n.out {
+			cs = append(cs, n.costNs())
+			if len(cs) == cap(cs) {
+				break
+			}
+		}
+	}
+	if len(cs) == 0 {
+		return // every node was out: no typical latency to give
+	}
+	slices.Sort(cs)
+	seed := cs[len(cs)/2]
+	now := mono()
+	for _, n := range back {
+		if n.costNs() > seed {
+			n.cost.Store(math.Float64bits(seed))
+			n.stamp.Store(now)
+		}
+	}
+}
+
 // rebuild publishes a new picker from the nodes' current health, and
 // returns how long until the next scheduled change (a quarantine or
 // ejection ending).
@@ -230,12 +269,22 @@ func (b *Balancer) rebuild() time.Duration {
 		return time.Hour
 	}
 	var open, ejected, quarantined int
+	var back []*node
 	healthy := make([]*node, 0, len(all))
 	for _, n := range all {
 		ok := true
-		if n.breakerState() == breaker.Open {
+		st := n.breakerState()
+		if st == breaker.Open {
 			open++
 			ok = false
+		}
+		// A node is out while its breaker is not closed or it is
+		// ejected; it is back once its breaker closes again.
+		out := st != breaker.Closed || n.ejectedUntil > now
+		if n.out && !out {
+			back = append(back, n) // reseed clears its out
+		} else {
+			n.out = out
 		}
 		if n.ejectedUntil > now {
 			ejected++
@@ -255,6 +304,7 @@ func (b *Balancer) rebuild() time.Duration {
 			healthy = append(healthy, n)
 		}
 	}
+	b.reseed(back)
 	candidates := healthy
 	panicking := b.opts.panicThreshold > 0 && float64(len(healthy)) < b.opts.panicThreshold*float64(len(all))
 	if panicking {

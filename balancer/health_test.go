@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net/rpc"
 	"strings"
 	"sync"
@@ -113,6 +114,54 @@ func TestHalfOpenGetsOnlyProbesThenCloses(t *testing.T) {
 	if st := (*b.index.Load())[as[0]].breakerState(); st != breaker.Closed {
 		t.Fatalf("after a successful probe the breaker is %v", st)
 	}
+}
+
+// A node whose breaker opened carries the failures in its P2C latency
+// (peak EWMA, 10 s time constant). Once its breaker closes again it must get
+// its share of picks at once, not probe traffic for the minute the EWMA
+// would take to decay.
+func TestP2CNodeBackFromOpenBreakerGetsItsShare(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithPolicy(P2C()),
+		WithBreakers(breaker.Config{ConsecutiveFailures: 5, OpenTimeout: 100 * time.Millisecond, MaxOpenTimeout: 100 * time.Millisecond}),
+		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+	nodes := *b.index.Load()
+	sick := nodes[as[0]]
+	sick.cost.Store(math.Float64bits(float64(250 * time.Millisecond))) // what its failures left
+	onlySick := Exclude(as[1], as[2])
+	for range 5 {
+		r, err := b.Pick(context.Background(), onlySick)
+		if err != nil || r.Endpoint.Addr != as[0] {
+			t.Fatalf("pick with the others excluded: %s, %v", r.Endpoint.Addr, err)
+		}
+		r.Done(errReset)
+	}
+	waitFor(t, b, "the sick node's breaker open", func(p *picker) bool { return len(p.ready) == 2 })
+	waitFor(t, b, "the sick node half-open", func(p *picker) bool { return len(p.ready) == 3 })
+	probe, err := b.Pick(context.Background(), onlySick)
+	if err != nil || probe.Endpoint.Addr != as[0] {
+		t.Fatalf("probe pick: %s, %v", probe.Endpoint.Addr, err)
+	}
+	probe.Done(nil) // the breaker closes
+	typical := max(nodes[as[1]].costNs(), nodes[as[2]].costNs())
+	waitFor(t, b, "the node that is back to have a typical latency", func(*picker) bool {
+		return sick.costNs() <= typical
+	})
+	// Equal latencies: outstanding requests spread evenly over all three.
+	var held []Result
+	for range 300 {
+		r, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, r)
+	}
+	got := map[string]int{}
+	for _, r := range held {
+		got[r.Endpoint.Addr]++
+		r.Done(nil)
+	}
+	within(t, "outstanding requests on the node that is back", got[as[0]], 100, 5)
 }
 
 func TestEjectionCapRounding(t *testing.T) {

@@ -31,7 +31,8 @@ type node struct {
 
 	inflight  atomic.Int64
 	cost      atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
-	stamp     atomic.Int64  // mono time of the last latency sample or forced probe
+	stamp     atomic.Int64  // mono time of the last latency sample: the decay's reference
+	probed    atomic.Int64  // mono time of the last sample or forced probe (P2C's probe schedule)
 	consec    atomic.Int32  // consecutive failures
 	quarUntil atomic.Int64  // mono time the quarantine ends; 0 when none
 
@@ -53,6 +54,7 @@ type node struct {
 	ejectedUntil int64 // mirrored in ejectedAt
 	ejections    int
 	calmSince    int64 // mono time the last ejection ended
+	out          bool  // breaker not closed, or ejected, at the last rebuild
 }
 
 // breaker returns the node's breaker, creating it on first use; nil when the
@@ -99,7 +101,9 @@ func newNode(b *Balancer, ep *discovery.Endpoint, added int64, seed float64) *no
 	n := &node{addr: ep.Addr, b: b, added: added}
 	n.setEndpoint(ep)
 	n.cost.Store(math.Float64bits(seed))
-	n.stamp.Store(mono())
+	now := mono()
+	n.stamp.Store(now)
+	n.probed.Store(now)
 	mode := b.opts.policy.stats()
 	n.done = func(err error) {
 		if mode&statInFlight != 0 {
@@ -189,6 +193,7 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 		}
 		if n.cost.CompareAndSwap(bits, math.Float64bits(nc)) {
 			n.stamp.Store(now)
+			n.probed.Store(now)
 			return
 		}
 	}

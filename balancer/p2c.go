@@ -11,7 +11,9 @@ import (
 // 10 s time constant: a slower sample raises it at once, faster ones lower it
 // gradually. A failed request counts as at least the failure penalty
 // (default 250 ms), so a node that fails fast never looks cheap. Statistics
-// survive discovery updates; a new node starts at the median of the others.
+// survive discovery updates; a new node starts at the median of the others,
+// and so does a node whose breaker closes again or whose ejection ends, when
+// its own estimate is higher (it still holds the failures that took it out).
 // The latency of one request in eight is sampled (the in-flight count is
 // exact); a node whose latency was not sampled for 2 s is chosen once, so an
 // expensive node that recovered is noticed.
@@ -78,10 +80,12 @@ func (s *p2cSel) first(string, bool) (int, int64) {
 		if s.probeAfter > 0 {
 			// Probe a node nobody chose for a while; claim the probe so
 			// that concurrent picks do not all pile onto it.
-			if st := a.stamp.Load(); now-st > s.probeAfter && a.stamp.CompareAndSwap(st, now) {
+			// The claim moves probed, not stamp: the probe's sample must
+			// decay the estimate by the time since the last sample.
+			if st := a.probed.Load(); now-st > s.probeAfter && a.probed.CompareAndSwap(st, now) {
 				return i, now
 			}
-			if st := b.stamp.Load(); now-st > s.probeAfter && b.stamp.CompareAndSwap(st, now) {
+			if st := b.probed.Load(); now-st > s.probeAfter && b.probed.CompareAndSwap(st, now) {
 				return j, now
 			}
 		}

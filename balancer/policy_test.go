@@ -137,6 +137,35 @@ func TestP2CInFlightSpreadsLoad(t *testing.T) {
 // A caller that calls Done twice drives a node's in-flight count below
 // zero. That is the caller's bug, but it must not make the node look free and
 // draw every request.
+// A node that was slow and recovered is chosen by the forced probes only
+// (every probeAfter) while its estimate is high. Its fast probe replies must
+// bring the estimate down with the decay's time constant, or it stays out
+// for as long as the others are not loaded.
+func TestP2CProbesDecayARecoveredNode(t *testing.T) {
+	as := addrs(2)
+	const tau = 20 * time.Millisecond
+	b, _ := newTest(t, as, WithPolicy(P2C(WithDecay(tau), WithProbeAfter(5*time.Millisecond))), WithoutBreakers())
+	nodes := *b.index.Load()
+	slow := nodes[as[0]]
+	slow.cost.Store(math.Float64bits(float64(500 * time.Millisecond)))
+	// 15 time constants of fast replies: exp(-15) of 500 ms is 0.15 µs.
+	for start := time.Now(); time.Since(start) < 15*tau; {
+		for range 100 {
+			r, err := b.Pick(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Done(nil)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if c := time.Duration(slow.costNs()); c > 5*time.Millisecond {
+		t.Fatalf("latency estimate of the recovered node after 15 time constants of fast probe replies: %v (was 500ms)", c)
+	} else {
+		t.Logf("latency estimate of the recovered node: 500ms, then %v after 15 time constants", c)
+	}
+}
+
 func TestP2CIgnoresNegativeInFlight(t *testing.T) {
 	as := addrs(2)
 	b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))), WithoutBreakers())
