@@ -33,6 +33,7 @@ type node struct {
 	cost      atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
 	stamp     atomic.Int64  // mono time of the last latency sample: the decay's reference
 	probed    atomic.Int64  // mono time of the last sample or forced probe (P2C's probe schedule)
+	calm      atomic.Uint64 // cost before the current run of failure samples; 0 outside one
 	consec    atomic.Int32  // consecutive failures
 	quarUntil atomic.Int64  // mono time the quarantine ends; 0 when none
 
@@ -178,14 +179,29 @@ func (n *node) record(o breaker.Outcome) {
 // weight that decays with the time since the previous sample (time constant
 // tau). Failures count as at least the failure penalty, so a node that fails
 // fast never looks cheap.
+//
+// The estimate a run of failures found is kept aside, and the first
+// successful sample after them blends into that instead of into the
+// failures: a failure keeps a node out of P2C's choice until a sampled
+// request (at worst the forced probe, 2 s later) succeeds, not for the
+// minute a 10 s time constant takes to forget a timeout. Slow successes
+// are never forgotten early.
 func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 	x := float64(rtt)
-	if failed && x < penalty {
-		x = penalty
+	if failed {
+		x = max(x, penalty)
+		n.calm.CompareAndSwap(0, n.cost.Load()) // the first failure of a run
+	}
+	var calm uint64
+	if !failed {
+		calm = n.calm.Swap(0)
 	}
 	for {
 		bits := n.cost.Load()
 		old := math.Float64frombits(bits)
+		if calm != 0 {
+			old = math.Float64frombits(calm)
+		}
 		nc := x
 		if x < old {
 			w := decay(float64(now-n.stamp.Load()) / tau)

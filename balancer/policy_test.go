@@ -137,6 +137,33 @@ func TestP2CInFlightSpreadsLoad(t *testing.T) {
 // A caller that calls Done twice drives a node's in-flight count below
 // zero. That is the caller's bug, but it must not make the node look free and
 // draw every request.
+// Failures push a node's estimate to at least the penalty; the first
+// success after them goes back to what the node measured before, while a
+// slow success is remembered (peak EWMA) and decays only with time.
+func TestP2CSuccessAfterFailuresForgetsThem(t *testing.T) {
+	as := addrs(1)
+	b, _ := newTest(t, as, WithPolicy(P2C()), WithoutBreakers())
+	n := (*b.index.Load())[as[0]]
+	ms := float64(time.Millisecond)
+	n.cost.Store(math.Float64bits(ms))
+	now := mono()
+	for i := range 3 {
+		n.observe(now+int64(i), int64(300*time.Millisecond), true, b.tau, b.penalty) // attempt timeouts
+	}
+	if c := n.costNs(); c < 300*ms {
+		t.Fatalf("after 3 timeouts of 300 ms the estimate is %v", time.Duration(c))
+	}
+	n.observe(now+10, int64(800*time.Microsecond), false, b.tau, b.penalty)
+	if c := n.costNs(); c > ms {
+		t.Fatalf("after a fast success following the timeouts the estimate is %v, want at most the 1ms from before them", time.Duration(c))
+	}
+	n.observe(now+20, int64(300*time.Millisecond), false, b.tau, b.penalty) // slow, but a success
+	n.observe(now+30, int64(800*time.Microsecond), false, b.tau, b.penalty)
+	if c := n.costNs(); c < 299*ms {
+		t.Fatalf("a fast success right after a slow one brought the estimate down to %v; want it kept near 300ms", time.Duration(c))
+	}
+}
+
 // A node that was slow and recovered is chosen by the forced probes only
 // (every probeAfter) while its estimate is high. Its fast probe replies must
 // bring the estimate down with the decay's time constant, or it stays out

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,6 +145,68 @@ func TestHungBackendSIGSTOP(t *testing.T) {
 			t.Fatal("the resumed backend never served again")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// With the default policy (P2C), a hung node's latency estimate holds the
+// attempt timeouts. After SIGCONT the node must get its share of calls
+// back within seconds, not after the minute a 10 s EWMA takes to forget
+// them: its breaker closing reseeds it, and its probe replies decay it.
+func TestHungBackendBackInP2CRotation(t *testing.T) {
+	var addrs []string
+	var kids []*rpctest.Child
+	for i := range 3 {
+		k := rpctest.StartChild(t, rpctest.WithChildHeartbeat(), rpctest.WithChildName(fmt.Sprintf("s%d", i)))
+		kids = append(kids, k)
+		addrs = append(addrs, k.Addr())
+	}
+	c, _ := newTestClient(t, addrs,
+		WithAttemptTimeout(300*time.Millisecond),
+		WithHeartbeat(100*time.Millisecond, 200*time.Millisecond),
+		WithBalancer(balancer.WithBreakers(breaker.Config{OpenTimeout: 500 * time.Millisecond, MaxOpenTimeout: 500 * time.Millisecond}),
+			balancer.WithOutlierDetection(balancer.OutlierConfig{BaseEjection: 500 * time.Millisecond, MaxEjection: 500 * time.Millisecond})))
+	var mu sync.Mutex
+	served := map[string]int{}
+	echo := func(ctx context.Context, w, i int) error {
+		var r rpctest.EchoReply
+		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent())
+		mu.Lock()
+		served[r.Server]++
+		mu.Unlock()
+		return err
+	}
+	runLoad(4, 50, 200*time.Millisecond, echo) // warm every connection
+	if err := kids[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if out := runLoad(4, 5000, time.Second, echo); len(out) == 0 {
+		t.Fatal("no calls while the backend hung")
+	}
+	if err := kids[0].Cont(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := time.Now()
+	// Back when s0 serves at least a fifth of the calls of a 200 ms window
+	// (a third is its even share).
+	for {
+		mu.Lock()
+		clear(served)
+		mu.Unlock()
+		runLoad(4, 5000, 200*time.Millisecond, echo)
+		mu.Lock()
+		total := 0
+		for _, n := range served {
+			total += n
+		}
+		share := float64(served["s0"]) / float64(max(total, 1))
+		mu.Unlock()
+		if share >= 0.2 {
+			t.Logf("the resumed backend served %.0f%% of calls %v after SIGCONT", 100*share, time.Since(resumed).Round(time.Millisecond))
+			return
+		}
+		if time.Since(resumed) > 10*time.Second {
+			t.Fatalf("10 s after SIGCONT the resumed backend serves %.1f%% of calls", 100*share)
+		}
 	}
 }
 
