@@ -73,6 +73,14 @@ func (t *cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// CloseIdleConnections forwards to the base transport, so that the owner's
+// http.Client.CloseIdleConnections on Close reaches the pooled connections.
+func (t *cappedTransport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
 type cappedBody struct {
 	rc   io.ReadCloser
 	left int64

@@ -28,6 +28,7 @@ type options struct {
 	queryBurst      int
 	errBackoff      backoff.Policy
 	resolveInterval time.Duration
+	requestTimeout  time.Duration
 	maxBodyBytes    int64
 	maxEntries      int
 	logger          *slog.Logger
@@ -40,6 +41,7 @@ func defaultOptions() options {
 		queryBurst:      10,
 		errBackoff:      backoff.Policy{Base: 200 * time.Millisecond, Factor: 2, Max: 10 * time.Second, Jitter: 0.2},
 		resolveInterval: 500 * time.Millisecond,
+		requestTimeout:  10 * time.Second,
 		maxBodyBytes:    64 << 20,
 		maxEntries:      100_000,
 		logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -100,6 +102,13 @@ func WithErrorBackoff(base, max time.Duration) Option {
 // WithResolveInterval sets the minimum time between two reads forced by
 // ResolveNow. Default 500 ms.
 func WithResolveInterval(d time.Duration) Option { return func(o *options) { o.resolveInterval = d } }
+
+// WithRequestTimeout bounds each plain (non-blocking) read: the first one,
+// the one after an error and the consistent read ResolveNow asks for. An
+// agent that accepts the request and never answers then costs one timeout,
+// reported in State.Err, instead of freezing the watcher. Blocking queries
+// are bounded by the wait time plus this timeout. Default 10 s.
+func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.requestTimeout = d } }
 
 // WithMaxResponse caps a registry answer: its body in bytes and its number of
 // entries. An answer over either cap is rejected and the last known good set

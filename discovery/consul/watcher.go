@@ -86,6 +86,15 @@ func New(service string, opts ...Option) (*Watcher, error) {
 	if o.queryRate <= 0 || o.queryBurst < 1 {
 		return nil, errors.New("consul: WithQueryRate needs a positive rate and a burst of at least 1")
 	}
+	if o.errBackoff.Base <= 0 || o.errBackoff.Max < o.errBackoff.Base {
+		return nil, fmt.Errorf("consul: WithErrorBackoff(%v, %v) needs a positive base and a max of at least the base", o.errBackoff.Base, o.errBackoff.Max)
+	}
+	if o.resolveInterval <= 0 {
+		return nil, fmt.Errorf("consul: WithResolveInterval(%v) must be positive: it rate-limits ResolveNow", o.resolveInterval)
+	}
+	if o.requestTimeout <= 0 {
+		return nil, fmt.Errorf("consul: WithRequestTimeout(%v) must be positive", o.requestTimeout)
+	}
 	c, hc, err := newClient(&o, o.maxBodyBytes)
 	if err != nil {
 		return nil, err
@@ -206,10 +215,10 @@ func (w *Watcher) run() {
 		if w.takeForced() {
 			w.stats.forced.Add(1)
 			checked = true
-			entries, meta, err = w.query(w.ctx, 0, true)
+			entries, meta, err = w.plainQuery(true)
 		} else if index == 0 {
 			checked = consistent
-			entries, meta, err = w.query(w.ctx, 0, consistent)
+			entries, meta, err = w.plainQuery(consistent)
 		} else {
 			if werr := w.limiter.Wait(w.ctx); werr != nil {
 				return
@@ -279,12 +288,23 @@ func (w *Watcher) takeForced() bool {
 	return true
 }
 
+// plainQuery is a non-blocking read, bounded by the request timeout.
+func (w *Watcher) plainQuery(consistent bool) ([]*api.ServiceEntry, *api.QueryMeta, error) {
+	ctx, cancel := context.WithTimeout(w.ctx, w.opts.requestTimeout)
+	defer cancel()
+	entries, meta, err := w.query(ctx, 0, consistent)
+	if err != nil && w.ctx.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("consul: service %q: the agent did not answer within %v: %w", w.service, w.opts.requestTimeout, err)
+	}
+	return entries, meta, err
+}
+
 // blockingQuery parks a query at index. ResolveNow may cancel it, in which
 // case it returns errInterrupted.
 func (w *Watcher) blockingQuery(index uint64) ([]*api.ServiceEntry, *api.QueryMeta, error) {
 	// A hung agent must not stall us forever: Consul answers within
 	// WaitTime plus up to WaitTime/16 of jitter.
-	qctx, cancel := context.WithTimeout(w.ctx, w.opts.waitTime+w.opts.waitTime/16+5*time.Second)
+	qctx, cancel := context.WithTimeout(w.ctx, w.opts.waitTime+w.opts.waitTime/16+w.opts.requestTimeout)
 	defer cancel()
 	w.mu.Lock()
 	if w.resolvePending && !time.Now().Before(w.nextForced) {
