@@ -80,5 +80,9 @@ func buildStatic(_ context.Context, t Target) (Watcher, error) {
 			return nil, fmt.Errorf("%w %q: path: %w", ErrBadTarget, truncate(t.String()), err)
 		}
 	}
-	return StaticAddrs(addrs...)
+	w, err := StaticAddrs(addrs...)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: path: %w", ErrBadTarget, truncate(t.String()), err)
+	}
+	return w, nil
 }

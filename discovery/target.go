@@ -59,7 +59,12 @@ func redactTarget(s string) string {
 	parts := strings.Split(query, "&")
 	for i, kv := range parts {
 		k, _, hasValue := strings.Cut(kv, "=")
-		if hasValue && sensitiveKey(k) {
+		// Match the key as the query parser will read it: %74oken is token.
+		dk, err := url.QueryUnescape(k)
+		if err != nil {
+			dk = k
+		}
+		if hasValue && (sensitiveKey(k) || sensitiveKey(dk)) {
 			parts[i] = k + "=REDACTED"
 		}
 	}

@@ -97,6 +97,8 @@ func TestTargetErrorsHideCredentials(t *testing.T) {
 		"consul://127.0.0.1:8500/svc?token=hunter2&tag=a",
 		"consul://127.0.0.1:8500/svc?Password=hunter2",
 		"consul://127.0.0.1:8500/svc?token=hunter2#frag",
+		"consul://127.0.0.1:8500/svc?%74oken=hunter2", // the parser decodes keys
+		"consul://127.0.0.1:8500/svc?tok%65n=hunter2&tag=a",
 	} {
 		tg, err := ParseTarget(s)
 		if err != nil {

@@ -43,6 +43,9 @@ func TestWatchErrors(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Watch(%q) = %v, want it to name %q", tc.target, err, tc.want)
 		}
+		if !errors.Is(err, ErrBadTarget) && !errors.Is(err, ErrUnknownScheme) {
+			t.Errorf("Watch(%q) = %v, want an ErrBadTarget", tc.target, err)
+		}
 	}
 }
 
