@@ -358,6 +358,8 @@ func setKey(args any, key string) error {
 //     after 8 s of downtime stayed unavailable for 28.7 s after it was back.
 //   - A refusal during the backoff, or by a connection that had already died,
 //     repeats what the failed dial or the connection's death already said.
+//   - An attempt that ended while waiting for another call's dial sent
+//     nothing; that dial's outcome is what counts.
 //
 // Everything else, including a connection that dies with the request sent,
 // counts.
@@ -365,7 +367,8 @@ func nodeOutcome(err error) error {
 	var de *DialError
 	var be *BackoffError
 	var dc *deadConnError
-	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) {
+	var dw *dialWaitError
+	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) {
 		return errNoOutcome
 	}
 	return err

@@ -93,7 +93,11 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 			case <-ch:
 				continue
 			case <-ctx.Done():
-				return nil, ctx.Err()
+				// Another call's dial is slow; this call sent nothing,
+				// and the dial's own outcome is what counts.
+				return nil, notSent(&dialWaitError{Addr: e.addr, Err: ctx.Err()})
+			case <-e.c.life.Done():
+				return nil, notSent(ErrClosed)
 			}
 		}
 		if time.Now().Before(e.retryAt) {
@@ -104,13 +108,21 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 		ch := make(chan struct{})
 		e.dialing = ch
 		e.state = Connecting
+		// Counted like a background dial, so that Close waits for it (and
+		// for the goroutines of the conn it may make); Close ends it.
+		e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
 		e.mu.Unlock()
 
 		cn, err := e.dial(ctx)
 
 		e.mu.Lock()
+		e.c.wg.Done()
 		e.dialing = nil
 		close(ch)
+		if err != nil && e.c.life.Err() != nil {
+			e.mu.Unlock()
+			return nil, notSent(ErrClosed)
+		}
 		if err != nil {
 			if cerr := expired(caller); cerr != nil {
 				if len(e.conns) == 0 && e.state == Connecting {
@@ -216,11 +228,12 @@ func (e *endpoint) liveLocked() *conn {
 	return nil
 }
 
-// dial makes one connection, bounded by the dial timeout and ctx.
+// dial makes one connection, bounded by the dial timeout, ctx and Close.
 func (e *endpoint) dial(ctx context.Context) (*conn, error) {
 	e.dials.Add(1)
 	dctx, cancel := context.WithTimeout(ctx, e.c.opts.dialTimeout)
 	defer cancel()
+	defer context.AfterFunc(e.c.life, cancel)()
 	d := net.Dialer{KeepAlive: e.c.opts.keepAlive}
 	nc, err := d.DialContext(dctx, "tcp", e.addr)
 	if err != nil {

@@ -87,6 +87,20 @@ func (e *BackoffError) Error() string {
 // Unwrap returns the dial error that started the backoff.
 func (e *BackoffError) Unwrap() error { return e.Last }
 
+// dialWaitError is the error of a call whose attempt ended while it waited
+// for another call's dial to its endpoint: nothing was sent, and the dial's
+// own outcome is what says something about the node.
+type dialWaitError struct {
+	Addr string
+	Err  error
+}
+
+func (e *dialWaitError) Error() string {
+	return fmt.Sprintf("rpcclient: waiting for the dial to %s: %v", e.Addr, e.Err)
+}
+
+func (e *dialWaitError) Unwrap() error { return e.Err }
+
 // retryable reports whether an attempt's error may be retried at all, by
 // its type: transport errors, dial errors, EOF, rpc.ErrShutdown and
 // per-attempt timeouts are; application errors (rpc.ServerError), codec

@@ -1,0 +1,62 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+// Close releases calls that are dialing, or waiting for another call's
+// dial, at once (FAULTS row 29), instead of after the dial timeout.
+func TestCloseReleasesDialingCalls(t *testing.T) {
+	hole := rpctest.Blackhole(t)
+	c, _ := newTestClient(t, []string{hole}, WithDialTimeout(3*time.Second))
+	errs := make(chan error, 2)
+	for range 2 { // one dials, the other waits for that dial
+		go func() {
+			var r rpctest.EchoReply
+			errs <- c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	start := time.Now()
+	c.Close()
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("a dialing call ended with %v, want ErrClosed", err)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("a dialing call was still pending 1 s after Close (dial timeout 3 s)")
+		}
+	}
+	t.Logf("Close and both dialing calls returned in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// A call whose attempt times out while it waits for another call's dial
+// sent nothing: a non-idempotent call must not be told its outcome is
+// unknown, and the node's breaker must not count it.
+func TestWaitingForAnotherDialSendsNothing(t *testing.T) {
+	hole := rpctest.Blackhole(t)
+	c, _ := newTestClient(t, []string{hole}, WithDialTimeout(2*time.Second))
+	go func() {
+		var r rpctest.EchoReply
+		c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r)
+	}()
+	time.Sleep(100 * time.Millisecond) // that call is dialing
+	var r rpctest.EchoReply
+	err := c.Call(context.Background(), "Echo.Exec", &rpctest.ExecArgs{ID: "x"}, &r, AttemptTimeout(200*time.Millisecond))
+	if err == nil {
+		t.Fatal("a call to a blackholed node succeeded")
+	}
+	if errors.Is(err, ErrOutcomeUnknown) {
+		t.Errorf("nothing was sent, but the call says its outcome is unknown: %v", err)
+	}
+	if got := nodeOutcome(err); !errors.Is(got, errNoOutcome) {
+		t.Errorf("the node's breaker would count %v", got)
+	}
+}
