@@ -329,14 +329,17 @@ func ctxErr(ctx context.Context) []error {
 	return nil
 }
 
-// setKey gives args an idempotency key, once: a key already set (by the
-// caller, or by an earlier Call with the same args) is kept.
+// setKey gives args their idempotency key before the first attempt. An
+// explicit key is always set. With key "", a key args already carry (set by
+// the caller, or by an earlier Call with the same args, so that calling
+// again after ErrOutcomeUnknown is recognised as a repeat) is kept, and
+// otherwise a random one is made.
 func setKey(args any, key string) error {
 	ka, ok := args.(KeyedArgs)
 	if !ok {
 		return fmt.Errorf("rpcclient: WithIdempotencyKey: %T does not implement rpcclient.KeyedArgs", args)
 	}
-	if ka.IdempotencyKey() != "" {
+	if key == "" && ka.IdempotencyKey() != "" {
 		return nil
 	}
 	if key == "" {

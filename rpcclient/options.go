@@ -169,9 +169,12 @@ type CallOption struct {
 func Idempotent() CallOption { return CallOption{idempotent: true} }
 
 // WithIdempotencyKey makes a call that is not idempotent retryable: args
-// must implement KeyedArgs; the client sets one key (key, or a random one
-// when key is "") before the first attempt and keeps it for every retry, so
-// the server can recognise a repeat and not execute it twice.
+// must implement KeyedArgs; the client sets one key before the first attempt
+// and keeps it for every retry, so the server can recognise a repeat and not
+// execute it twice. A non-empty key is always the one sent. With key "",
+// a key args already carry is kept (calling again with the same args after
+// ErrOutcomeUnknown is then a repeat the server recognises), and args
+// without one get a random key.
 func WithIdempotencyKey(key string) CallOption { return CallOption{keyed: true, key: key} }
 
 // Hedge overrides WithHedging for one call (which must be idempotent).
