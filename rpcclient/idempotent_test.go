@@ -76,3 +76,28 @@ func TestIdempotentMethodsTable(t *testing.T) {
 		})
 	}
 }
+
+// An explicit idempotency key is the one the server sees, even on args
+// reused from an earlier call; WithIdempotencyKey("") keeps the key the
+// args carry, so that calling again is recognised as a repeat.
+func TestExplicitIdempotencyKeyIsSent(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()})
+	args := &rpctest.ExecArgs{ID: "first"}
+	var r rpctest.ExecReply
+	if err := c.Call(context.Background(), "Echo.Exec", args, &r, WithIdempotencyKey("op-1")); err != nil {
+		t.Fatal(err)
+	}
+	args.ID = "second"
+	if err := c.Call(context.Background(), "Echo.Exec", args, &r, WithIdempotencyKey("op-2")); err != nil {
+		t.Fatal(err)
+	}
+	args.ID = "again"
+	if err := c.Call(context.Background(), "Echo.Exec", args, &r, WithIdempotencyKey("")); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"first op-1", "second op-2", "again op-2"}
+	if got := srv.Executions(); !slices.Equal(got, want) {
+		t.Fatalf("the server executed %q, want %q", got, want)
+	}
+}
