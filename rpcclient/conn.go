@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/rpc"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -198,7 +200,7 @@ func (c *conn) read() {
 		}
 		if err = c.codec.readBody(body); err != nil {
 			if pc != nil {
-				pc.err = fmt.Errorf("%w: reading the reply: %w", ErrCodec, err)
+				pc.err = c.bodyError(err)
 				broken = pc
 			}
 			break
@@ -220,6 +222,28 @@ func (c *conn) read() {
 	if broken != nil {
 		broken.done <- struct{}{}
 	}
+}
+
+// bodyError is the error of a call whose reply body could not be read. A
+// reply cut short (the peer died or reset mid-reply, or the heartbeat or
+// Close closed the connection) is a connection failure, retryable for an
+// idempotent call; only a body that arrived and does not decode is a codec
+// error.
+func (c *conn) bodyError(err error) error {
+	c.mu.Lock()
+	dead := c.err
+	c.mu.Unlock()
+	var ne net.Error
+	switch {
+	case dead != nil:
+		return fmt.Errorf("%w (while reading a reply)", dead)
+	case errors.Is(err, ErrMessageTooLarge):
+		return err
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne),
+		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
+		return fmt.Errorf("%w: %s: reply cut short: %w", ErrConnClosed, c.addr, err)
+	}
+	return fmt.Errorf("%w: reading the reply: %w", ErrCodec, err)
 }
 
 // fail closes the connection once and releases every pending call with err.
