@@ -363,6 +363,7 @@ func setKey(args any, key string) error {
 //     repeats what the failed dial or the connection's death already said.
 //   - An attempt that ended while waiting for another call's dial sent
 //     nothing; that dial's outcome is what counts.
+//   - Args that do not encode are the caller's fault.
 //
 // Everything else, including a connection that dies with the request sent,
 // counts.
@@ -371,7 +372,8 @@ func nodeOutcome(err error) error {
 	var be *BackoffError
 	var dc *deadConnError
 	var dw *dialWaitError
-	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) {
+	var ee *encodeError
+	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) {
 		return errNoOutcome
 	}
 	return err

@@ -39,13 +39,17 @@ func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
 // from "some of it may have" (not, unless idempotent). It is used under the
 // connection's write lock.
 type countingWriter struct {
-	w io.Writer
-	n int64
+	w   io.Writer
+	n   int64
+	err error // the connection's first write error
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
+	if err != nil && c.err == nil {
+		c.err = err
+	}
 	return n, err
 }
 
@@ -62,6 +66,9 @@ func (c *codec) encode(r *rpc.Request, body any) error {
 		return err
 	}
 	if err := c.enc.Encode(body); err != nil {
+		if c.out.err != nil {
+			return c.out.err // gob passes the connection's write errors on
+		}
 		return fmt.Errorf("%w: encoding the arguments: %w", ErrCodec, err)
 	}
 	return c.wbuf.Flush()

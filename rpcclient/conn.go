@@ -35,7 +35,17 @@ type conn struct {
 	opts   *options
 	onDead func(*conn) // tells the endpoint, from the reader goroutine
 
-	wmu sync.Mutex // serializes writes
+	// wslot serializes writes. It is a channel so that a call waiting
+	// behind a write that a hung peer blocks gives up at its deadline, and
+	// the heartbeat's ping at its timeout.
+	wslot chan struct{}
+	wdl   time.Time // the write deadline set on nc; under wslot
+
+	// retired is set when a request could not be encoded: what of it was
+	// buffered or sent leaves the gob stream unusable for writing, so the
+	// connection takes no new calls and closes once its pending calls have
+	// their replies.
+	retired atomic.Bool
 
 	mu      sync.Mutex
 	seq     uint64
@@ -65,6 +75,7 @@ func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync
 		codec:   newCodec(nc, o.maxMessage),
 		pending: make(map[uint64]*pendingCall),
 		dead:    make(chan struct{}),
+		wslot:   make(chan struct{}, 1),
 	}
 	c.wg.Add(1)
 	cwg.Add(1)
@@ -86,7 +97,7 @@ func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync
 // do sends one request and waits for its reply, ctx, or the connection's
 // death. The error is wrapped in errNotSent when nothing was written.
 func (c *conn) do(ctx context.Context, method string, args, reply any) error {
-	pc, seq, err := c.start(method, args, reply)
+	pc, seq, err := c.start(ctx, method, args, reply)
 	if err != nil {
 		return err
 	}
@@ -103,14 +114,28 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 
 // start registers a pending call and writes its request. The reply will be
 // decoded into reply; pc.done is signalled once. The caller then calls
-// finish after pc.done, or abandon.
-func (c *conn) start(method string, args, reply any) (*pendingCall, uint64, error) {
+// finish after pc.done, or abandon. ctx bounds the wait for the write slot
+// and, through a write deadline, the write itself.
+func (c *conn) start(ctx context.Context, method string, args, reply any) (*pendingCall, uint64, error) {
+	select {
+	case c.wslot <- struct{}{}:
+	case <-c.dead:
+		return nil, 0, notSent(&deadConnError{c.deathCause()})
+	case <-ctx.Done():
+		// Behind a write the peer does not drain: nothing of ours left.
+		return nil, 0, notSent(fmt.Errorf("%w: %s: waiting to write: %w", ErrConnClosed, c.addr, ctx.Err()))
+	}
+	if c.retired.Load() {
+		<-c.wslot
+		return nil, 0, notSent(&deadConnError{errRetired})
+	}
 	pc := pendingPool.Get().(*pendingCall)
 	pc.reply, pc.err = reply, nil
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
+		<-c.wslot
 		pendingPool.Put(pc)
 		return nil, 0, notSent(&deadConnError{err})
 	}
@@ -119,20 +144,30 @@ func (c *conn) start(method string, args, reply any) (*pendingCall, uint64, erro
 	c.pending[seq] = pc
 	c.mu.Unlock()
 
-	c.wmu.Lock()
+	if dl, _ := ctx.Deadline(); !dl.Equal(c.wdl) {
+		c.nc.SetWriteDeadline(dl) // the zero time: none
+		c.wdl = dl
+	}
 	sent, werr := c.codec.write(&rpc.Request{ServiceMethod: method, Seq: seq}, args)
-	c.wmu.Unlock()
+	if werr != nil && errors.Is(werr, ErrCodec) {
+		c.retired.Store(true) // before the slot is free: no write follows this one
+	}
+	<-c.wslot
 	if werr == nil {
 		return pc, seq, nil
 	}
 	c.mu.Lock()
 	delete(c.pending, seq)
+	idle := len(c.pending) == 0
 	c.mu.Unlock()
 	if errors.Is(werr, ErrCodec) {
-		// The header may be out; the connection's gob stream is now in an
-		// unknown state.
-		c.fail(werr)
-		return nil, 0, werr
+		// The caller's args: the server never gets a whole request, so
+		// nothing runs, and the node is not at fault. The calls in flight
+		// on this connection still get their replies.
+		if idle {
+			c.fail(errRetired)
+		}
+		return nil, 0, notSent(&encodeError{werr})
 	}
 	c.fail(fmt.Errorf("%w: write: %v", ErrConnClosed, werr))
 	err := fmt.Errorf("%w: write to %s: %w", ErrConnClosed, c.addr, werr)
@@ -141,6 +176,26 @@ func (c *conn) start(method string, args, reply any) (*pendingCall, uint64, erro
 		return nil, 0, notSent(err)
 	}
 	return nil, 0, err
+}
+
+// errRetired closes a retired connection.
+var errRetired = fmt.Errorf("%w: retired after a request could not be encoded", ErrConnClosed)
+
+// encodeError is the error of a call whose args could not be encoded. It
+// is the caller's, not the node's, and is not retried.
+type encodeError struct{ err error }
+
+func (e *encodeError) Error() string { return e.err.Error() }
+func (e *encodeError) Unwrap() error { return e.err }
+
+// deathCause returns why the connection died, once it has.
+func (c *conn) deathCause() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil {
+		return ErrConnClosed
+	}
+	return c.err
 }
 
 // deadConnError is start's refusal of a connection that had already died:
@@ -170,8 +225,12 @@ func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 	c.mu.Lock()
 	_, mine := c.pending[seq]
 	delete(c.pending, seq)
+	idle := len(c.pending) == 0
 	c.mu.Unlock()
 	if mine {
+		if idle && c.retired.Load() {
+			c.fail(errRetired)
+		}
 		return errAbandoned // pc is dropped, not pooled: the reader no longer knows it
 	}
 	<-pc.done
@@ -211,8 +270,12 @@ func (c *conn) read() {
 			}
 			pc.done <- struct{}{}
 		}
+		if c.retired.Load() && c.inflight() == 0 {
+			err = errRetired
+			break
+		}
 	}
-	if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrCodec) {
+	if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrCodec) || err == errRetired {
 		c.fail(err)
 	} else {
 		c.fail(fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err))
@@ -289,9 +352,24 @@ func (c *conn) heartbeat() {
 		case <-c.dead:
 			return
 		case now := <-t.C:
+			if c.retired.Load() && c.inflight() == 0 {
+				c.fail(errRetired) // its last call was abandoned
+				return
+			}
 			if cur := c.reads.Load(); cur != seen {
 				seen = cur // the peer spoke during the last interval
 				silentSince = time.Time{}
+				continue
+			}
+			if c.retired.Load() {
+				// Nothing more may be written, so no ping: a peer
+				// silent for as long as a ping may take is hung.
+				if silentSince.IsZero() {
+					silentSince = now
+				} else if now.Sub(silentSince) >= c.opts.heartbeatTimeout {
+					c.fail(fmt.Errorf("%w: %s sent nothing for %v with calls pending", ErrHeartbeat, c.addr, now.Sub(silentSince)))
+					return
+				}
 				continue
 			}
 			if !pinging {

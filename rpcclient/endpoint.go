@@ -214,13 +214,20 @@ func (e *endpoint) ready() *conn {
 // under e.mu. A connection that died is dropped here if its reader has not
 // yet taken it out (connDead): between its death and that, a busy process
 // could otherwise hand it to call after call, each failing at once.
+//
+// A retired connection (see conn.retired) is skipped but kept: it closes
+// itself once its calls have their replies, and Close must still find it.
 func (e *endpoint) liveLocked() *conn {
-	for len(e.conns) > 0 {
+	for tries := len(e.conns); tries > 0 && len(e.conns) > 0; tries-- {
 		i := int(e.rr.Add(1)) % len(e.conns)
-		if cn := e.conns[i]; cn.alive() {
+		cn := e.conns[i]
+		if !cn.alive() {
+			e.conns = slices.Delete(e.conns, i, i+1)
+			continue
+		}
+		if !cn.retired.Load() {
 			return cn
 		}
-		e.conns = slices.Delete(e.conns, i, i+1)
 	}
 	if e.state == Ready {
 		e.state = Idle

@@ -2,6 +2,7 @@ package rpcclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -38,14 +39,16 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return nil, nil, false, false, balancer.Result{}
 	}
+	var startErr error
 	start := func(r balancer.Result, cn *conn) *leg {
 		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn, reply: reflect.New(rv.Type().Elem()).Interface()}
 		l.ctx, l.cancel = ctx, func() {}
 		if timeout > 0 {
 			l.ctx, l.cancel = context.WithTimeout(ctx, timeout)
 		}
-		pc, seq, err := cn.start(method, args, l.reply)
+		pc, seq, err := cn.start(l.ctx, method, args, l.reply)
 		if err != nil {
+			startErr = err
 			l.cancel()
 			r.Done(nodeOutcome(err))
 			return nil
@@ -63,6 +66,10 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	}
 	first := start(r1, cn1)
 	if first == nil {
+		if ee := (*encodeError)(nil); errors.As(startErr, &ee) {
+			// The args do not encode: another node would fail the same.
+			return []string{r1.Endpoint.Addr}, []error{startErr}, false, true, balancer.Result{}
+		}
 		return nil, nil, false, false, balancer.Result{}
 	}
 	legs := []*leg{first}

@@ -1,0 +1,164 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+type unregistered struct{ X int }
+
+// badArgs holds, in an interface, a type gob was never told about: encoding
+// it fails after the request header is written.
+type badArgs struct{ V any }
+
+// Args that do not encode are the caller's bug. The call fails with
+// ErrCodec at once and is not retried; the calls in flight on the same
+// connection get their replies; the node's breaker counts nothing.
+func TestArgsThatDoNotEncodeHarmNothingElse(t *testing.T) {
+	a := &Arith{gate: make(chan struct{})}
+	addr := serveArith(t, a)
+	var opened bool
+	var mu sync.Mutex
+	c, _ := newTestClient(t, []string{addr}, WithHeartbeat(50*time.Millisecond, 200*time.Millisecond),
+		WithBalancer(balancer.WithBreakerEvents(func(e breaker.Event) {
+			mu.Lock()
+			opened = opened || e.To == breaker.Open
+			mu.Unlock()
+		})))
+	slow := make(chan error, 1)
+	go func() {
+		var r int
+		slow <- c.Call(context.Background(), "Arith.Slow", Pair{1, 2}, &r, Idempotent())
+	}()
+	waitCalls(t, a, 1)
+	for range 8 {
+		var r int
+		err := c.Call(context.Background(), "Arith.Add", badArgs{V: unregistered{1}}, &r, Idempotent())
+		var ce *Error
+		if !errors.Is(err, ErrCodec) || !errors.As(err, &ce) || ce.Attempts != 1 {
+			t.Fatalf("a call whose args do not encode: %v; want ErrCodec after 1 attempt", err)
+		}
+	}
+	close(a.gate)
+	if err := <-slow; err != nil {
+		t.Fatalf("a call in flight on the connection of the bad calls failed: %v", err)
+	}
+	var r int
+	if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &r); err != nil || r != 3 {
+		t.Fatalf("a good call after the bad ones: %d, %v", r, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if opened {
+		t.Fatal("the node's breaker opened on the caller's encoding errors")
+	}
+	// The retired connections close once their calls are done.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ep := c.endpoint(addr)
+		ep.mu.Lock()
+		n := len(ep.conns)
+		ep.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections to the node 5 s after the bad calls, want 1", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sink is a peer that accepts connections and never reads from them: once
+// the socket buffers fill, every write to it blocks.
+func sink(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			cn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, cn)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, cn := range held {
+			cn.Close()
+		}
+		mu.Unlock()
+	})
+	return l.Addr().String()
+}
+
+// A write that a peer does not drain is bounded by the call's deadline; a
+// call queued behind it gives up at its own deadline; and the heartbeat,
+// which cannot get its ping out, closes the connection and releases a call
+// that has no deadline at all.
+func TestBlockedWriteIsBounded(t *testing.T) {
+	c, _ := newTestClient(t, []string{sink(t)}, WithHeartbeat(200*time.Millisecond, 300*time.Millisecond), WithMaxAttempts(1))
+	big := &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)} // more than the loopback socket buffers hold
+	type result struct {
+		err error
+		d   time.Duration
+	}
+	call := func(timeout time.Duration) chan result {
+		ch := make(chan result, 1)
+		go func() {
+			ctx, cancel := context.Background(), context.CancelFunc(func() {})
+			if timeout > 0 {
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+			}
+			defer cancel()
+			start := time.Now()
+			var r rpctest.EchoReply
+			err := c.Call(ctx, "Echo.Echo", big, &r, Idempotent())
+			ch <- result{err, time.Since(start)}
+		}()
+		return ch
+	}
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		bound   time.Duration
+	}{
+		{"with a 500 ms deadline", 500 * time.Millisecond, 2500 * time.Millisecond},
+		{"without a deadline (the heartbeat, 200 ms + 300 ms)", 0, 2500 * time.Millisecond},
+	} {
+		first, second := call(tc.timeout), call(tc.timeout)
+		for _, ch := range []chan result{first, second} {
+			select {
+			case r := <-ch:
+				if r.err == nil {
+					t.Fatalf("%s: a call to a peer that never reads succeeded", tc.name)
+				}
+				if r.d > tc.bound {
+					t.Errorf("%s: returned after %v, want within %v: %v", tc.name, r.d, tc.bound, r.err)
+				}
+				t.Logf("%s: returned after %v: %v", tc.name, r.d.Round(time.Millisecond), r.err)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: a call to a peer that never reads was still blocked after 10 s", tc.name)
+			}
+		}
+	}
+}
