@@ -325,7 +325,9 @@ func (b *Balancer) rebuild() time.Duration {
 	}
 	unavail := &Error{Service: b.opts.service, Kind: ErrUnavailable, Total: len(all), Open: open,
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}
-	p := &picker{ready: ready, unavail: unavail, err: unavail, panic: panicking, mode: b.opts.policy.stats(),
+	refused := *unavail // every ready node's breaker refused at pick time
+	refused.Refused = len(ready)
+	p := &picker{ready: ready, unavail: &refused, err: unavail, panic: panicking, mode: b.opts.policy.stats(),
 		breakers: b.breakers != nil}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, b)

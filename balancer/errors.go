@@ -28,6 +28,10 @@ type Error struct {
 	// Total is the number of endpoints discovery lists; Open, Ejected and
 	// Quarantined count why they could not be used.
 	Total, Open, Ejected, Quarantined int
+	// Refused counts the nodes that were pickable but whose breaker refused
+	// the request: half-open with its probe out, or opened since the
+	// balancer last looked.
+	Refused int
 	// Discovery is the watcher's last error, if any.
 	Discovery error
 }
@@ -43,6 +47,9 @@ func (e *Error) Error() string {
 	case e.Kind == ErrUnavailable:
 		msg += fmt.Sprintf(": %d endpoints, %d with an open breaker, %d ejected, %d quarantined",
 			e.Total, e.Open, e.Ejected, e.Quarantined)
+		if e.Refused > 0 {
+			msg += fmt.Sprintf(", %d refusing (breaker half-open with its probe out, or just opened)", e.Refused)
+		}
 	}
 	return msg
 }

@@ -116,6 +116,29 @@ func TestHalfOpenGetsOnlyProbesThenCloses(t *testing.T) {
 	}
 }
 
+// When the only node is half-open with its probe out, Pick's error says so
+// instead of counting no open breaker and nothing else.
+func TestUnavailableErrorCountsRefusingBreakers(t *testing.T) {
+	as := addrs(1)
+	b, _ := newTest(t, as, WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: 100 * time.Millisecond, MaxOpenTimeout: 100 * time.Millisecond}),
+		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+	r, _ := b.Pick(context.Background())
+	r.Done(errReset)
+	waitFor(t, b, "open", func(p *picker) bool { return len(p.ready) == 0 })
+	waitFor(t, b, "half-open", func(p *picker) bool { return len(p.ready) == 1 })
+	probe, err := b.Pick(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Done(nil)
+	_, err = b.Pick(context.Background())
+	var be *Error
+	if !errors.As(err, &be) || !errors.Is(err, ErrUnavailable) || be.Refused != 1 ||
+		!strings.Contains(err.Error(), "1 refusing (breaker half-open with its probe out") {
+		t.Fatalf("Pick while the only node's probe is out: %v (%+v)", err, be)
+	}
+}
+
 // A node whose breaker opened carries the failures in its P2C latency
 // (peak EWMA, 10 s time constant). Once its breaker closes again it must get
 // its share of picks at once, not probe traffic for the minute the EWMA
