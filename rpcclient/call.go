@@ -63,7 +63,9 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 
 	var (
 		triedBuf [4]string
-		tried    = triedBuf[:0]
+		tried    = triedBuf[:0] // excluded from picks; reset when discovery refreshes
+		everBuf  [4]string
+		ever     = everBuf[:0] // every endpoint tried, for the Error
 		errs     []error
 		attempts int    // every attempt, dials included
 		sent     int    // attempts whose request may have left
@@ -71,9 +73,17 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		version  uint64 // discovery's version when the first dial failed
 		lastErr  error
 	)
+	remember := func() { // before tried is reset, and for the Error
+		for _, a := range tried {
+			if !slices.Contains(ever, a) {
+				ever = append(ever, a)
+			}
+		}
+	}
 	fail := func(extra ...error) error {
 		errs = append(errs, extra...)
-		return &Error{Method: serviceMethod, Attempts: attempts, Tried: tried, Err: lastErr, Errs: errs}
+		remember()
+		return &Error{Method: serviceMethod, Attempts: attempts, Tried: ever, Err: lastErr, Errs: errs}
 	}
 	// refresh waits for discovery to answer a ResolveNow after failed dials
 	// (or for the endpoint's backoff to end), at most twice per call and
@@ -149,6 +159,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			lastErr = err
 			errs = append(errs, err)
 			if isNotSent(prev) && refresh(upd, time.Time{}) == nil {
+				remember()
 				tried = tried[:0]
 				continue
 			}
@@ -170,6 +181,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 				}
 				return fail(err)
 			}
+			remember()
 			tried = tried[:0]
 			continue
 		}

@@ -3,6 +3,8 @@ package rpcclient
 import (
 	"context"
 	"errors"
+	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -59,4 +61,41 @@ func TestWaitingForAnotherDialSendsNothing(t *testing.T) {
 	if got := nodeOutcome(err); !errors.Is(got, errNoOutcome) {
 		t.Errorf("the node's breaker would count %v", got)
 	}
+}
+
+// refusingAddr returns a loopback address nothing listens on.
+func refusingAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// Error.Tried lists every endpoint a call tried, including those tried
+// before it waited for discovery and started over.
+func TestErrorNamesEveryEndpointTried(t *testing.T) {
+	a, b := refusingAddr(t), refusingAddr(t)
+	c, _ := newTestClient(t, []string{a, b}, WithDialTimeout(200*time.Millisecond),
+		WithConnectBackoff(50*time.Millisecond, 1.6, 100*time.Millisecond, 0.2))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+	var ce *Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("Call with every node refusing: %v", err)
+	}
+	slices.Sort(ce.Tried)
+	want := []string{a, b}
+	slices.Sort(want)
+	if !slices.Equal(slices.Compact(ce.Tried), want) || len(ce.Tried) != 2 {
+		t.Fatalf("Error.Tried = %v, want each of %v once; error: %v", ce.Tried, want, err)
+	}
+	if ce.Attempts < 2 {
+		t.Fatalf("Error.Attempts = %d, want at least one per node: %v", ce.Attempts, err)
+	}
+	t.Logf("%v", err)
 }
