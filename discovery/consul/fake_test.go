@@ -458,11 +458,19 @@ func TestTLSVerifyFailureIsAnErrorNeverADowngrade(t *testing.T) {
 // blocking queries from its own copy) is not published: ErrNoLeader is
 // reported with the last known good set, until a leader answers again.
 func TestNoKnownLeaderKeepsLastKnownGood(t *testing.T) {
+	// The leaderless answers wait until the test has seen the first set:
+	// Next returns only the newest state, so an error published before the
+	// test looked would hide the first set.
+	seen := make(chan struct{})
 	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
 		switch {
 		case n == 1:
 			return 200, "10", entriesJSON(t, "10.0.0.1:80")
 		case n <= 3:
+			select {
+			case <-seen:
+			case <-time.After(5 * time.Second):
+			}
 			return 200, "11", entriesJSON(t, "10.0.0.2:80") // leaderless: must not be published
 		case n == 4:
 			return 200, "12", entriesJSON(t, "10.0.0.3:80")
@@ -479,6 +487,7 @@ func TestNoKnownLeaderKeepsLastKnownGood(t *testing.T) {
 	}
 	defer w.Close()
 	first := nextWhere(t, w, 5*time.Second, "the first set", func(s discovery.State) bool { return s.Err == nil })
+	close(seen)
 	s := nextWhere(t, w, 5*time.Second, "the error", func(s discovery.State) bool { return s.Err != nil })
 	if !errors.Is(s.Err, ErrNoLeader) || addrsOf(s) != "10.0.0.1:80" || !s.Synced.Equal(first.Synced) {
 		t.Fatalf("leaderless answer: %+v; want ErrNoLeader with the last known good set 10.0.0.1:80 and Synced unchanged", s)
