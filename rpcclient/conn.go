@@ -361,26 +361,26 @@ func (c *conn) heartbeat() {
 				silentSince = time.Time{}
 				continue
 			}
-			if c.retired.Load() {
+			// Without a ping, silence with calls pending is the sign.
+			var limit time.Duration
+			var kind error
+			switch {
+			case c.retired.Load():
 				// Nothing more may be written, so no ping: a peer
 				// silent for as long as a ping may take is hung.
-				if silentSince.IsZero() {
-					silentSince = now
-				} else if now.Sub(silentSince) >= c.opts.heartbeatTimeout {
-					c.fail(fmt.Errorf("%w: %s sent nothing for %v with calls pending", ErrHeartbeat, c.addr, now.Sub(silentSince)))
-					return
-				}
-				continue
-			}
-			if !pinging {
+				limit, kind = c.opts.heartbeatTimeout, ErrHeartbeat
+			case !pinging:
 				if c.inflight() == 0 || c.opts.readTimeout <= 0 {
 					silentSince = time.Time{}
 					continue
 				}
+				limit, kind = c.opts.readTimeout, ErrReadTimeout
+			}
+			if limit > 0 {
 				if silentSince.IsZero() {
 					silentSince = now
-				} else if now.Sub(silentSince) >= c.opts.readTimeout {
-					c.fail(fmt.Errorf("%w: %s sent nothing for %v with calls pending", ErrReadTimeout, c.addr, now.Sub(silentSince)))
+				} else if now.Sub(silentSince) >= limit {
+					c.fail(fmt.Errorf("%w: %s sent nothing for %v with calls pending", kind, c.addr, now.Sub(silentSince)))
 					return
 				}
 				continue
