@@ -328,7 +328,7 @@ func (b *Balancer) rebuild() time.Duration {
 	refused := *unavail // every ready node's breaker refused at pick time
 	refused.Refused = len(ready)
 	p := &picker{ready: ready, unavail: &refused, err: unavail, panic: panicking, mode: b.opts.policy.stats(),
-		breakers: b.breakers != nil}
+		breakers: b.breakers != nil, plain: b.breakers == nil && b.opts.policy.stats() == 0}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, b)
 	}
