@@ -26,7 +26,10 @@ bad=$(go list -deps -f '{{.ImportPath}}' ./breaker/... 2>/dev/null | grep -E "^$
 if [ -n "$bad" ]; then echo "breaker must not import discovery: $bad"; exit 1; fi
 
 echo "== balancer.(*Balancer).Pick inlines (the Result is then built in the caller's frame, not returned through memory)"
-if ! go build -gcflags=-m ./balancer 2>&1 | grep -q 'can inline (\*Balancer).Pick$'; then
+# The compiler's report is read whole first: grep -q would stop reading at
+# its first match, and pipefail would then take go build's SIGPIPE for a failure.
+inl=$(go build -gcflags=-m ./balancer 2>&1)
+if ! grep -q 'can inline (\*Balancer).Pick$' <<<"$inl"; then
   echo "balancer.(*Balancer).Pick no longer inlines: keep it a thin wrapper over pick"; exit 1
 fi
 
