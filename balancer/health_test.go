@@ -171,14 +171,7 @@ func TestP2CNodeBackFromOpenBreakerGetsItsShare(t *testing.T) {
 		return sick.costNs() <= typical
 	})
 	// Equal latencies: outstanding requests spread evenly over all three.
-	var held []Result
-	for range 300 {
-		r, err := b.Pick(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, r)
-	}
+	held := hold(t, b, 300)
 	got := map[string]int{}
 	for _, r := range held {
 		got[r.Endpoint.Addr]++
@@ -354,14 +347,7 @@ func TestSharedDoneCountsEachRequestOnce(t *testing.T) {
 	}); n != 0 {
 		t.Fatalf("Pick+Done with breakers: %v allocations, want 0", n)
 	}
-	var held []Result
-	for range 4 {
-		r, err := b.Pick(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, r)
-	}
+	held := hold(t, b, 4)
 	// A func value is a pointer to its closure: compare the closures.
 	closure := func(f func(error)) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(&f)) }
 	if closure(held[0].Done) != closure(held[3].Done) {

@@ -63,6 +63,20 @@ func count(t testing.TB, b *Balancer, n int, err error, opts ...PickOption) map[
 	return got
 }
 
+// hold makes n picks and keeps them outstanding: the caller calls their Done.
+func hold(t testing.TB, b *Balancer, n int) []Result {
+	t.Helper()
+	held := make([]Result, 0, n)
+	for range n {
+		r, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatalf("Pick: %v", err)
+		}
+		held = append(held, r)
+	}
+	return held
+}
+
 func eps(weights map[string]int) []discovery.Endpoint {
 	var out []discovery.Endpoint
 	for a, w := range weights {

@@ -113,14 +113,7 @@ func TestP2CAvoidsSlowAndFailingNodes(t *testing.T) {
 func TestP2CInFlightSpreadsLoad(t *testing.T) {
 	as := addrs(2)
 	b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))), WithoutBreakers())
-	var held []Result
-	for range 100 {
-		r, err := b.Pick(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, r)
-	}
+	held := hold(t, b, 100)
 	nodes := *b.index.Load()
 	a, c := nodes[as[0]].inflight.Load(), nodes[as[1]].inflight.Load()
 	if a+c != 100 || math.Abs(float64(a-c)) > 2 {
