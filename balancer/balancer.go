@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 	"errors"
+	"iter"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -164,7 +165,10 @@ func (b *Balancer) apply(s discovery.State) {
 	if b.applied && b.opts.slowStart > 0 {
 		added = now
 	}
-	seed := b.medianCost()
+	seed, ok := medianCost(maps.Values(b.nodes), nil) // map order: a fair sample
+	if !ok {
+		seed = float64(time.Millisecond)
+	}
 	keep := make(map[string]*node, len(s.Endpoints))
 	order := make([]*node, 0, len(s.Endpoints))
 	fresh := 0
@@ -200,22 +204,25 @@ func (b *Balancer) apply(s discovery.State) {
 // change. Safe from any goroutine.
 func (b *Balancer) StateVersion() uint64 { return b.stateVersion.Load() }
 
-// medianCost is the latency a new node starts with: the median of the
-// current nodes (of up to 255 of them, for large sets), or 1 ms when there
-// are none.
-func (b *Balancer) medianCost() float64 {
-	if len(b.nodes) == 0 {
-		return float64(time.Millisecond)
-	}
-	cs := make([]float64, 0, min(len(b.nodes), 255))
-	for _, n := range b.nodes { // map order: a fair sample
+// medianCost is the typical latency a node starts or restarts with: the
+// median of the nodes that skip does not reject (of up to 255 of them, for
+// large sets); false when there are none.
+func medianCost(nodes iter.Seq[*node], skip func(*node) bool) (float64, bool) {
+	cs := make([]float64, 0, 255)
+	for n := range nodes {
+		if skip != nil && skip(n) {
+			continue
+		}
 		cs = append(cs, n.costNs())
 		if len(cs) == cap(cs) {
 			break
 		}
 	}
+	if len(cs) == 0 {
+		return 0, false
+	}
 	slices.Sort(cs)
-	return cs[len(cs)/2]
+	return cs[len(cs)/2], true
 }
 
 // reseed gives nodes that are back from an open breaker or an ejection the
@@ -234,20 +241,10 @@ func (b *Balancer) reseed(back []*node) {
 			n.out = false
 		}
 	}()
-	cs := make([]float64, 0, min(len(b.order), 255))
-	for _, n := range b.order {
-		if !n.out {
-			cs = append(cs, n.costNs())
-			if len(cs) == cap(cs) {
-				break
-			}
-		}
-	}
-	if len(cs) == 0 {
+	seed, ok := medianCost(slices.Values(b.order), func(n *node) bool { return n.out })
+	if !ok {
 		return // every node was out: no typical latency to give
 	}
-	slices.Sort(cs)
-	seed := cs[len(cs)/2]
 	now := mono()
 	for _, n := range back {
 		if n.costNs() > seed {
@@ -328,7 +325,7 @@ func (b *Balancer) rebuild() time.Duration {
 	refused := *unavail // every ready node's breaker refused at pick time
 	refused.Refused = len(ready)
 	p := &picker{ready: ready, unavail: &refused, err: unavail, panic: panicking, mode: b.opts.policy.stats(),
-		breakers: b.breakers != nil, plain: b.breakers == nil && b.opts.policy.stats() == 0}
+		breakers: b.breakers != nil}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, b)
 	}

@@ -113,10 +113,8 @@ func newNode(b *Balancer, ep *discovery.Endpoint, added int64, seed float64) *no
 				n.b.inflight.Add(-1)
 			}
 		}
-		if err == nil { // the common case, without a call
-			if n.consec.Load() != 0 {
-				n.consec.Store(0)
-			}
+		if err == nil { // the common case: no call to Classify
+			n.record(breaker.Success)
 			return
 		}
 		n.record(breaker.Classify(err))
@@ -188,12 +186,11 @@ func (n *node) record(o breaker.Outcome) {
 // are never forgotten early.
 func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 	x := float64(rtt)
+	var calm uint64
 	if failed {
 		x = max(x, penalty)
 		n.calm.CompareAndSwap(0, n.cost.Load()) // the first failure of a run
-	}
-	var calm uint64
-	if !failed {
+	} else {
 		calm = n.calm.Swap(0)
 	}
 	for {

@@ -30,7 +30,6 @@ type picker struct {
 	sel      selector
 	mode     statsMode // statistics the policy needs
 	breakers bool      // the balancer has breakers
-	plain    bool      // no breakers and no statistics: admit always returns the node's done
 	err      *Error    // returned when ready is empty
 	unavail  *Error    // returned when every ready node refused
 	panic    bool
@@ -92,7 +91,7 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 	if n > 1 {
 		start, since = p.sel.first(po.hashKey, po.hasKey)
 	}
-	if p.plain && po.exclude == nil {
+	if !p.breakers && p.mode == 0 && po.exclude == nil {
 		// No breaker to ask and no statistics to start: the node's own
 		// Done function serves.
 		e := &p.ready[start]
