@@ -120,7 +120,7 @@ func (c *conn) start(ctx context.Context, method string, args, reply any) (*pend
 	select {
 	case c.wslot <- struct{}{}:
 	case <-c.dead:
-		return nil, 0, notSent(&deadConnError{c.deathCause()})
+		return nil, 0, notSent(&deadConnError{c.failure()})
 	case <-ctx.Done():
 		// Behind a write the peer does not drain: nothing of ours left.
 		return nil, 0, notSent(fmt.Errorf("%w: %s: waiting to write: %w", ErrConnClosed, c.addr, ctx.Err()))
@@ -158,15 +158,12 @@ func (c *conn) start(ctx context.Context, method string, args, reply any) (*pend
 	}
 	c.mu.Lock()
 	delete(c.pending, seq)
-	idle := len(c.pending) == 0
 	c.mu.Unlock()
 	if errors.Is(werr, ErrCodec) {
 		// The caller's args: the server never gets a whole request, so
 		// nothing runs, and the node is not at fault. The calls in flight
 		// on this connection still get their replies.
-		if idle {
-			c.fail(errRetired)
-		}
+		c.closeIfRetired()
 		return nil, 0, notSent(&encodeError{werr})
 	}
 	c.fail(fmt.Errorf("%w: write: %v", ErrConnClosed, werr))
@@ -188,14 +185,20 @@ type encodeError struct{ err error }
 func (e *encodeError) Error() string { return e.err.Error() }
 func (e *encodeError) Unwrap() error { return e.err }
 
-// deathCause returns why the connection died, once it has.
-func (c *conn) deathCause() error {
+// failure returns why the connection died; nil while it lives.
+func (c *conn) failure() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err == nil {
-		return ErrConnClosed
-	}
 	return c.err
+}
+
+// closeIfRetired closes a retired connection once no call is pending. Every
+// path that takes a call out of the pending table calls it; retired is set
+// before the retiring call leaves the table, so the last one out sees it.
+func (c *conn) closeIfRetired() {
+	if c.retired.Load() && c.inflight() == 0 {
+		c.fail(errRetired)
+	}
 }
 
 // deadConnError is start's refusal of a connection that had already died:
@@ -225,12 +228,9 @@ func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 	c.mu.Lock()
 	_, mine := c.pending[seq]
 	delete(c.pending, seq)
-	idle := len(c.pending) == 0
 	c.mu.Unlock()
 	if mine {
-		if idle && c.retired.Load() {
-			c.fail(errRetired)
-		}
+		c.closeIfRetired()
 		return errAbandoned // pc is dropped, not pooled: the reader no longer knows it
 	}
 	<-pc.done
@@ -270,12 +270,9 @@ func (c *conn) read() {
 			}
 			pc.done <- struct{}{}
 		}
-		if c.retired.Load() && c.inflight() == 0 {
-			err = errRetired
-			break
-		}
+		c.closeIfRetired() // the next read then ends the loop
 	}
-	if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrCodec) || err == errRetired {
+	if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrCodec) {
 		c.fail(err)
 	} else {
 		c.fail(fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err))
@@ -293,9 +290,7 @@ func (c *conn) read() {
 // idempotent call; only a body that arrived and does not decode is a codec
 // error.
 func (c *conn) bodyError(err error) error {
-	c.mu.Lock()
-	dead := c.err
-	c.mu.Unlock()
+	dead := c.failure()
 	var ne net.Error
 	switch {
 	case dead != nil:
@@ -352,10 +347,6 @@ func (c *conn) heartbeat() {
 		case <-c.dead:
 			return
 		case now := <-t.C:
-			if c.retired.Load() && c.inflight() == 0 {
-				c.fail(errRetired) // its last call was abandoned
-				return
-			}
 			if cur := c.reads.Load(); cur != seen {
 				seen = cur // the peer spoke during the last interval
 				silentSince = time.Time{}
