@@ -318,7 +318,7 @@ func (b *Balancer) rebuild() time.Duration {
 		if ramping {
 			next = min(next, now+int64(time.Second))
 		}
-		ready[i] = entry{n: n, ep: n.epp.Load(), weight: w}
+		ready[i] = entry{n: n, ep: n.epp.Load(), weight: w, inv: 1 / w}
 	}
 	unavail := &Error{Service: b.opts.service, Kind: ErrUnavailable, Total: len(all), Open: open,
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}

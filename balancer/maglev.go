@@ -43,12 +43,11 @@ type maglevSel struct {
 	total *atomic.Int64 // in-flight requests over all nodes
 }
 
-func (s *maglevSel) first(key string, hasKey bool) (int, int64) {
+func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 	n := len(s.ready)
 	if !hasKey {
 		return int(rand.Uint64N(uint64(n))), 0
 	}
-	h := hashString(key)
 	m := uint64(len(s.table))
 	idx := int(s.table[h%m])
 	// Bounded load: walk the table from the key's slot to the first node

@@ -320,3 +320,68 @@ func TestNewNodesSlowStartInPicker(t *testing.T) {
 		t.Fatalf("a brand-new node got %d of 1100 picks; slow start begins at 10 %%", got[as[1]])
 	}
 }
+
+// TestP2CPairsAreUniform checks the two random choices directly: with the
+// nodes' costs rising with their index, the choice is the lower index of
+// the pair, so node k wins (n-1-k) of the n(n-1)/2 pairs. A generator or
+// range reduction that favours some indexes (a draw with a stuck top bit,
+// say) shows up here.
+func TestP2CPairsAreUniform(t *testing.T) {
+	for _, n := range []int{2, 3, 4, 1000} {
+		t.Run(fmt.Sprint("n=", n), func(t *testing.T) {
+			ready := make([]entry, n)
+			for i := range ready {
+				nd := &node{}
+				nd.cost.Store(math.Float64bits(float64(i + 1)))
+				ready[i] = entry{n: nd, weight: 1, inv: 1}
+			}
+			s := P2C(WithProbeAfter(0)).build(ready, nil)
+			const draws = 200_000
+			// Ten buckets of indexes (n of them when n < 10).
+			buckets := min(n, 10)
+			got := make([]int, buckets)
+			for range draws {
+				i, _ := s.first(0, false)
+				got[i*buckets/n]++
+			}
+			pairs := float64(n) * float64(n-1) / 2
+			for k := range buckets {
+				var wins float64
+				for i := k * n / buckets; i < (k+1)*n/buckets; i++ {
+					wins += float64(n-1-i) / pairs
+				}
+				want := wins * draws
+				// 5 standard deviations of a binomial count.
+				tol := 5*math.Sqrt(want*(1-wins)) + 1
+				if d := math.Abs(float64(got[k]) - want); d > tol {
+					t.Errorf("bucket %d of %d: %d choices, want %.0f +- %.0f", k, buckets, got[k], want, tol)
+				}
+			}
+		})
+	}
+}
+
+// A retry's Exclude list, built on the caller's stack, stays there: Pick
+// keeps neither it nor the hash key (which a selector gets hashed, because
+// a string passed through an interface call escapes, and with it every
+// PickOption). Every policy, with and without a key.
+func TestPickOptionsDoNotEscape(t *testing.T) {
+	as := addrs(3)
+	for _, pol := range policies {
+		t.Run(pol.name, func(t *testing.T) {
+			b, _ := newTest(t, as, WithPolicy(pol.p()), WithoutBreakers())
+			ctx := context.Background()
+			if n := testing.AllocsPerRun(1000, func() {
+				var buf [2]string
+				tried := append(buf[:0], as[0])
+				r, err := b.Pick(ctx, Exclude(tried...), HashKey("user-42"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Done(nil)
+			}); n != 0 {
+				t.Fatalf("Pick with Exclude and HashKey: %v allocations, want 0", n)
+			}
+		})
+	}
+}

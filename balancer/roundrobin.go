@@ -62,7 +62,7 @@ func fastmod(a uint32, m uint64, d uint32) uint32 {
 	return uint32(hi)
 }
 
-func (c *cursor) first(string, bool) (int, int64) { return c.next(), 0 }
+func (c *cursor) first(uint64, bool) (int, int64) { return c.next(), 0 }
 
 // Random returns a policy that picks a healthy node uniformly at random,
 // ignoring weights.
@@ -78,4 +78,4 @@ func (random) build(ready []entry, _ *Balancer) selector {
 
 type randomSel int
 
-func (r randomSel) first(string, bool) (int, int64) { return int(rand.Uint64N(uint64(r))), 0 }
+func (r randomSel) first(uint64, bool) (int, int64) { return int(rand.Uint64N(uint64(r))), 0 }

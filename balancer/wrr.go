@@ -28,7 +28,7 @@ type wrrSel struct {
 	cur   *cursor
 }
 
-func (s *wrrSel) first(string, bool) (int, int64) { return int(s.sched[s.cur.next()]), 0 }
+func (s *wrrSel) first(uint64, bool) (int, int64) { return int(s.sched[s.cur.next()]), 0 }
 
 // edfSchedule returns a sequence of indexes into ready in which each node
 // appears in proportion to its weight, smoothly interleaved.
