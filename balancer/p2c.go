@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"math/rand/v2"
 	"time"
 )
 
@@ -50,35 +49,34 @@ func (p2c) Name() string     { return "p2c_peak_ewma" }
 func (p2c) stats() statsMode { return statInFlight | statLatency }
 
 func (p p2c) build(ready []entry, _ *Balancer) selector {
-	s := &p2cSel{ready: ready, probeAfter: int64(p.probeAfter), inv: make([]float64, len(ready))}
-	for i, e := range ready {
-		s.inv[i] = 1 / e.weight
-	}
-	return s
+	return &p2cSel{ready: ready, probeAfter: int64(p.probeAfter)}
 }
 
 type p2cSel struct {
 	ready      []entry
-	inv        []float64 // 1 / weight
 	probeAfter int64
 }
 
-func (s *p2cSel) first(string, bool) (int, int64) {
+func (s *p2cSel) first(uint64, bool) (int, int64) {
 	n := uint64(len(s.ready))
-	r := rand.Uint64()
-	i := int(uint32(r) % uint32(n))
-	j := int((r >> 32) % (n - 1))
+	// Two indexes from two draws, scaled into range by a multiply and
+	// shift instead of a division (Lemire's fast range): i in [0, n), j
+	// in [0, n-1), then j skips i.
+	ri, rj := uint64(cheaprand()), uint64(cheaprand())
+	i := int(ri * n >> 32)
+	j := int(rj * (n - 1) >> 32)
 	if j >= i {
 		j++
 	}
-	a, b := s.ready[i].n, s.ready[j].n
+	ea, eb := &s.ready[i], &s.ready[j]
+	a, b := ea.n, eb.n
 	// Sample the latency of one request in sampleEvery: a clock read costs
 	// more than the rest of the pick on many machines, and a 10 s EWMA needs
 	// far fewer samples than a busy client makes.
 	// The one clock read of a sampled pick serves both the probe check
 	// and the sample's start time.
 	var now int64
-	if (r*0x9E3779B97F4A7C15)>>(64-sampleBits) == 0 {
+	if ri&(1<<sampleBits-1) == 0 { // low bits; i comes from the high ones
 		now = mono()
 		if s.probeAfter > 0 {
 			// Probe a node nobody chose for a while; claim the probe so
@@ -95,8 +93,8 @@ func (s *p2cSel) first(string, bool) (int, int64) {
 	}
 	// A caller that calls Done twice drives a count below zero; it must
 	// not make its node look free.
-	ca := a.costNs() * float64(max(a.inflight.Load(), 0)+1) * s.inv[i]
-	cb := b.costNs() * float64(max(b.inflight.Load(), 0)+1) * s.inv[j]
+	ca := a.costNs() * float64(max(a.inflight.Load(), 0)+1) * ea.inv
+	cb := b.costNs() * float64(max(b.inflight.Load(), 0)+1) * eb.inv
 	if cb < ca {
 		return j, now
 	}

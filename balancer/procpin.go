@@ -15,3 +15,12 @@ func procPin() int
 
 //go:linkname procUnpin runtime.procUnpin
 func procUnpin()
+
+// cheaprand is the runtime's per-thread wyrand generator, the one its
+// scheduler draws from: not cryptographic, but a few times cheaper than
+// math/rand/v2's ChaCha8 (which refills a block every 32 values), and P2C
+// draws two per pick. Like procPin, the runtime keeps it for linkname users
+// (go.dev/issue/67401).
+//
+//go:linkname cheaprand runtime.cheaprand
+func cheaprand() uint32
