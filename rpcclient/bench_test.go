@@ -3,7 +3,9 @@ package rpcclient
 import (
 	"context"
 	"net/rpc"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
@@ -69,4 +71,59 @@ func BenchmarkCall(b *testing.B) {
 			})
 		})
 	}
+}
+
+// BenchmarkCallInterleaved measures latency at concurrency 1 with the two
+// clients taking turns call by call, so that drift on a shared machine
+// (another tenant, CPU frequency, the GC) falls on both alike; BenchmarkCall
+// runs them one after the other, seconds apart. The order flips every
+// iteration. It reports each side's mean and median and dialtone's ratios:
+//
+//	go test -run='^$' -bench=CallInterleaved -benchtime=20000x ./rpcclient/
+func BenchmarkCallInterleaved(b *testing.B) {
+	srv := rpctest.Start(b)
+	bare, err := rpc.Dial("tcp", srv.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer bare.Close()
+	c, _ := newTestClient(b, []string{srv.Addr()})
+	args := &rpctest.EchoArgs{Msg: "hello"}
+	ctx := context.Background()
+	calls := [2]func(r *rpctest.EchoReply) error{
+		func(r *rpctest.EchoReply) error { return bare.Call("Echo.Echo", args, r) },
+		func(r *rpctest.EchoReply) error { return c.Call(ctx, "Echo.Echo", args, r, Idempotent()) },
+	}
+	var took [2][]time.Duration
+	for i := range took {
+		took[i] = make([]time.Duration, 0, b.N)
+	}
+	var r rpctest.EchoReply
+	b.ResetTimer()
+	for i := range b.N {
+		for k := range 2 {
+			who := (i + k) % 2
+			start := time.Now()
+			if err := calls[who](&r); err != nil {
+				b.Fatal(err)
+			}
+			took[who] = append(took[who], time.Since(start))
+		}
+	}
+	b.StopTimer()
+	var mean, median [2]float64
+	for i := range took {
+		var sum time.Duration
+		for _, d := range took[i] {
+			sum += d
+		}
+		mean[i] = float64(sum) / float64(len(took[i]))
+		slices.Sort(took[i])
+		median[i] = float64(took[i][len(took[i])/2])
+	}
+	b.ReportMetric(mean[0], "netrpc-ns/call")
+	b.ReportMetric(mean[1], "dialtone-ns/call")
+	b.ReportMetric(mean[1]/mean[0], "x-mean")
+	b.ReportMetric(median[1]/median[0], "x-median")
+	b.ReportMetric(0, "ns/op") // two calls per op; the metrics above say more
 }

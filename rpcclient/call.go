@@ -83,7 +83,8 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	fail := func(extra ...error) error {
 		errs = append(errs, extra...)
 		remember()
-		return &Error{Method: serviceMethod, Attempts: attempts, Tried: ever, Err: lastErr, Errs: errs}
+		// A copy: ever's first slots live in Call's frame.
+		return &Error{Method: serviceMethod, Attempts: attempts, Tried: slices.Clone(ever), Err: lastErr, Errs: errs}
 	}
 	// refresh waits for discovery to answer a ResolveNow after failed dials
 	// (or for the endpoint's backoff to end), at most twice per call and
@@ -380,6 +381,9 @@ func setKey(args any, key string) error {
 // Everything else, including a connection that dies with the request sent,
 // counts.
 func nodeOutcome(err error) error {
+	if err == nil { // the success path: no errors.As, whose targets escape
+		return nil
+	}
 	var de *DialError
 	var be *BackoffError
 	var dc *deadConnError

@@ -56,6 +56,9 @@ func (e *errNotSent) Unwrap() error { return e.err }
 func notSent(err error) error { return &errNotSent{err} }
 
 func isNotSent(err error) bool {
+	if err == nil { // the success path: no errors.As, whose target escapes
+		return false
+	}
 	var ns *errNotSent
 	return errors.As(err, &ns)
 }
