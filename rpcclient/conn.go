@@ -101,6 +101,10 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 	if err != nil {
 		return err
 	}
+	if ctx.Done() == nil { // context.Background: a plain receive, not a select
+		<-pc.done
+		return c.finish(pc)
+	}
 	select {
 	case <-pc.done:
 		return c.finish(pc)
@@ -118,12 +122,11 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 // and, through a write deadline, the write itself.
 func (c *conn) start(ctx context.Context, method string, args, reply any) (*pendingCall, uint64, error) {
 	select {
-	case c.wslot <- struct{}{}:
-	case <-c.dead:
-		return nil, 0, notSent(&deadConnError{c.failure()})
-	case <-ctx.Done():
-		// Behind a write the peer does not drain: nothing of ours left.
-		return nil, 0, notSent(fmt.Errorf("%w: %s: waiting to write: %w", ErrConnClosed, c.addr, ctx.Err()))
+	case c.wslot <- struct{}{}: // the common case: the slot is free (one channel, no select over three)
+	default:
+		if err := c.waitSlot(ctx); err != nil {
+			return nil, 0, err
+		}
 	}
 	if c.retired.Load() {
 		<-c.wslot
@@ -173,6 +176,20 @@ func (c *conn) start(ctx context.Context, method string, args, reply any) (*pend
 		return nil, 0, notSent(err)
 	}
 	return nil, 0, err
+}
+
+// waitSlot waits for the write slot while another call writes, bounded by
+// the connection's death and ctx. On success the caller holds the slot.
+func (c *conn) waitSlot(ctx context.Context) error {
+	select {
+	case c.wslot <- struct{}{}:
+		return nil
+	case <-c.dead:
+		return notSent(&deadConnError{c.failure()})
+	case <-ctx.Done():
+		// Behind a write the peer does not drain: nothing of ours left.
+		return notSent(fmt.Errorf("%w: %s: waiting to write: %w", ErrConnClosed, c.addr, ctx.Err()))
+	}
 }
 
 // errRetired closes a retired connection.

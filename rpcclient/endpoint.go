@@ -219,7 +219,10 @@ func (e *endpoint) ready() *conn {
 // itself once its calls have their replies, and Close must still find it.
 func (e *endpoint) liveLocked() *conn {
 	for tries := len(e.conns); tries > 0 && len(e.conns) > 0; tries-- {
-		i := int(e.rr.Add(1)) % len(e.conns)
+		i := 0
+		if len(e.conns) > 1 { // the default pool of one needs no turn-taking
+			i = int(e.rr.Add(1)) % len(e.conns)
+		}
 		cn := e.conns[i]
 		if !cn.alive() {
 			e.conns = slices.Delete(e.conns, i, i+1)
