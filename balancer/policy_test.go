@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -383,5 +385,55 @@ func TestPickOptionsDoNotEscape(t *testing.T) {
 				t.Fatalf("Pick with Exclude and HashKey: %v allocations, want 0", n)
 			}
 		})
+	}
+}
+
+// edfReference is the textbook earliest-deadline-first order: at every
+// step, the node whose next slot's deadline (k+1)/slots[i] is earliest,
+// ties by node index. O(length x nodes); for tests.
+func edfReference(slots []int) []uint32 {
+	next := make([]int, len(slots)) // slots of node i already placed
+	var out []uint32
+	for {
+		best := -1
+		for i, s := range slots {
+			if next[i] == s {
+				continue
+			}
+			// (next[i]+1)/s < (next[best]+1)/slots[best]
+			if best < 0 || (next[i]+1)*slots[best] < (next[best]+1)*s {
+				best = i
+			}
+		}
+		if best < 0 {
+			return out
+		}
+		out = append(out, uint32(best))
+		next[best]++
+	}
+}
+
+// TestEDFOrderMatchesTheHeapOrder: the bucketed schedule is exactly the
+// order an EDF scheduler produces, for slot counts with common factors,
+// primes, ones, and one heavy node among light ones.
+func TestEDFOrderMatchesTheHeapOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	cases := [][]int{{1}, {1, 1, 1}, {1, 2, 5}, {3, 3, 6, 9}, {7, 11, 13}, {100, 1, 1, 1}, {1, 1000}}
+	for range 50 {
+		c := make([]int, 1+rng.IntN(40))
+		for i := range c {
+			c[i] = 1 + rng.IntN(30)
+		}
+		cases = append(cases, c)
+	}
+	for _, slots := range cases {
+		length := 0
+		for _, s := range slots {
+			length += s
+		}
+		got, want := edfOrder(slots, length), edfReference(slots)
+		if !slices.Equal(got, want) {
+			t.Fatalf("slots %v:\n got %v\nwant %v", slots, got, want)
+		}
 	}
 }

@@ -61,38 +61,68 @@ func edfSchedule(ready []entry) []uint32 {
 // built without the heap in O(length + nodes). Deadlines lie in (0, 1], so
 // a counting sort into length buckets by deadline leaves about one slot per
 // bucket; each bucket is then ordered exactly, comparing k1/s1 with k2/s2 as
-// k1*s2 against k2*s1.
+// k1*s2 against k2*s1. The counting sort is stable, so slots with equal
+// deadlines (every node's last slot has deadline 1) are already in node
+// order, and the insertion sort passes over them in one step each.
+//
+// Node i's k-th slot goes to bucket floor(k*length/slots[i]), which grows
+// by the same quotient and remainder at every k: one 32-bit division per
+// node, not a 64-bit one per slot (those cost more than the rest of a
+// slot's work put together). When every node has one slot, as with equal
+// weights, the order is the nodes' own.
 func edfOrder(slots []int, length int) []uint32 {
-	type slot struct{ node, k uint32 }
-	bucketOf := func(node, k int) int {
-		return min(length-1, k*length/slots[node])
+	sched := make([]uint32, length)
+	if length == len(slots) {
+		for i := range sched {
+			sched[i] = uint32(i)
+		}
+		return sched
 	}
-	start := make([]int32, length+1)
-	for i, s := range slots {
-		for k := 1; k <= s; k++ {
-			start[bucketOf(i, k)+1]++
+	n := uint32(length)
+	// Pass 1: each slot's bucket, in node-major order, into sched (free
+	// until the end), and the buckets' sizes into end[b+1].
+	end := make([]uint32, length+1)
+	at := 0
+	for _, s := range slots {
+		s := uint32(s)
+		q, r := n/s, n%s
+		b, rem := uint32(0), uint32(0)
+		for range s {
+			b, rem = b+q, rem+r
+			if rem >= s {
+				b, rem = b+1, rem-s
+			}
+			b := min(b, n-1)
+			sched[at] = b
+			end[b+1]++
+			at++
 		}
 	}
+	// Prefix sums make end[b+1] the end of bucket b; placing the slots
+	// back to front leaves it at the bucket's start.
 	for b := 1; b <= length; b++ {
-		start[b] += start[b-1]
+		end[b] += end[b-1]
 	}
-	fill := make([]int32, length)
-	copy(fill, start[:length])
+	type slot struct{ node, k uint32 }
 	order := make([]slot, length)
-	for i, s := range slots {
-		for k := 1; k <= s; k++ {
-			b := bucketOf(i, k)
-			order[fill[b]] = slot{uint32(i), uint32(k)}
-			fill[b]++
+	for i := len(slots) - 1; i >= 0; i-- {
+		for k := slots[i]; k >= 1; k-- {
+			at--
+			b := sched[at]
+			end[b+1]--
+			order[end[b+1]] = slot{uint32(i), uint32(k)}
 		}
 	}
 	earlier := func(x, y slot) bool {
 		l, r := uint64(x.k)*uint64(slots[y.node]), uint64(y.k)*uint64(slots[x.node])
 		return l < r || (l == r && x.node < y.node)
 	}
-	sched := make([]uint32, length)
 	for b := range length {
-		seg := order[start[b]:start[b+1]]
+		hi := n
+		if b+1 < length {
+			hi = end[b+2]
+		}
+		seg := order[end[b+1]:hi]
 		for i := 1; i < len(seg); i++ { // insertion sort: buckets hold a few slots
 			for j := i; j > 0 && earlier(seg[j], seg[j-1]); j-- {
 				seg[j], seg[j-1] = seg[j-1], seg[j]
