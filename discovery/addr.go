@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -125,45 +126,37 @@ type Rejected struct {
 // Watcher implementations call it before Publisher.Update, from their own
 // goroutine. It is safe to call from any goroutine.
 func Sanitize(in []Endpoint) (valid []Endpoint, rejected []Rejected) {
-	valid = make([]Endpoint, 0, len(in))
-	for _, e := range in {
-		if e.ID == "" {
-			e.ID = e.Addr
-		}
-		if e.Weight < 1 {
-			e.Weight = 1
-		}
+	// Sort the IDs of the endpoints that pass the field checks, with their
+	// input positions (a registry usually answers in order already), and
+	// copy each endpoint once, into its sorted place: a large answer is
+	// neither copied twice nor moved around by the sort.
+	type key struct {
+		id string
+		i  int32 // position in in; also keeps input order among equal IDs
+	}
+	keys := make([]key, 0, len(in))
+	for i := range in {
+		e := defaulted(in[i])
 		if err := checkFields(e); err != nil {
 			rejected = append(rejected, Rejected{e, err})
 			continue
 		}
-		valid = append(valid, e)
+		keys = append(keys, key{e.ID, int32(i)})
 	}
-	// Sort by ID, keeping input order among equal IDs (the first one wins
-	// below). A registry usually answers in order already; otherwise sort
-	// indexes, which is cheaper than moving whole endpoints.
-	byID := func(a, b Endpoint) int { return strings.Compare(a.ID, b.ID) }
-	if !slices.IsSortedFunc(valid, byID) {
-		idx := make([]int32, len(valid))
-		for i := range idx {
-			idx[i] = int32(i)
+	byID := func(a, b key) int {
+		if c := strings.Compare(a.id, b.id); c != 0 {
+			return c
 		}
-		slices.SortFunc(idx, func(a, b int32) int {
-			if c := byID(valid[a], valid[b]); c != 0 {
-				return c
-			}
-			return int(a - b)
-		})
-		sorted := make([]Endpoint, len(valid))
-		for i, j := range idx {
-			sorted[i] = valid[j]
-		}
-		valid = sorted
+		return cmp.Compare(a.i, b.i)
 	}
-	seenAddr := make(map[string]string, len(valid))
-	out := valid[:0]
-	for i, e := range valid {
-		if i > 0 && valid[i-1].ID == e.ID {
+	if !slices.IsSortedFunc(keys, byID) {
+		slices.SortFunc(keys, byID)
+	}
+	valid = make([]Endpoint, 0, len(keys))
+	seenAddr := make(map[string]string, len(keys))
+	for k, kv := range keys {
+		e := defaulted(in[kv.i])
+		if k > 0 && keys[k-1].id == kv.id { // the first one wins
 			rejected = append(rejected, Rejected{e, fmt.Errorf("discovery: duplicate endpoint ID %q", e.ID)})
 			continue
 		}
@@ -172,9 +165,21 @@ func Sanitize(in []Endpoint) (valid []Endpoint, rejected []Rejected) {
 			continue
 		}
 		seenAddr[e.Addr] = e.ID
-		out = append(out, e)
+		valid = append(valid, e)
 	}
-	return out, rejected
+	return valid, rejected
+}
+
+// defaulted returns e with Sanitize's defaults: the address as ID when it
+// has none, and weight 1 when below.
+func defaulted(e Endpoint) Endpoint {
+	if e.ID == "" {
+		e.ID = e.Addr
+	}
+	if e.Weight < 1 {
+		e.Weight = 1
+	}
+	return e
 }
 
 func checkFields(e Endpoint) error {
