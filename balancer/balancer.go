@@ -190,7 +190,10 @@ func (b *Balancer) apply(s discovery.State) {
 	// snapshot made after they left); an update that only changes health or
 	// weights skips this.
 	if b.breakers != nil && (gone > 0 || b.breakers.Len() > len(keep)) {
-		b.breakers.Retain(slices.Collect(maps.Keys(keep)))
+		b.breakers.RetainFunc(func(addr string) bool {
+			_, ok := keep[addr]
+			return ok
+		})
 	}
 	idx := keep
 	b.index.Store(&idx)

@@ -109,10 +109,21 @@ func (s *Set) Retain(addrs []string) {
 	for _, a := range addrs {
 		keep[a] = struct{}{}
 	}
+	s.RetainFunc(func(addr string) bool {
+		_, ok := keep[addr]
+		return ok
+	})
+}
+
+// RetainFunc is Retain with the address list given as a membership test,
+// for a caller that already holds the addresses in a map: it allocates
+// nothing when no breaker goes. keep is called under the Set's lock, once
+// per breaker; it must not call the Set.
+func (s *Set) RetainFunc(keep func(addr string) bool) {
 	var gone []*Breaker
 	s.mu.Lock()
 	for addr, b := range s.breakers {
-		if _, ok := keep[addr]; !ok {
+		if !keep(addr) {
 			delete(s.breakers, addr)
 			gone = append(gone, b)
 		}
