@@ -2,7 +2,6 @@ package rpcclient
 
 import (
 	"context"
-	"net/rpc"
 	"testing"
 
 	"github.com/dialtone-go/dialtone/internal/rpctest"
@@ -15,12 +14,7 @@ import (
 // bookkeeping (pick, Done, the outcome, the list of tried endpoints) is
 // garbage-free; errors.As targets are only made for an error.
 func TestCallAllocatesNoMoreThanNetRPC(t *testing.T) {
-	srv := rpctest.Start(t)
-	bare, err := rpc.Dial("tcp", srv.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bare.Close()
+	srv, bare := echoServer(t)
 	c, _ := newTestClient(t, []string{srv.Addr()})
 	args := &rpctest.EchoArgs{Msg: "hello"}
 	ctx := context.Background()

@@ -11,6 +11,20 @@ import (
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
+// echoServer starts a loopback server with the Echo service and dials a
+// bare *rpc.Client to it, the peer the Call benchmarks and the allocation
+// test compare with; both are closed when t ends.
+func echoServer(t testing.TB) (*rpctest.Server, *rpc.Client) {
+	t.Helper()
+	srv := rpctest.Start(t)
+	bare, err := rpc.Dial("tcp", srv.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bare.Close() })
+	return srv, bare
+}
+
 // BenchmarkCall compares Call with a bare *rpc.Client on the same loopback
 // server, side by side: serial (latency at concurrency 1) and with 64
 // concurrent callers (throughput). The failover run, with grpc-go beside
@@ -18,12 +32,7 @@ import (
 //
 //	go test -run='^$' -bench=Call -benchmem ./rpcclient/
 func BenchmarkCall(b *testing.B) {
-	srv := rpctest.Start(b)
-	bare, err := rpc.Dial("tcp", srv.Addr())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bare.Close()
+	srv, bare := echoServer(b)
 	args := &rpctest.EchoArgs{Msg: "hello"}
 	peers := []struct {
 		name string
@@ -81,12 +90,7 @@ func BenchmarkCall(b *testing.B) {
 //
 //	go test -run='^$' -bench=CallInterleaved -benchtime=20000x ./rpcclient/
 func BenchmarkCallInterleaved(b *testing.B) {
-	srv := rpctest.Start(b)
-	bare, err := rpc.Dial("tcp", srv.Addr())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bare.Close()
+	srv, bare := echoServer(b)
 	c, _ := newTestClient(b, []string{srv.Addr()})
 	args := &rpctest.EchoArgs{Msg: "hello"}
 	ctx := context.Background()
