@@ -70,7 +70,7 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	}
 	ea, eb := &s.ready[i], &s.ready[j]
 	a, b := ea.n, eb.n
-	// Sample the latency of one request in sampleEvery: a clock read costs
+	// Sample the latency of one request in 2^sampleBits: a clock read costs
 	// more than the rest of the pick on many machines, and a 10 s EWMA needs
 	// far fewer samples than a busy client makes.
 	// The one clock read of a sampled pick serves both the probe check
