@@ -111,6 +111,19 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		}
 		return nil
 	}
+	// pause waits out the backoff before the next retry, or returns the
+	// error that ends the call: the retry could not start before the
+	// deadline, or ctx ended or the client closed during the wait.
+	pause := func() error {
+		d := c.opts.retryBackoff.Delay(sent-1, nil)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
+			return fail() // the retry could not start before the deadline
+		}
+		if err := c.sleep(ctx, d); err != nil {
+			return fail(err)
+		}
+		return nil
+	}
 	var held balancer.Result // a pick the hedged path made but did not use
 	if hedge > 0 && idem {
 		legs, legErrs, won, ok, h := c.hedged(ctx, serviceMethod, args, reply, hedge, timeout)
@@ -135,6 +148,9 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 				return fail()
 			case !c.budget.withdraw():
 				return fail(ErrRetryBudget)
+			}
+			if err := pause(); err != nil {
+				return err
 			}
 		}
 	}
@@ -266,12 +282,8 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		case !c.budget.withdraw():
 			return fail(ErrRetryBudget)
 		}
-		d := c.opts.retryBackoff.Delay(sent-1, nil)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
-			return fail() // the retry could not start before the deadline
-		}
-		if err := c.sleep(ctx, d); err != nil {
-			return fail(err)
+		if err := pause(); err != nil {
+			return err
 		}
 	}
 }

@@ -118,6 +118,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			l, err = legs[1], legs[1].timedOut()
 		}
 		end(l, err)
+		err = l.err // a leg's own timeout, as ErrAttemptTimeout: retryable
 		if err == nil {
 			rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
 			withdraw(legs)

@@ -2,6 +2,7 @@ package rpcclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -132,4 +133,87 @@ func warmEvery(t *testing.T, c *Client, n int) {
 	if len(warmed) < n {
 		t.Fatalf("%d round-robin calls reached only %v", 25*n, warmed)
 	}
+}
+
+// A hedged attempt whose two legs both failed is followed by the retry
+// backoff like any other failed attempt: with a 10-minute backoff and a
+// 1 s deadline, no third attempt may start, and the call ends as soon as
+// the legs have failed.
+func TestHedgedFailureWaitsForTheBackoff(t *testing.T) {
+	a := rpctest.Start(t, rpctest.WithName("a"))
+	b := rpctest.Start(t, rpctest.WithName("b"))
+	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHedging(5*time.Millisecond),
+		WithAttemptTimeout(50*time.Millisecond), WithRetryBackoff(10*time.Minute, 10*time.Minute),
+		WithHeartbeat(0, 0), WithBalancer(balancer.WithPolicy(balancer.RoundRobin()), balancer.WithoutBreakers(),
+			balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+	warmEvery(t, c, 2) // hedges go only to nodes already connected
+	a.Hang()
+	b.Hang()
+	defer a.Unhang()
+	defer b.Unhang()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	t0 := time.Now()
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+	took := time.Since(t0)
+	var e *Error
+	if !errors.As(err, &e) || !errors.Is(err, ErrAttemptTimeout) {
+		t.Fatalf("err = %v; want an *Error wrapping the legs' attempt timeouts", err)
+	}
+	if e.Attempts != 2 {
+		t.Fatalf("attempts = %d (%v, errs %q); want the 2 hedged legs and no retry inside the 10-minute backoff", e.Attempts, err, e.Errs)
+	}
+	if took > 500*time.Millisecond {
+		t.Fatalf("the call took %v; it should end once both 50 ms legs failed, not wait for its deadline", took)
+	}
+	t.Logf("2 legs failed, no retry, returned after %v: %v", took, err)
+}
+
+// When the first leg hits its attempt timeout, the backup leg still in
+// flight is kept: it may answer a moment later. (It used to be withdrawn,
+// and the call then retried on the backup's node, which ran the request
+// twice.) Node a hangs; b answers after 100 ms. A call that starts on a
+// sends its backup to b at 100 ms; a's attempt times out at 150 ms; b
+// answers at 200 ms, 50 ms before its own attempt would time out. Random picks: with round robin, the backup's pick would
+// keep every call's first leg on the same node.
+func TestHedgeOutlivesTheFirstLegsTimeout(t *testing.T) {
+	a := rpctest.Start(t, rpctest.WithName("a"))
+	b := rpctest.Start(t, rpctest.WithName("b"))
+	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHedging(100*time.Millisecond),
+		WithAttemptTimeout(150*time.Millisecond), WithRetryBackoff(10*time.Minute, 10*time.Minute),
+		WithHeartbeat(0, 0), WithBalancer(balancer.WithPolicy(balancer.Random()), balancer.WithoutBreakers(),
+			balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+	warmEvery(t, c, 2)
+	a.Hang()
+	defer a.Unhang()
+	// A hung server reads nothing, so a call that started on a is told by
+	// its time: it outlived a's 150 ms attempt timeout (b alone answers
+	// in 100 ms).
+	sent, onA := 0, 0
+	for i := 0; i < 20 && onA < 2; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var r rpctest.ExecReply
+		t0 := time.Now()
+		err := c.Call(ctx, "Echo.Exec", &rpctest.ExecArgs{ID: fmt.Sprintf("op-%d", i), Sleep: 100 * time.Millisecond}, &r, Idempotent())
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d: %v; the backup leg on b should have answered", i, err)
+		}
+		if r.Server != "b" {
+			t.Fatalf("call %d was answered by %s, which hangs", i, r.Server)
+		}
+		sent++
+		if time.Since(t0) > 150*time.Millisecond {
+			onA++
+		}
+	}
+	if onA == 0 {
+		t.Fatalf("none of %d calls started on the hung node a", sent)
+	}
+	time.Sleep(250 * time.Millisecond) // a duplicate on b would have run by now
+	if execs := b.Executions(); len(execs) != sent {
+		t.Fatalf("%d calls ran %d times on b (%q): a backup was withdrawn and the call retried", sent, len(execs), execs)
+	}
+	t.Logf("%d calls, %d started on the hung node, each ran once on b", sent, onA)
 }
