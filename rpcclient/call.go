@@ -132,8 +132,10 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			return nil
 		}
 		if ok {
-			attempts += len(legErrs)
-			sent += len(legErrs)
+			// Every leg is an attempt whose request left, including one
+			// withdrawn when the other failed for good.
+			attempts += len(legs)
+			sent += len(legs)
 			tried = append(tried, legs...)
 			errs = append(errs, legErrs...)
 			if len(legErrs) > 0 {

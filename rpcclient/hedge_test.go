@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/rpc"
 	"testing"
 	"time"
 
@@ -216,4 +217,36 @@ func TestHedgeOutlivesTheFirstLegsTimeout(t *testing.T) {
 		t.Fatalf("%d calls ran %d times on b (%q): a backup was withdrawn and the call retried", sent, len(execs), execs)
 	}
 	t.Logf("%d calls, %d started on the hung node, each ran once on b", sent, onA)
+}
+
+// Error.Attempts counts both legs of a hedged attempt, also when one leg's
+// application error ended the call and the other leg was withdrawn.
+func TestHedgedAttemptsCountBothLegs(t *testing.T) {
+	slow := rpctest.Start(t, rpctest.WithName("slow"))
+	fast := rpctest.Start(t, rpctest.WithName("fast"))
+	px := rpctest.NewProxy(t, slow.Addr())
+	c, _ := newTestClient(t, []string{px.Addr(), fast.Addr()}, WithHedging(20*time.Millisecond),
+		WithBalancer(balancer.WithPolicy(balancer.Random())))
+	warmEvery(t, c, 2)
+	px.Latency(300 * time.Millisecond)
+	for i := 0; i < 20; i++ {
+		var r rpctest.EchoReply
+		err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Fail: "boom"}, &r, Idempotent())
+		var e *Error
+		var se rpc.ServerError
+		if !errors.As(err, &e) || !errors.As(err, &se) {
+			t.Fatalf("err = %v; want an *Error with the application error", err)
+		}
+		if len(e.Tried) == 2 { // started on the slow node; the backup failed at once
+			if e.Attempts != 2 {
+				t.Fatalf("attempts = %d for a hedged attempt with two legs (%v)", e.Attempts, err)
+			}
+			t.Logf("call %d: %v", i, err)
+			return
+		}
+		if e.Attempts != 1 {
+			t.Fatalf("attempts = %d for an application error on the first leg alone (%v)", e.Attempts, err)
+		}
+	}
+	t.Fatal("none of 20 calls started on the slow node")
 }
