@@ -82,11 +82,20 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
-// BenchmarkCallInterleaved measures latency at concurrency 1 with the two
+// BenchmarkCallInterleaved measures latency at concurrency 1 with the
 // clients taking turns call by call, so that drift on a shared machine
-// (another tenant, CPU frequency, the GC) falls on both alike; BenchmarkCall
-// runs them one after the other, seconds apart. The order flips every
-// iteration. It reports each side's mean and median and dialtone's ratios:
+// (another tenant, CPU frequency, the GC) falls on all alike; BenchmarkCall
+// runs them one after the other, seconds apart. The order rotates every
+// iteration. The three are:
+//   - netrpc: a bare *rpc.Client;
+//   - transport: the connection Call uses, called directly (conn.do, which
+//     makes net/rpc's call cancellable), with no pick, breaker, retry
+//     wrapper or Done;
+//   - dialtone: Call.
+//
+// It reports each one's mean and median, Call's ratios to net/rpc, and the
+// success path's share of a loopback call: (dialtone - transport) /
+// netrpc, by medians.
 //
 //	go test -run='^$' -bench=CallInterleaved -benchtime=20000x ./rpcclient/
 func BenchmarkCallInterleaved(b *testing.B) {
@@ -94,19 +103,30 @@ func BenchmarkCallInterleaved(b *testing.B) {
 	c, _ := newTestClient(b, []string{srv.Addr()})
 	args := &rpctest.EchoArgs{Msg: "hello"}
 	ctx := context.Background()
-	calls := [2]func(r *rpctest.EchoReply) error{
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", args, &r); err != nil { // connect
+		b.Fatal(err)
+	}
+	ep := c.endpoint(srv.Addr())
+	calls := [3]func(r *rpctest.EchoReply) error{
 		func(r *rpctest.EchoReply) error { return bare.Call("Echo.Echo", args, r) },
+		func(r *rpctest.EchoReply) error {
+			cn, err := ep.get(ctx, ctx)
+			if err != nil {
+				return err
+			}
+			return cn.do(ctx, "Echo.Echo", args, r)
+		},
 		func(r *rpctest.EchoReply) error { return c.Call(ctx, "Echo.Echo", args, r, Idempotent()) },
 	}
-	var took [2][]time.Duration
+	var took [3][]time.Duration
 	for i := range took {
 		took[i] = make([]time.Duration, 0, b.N)
 	}
-	var r rpctest.EchoReply
 	b.ResetTimer()
 	for i := range b.N {
-		for k := range 2 {
-			who := (i + k) % 2
+		for k := range 3 {
+			who := (i + k) % 3
 			start := time.Now()
 			if err := calls[who](&r); err != nil {
 				b.Fatal(err)
@@ -115,7 +135,7 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	var mean, median [2]float64
+	var mean, median [3]float64
 	for i := range took {
 		var sum time.Duration
 		for _, d := range took[i] {
@@ -126,8 +146,10 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		median[i] = float64(took[i][len(took[i])/2])
 	}
 	b.ReportMetric(mean[0], "netrpc-ns/call")
-	b.ReportMetric(mean[1], "dialtone-ns/call")
-	b.ReportMetric(mean[1]/mean[0], "x-mean")
-	b.ReportMetric(median[1]/median[0], "x-median")
-	b.ReportMetric(0, "ns/op") // two calls per op; the metrics above say more
+	b.ReportMetric(mean[1], "transport-ns/call")
+	b.ReportMetric(mean[2], "dialtone-ns/call")
+	b.ReportMetric(mean[2]/mean[0], "x-mean")
+	b.ReportMetric(median[2]/median[0], "x-median")
+	b.ReportMetric(100*(median[2]-median[1])/median[0], "path-%")
+	b.ReportMetric(0, "ns/op") // three calls per op; the metrics above say more
 }

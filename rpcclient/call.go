@@ -37,7 +37,7 @@ import (
 // WithPoolSize above 1, a call may start the one background dial that grows
 // its endpoint's pool (see WithPoolSize).
 func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any, opts ...CallOption) error {
-	idem := c.opts.idempotent[serviceMethod]
+	var idem bool
 	timeout := c.opts.attemptTimeout
 	hedge := c.opts.hedgeDelay
 	for i := range opts {
@@ -56,11 +56,65 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			idem = true
 		}
 	}
+	if !idem && len(c.opts.idempotent) > 0 {
+		idem = c.opts.idempotent[serviceMethod]
+	}
 	if c.closed.Load() {
 		return &Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}}
 	}
 	c.budget.onCall()
+	if hedge > 0 && idem {
+		return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, nil)
+	}
+	// The first attempt of most calls, kept apart from the retry loop: it
+	// makes one pick and one attempt, and touches little else, so that a
+	// call that succeeds pays for nothing it does not use (the loop's state,
+	// its closures, the balancer's update channel). Everything past a
+	// failed pick or a failed attempt is the loop's, in call.
+	r, err := c.bal.Pick(ctx)
+	if err != nil {
+		return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, nil)
+	}
+	a := c.attempt(ctx, &r, c.endpoint(r.Endpoint.Addr), serviceMethod, args, reply, timeout)
+	if a.err == nil {
+		r.Done(nil)
+		return nil
+	}
+	return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, &a)
+}
 
+// attempt is one request to one picked node: the pick, the node's
+// endpoint, and the error of the attempt, which r's Done has not yet been
+// told.
+type attempt struct {
+	r     balancer.Result
+	ep    *endpoint
+	err   error
+	timed bool // the attempt had its own timeout (WithAttemptTimeout)
+}
+
+// attempt sends one request to the node r picked, dialling its endpoint ep
+// if it has no connection, within the per-attempt timeout if there is one.
+// It does not call r.Done.
+func (c *Client) attempt(ctx context.Context, r *balancer.Result, ep *endpoint, serviceMethod string, args, reply any, timeout time.Duration) attempt {
+	actx, cancel := ctx, context.CancelFunc(nil)
+	if timeout > 0 {
+		actx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	cn, err := ep.get(actx, ctx)
+	if err == nil {
+		err = cn.do(actx, serviceMethod, args, reply)
+	}
+	if cancel != nil {
+		cancel()
+	}
+	return attempt{r: *r, ep: ep, err: err, timed: cancel != nil}
+}
+
+// call is Call's general path: hedging, retries, waits for discovery after
+// failed dials, and the Error. first, when not nil, is an attempt Call
+// already made, which call settles before it goes on.
+func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any, idem bool, timeout, hedge time.Duration, first *attempt) error {
 	var (
 		triedBuf [4]string
 		tried    = triedBuf[:0] // excluded from picks; reset when discovery refreshes
@@ -157,66 +211,63 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		}
 	}
 	for {
-		upd := c.bal.Updated()
-		var r balancer.Result
-		var err error
-		if held.Done == nil {
-			r, err = c.bal.Pick(ctx, balancer.Exclude(tried...))
+		var a attempt
+		if first != nil {
+			a, first = *first, nil
 		} else {
-			r, held = held, balancer.Result{}
-		}
-		if err != nil && errors.Is(err, balancer.ErrNoStateYet) {
-			// The first answer from discovery is on its way.
-			if werr := c.wait(ctx, upd, time.Time{}); werr != nil {
-				lastErr = err
-				return fail(err, werr)
+			upd := c.bal.Updated()
+			var r balancer.Result
+			var err error
+			if held.Done == nil {
+				r, err = c.bal.Pick(ctx, balancer.Exclude(tried...))
+			} else {
+				r, held = held, balancer.Result{}
 			}
-			continue
-		}
-		if err != nil {
-			prev := lastErr
-			lastErr = err
-			errs = append(errs, err)
-			if isNotSent(prev) && refresh(upd, time.Time{}) == nil {
+			if err != nil && errors.Is(err, balancer.ErrNoStateYet) {
+				// The first answer from discovery is on its way.
+				if werr := c.wait(ctx, upd, time.Time{}); werr != nil {
+					lastErr = err
+					return fail(err, werr)
+				}
+				continue
+			}
+			if err != nil {
+				prev := lastErr
+				lastErr = err
+				errs = append(errs, err)
+				if isNotSent(prev) && refresh(upd, time.Time{}) == nil {
+					remember()
+					tried = tried[:0]
+					continue
+				}
+				return fail(ctxErr(ctx)...)
+			}
+			addr := r.Endpoint.Addr
+			ep := c.endpoint(addr)
+			if isNotSent(lastErr) && slices.Contains(tried, addr) {
+				// Every other node is excluded or gone: wait for a fresh set
+				// or for this endpoint's backoff, not a redial of a stale
+				// address.
+				r.Done(errNoOutcome) // nothing was sent
+				ep.mu.Lock()
+				until := ep.retryAt
+				ep.mu.Unlock()
+				if err := refresh(upd, until); err != nil {
+					if errors.Is(err, errNoFreshSet) {
+						return fail()
+					}
+					return fail(err)
+				}
 				remember()
 				tried = tried[:0]
 				continue
 			}
-			return fail(ctxErr(ctx)...)
-		}
-		addr := r.Endpoint.Addr
-		ep := c.endpoint(addr)
-		if isNotSent(lastErr) && slices.Contains(tried, addr) {
-			// Every other node is excluded or gone: wait for a fresh set
-			// or for this endpoint's backoff, not a redial of a stale
-			// address.
-			r.Done(errNoOutcome) // nothing was sent
-			ep.mu.Lock()
-			until := ep.retryAt
-			ep.mu.Unlock()
-			if err := refresh(upd, until); err != nil {
-				if errors.Is(err, errNoFreshSet) {
-					return fail()
-				}
-				return fail(err)
-			}
-			remember()
-			tried = tried[:0]
-			continue
-		}
 
+			a = c.attempt(ctx, &r, ep, serviceMethod, args, reply, timeout)
+		}
 		attempts++
-		actx, cancel := ctx, context.CancelFunc(nil)
-		if timeout > 0 {
-			actx, cancel = context.WithTimeout(ctx, timeout)
-		}
-		cn, err := ep.get(actx, ctx)
-		if err == nil {
-			err = cn.do(actx, serviceMethod, args, reply)
-		}
-		if cancel != nil {
-			cancel()
-		}
+		r, ep, err := a.r, a.ep, a.err
+		addr := r.Endpoint.Addr
 		if err != nil {
 			if cerr := expired(ctx); cerr != nil {
 				// The caller's own deadline or cancellation: not the
@@ -229,7 +280,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 				}
 				return fail(cerr)
 			}
-			if cancel != nil && errors.Is(err, context.DeadlineExceeded) {
+			if a.timed && errors.Is(err, context.DeadlineExceeded) {
 				err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, addr, err)
 			}
 		}
