@@ -2,6 +2,7 @@ package rpcclient
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/rpc"
 	"slices"
 	"testing"
@@ -85,17 +86,20 @@ func BenchmarkCall(b *testing.B) {
 // BenchmarkCallInterleaved measures latency at concurrency 1 with the
 // clients taking turns call by call, so that drift on a shared machine
 // (another tenant, CPU frequency, the GC) falls on all alike; BenchmarkCall
-// runs them one after the other, seconds apart. The order rotates every
-// iteration. The three are:
+// runs them one after the other, seconds apart. The turns come in a new
+// random order every round: a call is a little faster after a call on the
+// same connection than after one on another, and a fixed order would hand
+// that to some clients only. The clients are:
 //   - netrpc: a bare *rpc.Client;
 //   - transport: the connection Call uses, called directly (conn.do, which
 //     makes net/rpc's call cancellable), with no pick, breaker, retry
-//     wrapper or Done;
+//     wrapper or Done; it takes two turns per round, counted apart, and
+//     their difference is the measurement's own noise floor;
 //   - dialtone: Call.
 //
-// It reports each one's mean and median, Call's ratios to net/rpc, and the
-// success path's share of a loopback call: (dialtone - transport) /
-// netrpc, by medians.
+// It reports each one's mean and median, Call's ratios to net/rpc, the
+// success path's share of a loopback call, (dialtone - transport) / netrpc
+// by medians, and the noise floor, (transport' - transport) / netrpc.
 //
 //	go test -run='^$' -bench=CallInterleaved -benchtime=20000x ./rpcclient/
 func BenchmarkCallInterleaved(b *testing.B) {
@@ -108,25 +112,30 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		b.Fatal(err)
 	}
 	ep := c.endpoint(srv.Addr())
-	calls := [3]func(r *rpctest.EchoReply) error{
-		func(r *rpctest.EchoReply) error { return bare.Call("Echo.Echo", args, r) },
-		func(r *rpctest.EchoReply) error {
-			cn, err := ep.get(ctx, ctx)
-			if err != nil {
-				return err
-			}
-			return cn.do(ctx, "Echo.Echo", args, r)
-		},
-		func(r *rpctest.EchoReply) error { return c.Call(ctx, "Echo.Echo", args, r, Idempotent()) },
+	transport := func(r *rpctest.EchoReply) error {
+		cn, err := ep.get(ctx, ctx)
+		if err != nil {
+			return err
+		}
+		return cn.do(ctx, "Echo.Echo", args, r)
 	}
-	var took [3][]time.Duration
+	const netrpc, direct, direct2, dialtone = 0, 1, 2, 3
+	calls := [4]func(r *rpctest.EchoReply) error{
+		netrpc:   func(r *rpctest.EchoReply) error { return bare.Call("Echo.Echo", args, r) },
+		direct:   transport,
+		direct2:  transport,
+		dialtone: func(r *rpctest.EchoReply) error { return c.Call(ctx, "Echo.Echo", args, r, Idempotent()) },
+	}
+	var took [4][]time.Duration
 	for i := range took {
 		took[i] = make([]time.Duration, 0, b.N)
 	}
+	rnd := rand.New(rand.NewPCG(1, 2))
+	order := []int{0, 1, 2, 3}
 	b.ResetTimer()
-	for i := range b.N {
-		for k := range 3 {
-			who := (i + k) % 3
+	for range b.N {
+		rnd.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, who := range order {
 			start := time.Now()
 			if err := calls[who](&r); err != nil {
 				b.Fatal(err)
@@ -135,7 +144,7 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	var mean, median [3]float64
+	var mean, median [4]float64
 	for i := range took {
 		var sum time.Duration
 		for _, d := range took[i] {
@@ -145,11 +154,12 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		slices.Sort(took[i])
 		median[i] = float64(took[i][len(took[i])/2])
 	}
-	b.ReportMetric(mean[0], "netrpc-ns/call")
-	b.ReportMetric(mean[1], "transport-ns/call")
-	b.ReportMetric(mean[2], "dialtone-ns/call")
-	b.ReportMetric(mean[2]/mean[0], "x-mean")
-	b.ReportMetric(median[2]/median[0], "x-median")
-	b.ReportMetric(100*(median[2]-median[1])/median[0], "path-%")
-	b.ReportMetric(0, "ns/op") // three calls per op; the metrics above say more
+	b.ReportMetric(mean[netrpc], "netrpc-ns/call")
+	b.ReportMetric(mean[direct], "transport-ns/call")
+	b.ReportMetric(mean[dialtone], "dialtone-ns/call")
+	b.ReportMetric(mean[dialtone]/mean[netrpc], "x-mean")
+	b.ReportMetric(median[dialtone]/median[netrpc], "x-median")
+	b.ReportMetric(100*(median[dialtone]-median[direct])/median[netrpc], "path-%")
+	b.ReportMetric(100*(median[direct2]-median[direct])/median[netrpc], "floor-%")
+	b.ReportMetric(0, "ns/op") // four calls per op; the metrics above say more
 }
