@@ -75,40 +75,38 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	if err != nil {
 		return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, nil)
 	}
-	a := c.attempt(ctx, &r, c.endpoint(r.Endpoint.Addr), serviceMethod, args, reply, timeout)
-	if a.err == nil {
+	ep := c.endpoint(r.Endpoint.Addr)
+	err = send(ctx, ep, serviceMethod, args, reply, timeout)
+	if err == nil {
 		r.Done(nil)
 		return nil
 	}
-	return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, &a)
+	return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, &attempt{r: r, ep: ep, err: err})
 }
 
-// attempt is one request to one picked node: the pick, the node's
-// endpoint, and the error of the attempt, which r's Done has not yet been
-// told.
+// attempt is a request Call sent to one picked node and that failed: the
+// pick, the node's endpoint, and the error, which r's Done has not yet
+// been told.
 type attempt struct {
-	r     balancer.Result
-	ep    *endpoint
-	err   error
-	timed bool // the attempt had its own timeout (WithAttemptTimeout)
+	r   balancer.Result
+	ep  *endpoint
+	err error
 }
 
-// attempt sends one request to the node r picked, dialling its endpoint ep
-// if it has no connection, within the per-attempt timeout if there is one.
-// It does not call r.Done.
-func (c *Client) attempt(ctx context.Context, r *balancer.Result, ep *endpoint, serviceMethod string, args, reply any, timeout time.Duration) attempt {
-	actx, cancel := ctx, context.CancelFunc(nil)
+// send sends one request on endpoint ep, dialling it if it has no
+// connection, within the per-attempt timeout if there is one (timeout > 0).
+func send(ctx context.Context, ep *endpoint, serviceMethod string, args, reply any, timeout time.Duration) error {
+	actx := ctx
 	if timeout > 0 {
+		var cancel context.CancelFunc
 		actx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
 	}
 	cn, err := ep.get(actx, ctx)
-	if err == nil {
-		err = cn.do(actx, serviceMethod, args, reply)
+	if err != nil {
+		return err
 	}
-	if cancel != nil {
-		cancel()
-	}
-	return attempt{r: *r, ep: ep, err: err, timed: cancel != nil}
+	return cn.do(actx, serviceMethod, args, reply)
 }
 
 // call is Call's general path: hedging, retries, waits for discovery after
@@ -263,7 +261,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				continue
 			}
 
-			a = c.attempt(ctx, &r, ep, serviceMethod, args, reply, timeout)
+			a = attempt{r: r, ep: ep, err: send(ctx, ep, serviceMethod, args, reply, timeout)}
 		}
 		attempts++
 		r, ep, err := a.r, a.ep, a.err
@@ -280,7 +278,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				}
 				return fail(cerr)
 			}
-			if a.timed && errors.Is(err, context.DeadlineExceeded) {
+			if timeout > 0 && errors.Is(err, context.DeadlineExceeded) {
 				err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, addr, err)
 			}
 		}

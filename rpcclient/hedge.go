@@ -78,8 +78,9 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	hedge := timer.C
 
 	// end settles a leg: its outcome goes to the balancer, the winner's
-	// reply to the caller.
-	end := func(l *leg, err error) {
+	// reply to the caller. It returns the leg's error as recorded: a leg's
+	// own timeout is an ErrAttemptTimeout, which is retryable.
+	end := func(l *leg, err error) error {
 		l.over = true
 		l.cancel()
 		if err != nil && l.ctx.Err() != nil && expired(ctx) == nil {
@@ -87,6 +88,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		}
 		l.err = err
 		l.done(err)
+		return err
 	}
 	for {
 		var done0, done1, ctx0, ctx1 <-chan struct{}
@@ -117,9 +119,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		case <-ctx1:
 			l, err = legs[1], legs[1].timedOut()
 		}
-		end(l, err)
-		err = l.err // a leg's own timeout, as ErrAttemptTimeout: retryable
-		if err == nil {
+		if err = end(l, err); err == nil {
 			rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
 			withdraw(legs)
 			return addrs(legs), nil, true, true, balancer.Result{}
