@@ -108,7 +108,7 @@ func TestRetryBudgetBoundsAStorm(t *testing.T) {
 	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()},
 		WithAttemptTimeout(5*time.Millisecond), WithMaxAttempts(5), WithRetryBudget(0.2, 10), WithHeartbeat(0, 0),
 		WithRetryBackoff(time.Millisecond, time.Millisecond),
-		WithBalancer(balancer.WithoutBreakers(), balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+		withoutNodeHealth())
 	start := time.Now()
 	calls, attempts, budgetErrs := 0, 0, 0
 	for time.Since(start) < time.Second && calls < 2000 {

@@ -18,7 +18,7 @@ func TestConnectionResets(t *testing.T) {
 	a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
 	px := rpctest.NewProxy(t, a.Addr())
 	c, _ := newTestClient(t, []string{px.Addr(), b.Addr()}, WithConnectBackoff(10*time.Millisecond, 1.6, 50*time.Millisecond, 0.2),
-		WithBalancer(balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true}), balancer.WithoutBreakers()))
+		withoutNodeHealth())
 	stop := make(chan struct{})
 	go func() { // reset every connection through the proxy, again and again
 		for {
@@ -105,7 +105,7 @@ func TestDeadlineShorterThanBackoff(t *testing.T) {
 	defer s.Unhang()
 	c, _ := newTestClient(t, []string{s.Addr()}, WithAttemptTimeout(20*time.Millisecond),
 		WithRetryBackoff(10*time.Second, 10*time.Second), WithHeartbeat(0, 0),
-		WithBalancer(balancer.WithoutBreakers(), balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+		withoutNodeHealth())
 	var worst time.Duration
 	for range 10 {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

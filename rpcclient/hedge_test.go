@@ -145,8 +145,7 @@ func TestHedgedFailureWaitsForTheBackoff(t *testing.T) {
 	b := rpctest.Start(t, rpctest.WithName("b"))
 	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHedging(5*time.Millisecond),
 		WithAttemptTimeout(50*time.Millisecond), WithRetryBackoff(10*time.Minute, 10*time.Minute),
-		WithHeartbeat(0, 0), WithBalancer(balancer.WithPolicy(balancer.RoundRobin()), balancer.WithoutBreakers(),
-			balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+		WithHeartbeat(0, 0), withoutNodeHealth(balancer.WithPolicy(balancer.RoundRobin())))
 	warmEvery(t, c, 2) // hedges go only to nodes already connected
 	a.Hang()
 	b.Hang()
@@ -183,8 +182,7 @@ func TestHedgeOutlivesTheFirstLegsTimeout(t *testing.T) {
 	b := rpctest.Start(t, rpctest.WithName("b"))
 	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHedging(100*time.Millisecond),
 		WithAttemptTimeout(150*time.Millisecond), WithRetryBackoff(10*time.Minute, 10*time.Minute),
-		WithHeartbeat(0, 0), WithBalancer(balancer.WithPolicy(balancer.Random()), balancer.WithoutBreakers(),
-			balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+		WithHeartbeat(0, 0), withoutNodeHealth(balancer.WithPolicy(balancer.Random())))
 	warmEvery(t, c, 2)
 	a.Hang()
 	defer a.Unhang()

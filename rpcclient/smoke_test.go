@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/discovery"
 )
 
@@ -126,6 +127,14 @@ func newTestClient(t testing.TB, addrs []string, opts ...Option) (*Client, *disc
 	}
 	t.Cleanup(func() { c.Close(); w.Close() })
 	return c, w
+}
+
+// withoutNodeHealth is WithBalancer with breakers and outlier ejection off,
+// plus opts: for tests whose failed attempts must not take a node out of
+// rotation.
+func withoutNodeHealth(opts ...balancer.Option) Option {
+	return WithBalancer(append([]balancer.Option{balancer.WithoutBreakers(),
+		balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})}, opts...)...)
 }
 
 func TestCallAndServerError(t *testing.T) {
