@@ -151,7 +151,7 @@ func (c *Client) maintain() {
 			if removed.IsZero() || now.Sub(removed) < c.opts.drainGrace {
 				continue
 			}
-			if _, pending := e.status(); pending == 0 {
+			if _, pending, _ := e.status(); pending == 0 {
 				gone = append(gone, e)
 			}
 		}
@@ -185,6 +185,11 @@ type EndpointStatus struct {
 	State   State
 	Pending int    // calls waiting for a reply
 	Dials   uint64 // dials made so far
+	// LastClose says why the endpoint's most recent connection closed
+	// (wrapping ErrHeartbeat, ErrReadTimeout, ErrConnClosed, ...); nil
+	// while none has. It outlives the reconnect, so a Ready endpoint may
+	// show why its previous connection was dropped.
+	LastClose error
 }
 
 // Endpoints returns the connection state of every endpoint the client has
@@ -192,8 +197,8 @@ type EndpointStatus struct {
 func (c *Client) Endpoints() []EndpointStatus {
 	var out []EndpointStatus
 	for addr, e := range *c.endpoints.Load() {
-		st, p := e.status()
-		out = append(out, EndpointStatus{Addr: addr, State: st, Pending: p, Dials: e.dials.Load()})
+		st, p, closed := e.status()
+		out = append(out, EndpointStatus{Addr: addr, State: st, Pending: p, Dials: e.dials.Load(), LastClose: closed})
 	}
 	return out
 }

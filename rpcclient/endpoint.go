@@ -56,6 +56,7 @@ type endpoint struct {
 	growFailures int
 	growAt       time.Time
 	lastErr      error
+	lastClose    error     // why the last connection to close closed; nil before any did
 	removed      time.Time // when discovery dropped the address; zero while listed
 	rr           atomic.Uint32
 	dials        atomic.Uint64
@@ -254,7 +255,9 @@ func (e *endpoint) dial(ctx context.Context) (*conn, error) {
 
 // connDead is called by a conn's reader goroutine when it dies.
 func (e *endpoint) connDead(cn *conn) {
+	err := cn.failure()
 	e.mu.Lock()
+	e.lastClose = err
 	for i, x := range e.conns {
 		if x == cn {
 			e.conns = append(e.conns[:i], e.conns[i+1:]...)
@@ -267,8 +270,9 @@ func (e *endpoint) connDead(cn *conn) {
 	e.mu.Unlock()
 }
 
-// status returns the endpoint's state and pending calls.
-func (e *endpoint) status() (State, int) {
+// status returns the endpoint's state, its pending calls and why its last
+// connection closed.
+func (e *endpoint) status() (State, int, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := e.state
@@ -279,7 +283,7 @@ func (e *endpoint) status() (State, int) {
 	for _, cn := range e.conns {
 		pending += cn.inflight()
 	}
-	return st, pending
+	return st, pending, e.lastClose
 }
 
 // shutdown stops new calls and closes the connections, failing their
