@@ -133,11 +133,9 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 }
 
 // backup starts the second leg on a node other than firstAddr that has a
-// connection up, if the retry budget allows; nil otherwise.
+// connection up, if the retry budget allows; nil otherwise. The budget is
+// asked last, so that a backup with no node to go to spends no token.
 func (c *Client) backup(ctx context.Context, firstAddr string, start func(balancer.Result, *conn) *leg) *leg {
-	if !c.budget.withdraw() {
-		return nil
-	}
 	r, err := c.bal.Pick(ctx, balancer.Exclude(firstAddr))
 	if err != nil {
 		return nil
@@ -146,7 +144,7 @@ func (c *Client) backup(ctx context.Context, firstAddr string, start func(balanc
 	if r.Endpoint.Addr != firstAddr {
 		cn = c.endpoint(r.Endpoint.Addr).ready()
 	}
-	if cn == nil {
+	if cn == nil || !c.budget.withdraw() {
 		r.Done(context.Canceled) // not an outcome: nothing was sent
 		return nil
 	}

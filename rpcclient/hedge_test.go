@@ -248,3 +248,29 @@ func TestHedgedAttemptsCountBothLegs(t *testing.T) {
 	}
 	t.Fatal("none of 20 calls started on the slow node")
 }
+
+// A backup that has nowhere to go spends no retry token: with one node,
+// every hedge timer fires and finds no other connected node, and the
+// budget keeps every deposit. (Before the fix, each such call withdrew a
+// token first and never returned it, so hedging drained the budget that
+// retries need.)
+func TestHedgeWithNoBackupNodeSpendsNoToken(t *testing.T) {
+	srv := rpctest.Start(t)
+	px := rpctest.NewProxy(t, srv.Addr())
+	// Each call deposits one whole token; the floor's reserve is off.
+	c, _ := newTestClient(t, []string{px.Addr()}, WithHedging(2*time.Millisecond), WithRetryBudget(1, 0))
+	warmEvery(t, c, 1)
+	px.Latency(30 * time.Millisecond)
+	before := c.budget.milli.Load()
+	const calls = 5
+	for range calls {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Msg: "m"}, &r, Idempotent()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := c.budget.milli.Load()-before, int64(calls*1000); got != want {
+		t.Fatalf("the budget moved by %d milli-tokens over %d hedged calls with no backup node, want +%d (deposits only)",
+			got, calls, want)
+	}
+}
