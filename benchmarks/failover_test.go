@@ -22,11 +22,18 @@ package benchmarks
 // children are this test binary, built without -race unless the benchmark
 // is run with -race.
 //
+// One round is noisy: which requests are in flight at the kill decides most
+// of the failures with retries off. -failover.rounds=N repeats the whole run
+// N times (fresh backends and clients each time), prints every round's
+// table, and then the failures of every round and their median per client.
+//
 //	go test -run='^$' -bench=Failover -benchtime=1x .
+//	go test -run='^$' -bench=Failover -benchtime=1x . -failover.rounds=5
 
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -52,6 +59,8 @@ import (
 )
 
 const grpcChildEnv = "DIALTONE_BENCH_GRPC_CHILD"
+
+var failoverRounds = flag.Int("failover.rounds", 1, "BenchmarkFailover: how many times to repeat the whole run")
 
 func TestMain(m *testing.M) {
 	rpctest.RunChildIfRequested()
@@ -169,22 +178,14 @@ func load(b *testing.B, callers int, d time.Duration, victim string, kill func()
 
 func BenchmarkFailover(b *testing.B) {
 	const run = 3 * time.Second
-	type row struct {
-		client             string
-		callers            int
-		phase              string
-		calls, fails       int
-		p50, p99           time.Duration
-		lastFailAfterKill  time.Duration
-		lastFailAfterClose time.Duration
-	}
-	var rows []row
+	var rows []failoverRow
+	round := 0
 	summarize := func(client string, callers int, out []outcome, killAt, closeAt time.Duration) {
 		for _, ph := range []struct {
 			name     string
 			from, to time.Duration
 		}{{"before", 0, killAt}, {"during", killAt, killAt + time.Second}, {"after", killAt + time.Second, run}, {"total", 0, run}} {
-			r := row{client: client, callers: callers, phase: ph.name}
+			r := failoverRow{round: round, client: client, callers: callers, phase: ph.name}
 			var lat []time.Duration
 			for _, o := range out {
 				if o.at < ph.from || o.at >= ph.to {
@@ -202,6 +203,15 @@ func BenchmarkFailover(b *testing.B) {
 			rows = append(rows, r)
 		}
 	}
+	for round = 1; round <= max(*failoverRounds, 1); round++ {
+		failoverRound(b, run, summarize)
+	}
+	printFailover(rows)
+}
+
+// failoverRound runs every client at 16 and 64 callers once and hands each
+// run's outcomes to summarize.
+func failoverRound(b *testing.B, run time.Duration, summarize func(client string, callers int, out []outcome, killAt, closeAt time.Duration)) {
 	for _, callers := range []int{16, 64} {
 		for _, mode := range []string{"retries", "no retries", "rr, no retries"} {
 			retries := mode == "retries"
@@ -261,10 +271,37 @@ func BenchmarkFailover(b *testing.B) {
 		conn.Close()
 		summarize("grpc-go round_robin", callers, out, killAt, closeAt)
 	}
-	sort.SliceStable(rows, func(i, j int) bool { return rows[i].callers < rows[j].callers })
-	fmt.Printf("\n| client                    | callers | phase  |  calls | failures |  p50 ms |  p99 ms | last failure after SIGKILL sent / sockets closed |\n")
-	fmt.Printf("|---------------------------|---------|--------|--------|----------|---------|---------|--------------------------------------------------|\n")
+}
+
+// failoverRow is one phase of one client's run in one round.
+type failoverRow struct {
+	round              int
+	client             string
+	callers            int
+	phase              string
+	calls, fails       int
+	p50, p99           time.Duration
+	lastFailAfterKill  time.Duration
+	lastFailAfterClose time.Duration
+}
+
+// printFailover prints every round's table, in the order the rounds ran,
+// and with more than one round a summary of the total failures.
+func printFailover(rows []failoverRow) {
+	sort.SliceStable(rows, func(i, j int) bool {
+		if rows[i].round != rows[j].round {
+			return rows[i].round < rows[j].round
+		}
+		return rows[i].callers < rows[j].callers
+	})
+	rounds := 0
 	for _, r := range rows {
+		if r.round != rounds {
+			rounds = r.round
+			fmt.Printf("\nround %d\n", r.round)
+			fmt.Printf("| client                    | callers | phase  |  calls | failures |  p50 ms |  p99 ms | last failure after SIGKILL sent / sockets closed |\n")
+			fmt.Printf("|---------------------------|---------|--------|--------|----------|---------|---------|--------------------------------------------------|\n")
+		}
 		last := "-"
 		if r.fails > 0 {
 			last = fmt.Sprintf("%.1f ms / %.1f ms", stats.Ms(r.lastFailAfterKill), stats.Ms(r.lastFailAfterClose))
@@ -273,4 +310,42 @@ func BenchmarkFailover(b *testing.B) {
 			r.calls, r.fails, stats.Ms(r.p50), stats.Ms(r.p99), last)
 	}
 	fmt.Println()
+	if rounds < 2 {
+		return
+	}
+	// The summary: per client and caller count, the total failures of each
+	// round, their median, and the median calls per round.
+	type key struct {
+		client  string
+		callers int
+	}
+	var order []key
+	fails := map[key][]int{}
+	calls := map[key][]int{}
+	for _, r := range rows {
+		if r.phase != "total" {
+			continue
+		}
+		k := key{r.client, r.callers}
+		if _, ok := fails[k]; !ok {
+			order = append(order, k)
+		}
+		fails[k] = append(fails[k], r.fails)
+		calls[k] = append(calls[k], r.calls)
+	}
+	sort.SliceStable(order, func(i, j int) bool { return order[i].callers < order[j].callers })
+	fmt.Printf("| client                    | callers | failures per round        | median failures | median calls |\n")
+	fmt.Printf("|---------------------------|---------|--------------------------|-----------------|--------------|\n")
+	for _, k := range order {
+		fmt.Printf("| %-25s | %7d | %-24s | %15d | %12d |\n", k.client, k.callers, fmt.Sprint(fails[k]),
+			medianInt(fails[k]), medianInt(calls[k]))
+	}
+	fmt.Println()
+}
+
+// medianInt returns the median of xs (the upper one of an even count).
+func medianInt(xs []int) int {
+	s := append([]int(nil), xs...)
+	sort.Ints(s)
+	return s[len(s)/2]
 }
