@@ -334,11 +334,15 @@ func printFailover(rows []failoverRow) {
 		calls[k] = append(calls[k], r.calls)
 	}
 	sort.SliceStable(order, func(i, j int) bool { return order[i].callers < order[j].callers })
-	fmt.Printf("| client                    | callers | failures per round        | median failures | median calls |\n")
-	fmt.Printf("|---------------------------|---------|--------------------------|-----------------|--------------|\n")
+	fmt.Printf("| client                    | callers | failures per round               | median | mean | median calls |\n")
+	fmt.Printf("|---------------------------|---------|----------------------------------|--------|------|--------------|\n")
 	for _, k := range order {
-		fmt.Printf("| %-25s | %7d | %-24s | %15d | %12d |\n", k.client, k.callers, fmt.Sprint(fails[k]),
-			medianInt(fails[k]), medianInt(calls[k]))
+		sum := 0
+		for _, f := range fails[k] {
+			sum += f
+		}
+		fmt.Printf("| %-25s | %7d | %-32s | %6d | %4.1f | %12d |\n", k.client, k.callers, fmt.Sprint(fails[k]),
+			medianInt(fails[k]), float64(sum)/float64(len(fails[k])), medianInt(calls[k]))
 	}
 	fmt.Println()
 }
