@@ -23,8 +23,9 @@ var (
 	ErrOutcomeUnknown = errors.New("rpcclient: outcome unknown: the request may have been executed")
 	// ErrAttemptTimeout is the error of an attempt that ran out of its
 	// per-attempt timeout. It wraps breaker.ErrAttemptTimeout, so the node's
-	// breaker counts it as a failure.
-	ErrAttemptTimeout = fmt.Errorf("rpcclient: %w", breaker.ErrAttemptTimeout)
+	// breaker counts it as a failure; its own text does not mention the
+	// breaker, which did nothing.
+	ErrAttemptTimeout error = attemptTimeoutError{}
 	// ErrMessageTooLarge means a reply exceeded WithMaxMessageSize; the
 	// connection is closed.
 	ErrMessageTooLarge = errors.New("rpcclient: message too large")
@@ -171,3 +172,10 @@ func (e *Error) Error() string {
 
 // Unwrap returns every attempt's error and the stop reasons.
 func (e *Error) Unwrap() []error { return e.Errs }
+
+// attemptTimeoutError is ErrAttemptTimeout: "rpcclient: attempt timed out",
+// unwrapping to breaker.ErrAttemptTimeout for the breaker's classification.
+type attemptTimeoutError struct{}
+
+func (attemptTimeoutError) Error() string { return "rpcclient: attempt timed out" }
+func (attemptTimeoutError) Unwrap() error { return breaker.ErrAttemptTimeout }

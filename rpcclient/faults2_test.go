@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -118,6 +120,11 @@ func TestDeadlineShorterThanBackoff(t *testing.T) {
 		var e *Error
 		if !errors.As(err, &e) || e.Attempts < 1 || !errors.Is(err, ErrAttemptTimeout) {
 			t.Fatalf("err = %v; want the last attempt's timeout with the attempt count", err)
+		}
+		// The breaker counts it as the node's failure, and the text does not
+		// blame the breaker, which did nothing here.
+		if !errors.Is(err, breaker.ErrAttemptTimeout) || strings.Contains(err.Error(), "breaker") {
+			t.Fatalf("err = %q; want it to wrap breaker.ErrAttemptTimeout without naming the breaker", err)
 		}
 	}
 	t.Logf("worst return relative to the deadline: %v (negative: before it)", worst)
