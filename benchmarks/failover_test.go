@@ -25,7 +25,8 @@ package benchmarks
 // One round is noisy: which requests are in flight at the kill decides most
 // of the failures with retries off. -failover.rounds=N repeats the whole run
 // N times (fresh backends and clients each time), prints every round's
-// table, and then the failures of every round and their median per client.
+// table, and then the failures of every round and their median and mean per
+// client.
 //
 //	go test -run='^$' -bench=Failover -benchtime=1x .
 //	go test -run='^$' -bench=Failover -benchtime=1x . -failover.rounds=5
@@ -179,39 +180,44 @@ func load(b *testing.B, callers int, d time.Duration, victim string, kill func()
 func BenchmarkFailover(b *testing.B) {
 	const run = 3 * time.Second
 	var rows []failoverRow
-	round := 0
-	summarize := func(client string, callers int, out []outcome, killAt, closeAt time.Duration) {
-		for _, ph := range []struct {
-			name     string
-			from, to time.Duration
-		}{{"before", 0, killAt}, {"during", killAt, killAt + time.Second}, {"after", killAt + time.Second, run}, {"total", 0, run}} {
-			r := failoverRow{round: round, client: client, callers: callers, phase: ph.name}
-			var lat []time.Duration
-			for _, o := range out {
-				if o.at < ph.from || o.at >= ph.to {
-					continue
-				}
-				r.calls++
-				lat = append(lat, o.latency)
-				if o.err != nil {
-					r.fails++
-					r.lastFailAfterKill = max(r.lastFailAfterKill, o.at+o.latency-killAt)
-					r.lastFailAfterClose = max(r.lastFailAfterClose, o.at+o.latency-closeAt)
-				}
-			}
-			r.p50, r.p99 = stats.Percentile(lat, 50), stats.Percentile(lat, 99)
-			rows = append(rows, r)
-		}
-	}
-	for round = 1; round <= max(*failoverRounds, 1); round++ {
-		failoverRound(b, run, summarize)
+	for round := 1; round <= max(*failoverRounds, 1); round++ {
+		rows = append(rows, failoverRound(b, round, run)...)
 	}
 	printFailover(rows)
 }
 
-// failoverRound runs every client at 16 and 64 callers once and hands each
-// run's outcomes to summarize.
-func failoverRound(b *testing.B, run time.Duration, summarize func(client string, callers int, out []outcome, killAt, closeAt time.Duration)) {
+// phaseRows splits one client's run into the rows of its phases: before
+// the kill, the second after it, the rest, and the total.
+func phaseRows(round int, client string, callers int, run time.Duration, out []outcome, killAt, closeAt time.Duration) []failoverRow {
+	var rows []failoverRow
+	for _, ph := range []struct {
+		name     string
+		from, to time.Duration
+	}{{"before", 0, killAt}, {"during", killAt, killAt + time.Second}, {"after", killAt + time.Second, run}, {"total", 0, run}} {
+		r := failoverRow{round: round, client: client, callers: callers, phase: ph.name}
+		var lat []time.Duration
+		for _, o := range out {
+			if o.at < ph.from || o.at >= ph.to {
+				continue
+			}
+			r.calls++
+			lat = append(lat, o.latency)
+			if o.err != nil {
+				r.fails++
+				r.lastFailAfterKill = max(r.lastFailAfterKill, o.at+o.latency-killAt)
+				r.lastFailAfterClose = max(r.lastFailAfterClose, o.at+o.latency-closeAt)
+			}
+		}
+		r.p50, r.p99 = stats.Percentile(lat, 50), stats.Percentile(lat, 99)
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// failoverRound runs every client at 16 and 64 callers once and returns
+// the rows of every run.
+func failoverRound(b *testing.B, round int, run time.Duration) []failoverRow {
+	var rows []failoverRow
 	for _, callers := range []int{16, 64} {
 		for _, mode := range []string{"retries", "no retries", "rr, no retries"} {
 			retries := mode == "retries"
@@ -244,7 +250,7 @@ func failoverRound(b *testing.B, run time.Duration, summarize func(client string
 			})
 			c.Close()
 			w.Close()
-			summarize(name, callers, out, killAt, closeAt)
+			rows = append(rows, phaseRows(round, name, callers, run, out, killAt, closeAt)...)
 		}
 
 		// grpc-go round_robin, default settings (transparent retries only).
@@ -269,8 +275,9 @@ func failoverRound(b *testing.B, run time.Duration, summarize func(client string
 			return err
 		})
 		conn.Close()
-		summarize("grpc-go round_robin", callers, out, killAt, closeAt)
+		rows = append(rows, phaseRows(round, "grpc-go round_robin", callers, run, out, killAt, closeAt)...)
 	}
+	return rows
 }
 
 // failoverRow is one phase of one client's run in one round.

@@ -151,7 +151,7 @@ func (c *Client) maintain() {
 			if removed.IsZero() || now.Sub(removed) < c.opts.drainGrace {
 				continue
 			}
-			if _, pending, _ := e.status(); pending == 0 {
+			if e.status().Pending == 0 {
 				gone = append(gone, e)
 			}
 		}
@@ -196,9 +196,8 @@ type EndpointStatus struct {
 // used, for status displays. Safe from any goroutine.
 func (c *Client) Endpoints() []EndpointStatus {
 	var out []EndpointStatus
-	for addr, e := range *c.endpoints.Load() {
-		st, p, closed := e.status()
-		out = append(out, EndpointStatus{Addr: addr, State: st, Pending: p, Dials: e.dials.Load(), LastClose: closed})
+	for _, e := range *c.endpoints.Load() {
+		out = append(out, e.status())
 	}
 	return out
 }

@@ -270,20 +270,19 @@ func (e *endpoint) connDead(cn *conn) {
 	e.mu.Unlock()
 }
 
-// status returns the endpoint's state, its pending calls and why its last
-// connection closed.
-func (e *endpoint) status() (State, int, error) {
+// status returns the endpoint's state, its pending calls, its dials and
+// why its last connection closed.
+func (e *endpoint) status() EndpointStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	st := e.state
-	if st == TransientFailure && !time.Now().Before(e.retryAt) {
-		st = Idle
+	st := EndpointStatus{Addr: e.addr, State: e.state, Dials: e.dials.Load(), LastClose: e.lastClose}
+	if st.State == TransientFailure && !time.Now().Before(e.retryAt) {
+		st.State = Idle
 	}
-	pending := 0
 	for _, cn := range e.conns {
-		pending += cn.inflight()
+		st.Pending += cn.inflight()
 	}
-	return st, pending, e.lastClose
+	return st
 }
 
 // shutdown stops new calls and closes the connections, failing their
