@@ -3,8 +3,6 @@ package balancer
 import (
 	"context"
 	"errors"
-	"iter"
-	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -22,11 +20,11 @@ type Balancer struct {
 	w        discovery.Watcher
 	opts     options
 	picker   atomic.Pointer[picker]
-	index    atomic.Pointer[map[string]*node] // address -> node, replaced on every update
-	breakers *breaker.Set                     // nil without breakers
-	inflight atomic.Int64                     // over all nodes, for Maglev's bounded load
-	tau      float64                          // P2C decay, ns
-	penalty  float64                          // P2C failure penalty, ns
+	set      atomic.Pointer[nodeSet] // the nodes, for Quarantine and Status
+	breakers *breaker.Set            // nil without breakers
+	inflight atomic.Int64            // over all nodes, for Maglev's bounded load
+	tau      float64                 // P2C decay, ns
+	penalty  float64                 // P2C failure penalty, ns
 
 	kickCh chan struct{} // something changed; buffered 1
 
@@ -46,7 +44,8 @@ type Balancer struct {
 	nodes   map[string]*node
 	order   []*node // the nodes in the State's order (sorted by endpoint ID)
 	state   discovery.State
-	applied bool // a State was applied; later nodes slow-start
+	applied bool   // a State was applied; later nodes slow-start
+	gen     uint64 // counts applied States; marks the nodes each one lists
 	rng     *rand.Rand
 	ticks   int
 }
@@ -80,8 +79,7 @@ func New(w discovery.Watcher, opts ...Option) *Balancer {
 			b.kick()
 		}))
 	}
-	empty := map[string]*node{}
-	b.index.Store(&empty)
+	b.set.Store(&nodeSet{})
 	b.publish(b.emptyPicker(nil))
 	b.wg.Add(2)
 	go b.watch()
@@ -150,11 +148,18 @@ func (b *Balancer) run() {
 		}
 		b.ejectConsecutive()
 		next := b.rebuild()
+		// After the publication: whoever sees the version picks from a
+		// picker built from that State or a newer one.
+		b.stateVersion.Store(b.state.Version)
 		wake.Reset(max(next, time.Millisecond))
 	}
 }
 
-// apply merges a new State into the nodes, keyed by address.
+// apply merges a new State into the nodes, keyed by address. Its cost is
+// one pass over the State plus a map operation per address that came or
+// went: a node is found by its position in the last State (both are sorted
+// by endpoint ID) before the map is asked, so an update that changes a few
+// endpoints of a large set does not look every address up.
 func (b *Balancer) apply(s discovery.State) {
 	b.state = s
 	if s.Err != nil && len(s.Endpoints) == 0 && len(b.nodes) > 0 {
@@ -165,60 +170,97 @@ func (b *Balancer) apply(s discovery.State) {
 	if b.applied && b.opts.slowStart > 0 {
 		added = now
 	}
-	seed, ok := medianCost(maps.Values(b.nodes), nil) // map order: a fair sample
-	if !ok {
-		seed = float64(time.Millisecond)
-	}
-	keep := make(map[string]*node, len(s.Endpoints))
-	order := make([]*node, 0, len(s.Endpoints))
-	fresh := 0
+	b.gen++
+	old := b.order
+	came, gone := false, false // addresses came or went
+	order := make([]*node, len(s.Endpoints))
+	seed := 0.0 // the cost new nodes start with, once one is found
+	j := 0      // where in old the next endpoint is expected
 	for i := range s.Endpoints {
 		ep := &s.Endpoints[i]
-		n := b.nodes[ep.Addr]
-		if n == nil {
+		var n *node
+		if j < len(old) && old[j].addr == ep.Addr {
+			n = old[j]
+			j++
+		} else if n = b.nodes[ep.Addr]; n != nil && n.gen != b.gen {
+			j = n.pos + 1 // resynchronise after endpoints that came or went
+		} else if n == nil {
+			if seed == 0 {
+				// New nodes start at the typical latency of the
+				// last State's nodes.
+				var ok bool
+				if seed, ok = medianCost(old, nil); !ok {
+					seed = float64(time.Millisecond)
+				}
+			}
 			n = newNode(b, ep, added, seed)
-			fresh++
+			b.nodes[ep.Addr] = n
+			came = true
 		}
 		n.setEndpoint(ep)
-		keep[ep.Addr] = n
-		order = append(order, n)
+		n.gen, n.pos = b.gen, i
+		order[i] = n
 	}
-	gone := len(b.nodes) - (len(keep) - fresh) // old addresses not in the new set
-	b.nodes = keep
 	b.order = order
+	for _, n := range old {
+		if n.gen != b.gen && b.nodes[n.addr] == n {
+			delete(b.nodes, n.addr)
+			gone = true
+		}
+	}
 	// Drop the breakers of addresses that left (or that a pick on an older
 	// snapshot made after they left); an update that only changes health or
 	// weights skips this.
-	if b.breakers != nil && (gone > 0 || b.breakers.Len() > len(keep)) {
+	if b.breakers != nil && (gone || b.breakers.Len() > len(b.nodes)) {
 		b.breakers.RetainFunc(func(addr string) bool {
-			_, ok := keep[addr]
+			_, ok := b.nodes[addr]
 			return ok
 		})
 	}
-	idx := keep
-	b.index.Store(&idx)
+	if came || gone {
+		b.set.Store(&nodeSet{nodes: order})
+	}
 	b.applied = true
-	b.stateVersion.Store(s.Version)
+}
+
+// nodeSet is the nodes of an applied State, published for the goroutines
+// other than run (Quarantine, Status). It is immutable but for its index,
+// built on first use: most sets are replaced before anyone looks an
+// address up, and a large update should not pay for a map nobody reads.
+// apply publishes a new one only when addresses came or went.
+type nodeSet struct {
+	nodes []*node
+	once  sync.Once
+	index map[string]*node
+}
+
+// byAddr returns the nodes by address. Safe from any goroutine.
+func (s *nodeSet) byAddr() map[string]*node {
+	s.once.Do(func() {
+		s.index = make(map[string]*node, len(s.nodes))
+		for _, n := range s.nodes {
+			s.index[n.addr] = n
+		}
+	})
+	return s.index
 }
 
 // StateVersion returns the Version of the last discovery State the Balancer
-// applied; 0 before the first. With Updated, it lets a caller wait for
+// applied and published a picker for; 0 before the first. Picks made after
+// it returns v come from that State or a newer one. With Updated, it lets a caller wait for
 // discovery itself to answer (after a ResolveNow) rather than for any health
 // change. Safe from any goroutine.
 func (b *Balancer) StateVersion() uint64 { return b.stateVersion.Load() }
 
 // medianCost is the typical latency a node starts or restarts with: the
-// median of the nodes that skip does not reject (of up to 255 of them, for
-// large sets); false when there are none.
-func medianCost(nodes iter.Seq[*node], skip func(*node) bool) (float64, bool) {
+// median of the nodes that skip does not reject, sampled evenly over nodes
+// (at most 255 of them, for large sets); false when there are none.
+func medianCost(nodes []*node, skip func(*node) bool) (float64, bool) {
 	cs := make([]float64, 0, 255)
-	for n := range nodes {
-		if skip != nil && skip(n) {
-			continue
-		}
-		cs = append(cs, n.costNs())
-		if len(cs) == cap(cs) {
-			break
+	step := 1 + len(nodes)/cap(cs)
+	for i := 0; i < len(nodes) && len(cs) < cap(cs); i += step {
+		if n := nodes[i]; skip == nil || !skip(n) {
+			cs = append(cs, n.costNs())
 		}
 	}
 	if len(cs) == 0 {
@@ -244,7 +286,7 @@ func (b *Balancer) reseed(back []*node) {
 			n.out = false
 		}
 	}()
-	seed, ok := medianCost(slices.Values(b.order), func(n *node) bool { return n.out })
+	seed, ok := medianCost(b.order, func(n *node) bool { return n.out })
 	if !ok {
 		return // every node was out: no typical latency to give
 	}
@@ -270,7 +312,7 @@ func (b *Balancer) rebuild() time.Duration {
 	}
 	var open, ejected, quarantined int
 	var back []*node
-	healthy := make([]*node, 0, len(all))
+	ready := make([]entry, 0, len(all))
 	for _, n := range all {
 		ok := true
 		st := n.breakerState()
@@ -301,27 +343,19 @@ func (b *Balancer) rebuild() time.Duration {
 			}
 		}
 		if ok {
-			healthy = append(healthy, n)
+			ready = append(ready, b.entry(n, now, &next))
 		}
 	}
+	healthy := len(ready)
 	b.reseed(back)
-	candidates := healthy
-	panicking := b.opts.panicThreshold > 0 && float64(len(healthy)) < b.opts.panicThreshold*float64(len(all))
+	panicking := b.opts.panicThreshold > 0 && float64(healthy) < b.opts.panicThreshold*float64(len(all))
 	if panicking {
-		candidates = candidates[:0:0]
+		ready = ready[:0]
 		for _, n := range all {
 			if n.breakerState() != breaker.Open {
-				candidates = append(candidates, n)
+				ready = append(ready, b.entry(n, now, &next))
 			}
 		}
-	}
-	ready := make([]entry, len(candidates))
-	for i, n := range candidates {
-		w, ramping := b.weight(n, now)
-		if ramping {
-			next = min(next, now+int64(time.Second))
-		}
-		ready[i] = entry{n: n, ep: n.epp.Load(), weight: w, inv: 1 / w}
 	}
 	unavail := &Error{Service: b.opts.service, Kind: ErrUnavailable, Total: len(all), Open: open,
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}
@@ -334,7 +368,7 @@ func (b *Balancer) rebuild() time.Duration {
 	}
 	if prev := b.picker.Load(); prev.panic != panicking {
 		b.opts.logger.Warn("balancer: panic mode", "service", b.opts.service, "on", panicking,
-			"healthy", len(healthy), "total", len(all))
+			"healthy", healthy, "total", len(all))
 	}
 	b.publish(p)
 	if next == math.MaxInt64 {
@@ -343,11 +377,22 @@ func (b *Balancer) rebuild() time.Duration {
 	return time.Duration(next - now)
 }
 
+// entry is n's entry in a picker built now; it lowers next to the time
+// n's weight changes while n ramps up in slow start.
+func (b *Balancer) entry(n *node, now int64, next *int64) entry {
+	w, ramping := b.weight(n, now)
+	if ramping {
+		*next = min(*next, now+int64(time.Second))
+	}
+	return entry{n: n, ep: n.epp.Load(), weight: w, inv: 1 / w}
+}
+
 // weight is a node's effective weight now, and whether it is still ramping
 // up in slow start.
 func (b *Balancer) weight(n *node, now int64) (float64, bool) {
-	w := float64(max(n.ep.Weight, 1))
-	if n.ep.Health == discovery.Degraded {
+	ep := n.epp.Load()
+	w := float64(max(ep.Weight, 1))
+	if ep.Health == discovery.Degraded {
 		w *= b.opts.degradedFactor
 	}
 	if n.added > 0 && b.opts.slowStart > 0 {
@@ -380,7 +425,7 @@ func (b *Balancer) Updated() <-chan struct{} { return *b.pubCh.Load() }
 // reports whether addr is a current node. The quarantine also ends when
 // discovery drops the address (a node that comes back starts afresh).
 func (b *Balancer) Quarantine(addr string, d time.Duration) bool {
-	n := (*b.index.Load())[addr]
+	n := b.set.Load().byAddr()[addr]
 	if n == nil || d <= 0 {
 		return false
 	}

@@ -129,7 +129,7 @@ func BenchmarkFailFast(b *testing.B) {
 	for _, n := range []int{3, 1000} {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			bl, _ := newTest(b, addrs(n), WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
-			for _, nd := range *bl.index.Load() {
+			for _, nd := range bl.set.Load().byAddr() {
 				brk := nd.breaker()
 				for range 5 {
 					if done, err := brk.Allow(); err == nil {

@@ -111,7 +111,7 @@ func TestHalfOpenGetsOnlyProbesThenCloses(t *testing.T) {
 		t.Fatal("the half-open node got no probe in 10 picks")
 	}
 	probe.Done(nil)
-	if st := (*b.index.Load())[as[0]].breakerState(); st != breaker.Closed {
+	if st := (b.set.Load().byAddr())[as[0]].breakerState(); st != breaker.Closed {
 		t.Fatalf("after a successful probe the breaker is %v", st)
 	}
 }
@@ -148,7 +148,7 @@ func TestP2CNodeBackFromOpenBreakerGetsItsShare(t *testing.T) {
 	b, _ := newTest(t, as, WithPolicy(P2C()),
 		WithBreakers(breaker.Config{ConsecutiveFailures: 5, OpenTimeout: 100 * time.Millisecond, MaxOpenTimeout: 100 * time.Millisecond}),
 		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
-	nodes := *b.index.Load()
+	nodes := b.set.Load().byAddr()
 	sick := nodes[as[0]]
 	sick.cost.Store(math.Float64bits(float64(250 * time.Millisecond))) // what its failures left
 	onlySick := Exclude(as[1], as[2])

@@ -50,12 +50,13 @@ type node struct {
 	ejectedAt atomic.Int64                       // mono time the ejection ends; written by run
 
 	// run goroutine only
-	ep           discovery.Endpoint
 	added        int64 // mono time the node joined; 0 for the initial set
 	ejectedUntil int64 // mirrored in ejectedAt
 	ejections    int
-	calmSince    int64 // mono time the last ejection ended
-	out          bool  // breaker not closed, or ejected, at the last rebuild
+	calmSince    int64  // mono time the last ejection ended
+	out          bool   // breaker not closed, or ejected, at the last rebuild
+	gen          uint64 // the Balancer's gen when a State last listed the node
+	pos          int    // the node's index in that State
 }
 
 // breaker returns the node's breaker, creating it on first use; nil when the
@@ -88,10 +89,7 @@ func (n *node) endpoint() discovery.Endpoint { return *n.epp.Load() }
 // setEndpoint and setEjected are called by the run goroutine. ep points
 // into a published discovery.State, which is never mutated: the node shares
 // it rather than copying it.
-func (n *node) setEndpoint(ep *discovery.Endpoint) {
-	n.ep = *ep
-	n.epp.Store(ep)
-}
+func (n *node) setEndpoint(ep *discovery.Endpoint) { n.epp.Store(ep) }
 
 func (n *node) setEjected(until int64) {
 	n.ejectedUntil = until

@@ -38,7 +38,7 @@ func (b *Balancer) Status() []NodeStatus {
 	}
 	now := mono()
 	var out []NodeStatus
-	for _, n := range *b.index.Load() {
+	for _, n := range b.set.Load().byAddr() {
 		st := NodeStatus{
 			Endpoint:    n.endpoint(),
 			Latency:     time.Duration(n.costNs()),

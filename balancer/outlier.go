@@ -10,7 +10,7 @@ func (b *Balancer) ejectConsecutive() {
 		return
 	}
 	now := mono()
-	for _, n := range b.nodes {
+	for _, n := range b.order {
 		if n.ejectedUntil <= now && int(n.consec.Load()) >= c.ConsecutiveFailures {
 			b.eject(n, now, "consecutive failures")
 		}

@@ -88,7 +88,7 @@ func TestWeightedScheduleScalesDown(t *testing.T) {
 func TestP2CAvoidsSlowAndFailingNodes(t *testing.T) {
 	as := addrs(3)
 	b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))), WithoutBreakers(), WithOutlierDetection(OutlierConfig{Disabled: true}))
-	nodes := *b.index.Load()
+	nodes := b.set.Load().byAddr()
 	now := mono()
 	nodes[as[0]].observe(now, int64(500*time.Millisecond), false, b.tau, b.penalty) // slow
 	nodes[as[1]].observe(now, int64(40*time.Microsecond), true, b.tau, b.penalty)   // fails fast
@@ -116,7 +116,7 @@ func TestP2CInFlightSpreadsLoad(t *testing.T) {
 	as := addrs(2)
 	b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))), WithoutBreakers())
 	held := hold(t, b, 100)
-	nodes := *b.index.Load()
+	nodes := b.set.Load().byAddr()
 	a, c := nodes[as[0]].inflight.Load(), nodes[as[1]].inflight.Load()
 	if a+c != 100 || math.Abs(float64(a-c)) > 2 {
 		t.Fatalf("in flight %d and %d: equal-latency nodes should share outstanding requests", a, c)
@@ -138,7 +138,7 @@ func TestP2CInFlightSpreadsLoad(t *testing.T) {
 func TestP2CSuccessAfterFailuresForgetsThem(t *testing.T) {
 	as := addrs(1)
 	b, _ := newTest(t, as, WithPolicy(P2C()), WithoutBreakers())
-	n := (*b.index.Load())[as[0]]
+	n := (b.set.Load().byAddr())[as[0]]
 	ms := float64(time.Millisecond)
 	n.cost.Store(math.Float64bits(ms))
 	now := mono()
@@ -167,7 +167,7 @@ func TestP2CProbesDecayARecoveredNode(t *testing.T) {
 	as := addrs(2)
 	const tau = 20 * time.Millisecond
 	b, _ := newTest(t, as, WithPolicy(P2C(WithDecay(tau), WithProbeAfter(5*time.Millisecond))), WithoutBreakers())
-	nodes := *b.index.Load()
+	nodes := b.set.Load().byAddr()
 	slow := nodes[as[0]]
 	slow.cost.Store(math.Float64bits(float64(500 * time.Millisecond)))
 	// 15 time constants of fast replies: exp(-15) of 500 ms is 0.15 µs.
@@ -191,7 +191,7 @@ func TestP2CProbesDecayARecoveredNode(t *testing.T) {
 func TestP2CIgnoresNegativeInFlight(t *testing.T) {
 	as := addrs(2)
 	b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))), WithoutBreakers())
-	nodes := *b.index.Load()
+	nodes := b.set.Load().byAddr()
 	// The node with the broken count is the slower one: it must stay
 	// the one P2C avoids.
 	nodes[as[0]].cost.Store(math.Float64bits(float64(time.Second)))
@@ -206,7 +206,7 @@ func TestP2CIgnoresNegativeInFlight(t *testing.T) {
 func TestP2CStatsSurviveUpdatesAndNewNodesStartAtMedian(t *testing.T) {
 	as := addrs(4)
 	b, w := newTest(t, as[:3], WithPolicy(P2C()), WithoutBreakers())
-	nodes := *b.index.Load()
+	nodes := b.set.Load().byAddr()
 	now := mono()
 	for i, d := range []time.Duration{time.Millisecond, 3 * time.Millisecond, 9 * time.Millisecond} {
 		nodes[as[i]].cost.Store(math.Float64bits(float64(d)))
@@ -214,7 +214,7 @@ func TestP2CStatsSurviveUpdatesAndNewNodesStartAtMedian(t *testing.T) {
 	_ = now
 	w.SetAddrs(as...) // add a fourth, keep the three
 	waitFor(t, b, "four nodes", func(p *picker) bool { return len(p.ready) == 4 })
-	after := *b.index.Load()
+	after := b.set.Load().byAddr()
 	for i := range 3 {
 		if after[as[i]] != nodes[as[i]] {
 			t.Fatalf("node %s was replaced on update; its statistics were lost", as[i])

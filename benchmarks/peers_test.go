@@ -279,11 +279,11 @@ func kitexRebalance(b *testing.B, lb kitexlb.Loadbalancer) {
 		}
 		ch := discovery.Change{Result: discovery.Result{Cacheable: true, CacheKey: "bench", Instances: kitexInstances(1000, true)}}
 		b.ReportAllocs()
-		b.ResetTimer()
+		cpu := startCPU(b)
 		for i := 0; i < b.N; i++ {
 			rb.Rebalance(ch)
 		}
-		b.StopTimer()
+		cpu.stop()
 		if p := lb.GetPicker(ch.Result); p.Next(context.Background(), nil) == nil {
 			b.Fatalf("rebuilt kitex %s picker returned nil", lb.Name())
 		}

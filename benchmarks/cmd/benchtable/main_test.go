@@ -12,7 +12,8 @@ BenchmarkRoundRobin/peer=grpc/n=3/serial-2         	100	 30.0 ns/op	 0 B/op	 0 a
 BenchmarkRoundRobin/peer=grpc/n=1000/serial-2      	100	 24.0 ns/op	 0 B/op	 0 allocs/op
 BenchmarkRoundRobin/peer=dialtone/n=3/serial-2     	100	  6.0 ns/op	 0 B/op	 0 allocs/op
 BenchmarkRoundRobin/peer=dialtone-fast/n=3/serial-2	100	  3.0 ns/op	 0 B/op	 0 allocs/op
-BenchmarkRebuild/peer=kitex/n=1000-2               	100	 5000 ns/op	 9000 B/op	 5 allocs/op
+BenchmarkRebuild/peer=kitex/n=1000-2               	100	 5000 ns/op	 5100 cpu-ns/op	 9000 B/op	 5 allocs/op
+BenchmarkRebuild/peer=dialtone/n=1000-2            	100	 9000 ns/op	 1530 cpu-ns/op	 9000 B/op	 5 allocs/op
 BenchmarkFloor/peer=atomic/parallel-2              	100	 20.0 ns/op	 0 B/op	 0 allocs/op
 PASS
 `
@@ -31,11 +32,16 @@ func TestRun(t *testing.T) {
 		"0.25x", // dialtone-fast 3 / grpc 12
 		"2.00x", // grpc n=1000 24 vs n=3 12
 		"Rebuild n=1000",
+		"cpu-ns/op",
+		"0.30x", // dialtone 1530 / kitex 5100: by CPU time, not ns/op
 		"Floor parallel",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q", want)
 		}
+	}
+	if strings.Contains(got, "1.80x") { // dialtone 9000 / kitex 5000 ns/op
+		t.Error("Rebuild compared on ns/op although every peer reports cpu-ns/op")
 	}
 }
 

@@ -1,0 +1,78 @@
+package balancer
+
+import (
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/discovery/discoverytest"
+)
+
+// TestApplyKeepsOneNodePerAddressAcrossUpdates drives apply with 300 seeded
+// random States over a pool of 40 addresses: endpoints come, go, move to
+// other IDs (so the order by ID changes), and sometimes share an address,
+// as a Watcher other than ours might send. After each State, every address
+// it lists has exactly one node, the same node as long as the address
+// stayed, in the State's order; no other address has one; and the index
+// that Quarantine and Status read agrees.
+func TestApplyKeepsOneNodePerAddressAcrossUpdates(t *testing.T) {
+	w := discoverytest.New()
+	b := New(w, WithService("svc"), WithPolicy(P2C()))
+	// Stop the run goroutine: this test calls apply itself, as run does.
+	b.Close()
+	w.Close()
+	pool := addrs(40)
+	rnd := rand.New(rand.NewPCG(7, 11))
+	prev := map[string]*node{}
+	for step := range 300 {
+		var s discovery.State
+		s.Version = uint64(step + 1)
+		for i, a := range pool {
+			if rnd.IntN(4) == 0 {
+				continue // absent from this State
+			}
+			id := fmt.Sprintf("id-%02d", (i+step*rnd.IntN(3))%len(pool))
+			if rnd.IntN(30) == 0 {
+				a = pool[rnd.IntN(len(pool))] // shares another endpoint's address
+			}
+			s.Endpoints = append(s.Endpoints, discovery.Endpoint{ID: id + "-" + a, Addr: a, Weight: 1})
+		}
+		slices.SortFunc(s.Endpoints, func(x, y discovery.Endpoint) int { return strings.Compare(x.ID, y.ID) })
+		b.apply(s)
+
+		want := map[string]bool{}
+		for i, ep := range s.Endpoints {
+			want[ep.Addr] = true
+			n := b.order[i]
+			if n.addr != ep.Addr {
+				t.Fatalf("step %d: order[%d] is %s, want %s", step, i, n.addr, ep.Addr)
+			}
+			if got := n.epp.Load(); got.Addr != ep.Addr {
+				t.Fatalf("step %d: node %s holds endpoint %+v", step, n.addr, *got)
+			}
+			if b.nodes[ep.Addr] != n {
+				t.Fatalf("step %d: two nodes for %s", step, ep.Addr)
+			}
+			if old := prev[ep.Addr]; old != nil && old != n {
+				t.Fatalf("step %d: node of %s replaced although the address stayed: its statistics are lost", step, ep.Addr)
+			}
+		}
+		if len(b.nodes) != len(want) {
+			t.Fatalf("step %d: %d nodes for %d addresses", step, len(b.nodes), len(want))
+		}
+		index := b.set.Load().byAddr()
+		if len(index) != len(want) {
+			t.Fatalf("step %d: the index has %d addresses, want %d", step, len(index), len(want))
+		}
+		for a := range want {
+			if index[a] != b.nodes[a] {
+				t.Fatalf("step %d: the index and the nodes disagree on %s", step, a)
+			}
+		}
+		prev = maps.Clone(b.nodes)
+	}
+}
