@@ -389,9 +389,16 @@ func TestPickOptionsDoNotEscape(t *testing.T) {
 }
 
 // edfReference is the textbook earliest-deadline-first order: at every
-// step, the node whose next slot's deadline (k+1)/slots[i] is earliest,
-// ties by node index. O(length x nodes); for tests.
+// step, the node whose next slot's deadline (k+1)/slots[i] is earliest;
+// ties go to the nodes whose slot count appears first, then to the lower
+// node index. O(length x nodes); for tests.
 func edfReference(slots []int) []uint32 {
+	first := map[int]int{} // slot count -> the first node with it: its class's rank
+	for i, s := range slots {
+		if _, ok := first[s]; !ok {
+			first[s] = i
+		}
+	}
 	next := make([]int, len(slots)) // slots of node i already placed
 	var out []uint32
 	for {
@@ -400,8 +407,14 @@ func edfReference(slots []int) []uint32 {
 			if next[i] == s {
 				continue
 			}
-			// (next[i]+1)/s < (next[best]+1)/slots[best]
-			if best < 0 || (next[i]+1)*slots[best] < (next[best]+1)*s {
+			if best < 0 {
+				best = i
+				continue
+			}
+			// (next[i]+1)/s against (next[best]+1)/slots[best]; on a tie,
+			// the class that appears first, then the lower index (best).
+			l, r := (next[i]+1)*slots[best], (next[best]+1)*s
+			if l < r || (l == r && first[s] < first[slots[best]]) {
 				best = i
 			}
 		}
@@ -418,7 +431,8 @@ func edfReference(slots []int) []uint32 {
 // primes, ones, and one heavy node among light ones.
 func TestEDFOrderMatchesTheHeapOrder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	cases := [][]int{{1}, {1, 1, 1}, {1, 2, 5}, {3, 3, 6, 9}, {7, 11, 13}, {100, 1, 1, 1}, {1, 1000}}
+	cases := [][]int{{1}, {1, 1, 1}, {1, 2, 5}, {3, 3, 6, 9}, {7, 11, 13}, {100, 1, 1, 1}, {1, 1000},
+		{2, 1, 2, 1, 4}, {300, 256, 300, 1, 256}} // ties between classes; counts past the small table
 	for range 50 {
 		c := make([]int, 1+rng.IntN(40))
 		for i := range c {

@@ -1,6 +1,9 @@
 package balancer
 
-import "math"
+import (
+	"math"
+	"slices"
+)
 
 // WeightedRoundRobin returns a policy that sends each healthy node a share of
 // requests proportional to its effective weight (discovery weight, halved
@@ -56,20 +59,15 @@ func edfSchedule(ready []entry) []uint32 {
 }
 
 // edfOrder lists, for nodes with the given slot counts, the k-th slot of
-// node i (k = 1..slots[i]) at its deadline k/slots[i], earliest first and
-// ties by node index: the order an earliest-deadline-first heap produces,
-// built without the heap in O(length + nodes). Deadlines lie in (0, 1], so
-// a counting sort into length buckets by deadline leaves about one slot per
-// bucket; each bucket is then ordered exactly, comparing k1/s1 with k2/s2 as
-// k1*s2 against k2*s1. The counting sort is stable, so slots with equal
-// deadlines (every node's last slot has deadline 1) are already in node
-// order, and the insertion sort passes over them in one step each.
-//
-// Node i's k-th slot goes to bucket floor(k*length/slots[i]), which grows
-// by the same quotient and remainder at every k: one 32-bit division per
-// node, not a 64-bit one per slot (those cost more than the rest of a
-// slot's work put together). When every node has one slot, as with equal
-// weights, the order is the nodes' own.
+// node i (k = 1..slots[i]) at its deadline k/slots[i], earliest first: the
+// order an earliest-deadline-first scheduler produces. Nodes with the same
+// slot count have the same deadlines, so it orders the deadlines of each
+// distinct slot count once (a class: weights are mostly a few small
+// integers, and 1,000 nodes of weights 1 to 10 make 55 deadlines for 5,500
+// slots) and then copies each class's nodes, in node order, at each of its
+// deadlines. Equal deadlines of different classes go in the order the
+// classes first appear among the nodes. When every node has one slot, as
+// with equal weights, the order is the nodes' own.
 func edfOrder(slots []int, length int) []uint32 {
 	sched := make([]uint32, length)
 	if length == len(slots) {
@@ -78,6 +76,75 @@ func edfOrder(slots []int, length int) []uint32 {
 		}
 		return sched
 	}
+	// class[i] is node i's class; classes are numbered by first appearance.
+	// The slot count to class lookup is a table for the usual small
+	// counts, a map beyond.
+	class := make([]uint32, len(slots))
+	var classSlots []int  // slot count of each class
+	var small [256]uint32 // slot count -> class + 1
+	var large map[int]uint32
+	for i, s := range slots {
+		var c uint32
+		if s < len(small) {
+			c = small[s]
+		} else {
+			c = large[s]
+		}
+		if c == 0 {
+			classSlots = append(classSlots, s)
+			c = uint32(len(classSlots))
+			if s < len(small) {
+				small[s] = c
+			} else {
+				if large == nil {
+					large = map[int]uint32{}
+				}
+				large[s] = c
+			}
+		}
+		class[i] = c - 1
+	}
+	// members[start[c]:start[c+1]] are class c's nodes, in node order.
+	start := make([]uint32, len(classSlots)+1)
+	for _, c := range class {
+		start[c+1]++
+	}
+	for c := range classSlots {
+		start[c+1] += start[c]
+	}
+	members := make([]uint32, len(slots))
+	fill := slices.Clone(start[:len(classSlots)])
+	for i, c := range class {
+		members[fill[c]] = uint32(i)
+		fill[c]++
+	}
+	deadlines := 0
+	for _, s := range classSlots {
+		deadlines += s
+	}
+	at := 0
+	for _, c := range edfBuckets(classSlots, deadlines) {
+		at += copy(sched[at:], members[start[c]:start[c+1]])
+	}
+	return sched
+}
+
+// edfBuckets is edfOrder for nodes that each have their own slot count (a
+// class, for edfOrder), ties going to the lower index: the k-th slot of node
+// i at deadline k/slots[i], earliest first, in O(length + nodes) without a
+// heap. Deadlines lie in (0, 1], so a counting sort into length buckets by
+// deadline leaves about one slot per bucket; each bucket is then ordered
+// exactly, comparing k1/s1 with k2/s2 as k1*s2 against k2*s1. The counting
+// sort is stable, so slots with equal deadlines (every node's last slot has
+// deadline 1) are already in node order, and the insertion sort passes over
+// them in one step each.
+//
+// Node i's k-th slot goes to bucket floor(k*length/slots[i]), which grows
+// by the same quotient and remainder at every k: one 32-bit division per
+// node, not a 64-bit one per slot (those cost more than the rest of a
+// slot's work put together).
+func edfBuckets(slots []int, length int) []uint32 {
+	sched := make([]uint32, length)
 	n := uint32(length)
 	// Pass 1: each slot's bucket, in node-major order, into sched (free
 	// until the end), and the buckets' sizes into end[b+1].
