@@ -171,3 +171,48 @@ func BenchmarkResultCopy(b *testing.B) {
 		sinkResult.Done = r.Done
 	}
 }
+
+// BenchmarkPickDoneCold measures Pick + Done(nil) on caches another 4 MiB of
+// work has just gone through, as a Call's Done and its next Pick run after
+// a network round trip (kernel, scheduler, codec). It reports cold-ns, the
+// mean time of Pick + Done less that of an empty timed section; ns/op is
+// mostly the flush. BenchmarkPickDone measures the same warm.
+//
+//	go test -run='^$' -bench=PickDoneCold -benchtime=20000x ./balancer/
+func BenchmarkPickDoneCold(b *testing.B) {
+	flush := make([]byte, 4<<20)
+	evict := func() {
+		for i := 0; i < len(flush); i += 64 {
+			flush[i]++
+		}
+	}
+	for _, v := range []struct {
+		name string
+		opts []Option
+	}{
+		{"p2c+breakers", nil}, // the defaults
+		{"p2c", []Option{WithoutBreakers()}},
+		{"rr+breakers", []Option{WithPolicy(RoundRobin())}},
+		{"rr", []Option{WithPolicy(RoundRobin()), WithoutBreakers()}},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			bl, _ := newTest(b, addrs(3), v.opts...)
+			ctx := context.Background()
+			var picked, empty time.Duration
+			for range b.N {
+				evict()
+				start := time.Now()
+				r, err := bl.Pick(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				r.Done(nil)
+				picked += time.Since(start)
+				evict()
+				start = time.Now()
+				empty += time.Since(start)
+			}
+			b.ReportMetric(float64(picked-empty)/float64(b.N), "cold-ns")
+		})
+	}
+}

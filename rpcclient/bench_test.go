@@ -95,11 +95,20 @@ func BenchmarkCall(b *testing.B) {
 //     makes net/rpc's call cancellable), with no pick, breaker, retry
 //     wrapper or Done; it takes two turns per round, counted apart, and
 //     their difference is the measurement's own noise floor;
-//   - dialtone: Call.
+//   - dialtone: Call;
+//   - pick: the transport between the balancer's Pick and Done, without
+//     the rest of Call, to tell the balancer's share of the path from the
+//     client's;
+//   - spin: the transport after 100 ns of busy work, a control that shows
+//     what any 100 ns spent before a call costs in latency on this
+//     machine (work before a call shifts when the request reaches a server
+//     goroutine that may have gone to sleep, and runs on caches the last
+//     round trip left cold, so it costs more than its own time).
 //
 // It reports each one's mean and median, Call's ratios to net/rpc, the
 // success path's share of a loopback call, (dialtone - transport) / netrpc
-// by medians, and the noise floor, (transport' - transport) / netrpc.
+// by medians, the same for pick and spin, and the noise floor,
+// (transport' - transport) / netrpc.
 //
 //	go test -run='^$' -bench=CallInterleaved -benchtime=20000x ./rpcclient/
 func BenchmarkCallInterleaved(b *testing.B) {
@@ -119,19 +128,33 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		}
 		return cn.do(ctx, "Echo.Echo", args, r)
 	}
-	const netrpc, direct, direct2, dialtone = 0, 1, 2, 3
-	calls := [4]func(r *rpctest.EchoReply) error{
+	const netrpc, direct, direct2, dialtone, picked, spun = 0, 1, 2, 3, 4, 5
+	calls := [...]func(r *rpctest.EchoReply) error{
 		netrpc:   func(r *rpctest.EchoReply) error { return bare.Call("Echo.Echo", args, r) },
 		direct:   transport,
 		direct2:  transport,
 		dialtone: func(r *rpctest.EchoReply) error { return c.Call(ctx, "Echo.Echo", args, r, Idempotent()) },
+		picked: func(r *rpctest.EchoReply) error {
+			res, err := c.bal.Pick(ctx)
+			if err != nil {
+				return err
+			}
+			err = transport(r)
+			res.Done(err)
+			return err
+		},
+		spun: func(r *rpctest.EchoReply) error {
+			for t0 := time.Now(); time.Since(t0) < 100*time.Nanosecond; {
+			}
+			return transport(r)
+		},
 	}
-	var took [4][]time.Duration
+	var took [len(calls)][]time.Duration
 	for i := range took {
 		took[i] = make([]time.Duration, 0, b.N)
 	}
 	rnd := rand.New(rand.NewPCG(1, 2))
-	order := []int{0, 1, 2, 3}
+	order := []int{netrpc, direct, direct2, dialtone, picked, spun}
 	b.ResetTimer()
 	for range b.N {
 		rnd.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
@@ -144,7 +167,7 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	var mean, median [4]float64
+	var mean, median [len(calls)]float64
 	for i := range took {
 		var sum time.Duration
 		for _, d := range took[i] {
@@ -161,5 +184,7 @@ func BenchmarkCallInterleaved(b *testing.B) {
 	b.ReportMetric(median[dialtone]/median[netrpc], "x-median")
 	b.ReportMetric(100*(median[dialtone]-median[direct])/median[netrpc], "path-%")
 	b.ReportMetric(100*(median[direct2]-median[direct])/median[netrpc], "floor-%")
+	b.ReportMetric(100*(median[picked]-median[direct])/median[netrpc], "pick-%")
+	b.ReportMetric(100*(median[spun]-median[direct])/median[netrpc], "spin-%")
 	b.ReportMetric(0, "ns/op") // four calls per op; the metrics above say more
 }
