@@ -38,3 +38,16 @@ go test -race -count=1 -timeout 15m ./... "$@"
 
 echo "== docker-compose.yml (loaded with compose-go; commands and variables checked against the programs)"
 (cd internal/tools/compose && go test -count=1 ./...)
+
+echo "== benchmarks/ (its own module, with the peers): vet, benchtable's tests, one pass of every peer comparison (their setups check each picker)"
+(
+  cd benchmarks
+  go vet ./...
+  go test -count=1 ./cmd/...
+  out=$(mktemp)
+  trap 'rm -f "$out"' EXIT
+  if ! go test -count=1 -run='^$' -bench='RoundRobin|LeastRequest|P2C|Weighted|Breaker|Rebuild|Floor' -benchtime=1x . >"$out" 2>&1; then
+    cat "$out"; exit 1
+  fi
+  echo "ok  	benchmarks: $(grep -c '^Benchmark' "$out") benchmarks ran once each"
+)
