@@ -39,15 +39,19 @@ func (s State) String() string {
 // no longer reports events and leaves its open state only when asked (by
 // Allow or State).
 type Breaker struct {
+	// The success path (Begin and End in the closed state) reads state
+	// and the closed window's first fields, which share the first cache
+	// line, and one bucket of the window, which is part of the Breaker
+	// too: no pointer to chase on caches a round trip has left cold.
+	state  atomic.Uint32 // the public State
+	closed closedCounts  // the closed state's window, counted in front of gobreaker
+
 	addr string
 	set  *Set
 	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
 
-	closed *closedCounts // the closed state's window, counted in front of gobreaker
-
-	state     atomic.Uint32 // the public State
-	openUntil atomic.Int64  // end of the open period, in Set.since time; valid while Open
-	dropped   atomic.Bool   // set once by Retain, under Set.tmu
+	openUntil atomic.Int64 // end of the open period, in Set.since time; valid while Open
+	dropped   atomic.Bool  // set once by Retain, under Set.tmu
 
 	mu    sync.Mutex // orders public transitions and their events; a leaf lock
 	trips int        // consecutive trips since the breaker last closed; under mu
@@ -59,7 +63,7 @@ type Breaker struct {
 
 func newBreaker(s *Set, addr string) *Breaker {
 	b := &Breaker{addr: addr, set: s, heapIdx: -1}
-	b.closed = newClosedCounts(int64(s.cfg.Window), s.since())
+	b.closed.init(int64(s.cfg.Window), s.since())
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](s.cfg.settings(addr, b.onStateChange))
 	return b
 }
@@ -144,7 +148,7 @@ func (b *Breaker) fire() {
 	case Open:
 		b.expire()
 	case Closed:
-		c := b.closed
+		c := &b.closed
 		next := c.roll(b.set.since())
 		if !c.busy.Swap(false) || !b.set.scheduleRoll(b, next) {
 			c.armed.Store(false) // no request in the last bucket: stop rolling

@@ -26,26 +26,32 @@ import (
 // before they are counted and judged. A breaker without traffic for a whole
 // bucket is not woken: the next Begin rolls it by the clock and re-arms it.
 type closedCounts struct {
+	// Begin's fields first (see Breaker): armed is set while a roll at the
+	// next boundary is filed with the Set's timer goroutine; busy records
+	// that a request began since the last roll, so that the timer goroutine
+	// keeps rolling only windows in use; cur is the current bucket's index,
+	// age % len(buckets).
+	armed atomic.Bool
+	busy  atomic.Bool
+	cur   atomic.Uint32
+	// consec is the run of failures since the last counted success
+	// (gobreaker's Counts.ConsecutiveFailures). Failures add under mu; a
+	// success zeroes it without the lock.
+	consec  atomic.Uint32
+	buckets []bucket // inline[:n] for the usual n
+
 	period int64 // bucket length in ns; > 0
 	// start is the generation's origin, in Set.since time, and age the index
 	// of the current bucket counted from it (gobreaker's rollingCounts.age).
 	// Both are written under mu and read by Begin without it.
 	start atomic.Int64
 	age   atomic.Uint64
-	// consec is the run of failures since the last counted success
-	// (gobreaker's Counts.ConsecutiveFailures). Failures add under mu; a
-	// success zeroes it without the lock.
-	consec atomic.Uint32
-	// armed is set while a roll at the next boundary is filed with the Set's
-	// timer goroutine; busy records that a request began since the last
-	// roll, so that the timer goroutine keeps rolling only windows in use.
-	armed atomic.Bool
-	busy  atomic.Bool
 
 	mu       sync.Mutex
 	stamps   uint32 // last bucket stamp handed out; under mu
 	tripping bool   // a trip was decided and not yet undone by a reset; under mu
-	buckets  []bucket
+
+	inline [windowBuckets + 1]bucket
 }
 
 // bucket is one slice of the window. Its word packs a stamp (high 32 bits),
@@ -65,14 +71,22 @@ type ticket struct {
 	stamp uint32
 }
 
-func newClosedCounts(window int64, now int64) *closedCounts {
+// init sets up an empty window of the given length starting at now. A
+// window is windowBuckets buckets, or one more when its length does not
+// divide evenly, held inline; a window under windowBuckets x 10 ns needs
+// more and gets its own array.
+func (c *closedCounts) init(window int64, now int64) {
 	period := window / windowBuckets
 	n := (window + period - 1) / period // gobreaker rounds Interval up to whole buckets
-	c := &closedCounts{period: period, buckets: make([]bucket, n)}
+	c.period = period
+	if n <= int64(len(c.inline)) {
+		c.buckets = c.inline[:n]
+	} else {
+		c.buckets = make([]bucket, n)
+	}
 	c.mu.Lock()
 	c.resetLocked(now)
 	c.mu.Unlock()
-	return c
 }
 
 // current files a request in the current bucket, without a lock or a clock
@@ -81,7 +95,7 @@ func (c *closedCounts) current() ticket {
 	if !c.busy.Load() {
 		c.busy.Store(true)
 	}
-	i := uint32(c.age.Load() % uint64(len(c.buckets)))
+	i := c.cur.Load()
 	return ticket{idx: i, stamp: uint32(c.buckets[i].word.Load() >> 32)}
 }
 
@@ -179,7 +193,7 @@ func (c *closedCounts) growLocked(now int64) {
 	n := uint64(len(c.buckets))
 	if age-cur >= n {
 		c.clearLocked()
-		c.age.Store(age)
+		c.setAgeLocked(age)
 		return
 	}
 	for cur < age {
@@ -187,8 +201,14 @@ func (c *closedCounts) growLocked(now int64) {
 		i := cur % n
 		c.trimRunLocked(i)
 		c.clearBucketLocked(i)
-		c.age.Store(cur)
+		c.setAgeLocked(cur)
 	}
+}
+
+// setAgeLocked makes age the current bucket; the bucket must be ready.
+func (c *closedCounts) setAgeLocked(age uint64) {
+	c.age.Store(age)
+	c.cur.Store(uint32(age % uint64(len(c.buckets))))
 }
 
 // trimRunLocked shortens the consecutive-failure run by the oldest bucket's
@@ -233,7 +253,7 @@ func (c *closedCounts) clearLocked() {
 func (c *closedCounts) resetLocked(now int64) {
 	c.clearLocked()
 	c.start.Store(now)
-	c.age.Store(0)
+	c.setAgeLocked(0)
 	c.tripping = false
 	c.armed.Store(false)
 	c.busy.Store(false)
