@@ -343,7 +343,7 @@ func (b *Balancer) rebuild() time.Duration {
 			}
 		}
 		if ok {
-			ready = append(ready, b.entry(n, now, &next))
+			ready = append(ready, b.entryFor(n, now, &next))
 		}
 	}
 	healthy := len(ready)
@@ -353,7 +353,7 @@ func (b *Balancer) rebuild() time.Duration {
 		ready = ready[:0]
 		for _, n := range all {
 			if n.breakerState() != breaker.Open {
-				ready = append(ready, b.entry(n, now, &next))
+				ready = append(ready, b.entryFor(n, now, &next))
 			}
 		}
 	}
@@ -377,9 +377,9 @@ func (b *Balancer) rebuild() time.Duration {
 	return time.Duration(next - now)
 }
 
-// entry is n's entry in a picker built now; it lowers next to the time
+// entryFor is n's entry in a picker built now; it lowers next to the time
 // n's weight changes while n ramps up in slow start.
-func (b *Balancer) entry(n *node, now int64, next *int64) entry {
+func (b *Balancer) entryFor(n *node, now int64, next *int64) entry {
 	w, ramping := b.weight(n, now)
 	if ramping {
 		*next = min(*next, now+int64(time.Second))

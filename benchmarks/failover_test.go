@@ -36,6 +36,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"go.uber.org/goleak"
 	"net"
 	"os"
 	"os/exec"
@@ -68,7 +69,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(grpcChildEnv) != "" {
 		runGRPCChild()
 	}
-	os.Exit(m.Run())
+	// Every Balancer, watcher, client and server a benchmark starts is
+	// closed when it ends. The goroutines already running here are the
+	// peers' own, started when they were imported (go-zero's signal and
+	// CPU-usage loops), and stay.
+	goleak.VerifyTestMain(m, goleak.IgnoreCurrent())
 }
 
 // runGRPCChild serves grpc.health.v1 on loopback until stdin closes.

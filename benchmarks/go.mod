@@ -11,6 +11,7 @@ require (
 	github.com/go-kit/kit v0.13.0
 	github.com/sony/gobreaker/v2 v2.4.0
 	github.com/zeromicro/go-zero v1.10.3
+	go.uber.org/goleak v1.3.0
 	google.golang.org/grpc v1.83.2
 )
 

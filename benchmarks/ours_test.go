@@ -159,10 +159,11 @@ func init() {
 			b.ReportAllocs()
 			cpu := startCPU(b)
 			for i := range b.N {
+				before := bl.StateVersion()
 				if err := w.Update(sets[(i+1)%2]...); err != nil {
 					b.Fatal(err)
 				}
-				waitVersion(b, bl, uint64(i+2))
+				waitVersion(b, bl, before+1)
 			}
 			cpu.stop()
 			checkRebuilt(b, bl, sets[b.N%2])
