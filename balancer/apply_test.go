@@ -51,8 +51,8 @@ func TestApplyKeepsOneNodePerAddressAcrossUpdates(t *testing.T) {
 			if n.addr != ep.Addr {
 				t.Fatalf("step %d: order[%d] is %s, want %s", step, i, n.addr, ep.Addr)
 			}
-			if got := n.epp.Load(); got.Addr != ep.Addr {
-				t.Fatalf("step %d: node %s holds endpoint %+v", step, n.addr, *got)
+			if set := b.set.Load(); set.nodes[i] != n || set.eps[i].ID != ep.ID {
+				t.Fatalf("step %d: the published set lists %s with endpoint %+v, want %+v", step, set.nodes[i].addr, set.eps[i], ep)
 			}
 			if b.nodes[ep.Addr] != n {
 				t.Fatalf("step %d: two nodes for %s", step, ep.Addr)

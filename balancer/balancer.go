@@ -20,7 +20,7 @@ type Balancer struct {
 	w        discovery.Watcher
 	opts     options
 	picker   atomic.Pointer[picker]
-	set      atomic.Pointer[nodeSet] // the nodes, for Quarantine and Status
+	set      atomic.Pointer[nodeSet] // the nodes and their endpoints, for Quarantine and Status
 	breakers *breaker.Set            // nil without breakers
 	inflight atomic.Int64            // over all nodes, for Maglev's bounded load
 	tau      float64                 // P2C decay, ns
@@ -42,7 +42,8 @@ type Balancer struct {
 
 	// run goroutine only
 	nodes   map[string]*node
-	order   []*node // the nodes in the State's order (sorted by endpoint ID)
+	order   []*node              // the nodes in the State's order (sorted by endpoint ID)
+	eps     []discovery.Endpoint // their endpoints: order[i]'s is eps[i]
 	state   discovery.State
 	applied bool   // a State was applied; later nodes slow-start
 	gen     uint64 // counts applied States; marks the nodes each one lists
@@ -193,15 +194,14 @@ func (b *Balancer) apply(s discovery.State) {
 					seed = float64(time.Millisecond)
 				}
 			}
-			n = newNode(b, ep, added, seed)
+			n = newNode(b, ep.Addr, added, seed)
 			b.nodes[ep.Addr] = n
 			came = true
 		}
-		n.setEndpoint(ep)
 		n.gen, n.pos = b.gen, i
 		order[i] = n
 	}
-	b.order = order
+	b.order, b.eps = order, s.Endpoints
 	for _, n := range old {
 		if n.gen != b.gen && b.nodes[n.addr] == n {
 			delete(b.nodes, n.addr)
@@ -217,32 +217,45 @@ func (b *Balancer) apply(s discovery.State) {
 			return ok
 		})
 	}
-	if came || gone {
-		b.set.Store(&nodeSet{nodes: order})
+	index := b.set.Load().index
+	if came || gone || index == nil {
+		index = &addrIndex{nodes: order}
 	}
+	b.set.Store(&nodeSet{nodes: order, eps: s.Endpoints, index: index})
 	b.applied = true
 }
 
-// nodeSet is the nodes of an applied State, published for the goroutines
-// other than run (Quarantine, Status). It is immutable but for its index,
-// built on first use: most sets are replaced before anyone looks an
-// address up, and a large update should not pay for a map nobody reads.
-// apply publishes a new one only when addresses came or went.
+// nodeSet is the nodes of an applied State and their endpoints, published
+// for the goroutines other than run (Quarantine, Status). It is immutable.
 type nodeSet struct {
 	nodes []*node
+	eps   []discovery.Endpoint // nodes[i]'s endpoint is eps[i]
+	index *addrIndex           // nil before the first State
+}
+
+// addrIndex is the nodes by address, built on first use: most sets are
+// replaced before anyone looks an address up, and a large update should not
+// pay for a map nobody reads. The sets of successive States share one while
+// no address comes or goes.
+type addrIndex struct {
+	nodes []*node
 	once  sync.Once
-	index map[string]*node
+	m     map[string]*node
 }
 
 // byAddr returns the nodes by address. Safe from any goroutine.
 func (s *nodeSet) byAddr() map[string]*node {
-	s.once.Do(func() {
-		s.index = make(map[string]*node, len(s.nodes))
-		for _, n := range s.nodes {
-			s.index[n.addr] = n
+	x := s.index
+	if x == nil {
+		return nil
+	}
+	x.once.Do(func() {
+		x.m = make(map[string]*node, len(x.nodes))
+		for _, n := range x.nodes {
+			x.m[n.addr] = n
 		}
 	})
-	return s.index
+	return x.m
 }
 
 // StateVersion returns the Version of the last discovery State the Balancer
@@ -313,7 +326,7 @@ func (b *Balancer) rebuild() time.Duration {
 	var open, ejected, quarantined int
 	var back []*node
 	ready := make([]entry, 0, len(all))
-	for _, n := range all {
+	for i, n := range all {
 		ok := true
 		st := n.breakerState()
 		if st == breaker.Open {
@@ -343,7 +356,7 @@ func (b *Balancer) rebuild() time.Duration {
 			}
 		}
 		if ok {
-			ready = append(ready, b.entryFor(n, now, &next))
+			ready = append(ready, b.entryFor(n, i, now, &next))
 		}
 	}
 	healthy := len(ready)
@@ -351,9 +364,9 @@ func (b *Balancer) rebuild() time.Duration {
 	panicking := b.opts.panicThreshold > 0 && float64(healthy) < b.opts.panicThreshold*float64(len(all))
 	if panicking {
 		ready = ready[:0]
-		for _, n := range all {
+		for i, n := range all {
 			if n.breakerState() != breaker.Open {
-				ready = append(ready, b.entryFor(n, now, &next))
+				ready = append(ready, b.entryFor(n, i, now, &next))
 			}
 		}
 	}
@@ -361,8 +374,8 @@ func (b *Balancer) rebuild() time.Duration {
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}
 	refused := *unavail // every ready node's breaker refused at pick time
 	refused.Refused = len(ready)
-	p := &picker{ready: ready, unavail: &refused, err: unavail, panic: panicking, mode: b.opts.policy.stats(),
-		breakers: b.breakers != nil}
+	p := &picker{ready: ready, eps: b.eps, unavail: &refused, err: unavail, panic: panicking,
+		mode: b.opts.policy.stats(), breakers: b.breakers != nil}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, b)
 	}
@@ -377,20 +390,24 @@ func (b *Balancer) rebuild() time.Duration {
 	return time.Duration(next - now)
 }
 
-// entryFor is n's entry in a picker built now; it lowers next to the time
-// n's weight changes while n ramps up in slow start.
-func (b *Balancer) entryFor(n *node, now int64, next *int64) entry {
-	w, ramping := b.weight(n, now)
+// entryFor is the entry of n = b.order[i] in a picker built now; it lowers
+// next to the time n's weight changes while n ramps up in slow start.
+func (b *Balancer) entryFor(n *node, i int, now int64, next *int64) entry {
+	w, ramping := b.weight(n, &b.eps[i], now)
 	if ramping {
 		*next = min(*next, now+int64(time.Second))
 	}
-	return entry{n: n, ep: n.epp.Load(), weight: w, inv: 1 / w}
+	return entry{n: n, idx: uint32(i), weight: float32(w)}
 }
 
-// weight is a node's effective weight now, and whether it is still ramping
-// up in slow start.
-func (b *Balancer) weight(n *node, now int64) (float64, bool) {
-	ep := n.epp.Load()
+// minWeight is the least effective weight: a degraded factor or slow-start
+// share of 0 leaves a node a last resort rather than a weight the policies
+// would divide by.
+const minWeight = 1e-6
+
+// weight is the effective weight now of node n with endpoint ep, at least
+// minWeight, and whether n is still ramping up in slow start.
+func (b *Balancer) weight(n *node, ep *discovery.Endpoint, now int64) (float64, bool) {
 	w := float64(max(ep.Weight, 1))
 	if ep.Health == discovery.Degraded {
 		w *= b.opts.degradedFactor
@@ -398,10 +415,10 @@ func (b *Balancer) weight(n *node, now int64) (float64, bool) {
 	if n.added > 0 && b.opts.slowStart > 0 {
 		if age := now - n.added; age < int64(b.opts.slowStart) {
 			f := max(b.opts.slowStartMin, float64(age)/float64(b.opts.slowStart))
-			return w * f, true
+			return max(w*f, minWeight), true
 		}
 	}
-	return w, false
+	return max(w, minWeight), false
 }
 
 // publish stores p and wakes whoever waits in Updated. Only the run

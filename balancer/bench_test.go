@@ -155,8 +155,8 @@ func BenchmarkFailFast(b *testing.B) {
 }
 
 //go:noinline
-func returnResult(e *entry, done func(error)) (Result, error) {
-	return Result{Endpoint: *e.ep, Done: done}, nil
+func returnResult(ep *discovery.Endpoint, done func(error)) (Result, error) {
+	return Result{Endpoint: *ep, Done: done}, nil
 }
 
 var sinkResult Result
@@ -165,9 +165,10 @@ var sinkResult Result
 // that Result carries discovery.Endpoint by value: returning one Result.
 func BenchmarkResultCopy(b *testing.B) {
 	bl, _ := newTest(b, addrs(3), WithoutBreakers())
-	e := &bl.picker.Load().ready[0]
+	p := bl.picker.Load()
+	e := &p.ready[0]
 	for range b.N {
-		r, _ := returnResult(e, e.n.done)
+		r, _ := returnResult(&p.eps[e.idx], e.n.done)
 		sinkResult.Done = r.Done
 	}
 }

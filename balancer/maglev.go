@@ -78,7 +78,7 @@ func maglevTable(ready []entry, size uint64) []uint32 {
 		h := hashString(e.n.addr)
 		offset[i] = h % size
 		skip[i] = (h>>32)%(size-1) + 1
-		maxW = max(maxW, e.weight)
+		maxW = max(maxW, float64(e.weight))
 	}
 	const empty = math.MaxUint32
 	table := make([]uint32, size)
@@ -88,7 +88,7 @@ func maglevTable(ready []entry, size uint64) []uint32 {
 	filled := uint64(0)
 	for filled < size {
 		for i, e := range ready {
-			credit[i] += e.weight / maxW
+			credit[i] += float64(e.weight) / maxW
 			for credit[i] >= 1 && filled < size {
 				credit[i]--
 				for {

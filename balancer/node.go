@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/dialtone-go/dialtone/breaker"
-	"github.com/dialtone-go/dialtone/discovery"
 )
 
 // epoch anchors the balancer's monotonic clock; mono() is nanoseconds since.
@@ -46,8 +45,7 @@ type node struct {
 
 	b *Balancer
 
-	epp       atomic.Pointer[discovery.Endpoint] // latest endpoint; written by run
-	ejectedAt atomic.Int64                       // mono time the ejection ends; written by run
+	ejectedAt atomic.Int64 // mono time the ejection ends; written by run
 
 	// run goroutine only
 	added        int64 // mono time the node joined; 0 for the initial set
@@ -83,22 +81,14 @@ func (n *node) breakerState() breaker.State {
 	return breaker.Closed
 }
 
-// endpoint returns the node's latest endpoint; safe from any goroutine.
-func (n *node) endpoint() discovery.Endpoint { return *n.epp.Load() }
-
-// setEndpoint and setEjected are called by the run goroutine. ep points
-// into a published discovery.State, which is never mutated: the node shares
-// it rather than copying it.
-func (n *node) setEndpoint(ep *discovery.Endpoint) { n.epp.Store(ep) }
-
+// setEjected is called by the run goroutine.
 func (n *node) setEjected(until int64) {
 	n.ejectedUntil = until
 	n.ejectedAt.Store(until)
 }
 
-func newNode(b *Balancer, ep *discovery.Endpoint, added int64, seed float64) *node {
-	n := &node{addr: ep.Addr, b: b, added: added}
-	n.setEndpoint(ep)
+func newNode(b *Balancer, addr string, added int64, seed float64) *node {
+	n := &node{addr: addr, b: b, added: added}
 	n.cost.Store(math.Float64bits(seed))
 	now := mono()
 	n.stamp.Store(now)

@@ -34,13 +34,19 @@ func (b *Balancer) Status() []NodeStatus {
 	p := b.picker.Load()
 	ready := make(map[*node]float64, len(p.ready))
 	for _, e := range p.ready {
-		ready[e.n] = e.weight
+		ready[e.n] = float64(e.weight)
 	}
 	now := mono()
-	var out []NodeStatus
-	for _, n := range b.set.Load().byAddr() {
+	set := b.set.Load()
+	out := make([]NodeStatus, 0, len(set.nodes))
+	seen := make(map[*node]bool, len(set.nodes))
+	for i, n := range set.nodes {
+		if seen[n] { // discovery listed the address twice
+			continue
+		}
+		seen[n] = true
 		st := NodeStatus{
-			Endpoint:    n.endpoint(),
+			Endpoint:    set.eps[i],
 			Latency:     time.Duration(n.costNs()),
 			InFlight:    n.inflight.Load(),
 			Quarantined: n.quarUntil.Load() > now,

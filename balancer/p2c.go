@@ -93,9 +93,11 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	}
 	// A caller that calls Done twice drives a count below zero; it must
 	// not make its node look free.
-	ca := a.costNs() * float64(max(a.inflight.Load(), 0)+1) * ea.inv
-	cb := b.costNs() * float64(max(b.inflight.Load(), 0)+1) * eb.inv
-	if cb < ca {
+	la := a.costNs() * float64(max(a.inflight.Load(), 0)+1)
+	lb := b.costNs() * float64(max(b.inflight.Load(), 0)+1)
+	// The cost is load / weight; compare lb/wb < la/wa without dividing
+	// (weights are at least minWeight, so never 0).
+	if lb*float64(ea.weight) < la*float64(eb.weight) {
 		return j, now
 	}
 	return i, now

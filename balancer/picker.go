@@ -16,18 +16,21 @@ type Result struct {
 	Done     func(err error)
 }
 
-// entry is one pickable node in a picker snapshot.
+// entry is one pickable node in a picker snapshot. It holds one pointer
+// and no copy of the endpoint: a snapshot is rebuilt on every discovery
+// update and health change, and the garbage collector scans every pointer
+// in every snapshot it allocates.
 type entry struct {
 	n      *node
-	ep     *discovery.Endpoint // the node's endpoint when the snapshot was built
-	weight float64             // effective weight: endpoint weight x health x slow start
-	inv    float64             // 1 / weight, for P2C's cost (kept here: one cache line less per choice)
+	idx    uint32  // the node's endpoint is eps[idx] (its position in the State)
+	weight float32 // effective weight: endpoint weight x health x slow start, at least minWeight
 }
 
 // picker is an immutable snapshot built by the run goroutine. Pick reads it
 // without locks.
 type picker struct {
 	ready    []entry
+	eps      []discovery.Endpoint // the State's endpoints, which ready indexes
 	sel      selector
 	mode     statsMode // statistics the policy needs
 	breakers bool      // the balancer has breakers
@@ -103,7 +106,7 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 		// No breaker to ask and no statistics to start: the node's own
 		// Done function serves.
 		e := &p.ready[start]
-		return e.ep, e.n.done, nil
+		return &p.eps[e.idx], e.n.done, nil
 	}
 	skipped := -1
 	for i := range n {
@@ -119,7 +122,7 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 			continue
 		}
 		if done := p.admit(e, since); done != nil {
-			return e.ep, done, nil
+			return &p.eps[e.idx], done, nil
 		}
 	}
 	// Every other node refused: an excluded one is better than nothing.
@@ -132,7 +135,7 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 			e := &p.ready[j]
 			if po.excluded(e.n.addr) {
 				if done := p.admit(e, since); done != nil {
-					return e.ep, done, nil
+					return &p.eps[e.idx], done, nil
 				}
 			}
 		}

@@ -62,9 +62,9 @@ func TestWeightedRoundRobinSharesAndSmoothness(t *testing.T) {
 }
 
 func TestWeightedScheduleScalesDown(t *testing.T) {
-	ready := make([]entry, 1000)
+	ready := make([]float64, 1000)
 	for i := range ready {
-		ready[i] = entry{weight: float64(1 + i%100*10)}
+		ready[i] = float64(1 + i%100*10)
 	}
 	sched := edfSchedule(ready)
 	if len(sched) > maxSchedule {
@@ -76,7 +76,7 @@ func TestWeightedScheduleScalesDown(t *testing.T) {
 	}
 	for i, c := range seen {
 		if c == 0 {
-			t.Fatalf("node %d (weight %v) has no slot", i, ready[i].weight)
+			t.Fatalf("node %d (weight %v) has no slot", i, ready[i])
 		}
 	}
 	// Heaviest (991) against lightest (1) keeps its proportion roughly.
@@ -203,6 +203,47 @@ func TestP2CIgnoresNegativeInFlight(t *testing.T) {
 	}
 }
 
+// TestP2CCostDividesByWeight checks P2C's cost, latency x (in-flight + 1) /
+// weight, on both sides of each choice: with equal latency, a node of weight
+// 3 wins while it has fewer than 2 requests more in flight than a node of
+// weight 1, and loses from then on; a node at the least weight (a degraded
+// factor of 0) loses whatever the other's load.
+func TestP2CCostDividesByWeight(t *testing.T) {
+	const tie = -1
+	for _, tc := range []struct {
+		wa, wb   float32
+		inA, inB int64
+		picksB   int // of 200; tie: a tie goes to either
+	}{
+		{1, 3, 0, 0, 200},
+		{1, 3, 0, 1, 200}, // b: 200/3 < 100
+		{1, 3, 0, 2, tie}, // b: 300/3 = 100
+		{1, 3, 0, 3, 0},   // b: 400/3 > 100
+		{3, 1, 1, 0, 0},   // a: 200/3 < 100
+		{minWeight, 1, 0, 1000, 200},
+		{1, minWeight, 1000, 0, 0},
+	} {
+		ready := make([]entry, 2)
+		for i, w := range []float32{tc.wa, tc.wb} {
+			nd := &node{}
+			nd.cost.Store(math.Float64bits(float64(time.Millisecond)))
+			ready[i] = entry{n: nd, idx: uint32(i), weight: w}
+		}
+		ready[0].n.inflight.Store(tc.inA)
+		ready[1].n.inflight.Store(tc.inB)
+		s := P2C(WithProbeAfter(0)).build(ready, nil)
+		picksB := 0
+		for range 200 {
+			if i, _ := s.first(0, false); i == 1 {
+				picksB++
+			}
+		}
+		if tc.picksB != tie && picksB != tc.picksB {
+			t.Errorf("weights %v/%v, in flight %d/%d: b chosen %d of 200, want %d", tc.wa, tc.wb, tc.inA, tc.inB, picksB, tc.picksB)
+		}
+	}
+}
+
 func TestP2CStatsSurviveUpdatesAndNewNodesStartAtMedian(t *testing.T) {
 	as := addrs(4)
 	b, w := newTest(t, as[:3], WithPolicy(P2C()), WithoutBreakers())
@@ -291,23 +332,23 @@ func TestMaglevConsistencyAndBoundedLoad(t *testing.T) {
 func TestSlowStartCurve(t *testing.T) {
 	b := &Balancer{opts: defaultOptions()}
 	n := &node{added: 1000}
-	n.setEndpoint(&discovery.Endpoint{Weight: 10})
+	ep := &discovery.Endpoint{Weight: 10}
 	win := int64(b.opts.slowStart)
 	for _, tc := range []struct {
 		age  int64
 		want float64
 	}{{0, 1}, {win / 20, 1}, {win / 4, 2.5}, {win / 2, 5}, {win, 10}, {2 * win, 10}} {
-		got, ramping := b.weight(n, 1000+tc.age)
+		got, ramping := b.weight(n, ep, 1000+tc.age)
 		if math.Abs(got-tc.want) > 1e-9 || ramping != (tc.age < win) {
 			t.Errorf("age %v: weight %v ramping %v, want %v", time.Duration(tc.age), got, ramping, tc.want)
 		}
 	}
 	n.added = 0 // in the first answer: full weight at once
-	if got, _ := b.weight(n, 5); got != 10 {
+	if got, _ := b.weight(n, ep, 5); got != 10 {
 		t.Fatalf("initial node weight %v", got)
 	}
-	n.setEndpoint(&discovery.Endpoint{Weight: 10, Health: discovery.Degraded})
-	if got, _ := b.weight(n, 5); got != 5 {
+	ep = &discovery.Endpoint{Weight: 10, Health: discovery.Degraded}
+	if got, _ := b.weight(n, ep, 5); got != 5 {
 		t.Fatalf("degraded weight %v, want half", got)
 	}
 }
@@ -335,7 +376,7 @@ func TestP2CPairsAreUniform(t *testing.T) {
 			for i := range ready {
 				nd := &node{}
 				nd.cost.Store(math.Float64bits(float64(i + 1)))
-				ready[i] = entry{n: nd, weight: 1, inv: 1}
+				ready[i] = entry{n: nd, idx: uint32(i), weight: 1}
 			}
 			s := P2C(WithProbeAfter(0)).build(ready, nil)
 			const draws = 200_000

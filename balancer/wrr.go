@@ -22,7 +22,11 @@ func (wrr) stats() statsMode { return 0 }
 const maxSchedule = 1 << 16
 
 func (wrr) build(ready []entry, _ *Balancer) selector {
-	sched := edfSchedule(ready)
+	weights := make([]float64, len(ready))
+	for i, e := range ready {
+		weights[i] = float64(e.weight)
+	}
+	sched := edfSchedule(weights)
 	return &wrrSel{sched: sched, cur: newCursor(len(sched))}
 }
 
@@ -33,26 +37,26 @@ type wrrSel struct {
 
 func (s *wrrSel) first(uint64, bool) (int, int64) { return int(s.sched[s.cur.next()]), 0 }
 
-// edfSchedule returns a sequence of indexes into ready in which each node
-// appears in proportion to its weight, smoothly interleaved.
-func edfSchedule(ready []entry) []uint32 {
+// edfSchedule returns a sequence of node indexes in which each node appears
+// in proportion to its weight, smoothly interleaved.
+func edfSchedule(weights []float64) []uint32 {
 	total := 0.0
 	minW := math.Inf(1)
-	for _, e := range ready {
-		total += e.weight
-		minW = min(minW, e.weight)
+	for _, w := range weights {
+		total += w
+		minW = min(minW, w)
 	}
 	// Express weights as integer slot counts: the lightest node gets at
 	// least one slot, and the whole schedule stays under maxSchedule.
 	// Rounding up to one slot adds at most one slot per node.
 	scale := 1 / minW
-	if limit := float64(maxSchedule - len(ready)); total*scale > limit {
+	if limit := float64(maxSchedule - len(weights)); total*scale > limit {
 		scale = limit / total
 	}
-	slots := make([]int, len(ready))
+	slots := make([]int, len(weights))
 	length := 0
-	for i, e := range ready {
-		slots[i] = max(1, int(math.Round(e.weight*scale)))
+	for i, w := range weights {
+		slots[i] = max(1, int(math.Round(w*scale)))
 		length += slots[i]
 	}
 	return edfOrder(slots, length)
