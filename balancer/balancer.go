@@ -26,7 +26,8 @@ type Balancer struct {
 	tau      float64                 // P2C decay, ns
 	penalty  float64                 // P2C failure penalty, ns
 
-	kickCh chan struct{} // something changed; buffered 1
+	kickCh   chan struct{} // something changed; buffered 1
+	rewakeCh chan struct{} // wakeAt moved earlier; buffered 1
 
 	stateVersion atomic.Uint64 // Version of the last discovery State applied
 
@@ -35,12 +36,14 @@ type Balancer struct {
 	wg     sync.WaitGroup
 	once   sync.Once
 
-	stMu    sync.Mutex
-	pending *discovery.State // newest State not yet applied
-
 	pubCh atomic.Pointer[chan struct{}] // closed and replaced after every picker publication
 
-	// run goroutine only
+	// mu serialises the watch and run goroutines over the fields below and
+	// the nodes' fields marked "run": watch applies each State and rebuilds
+	// the picker itself, rather than wake run to do it, and run rebuilds
+	// on health changes, quarantines and timers.
+	mu      sync.Mutex
+	wakeAt  int64 // mono time of the next scheduled change, run's timer
 	nodes   map[string]*node
 	order   []*node              // the nodes in the State's order (sorted by endpoint ID)
 	eps     []discovery.Endpoint // their endpoints: order[i]'s is eps[i]
@@ -63,7 +66,7 @@ func New(w discovery.Watcher, opts ...Option) *Balancer {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &Balancer{
-		w: w, opts: o, kickCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
+		w: w, opts: o, kickCh: make(chan struct{}, 1), rewakeCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		nodes: map[string]*node{},
 		rng:   rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
@@ -109,7 +112,8 @@ func (b *Balancer) kick() {
 	}
 }
 
-// watch hands the watcher's States to the run goroutine, newest only.
+// watch applies the watcher's States as they come, and publishes a picker
+// for each.
 func (b *Balancer) watch() {
 	defer b.wg.Done()
 	for {
@@ -117,14 +121,22 @@ func (b *Balancer) watch() {
 		if err != nil {
 			return // ctx done (Close) or the watcher closed: keep the last picker
 		}
-		b.stMu.Lock()
-		b.pending = &s
-		b.stMu.Unlock()
-		b.kick()
+		b.mu.Lock()
+		b.apply(s)
+		earlier := b.update()
+		b.mu.Unlock()
+		if earlier {
+			select {
+			case b.rewakeCh <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 
-// run owns the nodes and publishes pickers.
+// run rebuilds the picker when a node's health changes (breakers, ejections,
+// quarantines) and when a scheduled change is due, and runs the outlier
+// sweep.
 func (b *Balancer) run() {
 	defer b.wg.Done()
 	tick := time.NewTicker(b.opts.outlier.Interval)
@@ -132,28 +144,41 @@ func (b *Balancer) run() {
 	wake := time.NewTimer(time.Hour)
 	defer wake.Stop()
 	for {
+		rebuild := true
 		select {
 		case <-b.ctx.Done():
 			return
 		case <-b.kickCh:
 		case <-tick.C:
+			b.mu.Lock()
 			b.sweep()
+			b.mu.Unlock()
 		case <-wake.C:
+		case <-b.rewakeCh:
+			rebuild = false
 		}
-		b.stMu.Lock()
-		s := b.pending
-		b.pending = nil
-		b.stMu.Unlock()
-		if s != nil {
-			b.apply(*s)
+		b.mu.Lock()
+		if rebuild {
+			b.update()
 		}
-		b.ejectConsecutive()
-		next := b.rebuild()
-		// After the publication: whoever sees the version picks from a
-		// picker built from that State or a newer one.
-		b.stateVersion.Store(b.state.Version)
-		wake.Reset(max(next, time.Millisecond))
+		at := b.wakeAt
+		b.mu.Unlock()
+		wake.Reset(time.Duration(max(at-mono(), int64(time.Millisecond))))
 	}
+}
+
+// update publishes a picker built from the nodes' current state and
+// schedules the next rebuild; it reports whether that is earlier than the
+// one scheduled before. b.mu is held.
+func (b *Balancer) update() bool {
+	next := b.rebuild()
+	// After the publication: whoever sees the version picks from a
+	// picker built from that State or a newer one.
+	b.stateVersion.Store(b.state.Version)
+	at := mono() + int64(next)
+	earlier := b.wakeAt == 0 || at < b.wakeAt
+	b.wakeAt = at
+	return earlier
 }
 
 // apply merges a new State into the nodes, keyed by address. Its cost is
@@ -289,7 +314,7 @@ func medianCost(nodes []*node, skip func(*node) bool) (float64, bool) {
 // failure penalty), and with a 10 s time constant it would take a minute or
 // more to decay, leaving a node that has proved itself healthy with probe
 // traffic only. If it is in fact still slow, the first slow sample raises
-// its cost again at once. Run goroutine only.
+// its cost again at once. b.mu is held.
 func (b *Balancer) reseed(back []*node) {
 	if len(back) == 0 {
 		return
@@ -312,12 +337,17 @@ func (b *Balancer) reseed(back []*node) {
 	}
 }
 
-// rebuild publishes a new picker from the nodes' current health, and
-// returns how long until the next scheduled change (a quarantine or
-// ejection ending).
+// rebuild ejects the nodes that reached the consecutive-failure threshold,
+// publishes a new picker from the nodes' current health, and returns how
+// long until the next scheduled change (a quarantine or ejection ending).
+// The watch and run goroutines call it, with b.mu held, after every State and wake-up.
 func (b *Balancer) rebuild() time.Duration {
 	now := mono()
 	next := int64(math.MaxInt64)
+	ejectAt := int32(math.MaxInt32)
+	if c := b.opts.outlier; !c.Disabled {
+		ejectAt = int32(min(c.ConsecutiveFailures, math.MaxInt32))
+	}
 	all := b.order
 	if len(all) == 0 {
 		b.publish(b.emptyPicker(b.state.Err))
@@ -327,6 +357,9 @@ func (b *Balancer) rebuild() time.Duration {
 	var back []*node
 	ready := make([]entry, 0, len(all))
 	for i, n := range all {
+		if n.consec.Load() >= ejectAt && n.ejectedUntil <= now {
+			b.eject(n, now, "consecutive failures")
+		}
 		ok := true
 		st := n.breakerState()
 		if st == breaker.Open {
@@ -338,7 +371,7 @@ func (b *Balancer) rebuild() time.Duration {
 		out := st != breaker.Closed || n.ejectedUntil > now
 		if n.out && !out {
 			back = append(back, n) // reseed clears its out
-		} else {
+		} else if n.out != out {
 			n.out = out
 		}
 		if n.ejectedUntil > now {

@@ -19,9 +19,10 @@ var epoch = time.Now().Add(-time.Second)
 func mono() int64 { return int64(time.Since(epoch)) }
 
 // node is the state of one address. It survives discovery updates for as
-// long as its address does. Fields marked "run" belong to the balancer's run
-// goroutine; the others are read and written by Pick and Done on any
-// goroutine, through atomics.
+// long as its address does. The fields under "run" are read and written
+// only with the Balancer's mu held (by its watch and run goroutines); the
+// others are read and written by Pick and Done on any goroutine, through
+// atomics.
 type node struct {
 	addr string
 	// brk is the node's breaker, made on the node's first pick so that a
@@ -45,9 +46,9 @@ type node struct {
 
 	b *Balancer
 
-	ejectedAt atomic.Int64 // mono time the ejection ends; written by run
+	ejectedAt atomic.Int64 // mono time the ejection ends; written with mu held
 
-	// run goroutine only
+	// run
 	added        int64 // mono time the node joined; 0 for the initial set
 	ejectedUntil int64 // mirrored in ejectedAt
 	ejections    int
@@ -81,7 +82,7 @@ func (n *node) breakerState() breaker.State {
 	return breaker.Closed
 }
 
-// setEjected is called by the run goroutine.
+// setEjected is called with the Balancer's mu held.
 func (n *node) setEjected(until int64) {
 	n.ejectedUntil = until
 	n.ejectedAt.Store(until)

@@ -2,21 +2,6 @@ package balancer
 
 import "time"
 
-// ejectConsecutive ejects nodes that reached the consecutive-failure
-// threshold. The run goroutine calls it after every wake-up.
-func (b *Balancer) ejectConsecutive() {
-	c := b.opts.outlier
-	if c.Disabled {
-		return
-	}
-	now := mono()
-	for _, n := range b.order {
-		if n.ejectedUntil <= now && int(n.consec.Load()) >= c.ConsecutiveFailures {
-			b.eject(n, now, "consecutive failures")
-		}
-	}
-}
-
 // sweep runs every outlier Interval: it ends expired ejections and lets the
 // ejection multiplier of calm nodes decay.
 func (b *Balancer) sweep() {

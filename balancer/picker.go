@@ -26,7 +26,7 @@ type entry struct {
 	weight float32 // effective weight: endpoint weight x health x slow start, at least minWeight
 }
 
-// picker is an immutable snapshot built by the run goroutine. Pick reads it
+// picker is an immutable snapshot built by the watch or run goroutine. Pick reads it
 // without locks.
 type picker struct {
 	ready    []entry

@@ -6,7 +6,7 @@ package balancer
 type Policy interface {
 	// Name returns the policy's name, as used in logs.
 	Name() string
-	// build makes a selector over one snapshot; called by the run goroutine.
+	// build makes a selector over one snapshot; called with the Balancer's mu held.
 	build(ready []entry, b *Balancer) selector
 	// stats says which per-node statistics the policy reads.
 	stats() statsMode

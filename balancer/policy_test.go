@@ -364,6 +364,26 @@ func TestNewNodesSlowStartInPicker(t *testing.T) {
 	}
 }
 
+// TestSlowStartRampsAfterAnUpdate checks that an update the watch goroutine
+// applies schedules the rebuilds that ramp a new node up: the run
+// goroutine's timer must move from an hour away to the next ramp step, or
+// the node would keep its starting share.
+func TestSlowStartRampsAfterAnUpdate(t *testing.T) {
+	as := addrs(2)
+	// No outlier sweep, whose ticks would rebuild too.
+	b, w := newTest(t, as[:1], WithPolicy(WeightedRoundRobin()), WithoutBreakers(),
+		WithSlowStart(300*time.Millisecond, 0.1), WithOutlierDetection(OutlierConfig{Interval: time.Hour}))
+	w.SetAddrs(as...)
+	waitFor(t, b, "two nodes", func(p *picker) bool { return len(p.ready) == 2 })
+	if w := b.picker.Load().ready[1].weight; w >= 0.5 {
+		t.Fatalf("the new node started at weight %v; slow start begins at 0.1", w)
+	}
+	// Ramp steps are a second apart: full weight within 2 s of the window.
+	waitFor(t, b, "the new node at full weight", func(p *picker) bool {
+		return len(p.ready) == 2 && p.ready[1].weight == 1
+	})
+}
+
 // TestP2CPairsAreUniform checks the two random choices directly: with the
 // nodes' costs rising with their index, the choice is the lower index of
 // the pair, so node k wins (n-1-k) of the n(n-1)/2 pairs. A generator or
