@@ -62,9 +62,9 @@ func TestWeightedRoundRobinSharesAndSmoothness(t *testing.T) {
 }
 
 func TestWeightedScheduleScalesDown(t *testing.T) {
-	ready := make([]float64, 1000)
+	ready := make([]entry, 1000)
 	for i := range ready {
-		ready[i] = float64(1 + i%100*10)
+		ready[i] = entry{weight: float32(1 + i%100*10)}
 	}
 	sched := edfSchedule(ready)
 	if len(sched) > maxSchedule {
@@ -76,7 +76,7 @@ func TestWeightedScheduleScalesDown(t *testing.T) {
 	}
 	for i, c := range seen {
 		if c == 0 {
-			t.Fatalf("node %d (weight %v) has no slot", i, ready[i])
+			t.Fatalf("node %d (weight %v) has no slot", i, ready[i].weight)
 		}
 	}
 	// Heaviest (991) against lightest (1) keeps its proportion roughly.

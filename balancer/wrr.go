@@ -22,11 +22,7 @@ func (wrr) stats() statsMode { return 0 }
 const maxSchedule = 1 << 16
 
 func (wrr) build(ready []entry, _ *Balancer) selector {
-	weights := make([]float64, len(ready))
-	for i, e := range ready {
-		weights[i] = float64(e.weight)
-	}
-	sched := edfSchedule(weights)
+	sched := edfSchedule(ready)
 	return &wrrSel{sched: sched, cur: newCursor(len(sched))}
 }
 
@@ -37,12 +33,13 @@ type wrrSel struct {
 
 func (s *wrrSel) first(uint64, bool) (int, int64) { return int(s.sched[s.cur.next()]), 0 }
 
-// edfSchedule returns a sequence of node indexes in which each node appears
-// in proportion to its weight, smoothly interleaved.
-func edfSchedule(weights []float64) []uint32 {
+// edfSchedule returns a sequence of indexes into ready in which each node
+// appears in proportion to its weight, smoothly interleaved.
+func edfSchedule(ready []entry) []uint32 {
 	total := 0.0
 	minW := math.Inf(1)
-	for _, w := range weights {
+	for _, e := range ready {
+		w := float64(e.weight)
 		total += w
 		minW = min(minW, w)
 	}
@@ -50,13 +47,13 @@ func edfSchedule(weights []float64) []uint32 {
 	// least one slot, and the whole schedule stays under maxSchedule.
 	// Rounding up to one slot adds at most one slot per node.
 	scale := 1 / minW
-	if limit := float64(maxSchedule - len(weights)); total*scale > limit {
+	if limit := float64(maxSchedule - len(ready)); total*scale > limit {
 		scale = limit / total
 	}
-	slots := make([]int, len(weights))
+	slots := make([]int, len(ready))
 	length := 0
-	for i, w := range weights {
-		slots[i] = max(1, int(math.Round(w*scale)))
+	for i, e := range ready {
+		slots[i] = max(1, int(math.Round(float64(e.weight)*scale)))
 		length += slots[i]
 	}
 	return edfOrder(slots, length)
@@ -80,14 +77,21 @@ func edfOrder(slots []int, length int) []uint32 {
 		}
 		return sched
 	}
-	// class[i] is node i's class; classes are numbered by first appearance.
-	// The slot count to class lookup is a table for the usual small
-	// counts, a map beyond.
-	class := make([]uint32, len(slots))
+	// Classes are numbered by first appearance. The slot count to class
+	// lookup is a table for the usual small counts, a map beyond.
 	var classSlots []int  // slot count of each class
 	var small [256]uint32 // slot count -> class + 1
 	var large map[int]uint32
-	for i, s := range slots {
+	classOf := func(s int) uint32 {
+		if s < len(small) {
+			return small[s] - 1
+		}
+		return large[s] - 1
+	}
+	// members[start[c]:start[c+1]] are class c's nodes, in node order;
+	// start[c+1] counts them first.
+	start := make([]uint32, 1, 16)
+	for _, s := range slots {
 		var c uint32
 		if s < len(small) {
 			c = small[s]
@@ -96,6 +100,7 @@ func edfOrder(slots []int, length int) []uint32 {
 		}
 		if c == 0 {
 			classSlots = append(classSlots, s)
+			start = append(start, 0)
 			c = uint32(len(classSlots))
 			if s < len(small) {
 				small[s] = c
@@ -106,19 +111,15 @@ func edfOrder(slots []int, length int) []uint32 {
 				large[s] = c
 			}
 		}
-		class[i] = c - 1
-	}
-	// members[start[c]:start[c+1]] are class c's nodes, in node order.
-	start := make([]uint32, len(classSlots)+1)
-	for _, c := range class {
-		start[c+1]++
+		start[c]++
 	}
 	for c := range classSlots {
 		start[c+1] += start[c]
 	}
 	members := make([]uint32, len(slots))
 	fill := slices.Clone(start[:len(classSlots)])
-	for i, c := range class {
+	for i, s := range slots {
+		c := classOf(s)
 		members[fill[c]] = uint32(i)
 		fill[c]++
 	}
