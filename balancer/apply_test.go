@@ -73,6 +73,11 @@ func TestApplyKeepsOneNodePerAddressAcrossUpdates(t *testing.T) {
 				t.Fatalf("step %d: the index and the nodes disagree on %s", step, a)
 			}
 		}
+		for _, a := range pool {
+			if b.Listed(a) != want[a] {
+				t.Fatalf("step %d: Listed(%s) = %v, want %v", step, a, b.Listed(a), want[a])
+			}
+		}
 		prev = maps.Clone(b.nodes)
 	}
 }

@@ -283,6 +283,15 @@ func (s *nodeSet) byAddr() map[string]*node {
 	return x.m
 }
 
+// Listed reports whether the last discovery State the Balancer applied
+// lists addr. It allocates nothing once the set's address index is built
+// (on the first lookup after addresses came or went). Safe from any
+// goroutine; rpcclient's drain loop calls it for each endpoint it holds.
+func (b *Balancer) Listed(addr string) bool {
+	_, ok := b.set.Load().byAddr()[addr]
+	return ok
+}
+
 // StateVersion returns the Version of the last discovery State the Balancer
 // applied and published a picker for; 0 before the first. Picks made after
 // it returns v come from that State or a newer one. With Updated, it lets a caller wait for

@@ -132,16 +132,12 @@ func (c *Client) maintain() {
 		case <-upd:
 		case <-t.C:
 		}
-		listed := map[string]bool{}
-		for _, s := range c.bal.Status() {
-			listed[s.Endpoint.Addr] = true
-		}
 		now := time.Now()
 		var gone []*endpoint
 		for addr, e := range *c.endpoints.Load() {
 			e.mu.Lock()
 			switch {
-			case listed[addr]:
+			case c.bal.Listed(addr):
 				e.removed = time.Time{}
 			case e.removed.IsZero():
 				e.removed = now
