@@ -25,13 +25,14 @@ func (roundRobin) build(ready []entry, _ *Balancer) selector {
 // shard walks all the slots from its own starting point, so the picks of
 // every shard, and of all of them together, are spread evenly.
 type cursor struct {
-	shards []paddedCounter
+	shards []paddedCounter // shards[i] belongs to P i
+	spill  atomic.Uint32   // for Ps added since the snapshot was built (GOMAXPROCS grew)
 	n      uint32
 	m      uint64 // fastmod multiplier for n
 }
 
 type paddedCounter struct {
-	v atomic.Uint32
+	pCounter
 	_ [60]byte
 }
 
@@ -39,18 +40,23 @@ func newCursor(n int) *cursor {
 	k := runtime.GOMAXPROCS(0)
 	c := &cursor{shards: make([]paddedCounter, k), n: uint32(n), m: ^uint64(0)/uint64(n) + 1}
 	for i := range c.shards {
-		c.shards[i].v.Store(uint32(i * n / k))
+		c.shards[i].init(uint32(i * n / k))
 	}
 	return c
 }
 
-// next returns the next slot, in [0, n).
+// next returns the next slot, in [0, n). A shard is only ever counted by
+// its own P, with the goroutine pinned to it (no other goroutine runs on
+// the P until procUnpin), so it needs no atomic read-modify-write: see
+// pCounter.
 func (c *cursor) next() int {
 	pid := procPin()
-	if pid >= len(c.shards) { // GOMAXPROCS grew since this snapshot was built
-		pid %= len(c.shards)
+	var v uint32
+	if pid < len(c.shards) {
+		v = c.shards[pid].next()
+	} else {
+		v = c.spill.Add(1) - 1
 	}
-	v := c.shards[pid].v.Add(1) - 1
 	procUnpin()
 	return int(fastmod(v, c.m, c.n))
 }

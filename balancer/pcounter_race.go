@@ -1,0 +1,14 @@
+//go:build race
+
+package balancer
+
+import "sync/atomic"
+
+// pCounter is pcounter.go's per-P counter with atomic operations, so that
+// the race detector, which cannot see a P's ownership, has nothing to
+// report.
+type pCounter struct{ v atomic.Uint32 }
+
+func (c *pCounter) init(v uint32) { c.v.Store(v) }
+
+func (c *pCounter) next() uint32 { return c.v.Add(1) - 1 }
