@@ -36,6 +36,8 @@ fi
 echo "== go test -race"
 go test -race -count=1 -timeout 15m ./... "$@"
 
+echo "== go test ./balancer without -race (its per-P round-robin counters count without atomics outside race builds: pcounter.go)"
+go test -count=1 ./balancer
 echo "== docker-compose.yml (loaded with compose-go; commands and variables checked against the programs)"
 (cd internal/tools/compose && go test -count=1 ./...)
 
