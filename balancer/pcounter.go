@@ -13,6 +13,9 @@ type pCounter struct{ v uint32 }
 
 func (c *pCounter) init(v uint32) { c.v = v }
 
+// load returns the count; tests call it once the counting goroutines are done.
+func (c *pCounter) load() uint32 { return c.v }
+
 // next returns the counter's value and adds one. Only the owning P's pinned
 // goroutine calls it.
 func (c *pCounter) next() uint32 {

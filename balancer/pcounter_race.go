@@ -11,4 +11,6 @@ type pCounter struct{ v atomic.Uint32 }
 
 func (c *pCounter) init(v uint32) { c.v.Store(v) }
 
+func (c *pCounter) load() uint32 { return c.v.Load() }
+
 func (c *pCounter) next() uint32 { return c.v.Add(1) - 1 }

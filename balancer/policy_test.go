@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +21,37 @@ func TestRoundRobinIsEven(t *testing.T) {
 	// one per shard.
 	for _, a := range as {
 		within(t, "picks of "+a, got[a], 1000, len(b.picker.Load().sel.(*cursor).shards))
+	}
+}
+
+// TestCursorCountsEveryPick runs round-robin picks from many goroutines at
+// once and checks that the per-P shards counted every one: a shard counted
+// by two goroutines at once (without race builds, with plain increments)
+// would lose some.
+func TestCursorCountsEveryPick(t *testing.T) {
+	c := newCursor(7)
+	total := func() (sum uint64) {
+		for i := range c.shards {
+			sum += uint64(c.shards[i].load())
+		}
+		return sum + uint64(c.spill.Load())
+	}
+	before := total()
+	const goroutines, picks = 8, 50_000
+	var wg sync.WaitGroup
+	for range goroutines {
+		wg.Go(func() {
+			for range picks {
+				if s := c.next(); s < 0 || s >= 7 {
+					t.Errorf("slot %d of 7", s)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got := total() - before; got != goroutines*picks {
+		t.Fatalf("the shards counted %d picks, want %d", got, goroutines*picks)
 	}
 }
 
