@@ -2,12 +2,14 @@
 //
 // # Model
 //
-// A Balancer runs two goroutines. One reads the Watcher (Next) and hands the
-// newest State over; the other owns all per-node state and, on every change
-// (a new State, a breaker changing state, an ejection, a quarantine, a
-// slow-start step), builds an immutable picker and publishes it through an
-// atomic pointer. Pick only loads that pointer: it takes no lock, does no I/O
-// and, for every policy, allocates nothing on the success path.
+// A Balancer runs two goroutines that share the per-node state under one
+// mutex. One reads the Watcher (Next), merges each State into the nodes and
+// publishes a picker built from it, with no hand-off to another goroutine;
+// the other rebuilds the picker on every other change (a breaker changing
+// state, an ejection, a quarantine, a slow-start step) and runs the outlier
+// sweep. A picker is immutable and published through an atomic pointer. Pick
+// only loads that pointer: it takes no lock, does no I/O and, for every
+// policy, allocates nothing on the success path.
 //
 // Per-node state is keyed by address and survives discovery updates for as
 // long as the address does: the circuit breaker, the in-flight count, the
