@@ -12,17 +12,26 @@ import (
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
+// slowAndFast starts the servers "slow" and "fast", the slow one behind a
+// proxy, and returns them and a client over both built with opts. Once both
+// connections are warm (hedges go only to nodes already connected), the
+// proxy delays the slow server by latency.
+func slowAndFast(t *testing.T, latency time.Duration, opts ...Option) (c *Client, slow, fast *rpctest.Server) {
+	t.Helper()
+	slow = rpctest.Start(t, rpctest.WithName("slow"))
+	fast = rpctest.Start(t, rpctest.WithName("fast"))
+	px := rpctest.NewProxy(t, slow.Addr())
+	c, _ = newTestClient(t, []string{px.Addr(), fast.Addr()}, opts...)
+	warmEvery(t, c, 2)
+	px.Latency(latency)
+	return c, slow, fast
+}
+
 // A slow node does not make an idempotent call slow: after the hedge delay
 // the request goes to another node, and the first reply wins.
 func TestHedgingBeatsASlowNode(t *testing.T) {
-	slow := rpctest.Start(t, rpctest.WithName("slow"))
-	fast := rpctest.Start(t, rpctest.WithName("fast"))
-	px := rpctest.NewProxy(t, slow.Addr())
-	c, _ := newTestClient(t, []string{px.Addr(), fast.Addr()}, WithHedging(20*time.Millisecond),
+	c, slow, fast := slowAndFast(t, 500*time.Millisecond, WithHedging(20*time.Millisecond),
 		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
-	// Warm both connections (hedges go only to nodes already connected).
-	warmEvery(t, c, 2)
-	px.Latency(500 * time.Millisecond)
 	var worst time.Duration
 	servedBy := map[string]int{}
 	for range 10 {
@@ -100,12 +109,7 @@ func TestHedgingDialsUnconnectedNodes(t *testing.T) {
 
 // Hedge turns hedging on for one call of a client that has it off.
 func TestHedgeCallOption(t *testing.T) {
-	slow := rpctest.Start(t, rpctest.WithName("slow"))
-	fast := rpctest.Start(t, rpctest.WithName("fast"))
-	px := rpctest.NewProxy(t, slow.Addr())
-	c, _ := newTestClient(t, []string{px.Addr(), fast.Addr()}, WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
-	warmEvery(t, c, 2)
-	px.Latency(500 * time.Millisecond)
+	c, _, _ := slowAndFast(t, 500*time.Millisecond, WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
 	for range 6 {
 		var r rpctest.EchoReply
 		t0 := time.Now()
@@ -220,13 +224,8 @@ func TestHedgeOutlivesTheFirstLegsTimeout(t *testing.T) {
 // Error.Attempts counts both legs of a hedged attempt, also when one leg's
 // application error ended the call and the other leg was withdrawn.
 func TestHedgedAttemptsCountBothLegs(t *testing.T) {
-	slow := rpctest.Start(t, rpctest.WithName("slow"))
-	fast := rpctest.Start(t, rpctest.WithName("fast"))
-	px := rpctest.NewProxy(t, slow.Addr())
-	c, _ := newTestClient(t, []string{px.Addr(), fast.Addr()}, WithHedging(20*time.Millisecond),
+	c, _, _ := slowAndFast(t, 300*time.Millisecond, WithHedging(20*time.Millisecond),
 		WithBalancer(balancer.WithPolicy(balancer.Random())))
-	warmEvery(t, c, 2)
-	px.Latency(300 * time.Millisecond)
 	for i := 0; i < 20; i++ {
 		var r rpctest.EchoReply
 		err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Fail: "boom"}, &r, Idempotent())
