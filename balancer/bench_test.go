@@ -217,3 +217,27 @@ func BenchmarkPickDoneCold(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStatusAndListed compares, for 1,000 nodes, the full Status
+// with Listed, the lookup rpcclient's drain loop makes for each endpoint it
+// holds after every update.
+func BenchmarkStatusAndListed(b *testing.B) {
+	as := addrs(1000)
+	bl, _ := newTest(b, as)
+	b.Run("Status", func(b *testing.B) {
+		b.ReportAllocs()
+		for range b.N {
+			if len(bl.Status()) != len(as) {
+				b.Fatal("Status lost nodes")
+			}
+		}
+	})
+	b.Run("Listed", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := range b.N {
+			if !bl.Listed(as[i%len(as)]) {
+				b.Fatal("a listed address is not Listed")
+			}
+		}
+	})
+}
