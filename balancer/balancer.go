@@ -416,10 +416,10 @@ func (b *Balancer) rebuild() time.Duration {
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}
 	refused := *unavail // every ready node's breaker refused at pick time
 	refused.Refused = len(ready)
-	p := &picker{ready: ready, eps: b.eps, unavail: &refused, err: unavail, panic: panicking,
+	p := &picker{ready: ready, nodes: all, eps: b.eps, dense: len(ready) == len(all), unavail: &refused, err: unavail, panic: panicking,
 		mode: b.opts.policy.stats(), breakers: b.breakers != nil}
 	if len(ready) > 0 {
-		p.sel = b.opts.policy.build(ready, b)
+		p.sel = b.opts.policy.build(ready, all, b)
 	}
 	if prev := b.picker.Load(); prev.panic != panicking {
 		b.opts.logger.Warn("balancer: panic mode", "service", b.opts.service, "on", panicking,
@@ -439,7 +439,7 @@ func (b *Balancer) entryFor(n *node, i int, now int64, next *int64) entry {
 	if ramping {
 		*next = min(*next, now+int64(time.Second))
 	}
-	return entry{n: n, idx: uint32(i), weight: float32(w)}
+	return entry{idx: uint32(i), weight: float32(w)}
 }
 
 // minWeight is the least effective weight: a degraded factor or slow-start

@@ -28,16 +28,17 @@ type maglev struct{ c float64 }
 func (maglev) Name() string     { return "maglev" }
 func (maglev) stats() statsMode { return statInFlight | statTotal } // bounded load
 
-func (m maglev) build(ready []entry, b *Balancer) selector {
+func (m maglev) build(ready []entry, nodes []*node, b *Balancer) selector {
 	size := uint64(65537)
 	if len(ready) > 4096 {
 		size = 655373
 	}
-	return &maglevSel{ready: ready, table: maglevTable(ready, size), c: m.c, total: &b.inflight}
+	return &maglevSel{ready: ready, nodes: nodes, table: maglevTable(ready, nodes, size), c: m.c, total: &b.inflight}
 }
 
 type maglevSel struct {
 	ready []entry
+	nodes []*node
 	table []uint32
 	c     float64
 	total *atomic.Int64 // in-flight requests over all nodes
@@ -56,7 +57,7 @@ func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 	limit := int64(math.Ceil(s.c * (avg + 1)))
 	for k := uint64(0); k < min(m, 4*uint64(n)); k++ {
 		j := int(s.table[(h+k)%m])
-		if s.ready[j].n.inflight.Load() < limit {
+		if s.nodes[s.ready[j].idx].inflight.Load() < limit {
 			return j, 0
 		}
 	}
@@ -67,7 +68,7 @@ func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 // indexes: each node walks its own permutation of the slots (offset, skip
 // from two hashes of its address) and claims free slots in turn; a node with
 // twice the weight claims twice per round.
-func maglevTable(ready []entry, size uint64) []uint32 {
+func maglevTable(ready []entry, nodes []*node, size uint64) []uint32 {
 	n := len(ready)
 	offset := make([]uint64, n)
 	skip := make([]uint64, n)
@@ -75,7 +76,7 @@ func maglevTable(ready []entry, size uint64) []uint32 {
 	credit := make([]float64, n)
 	maxW := 0.0
 	for i, e := range ready {
-		h := hashString(e.n.addr)
+		h := hashString(nodes[e.idx].addr)
 		offset[i] = h % size
 		skip[i] = (h>>32)%(size-1) + 1
 		maxW = max(maxW, float64(e.weight))

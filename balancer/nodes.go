@@ -34,7 +34,7 @@ func (b *Balancer) Status() []NodeStatus {
 	p := b.picker.Load()
 	ready := make(map[*node]float64, len(p.ready))
 	for _, e := range p.ready {
-		ready[e.n] = float64(e.weight)
+		ready[p.nodes[e.idx]] = float64(e.weight)
 	}
 	now := mono()
 	set := b.set.Load()

@@ -48,12 +48,14 @@ type p2c struct {
 func (p2c) Name() string     { return "p2c_peak_ewma" }
 func (p2c) stats() statsMode { return statInFlight | statLatency }
 
-func (p p2c) build(ready []entry, _ *Balancer) selector {
-	return &p2cSel{ready: ready, probeAfter: int64(p.probeAfter)}
+func (p p2c) build(ready []entry, nodes []*node, _ *Balancer) selector {
+	return &p2cSel{ready: ready, nodes: nodes, dense: len(ready) == len(nodes), probeAfter: int64(p.probeAfter)}
 }
 
 type p2cSel struct {
 	ready      []entry
+	nodes      []*node
+	dense      bool // ready[i].idx is i (see picker.dense)
 	probeAfter int64
 }
 
@@ -69,7 +71,12 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 		j++
 	}
 	ea, eb := &s.ready[i], &s.ready[j]
-	a, b := ea.n, eb.n
+	var a, b *node
+	if s.dense { // the nodes' loads need not wait for the entries'
+		a, b = s.nodes[i], s.nodes[j]
+	} else {
+		a, b = s.nodes[ea.idx], s.nodes[eb.idx]
+	}
 	// Sample the latency of one request in 2^sampleBits: a clock read costs
 	// more than the rest of the pick on many machines, and a 10 s EWMA needs
 	// far fewer samples than a busy client makes.

@@ -16,13 +16,13 @@ type Result struct {
 	Done     func(err error)
 }
 
-// entry is one pickable node in a picker snapshot. It holds one pointer
-// and no copy of the endpoint: a snapshot is rebuilt on every discovery
-// update and health change, and the garbage collector scans every pointer
-// in every snapshot it allocates.
+// entry is one pickable node in a picker snapshot: 8 bytes and no pointer.
+// A snapshot is rebuilt on every discovery update and health change, and
+// the garbage collector would scan every pointer in every one it
+// allocates; the node and its endpoint are found through the State's own
+// slices, which the snapshot shares.
 type entry struct {
-	n      *node
-	idx    uint32  // the node's endpoint is eps[idx] (its position in the State)
+	idx    uint32  // the node is nodes[idx] and its endpoint eps[idx]: its position in the State
 	weight float32 // effective weight: endpoint weight x health x slow start, at least minWeight
 }
 
@@ -30,7 +30,9 @@ type entry struct {
 // without locks.
 type picker struct {
 	ready    []entry
+	nodes    []*node              // the State's nodes, which ready indexes
 	eps      []discovery.Endpoint // the State's endpoints, which ready indexes
+	dense    bool                 // every node is ready: ready[j].idx is j, and Pick need not read it
 	sel      selector
 	mode     statsMode // statistics the policy needs
 	breakers bool      // the balancer has breakers
@@ -105,8 +107,8 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 	if !p.breakers && p.mode == 0 && po.exclude == nil {
 		// No breaker to ask and no statistics to start: the node's own
 		// Done function serves.
-		e := &p.ready[start]
-		return &p.eps[e.idx], e.n.done, nil
+		k := p.at(start)
+		return &p.eps[k], p.nodes[k].done, nil
 	}
 	skipped := -1
 	for i := range n {
@@ -114,15 +116,15 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 		if j >= n {
 			j -= n
 		}
-		e := &p.ready[j]
-		if po.exclude != nil && po.excluded(e.n.addr) {
+		k := p.at(j)
+		if po.exclude != nil && po.excluded(p.nodes[k].addr) {
 			if skipped < 0 {
 				skipped = j
 			}
 			continue
 		}
-		if done := p.admit(e, since); done != nil {
-			return &p.eps[e.idx], done, nil
+		if done := p.admit(k, since); done != nil {
+			return &p.eps[k], done, nil
 		}
 	}
 	// Every other node refused: an excluded one is better than nothing.
@@ -132,10 +134,10 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 			if j >= n {
 				j -= n
 			}
-			e := &p.ready[j]
-			if po.excluded(e.n.addr) {
-				if done := p.admit(e, since); done != nil {
-					return &p.eps[e.idx], done, nil
+			k := p.at(j)
+			if po.excluded(p.nodes[k].addr) {
+				if done := p.admit(k, since); done != nil {
+					return &p.eps[k], done, nil
 				}
 			}
 		}
@@ -143,12 +145,20 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 	return &noEndpoint, nil, p.unavail
 }
 
-// admit asks the node's breaker and, when it lets the request through,
-// starts the node's statistics and returns the request's Done function; nil
-// when the breaker refused. since is the selector's start time for a
-// latency sample, 0 for none.
-func (p *picker) admit(e *entry, since int64) func(error) {
-	nd := e.n
+// at returns the position in the State (in nodes and eps) of ready[j].
+func (p *picker) at(j int) int {
+	if p.dense {
+		return j
+	}
+	return int(p.ready[j].idx)
+}
+
+// admit asks the breaker of nodes[k] and, when it lets the request
+// through, starts the node's statistics and returns the request's Done
+// function; nil when the breaker refused. since is the selector's start
+// time for a latency sample, 0 for none.
+func (p *picker) admit(k int, since int64) func(error) {
+	nd := p.nodes[k]
 	var brk *breaker.Breaker
 	if p.breakers {
 		brk = nd.breaker()

@@ -6,8 +6,9 @@ package balancer
 type Policy interface {
 	// Name returns the policy's name, as used in logs.
 	Name() string
-	// build makes a selector over one snapshot; called with the Balancer's mu held.
-	build(ready []entry, b *Balancer) selector
+	// build makes a selector over one snapshot's ready entries, whose
+	// nodes are nodes[e.idx]; called with the Balancer's mu held.
+	build(ready []entry, nodes []*node, b *Balancer) selector
 	// stats says which per-node statistics the policy reads.
 	stats() statsMode
 }

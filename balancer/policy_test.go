@@ -255,15 +255,15 @@ func TestP2CCostDividesByWeight(t *testing.T) {
 		{minWeight, 1, 0, 1000, 200},
 		{1, minWeight, 1000, 0, 0},
 	} {
-		ready := make([]entry, 2)
+		ready, nodes := make([]entry, 2), make([]*node, 2)
 		for i, w := range []float32{tc.wa, tc.wb} {
-			nd := &node{}
-			nd.cost.Store(math.Float64bits(float64(time.Millisecond)))
-			ready[i] = entry{n: nd, idx: uint32(i), weight: w}
+			nodes[i] = &node{}
+			nodes[i].cost.Store(math.Float64bits(float64(time.Millisecond)))
+			ready[i] = entry{idx: uint32(i), weight: w}
 		}
-		ready[0].n.inflight.Store(tc.inA)
-		ready[1].n.inflight.Store(tc.inB)
-		s := P2C(WithProbeAfter(0)).build(ready, nil)
+		nodes[0].inflight.Store(tc.inA)
+		nodes[1].inflight.Store(tc.inB)
+		s := P2C(WithProbeAfter(0)).build(ready, nodes, nil)
 		picksB := 0
 		for range 200 {
 			if i, _ := s.first(0, false); i == 1 {
@@ -424,13 +424,13 @@ func TestSlowStartRampsAfterAnUpdate(t *testing.T) {
 func TestP2CPairsAreUniform(t *testing.T) {
 	for _, n := range []int{2, 3, 4, 1000} {
 		t.Run(fmt.Sprint("n=", n), func(t *testing.T) {
-			ready := make([]entry, n)
+			ready, nodes := make([]entry, n), make([]*node, n)
 			for i := range ready {
-				nd := &node{}
-				nd.cost.Store(math.Float64bits(float64(i + 1)))
-				ready[i] = entry{n: nd, idx: uint32(i), weight: 1}
+				nodes[i] = &node{}
+				nodes[i].cost.Store(math.Float64bits(float64(i + 1)))
+				ready[i] = entry{idx: uint32(i), weight: 1}
 			}
-			s := P2C(WithProbeAfter(0)).build(ready, nil)
+			s := P2C(WithProbeAfter(0)).build(ready, nodes, nil)
 			const draws = 200_000
 			// Ten buckets of indexes (n of them when n < 10).
 			buckets := min(n, 10)

@@ -17,7 +17,7 @@ type roundRobin struct{}
 
 func (roundRobin) Name() string     { return "round_robin" }
 func (roundRobin) stats() statsMode { return 0 }
-func (roundRobin) build(ready []entry, _ *Balancer) selector {
+func (roundRobin) build(ready []entry, _ []*node, _ *Balancer) selector {
 	return newCursor(len(ready))
 }
 
@@ -78,7 +78,7 @@ type random struct{}
 
 func (random) Name() string     { return "random" }
 func (random) stats() statsMode { return 0 }
-func (random) build(ready []entry, _ *Balancer) selector {
+func (random) build(ready []entry, _ []*node, _ *Balancer) selector {
 	return randomSel(len(ready))
 }
 

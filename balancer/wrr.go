@@ -21,7 +21,7 @@ func (wrr) stats() statsMode { return 0 }
 // maxSchedule bounds the schedule length; weights are scaled down to fit.
 const maxSchedule = 1 << 16
 
-func (wrr) build(ready []entry, _ *Balancer) selector {
+func (wrr) build(ready []entry, _ []*node, _ *Balancer) selector {
 	sched := edfSchedule(ready)
 	return &wrrSel{sched: sched, cur: newCursor(len(sched))}
 }
