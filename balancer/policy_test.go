@@ -72,13 +72,13 @@ func TestWeightedRoundRobinSharesAndSmoothness(t *testing.T) {
 	fw.Set(eps(w)...)
 	waitFor(t, b, "the weighted set", func(p *picker) bool { return len(p.ready) == 3 })
 	got := count(t, b, 8000, nil)
-	shards := len(b.picker.Load().sel.(*wrrSel).cur.shards)
+	shards := len(b.picker.Load().sel.(*wrrSel[uint16]).cur.shards)
 	for a, wt := range w {
 		within(t, "picks of "+a, got[a], 1000*wt, 8*shards)
 	}
 	// Smooth: in the schedule the heaviest node never runs more than
 	// ceil(5/3)+1 slots in a row.
-	sched := b.picker.Load().sel.(*wrrSel).sched
+	sched := b.picker.Load().sel.(*wrrSel[uint16]).sched
 	run, longest := 0, 0
 	for i, s := range sched {
 		if i > 0 && s == sched[i-1] {
@@ -98,7 +98,7 @@ func TestWeightedScheduleScalesDown(t *testing.T) {
 	for i := range ready {
 		ready[i] = entry{weight: float32(1 + i%100*10)}
 	}
-	sched := edfSchedule(ready)
+	sched := edfSchedule[uint32](ready)
 	if len(sched) > maxSchedule {
 		t.Fatalf("schedule of %d slots, cap %d", len(sched), maxSchedule)
 	}
@@ -535,12 +535,20 @@ func TestEDFOrderMatchesTheHeapOrder(t *testing.T) {
 	}
 	for _, slots := range cases {
 		length := 0
-		for _, s := range slots {
+		counts := make([]uint32, len(slots))
+		for i, s := range slots {
 			length += s
+			counts[i] = uint32(s)
 		}
-		got, want := edfOrder(slots, length), edfReference(slots)
+		got, want := edfOrder[uint32](counts, length), edfReference(slots)
 		if !slices.Equal(got, want) {
 			t.Fatalf("slots %v:\n got %v\nwant %v", slots, got, want)
+		}
+		// The 16-bit schedule most balancers use is the same order.
+		for i, s := range edfOrder[uint16](counts, length) {
+			if uint32(s) != want[i] {
+				t.Fatalf("slots %v: 16-bit schedule differs at %d: %d, want %d", slots, i, s, want[i])
+			}
 		}
 	}
 }

@@ -22,20 +22,30 @@ func (wrr) stats() statsMode { return 0 }
 const maxSchedule = 1 << 16
 
 func (wrr) build(ready []entry, _ []*node, _ *Balancer) selector {
-	sched := edfSchedule(ready)
-	return &wrrSel{sched: sched, cur: newCursor(len(sched))}
+	if len(ready) <= math.MaxUint16+1 { // the usual case: half the memory
+		return newWRRSel(edfSchedule[uint16](ready))
+	}
+	return newWRRSel(edfSchedule[uint32](ready))
 }
 
-type wrrSel struct {
-	sched []uint32
+// readyIndex is the type of a schedule's slots: indexes into ready.
+type readyIndex interface{ ~uint16 | ~uint32 }
+
+type wrrSel[T readyIndex] struct {
+	sched []T
 	cur   *cursor
 }
 
-func (s *wrrSel) first(uint64, bool) (int, int64) { return int(s.sched[s.cur.next()]), 0 }
+func newWRRSel[T readyIndex](sched []T) *wrrSel[T] {
+	return &wrrSel[T]{sched: sched, cur: newCursor(len(sched))}
+}
+
+func (s *wrrSel[T]) first(uint64, bool) (int, int64) { return int(s.sched[s.cur.next()]), 0 }
 
 // edfSchedule returns a sequence of indexes into ready in which each node
-// appears in proportion to its weight, smoothly interleaved.
-func edfSchedule(ready []entry) []uint32 {
+// appears in proportion to its weight, smoothly interleaved. T must hold
+// len(ready)-1.
+func edfSchedule[T readyIndex](ready []entry) []T {
 	total := 0.0
 	minW := math.Inf(1)
 	for _, e := range ready {
@@ -50,13 +60,13 @@ func edfSchedule(ready []entry) []uint32 {
 	if limit := float64(maxSchedule - len(ready)); total*scale > limit {
 		scale = limit / total
 	}
-	slots := make([]int, len(ready))
+	slots := make([]uint32, len(ready))
 	length := 0
 	for i, e := range ready {
-		slots[i] = max(1, int(math.Round(float64(e.weight)*scale)))
-		length += slots[i]
+		slots[i] = uint32(max(1, math.Round(float64(e.weight)*scale)))
+		length += int(slots[i])
 	}
-	return edfOrder(slots, length)
+	return edfOrder[T](slots, length)
 }
 
 // edfOrder lists, for nodes with the given slot counts, the k-th slot of
@@ -69,11 +79,11 @@ func edfSchedule(ready []entry) []uint32 {
 // deadlines. Equal deadlines of different classes go in the order the
 // classes first appear among the nodes. When every node has one slot, as
 // with equal weights, the order is the nodes' own.
-func edfOrder(slots []int, length int) []uint32 {
-	sched := make([]uint32, length)
+func edfOrder[T readyIndex](slots []uint32, length int) []T {
+	sched := make([]T, length)
 	if length == len(slots) {
 		for i := range sched {
-			sched[i] = uint32(i)
+			sched[i] = T(i)
 		}
 		return sched
 	}
@@ -81,9 +91,9 @@ func edfOrder(slots []int, length int) []uint32 {
 	// lookup is a table for the usual small counts, a map beyond.
 	var classSlots []int  // slot count of each class
 	var small [256]uint32 // slot count -> class + 1
-	var large map[int]uint32
-	classOf := func(s int) uint32 {
-		if s < len(small) {
+	var large map[uint32]uint32
+	classOf := func(s uint32) uint32 {
+		if s < uint32(len(small)) {
 			return small[s] - 1
 		}
 		return large[s] - 1
@@ -93,20 +103,20 @@ func edfOrder(slots []int, length int) []uint32 {
 	start := make([]uint32, 1, 16)
 	for _, s := range slots {
 		var c uint32
-		if s < len(small) {
+		if s < uint32(len(small)) {
 			c = small[s]
 		} else {
 			c = large[s]
 		}
 		if c == 0 {
-			classSlots = append(classSlots, s)
+			classSlots = append(classSlots, int(s))
 			start = append(start, 0)
 			c = uint32(len(classSlots))
-			if s < len(small) {
+			if s < uint32(len(small)) {
 				small[s] = c
 			} else {
 				if large == nil {
-					large = map[int]uint32{}
+					large = map[uint32]uint32{}
 				}
 				large[s] = c
 			}
@@ -116,11 +126,11 @@ func edfOrder(slots []int, length int) []uint32 {
 	for c := range classSlots {
 		start[c+1] += start[c]
 	}
-	members := make([]uint32, len(slots))
+	members := make([]T, len(slots))
 	fill := slices.Clone(start[:len(classSlots)])
 	for i, s := range slots {
 		c := classOf(s)
-		members[fill[c]] = uint32(i)
+		members[fill[c]] = T(i)
 		fill[c]++
 	}
 	deadlines := 0
