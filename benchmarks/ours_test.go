@@ -273,8 +273,8 @@ func init() {
 // next State at once while fewer than the released count have been handed
 // out, so the balancer's watch goroutine applies them one after another
 // without blocking, and then blocks until release or Close, offering the
-// count handed out to release. Only the watch
-// goroutine calls Next, so handed and limit need no lock.
+// count handed out to release. Only the watch goroutine calls Next, so
+// handed and limit need no lock.
 type seqWatcher struct {
 	sets   [2][]discovery.Endpoint
 	handed uint64      // States handed out; the last one's Version
