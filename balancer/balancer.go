@@ -52,6 +52,7 @@ type Balancer struct {
 	gen     uint64 // counts applied States; marks the nodes each one lists
 	rng     *rand.Rand
 	ticks   int
+	edf     edfScratch // weighted round robin's working memory
 }
 
 // New starts a Balancer over w. It does not wait for discovery: until the

@@ -98,7 +98,7 @@ func TestWeightedScheduleScalesDown(t *testing.T) {
 	for i := range ready {
 		ready[i] = entry{weight: float32(1 + i%100*10)}
 	}
-	sched := edfSchedule[uint32](ready)
+	sched := edfSchedule[uint32](ready, nil)
 	if len(sched) > maxSchedule {
 		t.Fatalf("schedule of %d slots, cap %d", len(sched), maxSchedule)
 	}
@@ -533,6 +533,7 @@ func TestEDFOrderMatchesTheHeapOrder(t *testing.T) {
 		}
 		cases = append(cases, c)
 	}
+	var scratch edfScratch // shared by the cases, as a Balancer's rebuilds share it
 	for _, slots := range cases {
 		length := 0
 		counts := make([]uint32, len(slots))
@@ -540,12 +541,12 @@ func TestEDFOrderMatchesTheHeapOrder(t *testing.T) {
 			length += s
 			counts[i] = uint32(s)
 		}
-		got, want := edfOrder[uint32](counts, length), edfReference(slots)
+		got, want := edfOrder[uint32](counts, length, nil), edfReference(slots)
 		if !slices.Equal(got, want) {
 			t.Fatalf("slots %v:\n got %v\nwant %v", slots, got, want)
 		}
 		// The 16-bit schedule most balancers use is the same order.
-		for i, s := range edfOrder[uint16](counts, length) {
+		for i, s := range edfOrder[uint16](counts, length, &scratch) {
 			if uint32(s) != want[i] {
 				t.Fatalf("slots %v: 16-bit schedule differs at %d: %d, want %d", slots, i, s, want[i])
 			}

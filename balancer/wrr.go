@@ -2,7 +2,6 @@ package balancer
 
 import (
 	"math"
-	"slices"
 )
 
 // WeightedRoundRobin returns a policy that sends each healthy node a share of
@@ -21,15 +20,15 @@ func (wrr) stats() statsMode { return 0 }
 // maxSchedule bounds the schedule length; weights are scaled down to fit.
 const maxSchedule = 1 << 16
 
-func (wrr) build(ready []entry, _ []*node, _ *Balancer) selector {
+func (wrr) build(ready []entry, _ []*node, b *Balancer) selector {
 	if len(ready) <= math.MaxUint16+1 { // the usual case: half the memory
-		return newWRRSel(edfSchedule[uint16](ready))
+		return newWRRSel(edfSchedule[uint16](ready, &b.edf))
 	}
-	return newWRRSel(edfSchedule[uint32](ready))
+	return newWRRSel(edfSchedule[uint32](ready, &b.edf))
 }
 
 // readyIndex is the type of a schedule's slots: indexes into ready.
-type readyIndex interface{ ~uint16 | ~uint32 }
+type readyIndex interface{ uint16 | uint32 }
 
 type wrrSel[T readyIndex] struct {
 	sched []T
@@ -42,10 +41,53 @@ func newWRRSel[T readyIndex](sched []T) *wrrSel[T] {
 
 func (s *wrrSel[T]) first(uint64, bool) (int, int64) { return int(s.sched[s.cur.next()]), 0 }
 
+// edfScratch is the working memory of edfSchedule. A Balancer keeps one in
+// its field edf, used only by the goroutine holding the Balancer's mu (the
+// one that builds pickers), so that an update of a large weighted set
+// allocates little beyond the schedule it publishes. Nothing in it is read
+// after the call that wrote it returns.
+type edfScratch struct {
+	slots      []uint32  // per node: its slot count
+	classSlots []int     // per class: the slot count of its nodes
+	size       []uint32  // per class: its number of nodes
+	start      []uint32  // class c's nodes are members[start[c]:start[c+1]]
+	fill       []uint32  // per class: members placed so far
+	members16  []uint16  // the members of an edfOrder[uint16]
+	members32  []uint32  // the members of an edfOrder[uint32]
+	bucket     []uint32  // edfBuckets: each slot's bucket, then the order it returns
+	end        []uint32  // edfBuckets: bucket boundaries
+	order      []edfSlot // edfBuckets: slots sorted by deadline
+}
+
+// members returns s's buffer of n members of type T.
+func members[T readyIndex](s *edfScratch, n int) []T {
+	switch any(T(0)).(type) {
+	case uint16:
+		return any(grow(&s.members16, n)).([]T)
+	default:
+		return any(grow(&s.members32, n)).([]T)
+	}
+}
+
+// edfSlot is node's k-th slot, whose deadline is k/slots[node].
+type edfSlot struct{ node, k uint32 }
+
+// grow returns (*buf)[:n], reallocating *buf when it is too short. The
+// elements are not cleared.
+func grow[E any](buf *[]E, n int) []E {
+	if cap(*buf) < n {
+		*buf = make([]E, n, n+n/4)
+	}
+	return (*buf)[:n]
+}
+
 // edfSchedule returns a sequence of indexes into ready in which each node
 // appears in proportion to its weight, smoothly interleaved. T must hold
-// len(ready)-1.
-func edfSchedule[T readyIndex](ready []entry) []T {
+// len(ready)-1. s may be nil, for a call that keeps no scratch.
+func edfSchedule[T readyIndex](ready []entry, s *edfScratch) []T {
+	if s == nil {
+		s = new(edfScratch)
+	}
 	total := 0.0
 	minW := math.Inf(1)
 	for _, e := range ready {
@@ -60,13 +102,19 @@ func edfSchedule[T readyIndex](ready []entry) []T {
 	if limit := float64(maxSchedule - len(ready)); total*scale > limit {
 		scale = limit / total
 	}
-	slots := make([]uint32, len(ready))
+	slots := grow(&s.slots, len(ready))
 	length := 0
 	for i, e := range ready {
-		slots[i] = uint32(max(1, math.Round(float64(e.weight)*scale)))
+		// Weights are positive: Floor(x+0.5) rounds to nearest, half
+		// up, in one instruction where math.Round takes a dozen.
+		n := math.Floor(float64(e.weight)*scale + 0.5)
+		if !(n >= 1) {
+			n = 1
+		}
+		slots[i] = uint32(n)
 		length += int(slots[i])
 	}
-	return edfOrder[T](slots, length)
+	return edfOrder[T](slots, length, s)
 }
 
 // edfOrder lists, for nodes with the given slot counts, the k-th slot of
@@ -76,10 +124,10 @@ func edfSchedule[T readyIndex](ready []entry) []T {
 // distinct slot count once (a class: weights are mostly a few small
 // integers, and 1,000 nodes of weights 1 to 10 make 55 deadlines for 5,500
 // slots) and then copies each class's nodes, in node order, at each of its
-// deadlines. Equal deadlines of different classes go in the order the
-// classes first appear among the nodes. When every node has one slot, as
-// with equal weights, the order is the nodes' own.
-func edfOrder[T readyIndex](slots []uint32, length int) []T {
+// deadlines. Equal deadlines of different classes go in the
+// order the classes first appear among the nodes. When every node has one
+// slot, as with equal weights, the order is the nodes' own. s may be nil.
+func edfOrder[T readyIndex](slots []uint32, length int, s *edfScratch) []T {
 	sched := make([]T, length)
 	if length == len(slots) {
 		for i := range sched {
@@ -87,58 +135,61 @@ func edfOrder[T readyIndex](slots []uint32, length int) []T {
 		}
 		return sched
 	}
+	if s == nil {
+		s = new(edfScratch)
+	}
 	// Classes are numbered by first appearance. The slot count to class
 	// lookup is a table for the usual small counts, a map beyond.
-	var classSlots []int  // slot count of each class
 	var small [256]uint32 // slot count -> class + 1
 	var large map[uint32]uint32
-	classOf := func(s uint32) uint32 {
-		if s < uint32(len(small)) {
-			return small[s] - 1
-		}
-		return large[s] - 1
-	}
-	// members[start[c]:start[c+1]] are class c's nodes, in node order;
-	// start[c+1] counts them first.
-	start := make([]uint32, 1, 16)
-	for _, s := range slots {
+	s.classSlots, s.size = s.classSlots[:0], s.size[:0]
+	for _, n := range slots {
 		var c uint32
-		if s < uint32(len(small)) {
-			c = small[s]
+		if n < uint32(len(small)) {
+			c = small[n]
 		} else {
-			c = large[s]
+			c = large[n]
 		}
 		if c == 0 {
-			classSlots = append(classSlots, int(s))
-			start = append(start, 0)
-			c = uint32(len(classSlots))
-			if s < uint32(len(small)) {
-				small[s] = c
+			s.classSlots = append(s.classSlots, int(n))
+			s.size = append(s.size, 0)
+			c = uint32(len(s.classSlots))
+			if n < uint32(len(small)) {
+				small[n] = c
 			} else {
 				if large == nil {
 					large = map[uint32]uint32{}
 				}
-				large[s] = c
+				large[n] = c
 			}
 		}
-		start[c]++
+		s.size[c-1]++
 	}
-	for c := range classSlots {
-		start[c+1] += start[c]
+	classes := len(s.classSlots)
+	start := grow(&s.start, classes+1)
+	start[0] = 0
+	for c, k := range s.size {
+		start[c+1] = start[c] + k
 	}
-	members := make([]T, len(slots))
-	fill := slices.Clone(start[:len(classSlots)])
-	for i, s := range slots {
-		c := classOf(s)
+	fill := grow(&s.fill, classes)
+	copy(fill, start)
+	members := members[T](s, len(slots))
+	for i, n := range slots {
+		var c uint32
+		if n < uint32(len(small)) {
+			c = small[n] - 1
+		} else {
+			c = large[n] - 1
+		}
 		members[fill[c]] = T(i)
 		fill[c]++
 	}
 	deadlines := 0
-	for _, s := range classSlots {
-		deadlines += s
+	for _, k := range s.classSlots {
+		deadlines += k
 	}
 	at := 0
-	for _, c := range edfBuckets(classSlots, deadlines) {
+	for _, c := range edfBuckets(s.classSlots, deadlines, s) {
 		at += copy(sched[at:], members[start[c]:start[c+1]])
 	}
 	return sched
@@ -158,12 +209,18 @@ func edfOrder[T readyIndex](slots []uint32, length int) []T {
 // by the same quotient and remainder at every k: one 32-bit division per
 // node, not a 64-bit one per slot (those cost more than the rest of a
 // slot's work put together).
-func edfBuckets(slots []int, length int) []uint32 {
-	sched := make([]uint32, length)
+//
+// The result lives in s (a new one when s is nil) until its next use.
+func edfBuckets(slots []int, length int, s *edfScratch) []uint32 {
+	if s == nil {
+		s = new(edfScratch)
+	}
+	sched := grow(&s.bucket, length)
 	n := uint32(length)
 	// Pass 1: each slot's bucket, in node-major order, into sched (free
 	// until the end), and the buckets' sizes into end[b+1].
-	end := make([]uint32, length+1)
+	end := grow(&s.end, length+1)
+	clear(end)
 	at := 0
 	for _, s := range slots {
 		s := uint32(s)
@@ -185,17 +242,16 @@ func edfBuckets(slots []int, length int) []uint32 {
 	for b := 1; b <= length; b++ {
 		end[b] += end[b-1]
 	}
-	type slot struct{ node, k uint32 }
-	order := make([]slot, length)
+	order := grow(&s.order, length)
 	for i := len(slots) - 1; i >= 0; i-- {
 		for k := slots[i]; k >= 1; k-- {
 			at--
 			b := sched[at]
 			end[b+1]--
-			order[end[b+1]] = slot{uint32(i), uint32(k)}
+			order[end[b+1]] = edfSlot{uint32(i), uint32(k)}
 		}
 	}
-	earlier := func(x, y slot) bool {
+	earlier := func(x, y edfSlot) bool {
 		l, r := uint64(x.k)*uint64(slots[y.node]), uint64(y.k)*uint64(slots[x.node])
 		return l < r || (l == r && x.node < y.node)
 	}
