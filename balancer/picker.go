@@ -98,11 +98,20 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 	n := len(p.ready)
 	start, since := 0, int64(0)
 	if n > 1 {
-		var h uint64
-		if po.hasKey {
-			h = hashString(po.hashKey)
+		// The round-robin policies' selectors are called directly: an
+		// interface call on every pick costs more than their choice.
+		switch s := p.sel.(type) {
+		case *cursor:
+			start = s.next()
+		case *wrrSel[uint16]:
+			start = int(s.sched[s.cur.next()])
+		default:
+			var h uint64
+			if po.hasKey {
+				h = hashString(po.hashKey)
+			}
+			start, since = p.sel.first(h, po.hasKey)
 		}
-		start, since = p.sel.first(h, po.hasKey)
 	}
 	if !p.breakers && p.mode == 0 && po.exclude == nil {
 		// No breaker to ask and no statistics to start: the node's own
