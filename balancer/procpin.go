@@ -24,3 +24,9 @@ func procUnpin()
 //
 //go:linkname cheaprand runtime.cheaprand
 func cheaprand() uint32
+
+// cheaprand64 is two cheaprand draws, 63 bits, in one call: P2C takes both
+// of its indexes from one.
+//
+//go:linkname cheaprand64 runtime.cheaprand64
+func cheaprand64() int64
