@@ -61,11 +61,10 @@ type p2cSel struct {
 
 func (s *p2cSel) first(uint64, bool) (int, int64) {
 	n := uint64(len(s.ready))
-	// Two indexes from two draws, scaled into range by a multiply and
+	// Two indexes from one call's 63 random bits (i from the 32 from bit
+	// 31 up, j from the 32 below), scaled into range by a multiply and
 	// shift instead of a division (Lemire's fast range): i in [0, n), j
 	// in [0, n-1), then j skips i.
-	// One call for both draws: r holds 63 random bits, i takes the 32
-	// from bit 31 up and j the 32 below.
 	r := uint64(cheaprand64())
 	ri, rj := r>>31, r&(1<<32-1)
 	i := int(ri * n >> 32)

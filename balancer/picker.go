@@ -102,9 +102,9 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 		// interface call on every pick costs more than their choice.
 		switch s := p.sel.(type) {
 		case *cursor:
-			start = s.next()
+			start, _ = s.first(0, false)
 		case *wrrSel[uint16]:
-			start = int(s.sched[s.cur.next()])
+			start, _ = s.first(0, false)
 		default:
 			var h uint64
 			if po.hasKey {

@@ -16,17 +16,12 @@ func procPin() int
 //go:linkname procUnpin runtime.procUnpin
 func procUnpin()
 
-// cheaprand is the runtime's per-thread wyrand generator, the one its
-// scheduler draws from: not cryptographic, but a few times cheaper than
-// math/rand/v2's ChaCha8 (which refills a block every 32 values), and P2C
-// draws two per pick. Like procPin, the runtime keeps it for linkname users
+// cheaprand64 is two draws of the runtime's per-thread wyrand generator
+// (runtime.cheaprand, the one its scheduler uses), 63 bits, in one call:
+// not cryptographic, but a few times cheaper than math/rand/v2's ChaCha8
+// (which refills a block every 32 values), and P2C takes both of its
+// indexes from one. Like procPin, the runtime keeps it for linkname users
 // (go.dev/issue/67401).
-//
-//go:linkname cheaprand runtime.cheaprand
-func cheaprand() uint32
-
-// cheaprand64 is two cheaprand draws, 63 bits, in one call: P2C takes both
-// of its indexes from one.
 //
 //go:linkname cheaprand64 runtime.cheaprand64
 func cheaprand64() int64
