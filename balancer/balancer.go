@@ -51,7 +51,6 @@ type Balancer struct {
 	applied bool   // a State was applied; later nodes slow-start
 	gen     uint64 // counts applied States; marks the nodes each one lists
 	rng     *rand.Rand
-	ticks   int
 	edf     edfScratch // weighted round robin's working memory
 }
 

@@ -142,14 +142,15 @@ func edfOrder[T readyIndex](slots []uint32, length int, s *edfScratch) []T {
 	// lookup is a table for the usual small counts, a map beyond.
 	var small [256]uint32 // slot count -> class + 1
 	var large map[uint32]uint32
+	lookup := func(n uint32) uint32 { // class + 1; 0 for none yet
+		if n < uint32(len(small)) {
+			return small[n]
+		}
+		return large[n]
+	}
 	s.classSlots, s.size = s.classSlots[:0], s.size[:0]
 	for _, n := range slots {
-		var c uint32
-		if n < uint32(len(small)) {
-			c = small[n]
-		} else {
-			c = large[n]
-		}
+		c := lookup(n)
 		if c == 0 {
 			s.classSlots = append(s.classSlots, int(n))
 			s.size = append(s.size, 0)
@@ -175,12 +176,7 @@ func edfOrder[T readyIndex](slots []uint32, length int, s *edfScratch) []T {
 	copy(fill, start)
 	members := members[T](s, len(slots))
 	for i, n := range slots {
-		var c uint32
-		if n < uint32(len(small)) {
-			c = small[n] - 1
-		} else {
-			c = large[n] - 1
-		}
+		c := lookup(n) - 1
 		members[fill[c]] = T(i)
 		fill[c]++
 	}

@@ -165,12 +165,6 @@ func (s *Set) Close() error {
 	return nil
 }
 
-// withRand replaces the jitter source, which must return numbers in [0, 1).
-// For tests.
-func withRand(fn func() float64) Option {
-	return func(o *options) { o.rand = fn }
-}
-
 // pendingTimers reports how many open deadlines the timer goroutine holds.
 // For tests.
 func (s *Set) pendingTimers() int {

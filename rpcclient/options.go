@@ -30,7 +30,6 @@ type options struct {
 	idempotent       map[string]bool
 	drainGrace       time.Duration
 	hedgeDelay       time.Duration
-	waitForEndpoints time.Duration
 	logger           *slog.Logger
 }
 

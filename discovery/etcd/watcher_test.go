@@ -107,7 +107,7 @@ func TestWatcherCompaction(t *testing.T) {
 	// The watcher is blocked: 40 changes it cannot see, then compaction.
 	var last int64
 	for i := range 20 {
-		last = put(t, cli, key("svc", 5+i), ep(id(5+i), addr(5+i)))
+		put(t, cli, key("svc", 5+i), ep(id(5+i), addr(5+i)))
 		last = del(t, cli, key("svc", i))
 	}
 	if _, err := cli.Compact(ctx, last, clientv3.WithCompactPhysical()); err != nil {
