@@ -76,7 +76,32 @@ import (
 // that had died but was still in its endpoint was handed to call after call,
 // each failing at once, and tripped 1 client's breaker in 1000 now and then;
 // see TestDeadConnectionIsSkipped.)
+//
+// Without the race detector (scripts/test.sh runs this test so, after the
+// race suite, on a quiet box) the figures must be asserted: a run in which
+// this process did not keep time is run again, up to three times, and the
+// test fails when none did. With -race one run is made and its figures are
+// asserted only when it kept time.
 func TestReconnectStorm(t *testing.T) {
+	tries := 1
+	if !raceBuild {
+		tries = 3
+	}
+	for k := 1; k <= tries; k++ {
+		var asserted bool
+		t.Run(fmt.Sprintf("try=%d", k), func(t *testing.T) { asserted = reconnectStorm(t) })
+		if t.Failed() || asserted {
+			return
+		}
+	}
+	if !raceBuild {
+		t.Fatalf("the storm's figures were not asserted in %d runs: this process did not keep time in any", tries)
+	}
+}
+
+// reconnectStorm runs one storm (see TestReconnectStorm) and reports whether
+// both figures, the pool's schedule and the accepts, were asserted.
+func reconnectStorm(t *testing.T) (asserted bool) {
 	const (
 		clients   = 1000
 		stormDown = 1900 * time.Millisecond
@@ -234,19 +259,24 @@ func TestReconnectStorm(t *testing.T) {
 	if lag > 2*bucket {
 		t.Logf("figures not asserted: this process woke up to %v late during the wave, over 200 ms of the "+
 			"640 ms jitter window (schedule %.2fx, accepts %.2fx)", lag, float64(maxS)/meanS, float64(maxA)/meanA)
-		return
+		return false
 	}
 	if float64(maxS) > 3*meanS {
 		t.Fatalf("reconnect storm in the pool's schedule: %d redials in one 100 ms bucket, more than 3x the mean %.1f over %v",
 			maxS, meanS, spanS)
 	}
-	if lag > bucket {
+	if p99 := late[len(late)*99/100]; lag > bucket || p99 > bucket {
 		// A starved box runs the clients' second dials late, so they are
 		// still due at the reopen, and it bunches the accepts; neither says
-		// anything about the pool's schedule, which is asserted above.
+		// anything about the pool's schedule, which is asserted above. The
+		// probe, one goroutine, can be lucky while the clients are not
+		// (seen in CI: probe 89 ms, reconnects done a median 242 ms and a
+		// p99 538 ms after their schedule, accepts 3.77x against a
+		// schedule of 2.38x), so the reconnects' own lateness counts too.
 		t.Logf("accept figure and backoff rounds not asserted: this process woke up to %v late during the wave, "+
-			"more than a bucket (%d clients due before the reopen)", lag, split)
-		return
+			"and the reconnects were done up to %v (p99) after their schedule; one of them is more than a bucket "+
+			"(%d clients due before the reopen)", lag, p99.Round(time.Millisecond), split)
+		return false
 	}
 	// A client whose second dial this process ran a little late is still
 	// due before the reopen and redials as it happens: its accept is
@@ -262,6 +292,7 @@ func TestReconnectStorm(t *testing.T) {
 		t.Fatalf("reconnect storm: %d accepts in one 100 ms bucket, more than 3x the mean %.1f over the %v reconnect period "+
 			"(the pool's schedule: max %d, mean %.1f)", maxA, meanA, spanA, maxS, meanS)
 	}
+	return true
 }
 
 // perBucket counts the times at or after from in buckets of width d, and
