@@ -99,6 +99,8 @@ func BenchmarkCall(b *testing.B) {
 //   - pick: the transport between the balancer's Pick and Done, without
 //     the rest of Call, to tell the balancer's share of the path from the
 //     client's;
+//   - lookup: the transport after Call's lookup of the picked address's
+//     endpoint (a map read), to tell that share apart too;
 //   - spin: the transport after 100 ns of busy work, a control that shows
 //     what any 100 ns spent before a call costs in latency on this
 //     machine (work before a call shifts when the request reaches a server
@@ -107,7 +109,7 @@ func BenchmarkCall(b *testing.B) {
 //
 // It reports each one's mean and median, Call's ratios to net/rpc, the
 // success path's share of a loopback call, (dialtone - transport) / netrpc
-// by medians, the same for pick and spin, and the noise floor,
+// by medians, the same for pick, lookup and spin, and the noise floor,
 // (transport' - transport) / netrpc.
 //
 //	go test -run='^$' -bench=CallInterleaved -benchtime=20000x ./rpcclient/
@@ -121,6 +123,12 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		b.Fatal(err)
 	}
 	ep := c.endpoint(srv.Addr())
+	res, err := c.bal.Pick(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	res.Done(nil)
+	addr := res.Endpoint.Addr // the string Call looks up: discovery's, not srv.Addr()'s
 	transport := func(r *rpctest.EchoReply) error {
 		cn, err := ep.get(ctx, ctx)
 		if err != nil {
@@ -128,7 +136,7 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		}
 		return cn.do(ctx, "Echo.Echo", args, r)
 	}
-	const netrpc, direct, direct2, dialtone, picked, spun = 0, 1, 2, 3, 4, 5
+	const netrpc, direct, direct2, dialtone, picked, looked, spun = 0, 1, 2, 3, 4, 5, 6
 	calls := [...]func(r *rpctest.EchoReply) error{
 		netrpc:   func(r *rpctest.EchoReply) error { return bare.Call("Echo.Echo", args, r) },
 		direct:   transport,
@@ -143,6 +151,12 @@ func BenchmarkCallInterleaved(b *testing.B) {
 			res.Done(err)
 			return err
 		},
+		looked: func(r *rpctest.EchoReply) error {
+			if c.endpoint(addr) != ep {
+				b.Fatal("the lookup found another endpoint")
+			}
+			return transport(r)
+		},
 		spun: func(r *rpctest.EchoReply) error {
 			for t0 := time.Now(); time.Since(t0) < 100*time.Nanosecond; {
 			}
@@ -154,7 +168,7 @@ func BenchmarkCallInterleaved(b *testing.B) {
 		took[i] = make([]time.Duration, 0, b.N)
 	}
 	rnd := rand.New(rand.NewPCG(1, 2))
-	order := []int{netrpc, direct, direct2, dialtone, picked, spun}
+	order := []int{netrpc, direct, direct2, dialtone, picked, looked, spun}
 	b.ResetTimer()
 	for range b.N {
 		rnd.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
@@ -185,6 +199,7 @@ func BenchmarkCallInterleaved(b *testing.B) {
 	b.ReportMetric(100*(median[dialtone]-median[direct])/median[netrpc], "path-%")
 	b.ReportMetric(100*(median[direct2]-median[direct])/median[netrpc], "floor-%")
 	b.ReportMetric(100*(median[picked]-median[direct])/median[netrpc], "pick-%")
+	b.ReportMetric(100*(median[looked]-median[direct])/median[netrpc], "lookup-%")
 	b.ReportMetric(100*(median[spun]-median[direct])/median[netrpc], "spin-%")
-	b.ReportMetric(0, "ns/op") // four calls per op; the metrics above say more
+	b.ReportMetric(0, "ns/op") // seven calls per op; the metrics above say more
 }
