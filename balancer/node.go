@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dialtone-go/dialtone/breaker"
 )
@@ -29,17 +30,24 @@ type node struct {
 	// large discovery update does not pay for breakers of nodes never used.
 	brk atomic.Pointer[breaker.Breaker]
 
-	inflight  atomic.Int64
+	inflight atomic.Int64
+
+	// done is Result.Done when no per-call state is needed: it ends the
+	// in-flight counts the policy keeps and records the outcome. It is
+	// set once, by newNode, and is the closure closure holds (see
+	// setDone). done, closure, consec and mode sit together, so that a
+	// pick and its Done read one cache line.
+	done    func(error)
+	closure doneClosure
+	consec  atomic.Int32 // consecutive failures
+	mode    statsMode    // the statistics the policy keeps, for done
+
 	cost      atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
 	stamp     atomic.Int64  // mono time of the last latency sample: the decay's reference
 	probed    atomic.Int64  // mono time of the last sample or forced probe (P2C's probe schedule)
 	calm      atomic.Uint64 // cost before the current run of failure samples; 0 outside one
-	consec    atomic.Int32  // consecutive failures
 	quarUntil atomic.Int64  // mono time the quarantine ends; 0 when none
 
-	// done is Result.Done when no per-call state is needed: it ends the
-	// in-flight counts the policy keeps and records the outcome.
-	done func(error)
 	// shared is Result.Done for the requests the breaker admitted in its
 	// closed state into one bucket of its window (see doneFor).
 	shared atomic.Pointer[sharedDone]
@@ -94,11 +102,61 @@ func newNode(b *Balancer, addr string, added int64, seed float64) *node {
 	now := mono()
 	n.stamp.Store(now)
 	n.probed.Store(now)
-	mode := b.opts.policy.stats()
-	n.done = func(err error) {
-		if mode&statInFlight != 0 {
+	n.mode = b.opts.policy.stats()
+	n.setDone()
+	return n
+}
+
+// setDone sets n.done. A Go func value is a pointer to a closure object:
+// the function's code address, then the variables it captured. The
+// closure finishFunc returns captures only n, so its object is two words,
+// {code, n}; setDone writes those two words into n.closure and points
+// n.done at them, instead of letting finishFunc allocate them apart from
+// the node. A pick then reads n.done, and its Done reads n.closure,
+// n.mode and n.consec, from one cache line: with a thousand nodes that is
+// one dependent cache miss fewer per request, a fifth of a weighted
+// round-robin pick (BenchmarkWeighted at n=1000). The node keeps the
+// words alive and they never move (the heap does not move objects), and
+// closure.n is a typed pointer, so the collector sees it.
+//
+// doneInNode checked this layout once, on the closure finishFunc really
+// makes; where it differs (another compiler), n.done is that closure.
+func (n *node) setDone() {
+	if !doneInNode {
+		n.done = finishFunc(n)
+		return
+	}
+	n.closure = doneClosure{code: finishCode, n: n}
+	p := unsafe.Pointer(&n.closure)
+	n.done = *(*func(error))(unsafe.Pointer(&p))
+}
+
+// doneClosure has the layout of the closure object finishFunc makes.
+type doneClosure struct {
+	code uintptr // finishCode
+	n    *node
+}
+
+// finishCode is the code address of finishFunc's closures; doneInNode
+// reports whether their objects are laid out as doneClosure, checked on
+// one made for a probe node.
+var finishCode, doneInNode = func() (uintptr, bool) {
+	probe := new(node)
+	f := finishFunc(probe)
+	words := (*[2]uintptr)(*(*unsafe.Pointer)(unsafe.Pointer(&f)))
+	return words[0], words[1] == uintptr(unsafe.Pointer(probe))
+}()
+
+// finishFunc returns the Done function of n for requests with no per-call
+// state: it ends the in-flight counts of n.mode and records the outcome.
+// It is kept out of line so that every node's closure has the same code.
+//
+//go:noinline
+func finishFunc(n *node) func(error) {
+	return func(err error) {
+		if n.mode&statInFlight != 0 {
 			n.inflight.Add(-1)
-			if mode&statTotal != 0 {
+			if n.mode&statTotal != 0 {
 				n.b.inflight.Add(-1)
 			}
 		}
@@ -108,7 +166,6 @@ func newNode(b *Balancer, addr string, added int64, seed float64) *node {
 		}
 		n.record(breaker.Classify(err))
 	}
-	return n
 }
 
 // sharedDone is a Done function for every request whose breaker ticket has
