@@ -33,14 +33,15 @@ type node struct {
 	inflight atomic.Int64
 
 	// done is Result.Done when no per-call state is needed: it ends the
-	// in-flight counts the policy keeps and records the outcome. It is
-	// set once, by newNode, and is the closure closure holds (see
-	// setDone). done, closure, consec and mode sit together, so that a
-	// pick and its Done read one cache line.
+	// in-flight counts the policy keeps and records the outcome. newNode
+	// sets it once; it points at the words in closure (see setDone).
+	// done, closure, consec and mode sit together, so that a pick and its
+	// Done read one cache line.
 	done    func(error)
 	closure doneClosure
 	consec  atomic.Int32 // consecutive failures
 	mode    statsMode    // the statistics the policy keeps, for done
+	out     bool         // run: breaker not closed, or ejected, at the last rebuild (kept here, in mode's padding)
 
 	cost      atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
 	stamp     atomic.Int64  // mono time of the last latency sample: the decay's reference
@@ -61,7 +62,6 @@ type node struct {
 	ejectedUntil int64 // mirrored in ejectedAt
 	ejections    int
 	calmSince    int64  // mono time the last ejection ended
-	out          bool   // breaker not closed, or ejected, at the last rebuild
 	gen          uint64 // the Balancer's gen when a State last listed the node
 	pos          int    // the node's index in that State
 }
