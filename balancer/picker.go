@@ -191,11 +191,11 @@ func (p *picker) admit(k int, since int64) func(error) {
 			return nd.done
 		}
 		if key, ok := tk.Key(); ok {
-			return nd.doneFor(brk, tk, key, p.mode)
+			return nd.doneFor(brk, tk, key)
 		}
 	}
 	c := callPool.Get().(*call)
-	c.n, c.brk, c.tk, c.mode, c.start = nd, brk, tk, p.mode, since
+	c.n, c.brk, c.tk, c.start = nd, brk, tk, since
 	c.used.Store(false)
 	return c.fn
 }
