@@ -115,9 +115,9 @@ func newNode(b *Balancer, addr string, added int64, seed float64) *node {
 // the node. A pick then reads n.done, and its Done reads n.closure,
 // n.mode and n.consec, from one cache line: with a thousand nodes that is
 // one dependent cache miss fewer per request, 10-19 % of a weighted
-// round-robin pick (BenchmarkWeighted in benchmarks/, n=1000). The node keeps the
-// words alive and they never move (the heap does not move objects), and
-// closure.n is a typed pointer, so the collector sees it.
+// round-robin pick (BenchmarkWeighted in benchmarks/, n=1000). The node
+// keeps the words alive and they never move (the heap does not move
+// objects), and closure.n is a typed pointer, so the collector sees it.
 //
 // doneInNode checked this layout once, on the closure finishFunc really
 // makes; where it differs (another compiler), n.done is that closure.
@@ -192,7 +192,8 @@ func (n *node) doneFor(brk *breaker.Breaker, tk breaker.Ticket, key uint64) func
 }
 
 // leave ends the in-flight counts n's policy keeps (n.mode) for one
-// request; every Done function calls it once.
+// request; every Done function calls it once. (admit starts them from
+// the picker's copy of the mode, which the pick has at hand.)
 func (n *node) leave() {
 	if n.mode&statInFlight != 0 {
 		n.inflight.Add(-1)
