@@ -330,6 +330,50 @@ func TestIndexRules(t *testing.T) {
 			t.Fatalf("IndexResets = %d, want 1", w.Stats().IndexResets)
 		}
 	})
+	// An error in between (the old leader's death makes the follower answer
+	// 500) must not make the watcher forget the index it last published:
+	// the plain read after the error may reach a newly elected leader that
+	// has not caught up, as TestClusterLeaderLoss saw under load.
+	t.Run("backwards after an error is read again consistently", func(t *testing.T) {
+		f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+			switch n {
+			case 1:
+				return 200, "100", entriesJSON(t, "10.0.0.1:80")
+			case 2:
+				return 500, "", "rpc error getting client: connection refused"
+			case 3:
+				return 200, "5", entriesJSON(t, "10.0.0.2:80")
+			case 4:
+				return 200, "101", entriesJSON(t, "10.0.0.3:80")
+			default:
+				return -1, "", ""
+			}
+		})
+		w, err := New("web", append(fast, WithAddress(f.addr()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		nextWhere(t, w, 5*time.Second, "10.0.0.3", func(s discovery.State) bool {
+			if addrsOf(s) == "10.0.0.2:80" {
+				t.Errorf("the answer from behind, after an error, was published")
+			}
+			return addrsOf(s) == "10.0.0.3:80"
+		})
+		reqs := f.requests()
+		if len(reqs) < 4 {
+			t.Fatalf("%d requests, want at least 4", len(reqs))
+		}
+		if q := reqs[2].URL.Query(); q.Has("index") || q.Has("consistent") {
+			t.Fatalf("the read after the error is %q, want a plain read", reqs[2].URL.RawQuery)
+		}
+		if !reqs[3].URL.Query().Has("consistent") {
+			t.Fatalf("the read after the answer from behind is not consistent: %s", reqs[3].URL.RawQuery)
+		}
+		if got := w.Stats().IndexResets; got != 1 {
+			t.Fatalf("IndexResets = %d, want 1", got)
+		}
+	})
 	t.Run("zero or missing index is clamped and rate-limited", func(t *testing.T) {
 		f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
 			if n%2 == 0 {

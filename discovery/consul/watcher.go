@@ -202,6 +202,7 @@ func (w *Watcher) run() {
 	defer w.wg.Done()
 	var (
 		index      uint64 // 0: the next read is a plain, non-blocking read
+		applied    uint64 // the index of the last answer published; kept through errors
 		consistent bool   // the next plain read must be consistent
 		failures   int
 	)
@@ -234,16 +235,21 @@ func (w *Watcher) run() {
 		if err == nil && !meta.KnownLeader {
 			err = fmt.Errorf("%w: service %q: the agent answered from a server without a leader; keeping the last known good set", ErrNoLeader, w.service)
 		}
-		if err == nil && index > 0 && meta.LastIndex > 0 && meta.LastIndex < index {
+		if err == nil && meta.LastIndex > 0 && meta.LastIndex < applied && !consistent {
 			// The index went backwards: the registry's history was reset
 			// (a snapshot restore, a fresh data dir), or a newly elected
 			// leader answered before catching up, with an older set. Unless
 			// the read was consistent, do not publish this answer: read
 			// everything again, consistently (the leader then confirms it
-			// leads and has caught up), and publish that.
+			// leads and has caught up), and publish that. The comparison is
+			// with the last answer published, not with the blocking index,
+			// which an error resets: the plain read after a leader's death
+			// is the one most likely to meet a new leader from behind. The
+			// consistent read that follows (consistent is still set) is
+			// not checked again: its lower index confirms the reset.
 			w.stats.resets.Add(1)
 			w.opts.logger.Info("consul: index went backwards; reading everything again",
-				"service", w.service, "from", index, "to", meta.LastIndex)
+				"service", w.service, "from", applied, "to", meta.LastIndex)
 			if !checked {
 				index, consistent = 0, true
 				continue
@@ -263,6 +269,7 @@ func (w *Watcher) run() {
 		}
 		failures = 0
 		consistent = false
+		applied = meta.LastIndex
 		if index = meta.LastIndex; index == 0 {
 			// A missing index would make every blocking query return at
 			// once: clamp it, and wait a second before asking again.
