@@ -13,8 +13,10 @@
 //     backwards (a snapshot restore, an agent restarted on a fresh data dir,
 //     or a newly elected leader that has not caught up yet), that answer is
 //     not published: the next read is a consistent read of the whole set,
-//     which replaces it. A missing or zero index is clamped and re-queried at
-//     most once a second.
+//     which replaces it. "Backwards" is below the index of the last answer
+//     published, which errors do not reset, so the plain read after an
+//     error is checked too. A missing or zero index is clamped and
+//     re-queried at most once a second.
 //   - An answer without a known leader (X-Consul-KnownLeader: false: a
 //     server cut off from its quorum still answers blocking queries from its
 //     own copy) is not published: ErrNoLeader is reported in State.Err and
