@@ -25,6 +25,7 @@ type Balancer struct {
 	inflight atomic.Int64            // over all nodes, for Maglev's bounded load
 	tau      float64                 // P2C decay, ns
 	penalty  float64                 // P2C failure penalty, ns
+	samp     sampling                // P2C's latency sampling rate
 
 	kickCh   chan struct{} // something changed; buffered 1
 	rewakeCh chan struct{} // wakeAt moved earlier; buffered 1
@@ -70,6 +71,7 @@ func New(w discovery.Watcher, opts ...Option) *Balancer {
 		nodes: map[string]*node{},
 		rng:   rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
 	}
+	b.samp.init()
 	if p, ok := o.policy.(p2c); ok {
 		b.tau, b.penalty = float64(p.tau), float64(p.penalty)
 	} else {

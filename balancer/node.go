@@ -316,6 +316,7 @@ func (c *call) finish(err error) {
 	if start != 0 && o != breaker.Excluded {
 		now := mono()
 		n.observe(now, now-start, o == breaker.Failure, n.b.tau, n.b.penalty)
+		n.b.samp.sampled(now, len(n.b.picker.Load().ready))
 	}
 	n.record(o)
 }

@@ -16,9 +16,11 @@ import (
 // survive discovery updates; a new node starts at the median of the others,
 // and so does a node whose breaker closes again or whose ejection ends, when
 // its own estimate is higher (it still holds the failures that took it out).
-// The latency of one request in eight is sampled (the in-flight count is
-// exact); a node whose latency was not sampled for 2 s is chosen once, so an
-// expensive node that recovered is noticed.
+// The latency of one request in eight is sampled, and of one in 64 when
+// requests come fast enough for each node to get a sample every 10 ms
+// anyway (the in-flight count is exact); a node whose latency was not
+// sampled for 2 s is chosen once, so an expensive node that recovered is
+// noticed.
 func P2C(opts ...P2COption) Policy {
 	p := p2c{tau: 10 * time.Second, penalty: 250 * time.Millisecond, probeAfter: 2 * time.Second}
 	for _, o := range opts {
@@ -48,8 +50,8 @@ type p2c struct {
 func (p2c) Name() string     { return "p2c_peak_ewma" }
 func (p2c) stats() statsMode { return statInFlight | statLatency }
 
-func (p p2c) build(ready []entry, nodes []*node, _ *Balancer) selector {
-	return &p2cSel{ready: ready, nodes: nodes, dense: len(ready) == len(nodes), probeAfter: int64(p.probeAfter)}
+func (p p2c) build(ready []entry, nodes []*node, b *Balancer) selector {
+	return &p2cSel{ready: ready, nodes: nodes, dense: len(ready) == len(nodes), probeAfter: int64(p.probeAfter), samp: &b.samp}
 }
 
 type p2cSel struct {
@@ -57,6 +59,7 @@ type p2cSel struct {
 	nodes      []*node
 	dense      bool // ready[i].idx is i (see picker.dense)
 	probeAfter int64
+	samp       *sampling // the Balancer's
 }
 
 func (s *p2cSel) first(uint64, bool) (int, int64) {
@@ -79,13 +82,12 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	} else {
 		a, b = s.nodes[ea.idx], s.nodes[eb.idx]
 	}
-	// Sample the latency of one request in 2^sampleBits: a clock read costs
-	// more than the rest of the pick on many machines, and a 10 s EWMA needs
-	// far fewer samples than a busy client makes.
+	// Sample the latency of one request in 8 to 64 (see sampling): a
+	// clock read costs more than the rest of the pick on many machines.
 	// The one clock read of a sampled pick serves both the probe check
 	// and the sample's start time.
 	var now int64
-	if ri&(1<<sampleBits-1) == 0 { // low bits; i comes from the high ones
+	if ri&s.samp.mask.Load() == 0 { // low bits; i comes from the high ones
 		now = mono()
 		if s.probeAfter > 0 {
 			// Probe a node nobody chose for a while; claim the probe so
@@ -111,6 +113,3 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	}
 	return i, now
 }
-
-// sampleBits sets the latency sampling rate: one request in 2^sampleBits.
-const sampleBits = 3
