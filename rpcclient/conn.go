@@ -119,7 +119,8 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 // start registers a pending call and writes its request. The reply will be
 // decoded into reply; pc.done is signalled once. The caller then calls
 // finish after pc.done, or abandon. ctx bounds the wait for the write slot
-// and, through a write deadline, the write itself.
+// and, through a write deadline, the write itself; a ctx already done when
+// the slot is taken writes nothing.
 func (c *conn) start(ctx context.Context, method string, args, reply any) (*pendingCall, uint64, error) {
 	select {
 	case c.wslot <- struct{}{}: // the common case: the slot is free (one channel, no select over three)
@@ -131,6 +132,14 @@ func (c *conn) start(ctx context.Context, method string, args, reply any) (*pend
 	if c.retired.Load() {
 		<-c.wslot
 		return nil, 0, notSent(&deadConnError{errRetired})
+	}
+	// A call whose context is already done sends nothing. Its deadline,
+	// past, would time the write out at once, and a write that fails
+	// closes the connection (the gob stream is unusable after it), failing
+	// every other call on it for the one caller's lateness.
+	if err := expired(ctx); err != nil {
+		<-c.wslot
+		return nil, 0, notSent(fmt.Errorf("rpcclient: %s: request not sent: %w", c.addr, err))
 	}
 	pc := pendingPool.Get().(*pendingCall)
 	pc.reply, pc.err = reply, nil

@@ -162,3 +162,48 @@ func TestBlockedWriteIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// A call whose context is already done when it reaches the connection
+// sends nothing and leaves the connection alone: a call in flight on it
+// (not idempotent, so it could not be retried) still gets its reply, and
+// the node is not dialled again.
+func TestDoneContextSendsNothingAndHarmsNoOtherCall(t *testing.T) {
+	a := &Arith{gate: make(chan struct{})}
+	addr := serveArith(t, a)
+	c, _ := newTestClient(t, []string{addr})
+	slow := make(chan error, 1)
+	go func() {
+		var r int
+		slow <- c.Call(context.Background(), "Arith.Slow", Pair{7, 0}, &r)
+	}()
+	waitCalls(t, a, 1)
+
+	late, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	gone, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		want error
+	}{
+		{"deadline past", late, context.DeadlineExceeded},
+		{"cancelled", gone, context.Canceled},
+	} {
+		var r int
+		err := c.Call(tc.ctx, "Arith.Add", Pair{1, 2}, &r)
+		if !errors.Is(err, tc.want) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("%s: %v; want %v, and not an unknown outcome (nothing was sent)", tc.name, err, tc.want)
+		}
+	}
+	if n := a.calls.Load(); n != 1 {
+		t.Fatalf("the server ran %d calls, want 1: a call whose context was done was sent", n)
+	}
+	close(a.gate)
+	if err := <-slow; err != nil {
+		t.Fatalf("the call in flight failed after calls with done contexts: %v", err)
+	}
+	if st := c.Endpoints(); len(st) != 1 || st[0].Dials != 1 {
+		t.Fatalf("endpoints %+v: want one, dialled once", st)
+	}
+}
