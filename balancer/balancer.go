@@ -487,14 +487,22 @@ func (b *Balancer) publish(p *picker) {
 // allocates nothing, so callers may take it on every request.
 func (b *Balancer) Updated() <-chan struct{} { return *b.pubCh.Load() }
 
-// Quarantine keeps addr out of picks for d, unless panic mode needs it. The
-// RPC client calls it when a dial to addr fails, from its own goroutine. It
-// reports whether addr is a current node. The quarantine also ends when
-// discovery drops the address (a node that comes back starts afresh).
+// Quarantine keeps addr out of picks for d, unless panic mode needs it; a d
+// of 0 or less ends its quarantine now. The RPC client calls it when a dial
+// to addr fails or hangs, and with 0 when a dial succeeds, from any
+// goroutine. It reports whether addr is a current node. The quarantine also
+// ends when discovery drops the address (a node that comes back starts
+// afresh).
 func (b *Balancer) Quarantine(addr string, d time.Duration) bool {
 	n := b.set.Load().byAddr()[addr]
-	if n == nil || d <= 0 {
+	if n == nil {
 		return false
+	}
+	if d <= 0 {
+		if n.quarUntil.Swap(0) != 0 {
+			b.kick()
+		}
+		return true
 	}
 	n.quarUntil.Store(mono() + int64(d))
 	b.kick()

@@ -263,6 +263,13 @@ func TestQuarantineEnds(t *testing.T) {
 	}
 	waitFor(t, b, "quarantined", func(p *picker) bool { return len(p.ready) == 2 })
 	waitFor(t, b, "released", func(p *picker) bool { return len(p.ready) == 3 })
+	// A quarantine of 0 ends one early (a dial that hung, then succeeded).
+	b.Quarantine(as[2], time.Hour)
+	waitFor(t, b, "quarantined for an hour", func(p *picker) bool { return len(p.ready) == 2 })
+	if !b.Quarantine(as[2], 0) {
+		t.Fatal("Quarantine(addr, 0) of a node reported false")
+	}
+	waitFor(t, b, "released early", func(p *picker) bool { return len(p.ready) == 3 })
 }
 
 func TestExcludeIsAPreference(t *testing.T) {

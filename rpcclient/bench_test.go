@@ -130,7 +130,7 @@ func BenchmarkCallInterleaved(b *testing.B) {
 	res.Done(nil)
 	addr := res.Endpoint.Addr // the string Call looks up: discovery's, not srv.Addr()'s
 	transport := func(r *rpctest.EchoReply) error {
-		cn, err := ep.get(ctx, ctx)
+		cn, err := ep.get(ctx)
 		if err != nil {
 			return err
 		}

@@ -81,15 +81,13 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		r.Done(nil)
 		return nil
 	}
-	return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, &attempt{r: r, ep: ep, err: err})
+	return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, &attempt{r: r, err: err})
 }
 
 // attempt is a request Call sent to one picked node and that failed: the
-// pick, the node's endpoint, and the error, which r's Done has not yet
-// been told.
+// pick and the error, which r's Done has not yet been told.
 type attempt struct {
 	r   balancer.Result
-	ep  *endpoint
 	err error
 }
 
@@ -102,7 +100,7 @@ func send(ctx context.Context, ep *endpoint, serviceMethod string, args, reply a
 		actx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	cn, err := ep.get(actx, ctx)
+	cn, err := ep.get(actx)
 	if err != nil {
 		return err
 	}
@@ -261,10 +259,10 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				continue
 			}
 
-			a = attempt{r: r, ep: ep, err: send(ctx, ep, serviceMethod, args, reply, timeout)}
+			a = attempt{r: r, err: send(ctx, ep, serviceMethod, args, reply, timeout)}
 		}
 		attempts++
-		r, ep, err := a.r, a.ep, a.err
+		r, err := a.r, a.err
 		addr := r.Endpoint.Addr
 		if err != nil {
 			if cerr := expired(ctx); cerr != nil {
@@ -297,21 +295,12 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 		if ctx.Err() != nil {
 			return fail(ctx.Err())
 		}
-		var de *DialError
-		if errors.As(err, &de) {
-			if version == 0 {
-				version = c.bal.StateVersion()
-			}
-			if be := (*BackoffError)(nil); !errors.As(err, &be) {
-				// A dial was made and failed. (A refusal during the
-				// backoff it started was already handled by that dial.)
-				ep.mu.Lock()
-				wait := time.Until(ep.retryAt)
-				ep.mu.Unlock()
-				c.bal.Quarantine(addr, wait)
-				c.w.ResolveNow()
-				c.opts.logger.Warn("rpcclient: dial failed", "service", c.service, "addr", addr, "error", err, "quarantine", wait)
-			}
+		// A failed dial (or a refusal during the backoff it started) was
+		// handled where it failed (endpoint.connect: backoff, quarantine,
+		// ResolveNow); a refreshed set is one newer than discovery's
+		// version then.
+		if de := (*DialError)(nil); version == 0 && errors.As(err, &de) {
+			version = de.version
 		}
 		if isNotSent(err) {
 			// Nothing left this process: try another node at once. Such

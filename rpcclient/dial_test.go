@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -98,4 +99,43 @@ func TestErrorNamesEveryEndpointTried(t *testing.T) {
 		t.Fatalf("Error.Attempts = %d, want at least one per node: %v", ce.Attempts, err)
 	}
 	t.Logf("%v", err)
+}
+
+// A dial that outlasts the deadline of the call that started it is not cut
+// short: it runs to the dial timeout, its failure starts the reconnect
+// backoff, and the node is out of picks meanwhile. Callers whose deadlines
+// are shorter than the dial timeout (the defaults: no attempt timeout, a
+// 3 s dial timeout) used to cut every dial short, and a dial cut short by
+// its caller counted nothing: the blackholed node was dialled again by the
+// next call picked onto it, and that call failed too.
+func TestDialOutlivesItsCaller(t *testing.T) {
+	hole := rpctest.Blackhole(t)
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{hole, srv.Addr()}, WithBalancer(balancer.WithPolicy(balancer.RoundRobin())),
+		WithDialTimeout(600*time.Millisecond), WithConnectBackoff(500*time.Millisecond, 1.6, 10*time.Second, 0.2))
+	var calls, failed int
+	sawBackoff := false
+	for start := time.Now(); time.Since(start) < 2500*time.Millisecond; calls++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+		var r rpctest.EchoReply
+		if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent()); err != nil {
+			failed++
+		}
+		cancel()
+		sawBackoff = sawBackoff || endpointStatus(c, hole).State == TransientFailure
+		time.Sleep(5 * time.Millisecond)
+	}
+	dials := endpointStatus(c, hole).Dials
+	t.Logf("%d calls with 150 ms deadlines in 2.5 s: %d failed, %d dials to the blackhole", calls, failed, dials)
+	// Dials at about 0, 1.1 and 2.2 s (600 ms each, then 0.5 s and 0.8 s
+	// of backoff); one failed call waits for each.
+	if !sawBackoff {
+		t.Error("the blackholed endpoint never entered reconnect backoff")
+	}
+	if dials < 2 || dials > 6 {
+		t.Errorf("%d dials to the blackhole in 2.5 s, want 2-6 (the dial timeout, then the backoff)", dials)
+	}
+	if failed > int(dials) {
+		t.Errorf("%d of %d calls failed, more than the %d dials to the blackhole: calls went on waiting for a hung dial", failed, calls, dials)
+	}
 }

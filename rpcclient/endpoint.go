@@ -47,8 +47,8 @@ type endpoint struct {
 	mu       sync.Mutex
 	state    State
 	conns    []*conn
-	dialing  chan struct{} // closed when the dial in progress ends
-	failures int           // consecutive failed dials with no connection up
+	dialing  *dialAttempt // the dial under way; nil when none
+	failures int          // consecutive failed dials with no connection up
 	retryAt  time.Time
 	// The same for dials that would grow a pool that has connections: they
 	// back off on their own, so that they never delay a redial after the
@@ -62,15 +62,19 @@ type endpoint struct {
 	dials        atomic.Uint64
 }
 
-// get returns a connection, dialing one if needed, bounded by ctx (the
-// attempt's context). caller is the call's own context: a dial cut short by
-// it is not the endpoint's fault and starts no backoff. Errors are wrapped in
-// errNotSent: no request was written.
+// get returns a connection, bounded by ctx (the attempt's context). With no
+// live connection it waits for a dial, starting one if none is under way;
+// the dial runs on its own goroutine, bounded by the dial timeout and
+// Close but not by ctx, so that a caller whose deadline is shorter than the
+// dial timeout still lets the dial end and a failure count (backoff,
+// quarantine, ResolveNow: see connect). Errors are wrapped in errNotSent:
+// no request was written.
 //
 // A call never waits for a dial while the endpoint has a connection: below
 // the pool size, it starts one extra dial in the background (see grow) and
 // goes on the connections the pool has.
-func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
+func (e *endpoint) get(ctx context.Context) (*conn, error) {
+	waited := false // for a dial: the next dial waits for another call
 	for {
 		e.mu.Lock()
 		if e.state == Shutdown {
@@ -78,78 +82,113 @@ func (e *endpoint) get(ctx, caller context.Context) (*conn, error) {
 			return nil, notSent(e.errShutDown())
 		}
 		if cn := e.liveLocked(); cn != nil {
-			if len(e.conns) < e.c.opts.poolSize && e.dialing == nil && !time.Now().Before(e.growAt) {
-				ch := make(chan struct{})
-				e.dialing = ch
+			if !waited && len(e.conns) < e.c.opts.poolSize && e.dialing == nil && !time.Now().Before(e.growAt) {
+				d := &dialAttempt{done: make(chan struct{}), grow: true}
+				e.dialing = d
 				e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
-				go e.grow(ch)
+				go e.grow(d)
 			}
 			e.mu.Unlock()
 			return cn, nil
 		}
-		if e.dialing != nil {
-			ch := e.dialing
-			e.mu.Unlock()
-			select {
-			case <-ch:
-				continue
-			case <-ctx.Done():
-				// Another call's dial is slow; this call sent nothing,
-				// and the dial's own outcome is what counts.
-				return nil, notSent(&dialWaitError{Addr: e.addr, Err: ctx.Err()})
-			case <-e.c.life.Done():
-				return nil, notSent(ErrClosed)
+		d := e.dialing
+		if d == nil {
+			if time.Now().Before(e.retryAt) {
+				err := &BackoffError{Addr: e.addr, Last: e.lastErr}
+				e.mu.Unlock()
+				return nil, notSent(err)
 			}
+			d = &dialAttempt{done: make(chan struct{}), until: time.Now().Add(e.c.opts.dialTimeout)}
+			e.dialing = d
+			e.state = Connecting
+			e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
+			go e.connect(d)
 		}
-		if time.Now().Before(e.retryAt) {
-			err := &BackoffError{Addr: e.addr, Last: e.lastErr}
-			e.mu.Unlock()
-			return nil, notSent(err)
-		}
-		ch := make(chan struct{})
-		e.dialing = ch
-		e.state = Connecting
-		// Counted like a background dial, so that Close waits for it (and
-		// for the goroutines of the conn it may make); Close ends it.
-		e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
 		e.mu.Unlock()
-
-		cn, err := e.dial(ctx)
-
-		e.mu.Lock()
-		e.c.wg.Done()
-		e.dialing = nil
-		close(ch)
-		if err != nil && e.c.life.Err() != nil {
-			e.mu.Unlock()
+		select {
+		case <-d.done:
+			if d.err != nil && !d.grow {
+				return nil, notSent(d.err)
+			}
+			waited = true
+			// Connected, or an extra connection's dial failed after the
+			// pool's last connection died: look again.
+		case <-ctx.Done():
+			// The dial goes on; its outcome is what counts. Until it
+			// ends, the node is out of picks: the calls that would come
+			// next are no more patient than this one.
+			if left := time.Until(d.until); !d.grow && left > 0 {
+				e.c.bal.Quarantine(e.addr, left)
+			}
+			return nil, notSent(&dialWaitError{Addr: e.addr, Err: ctx.Err()})
+		case <-e.c.life.Done():
 			return nil, notSent(ErrClosed)
 		}
-		if err != nil {
-			if cerr := expired(caller); cerr != nil {
-				if len(e.conns) == 0 && e.state == Connecting {
-					e.state = Idle
-				}
-				e.mu.Unlock()
-				return nil, cerr
-			}
-			e.failures++
-			e.lastErr = err
-			e.retryAt = time.Now().Add(e.c.opts.connectBackoff.Delay(e.failures-1, nil))
-			if len(e.conns) == 0 {
-				e.state = TransientFailure
-			}
-			e.mu.Unlock()
-			return nil, notSent(err)
-		}
-		e.lastErr = nil
-		if !e.adoptLocked(cn) {
-			e.mu.Unlock()
-			cn.close(e.errShutDown())
-			return nil, notSent(e.errShutDown())
-		}
-		e.mu.Unlock()
-		return cn, nil
 	}
+}
+
+// dialAttempt is a dial under way; done is closed when it ends, and err is
+// then its error (nil once its connection is in the pool).
+type dialAttempt struct {
+	done  chan struct{}
+	err   error
+	grow  bool      // an extra connection for a pool that has one (see grow)
+	until time.Time // when the dial times out, for connect's
+}
+
+// connect dials the endpoint that has no live connection, on its own
+// goroutine (counted in the Client's WaitGroup), bounded by the dial timeout
+// and by Close. A failed dial starts the reconnect backoff, quarantines the
+// address in the balancer for as long, and asks discovery to refresh
+// (ResolveNow), before the callers waiting for it wake: their retries then
+// pick another node, or wait for the refreshed set. A dial that succeeds
+// ends the quarantine a caller that gave up on it started (see get).
+func (e *endpoint) connect(d *dialAttempt) {
+	defer e.c.wg.Done()
+	cn, err := e.dial(e.c.life)
+	var wait time.Duration
+	e.mu.Lock()
+	e.dialing = nil
+	switch {
+	case err != nil && e.c.life.Err() != nil:
+		err = ErrClosed
+	case err != nil:
+		if de, ok := err.(*DialError); ok {
+			// Before ResolveNow, and before BackoffErrors share it: what
+			// a refreshed set is newer than.
+			de.version = e.c.bal.StateVersion()
+		}
+		e.failures++
+		e.lastErr = err
+		wait = e.c.opts.connectBackoff.Delay(e.failures-1, nil)
+		e.retryAt = time.Now().Add(wait)
+		if len(e.conns) == 0 {
+			e.state = TransientFailure
+		}
+	case !e.adoptLocked(cn):
+		err = e.errShutDown()
+	default:
+		e.lastErr = nil
+		cn = nil // the pool's now
+	}
+	e.mu.Unlock()
+	if err == nil {
+		e.c.bal.Quarantine(e.addr, 0) // a caller's, while the dial hung
+	}
+	if cn != nil {
+		cn.close(err) // the endpoint shut down during the dial
+	}
+	if wait > 0 {
+		e.c.bal.Quarantine(e.addr, wait)
+		e.c.w.ResolveNow()
+		e.c.opts.logger.Warn("rpcclient: dial failed", "service", e.c.service, "addr", e.addr, "error", err, "quarantine", wait)
+	}
+	d.err = err
+	close(d.done)
+}
+
+func (e *endpoint) errShutDown() error {
+	return fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr)
 }
 
 // adoptLocked adds a newly dialled connection to the pool, under e.mu. It
@@ -165,22 +204,19 @@ func (e *endpoint) adoptLocked(cn *conn) bool {
 	return true
 }
 
-func (e *endpoint) errShutDown() error {
-	return fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr)
-}
-
 // grow dials one extra connection for a pool that has connections, on its
 // own goroutine (counted in the Client's WaitGroup), bounded by the dial
 // timeout and by Close. A failed dial backs off on its own schedule
 // (growFailures, growAt), so that it never delays a redial after the last
 // connection died; the calls meanwhile use the connections the pool has.
-func (e *endpoint) grow(dialing chan struct{}) {
+func (e *endpoint) grow(d *dialAttempt) {
 	defer e.c.wg.Done()
+	defer close(d.done)
 	cn, err := e.dial(e.c.life)
 	e.mu.Lock()
 	e.dialing = nil
-	close(dialing)
 	if err != nil {
+		d.err = err
 		if e.c.life.Err() != nil {
 			e.mu.Unlock()
 			return

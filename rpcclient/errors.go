@@ -68,6 +68,8 @@ func isNotSent(err error) bool {
 type DialError struct {
 	Addr string
 	Err  error
+
+	version uint64 // the balancer's StateVersion when the dial failed, before ResolveNow
 }
 
 // Error says which address failed to dial and why.
