@@ -65,13 +65,15 @@ type p2cSel struct {
 func (s *p2cSel) first(uint64, bool) (int, int64) {
 	n := uint64(len(s.ready))
 	// Two indexes from one call's 63 random bits (i from the 32 from bit
-	// 31 up, j from the 32 below), scaled into range by a multiply and
+	// 31 up, j from the 31 below), scaled into range by a multiply and
 	// shift instead of a division (Lemire's fast range): i in [0, n), j
-	// in [0, n-1), then j skips i.
+	// in [0, n-1), then j skips i. The sampling decision below takes the
+	// low bits of ri, which j does not use: were they shared, sampled
+	// picks would draw j from part of the range only.
 	r := uint64(cheaprand64())
-	ri, rj := r>>31, r&(1<<32-1)
+	ri, rj := r>>31, r&(1<<31-1)
 	i := int(ri * n >> 32)
-	j := int(rj * (n - 1) >> 32)
+	j := int(rj * (n - 1) >> 31)
 	if j >= i {
 		j++
 	}

@@ -439,23 +439,38 @@ func TestP2CPairsAreUniform(t *testing.T) {
 			// Ten buckets of indexes (n of them when n < 10).
 			buckets := min(n, 10)
 			got := make([]int, buckets)
+			sampled := make([]int, buckets) // the choices of the picks sampled for latency
+			nsampled := 0
 			for range draws {
-				i, _ := s.first(0, false)
+				i, since := s.first(0, false)
 				got[i*buckets/n]++
+				if since != 0 {
+					sampled[i*buckets/n]++
+					nsampled++
+				}
 			}
 			pairs := float64(n) * float64(n-1) / 2
-			for k := range buckets {
-				var wins float64
-				for i := k * n / buckets; i < (k+1)*n/buckets; i++ {
-					wins += float64(n-1-i) / pairs
-				}
-				want := wins * draws
-				// 5 standard deviations of a binomial count.
-				tol := 5*math.Sqrt(want*(1-wins)) + 1
-				if d := math.Abs(float64(got[k]) - want); d > tol {
-					t.Errorf("bucket %d of %d: %d choices, want %.0f +- %.0f", k, buckets, got[k], want, tol)
+			check := func(what string, got []int, draws int) {
+				for k := range buckets {
+					var wins float64
+					for i := k * n / buckets; i < (k+1)*n/buckets; i++ {
+						wins += float64(n-1-i) / pairs
+					}
+					want := wins * float64(draws)
+					// 5 standard deviations of a binomial count.
+					tol := 5*math.Sqrt(want*(1-wins)) + 1
+					if d := math.Abs(float64(got[k]) - want); d > tol {
+						t.Errorf("%s: bucket %d of %d: %d choices, want %.0f +- %.0f", what, k, buckets, got[k], want, tol)
+					}
 				}
 			}
+			check("all picks", got, draws)
+			// The sampled picks are one in eight, and their pairs as
+			// uniform as the others'.
+			if nsampled < draws/10 || nsampled > draws/6 {
+				t.Errorf("%d of %d picks sampled, want about one in 8", nsampled, draws)
+			}
+			check("sampled picks", sampled, nsampled)
 		})
 	}
 }
