@@ -368,6 +368,7 @@ func (b *Balancer) rebuild() time.Duration {
 	var back []*node
 	ready := make([]entry, 0, len(all))
 	for i, n := range all {
+		n.endEjection(now)
 		if n.consec.Load() >= ejectAt && n.ejectedUntil <= now {
 			b.eject(n, now, "consecutive failures")
 		}

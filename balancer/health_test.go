@@ -219,6 +219,45 @@ func TestOutlierEjectionIsCapped(t *testing.T) {
 	}
 }
 
+// The requests in flight on a node when it is ejected fail afterwards
+// (it hung, say). Their failures must not eject it again, for twice as
+// long, the moment its ejection ends: it got no request in between. The
+// run goroutine's wake-up at the end of the ejection used to come before
+// the interval's sweep forgot them.
+func TestEjectionEndsWithoutStaleFailures(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithoutBreakers(), WithPanicThreshold(0), WithPolicy(RoundRobin()),
+		WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 300 * time.Millisecond,
+			Interval: time.Hour, Jitter: 0.01, MaxEjectedShare: 0.5}))
+	bad := as[0]
+	var held []Result
+	for len(held) < 6 {
+		r, err := b.Pick(context.Background(), Exclude(others(as, bad)...))
+		if err != nil || r.Endpoint.Addr != bad {
+			t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, bad)
+		}
+		held = append(held, r)
+	}
+	for _, r := range held[:3] {
+		r.Done(errReset)
+	}
+	waitFor(t, b, "the ejection", func(p *picker) bool { return len(p.ready) == 2 })
+	ejectedAt := time.Now()
+	for _, r := range held[3:] { // the requests picked before it
+		r.Done(errReset)
+	}
+	waitFor(t, b, "the node back", func(p *picker) bool { return len(p.ready) == 3 })
+	if back := time.Since(ejectedAt); back > 750*time.Millisecond {
+		t.Fatalf("the node came back %v after a 300 ms ejection: ejected again for its stale failures", back)
+	}
+	b.mu.Lock()
+	ejections := b.nodes[bad].ejections
+	b.mu.Unlock()
+	if ejections != 1 {
+		t.Fatalf("the node was ejected %d times, want 1", ejections)
+	}
+}
+
 func others(all []string, not string) []string {
 	var out []string
 	for _, a := range all {

@@ -8,11 +8,7 @@ func (b *Balancer) sweep() {
 	c := b.opts.outlier
 	now := mono()
 	for _, n := range b.nodes {
-		if n.ejectedUntil != 0 && n.ejectedUntil <= now {
-			n.setEjected(0)
-			n.calmSince = now
-			n.consec.Store(0)
-		}
+		n.endEjection(now)
 		if c.Disabled || n.ejectedUntil > now {
 			continue
 		}
@@ -43,4 +39,18 @@ func (b *Balancer) eject(n *node, now int64, why string) {
 	n.consec.Store(0)
 	b.opts.logger.Warn("balancer: node ejected", "service", b.opts.service, "addr", n.addr,
 		"reason", why, "for", d, "times", n.ejections)
+}
+
+// endEjection ends n's ejection if it is over by now, with b.mu held. The
+// failures counted meanwhile are forgotten: they are those of requests
+// picked before the ejection (an ejected node gets none, panic mode aside),
+// and must not eject the node again, for twice as long, the moment it is
+// back. rebuild calls it before it looks at the count, and sweep every
+// interval.
+func (n *node) endEjection(now int64) {
+	if n.ejectedUntil != 0 && n.ejectedUntil <= now {
+		n.setEjected(0)
+		n.calmSince = now
+		n.consec.Store(0)
+	}
 }
