@@ -136,6 +136,7 @@ func TestGarbageKeepsLastKnownGood(t *testing.T) {
 		{"truncated json", good[:len(good)/2], 200, "unexpected EOF"},
 		{"html 200", "<html>oops</html>", 200, "invalid character"},
 		{"wrong shape", `{"not":"a list"}`, 200, "cannot unmarshal"},
+		{"every instance invalid", entriesJSON(t, "0.0.0.0:80", "10.0.0.3:0"), 200, "all 2 instances were rejected"},
 	} {
 		t.Run(bad.name, func(t *testing.T) {
 			f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {

@@ -353,7 +353,8 @@ func (w *Watcher) query(ctx context.Context, index uint64, consistent bool) ([]*
 }
 
 // apply converts an answer and publishes it. An error leaves the published
-// set untouched.
+// set untouched: so does an answer that lists instances of which none is
+// valid (critical ones aside, which are left out as if unlisted).
 func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) error {
 	if len(entries) > w.opts.maxEntries {
 		return fmt.Errorf("%w: service %q: %d entries, cap %d", ErrResponseTooLarge, w.service, len(entries), w.opts.maxEntries)
@@ -366,8 +367,18 @@ func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) error 
 	for _, r := range rejected {
 		w.opts.logger.Warn("consul: instance rejected", "service", w.service, "id", r.Endpoint.ID, "reason", r.Err)
 	}
-	if n := len(rejected) + bad; n > 0 {
+	n := len(rejected) + bad
+	if n > 0 {
 		w.stats.rejected.Add(uint64(n))
+	}
+	if len(valid) == 0 && n > 0 {
+		// Instances listed but none usable (a bad deploy registered
+		// 0.0.0.0, say): a broken answer, not an empty service.
+		why := "malformed"
+		if len(rejected) > 0 {
+			why = rejected[0].Err.Error()
+		}
+		return fmt.Errorf("consul: service %q: all %d instances were rejected (%s); keeping the last known good set", w.service, n, why)
 	}
 	w.pub.Update(valid, time.Now())
 	return nil
