@@ -296,7 +296,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			return fail(ctx.Err())
 		}
 		// A failed dial (or a refusal during the backoff it started) was
-		// handled where it failed (endpoint.connect: backoff, quarantine,
+		// handled where it failed (endpoint.run: backoff, quarantine,
 		// ResolveNow); a refreshed set is one newer than discovery's
 		// version then.
 		if de := (*DialError)(nil); version == 0 && errors.As(err, &de) {

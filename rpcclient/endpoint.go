@@ -67,11 +67,11 @@ type endpoint struct {
 // the dial runs on its own goroutine, bounded by the dial timeout and
 // Close but not by ctx, so that a caller whose deadline is shorter than the
 // dial timeout still lets the dial end and a failure count (backoff,
-// quarantine, ResolveNow: see connect). Errors are wrapped in errNotSent:
+// quarantine, ResolveNow: see run). Errors are wrapped in errNotSent:
 // no request was written.
 //
 // A call never waits for a dial while the endpoint has a connection: below
-// the pool size, it starts one extra dial in the background (see grow) and
+// the pool size, it starts one extra dial in the background (see run) and
 // goes on the connections the pool has.
 func (e *endpoint) get(ctx context.Context) (*conn, error) {
 	waited := false // for a dial: the next dial waits for another call
@@ -86,7 +86,7 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 				d := &dialAttempt{done: make(chan struct{}), grow: true}
 				e.dialing = d
 				e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
-				go e.grow(d)
+				go e.run(d)
 			}
 			e.mu.Unlock()
 			return cn, nil
@@ -102,7 +102,7 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 			e.dialing = d
 			e.state = Connecting
 			e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
-			go e.connect(d)
+			go e.run(d)
 		}
 		e.mu.Unlock()
 		select {
@@ -132,19 +132,28 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 type dialAttempt struct {
 	done  chan struct{}
 	err   error
-	grow  bool      // an extra connection for a pool that has one (see grow)
-	until time.Time // when the dial times out, for connect's
+	grow  bool      // an extra connection for a pool that has one
+	until time.Time // when the dial times out: how long get's waiters quarantine the node for
 }
 
-// connect dials the endpoint that has no live connection, on its own
-// goroutine (counted in the Client's WaitGroup), bounded by the dial timeout
-// and by Close. A failed dial starts the reconnect backoff, quarantines the
-// address in the balancer for as long, and asks discovery to refresh
-// (ResolveNow), before the callers waiting for it wake: their retries then
-// pick another node, or wait for the refreshed set. A dial that succeeds
-// ends the quarantine a caller that gave up on it started (see get).
-func (e *endpoint) connect(d *dialAttempt) {
+// run makes the dial d, on its own goroutine (counted in the Client's
+// WaitGroup), bounded by the dial timeout and by Close, not by the call that
+// asked for it.
+//
+// A dial for an endpoint with no live connection that fails starts the
+// reconnect backoff, quarantines the address in the balancer for as long,
+// and asks discovery to refresh (ResolveNow), before the callers waiting for
+// it wake: their retries then pick another node, or wait for the refreshed
+// set. When it succeeds, it ends the quarantine that a caller who gave up on
+// it started (see get).
+//
+// An extra connection's dial (d.grow) that fails backs off on its own
+// schedule (growFailures, growAt), so that it never delays a redial after
+// the last connection died; the calls meanwhile use the connections the pool
+// has.
+func (e *endpoint) run(d *dialAttempt) {
 	defer e.c.wg.Done()
+	defer close(d.done) // after d.err is set
 	cn, err := e.dial(e.c.life)
 	var wait time.Duration
 	e.mu.Lock()
@@ -152,6 +161,10 @@ func (e *endpoint) connect(d *dialAttempt) {
 	switch {
 	case err != nil && e.c.life.Err() != nil:
 		err = ErrClosed
+	case err != nil && d.grow:
+		e.growFailures++
+		wait = e.c.opts.connectBackoff.Delay(e.growFailures-1, nil)
+		e.growAt = time.Now().Add(wait)
 	case err != nil:
 		if de, ok := err.(*DialError); ok {
 			// Before ResolveNow, and before BackoffErrors share it: what
@@ -168,27 +181,28 @@ func (e *endpoint) connect(d *dialAttempt) {
 	case !e.adoptLocked(cn):
 		err = e.errShutDown()
 	default:
-		e.lastErr = nil
+		if !d.grow {
+			e.lastErr = nil
+		}
 		cn = nil // the pool's now
 	}
 	e.mu.Unlock()
-	if err == nil {
-		e.c.bal.Quarantine(e.addr, 0) // a caller's, while the dial hung
-	}
 	if cn != nil {
 		cn.close(err) // the endpoint shut down during the dial
 	}
-	if wait > 0 {
+	switch {
+	case d.grow && wait > 0:
+		e.c.opts.logger.Info("rpcclient: extra connection dial failed", "service", e.c.service, "addr", e.addr,
+			"error", err, "next try in", wait)
+	case d.grow:
+	case err == nil:
+		e.c.bal.Quarantine(e.addr, 0) // a caller's, while the dial hung
+	case wait > 0:
 		e.c.bal.Quarantine(e.addr, wait)
 		e.c.w.ResolveNow()
 		e.c.opts.logger.Warn("rpcclient: dial failed", "service", e.c.service, "addr", e.addr, "error", err, "quarantine", wait)
 	}
 	d.err = err
-	close(d.done)
-}
-
-func (e *endpoint) errShutDown() error {
-	return fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr)
 }
 
 // adoptLocked adds a newly dialled connection to the pool, under e.mu. It
@@ -204,37 +218,8 @@ func (e *endpoint) adoptLocked(cn *conn) bool {
 	return true
 }
 
-// grow dials one extra connection for a pool that has connections, on its
-// own goroutine (counted in the Client's WaitGroup), bounded by the dial
-// timeout and by Close. A failed dial backs off on its own schedule
-// (growFailures, growAt), so that it never delays a redial after the last
-// connection died; the calls meanwhile use the connections the pool has.
-func (e *endpoint) grow(d *dialAttempt) {
-	defer e.c.wg.Done()
-	defer close(d.done)
-	cn, err := e.dial(e.c.life)
-	e.mu.Lock()
-	e.dialing = nil
-	if err != nil {
-		d.err = err
-		if e.c.life.Err() != nil {
-			e.mu.Unlock()
-			return
-		}
-		e.growFailures++
-		wait := e.c.opts.connectBackoff.Delay(e.growFailures-1, nil)
-		e.growAt = time.Now().Add(wait)
-		e.mu.Unlock()
-		e.c.opts.logger.Info("rpcclient: extra connection dial failed", "service", e.c.service, "addr", e.addr,
-			"error", err, "next try in", wait)
-		return
-	}
-	if !e.adoptLocked(cn) {
-		e.mu.Unlock()
-		cn.close(e.errShutDown())
-		return
-	}
-	e.mu.Unlock()
+func (e *endpoint) errShutDown() error {
+	return fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr)
 }
 
 // ready returns a live connection without dialing, or nil.
