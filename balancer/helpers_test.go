@@ -91,3 +91,11 @@ func within(t testing.TB, what string, got, want, tol int) {
 		t.Errorf("%s: %d, want %d +- %d", what, got, want, tol)
 	}
 }
+
+// samplingOnly is a Balancer for building a P2C selector directly: the
+// selector reads only its sampling rate.
+func samplingOnly() *Balancer {
+	b := &Balancer{}
+	b.samp.init()
+	return b
+}

@@ -263,9 +263,7 @@ func TestP2CCostDividesByWeight(t *testing.T) {
 		}
 		nodes[0].inflight.Store(tc.inA)
 		nodes[1].inflight.Store(tc.inB)
-		bl := &Balancer{} // only its sampling rate is read
-		bl.samp.init()
-		s := P2C(WithProbeAfter(0)).build(ready, nodes, bl)
+		s := P2C(WithProbeAfter(0)).build(ready, nodes, samplingOnly())
 		picksB := 0
 		for range 200 {
 			if i, _ := s.first(0, false); i == 1 {
@@ -432,9 +430,7 @@ func TestP2CPairsAreUniform(t *testing.T) {
 				nodes[i].cost.Store(math.Float64bits(float64(i + 1)))
 				ready[i] = entry{idx: uint32(i), weight: 1}
 			}
-			bl := &Balancer{} // only its sampling rate is read
-			bl.samp.init()
-			s := P2C(WithProbeAfter(0)).build(ready, nodes, bl)
+			s := P2C(WithProbeAfter(0)).build(ready, nodes, samplingOnly())
 			const draws = 200_000
 			// Ten buckets of indexes (n of them when n < 10).
 			buckets := min(n, 10)
