@@ -298,11 +298,12 @@ func (c *conn) read() {
 		}
 		c.closeIfRetired() // the next read then ends the loop
 	}
-	if errors.Is(err, ErrMessageTooLarge) || errors.Is(err, ErrCodec) {
-		c.fail(err)
-	} else {
-		c.fail(fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err))
-	}
+	// Every other call pending on the connection lost it through no fault
+	// of its own, even when the cause was an oversized or undecodable
+	// reply: ErrConnClosed, which a retry may survive, with the cause as
+	// text only, so that it is not mistaken for the non-retryable
+	// ErrMessageTooLarge or ErrCodec that the broken call alone gets.
+	c.fail(fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err))
 	// Wake the caller of the unreadable reply only once the connection is
 	// out of its endpoint, so that its next call does not land on it.
 	if broken != nil {

@@ -202,6 +202,50 @@ func TestHugeReplyClosesConnection(t *testing.T) {
 	}
 }
 
+// TestHugeReplyFailsOnlyItsOwnCall: an oversized reply closes the
+// connection, but only its own call gets ErrMessageTooLarge. The other calls
+// in flight on that connection lost it through no fault of their own: an
+// idempotent one is retried, and one that is not gets ErrOutcomeUnknown
+// over ErrConnClosed, never the non-retryable ErrMessageTooLarge.
+func TestHugeReplyFailsOnlyItsOwnCall(t *testing.T) {
+	a := Arith{gate: make(chan struct{})}
+	c, _ := newTestClient(t, []string{serveArith(t, &a)}, WithMaxMessageSize(64<<10), withoutNodeHealth())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type result struct {
+		r   int
+		err error
+	}
+	idem, once := make(chan result, 1), make(chan result, 1)
+	go func() {
+		var r int
+		err := c.Call(ctx, "Arith.Slow", Pair{7, 0}, &r, Idempotent())
+		idem <- result{r, err}
+	}()
+	go func() {
+		var r int
+		err := c.Call(ctx, "Arith.Slow", Pair{8, 0}, &r)
+		once <- result{r, err}
+	}()
+	waitCalls(t, &a, 2) // both wait in Slow, on the one connection
+	var s string
+	if err := c.Call(ctx, "Arith.Big", Pair{1 << 20, 0}, &s, Idempotent()); !errors.Is(err, ErrMessageTooLarge) {
+		t.Fatalf("1 MiB reply with a 64 KiB cap: %v", err)
+	}
+	close(a.gate) // the retried call now returns at once
+	got := <-idem
+	if got.err != nil || got.r != 7 {
+		t.Fatalf("the idempotent call in flight beside the huge reply: %d, %v; want it retried to 7", got.r, got.err)
+	}
+	got = <-once
+	if !errors.Is(got.err, ErrOutcomeUnknown) || !errors.Is(got.err, ErrConnClosed) || errors.Is(got.err, ErrMessageTooLarge) {
+		t.Fatalf("the other call in flight beside the huge reply: %v; want ErrOutcomeUnknown over ErrConnClosed", got.err)
+	}
+	if n := a.calls.Load(); n != 3 {
+		t.Fatalf("server saw %d Slow calls, want 3 (the idempotent one twice, the other once)", n)
+	}
+}
+
 func TestRetryOnDeadNodeAndQuarantine(t *testing.T) {
 	var a Arith
 	live := serveArith(t, &a)
