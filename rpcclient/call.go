@@ -161,13 +161,18 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 		}
 		return nil
 	}
-	// pause waits out the backoff before the next retry, or returns the
-	// error that ends the call: the retry could not start before the
-	// deadline, or ctx ended or the client closed during the wait.
-	pause := func() error {
+	// retry takes a token from the retry budget and waits out the backoff
+	// before the next retry, or returns the error that ends the call: the
+	// retry could not start before the deadline (checked first, so that
+	// such a call spends no token), the budget is spent, or ctx ended or
+	// the client closed during the wait.
+	retry := func() error {
 		d := c.opts.retryBackoff.Delay(sent-1, nil)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
 			return fail() // the retry could not start before the deadline
+		}
+		if !c.budget.withdraw() {
+			return fail(ErrRetryBudget)
 		}
 		if err := c.sleep(ctx, d); err != nil {
 			return fail(err)
@@ -198,10 +203,8 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				return fail(ErrClosed)
 			case lastErr == nil || !retryable(lastErr) || sent >= c.opts.maxAttempts:
 				return fail()
-			case !c.budget.withdraw():
-				return fail(ErrRetryBudget)
 			}
-			if err := pause(); err != nil {
+			if err := retry(); err != nil {
 				return err
 			}
 		}
@@ -319,10 +322,8 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			return fail(ErrOutcomeUnknown)
 		case sent >= c.opts.maxAttempts:
 			return fail()
-		case !c.budget.withdraw():
-			return fail(ErrRetryBudget)
 		}
-		if err := pause(); err != nil {
+		if err := retry(); err != nil {
 			return err
 		}
 	}

@@ -48,10 +48,17 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		}
 		pc, seq, err := cn.start(l.ctx, method, args, l.reply)
 		if err != nil {
-			startErr = err
 			l.cancel()
 			r.Done(nodeOutcome(err))
-			return nil
+			if isNotSent(err) {
+				startErr = err
+				return nil
+			}
+			// Part of the request may have left before the write failed:
+			// an attempt, over already, which the caller counts and
+			// retries by the usual rules.
+			l.over, l.err = true, err
+			return l
 		}
 		l.pc, l.seq = pc, seq
 		return l

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/rpc"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/internal/backoff"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -271,5 +273,53 @@ func TestHedgeWithNoBackupNodeSpendsNoToken(t *testing.T) {
 	if got, want := c.budget.milli.Load()-before, int64(calls*1000); got != want {
 		t.Fatalf("the budget moved by %d milli-tokens over %d hedged calls with no backup node, want +%d (deposits only)",
 			got, calls, want)
+	}
+}
+
+// A hedged first leg whose request may have left before its write failed
+// is an attempt like any other: it counts toward the attempts, the retry
+// rules and the Error. (Before the fix, the call went on as if hedging had
+// not started, and sent the request again without counting the first.)
+func TestHedgedFirstLegThatLeftIsAnAttempt(t *testing.T) {
+	addr := sink(t)
+	c, _ := newTestClient(t, []string{addr}, WithHedging(time.Second), WithMaxAttempts(1),
+		WithAttemptTimeout(200*time.Millisecond), WithHeartbeat(time.Minute, time.Minute), withoutNodeHealth())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.endpoint(addr).get(ctx); err != nil { // hedges go only to connected nodes
+		t.Fatal(err)
+	}
+	big := &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)} // more than the loopback socket buffers hold
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", big, &r, Idempotent())
+	var e *Error
+	if !errors.As(err, &e) || e.Attempts != 1 || len(e.Errs) != 1 || !errors.Is(err, ErrConnClosed) {
+		t.Fatalf("err = %v; want one attempt whose write failed", err)
+	}
+	t.Logf("%v", err)
+	if d := endpointStatus(c, addr).Dials; d != 1 {
+		t.Fatalf("%d dials; want 1 (no second send with one attempt allowed)", d)
+	}
+}
+
+// A retry that could not start before the deadline spends no token of the
+// retry budget: the deadline is checked before the withdrawal.
+func TestRetryPastTheDeadlineSpendsNoToken(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithAttemptTimeout(50*time.Millisecond), WithRetryBudget(1, 0),
+		withoutNodeHealth())
+	c.opts.retryBackoff = backoff.Policy{Base: 300 * time.Millisecond, Factor: 1, Max: 300 * time.Millisecond} // no jitter
+	warmEvery(t, c, 1)
+	before := c.budget.milli.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: time.Second}, &r, Idempotent())
+	var e *Error
+	if !errors.As(err, &e) || e.Attempts != 1 || !errors.Is(err, ErrAttemptTimeout) {
+		t.Fatalf("err = %v; want one attempt that timed out, no retry (its 300 ms backoff ends after the deadline)", err)
+	}
+	if got, want := c.budget.milli.Load()-before, int64(1000); got != want {
+		t.Fatalf("the budget moved by %d milli-tokens over one call whose retry could not start, want +%d (its deposit)", got, want)
 	}
 }
