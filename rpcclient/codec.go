@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/rpc"
+	"sync/atomic"
 )
 
 // codec is the client side of net/rpc's gob wire format, the one
@@ -20,45 +21,79 @@ type codec struct {
 	enc  *gob.Encoder
 	wbuf *bufio.Writer
 	out  *countingWriter
+	in   *countingReader
 }
 
 func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
 	cw := &countingWriter{w: rwc}
+	cr := &countingReader{r: rwc}
 	w := bufio.NewWriter(cw)
 	return &codec{
 		rwc:  rwc,
-		dec:  gob.NewDecoder(&framedReader{r: bufio.NewReader(rwc), max: maxMsg}),
+		dec:  gob.NewDecoder(&framedReader{r: bufio.NewReader(cr), max: maxMsg}),
 		enc:  gob.NewEncoder(w),
 		wbuf: w,
 		out:  cw,
+		in:   cr,
 	}
 }
 
 // countingWriter counts the bytes the connection accepted, so that a failed
 // write can tell "nothing of this request left" (safe to retry anywhere)
-// from "some of it may have" (not, unless idempotent). It is used under the
-// connection's write lock.
+// from "some of it may have" (not, unless idempotent). Write is called under
+// the connection's write lock; n may be read from any goroutine: the
+// heartbeat watches it move while a large request holds the connection.
+// Writes go to the connection in pieces of at most writeChunk bytes, so
+// that n moves while a large request drains into a slow peer.
 type countingWriter struct {
 	w   io.Writer
-	n   int64
+	n   atomic.Int64
 	err error // the connection's first write error
 }
 
+// writeChunk bounds each write to the connection: 64 KiB take 50 ms at
+// 10 Mbit/s, well inside the default heartbeat timeout, and cost one
+// system call per 64 KiB of a large request.
+const writeChunk = 64 << 10
+
 func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	if err != nil && c.err == nil {
-		c.err = err
+	total := 0
+	for len(p) > 0 {
+		n, err := c.w.Write(p[:min(len(p), writeChunk)])
+		total += n
+		c.n.Add(int64(n))
+		if err != nil {
+			if c.err == nil {
+				c.err = err
+			}
+			return total, err
+		}
+		p = p[n:]
 	}
+	return total, nil
+}
+
+// countingReader counts the bytes read from the connection, for the
+// heartbeat: a ping that times out while a large reply is still coming in
+// is behind that reply, not lost to a hung peer. Read is called by the
+// reader goroutine; n may be read from any goroutine.
+type countingReader struct {
+	r io.Reader
+	n atomic.Int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
 	return n, err
 }
 
 // write sends one request. It is called under the connection's write lock.
 // sent reports whether any byte of it reached the connection.
 func (c *codec) write(r *rpc.Request, body any) (sent bool, err error) {
-	before := c.out.n
+	before := c.out.n.Load()
 	err = c.encode(r, body)
-	return c.out.n != before, err
+	return c.out.n.Load() != before, err
 }
 
 func (c *codec) encode(r *rpc.Request, body any) error {

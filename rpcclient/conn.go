@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/rpc"
 	"sync"
@@ -406,6 +407,7 @@ func (c *conn) heartbeat() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), c.opts.heartbeatTimeout)
 		in, out := 1, 0
+		wrote, acked, read := c.codec.out.n.Load(), c.acked(), c.codec.in.n.Load()
 		err := c.do(ctx, HeartbeatMethod, &in, &out)
 		cancel()
 		var se rpc.ServerError
@@ -413,6 +415,12 @@ func (c *conn) heartbeat() {
 		case err == nil:
 		case errors.As(err, &se):
 			pinging = false // no heartbeat service on this server
+		case errors.Is(err, context.DeadlineExceeded) && c.movedSince(wrote, acked, read, isNotSent(err)):
+			// The ping timed out behind other traffic that is still
+			// moving: a large request the peer keeps taking (the ping
+			// may not even have got out), or a large reply still
+			// coming in. The peer is slow, not hung; ping again later.
+			continue
 		case errors.Is(err, context.DeadlineExceeded):
 			c.fail(fmt.Errorf("%w: %s did not answer within %v", ErrHeartbeat, c.addr, c.opts.heartbeatTimeout))
 			return
@@ -421,6 +429,31 @@ func (c *conn) heartbeat() {
 		}
 		seen = c.reads.Load()
 	}
+}
+
+// acked returns how many bytes of what was written the peer has taken: the
+// bytes the connection accepted, less those the kernel still holds unacked
+// (where it tells; elsewhere, the bytes the connection accepted, which move
+// only when the kernel's send buffer frees space). It is called by the
+// heartbeat goroutine.
+func (c *conn) acked() int64 {
+	n := c.codec.out.n.Load()
+	if q, ok := unacked(c.nc); ok {
+		n -= q
+	}
+	return n
+}
+
+// movedSince reports whether the peer took bytes written before a ping
+// (wrote: the bytes written then; acked: how many of them it had taken) or
+// sent any since (read: the bytes read then). When the ping was not sent,
+// every byte written is another call's. A hung peer's kernel still takes
+// what fits in its receive buffer, and then nothing: the next ping fails.
+func (c *conn) movedSince(wrote, acked, read int64, pingNotSent bool) bool {
+	if pingNotSent {
+		wrote = math.MaxInt64
+	}
+	return min(c.acked(), wrote) > acked || c.codec.in.n.Load() != read
 }
 
 // inflight returns the number of pending calls.

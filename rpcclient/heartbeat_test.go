@@ -3,6 +3,10 @@ package rpcclient
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,4 +45,88 @@ func TestRegisterHeartbeatAnswersPings(t *testing.T) {
 		t.Fatalf("the heartbeat took %v to fail the call; interval 20 ms, timeout 100 ms", took)
 	}
 	t.Logf("pending call failed by the heartbeat after %v", took)
+}
+
+// slowReader is a proxy in front of addr that passes requests on at about
+// rate bytes per second and replies at full speed: a live peer on a slow
+// link, which takes a while to drain a large request.
+func slowReader(t *testing.T, addr string, rate int) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Go(func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", addr)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			in.(*net.TCPConn).SetReadBuffer(64 << 10)
+			mu.Lock()
+			conns = append(conns, in, out)
+			mu.Unlock()
+			wg.Go(func() { io.Copy(in, out) })
+			wg.Go(func() {
+				const chunk = 16 << 10
+				buf := make([]byte, chunk)
+				pause := time.Duration(chunk) * time.Second / time.Duration(rate)
+				for {
+					n, err := in.Read(buf)
+					if n > 0 {
+						if _, werr := out.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+					time.Sleep(pause)
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return l.Addr().String()
+}
+
+// A request that takes longer to write than the heartbeat timeout, to a
+// peer that drains it slowly but steadily, is not mistaken for a hung peer:
+// the ping cannot get out while the request holds the connection, but the
+// bytes moving say the peer is alive. A peer that drains nothing is still
+// caught (TestBlockedWriteIsBounded).
+func TestSlowLargeRequestOutlivesTheHeartbeat(t *testing.T) {
+	srv := rpctest.Start(t)
+	addr := slowReader(t, srv.Addr(), 4<<20)
+	c, _ := newTestClient(t, []string{addr}, WithHeartbeat(100*time.Millisecond, 300*time.Millisecond),
+		WithMaxAttempts(1), WithMaxMessageSize(32<<20), withoutNodeHealth())
+	warmEvery(t, c, 1)
+	msg := strings.Repeat("x", 8<<20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	start := time.Now()
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: msg}, &r); err != nil || r.Msg != msg {
+		t.Fatalf("an 8 MiB request at about 4 MiB/s with a 300 ms heartbeat timeout: %v", err)
+	}
+	took := time.Since(start)
+	if took < time.Second {
+		t.Fatalf("the request took %v; the test needs it to outlast the heartbeat timeout several times", took)
+	}
+	t.Logf("8 MiB request in %v", took.Round(time.Millisecond))
 }

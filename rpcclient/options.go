@@ -85,9 +85,12 @@ func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = max(n, 
 
 // WithHeartbeat sets how long a connection may stay silent before it is
 // pinged, and how long the ping may take before the connection is declared
-// dead and its pending calls released. Default 1 s and 1 s. The server must
-// have RegisterHeartbeat; against a server without it, heartbeats stop after
-// the first ping. 0 turns heartbeats off.
+// dead and its pending calls released. Default 1 s and 1 s. A ping that
+// times out while the connection still moves other bytes (a large request
+// the peer keeps taking, a large reply coming in) does not close it: the
+// peer is slow, not hung, and is pinged again. The server must have
+// RegisterHeartbeat; against a server without it, heartbeats stop after the
+// first ping. 0 turns heartbeats off.
 func WithHeartbeat(every, timeout time.Duration) Option {
 	return func(o *options) { o.heartbeat, o.heartbeatTimeout = every, timeout }
 }
