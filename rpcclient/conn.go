@@ -251,6 +251,11 @@ var errAbandoned = errors.New("rpcclient: call abandoned")
 // be decoding into its reply), abandon waits for the reader to finish, so
 // that nobody writes the reply after the caller moved on, and returns the
 // call's outcome; otherwise errAbandoned, and a late reply is discarded.
+//
+// A reply still arriving after abandonGrace closes the connection, which
+// ends the reader's decoding at once: a large reply on a slow link would
+// otherwise hold the caller long past its deadline, and it blocks every
+// other reply on the connection anyway.
 func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 	c.mu.Lock()
 	_, mine := c.pending[seq]
@@ -260,9 +265,25 @@ func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 		c.closeIfRetired()
 		return errAbandoned // pc is dropped, not pooled: the reader no longer knows it
 	}
-	<-pc.done
+	select {
+	case <-pc.done:
+	default:
+		t := time.NewTimer(abandonGrace)
+		select {
+		case <-pc.done:
+		case <-t.C:
+			c.fail(fmt.Errorf("%w: %s: a reply was still arriving %v after its caller gave up", ErrConnClosed, c.addr, abandonGrace))
+			<-pc.done
+		}
+		t.Stop()
+	}
 	return c.finish(pc)
 }
+
+// abandonGrace is how long abandon waits for a reply the reader is
+// decoding. Decoding a whole reply that has arrived takes microseconds, and
+// 4 MiB (the default size cap) at 1 GB/s take 4 ms.
+const abandonGrace = 10 * time.Millisecond
 
 // read is the reader goroutine: it matches replies to pending calls.
 func (c *conn) read() {

@@ -47,10 +47,10 @@ func TestRegisterHeartbeatAnswersPings(t *testing.T) {
 	t.Logf("pending call failed by the heartbeat after %v", took)
 }
 
-// slowReader is a proxy in front of addr that passes requests on at about
-// rate bytes per second and replies at full speed: a live peer on a slow
-// link, which takes a while to drain a large request.
-func slowReader(t *testing.T, addr string, rate int) string {
+// throttled is a proxy in front of addr that passes requests on at about
+// up bytes per second and replies at about down bytes per second (0: full
+// speed): a live peer on a slow link.
+func throttled(t *testing.T, addr string, up, down int) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +58,27 @@ func slowReader(t *testing.T, addr string, rate int) string {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
+	pipe := func(dst, src net.Conn, rate int) {
+		if rate == 0 {
+			io.Copy(dst, src)
+			return
+		}
+		const chunk = 16 << 10
+		buf := make([]byte, chunk)
+		pause := time.Duration(chunk) * time.Second / time.Duration(rate)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+			time.Sleep(pause)
+		}
+	}
 	wg.Go(func() {
 		for {
 			in, err := l.Accept()
@@ -69,28 +90,15 @@ func slowReader(t *testing.T, addr string, rate int) string {
 				in.Close()
 				continue
 			}
+			// Small buffers on the throttled side, so that the link, not
+			// the kernel's buffers, sets the pace.
 			in.(*net.TCPConn).SetReadBuffer(64 << 10)
+			out.(*net.TCPConn).SetReadBuffer(64 << 10)
 			mu.Lock()
 			conns = append(conns, in, out)
 			mu.Unlock()
-			wg.Go(func() { io.Copy(in, out) })
-			wg.Go(func() {
-				const chunk = 16 << 10
-				buf := make([]byte, chunk)
-				pause := time.Duration(chunk) * time.Second / time.Duration(rate)
-				for {
-					n, err := in.Read(buf)
-					if n > 0 {
-						if _, werr := out.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err != nil {
-						return
-					}
-					time.Sleep(pause)
-				}
-			})
+			wg.Go(func() { pipe(out, in, up); out.Close() })
+			wg.Go(func() { pipe(in, out, down); in.Close() })
 		}
 	})
 	t.Cleanup(func() {
@@ -112,7 +120,7 @@ func slowReader(t *testing.T, addr string, rate int) string {
 // caught (TestBlockedWriteIsBounded).
 func TestSlowLargeRequestOutlivesTheHeartbeat(t *testing.T) {
 	srv := rpctest.Start(t)
-	addr := slowReader(t, srv.Addr(), 4<<20)
+	addr := throttled(t, srv.Addr(), 4<<20, 0)
 	c, _ := newTestClient(t, []string{addr}, WithHeartbeat(100*time.Millisecond, 300*time.Millisecond),
 		WithMaxAttempts(1), WithMaxMessageSize(32<<20), withoutNodeHealth())
 	warmEvery(t, c, 1)
@@ -129,4 +137,32 @@ func TestSlowLargeRequestOutlivesTheHeartbeat(t *testing.T) {
 		t.Fatalf("the request took %v; the test needs it to outlast the heartbeat timeout several times", took)
 	}
 	t.Logf("8 MiB request in %v", took.Round(time.Millisecond))
+}
+
+// A call whose deadline passes while its reply is still arriving returns
+// at once: the connection, whose reply stream is blocked behind that reply
+// for every call on it, is closed after a short grace, instead of holding
+// the caller until the whole reply has been read into its reply value.
+func TestDeadlineDuringASlowReplyReturns(t *testing.T) {
+	srv := rpctest.Start(t)
+	addr := throttled(t, srv.Addr(), 0, 4<<20)
+	c, _ := newTestClient(t, []string{addr}, WithMaxAttempts(1), WithMaxMessageSize(32<<20), withoutNodeHealth())
+	warmEvery(t, c, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{ReplyBytes: 8 << 20}, &r, Idempotent())
+	took := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an 8 MiB reply at about 4 MiB/s with a 300 ms deadline: %v", err)
+	}
+	if took > time.Second {
+		t.Fatalf("Call returned %v after its start, with a 300 ms deadline; want it soon after the deadline", took)
+	}
+	t.Logf("returned after %v: %v", took.Round(time.Millisecond), err)
+	var small rpctest.EchoReply
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Msg: "m"}, &small); err != nil || small.Msg != "m" {
+		t.Fatalf("the next call: %v", err)
+	}
 }
