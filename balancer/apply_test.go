@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -79,5 +80,47 @@ func TestApplyKeepsOneNodePerAddressAcrossUpdates(t *testing.T) {
 			}
 		}
 		prev = maps.Clone(b.nodes)
+	}
+}
+
+// A pick returns the endpoint as the latest State lists it: when discovery
+// changes an endpoint's metadata, picks of its unchanged address carry the
+// new metadata at once, on every path a pick takes (no breakers, a shared
+// closed-breaker Result, a sampled request's own Result).
+func TestPickCarriesTheLatestEndpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{
+		{"round robin", []Option{WithPolicy(RoundRobin()), WithoutBreakers()}},
+		{"round robin with breakers", []Option{WithPolicy(RoundRobin())}},
+		{"p2c, sampled and not", []Option{WithPolicy(P2C())}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			as := addrs(3)
+			b, w := newTest(t, as, tc.opts...)
+			set := func(v string) {
+				eps := make([]discovery.Endpoint, len(as))
+				for i, a := range as {
+					eps[i] = discovery.Endpoint{ID: a, Addr: a, Weight: 1, Meta: map[string]string{"v": v}}
+				}
+				before := b.StateVersion()
+				w.Set(eps...)
+				waitFor(t, b, "the new State", func(*picker) bool { return b.StateVersion() > before })
+			}
+			for _, v := range []string{"1", "2", "3"} {
+				set(v)
+				for i := range 300 { // several sampling periods of P2C
+					r, err := b.Pick(context.Background())
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := r.Endpoint.Meta["v"]; got != v {
+						t.Fatalf("pick %d after the update to v=%s carries v=%q (%s)", i, v, got, r.Endpoint.Addr)
+					}
+					r.Done(nil)
+				}
+			}
+		})
 	}
 }

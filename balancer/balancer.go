@@ -222,10 +222,15 @@ func (b *Balancer) apply(s discovery.State) {
 				}
 			}
 			n = newNode(b, ep.Addr, added, seed)
+			n.first = Result{Endpoint: *ep, Done: n.done}
+			n.res.Store(&n.first)
 			b.nodes[ep.Addr] = n
 			came = true
 		}
 		n.gen, n.pos = b.gen, i
+		if r := n.res.Load(); !r.Endpoint.Equal(*ep) {
+			n.res.Store(&Result{Endpoint: *ep, Done: n.done})
+		}
 		order[i] = n
 	}
 	b.order, b.eps = order, s.Endpoints
@@ -419,7 +424,7 @@ func (b *Balancer) rebuild() time.Duration {
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}
 	refused := *unavail // every ready node's breaker refused at pick time
 	refused.Refused = len(ready)
-	p := &picker{ready: ready, nodes: all, eps: b.eps, dense: len(ready) == len(all), unavail: &refused, err: unavail, panic: panicking,
+	p := &picker{ready: ready, nodes: all, dense: len(ready) == len(all), unavail: &refused, err: unavail, panic: panicking,
 		mode: b.opts.policy.stats(), breakers: b.breakers != nil}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, all, b)

@@ -168,7 +168,7 @@ func BenchmarkResultCopy(b *testing.B) {
 	p := bl.picker.Load()
 	e := &p.ready[0]
 	for range b.N {
-		r, _ := returnResult(&p.eps[e.idx], p.nodes[e.idx].done)
+		r, _ := returnResult(&bl.eps[e.idx], p.nodes[e.idx].done)
 		sinkResult.Done = r.Done
 	}
 }

@@ -30,7 +30,12 @@ type node struct {
 	// large discovery update does not pay for breakers of nodes never used.
 	brk atomic.Pointer[breaker.Breaker]
 
-	inflight atomic.Int64
+	// res is the node's ready-made Result: its endpoint as the last
+	// State listed it, and done. apply sets it (to &first for a new
+	// node) and replaces it with a new one when the endpoint changes; a
+	// Result once published is never written again. Pick copies it whole
+	// (see Balancer.pick).
+	res atomic.Pointer[Result]
 
 	// done is Result.Done when no per-call state is needed: it ends the
 	// in-flight counts the policy keeps and records the outcome. newNode
@@ -43,6 +48,8 @@ type node struct {
 	mode    statsMode    // the statistics the policy keeps, for done
 	out     bool         // run: breaker not closed, or ejected, at the last rebuild (kept here, in mode's padding)
 
+	inflight atomic.Int64
+
 	cost      atomic.Uint64 // peak-EWMA latency in ns, as float64 bits
 	stamp     atomic.Int64  // mono time of the last latency sample: the decay's reference
 	probed    atomic.Int64  // mono time of the last sample or forced probe (P2C's probe schedule)
@@ -50,7 +57,7 @@ type node struct {
 	quarUntil atomic.Int64  // mono time the quarantine ends; 0 when none
 
 	// shared is Result.Done for the requests the breaker admitted in its
-	// closed state into one bucket of its window (see doneFor).
+	// closed state into one bucket of its window (see resultFor).
 	shared atomic.Pointer[sharedDone]
 
 	b *Balancer
@@ -64,6 +71,10 @@ type node struct {
 	calmSince    int64  // mono time the last ejection ended
 	gen          uint64 // the Balancer's gen when a State last listed the node
 	pos          int    // the node's index in that State
+
+	// first is res for the endpoint the node was made for, allocated with
+	// the node: a large update of new nodes makes one object per node.
+	first Result
 }
 
 // breaker returns the node's breaker, creating it on first use; nil when the
@@ -163,32 +174,35 @@ func finishFunc(n *node) func(error) {
 	}
 }
 
-// sharedDone is a Done function for every request whose breaker ticket has
-// key: those tickets are equal values, so one closure serves them all.
+// sharedDone is the Result of every request whose breaker ticket has key:
+// those tickets are equal values, so one closure serves them all. base is
+// the node's res it was made from; a new endpoint makes a new one.
 type sharedDone struct {
-	key uint64
-	fn  func(error)
+	key  uint64
+	base *Result
+	res  Result
 }
 
-// doneFor returns the Done function for a request the node's breaker brk
+// resultFor returns the Result for a request the node's breaker brk
 // admitted with the closed-state ticket tk (whose Key is key) and whose
 // latency is not sampled. It is built once per node and bucket period, not
 // once per request, so such picks neither allocate nor touch the call pool.
 // Racing pickers may each build one; every one is correct. The node's
-// breaker never changes once made (see breaker), so the key alone says
-// whether the stored function fits.
-func (n *node) doneFor(brk *breaker.Breaker, tk breaker.Ticket, key uint64) func(error) {
-	if s := n.shared.Load(); s != nil && s.key == key {
-		return s.fn
+// breaker never changes once made (see breaker), so the key and the
+// endpoint say whether the stored Result fits.
+func (n *node) resultFor(brk *breaker.Breaker, tk breaker.Ticket, key uint64) *Result {
+	base := n.res.Load()
+	if s := n.shared.Load(); s != nil && s.key == key && s.base == base {
+		return &s.res
 	}
-	s := &sharedDone{key: key}
-	s.fn = func(err error) {
+	s := &sharedDone{key: key, base: base, res: Result{Endpoint: base.Endpoint}}
+	s.res.Done = func(err error) {
 		brk.End(tk, err)
 		n.leave()
 		n.record(breaker.Classify(err))
 	}
 	n.shared.Store(s)
-	return s.fn
+	return &s.res
 }
 
 // leave ends the in-flight counts n's policy keeps (n.mode) for one
@@ -288,6 +302,7 @@ type call struct {
 	start int64            // mono start time; 0 when not sampled
 	used  atomic.Bool
 	fn    func(error)
+	res   Result // the pick's Result: the node's endpoint, and fn
 }
 
 var callPool sync.Pool

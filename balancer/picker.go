@@ -19,10 +19,10 @@ type Result struct {
 // entry is one pickable node in a picker snapshot: 8 bytes and no pointer.
 // A snapshot is rebuilt on every discovery update and health change, and
 // the garbage collector would scan every pointer in every one it
-// allocates; the node and its endpoint are found through the State's own
-// slices, which the snapshot shares.
+// allocates; the node is found through the State's own slice of nodes,
+// which the snapshot shares, and the endpoint through the node.
 type entry struct {
-	idx    uint32  // the node is nodes[idx] and its endpoint eps[idx]: its position in the State
+	idx    uint32  // the node is nodes[idx]: its position in the State
 	weight float32 // effective weight: endpoint weight x health x slow start, at least minWeight
 }
 
@@ -30,9 +30,8 @@ type entry struct {
 // without locks.
 type picker struct {
 	ready    []entry
-	nodes    []*node              // the State's nodes, which ready indexes
-	eps      []discovery.Endpoint // the State's endpoints, which ready indexes
-	dense    bool                 // every node is ready: ready[j].idx is j, and Pick need not read it
+	nodes    []*node // the State's nodes, which ready indexes
+	dense    bool    // every node is ready: ready[j].idx is j, and Pick need not read it
 	sel      selector
 	mode     statsMode // statistics the policy needs
 	breakers bool      // the balancer has breakers
@@ -68,22 +67,28 @@ type selector interface {
 // through memory. Returning the 104-byte Result from a function that is not
 // inlined costs about 20 ns, more than the rest of a round-robin pick
 // (BenchmarkResultCopy). scripts/test.sh checks that Pick still inlines.
-func (b *Balancer) Pick(_ context.Context, opts ...PickOption) (r Result, err error) {
-	var ep *discovery.Endpoint
-	ep, r.Done, err = b.pick(opts)
-	r.Endpoint = *ep
-	return r, err
+func (b *Balancer) Pick(_ context.Context, opts ...PickOption) (Result, error) {
+	res, err := b.pick(opts)
+	return *res, err
 }
 
-// noEndpoint is what pick returns, with a nil Done, when it fails.
-var noEndpoint discovery.Endpoint
+// noResult is what pick returns when it fails.
+var noResult Result
 
-// pick is Pick's body. It returns the endpoint of the snapshot entry it
-// picked, which is never mutated, and Done; or &noEndpoint, nil and the error.
-func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), error) {
+// pick is Pick's body. It returns the pick's Result, ready-made and never
+// mutated: the node's own (node.res), or, when the request needs its own
+// Done, one made for it (see admit); or &noResult and the error.
+//
+// Why ready-made: Pick's caller copies the Result out of Pick's frame.
+// When that frame's copy was assembled from the endpoint and a Done stored
+// apart, the copy's wide loads straddle narrower stores still in flight,
+// which the processor cannot forward to them: a stall of about 8 ns, a
+// third of a round-robin pick. A Result copied whole from memory is copied
+// with the same wide loads and stores all the way.
+func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 	p := b.picker.Load()
 	if len(p.ready) == 0 {
-		return &noEndpoint, nil, p.err
+		return &noResult, p.err
 	}
 	var po pickOptions
 	for i := range opts {
@@ -116,8 +121,7 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 	if !p.breakers && p.mode == 0 && po.exclude == nil {
 		// No breaker to ask and no statistics to start: the node's own
 		// Done function serves.
-		k := p.at(start)
-		return &p.eps[k], p.nodes[k].done, nil
+		return p.nodes[p.at(start)].res.Load(), nil
 	}
 	skipped := -1
 	for i := range n {
@@ -132,8 +136,8 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 			}
 			continue
 		}
-		if done := p.admit(k, since); done != nil {
-			return &p.eps[k], done, nil
+		if res := p.admit(k, since); res != nil {
+			return res, nil
 		}
 	}
 	// Every other node refused: an excluded one is better than nothing.
@@ -145,13 +149,13 @@ func (b *Balancer) pick(opts []PickOption) (*discovery.Endpoint, func(error), er
 			}
 			k := p.at(j)
 			if po.excluded(p.nodes[k].addr) {
-				if done := p.admit(k, since); done != nil {
-					return &p.eps[k], done, nil
+				if res := p.admit(k, since); res != nil {
+					return res, nil
 				}
 			}
 		}
 	}
-	return &noEndpoint, nil, p.unavail
+	return &noResult, p.unavail
 }
 
 // at returns the position in the State (in nodes and eps) of ready[j].
@@ -163,10 +167,10 @@ func (p *picker) at(j int) int {
 }
 
 // admit asks the breaker of nodes[k] and, when it lets the request
-// through, starts the node's statistics and returns the request's Done
-// function; nil when the breaker refused. since is the selector's start
-// time for a latency sample, 0 for none.
-func (p *picker) admit(k int, since int64) func(error) {
+// through, starts the node's statistics and returns the request's Result;
+// nil when the breaker refused. since is the selector's start time for a
+// latency sample, 0 for none.
+func (p *picker) admit(k int, since int64) *Result {
 	nd := p.nodes[k]
 	var brk *breaker.Breaker
 	if p.breakers {
@@ -188,14 +192,15 @@ func (p *picker) admit(k int, since int64) func(error) {
 	}
 	if since == 0 {
 		if brk == nil {
-			return nd.done
+			return nd.res.Load()
 		}
 		if key, ok := tk.Key(); ok {
-			return nd.doneFor(brk, tk, key)
+			return nd.resultFor(brk, tk, key)
 		}
 	}
 	c := callPool.Get().(*call)
 	c.n, c.brk, c.tk, c.start = nd, brk, tk, since
 	c.used.Store(false)
-	return c.fn
+	c.res = Result{Endpoint: nd.res.Load().Endpoint, Done: c.fn}
+	return &c.res
 }
