@@ -175,7 +175,7 @@ func (e *endpoint) run(d *dialAttempt) {
 		e.lastErr = err
 		wait = e.c.opts.connectBackoff.Delay(e.failures-1, nil)
 		e.retryAt = time.Now().Add(wait)
-		if len(e.conns) == 0 {
+		if e.liveLocked() == nil { // a retired connection takes no calls: it does not count
 			e.state = TransientFailure
 		}
 	case !e.adoptLocked(cn):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/rpc"
 	"strings"
 	"sync"
 	"testing"
@@ -205,5 +206,58 @@ func TestDoneContextSendsNothingAndHarmsNoOtherCall(t *testing.T) {
 	}
 	if st := c.Endpoints(); len(st) != 1 || st[0].Dials != 1 {
 		t.Fatalf("endpoints %+v: want one, dialled once", st)
+	}
+}
+
+// The endpoint's state tells the truth when a retired connection is all it
+// has and the redial fails: TransientFailure, not Connecting (a retired
+// connection takes no calls, so it does not count as one the endpoint has).
+func TestRetiredConnectionAndFailedRedialIsTransientFailure(t *testing.T) {
+	a := &Arith{gate: make(chan struct{})}
+	s := rpc.NewServer()
+	if err := s.Register(a); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	served := make(chan struct{})
+	go func() { // one connection, then refuse
+		defer close(served)
+		cn, err := l.Accept()
+		l.Close()
+		if err == nil {
+			s.ServeConn(cn)
+		}
+	}()
+	c, _ := newTestClient(t, []string{addr}, WithHeartbeat(0, 0), withoutNodeHealth())
+	t.Cleanup(func() {
+		close(a.gate)
+		c.Close()
+		<-served
+	})
+	var sum int
+	if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &sum); err != nil {
+		t.Fatal(err)
+	}
+	slow := make(chan error, 1)
+	go func() {
+		var r int
+		slow <- c.Call(context.Background(), "Arith.Slow", Pair{1, 2}, &r)
+	}()
+	waitCalls(t, a, 2) // keeps the connection open once it is retired
+	var r int
+	if err := c.Call(context.Background(), "Arith.Add", badArgs{V: unregistered{1}}, &r); !errors.Is(err, ErrCodec) {
+		t.Fatalf("a call whose args do not encode: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := c.Call(ctx, "Arith.Add", Pair{1, 2}, &r); err == nil {
+		t.Fatal("a call with the only connection retired and the redial refused succeeded")
+	}
+	if st := endpointStatus(c, addr); st.State != TransientFailure || st.Dials != 2 {
+		t.Fatalf("endpoint %+v; want TransientFailure after 2 dials", st)
 	}
 }
