@@ -32,9 +32,37 @@ var ErrInvalidAddr = errors.New("discovery: invalid address")
 // (169.254.0.0/16, fe80::/10). Host names must be syntactically valid DNS
 // names. The error wraps ErrInvalidAddr and names what is wrong.
 //
+// Other spellings of a valid address (see CanonicalAddr) are valid.
+//
 // It is safe to call from any goroutine.
 func ValidateAddr(addr string) error {
-	bad := func(why string) error { return fmt.Errorf("%w %q: %s", ErrInvalidAddr, addr, why) }
+	_, err := CanonicalAddr(addr)
+	return err
+}
+
+// CanonicalAddr checks addr as ValidateAddr does and returns its canonical
+// spelling, the one Sanitize publishes, so that two spellings of one
+// address compare equal:
+//
+//   - an IP address in the form net/netip prints: IPv4 dotted decimal
+//     without brackets ("[10.0.0.1]:80" becomes "10.0.0.1:80"), IPv6
+//     lower-case and compressed, in brackets ("[2001:DB8:0:0::1]:80"
+//     becomes "[2001:db8::1]:80");
+//   - a host name in lower case, without brackets ("[Orders.Example]:80"
+//     becomes "orders.example:80"). A trailing dot is kept: "orders." is an
+//     absolute name and "orders" one a resolver may complete with its
+//     search domains (Kubernetes' ndots:5 does so for any name with fewer
+//     than five dots), so they are different addresses;
+//   - the port in decimal without leading zeros ("10.0.0.1:0080" becomes
+//     "10.0.0.1:80").
+//
+// An address already canonical is returned as it is, without allocating.
+// The error, like ValidateAddr's, wraps ErrInvalidAddr and names what is
+// wrong.
+//
+// It is safe to call from any goroutine.
+func CanonicalAddr(addr string) (string, error) {
+	bad := func(why string) (string, error) { return "", fmt.Errorf("%w %q: %s", ErrInvalidAddr, addr, why) }
 	if addr == "" {
 		return bad("empty")
 	}
@@ -58,7 +86,7 @@ func ValidateAddr(addr string) error {
 	if p < 1 || p > 65535 {
 		return bad("port " + port + " out of range 1-65535")
 	}
-	if ip, err := netip.ParseAddr(host); err == nil {
+	if ip, ok := parseIP(host); ok {
 		switch {
 		case ip.Zone() != "":
 			return bad("IP zone not allowed")
@@ -73,12 +101,60 @@ func ValidateAddr(addr string) error {
 		case ip.Is4In6():
 			return bad("IPv4-mapped IPv6 address; use the IPv4 form")
 		}
-		return nil
+		if ip.Is4() && addr[0] != '[' && port[0] != '0' {
+			// netip accepts one spelling of an IPv4 address (no leading
+			// zeros), and Atoi one of a port without a leading zero.
+			return addr, nil
+		}
+		// At most "[" + 39 bytes of IPv6 + "]:65535".
+		var buf [48]byte
+		b := buf[:0]
+		if ip.Is6() {
+			b = append(b, '[')
+		}
+		b = ip.AppendTo(b)
+		if ip.Is6() {
+			b = append(b, ']')
+		}
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(p), 10)
+		if string(b) == addr {
+			return addr, nil
+		}
+		return string(b), nil
 	}
 	if !validHostname(host) {
 		return bad("host is neither an IP address nor a valid DNS name")
 	}
-	return nil
+	if len(host)+1+len(port) == len(addr) && port[0] != '0' && !hasUpper(host) {
+		return addr, nil // no brackets, no leading zero, lower case
+	}
+	return net.JoinHostPort(strings.ToLower(host), strconv.Itoa(p)), nil
+}
+
+// parseIP parses h as an IP address. Only an IPv6 address has a colon, and
+// an IPv4 address nothing but digits and dots: a host name is told apart
+// without the parse, whose error would allocate.
+func parseIP(h string) (netip.Addr, bool) {
+	if strings.IndexByte(h, ':') < 0 {
+		for i := 0; i < len(h); i++ {
+			if c := h[i]; c != '.' && (c < '0' || c > '9') {
+				return netip.Addr{}, false
+			}
+		}
+	}
+	ip, err := netip.ParseAddr(h)
+	return ip, err == nil
+}
+
+// hasUpper reports whether s holds an ASCII upper-case letter.
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return true
+		}
+	}
+	return false
 }
 
 // validHostname reports whether h is a syntactically valid DNS name:
@@ -119,9 +195,14 @@ type Rejected struct {
 // Sanitize validates a registry answer. It returns the endpoints that may be
 // published, sorted by ID, and the rejected ones with a reason each:
 // an invalid address (see ValidateAddr), an oversized field, a duplicate ID,
-// or a duplicate address (the endpoint with the smaller ID is kept). A weight
-// below 1 becomes 1 and an empty ID becomes the address. The input slice is
-// not modified; the returned endpoints share Tags and Meta with it.
+// or a duplicate address (the endpoint with the smaller ID is kept).
+// Addresses are compared, and published, in their canonical spelling (see
+// CanonicalAddr): "[10.0.0.1]:80", "10.0.0.1:0080" and "10.0.0.1:80" are one
+// address, published as "10.0.0.1:80", and so are "[2001:DB8:0:0::1]:80"
+// and "[2001:db8::1]:80", or "Host.:80" and "host.:80". A weight below 1
+// becomes 1 and an empty ID becomes the canonical address. The input slice
+// is not modified; the returned endpoints share Tags and Meta with it. A
+// rejected endpoint is reported as it was given, with its ID defaulted.
 //
 // Watcher implementations call it before Publisher.Update, from their own
 // goroutine. It is safe to call from any goroutine.
@@ -135,13 +216,26 @@ func Sanitize(in []Endpoint) (valid []Endpoint, rejected []Rejected) {
 		i  int32 // position in in; also keeps input order among equal IDs
 	}
 	keys := make([]key, 0, len(in))
+	// The canonical addresses that differ from the input's, by position:
+	// usually none, so the common case allocates nothing for them.
+	var respelled map[int32]string
 	for i := range in {
-		e := defaulted(in[i])
-		if err := checkFields(e); err != nil {
-			rejected = append(rejected, Rejected{e, err})
+		addr, err := checkFields(&in[i])
+		if err != nil {
+			rejected = append(rejected, Rejected{defaulted(in[i], in[i].Addr), err})
 			continue
 		}
-		keys = append(keys, key{e.ID, int32(i)})
+		if addr != in[i].Addr {
+			if respelled == nil {
+				respelled = make(map[int32]string)
+			}
+			respelled[int32(i)] = addr
+		}
+		id := in[i].ID
+		if id == "" {
+			id = addr
+		}
+		keys = append(keys, key{id, int32(i)})
 	}
 	byID := func(a, b key) int {
 		if c := strings.Compare(a.id, b.id); c != 0 {
@@ -155,26 +249,37 @@ func Sanitize(in []Endpoint) (valid []Endpoint, rejected []Rejected) {
 	valid = make([]Endpoint, 0, len(keys))
 	seenAddr := make(map[string]string, len(keys))
 	for k, kv := range keys {
-		e := defaulted(in[kv.i])
+		given := in[kv.i].Addr
+		addr, ok := respelled[kv.i]
+		if !ok {
+			addr = given
+		}
 		if k > 0 && keys[k-1].id == kv.id { // the first one wins
+			e := defaulted(in[kv.i], given)
 			rejected = append(rejected, Rejected{e, fmt.Errorf("discovery: duplicate endpoint ID %q", e.ID)})
 			continue
 		}
-		if first, dup := seenAddr[e.Addr]; dup {
-			rejected = append(rejected, Rejected{e, fmt.Errorf("discovery: endpoint %q: address %s already used by %q", e.ID, e.Addr, first)})
+		if first, dup := seenAddr[addr]; dup {
+			e := defaulted(in[kv.i], given)
+			spelled := addr
+			if given != addr {
+				spelled = given + " (" + addr + ")"
+			}
+			rejected = append(rejected, Rejected{e, fmt.Errorf("discovery: endpoint %q: address %s already used by %q", e.ID, spelled, first)})
 			continue
 		}
-		seenAddr[e.Addr] = e.ID
-		valid = append(valid, e)
+		seenAddr[addr] = kv.id
+		valid = append(valid, defaulted(in[kv.i], addr))
 	}
 	return valid, rejected
 }
 
-// defaulted returns e with Sanitize's defaults: the address as ID when it
-// has none, and weight 1 when below.
-func defaulted(e Endpoint) Endpoint {
+// defaulted returns e at addr with Sanitize's defaults: the address as ID
+// when it has none, and weight 1 when below.
+func defaulted(e Endpoint, addr string) Endpoint {
+	e.Addr = addr
 	if e.ID == "" {
-		e.ID = e.Addr
+		e.ID = addr
 	}
 	if e.Weight < 1 {
 		e.Weight = 1
@@ -182,42 +287,49 @@ func defaulted(e Endpoint) Endpoint {
 	return e
 }
 
-func checkFields(e Endpoint) error {
-	if err := ValidateAddr(e.Addr); err != nil {
-		return fmt.Errorf("endpoint %q: %w", truncate(e.ID), err)
+// checkFields checks e's address and field sizes, and returns its canonical
+// address.
+func checkFields(e *Endpoint) (string, error) {
+	id := e.ID
+	if id == "" {
+		id = e.Addr
+	}
+	addr, err := CanonicalAddr(e.Addr)
+	if err != nil {
+		return "", fmt.Errorf("endpoint %q: %w", truncate(id), err)
 	}
 	tooLong := func(what, s string) error {
 		if len(s) > MaxFieldLen {
-			return fmt.Errorf("discovery: endpoint %q: %s longer than %d bytes", truncate(e.ID), what, MaxFieldLen)
+			return fmt.Errorf("discovery: endpoint %q: %s longer than %d bytes", truncate(id), what, MaxFieldLen)
 		}
 		return nil
 	}
 	if err := tooLong("ID", e.ID); err != nil {
-		return err
+		return "", err
 	}
 	if err := tooLong("zone", e.Zone); err != nil {
-		return err
+		return "", err
 	}
 	if len(e.Tags) > MaxTags {
-		return fmt.Errorf("discovery: endpoint %q: %d tags, more than %d", truncate(e.ID), len(e.Tags), MaxTags)
+		return "", fmt.Errorf("discovery: endpoint %q: %d tags, more than %d", truncate(id), len(e.Tags), MaxTags)
 	}
 	for _, t := range e.Tags {
 		if err := tooLong("tag", t); err != nil {
-			return err
+			return "", err
 		}
 	}
 	if len(e.Meta) > MaxMeta {
-		return fmt.Errorf("discovery: endpoint %q: %d meta entries, more than %d", truncate(e.ID), len(e.Meta), MaxMeta)
+		return "", fmt.Errorf("discovery: endpoint %q: %d meta entries, more than %d", truncate(id), len(e.Meta), MaxMeta)
 	}
 	for k, v := range e.Meta {
 		if err := tooLong("meta key", k); err != nil {
-			return err
+			return "", err
 		}
 		if err := tooLong("meta value", v); err != nil {
-			return err
+			return "", err
 		}
 	}
-	return nil
+	return addr, nil
 }
 
 // truncate shortens s for error messages so a hostile registry cannot make

@@ -56,6 +56,48 @@ func TestValidateAddr(t *testing.T) {
 	}
 }
 
+func TestCanonicalAddr(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"10.0.0.1:80", "10.0.0.1:80"},
+		{"[10.0.0.1]:80", "10.0.0.1:80"},
+		{"10.0.0.1:0080", "10.0.0.1:80"},
+		{"[10.0.0.1]:000065535", "10.0.0.1:65535"},
+		{"[2001:db8::1]:443", "[2001:db8::1]:443"},
+		{"[2001:DB8:0:0::1]:443", "[2001:db8::1]:443"},
+		{"[2001:0db8:0000:0000:0000:0000:0000:0001]:0443", "[2001:db8::1]:443"},
+		{"[::1]:9000", "[::1]:9000"},
+		{"[0:0:0:0:0:0:0:1]:9000", "[::1]:9000"},
+		{"[::10.0.0.1]:80", "[::a00:1]:80"},
+		{"orders.service.consul:8080", "orders.service.consul:8080"},
+		{"orders.service.consul.:8080", "orders.service.consul.:8080"}, // absolute: not the same name
+		{"Orders.Service.Consul.:8080", "orders.service.consul.:8080"},
+		{"Orders.Service.Consul:8080", "orders.service.consul:8080"},
+		{"[my_host]:08080", "my_host:8080"},
+		{"localhost:1", "localhost:1"},
+	} {
+		got, err := CanonicalAddr(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("CanonicalAddr(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+		if again, err := CanonicalAddr(got); err != nil || again != got {
+			t.Errorf("CanonicalAddr(%q) = %q, %v; a canonical address must be its own canonical form", got, again, err)
+		}
+		if ValidateAddr(tc.in) != nil {
+			t.Errorf("ValidateAddr(%q) = %v; CanonicalAddr accepted it", tc.in, ValidateAddr(tc.in))
+		}
+	}
+	for _, in := range []string{"1.2.3.4:0", "[::ffff:10.0.0.1]:80", "host..:80", "01.2.3.4:80", "[fe80::1%eth0]:80"} {
+		if got, err := CanonicalAddr(in); err == nil || !errors.Is(err, ErrInvalidAddr) {
+			t.Errorf("CanonicalAddr(%q) = %q, %v; want ErrInvalidAddr", in, got, err)
+		}
+	}
+	for _, in := range []string{"10.0.0.1:80", "[2001:db8::1]:443", "orders.service.consul:8080"} {
+		if n := testing.AllocsPerRun(100, func() { CanonicalAddr(in) }); n != 0 {
+			t.Errorf("CanonicalAddr(%q) allocates %v times; a canonical address costs nothing", in, n)
+		}
+	}
+}
+
 func TestSanitizeDropsBadKeepsGood(t *testing.T) {
 	in := []Endpoint{
 		{ID: "c", Addr: "10.0.0.3:80", Weight: 0},
@@ -103,5 +145,48 @@ func TestSanitizeDropsBadKeepsGood(t *testing.T) {
 	}
 	if in[0].Weight != 0 || in[0].ID != "c" {
 		t.Errorf("Sanitize modified its input: %+v", in[0])
+	}
+}
+
+// Two spellings of one address must never become two endpoints: Sanitize
+// publishes the canonical form and rejects the second spelling as a
+// duplicate address.
+func TestSanitizeDedupsSpellingsOfOneAddress(t *testing.T) {
+	for _, tc := range []struct {
+		canonical string
+		others    []string
+	}{
+		{"1.2.3.4:80", []string{"[1.2.3.4]:80", "1.2.3.4:0080", "[1.2.3.4]:080"}},
+		{"[2001:db8::1]:80", []string{"[2001:DB8:0:0::1]:80", "[2001:0db8:0000::0001]:080"}},
+		{"host:80", []string{"HOST:80", "Host:0080", "[host]:80"}},
+		{"host.:80", []string{"HOST.:80", "[Host.]:0080"}},
+		{"orders.service.consul:8080", []string{"Orders.Service.Consul:8080"}},
+	} {
+		for _, other := range tc.others {
+			// Alone, a spelling is published in the canonical form.
+			valid, rejected := Sanitize([]Endpoint{{ID: "x", Addr: other}})
+			if len(rejected) != 0 || len(valid) != 1 || valid[0].Addr != tc.canonical {
+				t.Errorf("Sanitize(%q): valid %+v, rejected %v; want it published as %q", other, valid, rejected, tc.canonical)
+			}
+			// Next to the canonical spelling, it is a duplicate, whichever
+			// comes first and whichever ID sorts first.
+			for _, in := range [][]Endpoint{
+				{{ID: "a", Addr: tc.canonical}, {ID: "b", Addr: other}},
+				{{ID: "a", Addr: other}, {ID: "b", Addr: tc.canonical}},
+				{{Addr: other}, {Addr: tc.canonical}}, // IDs default to the address
+			} {
+				valid, rejected := Sanitize(in)
+				if len(valid) != 1 || valid[0].Addr != tc.canonical {
+					t.Errorf("Sanitize(%+v) = %+v; want one endpoint at %q", in, valid, tc.canonical)
+					continue
+				}
+				if len(rejected) != 1 || !strings.Contains(rejected[0].Err.Error(), "already used") && !strings.Contains(rejected[0].Err.Error(), "duplicate endpoint ID") {
+					t.Errorf("Sanitize(%+v): rejected %v; want the second spelling rejected as a duplicate", in, rejected)
+				}
+			}
+		}
+	}
+	if _, err := StaticAddrs("[2001:db8::1]:80", "[2001:DB8::0:1]:80"); err == nil {
+		t.Error("StaticAddrs accepted two spellings of one address")
 	}
 }

@@ -19,6 +19,9 @@
 // Every address is checked by ValidateAddr before publication: a registry that
 // hands out port 0, 0.0.0.0, a multicast or link-local address, or the same
 // address twice has those entries dropped with a reason, and the rest kept.
+// Addresses are published in their canonical spelling (CanonicalAddr), so two
+// spellings of one address ("[10.0.0.1]:080" and "10.0.0.1:80") count as the
+// same address twice.
 //
 // Publisher is the building block for Watcher implementations: the producer
 // stores the latest state and signals; the consumer (Next) reads the latest.

@@ -38,7 +38,8 @@ type Endpoint struct {
 	// ID is unique within the service: the Consul service ID, or the etcd key
 	// suffix after the prefix. Sets are sorted by ID.
 	ID string
-	// Addr is host:port, validated by ValidateAddr before publication.
+	// Addr is host:port, validated by ValidateAddr and published in its
+	// canonical spelling (CanonicalAddr): one address, one spelling.
 	Addr string
 	// Weight is >= 1; the default is 1.
 	Weight int

@@ -319,3 +319,31 @@ func TestRegistrarRejectsBadRegistrations(t *testing.T) {
 		t.Fatalf("registering with no agent: %v", err)
 	}
 }
+
+// Two instances registered at two spellings of one address (a non-canonical
+// IPv6, an upper-case host name) are one endpoint, at the canonical
+// address.
+func TestAgentSpellingsOfOneAddressAreOneEndpoint(t *testing.T) {
+	a := consultest.Start(t)
+	c := agentClient(t, a)
+	register(t, c, "a", "[2001:db8::1]:80", nil, nil)
+	register(t, c, "b", "[2001:DB8:0:0::1]:80", nil, nil)
+	register(t, c, "c", "Web.Example:8080", nil, nil)
+	register(t, c, "d", "web.example:8080", nil, nil)
+	w, err := New("web", WithAddress(a.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 10*time.Second, "the set", func(s discovery.State) bool { return len(s.Endpoints) > 0 })
+	var got []string
+	for _, e := range s.Endpoints {
+		got = append(got, e.ID+"="+e.Addr)
+	}
+	if g := strings.Join(got, " "); g != "a=[2001:db8::1]:80 c=web.example:8080" || s.Err != nil {
+		t.Fatalf("published %s (err %v); want a=[2001:db8::1]:80 c=web.example:8080", g, s.Err)
+	}
+	if n := w.Stats().Rejected; n != 2 {
+		t.Fatalf("Stats.Rejected = %d, want 2 (the second spelling of each address)", n)
+	}
+}

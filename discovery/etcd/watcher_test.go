@@ -397,3 +397,19 @@ func TestIdleRegistryIsNotAStall(t *testing.T) {
 	put(t, cli, key("idle", 2), ep(id(2), addr(2)))
 	waitState(t, w, "the change", func(s discovery.State) bool { return len(s.Endpoints) == 2 })
 }
+
+// Keys whose addresses are spellings of one address (brackets around an
+// IPv4 address, a port with leading zeros) are one endpoint, at the
+// canonical address.
+func TestWatcherSpellingsOfOneAddressAreOneEndpoint(t *testing.T) {
+	_, cli := startEtcd(t)
+	putRaw(t, cli, "svc/a", `{"Op":0,"Addr":"[10.0.0.1]:80"}`)
+	putRaw(t, cli, "svc/b", `{"Op":0,"Addr":"10.0.0.1:0080"}`)
+	putRaw(t, cli, "svc/c", `{"Op":0,"Addr":"10.0.0.1:80"}`)
+	putRaw(t, cli, "svc/d", `{"Op":0,"Addr":"[2001:DB8::0:1]:443"}`)
+	w := startWatcher(t, cli, "svc")
+	waitSet(t, w, "a=10.0.0.1:80", "d=[2001:db8::1]:443")
+	if n := w.Dropped(); n != 2 {
+		t.Fatalf("Dropped = %d, want 2 (b and c repeat a's address)", n)
+	}
+}
