@@ -1,10 +1,13 @@
 package consul
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -18,7 +21,8 @@ var ErrResponseTooLarge = errors.New("consul: response too large")
 var ErrRedirect = errors.New("consul: redirect refused")
 
 // newClient builds a Consul API client from the environment and the options.
-// Its HTTP client refuses redirects and caps response bodies at maxBody bytes.
+// Its HTTP client refuses redirects and caps response bodies at maxBody bytes,
+// whether the agent is reached over TCP or through a unix socket (unix://).
 // The HTTP client is returned too, so that its owner can close its idle
 // connections on Close.
 func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
@@ -36,7 +40,25 @@ func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 	if cfg.Transport == nil {
 		cfg.Transport = api.DefaultConfig().Transport
 	}
-	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+	transport := cfg.Transport
+	if path, ok := strings.CutPrefix(cfg.Address, "unix://"); ok {
+		// For a unix:// address api.NewClient would replace our HTTP
+		// client with its own, which follows redirects and has no cap.
+		// Dial the socket ourselves instead, and hand api.NewClient a
+		// plain address, which becomes the Host header ("localhost",
+		// which api.NewClient would send too).
+		if path == "" {
+			return nil, nil, fmt.Errorf("consul: address %q: no socket path (want unix:///path/to/agent.sock)", cfg.Address)
+		}
+		transport = transport.Clone()
+		transport.Proxy = nil // the socket is the agent: no proxy in between
+		var d net.Dialer
+		transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", path)
+		}
+		cfg.Address = "localhost"
+	}
+	hc, err := api.NewHttpClient(transport, cfg.TLSConfig)
 	if err != nil {
 		return nil, nil, fmt.Errorf("consul: TLS configuration: %w", err)
 	}

@@ -32,7 +32,10 @@
 //     an authoritative empty set.
 //   - ResolveNow cancels the parked query and does one consistent read at
 //     once (coalesced, at most one per 500 ms by default), publishes it, and
-//     parks again from the new index.
+//     parks again from the new index. During the backoff after an error it
+//     does not cut the backoff short: its read is made when the backoff
+//     ends, so clients that call it on every failed dial cannot hammer a
+//     failing agent.
 //
 // The ACL token comes from CONSUL_HTTP_TOKEN (or CONSUL_HTTP_TOKEN_FILE) or
 // WithToken, never from the target. TLS is configured through api.Config:

@@ -152,3 +152,28 @@ func TestOptionsThatWouldSpinAreRefused(t *testing.T) {
 		}
 	}
 }
+
+// WithMaxResponse needs two positive caps, as the other numeric options
+// need positive values: a zero body cap used to turn the cap off, and a zero
+// entry cap to reject every answer that is not empty.
+func TestMaxResponseMustBePositive(t *testing.T) {
+	for _, tc := range []struct {
+		body    int64
+		entries int
+	}{{0, 100}, {-1, 100}, {1 << 20, 0}, {1 << 20, -5}, {0, 0}} {
+		w, err := New("web", WithAddress("127.0.0.1:1"), WithMaxResponse(tc.body, tc.entries))
+		if err == nil {
+			w.Close()
+			t.Errorf("WithMaxResponse(%d, %d): accepted", tc.body, tc.entries)
+			continue
+		}
+		if !strings.Contains(err.Error(), "WithMaxResponse") {
+			t.Errorf("WithMaxResponse(%d, %d): error %q does not name the option", tc.body, tc.entries, err)
+		}
+	}
+	w, err := New("web", WithAddress("127.0.0.1:1"), WithMaxResponse(1, 1))
+	if err != nil {
+		t.Fatalf("WithMaxResponse(1, 1): %v", err)
+	}
+	w.Close()
+}

@@ -48,8 +48,10 @@ func defaultOptions() options {
 	}
 }
 
-// WithAddress sets the agent's address, host:port or a URL with http:// or
-// https://. Default: CONSUL_HTTP_ADDR, then 127.0.0.1:8500.
+// WithAddress sets the agent's address: host:port, a URL with http:// or
+// https://, or unix:///path/to/agent.sock for an agent's HTTP API on a unix
+// socket (redirects are refused and bodies capped there too). Default:
+// CONSUL_HTTP_ADDR, then 127.0.0.1:8500.
 func WithAddress(addr string) Option { return func(o *options) { o.address = addr } }
 
 // WithToken sets the ACL token. Default: CONSUL_HTTP_TOKEN or the file named by
@@ -112,7 +114,10 @@ func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.re
 
 // WithMaxResponse caps a registry answer: its body in bytes and its number of
 // entries. An answer over either cap is rejected and the last known good set
-// kept. Defaults: 64 MiB, 100,000 entries.
+// kept. Defaults: 64 MiB, 100,000 entries. Both must be positive: New fails
+// with an error naming the option otherwise, as it does for the other
+// options' invalid values. The Registrar ignores it: the agent's answers to
+// it are small, and capped at 1 MiB.
 func WithMaxResponse(bodyBytes int64, entries int) Option {
 	return func(o *options) { o.maxBodyBytes, o.maxEntries = bodyBytes, entries }
 }

@@ -69,7 +69,9 @@ type Registrar struct {
 
 	mu     sync.Mutex
 	status string // TTL check status to keep
-	closed bool
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // NewRegistrar registers r with the agent and starts keeping it registered:
@@ -256,23 +258,20 @@ func (r *Registrar) refresh(ctx context.Context) error {
 }
 
 // Close stops keeping the instance registered and deregisters it (bounded by
-// 5 s). It waits for the goroutine. It is idempotent; the second call returns
-// nil.
+// 5 s). It waits for the goroutine. It is idempotent and safe to call from
+// several goroutines at once: every call returns only after the one
+// shutdown is complete (the instance deregistered, or the deregistration
+// failed), and every call returns its error.
 func (r *Registrar) Close() error {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return nil
-	}
-	r.closed = true
-	r.mu.Unlock()
-	r.cancel()
-	r.wg.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	defer r.http.CloseIdleConnections()
-	if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
-		return fmt.Errorf("consul: deregister %q: %w", r.reg.ID, err)
-	}
-	return nil
+	r.closeOnce.Do(func() {
+		r.cancel()
+		r.wg.Wait()
+		defer r.http.CloseIdleConnections()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+			r.closeErr = fmt.Errorf("consul: deregister %q: %w", r.reg.ID, err)
+		}
+	})
+	return r.closeErr
 }

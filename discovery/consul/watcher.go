@@ -95,6 +95,9 @@ func New(service string, opts ...Option) (*Watcher, error) {
 	if o.requestTimeout <= 0 {
 		return nil, fmt.Errorf("consul: WithRequestTimeout(%v) must be positive", o.requestTimeout)
 	}
+	if o.maxBodyBytes <= 0 || o.maxEntries <= 0 {
+		return nil, fmt.Errorf("consul: WithMaxResponse(%d, %d) needs a positive body size and a positive entry count", o.maxBodyBytes, o.maxEntries)
+	}
 	c, hc, err := newClient(&o, o.maxBodyBytes)
 	if err != nil {
 		return nil, err
@@ -137,7 +140,10 @@ func (w *Watcher) Next(ctx context.Context) (discovery.State, error) { return w.
 // ResolveNow implements discovery.Watcher. It never blocks. The watcher
 // cancels its parked blocking query and makes one consistent read, at most
 // once per resolve interval (default 500 ms); calls in between are coalesced
-// into the next read.
+// into the next read. During the backoff after a registry error, ResolveNow
+// does not cut the backoff short: the read it asks for is made when the
+// backoff ends, so clients that call it on every failed dial do not hammer
+// a failing agent.
 func (w *Watcher) ResolveNow() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -262,7 +268,10 @@ func (w *Watcher) run() {
 			w.stats.errors.Add(1)
 			w.pub.SetError(err)
 			w.opts.logger.Warn("consul: watch failed", "service", w.service, "error", err, "attempt", failures+1)
-			w.sleep(w.opts.errBackoff.Delay(failures, nil))
+			// ResolveNow does not cut the backoff short (a client calls it
+			// on every failed dial, which would hammer a failing agent);
+			// its read is the one made when the backoff ends.
+			w.sleep(w.opts.errBackoff.Delay(failures, nil), false)
 			failures++
 			index = 0
 			continue
@@ -274,7 +283,7 @@ func (w *Watcher) run() {
 			// A missing index would make every blocking query return at
 			// once: clamp it, and wait a second before asking again.
 			index = 1
-			w.sleep(time.Second)
+			w.sleep(time.Second, true)
 		}
 	}
 }
@@ -441,17 +450,23 @@ func (w *Watcher) convert(entries []*api.ServiceEntry) (eps []discovery.Endpoint
 	return eps, bad
 }
 
-// sleep waits for d, ctx, or a ResolveNow, whichever comes first.
-func (w *Watcher) sleep(d time.Duration) {
+// sleep waits for d or ctx, whichever comes first, and, if resolve is set,
+// for a ResolveNow. Without resolve a ResolveNow stays pending, and the loop
+// serves it when the sleep ends.
+func (w *Watcher) sleep(d time.Duration, resolve bool) {
 	if d <= 0 {
 		return
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
+	var wake <-chan struct{} // nil: never ready
+	if resolve {
+		wake = w.wake
+	}
 	select {
 	case <-w.ctx.Done():
 	case <-t.C:
-	case <-w.wake:
+	case <-wake:
 	}
 }
 

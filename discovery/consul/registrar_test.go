@@ -1,0 +1,114 @@
+package consul
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/internal/consultest"
+)
+
+// holdDeregister is a proxy to a real agent that holds the deregistration
+// request until release is closed (and then forwards it, or fails it with
+// 500 if fail is set). held is closed when it arrives.
+func holdDeregister(t *testing.T, agent string, fail bool) (addr string, held, release chan struct{}) {
+	t.Helper()
+	target, err := url.Parse("http://" + agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	held, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/deregister/") {
+			once.Do(func() { close(held) })
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+			if fail {
+				http.Error(w, "agent is shutting down", http.StatusInternalServerError)
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), held, release
+}
+
+// Close waits for the shutdown, whoever started it: a second Close called
+// while the first is still deregistering returns only once the instance is
+// gone from the agent, with the first one's error.
+func TestRegistrarConcurrentCloseWaitsForTheDeregistration(t *testing.T) {
+	a := consultest.Start(t)
+	for _, fail := range []bool{false, true} {
+		name := "deregistered"
+		if fail {
+			name = "deregistration fails"
+		}
+		t.Run(name, func(t *testing.T) {
+			addr, held, release := holdDeregister(t, a.Addr(), fail)
+			r, err := NewRegistrar(context.Background(), Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001",
+				Check: Check{TTL: 10 * time.Second}}, WithAddress(addr))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fail {
+				// Clean up behind the failed deregistration.
+				defer agentClient(t, a).Agent().ServiceDeregister("web-1")
+			}
+			errs := make(chan error, 2)
+			go func() { errs <- r.Close() }()
+			select {
+			case <-held:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first Close sent no deregistration within 10 s")
+			}
+			go func() { errs <- r.Close() }()
+			// Let the deregistration through a little later: a Close that
+			// returns before that has not waited for it.
+			letGo := sync.OnceFunc(func() { close(release) })
+			defer letGo()
+			time.AfterFunc(200*time.Millisecond, letGo)
+
+			var got []error
+			for range 2 {
+				select {
+				case err := <-errs:
+					got = append(got, err)
+					svcs, qerr := agentClient(t, a).Agent().Services()
+					if qerr != nil {
+						t.Fatal(qerr)
+					}
+					if _, ok := svcs["web-1"]; ok && !fail {
+						t.Fatalf("a Close returned (err %v) while the agent still had the instance: it did not wait for the deregistration", err)
+					}
+				case <-time.After(15 * time.Second):
+					t.Fatal("Close did not return within 15 s")
+				}
+			}
+			if got[0] != got[1] {
+				t.Fatalf("the two Close calls returned %v and %v; want the same error", got[0], got[1])
+			}
+			if fail && (got[0] == nil || !strings.Contains(got[0].Error(), "deregister")) {
+				t.Fatalf("Close = %v; want the deregistration's error", got[0])
+			}
+			if !fail && got[0] != nil {
+				t.Fatal(got[0])
+			}
+			if err := r.Close(); !errors.Is(err, got[0]) {
+				t.Fatalf("a third Close returned %v, want %v", err, got[0])
+			}
+		})
+	}
+}
