@@ -77,13 +77,20 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // heartbeat: a ping that times out while a large reply is still coming in
 // is behind that reply, not lost to a hung peer. Read is called by the
 // reader goroutine; n may be read from any goroutine.
+//
+// waiting is set while the reader goroutine waits in the connection's Read:
+// the decoder wants bytes that have not arrived (the buffered reader in
+// front asks only when its buffer is empty).
 type countingReader struct {
-	r io.Reader
-	n atomic.Int64
+	r       io.Reader
+	n       atomic.Int64
+	waiting atomic.Bool
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
+	c.waiting.Store(true)
 	n, err := c.r.Read(p)
+	c.waiting.Store(false)
 	c.n.Add(int64(n))
 	return n, err
 }

@@ -55,7 +55,10 @@ type conn struct {
 	dead    chan struct{}
 
 	reads atomic.Uint64 // messages read; the heartbeat watches it move
-	wg    sync.WaitGroup
+	// bodySeq is the Seq of the call whose reply body the reader is
+	// reading, 0 between bodies; abandon reads it.
+	bodySeq atomic.Uint64
+	wg      sync.WaitGroup
 }
 
 // pendingCall is one request waiting for its reply.
@@ -252,10 +255,12 @@ var errAbandoned = errors.New("rpcclient: call abandoned")
 // that nobody writes the reply after the caller moved on, and returns the
 // call's outcome; otherwise errAbandoned, and a late reply is discarded.
 //
-// A reply still arriving after abandonGrace closes the connection, which
-// ends the reader's decoding at once: a large reply on a slow link would
-// otherwise hold the caller long past its deadline, and it blocks every
-// other reply on the connection anyway.
+// A reply whose body is still on its way after abandonGrace (the reader
+// waits on the socket for it) closes the connection, which ends the
+// reader's decoding at once: a large reply on a slow link would otherwise
+// hold the caller long past its deadline, and it blocks every other reply
+// on the connection anyway. A body that has arrived and is only being
+// decoded is waited for: closing would end nothing but the calls beside it.
 func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 	c.mu.Lock()
 	_, mine := c.pending[seq]
@@ -267,22 +272,32 @@ func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 	}
 	select {
 	case <-pc.done:
+		return c.finish(pc)
 	default:
-		t := time.NewTimer(abandonGrace)
+	}
+	t := time.NewTicker(abandonGrace)
+	defer t.Stop()
+	for {
 		select {
 		case <-pc.done:
+			return c.finish(pc)
 		case <-t.C:
-			c.fail(fmt.Errorf("%w: %s: a reply was still arriving %v after its caller gave up", ErrConnClosed, c.addr, abandonGrace))
-			<-pc.done
+			// waiting first: the reader clears bodySeq before it reads
+			// the next header, so a wait seen here with bodySeq still
+			// seq is a wait for this body. A look that falls between
+			// two reads of the socket is repeated at the next tick.
+			if c.codec.in.waiting.Load() && c.bodySeq.Load() == seq {
+				c.fail(fmt.Errorf("%w: %s: a reply was still arriving %v after its caller gave up", ErrConnClosed, c.addr, abandonGrace))
+				<-pc.done
+				return c.finish(pc)
+			}
 		}
-		t.Stop()
 	}
-	return c.finish(pc)
 }
 
-// abandonGrace is how long abandon waits for a reply the reader is
-// decoding. Decoding a whole reply that has arrived takes microseconds, and
-// 4 MiB (the default size cap) at 1 GB/s take 4 ms.
+// abandonGrace is how long abandon waits for a reply body the reader has
+// started before it looks whether the body is still on its way. 4 MiB (the
+// default size cap) take 4 ms at 1 GB/s.
 const abandonGrace = 10 * time.Millisecond
 
 // read is the reader goroutine: it matches replies to pending calls.
@@ -305,7 +320,14 @@ func (c *conn) read() {
 		if pc != nil && resp.Error == "" {
 			body = pc.reply
 		}
-		if err = c.codec.readBody(body); err != nil {
+		if pc != nil {
+			c.bodySeq.Store(resp.Seq)
+		}
+		err = c.codec.readBody(body)
+		if pc != nil {
+			c.bodySeq.Store(0)
+		}
+		if err != nil {
 			if pc != nil {
 				pc.err = c.bodyError(err)
 				broken = pc
@@ -453,9 +475,12 @@ func (c *conn) heartbeat() {
 }
 
 // acked returns how many bytes of what was written the peer has taken: the
-// bytes the connection accepted, less those the kernel still holds unacked
-// (where it tells; elsewhere, the bytes the connection accepted, which move
-// only when the kernel's send buffer frees space). It is called by the
+// bytes the connection accepted, less those the kernel still holds unacked.
+// Where the kernel does not tell (platforms other than Linux) it is the
+// bytes the connection accepted: they show a request still going out while
+// the ping waits for the connection, but not one still draining from the
+// kernel's buffer after the ping was written, so there a ping stuck behind
+// such a request closes the connection as before. It is called by the
 // heartbeat goroutine.
 func (c *conn) acked() int64 {
 	n := c.codec.out.n.Load()

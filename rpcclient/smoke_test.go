@@ -53,6 +53,19 @@ func (a *Arith) Big(p Pair, r *string) error {
 	return nil
 }
 
+// Blob is a reply whose decoding takes Delay: GobDecode sleeps. The server
+// fills none of it.
+type Blob struct{ Delay time.Duration }
+
+func (b *Blob) GobEncode() ([]byte, error) { return []byte{1}, nil }
+func (b *Blob) GobDecode([]byte) error {
+	time.Sleep(b.Delay)
+	return nil
+}
+
+// Blob replies at once with a Blob.
+func (a *Arith) Blob(p Pair, r *Blob) error { return nil }
+
 // serveArith starts a net/rpc server with Arith and the heartbeat on
 // loopback; it stops at test cleanup.
 func serveArith(t testing.TB, a *Arith) string {
@@ -243,6 +256,29 @@ func TestHugeReplyFailsOnlyItsOwnCall(t *testing.T) {
 	}
 	if n := a.calls.Load(); n != 3 {
 		t.Fatalf("server saw %d Slow calls, want 3 (the idempotent one twice, the other once)", n)
+	}
+}
+
+// A caller whose deadline passes while its reply, all arrived, is being
+// decoded (slowly) harms no other call: nothing is missing on the wire, so
+// closing the connection would end nothing but the calls beside it.
+func TestDeadlineDuringReplyDecodeHarmsNoOtherCall(t *testing.T) {
+	a := Arith{gate: make(chan struct{})}
+	c, _ := newTestClient(t, []string{serveArith(t, &a)}, withoutNodeHealth())
+	other := make(chan error, 1)
+	go func() {
+		var r int
+		other <- c.Call(context.Background(), "Arith.Slow", Pair{7, 0}, &r) // not idempotent
+	}()
+	waitCalls(t, &a, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	blob := &Blob{Delay: 80 * time.Millisecond}
+	err := c.Call(ctx, "Arith.Blob", Pair{}, blob)
+	t.Logf("the call whose reply decoded for 80 ms past its 20 ms deadline: %v", err)
+	close(a.gate)
+	if err := <-other; err != nil {
+		t.Fatalf("the call beside it failed: %v", err)
 	}
 }
 
