@@ -124,3 +124,40 @@ func TestPickCarriesTheLatestEndpoint(t *testing.T) {
 		})
 	}
 }
+
+// apply makes a node a new Result only when its endpoint really changed:
+// equal endpoints with their own Tags and Meta (compared entry by entry),
+// or sharing the previous State's (compared by identity), keep the Result;
+// and a State listing one address twice gives the node the first listing
+// every time, instead of a new Result per listing and update.
+func TestApplyKeepsTheResultOfAnUnchangedEndpoint(t *testing.T) {
+	w := discoverytest.New()
+	b := New(w, WithService("svc"))
+	// Stop the run goroutine: this test calls apply itself, as run does.
+	b.Close()
+	w.Close()
+	mk := func(meta map[string]string) discovery.State {
+		return discovery.State{Version: 1, Endpoints: []discovery.Endpoint{
+			{ID: "a", Addr: "10.0.0.1:80", Weight: 1, Zone: "z1", Tags: []string{"t"}, Meta: meta},
+			{ID: "b", Addr: "10.0.0.1:80", Weight: 1, Zone: "z2"},
+			{ID: "c", Addr: "10.0.0.2:80", Weight: 1, Tags: []string{"t"}, Meta: meta},
+		}}
+	}
+	shared := map[string]string{"k": "v"}
+	b.apply(mk(shared))
+	n := b.nodes["10.0.0.1:80"]
+	first := n.res.Load()
+	if first.Endpoint.ID != "a" || first.Endpoint.Zone != "z1" {
+		t.Fatalf("the node of an address listed twice carries %+v; want the first listing, a", first.Endpoint)
+	}
+	for i, s := range []discovery.State{mk(shared), mk(map[string]string{"k": "v"}), mk(shared)} {
+		b.apply(s)
+		if got := n.res.Load(); got != first {
+			t.Fatalf("update %d: a new Result for an unchanged endpoint: %+v", i, got.Endpoint)
+		}
+	}
+	b.apply(mk(map[string]string{"k": "w"}))
+	if got := n.res.Load(); got == first || got.Endpoint.Meta["k"] != "w" {
+		t.Fatalf("a changed endpoint kept its Result: %+v", got.Endpoint)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/discovery"
@@ -227,10 +228,12 @@ func (b *Balancer) apply(s discovery.State) {
 			b.nodes[ep.Addr] = n
 			came = true
 		}
-		n.gen, n.pos = b.gen, i
-		if r := n.res.Load(); !r.Endpoint.Equal(*ep) {
+		// A State that lists one address twice (a Watcher that does not
+		// Sanitize) gives its node the first listing's endpoint.
+		if r := n.res.Load(); n.gen != b.gen && !sameEndpoint(&r.Endpoint, ep) {
 			n.res.Store(&Result{Endpoint: *ep, Done: n.done})
 		}
+		n.gen, n.pos = b.gen, i
 		order[i] = n
 	}
 	b.order, b.eps = order, s.Endpoints
@@ -255,6 +258,27 @@ func (b *Balancer) apply(s discovery.State) {
 	}
 	b.set.Store(&nodeSet{nodes: order, eps: s.Endpoints, index: index})
 	b.applied = true
+}
+
+// sameEndpoint reports whether a and b are equal, cheaply when they share
+// their Tags and Meta: discovery.Publisher hands on the previous State's
+// values for the endpoints an update leaves unchanged, and comparing
+// every entry of every endpoint's Meta on every update would cost apply, on
+// 10,000 endpoints with 64 entries each, some 70 ms.
+func sameEndpoint(a, b *discovery.Endpoint) bool {
+	if a.ID != b.ID || a.Addr != b.Addr || a.Weight != b.Weight || a.Zone != b.Zone || a.Health != b.Health ||
+		len(a.Tags) != len(b.Tags) || len(a.Meta) != len(b.Meta) {
+		return false
+	}
+	if (len(a.Tags) == 0 || &a.Tags[0] == &b.Tags[0]) && (len(a.Meta) == 0 || sameMap(a.Meta, b.Meta)) {
+		return true
+	}
+	return a.Equal(*b)
+}
+
+// sameMap reports whether a and b are the same map (not merely equal ones).
+func sameMap(a, b map[string]string) bool {
+	return *(*unsafe.Pointer)(unsafe.Pointer(&a)) == *(*unsafe.Pointer)(unsafe.Pointer(&b))
 }
 
 // nodeSet is the nodes of an applied State and their endpoints, published

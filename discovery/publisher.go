@@ -51,8 +51,26 @@ func (p *Publisher) Update(eps []Endpoint, synced time.Time) bool {
 	if !slices.IsSortedFunc(cp, func(a, b Endpoint) int { return strings.Compare(a.ID, b.ID) }) {
 		slices.SortStableFunc(cp, func(a, b Endpoint) int { return strings.Compare(a.ID, b.ID) })
 	}
+	reuseUnchanged(cp, p.state.Endpoints)
 	p.publishLocked(State{Endpoints: cp, Synced: synced})
 	return true
+}
+
+// reuseUnchanged replaces each endpoint of eps that equals the one with
+// its ID in prev by prev's, so that an update hands on the Tags and Meta of
+// the endpoints it leaves unchanged: a consumer (the balancer) then tells
+// them unchanged by identity instead of comparing every entry. Both are
+// sorted by ID.
+func reuseUnchanged(eps, prev []Endpoint) {
+	j := 0
+	for i := range eps {
+		for j < len(prev) && prev[j].ID < eps[i].ID {
+			j++
+		}
+		if j < len(prev) && prev[j].ID == eps[i].ID && prev[j].Equal(eps[i]) {
+			eps[i] = prev[j]
+		}
+	}
 }
 
 // SetError records a backend error. The endpoints stay the last known good

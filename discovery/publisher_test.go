@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -103,4 +104,39 @@ func TestPublisherNextBlocksUntilChangeOrCancelOrClose(t *testing.T) {
 			t.Fatal("Update after Close published")
 		}
 	})
+}
+
+// An update hands on the previous State's values for the endpoints it
+// leaves unchanged (their Tags and Meta are the same slices and maps), and
+// the new values for the ones it changes.
+func TestPublisherHandsOnUnchangedEndpoints(t *testing.T) {
+	mk := func(v string) []Endpoint {
+		var out []Endpoint
+		for _, id := range []string{"a", "b", "c"} {
+			m := map[string]string{"v": "1"}
+			if id == "b" {
+				m["v"] = v
+			}
+			out = append(out, Endpoint{ID: id, Addr: "10.0.0.1:80" + string(rune('1'+len(out))), Weight: 1,
+				Tags: []string{"t"}, Meta: m})
+		}
+		return out
+	}
+	var p Publisher
+	p.Update(mk("1"), time.Now())
+	first, _ := p.Next(context.Background())
+	if !p.Update(mk("2"), time.Now()) {
+		t.Fatal("a changed endpoint was not published")
+	}
+	second := p.Current()
+	for i, e := range second.Endpoints {
+		old := first.Endpoints[i]
+		same := &e.Tags[0] == &old.Tags[0] && reflect.ValueOf(e.Meta).UnsafePointer() == reflect.ValueOf(old.Meta).UnsafePointer()
+		if changed := e.ID == "b"; same == changed {
+			t.Errorf("endpoint %s: shares its Tags and Meta with the previous State: %v; want %v", e.ID, same, !changed)
+		}
+	}
+	if second.Endpoints[1].Meta["v"] != "2" {
+		t.Fatalf("the changed endpoint carries %v", second.Endpoints[1].Meta)
+	}
 }
