@@ -265,9 +265,11 @@ func (b *Balancer) apply(s discovery.State) {
 // values for the endpoints an update leaves unchanged, and comparing
 // every entry of every endpoint's Meta on every update would cost apply, on
 // 10,000 endpoints with 64 entries each, some 70 ms.
+//
+// apply found the node by address: a.Addr == b.Addr is known.
 func sameEndpoint(a, b *discovery.Endpoint) bool {
-	if a.ID != b.ID || a.Addr != b.Addr || a.Weight != b.Weight || a.Zone != b.Zone || a.Health != b.Health ||
-		len(a.Tags) != len(b.Tags) || len(a.Meta) != len(b.Meta) {
+	if a.Weight != b.Weight || a.Health != b.Health || len(a.Tags) != len(b.Tags) || len(a.Meta) != len(b.Meta) ||
+		a.ID != b.ID || a.Zone != b.Zone {
 		return false
 	}
 	if (len(a.Tags) == 0 || &a.Tags[0] == &b.Tags[0]) && (len(a.Meta) == 0 || sameMap(a.Meta, b.Meta)) {
