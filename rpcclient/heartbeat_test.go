@@ -3,10 +3,7 @@ package rpcclient
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,69 +45,11 @@ func TestRegisterHeartbeatAnswersPings(t *testing.T) {
 }
 
 // throttled is a proxy in front of addr that passes requests on at about
-// up bytes per second and replies at about down bytes per second (0: full
-// speed): a live peer on a slow link.
+// up bytes per second and replies at about down (0: full speed).
 func throttled(t *testing.T, addr string, up, down int) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	pipe := func(dst, src net.Conn, rate int) {
-		if rate == 0 {
-			io.Copy(dst, src)
-			return
-		}
-		const chunk = 16 << 10
-		buf := make([]byte, chunk)
-		pause := time.Duration(chunk) * time.Second / time.Duration(rate)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				if _, werr := dst.Write(buf[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
-			time.Sleep(pause)
-		}
-	}
-	wg.Go(func() {
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", addr)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			// Small buffers on the throttled side, so that the link, not
-			// the kernel's buffers, sets the pace.
-			in.(*net.TCPConn).SetReadBuffer(64 << 10)
-			out.(*net.TCPConn).SetReadBuffer(64 << 10)
-			mu.Lock()
-			conns = append(conns, in, out)
-			mu.Unlock()
-			wg.Go(func() { pipe(out, in, up); out.Close() })
-			wg.Go(func() { pipe(in, out, down); in.Close() })
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return l.Addr().String()
+	px := rpctest.NewProxy(t, addr)
+	px.Throttle(up, down)
+	return px.Addr()
 }
 
 // A request that takes longer to write than the heartbeat timeout, to a

@@ -35,6 +35,8 @@ type Proxy struct {
 	mu      sync.Mutex
 	mode    proxyMode
 	latency time.Duration
+	up      int // bytes per second toward the target for new connections; 0: no limit
+	down    int // bytes per second toward the client for new connections; 0: no limit
 	conns   map[*proxyConn]struct{}
 	closed  bool
 }
@@ -58,6 +60,12 @@ func (pc *proxyConn) close(rst bool) {
 		pc.server.Close()
 		close(pc.done)
 	})
+}
+
+func setReadBuffer(c net.Conn, n int) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetReadBuffer(n)
+	}
 }
 
 func setLinger0(c net.Conn) {
@@ -118,6 +126,15 @@ func (p *Proxy) Reset() { p.setMode(modeReset, 0) }
 // passes, response dropped"). Leaving this mode resets the connections that
 // lost bytes.
 func (p *Proxy) BlackholeResponses() { p.setMode(modeBlackhole, 0) }
+
+// Throttle limits the connections accepted from now on to about up bytes
+// per second toward the target and down bytes per second toward the client
+// (0: no limit): a live peer on a slow link.
+func (p *Proxy) Throttle(up, down int) {
+	p.mu.Lock()
+	p.up, p.down = up, down
+	p.mu.Unlock()
+}
 
 func (p *Proxy) setMode(m proxyMode, latency time.Duration) {
 	var kill []*proxyConn
@@ -193,6 +210,7 @@ func (p *Proxy) handle(client net.Conn) {
 	pc := &proxyConn{client: client, server: server, done: make(chan struct{})}
 	p.mu.Lock()
 	closed, reset := p.closed, p.mode == modeReset
+	up, down := p.up, p.down
 	if !closed && !reset {
 		p.conns[pc] = struct{}{}
 	}
@@ -206,6 +224,18 @@ func (p *Proxy) handle(client net.Conn) {
 		delete(p.conns, pc)
 		p.mu.Unlock()
 	}()
+
+	if up > 0 || down > 0 {
+		// Small receive buffers, so that the rate, not the kernel's
+		// buffers, sets the pace.
+		setReadBuffer(client, 64<<10)
+		setReadBuffer(server, 64<<10)
+	}
+	pace := func(n, rate int) {
+		if rate > 0 {
+			time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
+		}
+	}
 
 	type chunk struct {
 		data []byte
@@ -223,6 +253,7 @@ func (p *Proxy) handle(client net.Conn) {
 				if _, werr := server.Write(buf[:n]); werr != nil {
 					break
 				}
+				pace(n, up)
 			}
 			if err != nil {
 				break
@@ -237,6 +268,7 @@ func (p *Proxy) handle(client net.Conn) {
 		for {
 			n, err := server.Read(buf)
 			if n > 0 {
+				pace(n, down)
 				p.mu.Lock()
 				drop, latency := p.mode == modeBlackhole, p.latency
 				if drop {
