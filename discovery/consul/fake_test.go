@@ -262,20 +262,43 @@ func TestTokenNeverLeaksAndACLFilteredEmptyIsError(t *testing.T) {
 }
 
 func TestRedirectRefusedTokenNotForwarded(t *testing.T) {
-	const token = "redirect-token"
-	var forwarded atomic.Bool
-	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	target := newRedirectTarget(t)
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) { return 200, "1", "" })
+	f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, target.url+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	})
+	wantRedirectRefused(t, f.addr())
+	if target.token.Load() {
+		t.Fatal("the token was forwarded to the redirect target")
+	}
+}
+
+// redirectTarget is where a hostile or misconfigured agent redirects to.
+type redirectTarget struct {
+	url     string
+	reached atomic.Bool // a request arrived
+	token   atomic.Bool // a request arrived with the token
+}
+
+func newRedirectTarget(t *testing.T) *redirectTarget {
+	rt := &redirectTarget{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rt.reached.Store(true)
 		if r.Header.Get("X-Consul-Token") != "" {
-			forwarded.Store(true)
+			rt.token.Store(true)
 		}
 		fmt.Fprint(w, "[]")
 	}))
-	defer evil.Close()
-	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) { return 200, "1", "" })
-	f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, evil.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
-	})
-	w, err := New("web", append(fast, WithAddress(f.addr()), WithToken(token))...)
+	t.Cleanup(srv.Close)
+	rt.url = srv.URL
+	return rt
+}
+
+// wantRedirectRefused watches "web" with a token at the agent addr, whose
+// answers redirect, and wants the first State to carry ErrRedirect.
+func wantRedirectRefused(t *testing.T, addr string) {
+	t.Helper()
+	w, err := New("web", append(fast, WithAddress(addr), WithToken("redirect-token"))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,9 +306,6 @@ func TestRedirectRefusedTokenNotForwarded(t *testing.T) {
 	s := nextWhere(t, w, 5*time.Second, "the redirect error", func(discovery.State) bool { return true })
 	if !errors.Is(s.Err, ErrRedirect) {
 		t.Fatalf("err = %v, want ErrRedirect", s.Err)
-	}
-	if forwarded.Load() {
-		t.Fatal("the token was forwarded to the redirect target")
 	}
 }
 

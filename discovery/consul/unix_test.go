@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -51,31 +50,17 @@ func answer(w http.ResponseWriter, index, body string) {
 // are refused, so the token never follows them, and bodies are capped.
 func TestUnixSocketKeepsRedirectRefusalAndCap(t *testing.T) {
 	t.Run("redirect", func(t *testing.T) {
-		const token = "unix-socket-token"
-		var forwarded atomic.Bool
-		evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			forwarded.Store(true)
-			fmt.Fprint(w, "[]")
-		}))
-		defer evil.Close()
+		target := newRedirectTarget(t)
 		var followed atomic.Int64
 		addr := unixAgent(t, func(w http.ResponseWriter, r *http.Request) {
 			if strings.HasPrefix(r.URL.Path, "/followed") {
 				followed.Add(1) // a redirect that came back through the socket
 			}
-			http.Redirect(w, r, evil.URL+"/followed"+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+			http.Redirect(w, r, target.url+"/followed"+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 		})
-		w, err := New("web", append(fast, WithAddress(addr), WithToken(token))...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Close()
-		s := nextWhere(t, w, 5*time.Second, "the redirect error", func(discovery.State) bool { return true })
-		if !errors.Is(s.Err, ErrRedirect) {
-			t.Fatalf("err = %v, want ErrRedirect", s.Err)
-		}
-		if forwarded.Load() || followed.Load() != 0 {
-			t.Fatalf("the redirect was followed (to the target: %v, back through the socket: %d times)", forwarded.Load(), followed.Load())
+		wantRedirectRefused(t, addr)
+		if target.reached.Load() || followed.Load() != 0 {
+			t.Fatalf("the redirect was followed (to the target: %v, back through the socket: %d times)", target.reached.Load(), followed.Load())
 		}
 	})
 	t.Run("no path", func(t *testing.T) {
