@@ -192,35 +192,26 @@ func init() {
 	}
 
 	// Floor: what any Pick that keeps the contract's Result (the endpoint
-	// by value, 104 bytes) costs before it chooses anything: an inlined
-	// wrapper over a function that returns a pointer to an endpoint and a
-	// Done function, as Balancer.Pick is built, then Done. Compared with
-	// grpc-go's whole round_robin pick in RoundRobin, it says how much of
-	// that target the Result's copy alone takes.
-	//
-	// Much of it is a store-to-load forwarding stall, not the copy's size.
-	// The inlined wrapper builds the Result in a temporary from two stores,
-	// the 96-byte endpoint and then Done, and the compiler copies the
-	// temporary into the caller's variable with 16-byte moves whose last
-	// one (bytes 88-103) spans both: the load waits for the stores to
-	// retire. perf (cpu-clock) on RoundRobin's dialtone entries put 31 % of
-	// the benchmark loop's samples on the store after that load, its
-	// largest share, and 18 % on LeastRequest's. In a scratch run
-	// (session 17, not kept), the same loop returning the pointer and Done
-	// took 4-6 ns, this one 17-22 ns, and one returning a ready-made
-	// 104-byte Result copied whole (no stall, two plain copies) 12-14 ns.
-	// Keeping such a Result per node would need every endpoint, Tags and
-	// Meta included, compared again on every discovery update, work the
-	// publisher's endpointsEqual already does once per update; it was not
-	// built or measured.
+	// by value, 104 bytes) costs before it chooses anything, built as
+	// Balancer.Pick is: an inlined wrapper that copies a ready-made Result
+	// out of a function that is not inlined and returns a pointer to it,
+	// then Done. Compared with grpc-go's whole round_robin pick in
+	// RoundRobin, it says how much of that target the Result's copies
+	// alone take: the compiler copies the Result twice, from the pointer
+	// into the wrapper's result and from there into the caller's variable.
+	// A picker returning only the pointer does the same loop in about
+	// 4 ns (scratch run, session 20, not kept).
 	ours["Floor"] = func(b *testing.B) {
 		eps := endpoints(3, false)
-		done := func(error) {}
+		rs := make([]balancer.Result, len(eps))
+		for i := range eps {
+			rs[i] = balancer.Result{Endpoint: eps[i], Done: func(error) {}}
+		}
 		b.Run("peer=dialtone-result", func(b *testing.B) {
 			b.Run("serial", func(b *testing.B) {
 				b.ReportAllocs()
 				for i := range b.N {
-					r, err := resultOf(eps, i, done)
+					r, err := resultOf(rs, i)
 					if err != nil {
 						b.Fatal(err)
 					}
@@ -354,19 +345,17 @@ func (w *seqWatcher) Close() error {
 	return nil
 }
 
-// resultOf builds a Result in its caller's frame the way Balancer.Pick
-// does: it is small enough to inline, and the endpoint comes through a
-// pointer from a function that is not inlined.
-func resultOf(eps []discovery.Endpoint, i int, done func(error)) (r balancer.Result, err error) {
-	var ep *discovery.Endpoint
-	ep, r.Done, err = endpointOf(eps, i, done)
-	r.Endpoint = *ep
-	return r, err
+// resultOf returns a Result the way Balancer.Pick does: it is small
+// enough to inline, and copies a ready-made Result that a function that is
+// not inlined points it to.
+func resultOf(rs []balancer.Result, i int) (balancer.Result, error) {
+	r, err := resultAt(rs, i)
+	return *r, err
 }
 
 //go:noinline
-func endpointOf(eps []discovery.Endpoint, i int, done func(error)) (*discovery.Endpoint, func(error), error) {
-	return &eps[i%len(eps)], done, nil
+func resultAt(rs []balancer.Result, i int) (*balancer.Result, error) {
+	return &rs[i%len(rs)], nil
 }
 
 // feedWatcher is a discovery.Watcher whose States the benchmark hands over
