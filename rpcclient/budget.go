@@ -17,8 +17,8 @@ type budget struct {
 	reserve *rate.Limiter
 }
 
-func newBudget(percent, minPerSec float64) *budget {
-	b := &budget{deposit: int64(percent * 1000)}
+func newBudget(ratio, minPerSec float64) *budget {
+	b := &budget{deposit: int64(ratio * 1000)}
 	// Hold at most ten seconds' worth of the floor, or 100 retries.
 	b.cap = max(int64(minPerSec*10*1000), 100*1000)
 	b.reserve = rate.NewLimiter(rate.Limit(minPerSec), max(int(minPerSec), 1))

@@ -28,7 +28,9 @@ import (
 //     (WithRetryBudget), and the retry can start before the deadline.
 //
 // A call that is not idempotent and failed after its request may have
-// reached the server returns an *Error wrapping ErrOutcomeUnknown. On a failed
+// reached the server returns an *Error wrapping ErrOutcomeUnknown; so does
+// one whose ctx ended, or whose client closed, while it waited for the
+// reply (the *Error then wraps ctx's error or ErrClosed too). On a failed
 // dial the address is quarantined in the balancer and discovery is asked to
 // refresh (ResolveNow); when no other node is left, Call waits for the
 // refreshed set, as long as ctx allows, rather than redial the stale address.
@@ -277,6 +279,11 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				if !slices.Contains(tried, addr) {
 					tried = append(tried, addr)
 				}
+				if !idem && !isNotSent(err) {
+					// The request may have reached the server, which
+					// may run it still: the caller must be told.
+					return fail(cerr, ErrOutcomeUnknown)
+				}
 				return fail(cerr)
 			}
 			if timeout > 0 && errors.Is(err, context.DeadlineExceeded) {
@@ -293,17 +300,20 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			tried = append(tried, addr)
 		}
 		if c.closed.Load() {
+			if !idem && !isNotSent(err) {
+				return fail(ErrClosed, ErrOutcomeUnknown)
+			}
 			return fail(ErrClosed)
-		}
-		if ctx.Err() != nil {
-			return fail(ctx.Err())
 		}
 		// A failed dial (or a refusal during the backoff it started) was
 		// handled where it failed (endpoint.run: backoff, quarantine,
 		// ResolveNow); a refreshed set is one newer than discovery's
 		// version then.
-		if de := (*DialError)(nil); version == 0 && errors.As(err, &de) {
-			version = de.version
+		if de := (*DialError)(nil); errors.As(err, &de) {
+			// The newest set a dial failed on: after a refresh whose
+			// new nodes fail too, the next refresh waits for a set
+			// newer than theirs.
+			version = max(version, de.version)
 		}
 		if isNotSent(err) {
 			// Nothing left this process: try another node at once. Such

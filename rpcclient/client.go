@@ -72,14 +72,14 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.heartbeat > 0 && o.heartbeatTimeout <= 0 {
-		return nil, errors.New("rpcclient: WithHeartbeat needs a positive timeout")
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	bopts := append([]balancer.Option{balancer.WithService(service)}, o.balancerOpts...)
 	c := &Client{
 		opts: o, w: w, ownsW: owns, service: service,
 		bal:    balancer.New(w, bopts...),
-		budget: newBudget(o.budgetPercent, o.budgetMinPerSec),
+		budget: newBudget(o.budgetRatio, o.budgetMinPerSec),
 	}
 	c.life, c.cancel = context.WithCancel(context.Background())
 	empty := map[string]*endpoint{}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/discovery/discoverytest"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -137,5 +139,46 @@ func TestDialOutlivesItsCaller(t *testing.T) {
 	}
 	if failed > int(dials) {
 		t.Errorf("%d of %d calls failed, more than the %d dials to the blackhole: calls went on waiting for a hung dial", failed, calls, dials)
+	}
+}
+
+// refusedAddr returns a loopback address nothing listens on: dials to it
+// are refused at once.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// After a refresh whose new nodes fail to dial too, the next refresh waits
+// for a set newer than theirs, not only newer than the first failure's.
+func TestSecondRefreshWaitsForANewerSet(t *testing.T) {
+	good := rpctest.Start(t)
+	deadA, deadB := refusedAddr(t), refusedAddr(t)
+	w := discoverytest.NewAddrs(deadA)
+	var n atomic.Int32
+	w.OnResolveNow(func() {
+		switch n.Add(1) {
+		case 1:
+			go func() { time.Sleep(30 * time.Millisecond); w.SetAddrs(deadB) }()
+		case 2:
+			go func() { time.Sleep(30 * time.Millisecond); w.SetAddrs(good.Addr()) }()
+		}
+	})
+	c, err := New(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Close(); w.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "m"}, &r); err != nil {
+		t.Fatalf("the call gave up before the set it had time to wait for (ResolveNow %d): %v", w.ResolveNowCalls(), err)
 	}
 }

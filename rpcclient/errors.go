@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/rpc"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -161,8 +162,12 @@ func (e *Error) Error() string {
 	if len(e.Tried) > 0 {
 		fmt.Fprintf(&b, " on %s", strings.Join(e.Tried, ", "))
 	}
+	// The stop reasons, each once, unless the last cause says it already.
+	var said [3]bool
 	for _, r := range e.Errs {
-		if r == ErrOutcomeUnknown || r == ErrRetryBudget || r == ErrClosed {
+		i := slices.Index([]error{ErrOutcomeUnknown, ErrRetryBudget, ErrClosed}, r)
+		if i >= 0 && !said[i] && r != e.Err {
+			said[i] = true
 			fmt.Fprintf(&b, " (%v)", r)
 		}
 	}

@@ -2,11 +2,12 @@ package rpcclient
 
 import (
 	"context"
-	"github.com/dialtone-go/dialtone/balancer"
 	"net/rpc"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
 )
 
 // Flaky answers at once, except that when flaky is set every other call

@@ -28,7 +28,8 @@ type leg struct {
 // hedged makes the first attempt of an idempotent call with a backup: after
 // delay without a reply, the same request goes to another node with a ready
 // connection, if the retry budget allows; the first reply wins. It reports
-// the endpoints it used and each leg's error when both failed. ok is false
+// the endpoints it used and, when no leg won, the legs' errors in the order
+// the legs ended: the last one is what the call goes on from. ok is false
 // when nothing could be sent (the caller then proceeds as without hedging).
 // When the picked node has no ready connection, ok is false and held is that
 // pick, not yet done: the caller's normal path uses it, so that it dials the
@@ -58,6 +59,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			// an attempt, over already, which the caller counts and
 			// retries by the usual rules.
 			l.over, l.err = true, err
+			errs = append(errs, err)
 			return l
 		}
 		l.pc, l.seq = pc, seq
@@ -86,14 +88,20 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 
 	// end settles a leg: its outcome goes to the balancer, the winner's
 	// reply to the caller. It returns the leg's error as recorded: a leg's
-	// own timeout is an ErrAttemptTimeout, which is retryable.
+	// own timeout is an ErrAttemptTimeout, which is retryable. Any other
+	// error (a server's, a dead connection's) is the leg's as it came,
+	// as on the unhedged path: a server error is no timeout, and must not
+	// count against the node as one.
 	end := func(l *leg, err error) error {
 		l.over = true
 		l.cancel()
-		if err != nil && l.ctx.Err() != nil && expired(ctx) == nil {
+		if timeout > 0 && errors.Is(err, context.DeadlineExceeded) && expired(ctx) == nil {
 			err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, l.addr, err)
 		}
 		l.err = err
+		if err != nil {
+			errs = append(errs, err)
+		}
 		l.done(err)
 		return err
 	}
@@ -113,6 +121,9 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		select {
 		case <-hedge:
 			hedge = nil
+			if c.opts.maxAttempts < 2 {
+				continue // a backup is a second attempt
+			}
 			if second := c.backup(ctx, first.addr, start); second != nil {
 				legs = append(legs, second)
 			}
@@ -133,10 +144,10 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		}
 		if !retryable(err) || expired(ctx) != nil {
 			withdraw(legs) // not worth waiting for the other leg
-			return addrs(legs), legErrs(legs), false, true, balancer.Result{}
+			return addrs(legs), errs, false, true, balancer.Result{}
 		}
 	}
-	return addrs(legs), legErrs(legs), false, true, balancer.Result{}
+	return addrs(legs), errs, false, true, balancer.Result{}
 }
 
 // backup starts the second leg on a node other than firstAddr that has a
@@ -186,16 +197,6 @@ func addrs(legs []*leg) []string {
 	for _, l := range legs {
 		if !slices.Contains(out, l.addr) {
 			out = append(out, l.addr)
-		}
-	}
-	return out
-}
-
-func legErrs(legs []*leg) []error {
-	var out []error
-	for _, l := range legs {
-		if l.err != nil {
-			out = append(out, l.err)
 		}
 	}
 	return out

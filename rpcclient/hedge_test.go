@@ -325,3 +325,80 @@ func TestRetryPastTheDeadlineSpendsNoToken(t *testing.T) {
 		t.Fatalf("the budget moved by %d milli-tokens over one call whose retry could not start, want +%d (its deposit)", got, want)
 	}
 }
+
+// A hedged leg that fails with the server's own error reports that error,
+// not an attempt timeout: the node answered, so its breaker counts a
+// success, and the caller sees what the server said.
+func TestHedgedServerErrorIsNotATimeout(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithHedging(time.Second), WithAttemptTimeout(500*time.Millisecond))
+	warmEvery(t, c, 1)
+	for i := range 30 { // more than the breaker's 5 consecutive failures
+		var r rpctest.EchoReply
+		err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Fail: "boom"}, &r, Idempotent())
+		var se rpc.ServerError
+		if !errors.As(err, &se) || errors.Is(err, ErrAttemptTimeout) {
+			t.Fatalf("call %d: err = %v; want the server's error, not ErrAttemptTimeout", i, err)
+		}
+	}
+	var r rpctest.EchoReply
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Msg: "ok"}, &r, Idempotent()); err != nil {
+		t.Fatalf("after 30 application errors a good call failed: %v", err)
+	}
+}
+
+// WithMaxAttempts(1) bounds hedged calls too: no backup is sent.
+func TestHedgingRespectsMaxAttempts(t *testing.T) {
+	c, slow, fast := slowAndFast(t, 200*time.Millisecond, WithHedging(20*time.Millisecond), WithMaxAttempts(1),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
+	const calls = 4
+	for i := range calls {
+		var r rpctest.ExecReply
+		if err := c.Call(context.Background(), "Echo.Exec", &rpctest.ExecArgs{ID: fmt.Sprint("op", i)}, &r, Idempotent()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // let an abandoned slow leg finish executing
+	if n := len(slow.Executions()) + len(fast.Executions()); n != calls {
+		t.Fatalf("WithMaxAttempts(1): %d executions for %d calls (slow %q, fast %q)", n, calls, slow.Executions(), fast.Executions())
+	}
+}
+
+// When the backup leg fails first (a reset: retryable) and the first leg
+// then gets the server's own error, the call ends with the server's error,
+// the one that came last: it is not retried. (Which node a call starts on
+// follows the per-P round-robin cursor; calls that start on the other node
+// end with the server's error either way, so every call is checked.)
+func TestHedgedCallEndsOnTheLegThatEndedLast(t *testing.T) {
+	slow := rpctest.Start(t, rpctest.WithName("slow"))
+	other := rpctest.Start(t, rpctest.WithName("other"))
+	pxSlow, pxOther := rpctest.NewProxy(t, slow.Addr()), rpctest.NewProxy(t, other.Addr())
+	c, _ := newTestClient(t, []string{pxSlow.Addr(), pxOther.Addr()}, WithHedging(20*time.Millisecond),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin()), balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+	hedgedCalls := 0
+	for i := 0; i < 16 && hedgedCalls < 6; i++ {
+		pxSlow.Latency(0)
+		pxOther.Pass()
+		warmEvery(t, c, 2)
+		pxSlow.Latency(300 * time.Millisecond)
+		pxOther.BlackholeResponses()
+		slowBefore, otherBefore := slow.Calls(), other.Calls()
+		reset := time.AfterFunc(150*time.Millisecond, pxOther.Pass) // resets the blackholed leg's connection
+		var r rpctest.EchoReply
+		err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Fail: "boom"}, &r, Idempotent())
+		reset.Stop()
+		if slow.Calls() == slowBefore || other.Calls() == otherBefore {
+			continue // the backup did not go out (its node was not connected yet)
+		}
+		hedgedCalls++
+		var se rpc.ServerError
+		var e *Error
+		n := slow.Calls() - slowBefore + other.Calls() - otherBefore
+		if !errors.As(err, &se) || !errors.As(err, &e) || e.Attempts != 2 || n != 2 {
+			t.Fatalf("err = %v after %d requests; want the slow leg's server error after 2 attempts, not a retry", err, n)
+		}
+	}
+	if hedgedCalls < 6 {
+		t.Fatalf("only %d calls were hedged", hedgedCalls)
+	}
+}

@@ -101,3 +101,53 @@ func TestExplicitIdempotencyKeyIsSent(t *testing.T) {
 		t.Fatalf("the server executed %q, want %q", got, want)
 	}
 }
+
+// A call that is not idempotent, whose request left and whose context then
+// ended, says its outcome is unknown (the server still runs it), and still
+// wraps the context's error. The same call made idempotent does not.
+func TestDeadlineAfterSendIsOutcomeUnknown(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()})
+	warmEvery(t, c, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	var r rpctest.ExecReply
+	err := c.Call(ctx, "Echo.Exec", &rpctest.ExecArgs{ID: "x", Sleep: 300 * time.Millisecond}, &r)
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v; want ErrOutcomeUnknown and context.DeadlineExceeded", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel2()
+	err = c.Call(ctx2, "Echo.Exec", &rpctest.ExecArgs{ID: "y", Sleep: 300 * time.Millisecond}, &r, Idempotent())
+	if errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("idempotent: err = %v; want context.DeadlineExceeded only", err)
+	}
+}
+
+// A call that is not idempotent, pending when the client closes, says its
+// outcome is unknown, and its message says each reason once.
+func TestCloseAfterSendIsOutcomeUnknown(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()})
+	warmEvery(t, c, 1)
+	before := srv.Calls()
+	errc := make(chan error, 1)
+	go func() {
+		var r rpctest.ExecReply
+		errc <- c.Call(context.Background(), "Echo.Exec", &rpctest.ExecArgs{ID: "x", Sleep: 300 * time.Millisecond}, &r)
+	}()
+	for deadline := time.Now().Add(2 * time.Second); srv.Calls() == before; { // ours reached the handler
+		if time.Now().After(deadline) {
+			t.Fatal("the call never reached the server")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	err := <-errc
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrClosed) {
+		t.Fatalf("err = %v; want ErrOutcomeUnknown and ErrClosed", err)
+	}
+	if msg := err.Error(); strings.Count(msg, ErrClosed.Error()) != 1 || !strings.Contains(msg, ErrOutcomeUnknown.Error()) {
+		t.Fatalf("err = %q; want the outcome unknown and the client closed, each said once", msg)
+	}
+}

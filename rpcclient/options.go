@@ -1,13 +1,62 @@
 package rpcclient
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/internal/backoff"
 )
+
+// validate rejects option values that would break the client in ways a
+// caller would not notice at once: a dial timeout of 0 fails every dial, a
+// negative message size removes the cap, a connect backoff of 0 redials a
+// dead address in a loop without quarantining it, a retry budget ratio of
+// 20 (meant as 20 %) is no budget at all. New and Dial return its error.
+func (o *options) validate() error {
+	bad := func(opt, why string, v any) error {
+		return fmt.Errorf("rpcclient: %s(%v): %s", opt, v, why)
+	}
+	cb := o.connectBackoff
+	switch {
+	case o.dialTimeout <= 0:
+		return bad("WithDialTimeout", "must be positive", o.dialTimeout)
+	case cb.Base <= 0:
+		return bad("WithConnectBackoff", "base must be positive", cb.Base)
+	case !(cb.Factor >= 1) || math.IsInf(cb.Factor, 0):
+		return bad("WithConnectBackoff", "factor must be finite and at least 1", cb.Factor)
+	case cb.Max < cb.Base:
+		return bad("WithConnectBackoff", "max must be at least base", cb.Max)
+	case !(cb.Jitter >= 0 && cb.Jitter < 1):
+		return bad("WithConnectBackoff", "jitter must be in [0, 1): 0.2 is +-20 %", cb.Jitter)
+	case o.heartbeat < 0 || o.heartbeatTimeout < 0:
+		return bad("WithHeartbeat", "durations must not be negative", [2]time.Duration{o.heartbeat, o.heartbeatTimeout})
+	case o.heartbeat > 0 && o.heartbeatTimeout == 0:
+		return errors.New("rpcclient: WithHeartbeat needs a positive timeout")
+	case o.readTimeout < 0:
+		return bad("WithReadTimeout", "must not be negative (0 turns it off)", o.readTimeout)
+	case o.maxMessage <= 0:
+		return bad("WithMaxMessageSize", "must be positive", o.maxMessage)
+	case o.retryBackoff.Base < 0 || o.retryBackoff.Max < o.retryBackoff.Base:
+		return bad("WithRetryBackoff", "base must not be negative and max must be at least base",
+			[2]time.Duration{o.retryBackoff.Base, o.retryBackoff.Max})
+	case o.attemptTimeout < 0:
+		return bad("WithAttemptTimeout", "must not be negative (0 turns it off)", o.attemptTimeout)
+	case !(o.budgetRatio >= 0 && o.budgetRatio <= 1):
+		return bad("WithRetryBudget", "ratio must be in [0, 1]: 0.2 is 20 % of calls", o.budgetRatio)
+	case !(o.budgetMinPerSec >= 0) || math.IsInf(o.budgetMinPerSec, 0):
+		return bad("WithRetryBudget", "minPerSecond must be finite and not negative", o.budgetMinPerSec)
+	case o.drainGrace < 0:
+		return bad("WithDrainGrace", "must not be negative", o.drainGrace)
+	case o.hedgeDelay < 0:
+		return bad("WithHedging", "must not be negative (0 turns it off)", o.hedgeDelay)
+	}
+	return nil
+}
 
 // Option configures a Client in Dial or New.
 type Option func(*options)
@@ -25,7 +74,7 @@ type options struct {
 	maxAttempts      int
 	retryBackoff     backoff.Policy
 	attemptTimeout   time.Duration
-	budgetPercent    float64
+	budgetRatio      float64
 	budgetMinPerSec  float64
 	idempotent       map[string]bool
 	drainGrace       time.Duration
@@ -45,7 +94,7 @@ func defaultOptions() options {
 		maxMessage:       4 << 20,
 		maxAttempts:      3,
 		retryBackoff:     backoff.Policy{Base: 25 * time.Millisecond, Factor: 2, Max: 250 * time.Millisecond, Full: true},
-		budgetPercent:    0.2,
+		budgetRatio:      0.2,
 		budgetMinPerSec:  10,
 		idempotent:       map[string]bool{},
 		drainGrace:       10 * time.Second,
@@ -60,8 +109,8 @@ func WithBalancer(opts ...balancer.Option) Option {
 	return func(o *options) { o.balancerOpts = append(o.balancerOpts, opts...) }
 }
 
-// WithDialTimeout bounds each dial. Default 3 s. The call's context bounds
-// it too.
+// WithDialTimeout bounds each dial; it must be positive. Default 3 s. The
+// call's context bounds it too.
 func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
 
 // WithKeepAlive sets the TCP keepalive period. Default 30 s.
@@ -69,7 +118,8 @@ func WithKeepAlive(d time.Duration) Option { return func(o *options) { o.keepAli
 
 // WithConnectBackoff sets the reconnect backoff after failed dials: base,
 // multiplied by factor per failure up to max, with jitter (a share, 0.2 is
-// +-20 %). Default gRPC's: 1 s, x1.6, 120 s, +-20 %.
+// +-20 %). Default gRPC's: 1 s, x1.6, 120 s, +-20 %. base must be positive,
+// factor at least 1, max at least base and jitter in [0, 1).
 func WithConnectBackoff(base time.Duration, factor float64, max time.Duration, jitter float64) Option {
 	return func(o *options) {
 		o.connectBackoff = backoff.Policy{Base: base, Factor: factor, Max: max, Jitter: jitter}
@@ -101,8 +151,9 @@ func WithHeartbeat(every, timeout time.Duration) Option {
 // it off. Set it above the slowest expected call.
 func WithReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
 
-// WithMaxMessageSize caps a reply message. A larger one fails its call with
-// ErrMessageTooLarge and closes the connection. Default 4 MiB.
+// WithMaxMessageSize caps a reply message; it must be positive. A larger
+// one fails its call with ErrMessageTooLarge and closes the connection.
+// Default 4 MiB.
 func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxMessage = n } }
 
 // WithMaxAttempts bounds the attempts of one call, the first included.
@@ -124,10 +175,12 @@ func WithRetryBackoff(base, max time.Duration) Option {
 func WithAttemptTimeout(d time.Duration) Option { return func(o *options) { o.attemptTimeout = d } }
 
 // WithRetryBudget limits retries to a share of calls plus a floor per second
-// (Finagle's RetryBudget). Default 20 % and 10/s. When the budget is empty a
+// (Finagle's RetryBudget). ratio is the share, in [0, 1]: 0.2 lets retries
+// add 20 % to the calls. Default 0.2 and 10/s. When the budget is empty a
 // call that needs a retry fails with its last error and ErrRetryBudget.
-func WithRetryBudget(percent, minPerSecond float64) Option {
-	return func(o *options) { o.budgetPercent, o.budgetMinPerSec = percent, minPerSecond }
+// Hedged backups draw on the same budget.
+func WithRetryBudget(ratio, minPerSecond float64) Option {
+	return func(o *options) { o.budgetRatio, o.budgetMinPerSec = ratio, minPerSecond }
 }
 
 // WithIdempotentMethods declares methods ("Service.Method") safe to retry
@@ -150,7 +203,8 @@ func WithDrainGrace(d time.Duration) Option { return func(o *options) { o.drainG
 // call has no reply after delay; the first reply wins and the other request
 // is abandoned. Each backup draws a token from the retry budget, and only
 // goes to a node with a connection already up. Default 0: off. Calls that
-// are not idempotent are never hedged.
+// are not idempotent are never hedged. A backup is an attempt: with
+// WithMaxAttempts(1) none is sent.
 func WithHedging(delay time.Duration) Option { return func(o *options) { o.hedgeDelay = delay } }
 
 // WithLogger sets where dial failures and drains are logged. Default: nowhere.
