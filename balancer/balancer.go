@@ -175,9 +175,6 @@ func (b *Balancer) run() {
 // one scheduled before. b.mu is held.
 func (b *Balancer) update() bool {
 	next := b.rebuild()
-	// After the publication: whoever sees the version picks from a
-	// picker built from that State or a newer one.
-	b.stateVersion.Store(b.state.Version)
 	at := mono() + int64(next)
 	earlier := b.wakeAt == 0 || at < b.wakeAt
 	b.wakeAt = at
@@ -450,12 +447,24 @@ func (b *Balancer) rebuild() time.Duration {
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}
 	refused := *unavail // every ready node's breaker refused at pick time
 	refused.Refused = len(ready)
+	prev := b.picker.Load()
+	if prev.gen == b.gen && prev.panic == panicking && prev.err != nil && sameCounts(prev.err, unavail) && slices.Equal(prev.ready, ready) {
+		// Nothing a pick would see has changed since the last picker
+		// (the outlier sweep's tick, a kick that changed nothing):
+		// keep it, and with it the policy's cursor or schedule, so
+		// that a client picking less often than the ticks still
+		// reaches every node in turn.
+		if next == math.MaxInt64 {
+			return time.Hour
+		}
+		return time.Duration(next - now)
+	}
 	p := &picker{ready: ready, nodes: all, dense: len(ready) == len(all), unavail: &refused, err: unavail, panic: panicking,
-		mode: b.opts.policy.stats(), breakers: b.breakers != nil}
+		mode: b.opts.policy.stats(), breakers: b.breakers != nil, gen: b.gen}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, all, b)
 	}
-	if prev := b.picker.Load(); prev.panic != panicking {
+	if prev.panic != panicking {
 		b.opts.logger.Warn("balancer: panic mode", "service", b.opts.service, "on", panicking,
 			"healthy", healthy, "total", len(all))
 	}
@@ -464,6 +473,13 @@ func (b *Balancer) rebuild() time.Duration {
 		return time.Hour
 	}
 	return time.Duration(next - now)
+}
+
+// sameCounts reports whether a and b, errors of pickers built from one
+// State, say the same (their Discovery error is that State's).
+func sameCounts(a, b *Error) bool {
+	return a.Kind == b.Kind && a.Total == b.Total && a.Open == b.Open && a.Ejected == b.Ejected &&
+		a.Quarantined == b.Quarantined
 }
 
 // entryFor is the entry of n = b.order[i] in a picker built now; it lowers
@@ -507,6 +523,10 @@ func (b *Balancer) weight(n *node, ep *discovery.Endpoint, now int64) (float64, 
 // goroutine (and Close, after it) calls it.
 func (b *Balancer) publish(p *picker) {
 	b.picker.Store(p)
+	// After the picker: whoever sees the version picks from a picker
+	// built from that State or a newer one. Before Updated's channel
+	// closes: whoever wakes on it sees the version.
+	b.stateVersion.Store(b.state.Version)
 	next := make(chan struct{})
 	if old := b.pubCh.Swap(&next); old != nil {
 		close(*old)

@@ -41,6 +41,7 @@ func waitFor(t testing.TB, b *Balancer, what string, ok func(*picker) bool) {
 		}
 		select {
 		case <-ch:
+		case <-time.After(10 * time.Millisecond): // node state a picker does not show (a reseed)
 		case <-ctx.Done():
 			p := b.picker.Load()
 			t.Fatalf("waiting for %s: timed out; picker has %d ready, err %v", what, len(p.ready), p.err)

@@ -38,6 +38,7 @@ type picker struct {
 	err      *Error    // returned when ready is empty
 	unavail  *Error    // returned when every ready node refused
 	panic    bool
+	gen      uint64 // the Balancer's gen (the State applied) it was built for
 }
 
 // selector is a policy's choice function over one snapshot.

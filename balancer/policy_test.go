@@ -568,3 +568,33 @@ func TestEDFOrderMatchesTheHeapOrder(t *testing.T) {
 		}
 	}
 }
+
+// The outlier sweep's ticks do not replace a picker when nothing a pick
+// would see has changed, so the round-robin cursor keeps its place: a
+// client picking less often than the ticks still reaches every node in
+// turn. (Every tick used to publish a new picker whose cursor started over:
+// 40 picks, one per tick, reached 2 of 10 nodes.)
+func TestTicksKeepTheRoundRobinCursor(t *testing.T) {
+	as := addrs(10)
+	b, _ := newTest(t, as, WithPolicy(RoundRobin()), WithoutBreakers(),
+		WithOutlierDetection(OutlierConfig{Interval: 5 * time.Millisecond}))
+	upd := b.Updated()
+	got := map[string]int{}
+	for range 40 {
+		time.Sleep(12 * time.Millisecond) // two ticks or more
+		r, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[r.Endpoint.Addr]++
+		r.Done(nil)
+	}
+	select {
+	case <-upd:
+		t.Error("a picker was published though nothing changed")
+	default:
+	}
+	if len(got) != len(as) {
+		t.Fatalf("40 picks, one every few ticks, reached %d of %d nodes: %v", len(got), len(as), got)
+	}
+}

@@ -36,11 +36,16 @@ type paddedCounter struct {
 	_ [60]byte
 }
 
+// The shards start at a random slot, spread evenly from there: a new
+// snapshot (a discovery update, a health change) does not send the next
+// picks back to the first nodes, which a client picking less often than
+// snapshots change would otherwise never get past.
 func newCursor(n int) *cursor {
 	k := runtime.GOMAXPROCS(0)
 	c := &cursor{shards: make([]paddedCounter, k), n: uint32(n), m: ^uint64(0)/uint64(n) + 1}
+	off := rand.IntN(n)
 	for i := range c.shards {
-		c.shards[i].init(uint32(i * n / k))
+		c.shards[i].init(uint32((off + i*n/k) % n))
 	}
 	return c
 }
