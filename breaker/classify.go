@@ -42,9 +42,12 @@ func (o Outcome) String() string {
 //   - nil: Success.
 //   - wraps [ErrAttemptTimeout]: Failure, even if it also wraps
 //     context.DeadlineExceeded.
-//   - wraps context.Canceled or context.DeadlineExceeded: Excluded. A caller
-//     whose transport error arrived after its own context ended should pass
-//     ctx.Err() (or wrap it) instead, so the node is not blamed.
+//   - wraps context.Canceled or context.DeadlineExceeded itself (the values
+//     a context returns): Excluded. A caller whose transport error arrived
+//     after its own context ended should pass ctx.Err() (or wrap it)
+//     instead, so the node is not blamed. The network's own timeouts (a
+//     dial or read deadline, net/http's Client.Timeout) answer errors.Is
+//     for context.DeadlineExceeded too, but they are the node's: Failure.
 //   - an [rpc.ServerError] anywhere in the chain: Success (the node answered).
 //   - anything else: Failure.
 //
@@ -58,7 +61,7 @@ func Classify(err error) Outcome {
 	if errors.Is(err, ErrAttemptTimeout) {
 		return Failure
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if callerGaveUp(err) {
 		return Excluded
 	}
 	var se rpc.ServerError
@@ -66,6 +69,33 @@ func Classify(err error) Outcome {
 		return Success
 	}
 	return Failure
+}
+
+// callerGaveUp reports whether err's chain holds context.Canceled or
+// context.DeadlineExceeded themselves. errors.Is would also match the net
+// package's timeout errors, which say so for context.DeadlineExceeded
+// (since Go 1.23) although no context ended: a blackholed node whose dials
+// time out would then never be blamed.
+func callerGaveUp(err error) bool {
+	for err != nil {
+		if err == context.Canceled || err == context.DeadlineExceeded {
+			return true
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			err = u.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				if callerGaveUp(e) {
+					return true
+				}
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // isExcluded and isSuccessful are gobreaker's IsExcluded and IsSuccessful

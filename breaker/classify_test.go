@@ -10,12 +10,19 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sony/gobreaker/v2"
 )
 
 func TestClassify(t *testing.T) {
 	opErr := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	// A real dial timeout: net's timeout error answers errors.Is for
+	// context.DeadlineExceeded although no context ended.
+	_, dialTimeout := (&net.Dialer{Timeout: time.Nanosecond}).Dial("tcp", "127.0.0.1:1")
+	if !errors.Is(dialTimeout, context.DeadlineExceeded) {
+		t.Fatalf("dial with a 1 ns timeout: %v; the case below needs a timeout that matches context.DeadlineExceeded", dialTimeout)
+	}
 	tests := []struct {
 		name string
 		err  error
@@ -37,6 +44,9 @@ func TestClassify(t *testing.T) {
 		{"wrapped net.OpError", fmt.Errorf("dial: %w", opErr), Failure},
 		{"ECONNREFUSED", syscall.ECONNREFUSED, Failure},
 		{"i/o timeout", os.ErrDeadlineExceeded, Failure},
+		{"dial timeout", dialTimeout, Failure},
+		{"wrapped dial timeout", fmt.Errorf("attempt: %w", dialTimeout), Failure},
+		{"joined canceled", errors.Join(io.EOF, context.Canceled), Excluded},
 		{"rpc shutdown", rpc.ErrShutdown, Failure},
 		{"other", errors.New("boom"), Failure},
 	}

@@ -27,7 +27,8 @@ type Config struct {
 
 	// Window is the rolling window over which a closed breaker counts. It is
 	// split into 10 buckets (gobreaker's BucketPeriod), so outcomes age out
-	// one bucket at a time. Zero or negative means 10 s.
+	// one bucket at a time. Zero or negative means 10 s; a window under
+	// 10 ms is 10 ms (a bucket of 1 ms).
 	Window time.Duration
 
 	// OpenTimeout is the open period after the first trip. The n-th
@@ -59,6 +60,7 @@ const (
 	defaultMinRequests         = 20
 	defaultWindow              = 10 * time.Second
 	windowBuckets              = 10
+	minWindow                  = windowBuckets * time.Millisecond
 	defaultOpenTimeout         = 30 * time.Second
 	defaultMaxOpenTimeout      = 300 * time.Second
 	defaultJitter              = 0.2
@@ -86,6 +88,8 @@ func (c Config) withDefaults() Config {
 	if c.Window <= 0 {
 		c.Window = defaultWindow
 	}
+	c.Window = max(c.Window, minWindow) // Window: 5 (nanoseconds) meant seconds, most likely
+
 	if c.OpenTimeout <= 0 {
 		c.OpenTimeout = defaultOpenTimeout
 	}

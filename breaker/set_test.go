@@ -161,3 +161,16 @@ func hammer(t *testing.T, window time.Duration) {
 		t.Fatal(err)
 	}
 }
+
+// A Window below 10 ms (Window: 5, meant as seconds) is 10 ms, not a
+// bucket period of 0 that divides by zero.
+func TestTinyWindowIsClamped(t *testing.T) {
+	s := NewSet(Config{Window: 5})
+	defer s.Close()
+	b := s.Get("a")
+	tk, err := b.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.End(tk, nil)
+}
