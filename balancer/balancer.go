@@ -213,9 +213,10 @@ func (b *Balancer) apply(s discovery.State) {
 		} else if n == nil {
 			if seed == 0 {
 				// New nodes start at the typical latency of the
-				// last State's nodes.
+				// last State's nodes that are in rotation (1 ms
+				// when none is): not at a failed node's penalty.
 				var ok bool
-				if seed, ok = medianCost(old, nil); !ok {
+				if seed, ok = medianCost(old, outOfRotation(now)); !ok {
 					seed = float64(time.Millisecond)
 				}
 			}
@@ -347,6 +348,13 @@ func medianCost(nodes []*node, skip func(*node) bool) (float64, bool) {
 	return cs[len(cs)/2], true
 }
 
+// outOfRotation returns a test for the nodes whose latency is not typical
+// of the service: out (breaker not closed or ejected, at the last rebuild)
+// or quarantined at now. Their cost holds the failures that took them out.
+func outOfRotation(now int64) func(*node) bool {
+	return func(n *node) bool { return n.out || n.quarUntil.Load() > now }
+}
+
 // reseed gives nodes that are back from an open breaker or an ejection the
 // median latency of the nodes that stayed in, when theirs is higher. Their
 // peak EWMA still holds the failures that took them out (at least the
@@ -363,7 +371,7 @@ func (b *Balancer) reseed(back []*node) {
 			n.out = false
 		}
 	}()
-	seed, ok := medianCost(b.order, func(n *node) bool { return n.out })
+	seed, ok := medianCost(b.order, outOfRotation(mono()))
 	if !ok {
 		return // every node was out: no typical latency to give
 	}

@@ -20,8 +20,9 @@ var (
 // could be picked. It wraps ErrNoEndpoints or ErrUnavailable, and the
 // discovery error when there is one.
 type Error struct {
-	// Service is the name given by WithService, or the first endpoint's ID
-	// prefix when none was given.
+	// Service is the name given by WithService (rpcclient.Dial gives the
+	// target's); empty when none was given, and the message then says the
+	// service is unnamed.
 	Service string
 	// Kind is ErrNoEndpoints, ErrUnavailable or ErrClosed.
 	Kind error
@@ -39,6 +40,9 @@ type Error struct {
 // Error names the service and says why nothing could be picked.
 func (e *Error) Error() string {
 	msg := fmt.Sprintf("%v for service %q", e.Kind, e.Service)
+	if e.Service == "" {
+		msg = fmt.Sprintf("%v for an unnamed service (balancer.WithService names it)", e.Kind)
+	}
 	switch {
 	case e.Kind == ErrNoEndpoints && e.Discovery != nil:
 		msg += fmt.Sprintf(": discovery failed: %v", e.Discovery)
@@ -49,6 +53,9 @@ func (e *Error) Error() string {
 			e.Total, e.Open, e.Ejected, e.Quarantined)
 		if e.Refused > 0 {
 			msg += fmt.Sprintf(", %d refusing (breaker half-open with its probe out, or just opened)", e.Refused)
+		}
+		if e.Discovery != nil {
+			msg += fmt.Sprintf("; discovery is failing too (the set is the last known good): %v", e.Discovery)
 		}
 	}
 	return msg

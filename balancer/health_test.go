@@ -416,3 +416,49 @@ func TestSharedDoneCountsEachRequestOnce(t *testing.T) {
 		t.Fatalf("breaker %v after 5 failures, want open", st)
 	}
 }
+
+// Error messages name the service, say when it has no name, and an
+// ErrUnavailable on a stale set says discovery is failing too.
+func TestErrorMessages(t *testing.T) {
+	boom := errors.New("registry down")
+	for _, tc := range []struct {
+		e    Error
+		want []string
+	}{
+		{Error{Service: "orders", Kind: ErrNoEndpoints}, []string{`service "orders"`, "discovery lists none"}},
+		{Error{Kind: ErrNoEndpoints}, []string{"unnamed service", "WithService"}},
+		{Error{Service: "orders", Kind: ErrUnavailable, Total: 3, Open: 3, Discovery: boom},
+			[]string{"3 with an open breaker", "discovery is failing too", "registry down"}},
+	} {
+		msg := tc.e.Error()
+		for _, w := range tc.want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%q does not say %q", msg, w)
+			}
+		}
+	}
+}
+
+// An ejection lasts at most MaxEjection, jitter included, and never a
+// negative time, whatever the Jitter.
+func TestEjectionTimeIsCappedAfterJitter(t *testing.T) {
+	for _, jitter := range []float64{0.15, 1.5} {
+		as := addrs(3)
+		cfg := OutlierConfig{BaseEjection: 30 * time.Second, MaxEjection: 300 * time.Second, Jitter: jitter, Interval: time.Hour}
+		b, _ := newTest(t, as, WithOutlierDetection(cfg))
+		n := b.set.Load().byAddr()[as[0]]
+		b.mu.Lock()
+		for range 200 {
+			n.ejections = 20 // 600 s before the cap
+			n.setEjected(0)
+			now := mono()
+			b.eject(n, now, "test")
+			if d := time.Duration(n.ejectedUntil - now); d <= 0 || d > cfg.MaxEjection {
+				b.mu.Unlock()
+				t.Fatalf("jitter %v: ejected for %v; want (0, %v]", jitter, d, cfg.MaxEjection)
+			}
+		}
+		n.setEjected(0)
+		b.mu.Unlock()
+	}
+}

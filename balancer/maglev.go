@@ -8,11 +8,14 @@ import (
 
 // Maglev returns a consistent-hash policy with bounded load. Requests that
 // carry the same HashKey go to the same node while the set is stable, and a
-// change of the set moves only about 1/n of the keys. A node is skipped while
-// it has more than loadFactor times the average in-flight load (Google's
-// "consistent hashing with bounded loads"), so one hot key cannot sink a
-// node; loadFactor <= 1 means the default, 1.25. Picks without a HashKey are
-// random. Weights set each node's share of the lookup table.
+// change of the set moves only about 1/n of the keys. A request is not sent
+// to a node that would then hold more than ceil(loadFactor x the average
+// in-flight load, this request included) (Google's "consistent hashing
+// with bounded loads"); the key's next node in the table takes it, so one
+// hot key cannot sink a node. loadFactor <= 1 means the default, 1.25.
+// Weights set each node's share of the lookup table; picks without a
+// HashKey take a random slot of it, so they follow the weights too
+// (Degraded health and slow start included).
 //
 // The lookup table has 65537 entries (655373 above 4096 nodes), so Pick is
 // one hash and one table read whatever the number of nodes.
@@ -46,15 +49,16 @@ type maglevSel struct {
 
 func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 	n := len(s.ready)
-	if !hasKey {
-		return int(rand.Uint64N(uint64(n))), 0
-	}
 	m := uint64(len(s.table))
+	if !hasKey {
+		return int(s.table[rand.Uint64N(m)]), 0
+	}
 	idx := int(s.table[h%m])
 	// Bounded load: walk the table from the key's slot to the first node
-	// whose in-flight count is under c x the average (+1 for this request).
-	avg := float64(s.total.Load()) / float64(n)
-	limit := int64(math.Ceil(s.c * (avg + 1)))
+	// that, with this request, holds at most ceil(c x the average load,
+	// this request included). The limits add up to more than the load, so
+	// some node is always under its own.
+	limit := int64(math.Ceil(s.c * float64(s.total.Load()+1) / float64(n)))
 	for k := uint64(0); k < min(m, 4*uint64(n)); k++ {
 		j := int(s.table[(h+k)%m])
 		if s.nodes[s.ready[j].idx].inflight.Load() < limit {

@@ -38,9 +38,9 @@ func defaultOptions() options {
 	}
 }
 
-// WithService names the service in errors and logs. Default: the watcher's
-// target is not known to the balancer, so errors say "" unless this is set;
-// rpcclient.Dial sets it from the target.
+// WithService names the service in errors and logs. Default: none (the
+// watcher's target is not known to the balancer), and errors say the
+// service is unnamed; rpcclient.Dial sets it from the target.
 func WithService(name string) Option { return func(o *options) { o.service = name } }
 
 // WithPolicy selects how a node is chosen among the healthy ones.
@@ -103,9 +103,10 @@ type OutlierConfig struct {
 	// BaseEjection is how long the first ejection lasts; the n-th lasts n
 	// times as long. Default 30 s.
 	BaseEjection time.Duration
-	// MaxEjection caps an ejection. Default 300 s.
+	// MaxEjection caps an ejection, jitter included. Default 300 s.
 	MaxEjection time.Duration
-	// Jitter spreads ejection times by +- this share. Default 0.15.
+	// Jitter spreads ejection times by +- this share. Default 0.15;
+	// values above 1 mean 1.
 	Jitter float64
 	// MaxEjectedShare caps the share of nodes ejected at once. The cap is
 	// rounded down but never below one node. Default 0.1.
@@ -130,6 +131,7 @@ func (c OutlierConfig) withDefaults() OutlierConfig {
 	if c.Jitter <= 0 {
 		c.Jitter = 0.15
 	}
+	c.Jitter = min(c.Jitter, 1) // never a negative ejection time
 	if c.MaxEjectedShare <= 0 {
 		c.MaxEjectedShare = 0.1
 	}

@@ -19,8 +19,8 @@ func (b *Balancer) sweep() {
 	}
 }
 
-// eject removes n from picks for BaseEjection x (ejections+1), capped and
-// jittered, unless the cap on ejected nodes is reached.
+// eject removes n from picks for BaseEjection x (ejections+1), jittered and
+// then capped at MaxEjection, unless the cap on ejected nodes is reached.
 func (b *Balancer) eject(n *node, now int64, why string) {
 	c := b.opts.outlier
 	ejected := 0
@@ -33,8 +33,8 @@ func (b *Balancer) eject(n *node, now int64, why string) {
 		return
 	}
 	n.ejections++
-	d := min(time.Duration(n.ejections)*c.BaseEjection, c.MaxEjection)
-	d = time.Duration(float64(d) * (1 + c.Jitter*(2*b.rng.Float64()-1)))
+	d := time.Duration(n.ejections) * c.BaseEjection
+	d = min(time.Duration(float64(d)*(1+c.Jitter*(2*b.rng.Float64()-1))), c.MaxEjection)
 	n.setEjected(now + int64(d))
 	n.consec.Store(0)
 	b.opts.logger.Warn("balancer: node ejected", "service", b.opts.service, "addr", n.addr,

@@ -337,24 +337,27 @@ func TestMaglevConsistencyAndBoundedLoad(t *testing.T) {
 	if moved > 2000/10 {
 		t.Fatalf("%d of 2000 keys not on the removed node moved; Maglev should move few", moved)
 	}
-	// Bounded load: hold many requests for one key; later ones spill over.
-	var held []Result
-	spread := map[string]int{}
-	for range 90 {
-		r, err := b.Pick(context.Background(), HashKey("hot"))
-		if err != nil {
-			t.Fatal(err)
+	// Bounded load: hold many requests for one key; later ones spill
+	// over, none past ceil(1.25 x the average) on any node.
+	for _, total := range []int{20, 90} {
+		var held []Result
+		spread := map[string]int{}
+		for range total {
+			r, err := b.Pick(context.Background(), HashKey("hot"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			spread[r.Endpoint.Addr]++
+			held = append(held, r)
 		}
-		spread[r.Endpoint.Addr]++
-		held = append(held, r)
-	}
-	for a, c := range spread {
-		if c > int(math.Ceil(1.25*(90.0/9+1)))+1 {
-			t.Fatalf("hot key put %d of 90 in-flight requests on %s; bounded load caps it", c, a)
+		for a, c := range spread {
+			if limit := int(math.Ceil(1.25 * float64(total) / 9)); c > limit {
+				t.Fatalf("hot key put %d of %d in-flight requests on %s; bounded load caps it at %d", c, total, a, limit)
+			}
 		}
-	}
-	for _, r := range held {
-		r.Done(nil)
+		for _, r := range held {
+			r.Done(nil)
+		}
 	}
 	if b.inflight.Load() != 0 {
 		t.Fatalf("balancer in-flight %d after every Done", b.inflight.Load())
@@ -597,4 +600,50 @@ func TestTicksKeepTheRoundRobinCursor(t *testing.T) {
 	if len(got) != len(as) {
 		t.Fatalf("40 picks, one every few ticks, reached %d of %d nodes: %v", len(got), len(as), got)
 	}
+}
+
+// A new node's seed is the median latency of the nodes in rotation: not of
+// nodes quarantined or out with the failure penalty in their estimate,
+// which would leave the newcomer probe traffic only while a lone healthy
+// node carried everything. With every node out, it starts at 1 ms.
+func TestP2CNewNodeSeedSkipsNodesOutOfRotation(t *testing.T) {
+	as := addrs(5)
+	b, w := newTest(t, as[:3], WithPolicy(P2C()), WithoutBreakers())
+	nodes := b.set.Load().byAddr()
+	penalty := float64(250 * time.Millisecond)
+	nodes[as[0]].cost.Store(math.Float64bits(float64(time.Millisecond)))
+	nodes[as[1]].cost.Store(math.Float64bits(penalty))
+	nodes[as[2]].cost.Store(math.Float64bits(penalty))
+	b.Quarantine(as[1], time.Minute)
+	b.Quarantine(as[2], time.Minute)
+	waitFor(t, b, "two quarantined", func(p *picker) bool { return len(p.ready) == 1 || p.panic })
+	w.SetAddrs(as[:4]...)
+	waitFor(t, b, "the new node", func(*picker) bool { return b.set.Load().byAddr()[as[3]] != nil })
+	if c := time.Duration(b.set.Load().byAddr()[as[3]].costNs()); c != time.Millisecond {
+		t.Fatalf("new node seeded with %v, want the one node in rotation's 1ms", c)
+	}
+	b.Quarantine(as[0], time.Minute)
+	nodes = b.set.Load().byAddr()
+	nodes[as[3]].cost.Store(math.Float64bits(penalty))
+	b.Quarantine(as[3], time.Minute)
+	w.SetAddrs(as...)
+	waitFor(t, b, "the fifth node", func(*picker) bool { return b.set.Load().byAddr()[as[4]] != nil })
+	if c := time.Duration(b.set.Load().byAddr()[as[4]].costNs()); c != time.Millisecond {
+		t.Fatalf("with every node out, new node seeded with %v, want 1ms", c)
+	}
+}
+
+// Maglev picks without a HashKey follow the table, and so the weights: a
+// Degraded node (half weight by default) gets about half the share of a
+// healthy one. (They used to be uniform over the ready nodes.)
+func TestMaglevKeylessPicksFollowTheWeights(t *testing.T) {
+	as := addrs(2)
+	b, w := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
+	w.Set(discovery.Endpoint{ID: as[0], Addr: as[0], Weight: 1},
+		discovery.Endpoint{ID: as[1], Addr: as[1], Weight: 1, Health: discovery.Degraded})
+	waitFor(t, b, "the degraded node", func(p *picker) bool {
+		return len(p.ready) == 2 && p.ready[0].weight != p.ready[1].weight
+	})
+	got := count(t, b, 6000, nil)
+	within(t, "keyless picks of the healthy node", got[as[0]], 4000, 200)
 }
