@@ -56,6 +56,19 @@ func (p *proxy) client(t testing.TB) *clientv3.Client {
 	return c
 }
 
+// switchTo sends the connections accepted from now on to upstream, and
+// closes the ones open now: the client reconnects, to another server.
+func (p *proxy) switchTo(upstream string) {
+	p.mu.Lock()
+	p.upstream = upstream
+	conns := p.conns
+	p.conns = nil
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
 // blackhole starts (true) or ends (false) holding back all traffic.
 func (p *proxy) blackhole(on bool) {
 	p.mu.Lock()
@@ -71,7 +84,10 @@ func (p *proxy) accept() {
 		if err != nil {
 			return
 		}
-		u, err := net.Dial("tcp", p.upstream)
+		p.mu.Lock()
+		upstream := p.upstream
+		p.mu.Unlock()
+		u, err := net.Dial("tcp", upstream)
 		if err != nil {
 			c.Close()
 			continue

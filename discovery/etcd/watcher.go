@@ -266,7 +266,10 @@ func (w *Watcher) put(snap *snapshot, key string, value []byte) {
 
 // idleSince reports whether the store is still at revision rev, the one our
 // watch started after: then nothing can have been missed. It is a
-// count-only, linearizable read.
+// count-only, linearizable read. A store behind rev is not idle but another
+// store (restored from a snapshot, or wiped and restarted): the client
+// resumed the watch on it from rev+1, which it will never reach, so idleSince
+// returns an error, and the watcher lists again.
 func (w *Watcher) idleSince(ctx context.Context, rev int64) (bool, error) {
 	gctx, cancel := context.WithTimeout(ctx, w.opts.progressInterval)
 	defer cancel()
@@ -274,7 +277,10 @@ func (w *Watcher) idleSince(ctx context.Context, rev int64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return resp.Header.Revision <= rev, nil
+	if r := resp.Header.Revision; r < rev {
+		return false, fmt.Errorf("etcd: the store's revision went back from %d to %d (restored or replaced)", rev, r)
+	}
+	return resp.Header.Revision == rev, nil
 }
 
 // watch follows the prefix from rev+1, applying events to snap and

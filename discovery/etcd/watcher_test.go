@@ -413,3 +413,29 @@ func TestWatcherSpellingsOfOneAddressAreOneEndpoint(t *testing.T) {
 		t.Fatalf("Dropped = %d, want 2 (b and c repeat a's address)", n)
 	}
 }
+
+// When the etcd behind the watcher is replaced by one at a lower revision
+// (a snapshot restore, a wiped member restarted), the client resumes the
+// watch from a revision the new store will not reach for a long time, and
+// nothing arrives. The watcher notices the revision went back and lists
+// again, instead of publishing the old set as fresh for as long as that
+// takes (review finding: 12 s of the old set, Synced kept fresh).
+func TestRevisionGoingBackListsAgain(t *testing.T) {
+	srvA, cliA := startEtcd(t)
+	srvB, cliB := startEtcd(t)
+	for range 50 { // A's revision runs well ahead of B's
+		put(t, cliA, "other/k", ep("k", "10.9.9.9:80"))
+	}
+	put(t, cliA, "svc/a", ep("a", "10.0.0.1:80"))
+	put(t, cliB, "svc/x", ep("x", "10.0.0.9:80"))
+	px := newProxy(t, srvA.Hosts()[0])
+	w := startWatcher(t, px.client(t), "svc", WithProgressInterval(200*time.Millisecond))
+	waitSet(t, w, "a=10.0.0.1:80")
+	lists := w.lists.Load()
+	px.switchTo(srvB.Hosts()[0])
+	put(t, cliB, "svc/y", ep("y", "10.0.0.10:80"))
+	waitSet(t, w, "x=10.0.0.9:80", "y=10.0.0.10:80")
+	if w.lists.Load() == lists {
+		t.Fatal("the new store's set arrived without a new list")
+	}
+}
