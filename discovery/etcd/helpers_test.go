@@ -165,3 +165,13 @@ func startEtcd(t testing.TB) (*etcdtest.Server, *clientv3.Client) {
 	srv := etcdtest.Start(t)
 	return srv, srv.Client(t)
 }
+
+// waitFor polls ok every few milliseconds for up to 10 s.
+func waitFor(t testing.TB, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: timed out", what)
+		}
+	}
+}

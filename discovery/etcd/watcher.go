@@ -50,6 +50,7 @@ type Watcher struct {
 
 	// Owned by the run goroutine.
 	rejected map[string]string // ID -> reason of the last publication's rejections, to log each once
+	badKeys  map[string]string // key -> parse error of the last publication's unparsable values, likewise
 }
 
 // New starts a Watcher on the keys under prefix + "/" and returns at once;
@@ -245,8 +246,8 @@ func (w *Watcher) list(ctx context.Context) (*snapshot, int64, error) {
 	return snap, resp.Header.Revision, nil
 }
 
-// put records one key's value in snap, dropping it with a log line if it
-// does not parse.
+// put records one key's value in snap: in snap.good, or in snap.bad when
+// it does not parse (publish counts and logs those).
 func (w *Watcher) put(snap *snapshot, key string, value []byte) {
 	e, err := ParseValue(key, w.dir, value)
 	if err != nil {
@@ -254,11 +255,8 @@ func (w *Watcher) put(snap *snapshot, key string, value []byte) {
 		snap.bad[key] = err
 		if errors.Is(err, errCritical) {
 			w.opts.logger.Debug("etcd: endpoint is critical; not published", "key", clip(key))
-			return
 		}
-		w.dropped.Add(1)
-		w.opts.logger.Warn("etcd: dropping invalid entry", "prefix", w.dir, "err", err)
-		return
+		return // counted and logged by publish, once per key and reason
 	}
 	delete(snap.bad, key)
 	snap.good[key] = e
@@ -428,6 +426,21 @@ func (w *Watcher) publish(snap *snapshot, now time.Time) published {
 		}
 	}
 	w.rejected = seen
+	// Values that did not parse, each counted and logged once, not again
+	// on every list and event while the key keeps its value.
+	seenBad := make(map[string]string, len(snap.bad))
+	for key, err := range snap.bad {
+		if errors.Is(err, errCritical) {
+			continue
+		}
+		msg := err.Error()
+		seenBad[key] = msg
+		if w.badKeys[key] != msg {
+			w.dropped.Add(1)
+			w.opts.logger.Warn("etcd: dropping invalid entry", "prefix", w.dir, "err", err)
+		}
+	}
+	w.badKeys = seenBad
 	if len(valid) == 0 {
 		if err := w.allInvalid(snap, rejected); err != nil {
 			w.pub.SetError(err)
