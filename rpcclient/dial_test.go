@@ -142,24 +142,11 @@ func TestDialOutlivesItsCaller(t *testing.T) {
 	}
 }
 
-// refusedAddr returns a loopback address nothing listens on: dials to it
-// are refused at once.
-func refusedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // After a refresh whose new nodes fail to dial too, the next refresh waits
 // for a set newer than theirs, not only newer than the first failure's.
 func TestSecondRefreshWaitsForANewerSet(t *testing.T) {
 	good := rpctest.Start(t)
-	deadA, deadB := refusedAddr(t), refusedAddr(t)
+	deadA, deadB := refusingAddr(t), refusingAddr(t)
 	w := discoverytest.NewAddrs(deadA)
 	var n atomic.Int32
 	w.OnResolveNow(func() {
