@@ -163,11 +163,11 @@ func (e *Error) Error() string {
 		fmt.Fprintf(&b, " on %s", strings.Join(e.Tried, ", "))
 	}
 	// The stop reasons, each once, unless the last cause says it already.
-	var said [3]bool
+	var said []error
 	for _, r := range e.Errs {
-		i := slices.Index([]error{ErrOutcomeUnknown, ErrRetryBudget, ErrClosed}, r)
-		if i >= 0 && !said[i] && r != e.Err {
-			said[i] = true
+		stop := r == ErrOutcomeUnknown || r == ErrRetryBudget || r == ErrClosed
+		if stop && r != e.Err && !slices.Contains(said, r) {
+			said = append(said, r)
 			fmt.Fprintf(&b, " (%v)", r)
 		}
 	}
