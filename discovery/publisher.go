@@ -16,8 +16,8 @@ var ErrClosed = errors.New("discovery: watcher closed")
 // It is the shared core of every Watcher in dialtone, and may be used to
 // write new ones.
 //
-// The producer (the watcher's goroutine) calls Update and SetError; the
-// consumer calls Next. Intermediate states are coalesced: Next returns the
+// The producer (the watcher's goroutine) calls Update, SetError and
+// SetErrorKeeping; the consumer calls Next. Intermediate states are coalesced: Next returns the
 // newest State, never a queue of old ones. No method blocks on the consumer,
 // and no channel is sent on under the lock. All methods are safe for
 // concurrent use. The zero Publisher is ready to use.
@@ -83,16 +83,49 @@ func (p *Publisher) SetError(err error) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.setErrorLocked(err, p.state.Endpoints)
+}
+
+// setErrorLocked publishes err with eps, a subset of the current
+// endpoints; a repeated error with the same set only replaces Err.
+func (p *Publisher) setErrorLocked(err error, eps []Endpoint) bool {
 	if p.closed {
 		return false
 	}
 	prev := p.state.Err
-	if prev != nil && p.state.Version > 0 && prev.Error() == err.Error() {
+	if prev != nil && p.state.Version > 0 && prev.Error() == err.Error() && len(eps) == len(p.state.Endpoints) {
 		p.state.Err = err
 		return false
 	}
-	p.publishLocked(State{Endpoints: p.state.Endpoints, Err: err, Synced: p.state.Synced})
+	p.publishLocked(State{Endpoints: eps, Err: err, Synced: p.state.Synced})
 	return true
+}
+
+// SetErrorKeeping records a registry answer that is unusable as a whole
+// but says for certain that some endpoints of the last known good set are
+// gone: every entry it lists is invalid, and some IDs of the set are no
+// longer listed (deleted, deregistered or critical). The endpoints for
+// which keep reports true stay; the others leave the set, so that a
+// deregistered node is not published again as good. It is SetError when
+// keep keeps them all. keep is called with the Publisher's lock held and
+// must not call back into it.
+func (p *Publisher) SetErrorKeeping(err error, keep func(Endpoint) bool) bool {
+	if err == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	eps := p.state.Endpoints
+	kept := make([]Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if keep(e) {
+			kept = append(kept, e)
+		}
+	}
+	if len(kept) == len(eps) {
+		kept = eps // the published slice stays shared, as SetError's does
+	}
+	return p.setErrorLocked(err, kept)
 }
 
 func (p *Publisher) publishLocked(s State) {

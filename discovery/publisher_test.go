@@ -140,3 +140,31 @@ func TestPublisherHandsOnUnchangedEndpoints(t *testing.T) {
 		t.Fatalf("the changed endpoint carries %v", second.Endpoints[1].Meta)
 	}
 }
+
+// SetErrorKeeping takes out of the last known good set the endpoints keep
+// rejects, and is SetError when it keeps them all.
+func TestPublisherSetErrorKeeping(t *testing.T) {
+	var p Publisher
+	p.Update(eps("10.0.0.1:1", "10.0.0.2:1", "10.0.0.3:1"), time.Unix(1, 0))
+	all := func(Endpoint) bool { return true }
+	boom := errors.New("all invalid")
+	if !p.SetErrorKeeping(boom, all) {
+		t.Fatal("first error not published")
+	}
+	if p.SetErrorKeeping(errors.New("all invalid"), all) {
+		t.Fatal("the same error with the same set published a new version")
+	}
+	gone := eps("10.0.0.2:1")[0].ID
+	if !p.SetErrorKeeping(boom, func(e Endpoint) bool { return e.ID != gone }) {
+		t.Fatal("the same error with an endpoint gone did not publish")
+	}
+	s := p.Current()
+	if s.Version != 3 || len(s.Endpoints) != 2 || s.Endpoints[0].Addr != "10.0.0.1:1" || s.Endpoints[1].Addr != "10.0.0.3:1" ||
+		s.Err != boom || !s.Synced.Equal(time.Unix(1, 0)) {
+		t.Fatalf("after SetErrorKeeping: %+v; want 10.0.0.1:1 and 10.0.0.3:1 with the error, Synced kept", s)
+	}
+	p.SetErrorKeeping(boom, func(Endpoint) bool { return false })
+	if s := p.Current(); s.Version != 4 || len(s.Endpoints) != 0 || s.Err != boom {
+		t.Fatalf("keeping none: %+v; want an empty set with the error", s)
+	}
+}

@@ -409,7 +409,8 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 
 // publish sanitizes the snapshot and publishes it as the full set. A prefix
 // whose every key is invalid is reported as an error, keeping the last known
-// good set: that is a broken registry, not an authoritative empty answer.
+// good value of each key still listed: that is a broken registry, not an
+// authoritative empty answer.
 func (w *Watcher) publish(snap *snapshot, now time.Time) published {
 	eps := make([]discovery.Endpoint, 0, len(snap.good))
 	for _, e := range snap.good {
@@ -443,7 +444,17 @@ func (w *Watcher) publish(snap *snapshot, now time.Time) published {
 	w.badKeys = seenBad
 	if len(valid) == 0 {
 		if err := w.allInvalid(snap, rejected); err != nil {
-			w.pub.SetError(err)
+			// Keep the last good value of each key whose value turned
+			// invalid, but not of a key deleted, or now critical: the
+			// registry says for certain that that node is gone.
+			w.pub.SetErrorKeeping(err, func(e discovery.Endpoint) bool {
+				key := w.dir + e.ID
+				if _, ok := snap.good[key]; ok { // parsed, then rejected by Sanitize
+					return true
+				}
+				berr, ok := snap.bad[key]
+				return ok && !errors.Is(berr, errCritical)
+			})
 			return published{err: err}
 		}
 	}

@@ -466,3 +466,46 @@ func TestInvalidEntryCountedOnceAcrossLists(t *testing.T) {
 	putRaw(t, cli, "svc/bad", `{"Addr":"10.0.0.3:0"}`)
 	waitFor(t, "the new bad value counted", func() bool { return w.Dropped() == 2 })
 }
+
+// A prefix whose every remaining key is invalid keeps the last good value
+// of each key still listed, but not of a key deleted or turned critical: the
+// registry said for certain that that node is gone (review finding: a
+// deleted endpoint stayed published for as long as an invalid key
+// remained).
+func TestAllInvalidKeepsOnlyKeysStillListed(t *testing.T) {
+	_, cli := startEtcd(t)
+	put(t, cli, "svc/a", ep("a", "10.0.0.1:80"))
+	put(t, cli, "svc/b", ep("b", "10.0.0.2:80"))
+	put(t, cli, "svc/c", ep("c", "10.0.0.3:80"))
+	putRaw(t, cli, "svc/x", "<html>502</html>")
+	w := startWatcher(t, cli, "svc")
+	waitSet(t, w, "a=10.0.0.1:80", "b=10.0.0.2:80", "c=10.0.0.3:80")
+
+	del(t, cli, "svc/c")
+	putRaw(t, cli, "svc/b", `{"Addr":"10.0.0.2:80","Metadata":{"health":"critical"}}`)
+	waitSet(t, w, "a=10.0.0.1:80")
+	// The last valid key turns invalid: its last good value stays.
+	putRaw(t, cli, "svc/a", "<html>oops")
+	s := waitState(t, w, "an error keeping a", func(s discovery.State) bool {
+		return s.Err != nil && set(s) == "a=10.0.0.1:80"
+	})
+	if !strings.Contains(s.Err.Error(), "invalid") {
+		t.Errorf("error %v; want one saying the entries are invalid", s.Err)
+	}
+	// Deleting it, or marking it critical, leaves nothing, even though
+	// an invalid key remains.
+	put(t, cli, "svc/b", ep("b", "10.0.0.2:80"))
+	waitSet(t, w, "b=10.0.0.2:80")
+	putRaw(t, cli, "svc/b", `{"Addr":"10.0.0.2:80","Metadata":{"health":"critical"}}`)
+	waitState(t, w, "an error with b critical", func(s discovery.State) bool {
+		return s.Err != nil && len(s.Endpoints) == 0
+	})
+	put(t, cli, "svc/c", ep("c", "10.0.0.3:80"))
+	waitSet(t, w, "c=10.0.0.3:80")
+	del(t, cli, "svc/c")
+	waitState(t, w, "an error with c deleted", func(s discovery.State) bool {
+		return s.Err != nil && len(s.Endpoints) == 0
+	})
+	put(t, cli, "svc/d", ep("d", "10.0.0.4:80"))
+	waitSet(t, w, "d=10.0.0.4:80")
+}
