@@ -3,6 +3,7 @@ package consul
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -345,5 +346,74 @@ func TestAgentSpellingsOfOneAddressAreOneEndpoint(t *testing.T) {
 	}
 	if n := w.Stats().Rejected; n != 2 {
 		t.Fatalf("Stats.Rejected = %d, want 2 (the second spelling of each address)", n)
+	}
+}
+
+// An answer whose every instance is invalid keeps the last good value of
+// each instance it still lists, but not of one deregistered: the agent said
+// for certain that it is gone (review finding: a deregistered instance
+// stayed published for as long as an invalid one remained).
+func TestAgentAllInvalidKeepsOnlyInstancesStillListed(t *testing.T) {
+	a := consultest.Start(t)
+	c := agentClient(t, a)
+	register(t, c, "web-a", "127.0.0.1:9001", nil, nil)
+	register(t, c, "web-x", "224.0.0.1:9002", nil, nil) // multicast: rejected
+	w, err := New("web", WithAddress(a.Addr()), WithErrorBackoff(10*time.Millisecond, 50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 10*time.Second, "web-a alone", func(s discovery.State) bool {
+		return s.Err == nil && addrsOf(s) == "127.0.0.1:9001"
+	})
+	// web-a's entry turns invalid: its last good value stays.
+	register(t, c, "web-a", "224.0.0.2:9001", nil, nil)
+	s := nextWhere(t, w, 10*time.Second, "the error keeping web-a", func(s discovery.State) bool { return s.Err != nil })
+	if addrsOf(s) != "127.0.0.1:9001" || !strings.Contains(s.Err.Error(), "all 2 instances were rejected") {
+		t.Fatalf("endpoints %q err %v; want web-a kept and an error saying all were rejected", addrsOf(s), s.Err)
+	}
+	// web-a deregistered: nothing is left, though web-x is still listed.
+	if err := c.Agent().ServiceDeregister("web-a"); err != nil {
+		t.Fatal(err)
+	}
+	s = nextWhere(t, w, 10*time.Second, "web-a gone", func(s discovery.State) bool { return len(s.Endpoints) == 0 })
+	if s.Err == nil || !strings.Contains(s.Err.Error(), "all 1 instances were rejected") {
+		t.Fatalf("after deregistering web-a: err %v; want the rejection error still reported", s.Err)
+	}
+	register(t, c, "web-b", "127.0.0.1:9003", nil, nil)
+	nextWhere(t, w, 10*time.Second, "web-b", func(s discovery.State) bool {
+		return s.Err == nil && addrsOf(s) == "127.0.0.1:9003"
+	})
+}
+
+// A Consul agent answers blocking queries from its streaming view (the
+// default in -dev), and marks every such answer X-Consul-KnownLeader:
+// false (hashicorp/consul#9776). Those answers are published as they come,
+// not as ErrNoLeader first and the set a backoff later (review finding:
+// every change took the ErrNoLeader detour, 167-243 ms per registration).
+func TestAgentStreamingAnswersAreNotLeaderless(t *testing.T) {
+	a := consultest.Start(t)
+	c := agentClient(t, a)
+	w, err := New("web", WithAddress(a.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 10*time.Second, "the empty set", func(s discovery.State) bool { return s.Err == nil })
+	var addrs []string
+	for i := range 5 {
+		addr := fmt.Sprintf("127.0.0.1:%d", 9001+i)
+		register(t, c, fmt.Sprintf("web-%d", i), addr, nil, nil)
+		addrs = append(addrs, addr)
+		want := strings.Join(addrs, ",")
+		nextWhere(t, w, 10*time.Second, want, func(s discovery.State) bool {
+			if s.Err != nil {
+				t.Fatalf("registration %d: State %d carries %v", i, s.Version, s.Err)
+			}
+			return addrsOf(s) == want
+		})
+	}
+	if st := w.Stats(); st.Errors != 0 {
+		t.Fatalf("Stats.Errors = %d after 5 registrations; want 0", st.Errors)
 	}
 }

@@ -66,7 +66,10 @@ var errInterrupted = errors.New("consul: query interrupted by ResolveNow")
 // known leader (X-Consul-KnownLeader: false). A Consul server that has lost
 // its leader (no quorum) keeps answering blocking queries from its own,
 // possibly stale, copy of the catalog: the answer is not published, and the
-// last known good set is kept until the cluster has a leader again.
+// last known good set is kept until the cluster has a leader again. An
+// answer served from the agent's streaming view (X-Consul-Query-Backend:
+// streaming) always says false, so for it the watcher asks the agent for
+// the leader (GET /v1/status/leader) instead.
 var ErrNoLeader = errors.New("consul: no cluster leader")
 
 // New starts a Watcher for the named service. It does not wait for the
@@ -239,7 +242,7 @@ func (w *Watcher) run() {
 			return
 		}
 		if err == nil && !meta.KnownLeader {
-			err = fmt.Errorf("%w: service %q: the agent answered from a server without a leader; keeping the last known good set", ErrNoLeader, w.service)
+			err = w.noLeader(meta)
 		}
 		if err == nil && meta.LastIndex > 0 && meta.LastIndex < applied && !consistent {
 			// The index went backwards: the registry's history was reset
@@ -261,12 +264,17 @@ func (w *Watcher) run() {
 				continue
 			}
 		}
+		var keep func(discovery.Endpoint) bool
 		if err == nil {
-			err = w.apply(entries, meta)
+			keep, err = w.apply(entries, meta)
 		}
 		if err != nil {
 			w.stats.errors.Add(1)
-			w.pub.SetError(err)
+			if keep != nil {
+				w.pub.SetErrorKeeping(err, keep)
+			} else {
+				w.pub.SetError(err)
+			}
 			w.opts.logger.Warn("consul: watch failed", "service", w.service, "error", err, "attempt", failures+1)
 			// ResolveNow does not cut the backoff short (a client calls it
 			// on every failed dial, which would hammer a failing agent);
@@ -339,6 +347,32 @@ func (w *Watcher) blockingQuery(index uint64) ([]*api.ServiceEntry, *api.QueryMe
 	return entries, meta, err
 }
 
+// noLeader returns the error for an answer that says there is no known
+// leader, or nil when that is not so. An answer from the agent's streaming
+// view (the default for blocking queries since Consul 1.10 when the agent
+// enables it, as -dev does) always says so (hashicorp/consul#9776): for it,
+// noLeader asks the agent for the leader instead, so that a change is
+// published as it comes, not first as an error and then a backoff later,
+// while a cluster that lost its quorum is still noticed.
+func (w *Watcher) noLeader(meta *api.QueryMeta) error {
+	err := fmt.Errorf("%w: service %q: the agent answered from a server without a leader; keeping the last known good set", ErrNoLeader, w.service)
+	if meta.QueryBackend != api.QueryBackendStreaming {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, w.opts.requestTimeout)
+	defer cancel()
+	w.stats.requests.Add(1)
+	q := &api.QueryOptions{Datacenter: w.opts.datacenter}
+	leader, lerr := w.client.Status().LeaderWithQueryOptions(q.WithContext(ctx))
+	switch {
+	case lerr != nil:
+		return fmt.Errorf("consul: service %q: asking for the leader after a streaming answer: %w", w.service, lerr)
+	case leader == "":
+		return err
+	}
+	return nil
+}
+
 // query reads the service's instances. index 0 is a plain read; otherwise it
 // is a blocking query that returns when the index moves past index or the
 // wait time ends.
@@ -362,14 +396,18 @@ func (w *Watcher) query(ctx context.Context, index uint64, consistent bool) ([]*
 }
 
 // apply converts an answer and publishes it. An error leaves the published
-// set untouched: so does an answer that lists instances of which none is
-// valid (critical ones aside, which are left out as if unlisted).
-func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) error {
+// set untouched, with one exception: an answer that lists instances of
+// which none is valid (critical ones aside, which are left out as if
+// unlisted) is an error too, but it says for certain that an instance it
+// does not list is gone. Then apply returns keep, which tells the
+// instances of the last known good set it still lists (whose entries
+// turned invalid); the caller publishes the error with those only.
+func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) (keep func(discovery.Endpoint) bool, err error) {
 	if len(entries) > w.opts.maxEntries {
-		return fmt.Errorf("%w: service %q: %d entries, cap %d", ErrResponseTooLarge, w.service, len(entries), w.opts.maxEntries)
+		return nil, fmt.Errorf("%w: service %q: %d entries, cap %d", ErrResponseTooLarge, w.service, len(entries), w.opts.maxEntries)
 	}
 	if len(entries) == 0 && meta.ResultsFilteredByACLs {
-		return fmt.Errorf("consul: service %q: the answer was emptied by ACL filtering; check the token's service:read and node:read rights", w.service)
+		return nil, fmt.Errorf("consul: service %q: the answer was emptied by ACL filtering; check the token's service:read and node:read rights", w.service)
 	}
 	eps, bad := w.convert(entries)
 	valid, rejected := discovery.Sanitize(eps)
@@ -387,10 +425,18 @@ func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) error 
 		if len(rejected) > 0 {
 			why = rejected[0].Err.Error()
 		}
-		return fmt.Errorf("consul: service %q: all %d instances were rejected (%s); keeping the last known good set", w.service, n, why)
+		err := fmt.Errorf("consul: service %q: all %d instances were rejected (%s); keeping the last known good set", w.service, n, why)
+		if bad > 0 {
+			return nil, err // entries without a service: which ones they are is unknown
+		}
+		listed := make(map[string]bool, len(rejected))
+		for _, r := range rejected {
+			listed[r.Endpoint.ID] = true
+		}
+		return func(e discovery.Endpoint) bool { return listed[e.ID] }, err
 	}
 	w.pub.Update(valid, time.Now())
-	return nil
+	return nil, nil
 }
 
 // convert maps health entries to endpoints. Critical instances (and warning
