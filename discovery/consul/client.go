@@ -76,7 +76,13 @@ func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 	return c, hc, nil
 }
 
-// cappedTransport fails a response whose body is longer than max bytes.
+// maxErrorBody is how much of an error answer's body is read: Consul's
+// client puts the whole body in its error's text, which the watcher logs
+// and publishes in State.Err; a proxy's 8 MiB error page must not be.
+const maxErrorBody = 1024
+
+// cappedTransport fails a response whose body is longer than max bytes, and
+// cuts the body of an error answer (any status but 2xx) to maxErrorBody.
 type cappedTransport struct {
 	base http.RoundTripper
 	max  int64
@@ -86,6 +92,11 @@ func (t *cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		resp.Body = &cutBody{rc: resp.Body, left: maxErrorBody}
+		resp.ContentLength = -1
+		return resp, nil
 	}
 	if resp.ContentLength > t.max {
 		resp.Body.Close()
@@ -126,3 +137,23 @@ func (b *cappedBody) Read(p []byte) (int, error) {
 }
 
 func (b *cappedBody) Close() error { return b.rc.Close() }
+
+// cutBody ends a body after left bytes, without an error.
+type cutBody struct {
+	rc   io.ReadCloser
+	left int64
+}
+
+func (b *cutBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *cutBody) Close() error { return b.rc.Close() }

@@ -213,6 +213,31 @@ func TestHugeAnswerRejected(t *testing.T) {
 	}
 }
 
+// An error answer's body becomes the text of Consul's client error, which
+// is logged and published in State.Err: a proxy's 8 MiB error page is cut
+// to maxErrorBody (review finding: an 8 MiB State.Err, 88 MiB allocated per
+// attempt).
+func TestHugeErrorPageIsCut(t *testing.T) {
+	page := "<html>" + strings.Repeat("Bad Gateway ", 8<<20/12) + "</html>"
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if n == 1 {
+			return 200, "10", entriesJSON(t, "10.0.0.1:80")
+		}
+		return 502, "", page
+	})
+	w, err := New("web", append(fast, WithAddress(f.addr()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 5*time.Second, "the error", func(s discovery.State) bool { return s.Err != nil })
+	msg := s.Err.Error()
+	if len(msg) > maxErrorBody+200 || !strings.Contains(msg, "502") || !strings.Contains(msg, "Bad Gateway") || addrsOf(s) != "10.0.0.1:80" {
+		t.Fatalf("error of %d bytes (starts %.120q), endpoints %q; want the 502 and the page's start, at most %d bytes, and the last known good set",
+			len(msg), msg, addrsOf(s), maxErrorBody+200)
+	}
+}
+
 func TestTokenNeverLeaksAndACLFilteredEmptyIsError(t *testing.T) {
 	const token = "s3cr3t-token-value"
 	var sawToken atomic.Bool
@@ -546,4 +571,56 @@ func TestNoKnownLeaderKeepsLastKnownGood(t *testing.T) {
 		}
 		return s.Err == nil && addrsOf(s) == "10.0.0.3:80"
 	})
+}
+
+// An answer from the agent's streaming view always says there is no known
+// leader (hashicorp/consul#9776): the watcher asks the agent for the leader
+// instead, publishing the answer when there is one and ErrNoLeader when
+// there is none.
+func TestStreamingAnswerAsksForTheLeader(t *testing.T) {
+	var leader atomic.Value
+	leader.Store(`"127.0.0.1:8300"`)
+	var health atomic.Int64
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if r.URL.Path == "/v1/status/leader" {
+			return 200, "", leader.Load().(string)
+		}
+		switch health.Add(1) {
+		case 1:
+			return 200, "10", entriesJSON(t, "10.0.0.1:80")
+		case 2:
+			return 200, "11", entriesJSON(t, "10.0.0.2:80")
+		default:
+			return -1, "", ""
+		}
+	})
+	f.header = http.Header{"X-Consul-Query-Backend": {"streaming"}}
+	f.mu.Lock()
+	f.leaderless = func(int) bool { return true }
+	f.mu.Unlock()
+	w, err := New("web", append(fast, WithAddress(f.addr()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 5*time.Second, "the first set", func(s discovery.State) bool {
+		if s.Err != nil {
+			t.Fatalf("streaming answer with a leader published as %v", s.Err)
+		}
+		return addrsOf(s) == "10.0.0.1:80"
+	})
+	leader.Store(`""`)
+	s := nextWhere(t, w, 5*time.Second, "the error", func(s discovery.State) bool { return s.Err != nil })
+	if !errors.Is(s.Err, ErrNoLeader) || addrsOf(s) != "10.0.0.1:80" {
+		t.Fatalf("streaming answer without a leader: %+v; want ErrNoLeader with 10.0.0.1:80 kept", s)
+	}
+	var asked int
+	for _, r := range f.requests() {
+		if r.URL.Path == "/v1/status/leader" {
+			asked++
+		}
+	}
+	if asked != 2 {
+		t.Fatalf("asked for the leader %d times; want 2, once per streaming answer", asked)
+	}
 }
