@@ -70,6 +70,12 @@ type Registrar struct {
 	mu     sync.Mutex
 	status string // TTL check status to keep
 
+	// slot is held by whoever sends the TTL status or registers again
+	// (SetStatus, refresh), so that the status SetStatus sets is the last
+	// the agent applies, not overwritten by a refresh that read the old
+	// one and sent it later.
+	slot chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -95,7 +101,7 @@ func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registr
 	rctx, cancel := context.WithCancel(context.Background())
 	rg := &Registrar{
 		client: c, http: hc, reg: reg, ttl: ttl, logger: o.logger.Warn,
-		ctx: rctx, cancel: cancel, status: api.HealthPassing,
+		ctx: rctx, cancel: cancel, status: api.HealthPassing, slot: make(chan struct{}, 1),
 	}
 	if err := rg.register(ctx); err != nil {
 		cancel()
@@ -178,7 +184,9 @@ func (r *Registrar) register(ctx context.Context) error {
 
 // SetStatus sets the status the Registrar keeps on its TTL check:
 // api.HealthPassing, api.HealthWarning or api.HealthCritical. It applies it
-// at once. It is an error for a registration without a TTL check.
+// at once, after the keep-alive update in flight if there is one, so that
+// the agent never ends up with an older status sent later. It is an error
+// for a registration without a TTL check.
 func (r *Registrar) SetStatus(ctx context.Context, status string) error {
 	if r.ttl <= 0 {
 		return errors.New("consul: SetStatus needs a TTL check")
@@ -188,6 +196,12 @@ func (r *Registrar) SetStatus(ctx context.Context, status string) error {
 	default:
 		return fmt.Errorf("consul: SetStatus(%q): want passing, warning or critical", status)
 	}
+	select {
+	case r.slot <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("consul: SetStatus(%q): %w", status, ctx.Err())
+	}
+	defer func() { <-r.slot }()
 	r.mu.Lock()
 	r.status = status
 	r.mu.Unlock()
@@ -228,6 +242,12 @@ func (r *Registrar) run() {
 // refresh updates the TTL check or, if the agent no longer knows the
 // instance, registers it again.
 func (r *Registrar) refresh(ctx context.Context) error {
+	select {
+	case r.slot <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-r.slot }()
 	if r.ttl > 0 {
 		r.mu.Lock()
 		status := r.status

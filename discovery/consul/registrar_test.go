@@ -9,10 +9,12 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/dialtone-go/dialtone/internal/consultest"
+	"github.com/hashicorp/consul/api"
 )
 
 // holdDeregister is a proxy to a real agent that holds the deregistration
@@ -110,5 +112,61 @@ func TestRegistrarConcurrentCloseWaitsForTheDeregistration(t *testing.T) {
 				t.Fatalf("a third Close returned %v, want %v", err, got[0])
 			}
 		})
+	}
+}
+
+// A keep-alive update that read the old status and reaches the agent after
+// SetStatus's must not overwrite it: SetStatus waits for the update in
+// flight, so the status it set is the last the agent applies (review
+// finding: the agent applied [critical passing] while SetStatus returned
+// nil, and a draining node stayed passing until the next keep-alive).
+func TestSetStatusIsNotOverwrittenByAKeepAliveInFlight(t *testing.T) {
+	a := consultest.Start(t)
+	target, err := url.Parse("http://" + a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	held, release, forwarded := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/agent/check/update/") && first.CompareAndSwap(false, true) {
+			close(held) // the first keep-alive: passing
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+			defer close(forwarded)
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	r, err := NewRegistrar(context.Background(), Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001", Check: Check{TTL: 3 * time.Second}},
+		WithAddress(strings.TrimPrefix(srv.URL, "http://")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	<-held // one second in: the keep-alive's passing is on its way
+	set := make(chan error, 1)
+	go func() { set <- r.SetStatus(context.Background(), api.HealthCritical) }()
+	select {
+	case err := <-set: // the old code sent critical at once, ahead of passing
+		set <- err
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	<-forwarded
+	if err := <-set; err != nil {
+		t.Fatal(err)
+	}
+	// Read before the next keep-alive (two seconds in) would correct it.
+	checks, err := agentClient(t, a).Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := checks["service:web-1"]; c == nil || c.Status != api.HealthCritical {
+		t.Fatalf("the agent's check is %+v after SetStatus(critical) returned; want critical", c)
 	}
 }
