@@ -37,6 +37,7 @@ func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 		cfg.Token = o.token
 		cfg.TokenFile = ""
 	}
+	o.anonymous = cfg.Token == "" && cfg.TokenFile == ""
 	if cfg.Transport == nil {
 		cfg.Transport = api.DefaultConfig().Transport
 	}
@@ -66,7 +67,7 @@ func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 		return fmt.Errorf("%w to %s://%s%s", ErrRedirect, req.URL.Scheme, req.URL.Host, req.URL.Path)
 	}
 	if maxBody > 0 {
-		hc.Transport = &cappedTransport{base: hc.Transport, max: maxBody}
+		hc.Transport = &cappedTransport{base: hc.Transport, max: maxBody, maxEntries: o.maxEntries}
 	}
 	cfg.HttpClient = hc
 	c, err := api.NewClient(cfg)
@@ -82,10 +83,14 @@ func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 const maxErrorBody = 1024
 
 // cappedTransport fails a response whose body is longer than max bytes, and
-// cuts the body of an error answer (any status but 2xx) to maxErrorBody.
+// a health answer that lists more than maxEntries entries as soon as the
+// body has, before Consul's client decodes any: decoded, a small entry
+// takes 20 times its bytes. It cuts the body of an error answer (any
+// status but 2xx) to maxErrorBody.
 type cappedTransport struct {
-	base http.RoundTripper
-	max  int64
+	base       http.RoundTripper
+	max        int64
+	maxEntries int // 0: no limit
 }
 
 func (t *cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -103,6 +108,9 @@ func (t *cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w: %d bytes announced, cap %d", ErrResponseTooLarge, resp.ContentLength, t.max)
 	}
 	resp.Body = &cappedBody{rc: resp.Body, left: t.max}
+	if t.maxEntries > 0 && strings.HasPrefix(req.URL.Path, "/v1/health/service/") {
+		resp.Body = &entryCounter{rc: resp.Body, max: t.maxEntries}
+	}
 	return resp, nil
 }
 
@@ -157,3 +165,48 @@ func (b *cutBody) Read(p []byte) (int, error) {
 }
 
 func (b *cutBody) Close() error { return b.rc.Close() }
+
+// entryCounter fails a JSON array body once it holds more than max
+// elements. It follows strings and nesting, and counts the commas between
+// the array's own elements.
+type entryCounter struct {
+	rc         io.ReadCloser
+	max        int
+	depth      int
+	inStr, esc bool
+	commas     int
+}
+
+func (c *entryCounter) Read(p []byte) (int, error) {
+	n, err := c.rc.Read(p)
+	for _, b := range p[:n] {
+		if c.inStr {
+			switch {
+			case c.esc:
+				c.esc = false
+			case b == '\\':
+				c.esc = true
+			case b == '"':
+				c.inStr = false
+			}
+			continue
+		}
+		switch b {
+		case '"':
+			c.inStr = true
+		case '[', '{':
+			c.depth++
+		case ']', '}':
+			c.depth--
+		case ',':
+			if c.depth == 1 {
+				if c.commas++; c.commas >= c.max {
+					return 0, fmt.Errorf("%w: more than %d entries", ErrResponseTooLarge, c.max)
+				}
+			}
+		}
+	}
+	return n, err
+}
+
+func (c *entryCounter) Close() error { return c.rc.Close() }

@@ -27,9 +27,14 @@
 //     +-20 %) and never empty the set: the last known good set stays
 //     published with State.Err set.
 //   - HTTP redirects are refused, so the ACL token is never forwarded, and
-//     response bodies are capped (default 64 MiB) as is the entry count.
+//     response bodies are capped (default 64 MiB) as is the entry count
+//     (default 100,000), which is counted as the body arrives, before any
+//     entry is decoded.
 //   - An empty answer with X-Consul-Results-Filtered-By-ACLs is an error, not
-//     an authoritative empty set.
+//     an authoritative empty set. Consul sends that header only to requests
+//     that carry a token: without one, while ACLs default to deny, an answer
+//     the ACLs emptied looks like an empty service, and the watcher logs a
+//     warning (once) saying so. Give it a token in such clusters.
 //   - ResolveNow cancels the parked query and does one consistent read at
 //     once (coalesced, at most one per 500 ms by default), publishes it, and
 //     parks again from the new index. During the backoff after an error it

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -208,7 +209,7 @@ func TestHugeAnswerRejected(t *testing.T) {
 	}
 	defer w2.Close()
 	s = nextWhere(t, w2, 5*time.Second, "the entry-cap error", func(s discovery.State) bool { return s.Err != nil })
-	if !errors.Is(s.Err, ErrResponseTooLarge) || !strings.Contains(s.Err.Error(), "200 entries") {
+	if !errors.Is(s.Err, ErrResponseTooLarge) || !strings.Contains(s.Err.Error(), "more than 100 entries") {
 		t.Fatalf("err %v, want the entry cap named", s.Err)
 	}
 }
@@ -235,6 +236,43 @@ func TestHugeErrorPageIsCut(t *testing.T) {
 	if len(msg) > maxErrorBody+200 || !strings.Contains(msg, "502") || !strings.Contains(msg, "Bad Gateway") || addrsOf(s) != "10.0.0.1:80" {
 		t.Fatalf("error of %d bytes (starts %.120q), endpoints %q; want the 502 and the page's start, at most %d bytes, and the last known good set",
 			len(msg), msg, addrsOf(s), maxErrorBody+200)
+	}
+}
+
+// An answer of many tiny entries is refused as soon as its body holds more
+// than the entry cap, before any is decoded: FAULTS row 22 bounds the heap
+// growth by the body cap + 1 MiB (review finding: 8 MiB of tiny entries
+// with caps of 16 MiB and 1000 entries decoded 365,000 entries, 152 MiB,
+// before the count was checked). Allocation is counted with TotalAlloc, which
+// only grows, so the bound holds for the peak too.
+func TestManyTinyEntriesRefusedBeforeDecoding(t *testing.T) {
+	const bodyCap = 16 << 20
+	huge := "[" + strings.Repeat(`{"Service":{"Port":1}},`, 8<<20/23) + `{"Service":{"Port":1}}]`
+	good := entriesJSON(t, "10.0.0.1:80")
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if n == 1 {
+			return 200, "10", good
+		}
+		return 200, "11", huge
+	})
+	w, err := New("web", append(fast, WithAddress(f.addr()), WithMaxResponse(bodyCap, 1000))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 5*time.Second, "the good set", func(s discovery.State) bool { return s.Err == nil })
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s := nextWhere(t, w, 5*time.Second, "the entry-cap error", func(s discovery.State) bool { return s.Err != nil })
+	w.Close()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(s.Err, ErrResponseTooLarge) || addrsOf(s) != "10.0.0.1:80" {
+		t.Fatalf("err %v, endpoints %q; want ErrResponseTooLarge and the last known good set", s.Err, addrsOf(s))
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > bodyCap+1<<20 {
+		t.Fatalf("%d MiB allocated reading one answer; want at most the body cap + 1 MiB (%d MiB)", grew>>20, (bodyCap+1<<20)>>20)
+	} else {
+		t.Logf("%d KiB allocated reading an 8 MiB answer of tiny entries", grew>>10)
 	}
 }
 
@@ -622,5 +660,46 @@ func TestStreamingAnswerAsksForTheLeader(t *testing.T) {
 	}
 	if asked != 2 {
 		t.Fatalf("asked for the leader %d times; want 2, once per streaming answer", asked)
+	}
+}
+
+// Consul hides X-Consul-Results-Filtered-By-ACLs from requests without a
+// token: an empty answer to one, while ACLs default to deny, may be one the
+// ACLs emptied. The watcher says so, once; with a token it has no reason to.
+func TestAnonymousEmptyAnswerUnderDenyWarnsOnce(t *testing.T) {
+	t.Setenv("CONSUL_HTTP_TOKEN", "")
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		want int
+	}{
+		{"anonymous", nil, 1},
+		{"token", []Option{WithToken("t0k")}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+				if n > 4 {
+					return -1, "", ""
+				}
+				return 200, fmt.Sprint(10 + n), "[]"
+			})
+			f.header = http.Header{"X-Consul-Default-Acl-Policy": {"deny"}}
+			var logs bytes.Buffer // read after Close, which waits for the goroutine
+			opts := append(append(fast, WithAddress(f.addr()), WithLogger(slog.New(slog.NewTextHandler(&logs, nil)))), tc.opts...)
+			w, err := New("web", opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			deadline := time.Now().Add(5 * time.Second)
+			for f.n.Load() < 5 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			w.Close()
+			if n := strings.Count(logs.String(), "empty answer without an ACL token"); n != tc.want {
+				t.Fatalf("%d warnings after 4 empty answers; want %d:\n%s", n, tc.want, logs.String())
+			}
+		})
 	}
 }

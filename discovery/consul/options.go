@@ -22,6 +22,7 @@ type options struct {
 	near         string
 	filter       string
 	allowWarning bool
+	anonymous    bool // set by newClient: no token from the options or the environment
 
 	waitTime        time.Duration
 	queryRate       float64

@@ -40,6 +40,8 @@ type Watcher struct {
 	resolveTimer   *time.Timer
 	closed         bool
 
+	warnedAnon atomic.Bool // the anonymous-token warning was logged
+
 	stats struct {
 		requests, errors, forced, rejected, resets atomic.Uint64
 	}
@@ -408,6 +410,13 @@ func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) (keep 
 	}
 	if len(entries) == 0 && meta.ResultsFilteredByACLs {
 		return nil, fmt.Errorf("consul: service %q: the answer was emptied by ACL filtering; check the token's service:read and node:read rights", w.service)
+	}
+	if len(entries) == 0 && w.opts.anonymous && meta.DefaultACLPolicy == "deny" && w.warnedAnon.CompareAndSwap(false, true) {
+		// Consul hides X-Consul-Results-Filtered-By-ACLs from requests
+		// without a token, so this empty answer may be one the ACLs
+		// emptied; it cannot be told from an empty service.
+		w.opts.logger.Warn("consul: empty answer without an ACL token while ACLs default to deny; "+
+			"an answer emptied by ACLs looks like an empty service then: set a token (CONSUL_HTTP_TOKEN or WithToken)", "service", w.service)
 	}
 	eps, bad := w.convert(entries)
 	valid, rejected := discovery.Sanitize(eps)
