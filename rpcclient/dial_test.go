@@ -169,3 +169,43 @@ func TestSecondRefreshWaitsForANewerSet(t *testing.T) {
 		t.Fatalf("the call gave up before the set it had time to wait for (ResolveNow %d): %v", w.ResolveNowCalls(), err)
 	}
 }
+
+// A caller whose attempt ends just as the dial it waits for connects must
+// not quarantine the node after run lifted the quarantine: a single-node
+// service would then fail calls for up to the dial timeout (review finding).
+// The interleaving is forced: run's success path, then the waiter's
+// deadline, then the dial's end.
+func TestWaiterDoesNotQuarantineAConnectedNode(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()})
+	warmEvery(t, c, 1) // the balancer knows the node
+	for range 3 {
+		e := &endpoint{addr: srv.Addr(), c: c}
+		d := &dialAttempt{done: make(chan struct{}), until: time.Now().Add(3 * time.Second)}
+		e.dialing, e.state = d, Connecting
+		ctx, cancel := context.WithCancel(context.Background())
+		out := make(chan error, 1)
+		go func() { _, err := e.get(ctx); out <- err }()
+		time.Sleep(5 * time.Millisecond) // the waiter is in its select
+		cn, err := e.dial(c.life)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.mu.Lock()
+		e.dialing = nil
+		e.adoptLocked(cn)
+		e.mu.Unlock()
+		c.bal.Quarantine(e.addr, 0)
+		cancel() // the waiter wakes on its deadline, the dial not yet marked done
+		if err := <-out; err == nil {
+			t.Fatal("the waiter whose ctx ended got a connection")
+		}
+		close(d.done)
+		e.shutdown(ErrClosed) // the endpoint is the test's, not in the pool: Close would wait for it
+		for _, st := range c.bal.Status() {
+			if st.Quarantined {
+				t.Fatalf("%s quarantined after its dial connected", st.Endpoint.Addr)
+			}
+		}
+	}
+}

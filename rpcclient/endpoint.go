@@ -116,10 +116,15 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 		case <-ctx.Done():
 			// The dial goes on; its outcome is what counts. Until it
 			// ends, the node is out of picks: the calls that would come
-			// next are no more patient than this one.
-			if left := time.Until(d.until); !d.grow && left > 0 {
+			// next are no more patient than this one. Only while it is
+			// under way (checked under mu, which run takes to end it
+			// before it lifts the quarantine): a dial that has just
+			// connected must not be quarantined after the fact.
+			e.mu.Lock()
+			if left := time.Until(d.until); !d.grow && left > 0 && e.dialing == d {
 				e.c.bal.Quarantine(e.addr, left)
 			}
+			e.mu.Unlock()
 			return nil, notSent(&dialWaitError{Addr: e.addr, Err: ctx.Err()})
 		case <-e.c.life.Done():
 			return nil, notSent(ErrClosed)
