@@ -423,15 +423,14 @@ func (c *conn) heartbeat() {
 				silentSince = time.Time{}
 				continue
 			}
-			// Without a ping, silence with calls pending is the sign.
+			// Without a ping, silence with calls pending is the sign,
+			// as long as the read timeout: the peer may be working on
+			// a slow call. So for a retired connection too, on which
+			// nothing more may be written, not even a ping: its calls in
+			// flight still get their replies (see start), however slow.
 			var limit time.Duration
 			var kind error
-			switch {
-			case c.retired.Load():
-				// Nothing more may be written, so no ping: a peer
-				// silent for as long as a ping may take is hung.
-				limit, kind = c.opts.heartbeatTimeout, ErrHeartbeat
-			case !pinging:
+			if c.retired.Load() || !pinging {
 				if c.inflight() == 0 || c.opts.readTimeout <= 0 {
 					silentSince = time.Time{}
 					continue
@@ -467,6 +466,10 @@ func (c *conn) heartbeat() {
 		case errors.Is(err, context.DeadlineExceeded):
 			c.fail(fmt.Errorf("%w: %s did not answer within %v", ErrHeartbeat, c.addr, c.opts.heartbeatTimeout))
 			return
+		case errors.Is(err, errRetired) && c.alive():
+			// Retired while the ping waited for the write slot: the
+			// silence watch above goes on for the calls in flight.
+			continue
 		default:
 			return // the connection died; the reader reported it
 		}

@@ -209,3 +209,26 @@ func TestWaiterDoesNotQuarantineAConnectedNode(t *testing.T) {
 		}
 	}
 }
+
+// Shutdown is final: a dial that fails after a drain shut its endpoint down
+// leaves it shut down, so that no caller holding the endpoint adopts a
+// connection on it later, which Close would never close (review finding).
+func TestShutdownStaysAfterAFailedDial(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()})
+	e := &endpoint{addr: refusingAddr(t), c: c}
+	d := &dialAttempt{done: make(chan struct{}), until: time.Now().Add(time.Second)}
+	e.dialing, e.state = d, Connecting
+	e.shutdown(ErrClosed) // the drain, while the dial runs
+	c.wg.Add(1)
+	e.run(d) // the dial is refused
+	if d.err == nil {
+		t.Fatal("a dial to a refusing address succeeded")
+	}
+	if st := e.status().State; st != Shutdown {
+		t.Fatalf("state %v after a failed dial on a shut-down endpoint; want Shutdown", st)
+	}
+	if _, err := e.get(context.Background()); !errors.Is(err, ErrConnClosed) {
+		t.Fatalf("get on the shut-down endpoint: %v; want it refused as shut down", err)
+	}
+}

@@ -180,7 +180,9 @@ func (e *endpoint) run(d *dialAttempt) {
 		e.lastErr = err
 		wait = e.c.opts.connectBackoff.Delay(e.failures-1, nil)
 		e.retryAt = time.Now().Add(wait)
-		if e.liveLocked() == nil { // a retired connection takes no calls: it does not count
+		// A retired connection takes no calls: it does not count. Shutdown
+		// is final: an endpoint drained during the dial stays out.
+		if e.state != Shutdown && e.liveLocked() == nil {
 			e.state = TransientFailure
 		}
 	case !e.adoptLocked(cn):

@@ -145,9 +145,11 @@ func WithHeartbeat(every, timeout time.Duration) Option {
 	return func(o *options) { o.heartbeat, o.heartbeatTimeout = every, timeout }
 }
 
-// WithReadTimeout guards connections to servers without the heartbeat: with
-// calls pending and nothing read for d, the connection is closed and its
-// calls released (checked every heartbeat interval). Default 30 s; 0 turns
+// WithReadTimeout guards connections to servers without the heartbeat, and
+// a connection retired after a caller's args could not be encoded (which
+// takes no more writes, pings included): with calls pending and nothing
+// read for d, the connection is closed and its calls released (checked
+// every heartbeat interval). Default 30 s; 0 turns
 // it off. Set it above the slowest expected call.
 func WithReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
 

@@ -261,3 +261,50 @@ func TestRetiredConnectionAndFailedRedialIsTransientFailure(t *testing.T) {
 		t.Fatalf("endpoint %+v; want TransientFailure after 2 dials", st)
 	}
 }
+
+// A connection retired by one caller's unencodable args takes no more
+// pings, but its calls in flight still get their replies, however slow: its
+// silence is judged by the read timeout, as on a server without the
+// heartbeat, not by the heartbeat timeout (review finding: a healthy 2 s call
+// failed with ErrHeartbeat 408 ms after another caller's bad args). A peer
+// silent past the read timeout still releases them.
+func TestRetiredConnectionKeepsItsSlowCalls(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		read    time.Duration
+		wantErr error
+	}{
+		{"slow call answered", 5 * time.Second, nil},
+		{"hung peer", 400 * time.Millisecond, ErrReadTimeout},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := &Arith{gate: make(chan struct{})}
+			addr := serveArith(t, a)
+			c, _ := newTestClient(t, []string{addr}, WithHeartbeat(100*time.Millisecond, 300*time.Millisecond),
+				WithReadTimeout(tc.read), WithMaxAttempts(1))
+			slow := make(chan error, 1)
+			go func() {
+				var r int
+				slow <- c.Call(context.Background(), "Arith.Slow", Pair{1, 2}, &r)
+			}()
+			waitCalls(t, a, 1)
+			var r int
+			if err := c.Call(context.Background(), "Arith.Add", badArgs{V: unregistered{1}}, &r); err == nil {
+				t.Fatal("a call with unencodable args succeeded")
+			}
+			if tc.wantErr == nil {
+				time.AfterFunc(1500*time.Millisecond, func() { close(a.gate) })
+			} else {
+				defer close(a.gate)
+			}
+			select {
+			case err := <-slow:
+				if !errors.Is(err, tc.wantErr) && !(tc.wantErr == nil && err == nil) {
+					t.Fatalf("the call in flight on the retired connection: %v; want %v", err, tc.wantErr)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the call in flight on the retired connection was never released")
+			}
+		})
+	}
+}
