@@ -99,7 +99,7 @@ func (t *cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
-		resp.Body = &cutBody{rc: resp.Body, left: maxErrorBody}
+		resp.Body = &cappedBody{rc: resp.Body, left: maxErrorBody, cut: true}
 		resp.ContentLength = -1
 		return resp, nil
 	}
@@ -125,9 +125,13 @@ func (t *cappedTransport) CloseIdleConnections() {
 type cappedBody struct {
 	rc   io.ReadCloser
 	left int64
+	cut  bool // at the cap, end the body (io.EOF) instead of failing it
 }
 
 func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 && b.cut {
+		return 0, io.EOF
+	}
 	if b.left <= 0 {
 		// Read one more byte to tell "exactly at the cap" from "over it".
 		var one [1]byte
@@ -145,26 +149,6 @@ func (b *cappedBody) Read(p []byte) (int, error) {
 }
 
 func (b *cappedBody) Close() error { return b.rc.Close() }
-
-// cutBody ends a body after left bytes, without an error.
-type cutBody struct {
-	rc   io.ReadCloser
-	left int64
-}
-
-func (b *cutBody) Read(p []byte) (int, error) {
-	if b.left <= 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > b.left {
-		p = p[:b.left]
-	}
-	n, err := b.rc.Read(p)
-	b.left -= int64(n)
-	return n, err
-}
-
-func (b *cutBody) Close() error { return b.rc.Close() }
 
 // entryCounter fails a JSON array body once it holds more than max
 // elements. It follows strings and nesting, and counts the commas between
