@@ -619,6 +619,7 @@ func TestStreamingAnswerAsksForTheLeader(t *testing.T) {
 	var leader atomic.Value
 	leader.Store(`"127.0.0.1:8300"`)
 	var health atomic.Int64
+	lost := make(chan struct{}) // closed once the leader is gone
 	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
 		if r.URL.Path == "/v1/status/leader" {
 			return 200, "", leader.Load().(string)
@@ -627,6 +628,11 @@ func TestStreamingAnswerAsksForTheLeader(t *testing.T) {
 		case 1:
 			return 200, "10", entriesJSON(t, "10.0.0.1:80")
 		case 2:
+			select { // the second answer comes after the leader is gone
+			case <-lost:
+			case <-r.Context().Done():
+				return -1, "", ""
+			}
 			return 200, "11", entriesJSON(t, "10.0.0.2:80")
 		default:
 			return -1, "", ""
@@ -648,6 +654,7 @@ func TestStreamingAnswerAsksForTheLeader(t *testing.T) {
 		return addrsOf(s) == "10.0.0.1:80"
 	})
 	leader.Store(`""`)
+	close(lost)
 	s := nextWhere(t, w, 5*time.Second, "the error", func(s discovery.State) bool { return s.Err != nil })
 	if !errors.Is(s.Err, ErrNoLeader) || addrsOf(s) != "10.0.0.1:80" {
 		t.Fatalf("streaming answer without a leader: %+v; want ErrNoLeader with 10.0.0.1:80 kept", s)

@@ -196,16 +196,25 @@ func (r *Registrar) SetStatus(ctx context.Context, status string) error {
 	default:
 		return fmt.Errorf("consul: SetStatus(%q): want passing, warning or critical", status)
 	}
-	select {
-	case r.slot <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("consul: SetStatus(%q): %w", status, ctx.Err())
+	if err := r.takeSlot(ctx); err != nil {
+		return fmt.Errorf("consul: SetStatus(%q): %w", status, err)
 	}
 	defer func() { <-r.slot }()
 	r.mu.Lock()
 	r.status = status
 	r.mu.Unlock()
 	return r.updateTTL(ctx, status)
+}
+
+// takeSlot waits for the slot, bounded by ctx; the caller releases it with
+// <-r.slot.
+func (r *Registrar) takeSlot(ctx context.Context) error {
+	select {
+	case r.slot <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (r *Registrar) updateTTL(ctx context.Context, status string) error {
@@ -242,10 +251,8 @@ func (r *Registrar) run() {
 // refresh updates the TTL check or, if the agent no longer knows the
 // instance, registers it again.
 func (r *Registrar) refresh(ctx context.Context) error {
-	select {
-	case r.slot <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := r.takeSlot(ctx); err != nil {
+		return err
 	}
 	defer func() { <-r.slot }()
 	if r.ttl > 0 {
