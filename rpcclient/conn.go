@@ -55,6 +55,7 @@ type conn struct {
 	dead    chan struct{}
 
 	reads atomic.Uint64 // messages read; the heartbeat watches it move
+	born  time.Time     // when the connection was made
 	// bodySeq is the Seq of the call whose reply body the reader is
 	// reading, 0 between bodies; abandon reads it.
 	bodySeq atomic.Uint64
@@ -80,6 +81,7 @@ func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync
 		pending: make(map[uint64]*pendingCall),
 		dead:    make(chan struct{}),
 		wslot:   make(chan struct{}, 1),
+		born:    time.Now(),
 	}
 	c.wg.Add(1)
 	cwg.Add(1)
@@ -504,6 +506,21 @@ func (c *conn) movedSince(wrote, acked, read int64, pingNotSent bool) bool {
 	}
 	return min(c.acked(), wrote) > acked || c.codec.in.n.Load() != read
 }
+
+// provenAfter is how long a connection must live, when no reply has come
+// on it, to prove that its peer takes calls (see conn.proven).
+const provenAfter = time.Second
+
+// proven reports whether the connection showed that its peer serves: a
+// reply (to a call or a ping) came, or it lived for provenAfter. A peer
+// that accepts and closes at once never proves a connection, so its
+// endpoint stays in reconnect backoff (see endpoint.connDead).
+func (c *conn) proven() bool {
+	return c.reads.Load() > 0 || c.age() >= provenAfter
+}
+
+// age returns how long ago the connection was made.
+func (c *conn) age() time.Duration { return time.Since(c.born) }
 
 // inflight returns the number of pending calls.
 func (c *conn) inflight() int {

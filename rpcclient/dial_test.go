@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/rpc"
 	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -230,5 +233,133 @@ func TestShutdownStaysAfterAFailedDial(t *testing.T) {
 	}
 	if _, err := e.get(context.Background()); !errors.Is(err, ErrConnClosed) {
 		t.Fatalf("get on the shut-down endpoint: %v; want it refused as shut down", err)
+	}
+}
+
+// flakyListener accepts TCP connections on loopback and, while closing is
+// set, closes each at once (a crashing server behind a live socket);
+// otherwise it serves Arith on it. dropAll closes the connections it serves.
+type flakyListener struct {
+	l       net.Listener
+	closing atomic.Bool
+	mu      sync.Mutex
+	served  []net.Conn
+}
+
+func startFlakyListener(t *testing.T) *flakyListener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &flakyListener{l: l}
+	f.closing.Store(true)
+	srv := rpc.NewServer()
+	if err := srv.Register(&Arith{}); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if f.closing.Load() {
+				nc.Close()
+				continue
+			}
+			f.mu.Lock()
+			f.served = append(f.served, nc)
+			f.mu.Unlock()
+			wg.Go(func() { srv.ServeConn(nc) })
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		f.dropAll()
+		wg.Wait()
+	})
+	return f
+}
+
+func (f *flakyListener) dropAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, nc := range f.served {
+		nc.Close()
+	}
+	f.served = nil
+}
+
+// A peer that accepts connections and closes them at once never proves a
+// connection, so its endpoint stays in reconnect backoff: it is not
+// redialled on every call (review finding: 128 dials in 2 s with the
+// breakers off, because a bare TCP connect ended the backoff). A connection
+// that did prove itself ends the backoff when it dies: the next call
+// redials at once.
+func TestAcceptThenCloseStaysInBackoff(t *testing.T) {
+	f := startFlakyListener(t)
+	addr := f.l.Addr().String()
+	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(),
+		WithConnectBackoff(200*time.Millisecond, 2, 10*time.Second, 0))
+
+	var calls int
+	var sawLost bool
+	for start := time.Now(); time.Since(start) < 1500*time.Millisecond && calls < 10000; calls++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		var r int
+		err := c.Call(ctx, "Arith.Add", Pair{1, 2}, &r, Idempotent())
+		cancel()
+		if err == nil {
+			t.Fatal("a call succeeded on a peer that closes every connection")
+		}
+		sawLost = sawLost || strings.Contains(err.Error(), "before any reply")
+	}
+	dials := endpointStatus(c, addr).Dials
+	t.Logf("%d calls in 1.5 s: %d dials to a peer that accepts and closes", calls, dials)
+	// Dials at about 0, 0.2, 0.6 and 1.4 s.
+	if dials < 2 || dials > 5 {
+		t.Errorf("%d dials in 1.5 s, want 2-5: connections that never answered must not end the backoff", dials)
+	}
+	if !sawLost {
+		t.Error("no call error said the connection was lost before any reply")
+	}
+
+	// The peer recovers: a call gets through after the backoff, and its
+	// reply proves the connection.
+	f.closing.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		var r int
+		err := c.Call(ctx, "Arith.Add", Pair{1, 2}, &r, Idempotent())
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no call succeeded within 10 s of the peer serving again: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The proven connection dies: the backoff it ended does not come back.
+	e := c.endpoint(addr)
+	before := endpointStatus(c, addr).Dials
+	f.dropAll()
+	for endpointStatus(c, addr).State == Ready && ctx.Err() == nil {
+		time.Sleep(time.Millisecond)
+	}
+	e.mu.Lock()
+	failures := e.failures
+	e.mu.Unlock()
+	if failures != 0 {
+		t.Errorf("%d dial failures counted after a connection that answered died; want 0", failures)
+	}
+	var r int
+	if err := c.Call(ctx, "Arith.Add", Pair{1, 2}, &r, Idempotent()); err != nil {
+		t.Fatalf("the call after a proven connection died: %v; want a redial at once", err)
+	}
+	if got := endpointStatus(c, addr).Dials; got != before+1 {
+		t.Errorf("%d dials for the call after the connection died, want 1", got-before)
 	}
 }

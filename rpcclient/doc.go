@@ -19,7 +19,11 @@
 // meanwhile fail at once and go elsewhere. Failed dials quarantine the node in
 // the balancer until the backoff lets a probe through; they do not count in
 // its breaker, so a node that comes back is used again within one backoff,
-// not after the breaker's open period. A connection that stays silent for
+// not after the breaker's open period. A connection counts as a failed dial
+// too when it dies before it proved itself (no reply yet, and younger than
+// 1 s): a peer that accepts and closes at once is not redialled call after
+// call. The backoff ends once a connection has proved itself. A
+// connection that stays silent for
 // a heartbeat interval is pinged (servers opt in with RegisterHeartbeat, one
 // line); a ping unanswered within the heartbeat timeout closes the
 // connection and releases its pending calls, so a hung peer (SIGSTOP) is

@@ -2,6 +2,7 @@ package rpcclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -185,6 +186,12 @@ func (e *endpoint) run(d *dialAttempt) {
 		if e.state != Shutdown && e.liveLocked() == nil {
 			e.state = TransientFailure
 		}
+	case e.state != Shutdown && cn.failure() != nil:
+		// The peer closed it before it reached the pool: a failed dial,
+		// which connDead (called by its death) counts (backoff,
+		// quarantine). Its waiters move on rather than start another.
+		err = &DialError{Addr: e.addr, version: e.c.bal.StateVersion(),
+			Err: fmt.Errorf("connection lost before any reply: %w", cn.failure())}
 	case !e.adoptLocked(cn):
 		err = e.errShutDown()
 	default:
@@ -195,7 +202,7 @@ func (e *endpoint) run(d *dialAttempt) {
 	}
 	e.mu.Unlock()
 	if cn != nil {
-		cn.close(err) // the endpoint shut down during the dial
+		cn.close(err) // the endpoint shut down during the dial, or cn died before it joined the pool
 	}
 	switch {
 	case d.grow && wait > 0:
@@ -215,8 +222,13 @@ func (e *endpoint) run(d *dialAttempt) {
 // adoptLocked adds a newly dialled connection to the pool, under e.mu. It
 // returns false when the endpoint shut down during the dial; the caller then
 // closes cn, after unlocking.
+//
+// A successful dial does not end the reconnect backoff: a peer that accepts
+// and closes at once (a crashing server behind a live socket, a port reused
+// by something else) would otherwise be redialled without pause. The backoff
+// ends once a connection proves itself (see conn.proven and connDead), as
+// gRPC's ends once the server's preface arrives.
 func (e *endpoint) adoptLocked(cn *conn) bool {
-	e.failures, e.growFailures = 0, 0
 	if e.state == Shutdown {
 		return false
 	}
@@ -281,9 +293,24 @@ func (e *endpoint) dial(ctx context.Context) (*conn, error) {
 	return newConn(e.addr, nc, &e.c.opts, e.connDead, &e.c.wg), nil
 }
 
-// connDead is called by a conn's reader goroutine when it dies.
+// connDead is called when a connection dies, by the goroutine that found
+// it dead (its reader, its heartbeat, or a call whose write failed).
+//
+// A connection that proved itself (conn.proven) ends the reconnect
+// backoff. One that died before it did counts as a failed dial: the peer
+// took the TCP connection but not the calls. Like a failed dial (see run),
+// it starts or lengthens the backoff (of the pool's extra connections when
+// others are up), quarantines the address for as long and asks discovery
+// to refresh. A connection closed on this side (Close, a drain, a retired
+// connection's end) counts neither way.
 func (e *endpoint) connDead(cn *conn) {
 	err := cn.failure()
+	proven := cn.proven()
+	var wait time.Duration
+	var version uint64
+	if !proven {
+		version = e.c.bal.StateVersion() // before ResolveNow: see run
+	}
 	e.mu.Lock()
 	e.lastClose = err
 	for i, x := range e.conns {
@@ -295,7 +322,40 @@ func (e *endpoint) connDead(cn *conn) {
 	if len(e.conns) == 0 && e.state == Ready {
 		e.state = Idle
 	}
+	switch {
+	case e.state == Shutdown || errors.Is(err, errRetired) || e.c.life.Err() != nil:
+	case proven:
+		e.failures, e.growFailures = 0, 0
+	case e.upLocked():
+		e.growFailures++
+		e.growAt = time.Now().Add(e.c.opts.connectBackoff.Delay(e.growFailures-1, nil))
+	default:
+		e.failures++
+		e.lastErr = &DialError{Addr: e.addr, version: version,
+			Err: fmt.Errorf("connection lost %v after connect, before any reply: %w", cn.age().Round(time.Millisecond), err)}
+		wait = e.c.opts.connectBackoff.Delay(e.failures-1, nil)
+		e.retryAt = time.Now().Add(wait)
+		e.state = TransientFailure
+	}
+	lastErr := e.lastErr
 	e.mu.Unlock()
+	if wait > 0 {
+		e.c.bal.Quarantine(e.addr, wait)
+		e.c.w.ResolveNow()
+		e.c.opts.logger.Warn("rpcclient: connection lost before any reply", "service", e.c.service, "addr", e.addr,
+			"error", lastErr, "quarantine", wait)
+	}
+}
+
+// upLocked reports whether the pool has a connection that takes calls;
+// under e.mu. Unlike liveLocked it changes nothing.
+func (e *endpoint) upLocked() bool {
+	for _, cn := range e.conns {
+		if cn.alive() && !cn.retired.Load() {
+			return true
+		}
+	}
+	return false
 }
 
 // status returns the endpoint's state, its pending calls, its dials and

@@ -116,9 +116,10 @@ func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialT
 // WithKeepAlive sets the TCP keepalive period. Default 30 s.
 func WithKeepAlive(d time.Duration) Option { return func(o *options) { o.keepAlive = d } }
 
-// WithConnectBackoff sets the reconnect backoff after failed dials: base,
-// multiplied by factor per failure up to max, with jitter (a share, 0.2 is
-// +-20 %). Default gRPC's: 1 s, x1.6, 120 s, +-20 %. base must be positive,
+// WithConnectBackoff sets the reconnect backoff after failed dials, and
+// after connections lost before they proved themselves (see the package
+// doc): base, multiplied by factor per failure up to max, with jitter (a
+// share, 0.2 is +-20 %). Default gRPC's: 1 s, x1.6, 120 s, +-20 %. base must be positive,
 // factor at least 1, max at least base and jitter in [0, 1).
 func WithConnectBackoff(base time.Duration, factor float64, max time.Duration, jitter float64) Option {
 	return func(o *options) {

@@ -117,7 +117,11 @@ func sink(t *testing.T) string {
 // which cannot get its ping out, closes the connection and releases a call
 // that has no deadline at all.
 func TestBlockedWriteIsBounded(t *testing.T) {
-	c, _ := newTestClient(t, []string{sink(t)}, WithHeartbeat(200*time.Millisecond, 300*time.Millisecond), WithMaxAttempts(1))
+	// A connection the heartbeat closes before any reply counts as a failed
+	// dial (see endpoint.connDead); a short backoff keeps the call queued
+	// behind it from waiting out the default 1 s before it redials.
+	c, _ := newTestClient(t, []string{sink(t)}, WithHeartbeat(200*time.Millisecond, 300*time.Millisecond), WithMaxAttempts(1),
+		WithConnectBackoff(100*time.Millisecond, 1.6, time.Second, 0.2))
 	big := &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)} // more than the loopback socket buffers hold
 	type result struct {
 		err error
