@@ -119,10 +119,18 @@ func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 			start, since = p.sel.first(h, po.hasKey)
 		}
 	}
-	if !p.breakers && p.mode == 0 && po.exclude == nil {
-		// No breaker to ask and no statistics to start: the node's own
-		// Done function serves.
-		return p.nodes[p.at(start)].res.Load(), nil
+	if !p.breakers && since == 0 && po.exclude == nil {
+		// No breaker to ask and no latency sample: admit's fast path,
+		// inlined. The node's own Done function serves, and ends the
+		// in-flight counts started here.
+		nd := p.nodes[p.at(start)]
+		if p.mode&statInFlight != 0 {
+			nd.inflight.Add(1)
+			if p.mode&statTotal != 0 {
+				nd.b.inflight.Add(1)
+			}
+		}
+		return nd.res.Load(), nil
 	}
 	skipped := -1
 	for i := range n {
