@@ -413,6 +413,14 @@ func (c *conn) heartbeat() {
 	t := time.NewTicker(c.opts.heartbeat)
 	defer t.Stop()
 	seen := c.reads.Load()
+	// The bytes written before the peer last spoke (at most one interval
+	// early: the reader does not note when): what came after, it may
+	// still be reading (see digestGrace). wroteAtTick is the bytes written
+	// at the last tick. graceEnd is when the patience a backlog earns
+	// ends; zero until a ping times out behind it.
+	wroteAtSeen := c.codec.out.n.Load()
+	wroteAtTick := wroteAtSeen
+	var graceEnd time.Time
 	pinging := true
 	var silentSince time.Time
 	for {
@@ -420,11 +428,14 @@ func (c *conn) heartbeat() {
 		case <-c.dead:
 			return
 		case now := <-t.C:
+			w := c.codec.out.n.Load()
 			if cur := c.reads.Load(); cur != seen {
 				seen = cur // the peer spoke during the last interval
-				silentSince = time.Time{}
+				wroteAtSeen, wroteAtTick = wroteAtTick, w
+				silentSince, graceEnd = time.Time{}, time.Time{}
 				continue
 			}
+			wroteAtTick = w
 			// Without a ping, silence with calls pending is the sign,
 			// as long as the read timeout: the peer may be working on
 			// a slow call. So for a retired connection too, on which
@@ -449,23 +460,38 @@ func (c *conn) heartbeat() {
 				continue
 			}
 		}
+		pingAt := time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), c.opts.heartbeatTimeout)
 		in, out := 1, 0
 		wrote, acked, read := c.codec.out.n.Load(), c.acked(), c.codec.in.n.Load()
 		err := c.do(ctx, HeartbeatMethod, &in, &out)
 		cancel()
+		timedOut := errors.Is(err, context.DeadlineExceeded)
+		moved := timedOut && c.movedSince(wrote, acked, read, isNotSent(err))
+		switch {
+		case moved:
+			graceEnd = time.Time{} // it starts when nothing moves
+		case timedOut && graceEnd.IsZero() && c.tookAll(err):
+			graceEnd = pingAt.Add(c.opts.heartbeatTimeout + digestGrace(wrote-wroteAtSeen))
+		}
 		var se rpc.ServerError
 		switch {
 		case err == nil:
 		case errors.As(err, &se):
 			pinging = false // no heartbeat service on this server
-		case errors.Is(err, context.DeadlineExceeded) && c.movedSince(wrote, acked, read, isNotSent(err)):
+		case moved:
 			// The ping timed out behind other traffic that is still
 			// moving: a large request the peer keeps taking (the ping
 			// may not even have got out), or a large reply still
 			// coming in. The peer is slow, not hung; ping again later.
 			continue
-		case errors.Is(err, context.DeadlineExceeded):
+		case timedOut && time.Now().Before(graceEnd):
+			// The peer took a large backlog since it last spoke (all
+			// of it: nothing moves) and may still be reading it, say
+			// a sidecar that buffered a large request and passes it
+			// on slowly; the ping is behind it. Ping again later.
+			continue
+		case timedOut:
 			c.fail(fmt.Errorf("%w: %s did not answer within %v", ErrHeartbeat, c.addr, c.opts.heartbeatTimeout))
 			return
 		case errors.Is(err, errRetired) && c.alive():
@@ -475,8 +501,34 @@ func (c *conn) heartbeat() {
 		default:
 			return // the connection died; the reader reported it
 		}
+		// Answered: the peer read everything written before the ping.
 		seen = c.reads.Load()
+		wroteAtSeen, wroteAtTick, graceEnd = wrote, wrote, time.Time{}
 	}
+}
+
+// tookAll reports whether the peer's kernel has taken every byte written,
+// the ping (whose outcome is err) included: room in its buffers says the
+// peer reads, if slowly. A peer whose buffers are full (a request still
+// going out, or bytes unacknowledged) reads nothing: it gets no grace.
+// Where the kernel does not tell (see acked), a ping that got out counts.
+func (c *conn) tookAll(err error) bool {
+	return !isNotSent(err) && c.acked() >= c.codec.out.n.Load()
+}
+
+// minDigestRate is the slowest rate, in bytes per second, at which the
+// heartbeat expects a peer to take in what was written to it: a ping
+// behind a backlog of n bytes the peer has already taken from the socket
+// gets the heartbeat timeout plus n / minDigestRate to be answered.
+const minDigestRate = 1 << 20
+
+// digestGrace is the extra time the heartbeat gives a peer to read a
+// backlog of n bytes written since it last spoke (see minDigestRate).
+func digestGrace(n int64) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return time.Duration(float64(n) / minDigestRate * float64(time.Second))
 }
 
 // acked returns how many bytes of what was written the peer has taken: the

@@ -3,7 +3,11 @@ package rpcclient
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,4 +108,134 @@ func TestDeadlineDuringASlowReplyReturns(t *testing.T) {
 	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Msg: "m"}, &small); err != nil || small.Msg != "m" {
 		t.Fatalf("the next call: %v", err)
 	}
+}
+
+// sidecar is a proxy on loopback in front of target that takes in at once
+// whatever its client sends (a sidecar with large buffers: the client's
+// kernel sees every byte acknowledged) and passes it on at rate bytes per
+// second; replies pass at full speed. While held is set it passes nothing
+// on: the application behind it hangs.
+type sidecar struct {
+	l    net.Listener
+	held atomic.Bool
+}
+
+func startSidecar(t *testing.T, target string, rate int) *sidecar {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &sidecar{l: l}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			cc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			sc, err := net.Dial("tcp", target)
+			if err != nil {
+				cc.Close()
+				continue
+			}
+			chunks := make(chan []byte, 4096) // 4096 reads of up to 32 KiB: more than any test sends
+			wg.Go(func() {                    // take in
+				defer close(chunks)
+				for {
+					b := make([]byte, 32<<10)
+					n, err := cc.Read(b)
+					if n > 0 {
+						chunks <- b[:n]
+					}
+					if err != nil {
+						return
+					}
+				}
+			})
+			wg.Go(func() { // pass on, at rate
+				defer sc.Close()
+				step := rate / 50 // every 20 ms
+				for b := range chunks {
+					for len(b) > 0 {
+						for s.held.Load() {
+							select {
+							case <-done:
+								return
+							case <-time.After(10 * time.Millisecond):
+							}
+						}
+						n := min(step, len(b))
+						if _, err := sc.Write(b[:n]); err != nil {
+							return
+						}
+						b = b[n:]
+						select {
+						case <-done:
+							return
+						case <-time.After(20 * time.Millisecond):
+						}
+					}
+				}
+			})
+			wg.Go(func() { // replies
+				io.Copy(cc, sc)
+				cc.Close()
+			})
+			wg.Go(func() {
+				<-done
+				cc.Close()
+				sc.Close()
+			})
+		}
+	})
+	t.Cleanup(func() {
+		l.Close()
+		close(done)
+		wg.Wait()
+	})
+	return s
+}
+
+// A peer that takes a large request into its buffers at once and reads it
+// slowly (a sidecar forwarding at 2 MiB/s) shows nothing moving while the
+// ping waits behind the request: every byte is acknowledged and no reply
+// comes. The heartbeat gives it time to read what it took (1 s per MiB,
+// minDigestRate) before it calls it hung, so the call succeeds (review
+// finding: the connection was closed with ErrHeartbeat). A peer that
+// stops reading is still caught, once that time is up.
+func TestBufferedLargeRequestOutlivesTheHeartbeat(t *testing.T) {
+	srv := rpctest.Start(t, rpctest.WithHeartbeat())
+	sc := startSidecar(t, srv.Addr(), 2<<20)
+	c, _ := newTestClient(t, []string{sc.l.Addr().String()}, WithHeartbeat(100*time.Millisecond, 200*time.Millisecond),
+		WithMaxAttempts(1), WithMaxMessageSize(32<<20), withoutNodeHealth())
+	warmEvery(t, c, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	msg := strings.Repeat("x", 3<<20)
+	start := time.Now()
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: msg}, &r); err != nil || r.Msg != msg {
+		t.Fatalf("a 3 MiB request through a sidecar passing 2 MiB/s, heartbeat timeout 200 ms: %v", err)
+	}
+	took := time.Since(start)
+	if took < time.Second {
+		t.Fatalf("the request took %v; the test needs it to outlast the heartbeat timeout several times", took)
+	}
+	t.Logf("3 MiB request through the sidecar in %v", took.Round(time.Millisecond))
+
+	// The application behind the sidecar hangs: 2 MiB buy 2 s of patience.
+	sc.held.Store(true)
+	start = time.Now()
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: msg[:2<<20]}, &r)
+	took = time.Since(start)
+	if !errors.Is(err, ErrHeartbeat) {
+		t.Fatalf("a call to a hung peer behind a sidecar: %v after %v; want ErrHeartbeat", err, took)
+	}
+	if took > 5*time.Second {
+		t.Errorf("the heartbeat took %v to find the hung peer; want about 2 s (backlog) + 300 ms", took)
+	}
+	t.Logf("hung peer behind the sidecar found after %v", took.Round(time.Millisecond))
 }
