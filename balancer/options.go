@@ -68,18 +68,40 @@ func WithBreakerEvents(fn func(breaker.Event)) Option {
 
 // WithPanicThreshold sets the share of healthy nodes below which the
 // balancer picks among all nodes (except those with an open breaker).
-// Default 0.5; 0 turns panic mode off.
-func WithPanicThreshold(share float64) Option { return func(o *options) { o.panicThreshold = share } }
+// Default 0.5; 0 turns panic mode off, 1 picks among all nodes always.
+// A share outside [0, 1] means the nearer end; NaN means the default.
+func WithPanicThreshold(share float64) Option {
+	return func(o *options) { o.panicThreshold = unitShare(share, 0.5) }
+}
 
 // WithDegradedFactor sets the weight multiplier of Degraded endpoints.
-// Default 0.5.
-func WithDegradedFactor(f float64) Option { return func(o *options) { o.degradedFactor = f } }
+// Default 0.5. A factor outside [0, 1] means the nearer end (a degraded
+// node never outweighs a healthy one); NaN means the default. At 0 a
+// degraded node is a last resort: it keeps the least weight there is.
+func WithDegradedFactor(f float64) Option {
+	return func(o *options) { o.degradedFactor = unitShare(f, 0.5) }
+}
 
 // WithSlowStart sets the window over which a new node's weight ramps up, and
-// the share it starts from. Default 30 s from 10 %. A zero window turns slow
-// start off. Nodes present in the first discovery answer start at full weight.
+// the share it starts from. Default 30 s from 10 %. A zero or negative
+// window turns slow start off. A share outside [0, 1] means the nearer end;
+// NaN means the default. Nodes present in the first discovery answer start
+// at full weight.
 func WithSlowStart(window time.Duration, minShare float64) Option {
-	return func(o *options) { o.slowStart, o.slowStartMin = window, minShare }
+	return func(o *options) { o.slowStart, o.slowStartMin = max(window, 0), unitShare(minShare, 0.1) }
+}
+
+// unitShare returns x within [0, 1], or def when x is NaN.
+func unitShare(x, def float64) float64 {
+	switch {
+	case x != x: // NaN
+		return def
+	case x < 0:
+		return 0
+	case x > 1:
+		return 1
+	}
+	return x
 }
 
 // WithOutlierDetection configures outlier ejection. The zero OutlierConfig

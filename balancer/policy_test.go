@@ -647,3 +647,44 @@ func TestMaglevKeylessPicksFollowTheWeights(t *testing.T) {
 	got := count(t, b, 6000, nil)
 	within(t, "keyless picks of the healthy node", got[as[0]], 4000, 200)
 }
+
+// Shares out of range mean the nearer end, and NaN the default (review
+// finding: they were taken as given, so a degraded factor of 5 made a
+// Degraded node outweigh a healthy one five times, and a negative
+// slow-start window or share went unchecked).
+func TestShareOptionsAreClamped(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		opt         Option
+		panicShare  float64
+		degraded    float64
+		slowStart   time.Duration
+		slowStartMn float64
+	}{
+		{"degraded 5", WithDegradedFactor(5), 0.5, 1, 30 * time.Second, 0.1},
+		{"degraded -1", WithDegradedFactor(-1), 0.5, 0, 30 * time.Second, 0.1},
+		{"degraded NaN", WithDegradedFactor(math.NaN()), 0.5, 0.5, 30 * time.Second, 0.1},
+		{"panic 2", WithPanicThreshold(2), 1, 0.5, 30 * time.Second, 0.1},
+		{"panic -0.5", WithPanicThreshold(-0.5), 0, 0.5, 30 * time.Second, 0.1},
+		{"panic NaN", WithPanicThreshold(math.NaN()), 0.5, 0.5, 30 * time.Second, 0.1},
+		{"slow start -1s from -2", WithSlowStart(-time.Second, -2), 0.5, 0.5, 0, 0},
+		{"slow start 1s from NaN", WithSlowStart(time.Second, math.NaN()), 0.5, 0.5, time.Second, 0.1},
+	} {
+		o := defaultOptions()
+		tc.opt(&o)
+		if o.panicThreshold != tc.panicShare || o.degradedFactor != tc.degraded || o.slowStart != tc.slowStart || o.slowStartMin != tc.slowStartMn {
+			t.Errorf("%s: panic %v degraded %v slow start %v from %v; want %v %v %v from %v", tc.name,
+				o.panicThreshold, o.degradedFactor, o.slowStart, o.slowStartMin, tc.panicShare, tc.degraded, tc.slowStart, tc.slowStartMn)
+		}
+	}
+	// In the picker: a degraded node never outweighs a healthy one.
+	as := addrs(2)
+	b, w := newTest(t, as, WithPolicy(WeightedRoundRobin()), WithoutBreakers(), WithDegradedFactor(5))
+	w.Set(discovery.Endpoint{ID: as[0], Addr: as[0], Weight: 1},
+		discovery.Endpoint{ID: as[1], Addr: as[1], Weight: 1, Health: discovery.Degraded})
+	waitFor(t, b, "both nodes", func(p *picker) bool { return len(p.ready) == 2 })
+	got := count(t, b, 2000, nil)
+	if got[as[1]] > got[as[0]] {
+		t.Errorf("the degraded node got %d picks, the healthy one %d", got[as[1]], got[as[0]])
+	}
+}
