@@ -28,7 +28,10 @@
 // line); a ping unanswered within the heartbeat timeout closes the
 // connection and releases its pending calls, so a hung peer (SIGSTOP) is
 // found even while no call has a deadline. Replies are capped
-// (WithMaxMessageSize, 4 MiB) before gob allocates them. When discovery drops
+// (WithMaxMessageSize, 4 MiB) before gob allocates them; the cap cannot
+// bound a map in a reply type, which gob sizes from the count the peer
+// sends (golang/go#79539: 25 bytes can make it allocate GiBs), so reply
+// types for untrusted peers should use slices. When discovery drops
 // an endpoint it gets no new calls, its in-flight calls finish, and its
 // connections close after a grace period (10 s) unless the address comes
 // back first.
