@@ -33,6 +33,8 @@ func (b *budget) onCall() {
 }
 
 // withdraw takes one retry token, reporting false when the budget is empty.
+// A retry that then sends nothing (its wait cut short, a backup with no
+// request out) gives it back with refund.
 func (b *budget) withdraw() bool {
 	for {
 		v := b.milli.Load()
@@ -45,3 +47,8 @@ func (b *budget) withdraw() bool {
 	}
 	return b.reserve.Allow()
 }
+
+// refund gives back a token whose retry sent nothing. It goes to the bank
+// of deposits even when it came from the reserve, whose tokens cannot be
+// put back once taken: the total the budget allows is the same.
+func (b *budget) refund() { b.milli.Add(1000) }

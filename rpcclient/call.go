@@ -177,6 +177,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			return fail(ErrRetryBudget)
 		}
 		if err := c.sleep(ctx, d); err != nil {
+			c.budget.refund() // no retry came of it
 			return fail(err)
 		}
 		return nil

@@ -211,3 +211,46 @@ func TestCallerDeadlineIsNotTheNodesFault(t *testing.T) {
 		t.Fatalf("endpoint %+v: want one dial, still connecting (its timeout is 1 s)", st)
 	}
 }
+
+// A retry whose backoff wait is cut short (the caller gave up) sends
+// nothing, so its budget token is given back: the next call that needs a
+// retry still has it (review finding: the token was lost, so a client whose
+// callers give up during backoffs drained its budget without a retry).
+func TestRetryBudgetRefundsAnUnusedToken(t *testing.T) {
+	srv := rpctest.Start(t)
+	// One token in all: no deposits, a reserve of 1 refilled every 1000 s.
+	// A retry waits 1 s, without jitter.
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithRetryBudget(0, 0.001), WithMaxAttempts(3),
+		WithAttemptTimeout(20*time.Millisecond), WithRetryBackoff(time.Second, time.Second),
+		func(o *options) { o.retryBackoff.Full = false }, withoutNodeHealth())
+	slow := &rpctest.EchoArgs{Sleep: 300 * time.Millisecond} // every attempt times out
+	var r rpctest.EchoReply
+
+	// The first attempt times out, the retry takes the token and waits;
+	// the caller gives up during the wait.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		for c.budget.reserve.Tokens() >= 1 && ctx.Err() == nil {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	err := c.Call(ctx, "Echo.Echo", slow, &r, Idempotent())
+	cancel()
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrRetryBudget) {
+		t.Fatalf("first call: %v; want it cancelled during the retry's wait", err)
+	}
+
+	// The token is back: this call's first retry gets it, its second
+	// finds the budget empty.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = c.Call(ctx, "Echo.Echo", slow, &r, Idempotent())
+	var e *Error
+	if !errors.As(err, &e) || !errors.Is(err, ErrRetryBudget) {
+		t.Fatalf("second call: %v; want the budget spent after one retry", err)
+	}
+	if e.Attempts != 2 {
+		t.Errorf("second call made %d attempts, want 2: the refunded token buys one retry", e.Attempts)
+	}
+}

@@ -162,11 +162,19 @@ func (c *Client) backup(ctx context.Context, firstAddr string, start func(balanc
 	if r.Endpoint.Addr != firstAddr {
 		cn = c.endpoint(r.Endpoint.Addr).ready()
 	}
-	if cn == nil || !c.budget.withdraw() {
+	if cn == nil {
 		r.Done(context.Canceled) // not an outcome: nothing was sent
 		return nil
 	}
-	return start(r, cn)
+	if !c.budget.withdraw() {
+		r.Done(context.Canceled)
+		return nil
+	}
+	l := start(r, cn)
+	if l == nil {
+		c.budget.refund() // the backup sent nothing
+	}
+	return l
 }
 
 // timedOut withdraws a leg whose context ended; if its reply was already
