@@ -491,11 +491,14 @@ func sameCounts(a, b *Error) bool {
 }
 
 // entryFor is the entry of n = b.order[i] in a picker built now; it lowers
-// next to the time n's weight changes while n ramps up in slow start.
+// next to the time n's weight next steps up while n ramps up in slow
+// start: a twentieth of the window later (at least 10 ms, at most 1 s),
+// and at the window's end, when it reaches full weight.
 func (b *Balancer) entryFor(n *node, i int, now int64, next *int64) entry {
 	w, ramping := b.weight(n, &b.eps[i], now)
 	if ramping {
-		*next = min(*next, now+int64(time.Second))
+		step := min(max(b.opts.slowStart/20, 10*time.Millisecond), time.Second)
+		*next = min(*next, now+int64(step), n.added+int64(b.opts.slowStart))
 	}
 	return entry{idx: uint32(i), weight: float32(w)}
 }

@@ -83,7 +83,9 @@ func WithDegradedFactor(f float64) Option {
 }
 
 // WithSlowStart sets the window over which a new node's weight ramps up, and
-// the share it starts from. Default 30 s from 10 %. A zero or negative
+// the share it starts from. Default 30 s from 10 %. The weight steps up
+// every twentieth of the window (at least 10 ms, at most 1 s apart) and is
+// full at its end. A zero or negative
 // window turns slow start off. A share outside [0, 1] means the nearer end;
 // NaN means the default. Nodes present in the first discovery answer start
 // at full weight.

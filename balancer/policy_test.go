@@ -413,10 +413,28 @@ func TestSlowStartRampsAfterAnUpdate(t *testing.T) {
 	if w := b.picker.Load().ready[1].weight; w >= 0.5 {
 		t.Fatalf("the new node started at weight %v; slow start begins at 0.1", w)
 	}
-	// Ramp steps are a second apart: full weight within 2 s of the window.
-	waitFor(t, b, "the new node at full weight", func(p *picker) bool {
-		return len(p.ready) == 2 && p.ready[1].weight == 1
-	})
+	// Ramp steps are a twentieth of the window apart (15 ms here), so the
+	// weight climbs through values in between (review finding: the steps
+	// were a second apart, so a window under a second jumped from the
+	// starting share to full weight).
+	seen := map[float32]bool{}
+	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(2 * time.Millisecond) {
+		p := b.picker.Load()
+		if len(p.ready) != 2 {
+			continue
+		}
+		if w := p.ready[1].weight; w == 1 {
+			break
+		} else if w > 0.1 {
+			seen[w] = true
+		}
+	}
+	if b.picker.Load().ready[1].weight != 1 {
+		t.Fatal("the new node was not at full weight 5 s into a 300 ms slow start")
+	}
+	if len(seen) < 3 {
+		t.Errorf("the weight took %d values between the start share and full weight, want at least 3: %v", len(seen), seen)
+	}
 }
 
 // TestP2CPairsAreUniform checks the two random choices directly: with the
