@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/rpc"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -56,6 +57,17 @@ type conn struct {
 
 	reads atomic.Uint64 // messages read; the heartbeat watches it move
 	born  time.Time     // when the connection was made
+	// vouched is how many bytes written the peer has shown it read: a
+	// reply to a request says the server read it, and all before it
+	// (net/rpc reads requests in order). The reader sets it; the
+	// heartbeat reads it.
+	vouched atomic.Int64
+	// local is set when this side's own deadline killed the connection
+	// (a write timed out): no sign about the peer (see endpoint.connDead).
+	local atomic.Bool
+	// counted is set once the endpoint has counted the connection's death
+	// (endpoint.lostLocked); under the endpoint's mu.
+	counted bool
 	// bodySeq is the Seq of the call whose reply body the reader is
 	// reading, 0 between bodies; abandon reads it.
 	bodySeq atomic.Uint64
@@ -67,6 +79,7 @@ type pendingCall struct {
 	reply any
 	err   error
 	done  chan struct{}
+	end   atomic.Int64 // the bytes written by the end of the request; 0 until known
 }
 
 var pendingPool = sync.Pool{New: func() any { return &pendingCall{done: make(chan struct{}, 1)} }}
@@ -149,6 +162,7 @@ func (c *conn) start(ctx context.Context, method string, args, reply any) (*pend
 	}
 	pc := pendingPool.Get().(*pendingCall)
 	pc.reply, pc.err = reply, nil
+	pc.end.Store(0)
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -170,10 +184,12 @@ func (c *conn) start(ctx context.Context, method string, args, reply any) (*pend
 	if werr != nil && errors.Is(werr, ErrCodec) {
 		c.retired.Store(true) // before the slot is free: no write follows this one
 	}
-	<-c.wslot
 	if werr == nil {
+		pc.end.Store(c.codec.out.n.Load()) // before the slot is free: no other request's bytes yet
+		<-c.wslot
 		return pc, seq, nil
 	}
+	<-c.wslot
 	c.mu.Lock()
 	delete(c.pending, seq)
 	c.mu.Unlock()
@@ -183,6 +199,9 @@ func (c *conn) start(ctx context.Context, method string, args, reply any) (*pend
 		// on this connection still get their replies.
 		c.closeIfRetired()
 		return nil, 0, notSent(&encodeError{werr})
+	}
+	if errors.Is(werr, os.ErrDeadlineExceeded) {
+		c.local.Store(true) // the caller's deadline, not the peer
 	}
 	c.fail(fmt.Errorf("%w: write: %v", ErrConnClosed, werr))
 	err := fmt.Errorf("%w: write to %s: %w", ErrConnClosed, c.addr, werr)
@@ -318,6 +337,11 @@ func (c *conn) read() {
 		pc := c.pending[resp.Seq]
 		delete(c.pending, resp.Seq)
 		c.mu.Unlock()
+		if pc != nil {
+			if end := pc.end.Load(); end > c.vouched.Load() {
+				c.vouched.Store(end)
+			}
+		}
 		var body any
 		if pc != nil && resp.Error == "" {
 			body = pc.reply
@@ -413,13 +437,8 @@ func (c *conn) heartbeat() {
 	t := time.NewTicker(c.opts.heartbeat)
 	defer t.Stop()
 	seen := c.reads.Load()
-	// The bytes written before the peer last spoke (at most one interval
-	// early: the reader does not note when): what came after, it may
-	// still be reading (see digestGrace). wroteAtTick is the bytes written
-	// at the last tick. graceEnd is when the patience a backlog earns
-	// ends; zero until a ping times out behind it.
-	wroteAtSeen := c.codec.out.n.Load()
-	wroteAtTick := wroteAtSeen
+	// graceEnd is when the patience a backlog the peer has not vouched for
+	// earns ends (see digestGrace); zero until a ping times out behind it.
 	var graceEnd time.Time
 	pinging := true
 	var silentSince time.Time
@@ -428,14 +447,11 @@ func (c *conn) heartbeat() {
 		case <-c.dead:
 			return
 		case now := <-t.C:
-			w := c.codec.out.n.Load()
 			if cur := c.reads.Load(); cur != seen {
 				seen = cur // the peer spoke during the last interval
-				wroteAtSeen, wroteAtTick = wroteAtTick, w
 				silentSince, graceEnd = time.Time{}, time.Time{}
 				continue
 			}
-			wroteAtTick = w
 			// Without a ping, silence with calls pending is the sign,
 			// as long as the read timeout: the peer may be working on
 			// a slow call. So for a retired connection too, on which
@@ -472,7 +488,7 @@ func (c *conn) heartbeat() {
 		case moved:
 			graceEnd = time.Time{} // it starts when nothing moves
 		case timedOut && graceEnd.IsZero() && c.tookAll(err):
-			graceEnd = pingAt.Add(c.opts.heartbeatTimeout + digestGrace(wrote-wroteAtSeen))
+			graceEnd = pingAt.Add(c.opts.heartbeatTimeout + digestGrace(wrote-c.vouched.Load()))
 		}
 		var se rpc.ServerError
 		switch {
@@ -501,9 +517,8 @@ func (c *conn) heartbeat() {
 		default:
 			return // the connection died; the reader reported it
 		}
-		// Answered: the peer read everything written before the ping.
 		seen = c.reads.Load()
-		wroteAtSeen, wroteAtTick, graceEnd = wrote, wrote, time.Time{}
+		graceEnd = time.Time{}
 	}
 }
 
@@ -564,11 +579,17 @@ func (c *conn) movedSince(wrote, acked, read int64, pingNotSent bool) bool {
 const provenAfter = time.Second
 
 // proven reports whether the connection showed that its peer serves: a
-// reply (to a call or a ping) came, or it lived for provenAfter. A peer
-// that accepts and closes at once never proves a connection, so its
-// endpoint stays in reconnect backoff (see endpoint.connDead).
+// reply (to a call or a ping) came, or it lived for provenAfter and did not
+// die of the peer's silence (the heartbeat or the read timeout). A peer
+// that accepts and closes at once, or accepts and never answers, never
+// proves a connection, so its endpoint stays in reconnect backoff (see
+// endpoint.connDead). Call it once the connection died.
 func (c *conn) proven() bool {
-	return c.reads.Load() > 0 || c.age() >= provenAfter
+	if c.reads.Load() > 0 {
+		return true
+	}
+	err := c.failure()
+	return c.age() >= provenAfter && !errors.Is(err, ErrHeartbeat) && !errors.Is(err, ErrReadTimeout)
 }
 
 // age returns how long ago the connection was made.

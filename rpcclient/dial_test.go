@@ -363,3 +363,110 @@ func TestAcceptThenCloseStaysInBackoff(t *testing.T) {
 		t.Errorf("%d dials for the call after the connection died, want 1", got-before)
 	}
 }
+
+// quarantinedIn reports whether the balancer has addr in quarantine.
+func quarantinedIn(c *Client, addr string) bool {
+	for _, n := range c.Balancer().Status() {
+		if n.Endpoint.Addr == addr {
+			return n.Quarantined
+		}
+	}
+	return false
+}
+
+// A caller's own write deadline that kills a fresh connection says nothing
+// about the peer: the endpoint is not put in backoff or quarantined
+// (review finding on the unproven-connection rule: a large request with a
+// tight deadline made a healthy server unusable for the backoff).
+func TestOwnWriteDeadlineDoesNotBackOff(t *testing.T) {
+	srv := rpctest.Start(t)
+	addr := srv.Addr()
+	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(), WithMaxAttempts(1))
+	big := &rpctest.EchoArgs{Msg: strings.Repeat("x", 64<<20)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", big, &r); err == nil {
+		t.Fatal("a 64 MiB request within 30 ms succeeded; the test needs its write to time out")
+	}
+	cancel()
+	if quarantinedIn(c, addr) || endpointStatus(c, addr).State == TransientFailure {
+		t.Errorf("after the caller's write deadline: state %v, quarantined %v; want neither backoff nor quarantine",
+			endpointStatus(c, addr).State, quarantinedIn(c, addr))
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+		t.Errorf("the next call to the healthy server: %v", err)
+	}
+}
+
+// A server restart drops a pool's proven connection and a young one that
+// had no reply yet: the endpoint is not put in backoff, whichever death
+// is counted first (review finding).
+func TestRestartWithAYoungPoolConnectionDoesNotBackOff(t *testing.T) {
+	for i := range 5 {
+		f := startFlakyListener(t)
+		f.closing.Store(false)
+		addr := f.l.Addr().String()
+		c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(), WithPoolSize(2))
+		var r int
+		for range 2 { // the second call starts the extra dial
+			if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e := c.endpoint(addr)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			e.mu.Lock()
+			n := len(e.conns)
+			e.mu.Unlock()
+			if n == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the pool's extra connection never joined")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		f.dropAll()
+		for endpointStatus(c, addr).State == Ready && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(20 * time.Millisecond) // both deaths counted
+		e.mu.Lock()
+		failures, st := e.failures, e.state
+		e.mu.Unlock()
+		if failures != 0 || st == TransientFailure || quarantinedIn(c, addr) {
+			t.Fatalf("round %d: after a restart: state %v, %d failures, quarantined %v; want no backoff", i, st, failures, quarantinedIn(c, addr))
+		}
+		if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &r); err != nil {
+			t.Fatalf("round %d: the call after the restart: %v", i, err)
+		}
+	}
+}
+
+// A peer that accepts and never answers has its connections closed by the
+// heartbeat after more than provenAfter: they are still unproven, so the
+// endpoint backs off and is quarantined (review finding: their age alone
+// counted as proof, so each call redialled at once).
+func TestHeartbeatDeathIsNotProvenByAge(t *testing.T) {
+	addr := sink(t)
+	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(), WithMaxAttempts(1),
+		WithHeartbeat(700*time.Millisecond, 500*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r)
+	if !errors.Is(err, ErrHeartbeat) {
+		t.Fatalf("a call to a peer that never answers: %v; want ErrHeartbeat", err)
+	}
+	e := c.endpoint(addr)
+	e.mu.Lock()
+	failures, st := e.failures, e.state
+	e.mu.Unlock()
+	if failures != 1 || st != TransientFailure || !quarantinedIn(c, addr) {
+		t.Errorf("after the heartbeat closed a connection that never had a reply: %d failures, state %v, quarantined %v; want 1, transient-failure, true",
+			failures, st, quarantinedIn(c, addr))
+	}
+}

@@ -58,6 +58,7 @@ type endpoint struct {
 	growAt       time.Time
 	lastErr      error
 	lastClose    error     // why the last connection to close closed; nil before any did
+	provenLost   time.Time // when the last connection that proved itself died (see lostLocked)
 	removed      time.Time // when discovery dropped the address; zero while listed
 	rr           atomic.Uint32
 	dials        atomic.Uint64
@@ -197,6 +198,9 @@ func (e *endpoint) run(d *dialAttempt) {
 	default:
 		if !d.grow {
 			e.lastErr = nil
+			// End a caller's quarantine while the dial hung; under mu,
+			// so that it comes before any quarantine a death of cn sets (lostLocked).
+			e.c.bal.Quarantine(e.addr, 0)
 		}
 		cn = nil // the pool's now
 	}
@@ -208,9 +212,7 @@ func (e *endpoint) run(d *dialAttempt) {
 	case d.grow && wait > 0:
 		e.c.opts.logger.Info("rpcclient: extra connection dial failed", "service", e.c.service, "addr", e.addr,
 			"error", err, "next try in", wait)
-	case d.grow:
-	case err == nil:
-		e.c.bal.Quarantine(e.addr, 0) // a caller's, while the dial hung
+	case d.grow, err == nil:
 	case wait > 0:
 		e.c.bal.Quarantine(e.addr, wait)
 		e.c.w.ResolveNow()
@@ -267,6 +269,7 @@ func (e *endpoint) liveLocked() *conn {
 		cn := e.conns[i]
 		if !cn.alive() {
 			e.conns = slices.Delete(e.conns, i, i+1)
+			e.lostLocked(cn)
 			continue
 		}
 		if !cn.retired.Load() {
@@ -295,24 +298,10 @@ func (e *endpoint) dial(ctx context.Context) (*conn, error) {
 
 // connDead is called when a connection dies, by the goroutine that found
 // it dead (its reader, its heartbeat, or a call whose write failed).
-//
-// A connection that proved itself (conn.proven) ends the reconnect
-// backoff. One that died before it did counts as a failed dial: the peer
-// took the TCP connection but not the calls. Like a failed dial (see run),
-// it starts or lengthens the backoff (of the pool's extra connections when
-// others are up), quarantines the address for as long and asks discovery
-// to refresh. A connection closed on this side (Close, a drain, a retired
-// connection's end) counts neither way.
 func (e *endpoint) connDead(cn *conn) {
-	err := cn.failure()
-	proven := cn.proven()
-	var wait time.Duration
-	var version uint64
-	if !proven {
-		version = e.c.bal.StateVersion() // before ResolveNow: see run
-	}
 	e.mu.Lock()
-	e.lastClose = err
+	defer e.mu.Unlock()
+	e.lastClose = cn.failure()
 	for i, x := range e.conns {
 		if x == cn {
 			e.conns = append(e.conns[:i], e.conns[i+1:]...)
@@ -322,28 +311,60 @@ func (e *endpoint) connDead(cn *conn) {
 	if len(e.conns) == 0 && e.state == Ready {
 		e.state = Idle
 	}
+	e.lostLocked(cn)
+}
+
+// lostLocked counts the death of cn toward the reconnect backoff, once per
+// connection, under e.mu: from connDead, or from liveLocked when it drops
+// cn first (a concurrent call could otherwise start a dial before the
+// death counts).
+//
+// A connection that proved itself (conn.proven) ends the reconnect backoff
+// and any quarantine. One that died before it did counts as a failed dial:
+// the peer took the TCP connection but not the calls. Like a failed dial
+// (see run), it starts or lengthens the backoff (of the pool's extra
+// connections when others are up), quarantines the address for as long
+// and asks discovery to refresh. Neither counts: a connection closed on
+// this side (Close, a drain, a retired connection's end, a caller's write
+// deadline), or one that lived beside a proven connection that died since
+// it was made (a server restart takes both).
+//
+// The balancer's Quarantine and the watcher's ResolveNow only set state and
+// signal, so they are called under e.mu, ordered with run's.
+func (e *endpoint) lostLocked(cn *conn) {
+	if cn.counted {
+		return
+	}
+	cn.counted = true
+	err := cn.failure()
 	switch {
-	case e.state == Shutdown || errors.Is(err, errRetired) || e.c.life.Err() != nil:
-	case proven:
+	case e.state == Shutdown || errors.Is(err, errRetired) || cn.local.Load() || e.c.life.Err() != nil:
+	case cn.proven():
+		e.provenLost = time.Now()
 		e.failures, e.growFailures = 0, 0
+		if e.retryAt.After(e.provenLost) {
+			e.retryAt = time.Time{}
+			e.c.bal.Quarantine(e.addr, 0)
+		}
+		e.growAt = time.Time{}
+		if e.state == TransientFailure {
+			e.state = Idle
+		}
+	case cn.born.Before(e.provenLost):
 	case e.upLocked():
 		e.growFailures++
 		e.growAt = time.Now().Add(e.c.opts.connectBackoff.Delay(e.growFailures-1, nil))
 	default:
 		e.failures++
-		e.lastErr = &DialError{Addr: e.addr, version: version,
+		e.lastErr = &DialError{Addr: e.addr, version: e.c.bal.StateVersion(), // before ResolveNow: see run
 			Err: fmt.Errorf("connection lost %v after connect, before any reply: %w", cn.age().Round(time.Millisecond), err)}
-		wait = e.c.opts.connectBackoff.Delay(e.failures-1, nil)
+		wait := e.c.opts.connectBackoff.Delay(e.failures-1, nil)
 		e.retryAt = time.Now().Add(wait)
 		e.state = TransientFailure
-	}
-	lastErr := e.lastErr
-	e.mu.Unlock()
-	if wait > 0 {
 		e.c.bal.Quarantine(e.addr, wait)
 		e.c.w.ResolveNow()
 		e.c.opts.logger.Warn("rpcclient: connection lost before any reply", "service", e.c.service, "addr", e.addr,
-			"error", lastErr, "quarantine", wait)
+			"error", e.lastErr, "quarantine", wait)
 	}
 }
 

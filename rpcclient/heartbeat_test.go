@@ -239,3 +239,31 @@ func TestBufferedLargeRequestOutlivesTheHeartbeat(t *testing.T) {
 	}
 	t.Logf("hung peer behind the sidecar found after %v", took.Round(time.Millisecond))
 }
+
+// The grace is for bytes the peer has not vouched for: a reply to a call
+// written before a large request does not vouch for the request (review
+// finding: such a reply ended the grace, and the heartbeat closed the
+// connection under the large request).
+func TestGraceSurvivesAReplyToAnEarlierCall(t *testing.T) {
+	srv := rpctest.Start(t, rpctest.WithHeartbeat())
+	sc := startSidecar(t, srv.Addr(), 2<<20)
+	c, _ := newTestClient(t, []string{sc.l.Addr().String()}, WithHeartbeat(100*time.Millisecond, 200*time.Millisecond),
+		WithMaxAttempts(1), WithMaxMessageSize(32<<20), withoutNodeHealth())
+	warmEvery(t, c, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	early := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply
+		early <- c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 350 * time.Millisecond}, &r)
+	}()
+	time.Sleep(20 * time.Millisecond) // the small call is written first
+	msg := strings.Repeat("x", 3<<20)
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: msg}, &r); err != nil {
+		t.Errorf("a 3 MiB request through the 2 MiB/s sidecar, beside a small call answered after 350 ms: %v", err)
+	}
+	if err := <-early; err != nil {
+		t.Errorf("the small call: %v", err)
+	}
+}
