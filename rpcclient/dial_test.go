@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/rpc"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -236,62 +234,6 @@ func TestShutdownStaysAfterAFailedDial(t *testing.T) {
 	}
 }
 
-// flakyListener accepts TCP connections on loopback and, while closing is
-// set, closes each at once (a crashing server behind a live socket);
-// otherwise it serves Arith on it. dropAll closes the connections it serves.
-type flakyListener struct {
-	l       net.Listener
-	closing atomic.Bool
-	mu      sync.Mutex
-	served  []net.Conn
-}
-
-func startFlakyListener(t *testing.T) *flakyListener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &flakyListener{l: l}
-	f.closing.Store(true)
-	srv := rpc.NewServer()
-	if err := srv.Register(&Arith{}); err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			nc, err := l.Accept()
-			if err != nil {
-				return
-			}
-			if f.closing.Load() {
-				nc.Close()
-				continue
-			}
-			f.mu.Lock()
-			f.served = append(f.served, nc)
-			f.mu.Unlock()
-			wg.Go(func() { srv.ServeConn(nc) })
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		f.dropAll()
-		wg.Wait()
-	})
-	return f
-}
-
-func (f *flakyListener) dropAll() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, nc := range f.served {
-		nc.Close()
-	}
-	f.served = nil
-}
-
 // A peer that accepts connections and closes them at once never proves a
 // connection, so its endpoint stays in reconnect backoff: it is not
 // redialled on every call (review finding: 128 dials in 2 s with the
@@ -299,8 +241,9 @@ func (f *flakyListener) dropAll() {
 // that did prove itself ends the backoff when it dies: the next call
 // redials at once.
 func TestAcceptThenCloseStaysInBackoff(t *testing.T) {
-	f := startFlakyListener(t)
-	addr := f.l.Addr().String()
+	f := newLimitedServer(t)
+	f.closing.Store(true)
+	addr := f.addr
 	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(),
 		WithConnectBackoff(200*time.Millisecond, 2, 10*time.Second, 0))
 
@@ -345,7 +288,7 @@ func TestAcceptThenCloseStaysInBackoff(t *testing.T) {
 	// The proven connection dies: the backoff it ended does not come back.
 	e := c.endpoint(addr)
 	before := endpointStatus(c, addr).Dials
-	f.dropAll()
+	f.cut()
 	for endpointStatus(c, addr).State == Ready && ctx.Err() == nil {
 		time.Sleep(time.Millisecond)
 	}
@@ -405,9 +348,8 @@ func TestOwnWriteDeadlineDoesNotBackOff(t *testing.T) {
 // is counted first (review finding).
 func TestRestartWithAYoungPoolConnectionDoesNotBackOff(t *testing.T) {
 	for i := range 5 {
-		f := startFlakyListener(t)
-		f.closing.Store(false)
-		addr := f.l.Addr().String()
+		f := newLimitedServer(t)
+		addr := f.addr
 		c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(), WithPoolSize(2))
 		var r int
 		for range 2 { // the second call starts the extra dial
@@ -429,7 +371,7 @@ func TestRestartWithAYoungPoolConnectionDoesNotBackOff(t *testing.T) {
 			}
 			time.Sleep(time.Millisecond)
 		}
-		f.dropAll()
+		f.cut()
 		for endpointStatus(c, addr).State == Ready && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
 		}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/rpc"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,15 +16,18 @@ import (
 
 // limitedServer serves Arith on loopback and lets a test refuse new
 // connections (close the listener; accepted connections keep serving),
-// accept them again on the same port, and cut the accepted ones.
+// accept them again on the same port, and cut the accepted ones. While
+// closing is set, it closes each connection it accepts at once (a crashing
+// server behind a live socket).
 type limitedServer struct {
-	t     *testing.T
-	srv   *rpc.Server
-	addr  string
-	mu    sync.Mutex
-	l     net.Listener
-	conns []net.Conn
-	wg    sync.WaitGroup
+	t       *testing.T
+	srv     *rpc.Server
+	addr    string
+	closing atomic.Bool
+	mu      sync.Mutex
+	l       net.Listener
+	conns   []net.Conn
+	wg      sync.WaitGroup
 }
 
 func newLimitedServer(t *testing.T) *limitedServer {
@@ -54,6 +58,10 @@ func (s *limitedServer) listen(addr string) {
 			c, err := l.Accept()
 			if err != nil {
 				return
+			}
+			if s.closing.Load() {
+				c.Close()
+				continue
 			}
 			s.mu.Lock()
 			s.conns = append(s.conns, c)
