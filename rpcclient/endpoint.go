@@ -189,7 +189,7 @@ func (e *endpoint) run(d *dialAttempt) {
 		}
 	case e.state != Shutdown && cn.failure() != nil:
 		// The peer closed it before it reached the pool: a failed dial,
-		// which connDead (called by its death) counts (backoff,
+		// which its death counts (connDead, lostLocked: backoff,
 		// quarantine). Its waiters move on rather than start another.
 		err = &DialError{Addr: e.addr, version: e.c.bal.StateVersion(),
 			Err: fmt.Errorf("connection lost before any reply: %w", cn.failure())}

@@ -198,6 +198,19 @@ func startSidecar(t *testing.T, target string, rate int) *sidecar {
 	return s
 }
 
+// behindSidecar returns a client, with a 200 ms heartbeat timeout and one
+// connection up, to a server with the heartbeat behind a sidecar passing
+// 2 MiB/s on.
+func behindSidecar(t *testing.T) (*Client, *sidecar) {
+	t.Helper()
+	srv := rpctest.Start(t, rpctest.WithHeartbeat())
+	sc := startSidecar(t, srv.Addr(), 2<<20)
+	c, _ := newTestClient(t, []string{sc.l.Addr().String()}, WithHeartbeat(100*time.Millisecond, 200*time.Millisecond),
+		WithMaxAttempts(1), WithMaxMessageSize(32<<20), withoutNodeHealth())
+	warmEvery(t, c, 1)
+	return c, sc
+}
+
 // A peer that takes a large request into its buffers at once and reads it
 // slowly (a sidecar forwarding at 2 MiB/s) shows nothing moving while the
 // ping waits behind the request: every byte is acknowledged and no reply
@@ -206,11 +219,7 @@ func startSidecar(t *testing.T, target string, rate int) *sidecar {
 // finding: the connection was closed with ErrHeartbeat). A peer that
 // stops reading is still caught, once that time is up.
 func TestBufferedLargeRequestOutlivesTheHeartbeat(t *testing.T) {
-	srv := rpctest.Start(t, rpctest.WithHeartbeat())
-	sc := startSidecar(t, srv.Addr(), 2<<20)
-	c, _ := newTestClient(t, []string{sc.l.Addr().String()}, WithHeartbeat(100*time.Millisecond, 200*time.Millisecond),
-		WithMaxAttempts(1), WithMaxMessageSize(32<<20), withoutNodeHealth())
-	warmEvery(t, c, 1)
+	c, sc := behindSidecar(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -245,11 +254,7 @@ func TestBufferedLargeRequestOutlivesTheHeartbeat(t *testing.T) {
 // finding: such a reply ended the grace, and the heartbeat closed the
 // connection under the large request).
 func TestGraceSurvivesAReplyToAnEarlierCall(t *testing.T) {
-	srv := rpctest.Start(t, rpctest.WithHeartbeat())
-	sc := startSidecar(t, srv.Addr(), 2<<20)
-	c, _ := newTestClient(t, []string{sc.l.Addr().String()}, WithHeartbeat(100*time.Millisecond, 200*time.Millisecond),
-		WithMaxAttempts(1), WithMaxMessageSize(32<<20), withoutNodeHealth())
-	warmEvery(t, c, 1)
+	c, _ := behindSidecar(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	early := make(chan error, 1)
