@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/discovery"
@@ -24,8 +25,8 @@ type Client struct {
 	budget  *budget
 	service string
 
-	epMu      sync.Mutex                           // serializes endpoint creation
-	endpoints atomic.Pointer[map[string]*endpoint] // copy on write
+	epMu      sync.Mutex              // serializes endpoint creation and removal
+	endpoints atomic.Pointer[epTable] // copy on write
 
 	closed atomic.Bool
 	// life ends when Close begins: waits and background dials select on it.
@@ -82,8 +83,7 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 		budget: newBudget(o.budgetRatio, o.budgetMinPerSec),
 	}
 	c.life, c.cancel = context.WithCancel(context.Background())
-	empty := map[string]*endpoint{}
-	c.endpoints.Store(&empty)
+	c.endpoints.Store(&epTable{byAddr: map[string]*endpoint{}})
 	c.wg.Add(1)
 	go c.maintain()
 	return c, nil
@@ -92,14 +92,52 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 // Balancer returns the client's balancer, for status displays.
 func (c *Client) Balancer() *balancer.Balancer { return c.bal }
 
-// endpoint returns the endpoint for addr, creating it on first use.
+// epTable is the client's endpoints by address, replaced whole (under epMu)
+// when one is added or dropped.
+//
+// hints find an endpoint without hashing its address. The balancer hands
+// Call the same address string, the same bytes at the same place, pick
+// after pick for as long as the node's endpoint is unchanged; a hint is an
+// endpoint found by a string at that place (its data pointer picks the
+// slot), and endpoint.seen says which string: a string at the same place
+// and of the same length is the same address, because seen keeps those
+// bytes alive and strings are never written. A hit saves the map's hash
+// and key comparison, about 0.1 % of a loopback call's latency
+// (BenchmarkCallInterleaved, lookup-%). A miss costs a map lookup, as
+// before, and two stores.
+type epTable struct {
+	byAddr map[string]*endpoint
+	hints  [epHints]atomic.Pointer[endpoint]
+}
+
+const epHints = 64 // a power of two
+
+// endpoint returns the endpoint for addr, creating it on first use. Call
+// uses it from any goroutine.
 func (c *Client) endpoint(addr string) *endpoint {
-	if e := (*c.endpoints.Load())[addr]; e != nil {
+	t := c.endpoints.Load()
+	p := unsafe.StringData(addr)
+	h := &t.hints[uintptr(unsafe.Pointer(p))>>4&(epHints-1)]
+	if e := h.Load(); e != nil && e.seen.Load() == p && len(e.addr) == len(addr) {
 		return e
 	}
+	e := t.byAddr[addr]
+	if e == nil {
+		e = c.addEndpoint(addr)
+	}
+	if p != nil {
+		e.seen.Store(p)
+		h.Store(e)
+	}
+	return e
+}
+
+// addEndpoint returns the endpoint for addr, adding it to a new table if
+// the current one has none.
+func (c *Client) addEndpoint(addr string) *endpoint {
 	c.epMu.Lock()
 	defer c.epMu.Unlock()
-	old := *c.endpoints.Load()
+	old := c.endpoints.Load().byAddr
 	if e := old[addr]; e != nil {
 		return e
 	}
@@ -112,7 +150,7 @@ func (c *Client) endpoint(addr string) *endpoint {
 		m[k] = v
 	}
 	m[addr] = e
-	c.endpoints.Store(&m)
+	c.endpoints.Store(&epTable{byAddr: m})
 	return e
 }
 
@@ -134,7 +172,7 @@ func (c *Client) maintain() {
 		}
 		now := time.Now()
 		var gone []*endpoint
-		for addr, e := range *c.endpoints.Load() {
+		for addr, e := range c.endpoints.Load().byAddr {
 			e.mu.Lock()
 			switch {
 			case c.bal.Listed(addr):
@@ -160,14 +198,15 @@ func (c *Client) maintain() {
 // drop shuts endpoints down and forgets them.
 func (c *Client) drop(gone []*endpoint) {
 	c.epMu.Lock()
-	m := make(map[string]*endpoint, len(*c.endpoints.Load()))
-	for k, v := range *c.endpoints.Load() {
+	old := c.endpoints.Load().byAddr
+	m := make(map[string]*endpoint, len(old))
+	for k, v := range old {
 		m[k] = v
 	}
 	for _, e := range gone {
 		delete(m, e.addr)
 	}
-	c.endpoints.Store(&m)
+	c.endpoints.Store(&epTable{byAddr: m})
 	c.epMu.Unlock()
 	for _, e := range gone {
 		c.opts.logger.Info("rpcclient: drained endpoint", "service", c.service, "addr", e.addr)
@@ -192,7 +231,7 @@ type EndpointStatus struct {
 // used, for status displays. Safe from any goroutine.
 func (c *Client) Endpoints() []EndpointStatus {
 	var out []EndpointStatus
-	for _, e := range *c.endpoints.Load() {
+	for _, e := range c.endpoints.Load().byAddr {
 		out = append(out, e.status())
 	}
 	return out
@@ -206,7 +245,7 @@ func (c *Client) Close() error {
 		c.closed.Store(true)
 		c.cancel()
 		c.epMu.Lock()
-		eps := *c.endpoints.Load()
+		eps := c.endpoints.Load().byAddr
 		c.epMu.Unlock()
 		for _, e := range eps {
 			e.shutdown(ErrClosed)

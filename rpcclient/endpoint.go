@@ -44,6 +44,7 @@ func (s State) String() string {
 type endpoint struct {
 	addr string
 	c    *Client
+	seen atomic.Pointer[byte] // the bytes of the address string Call last found it by (see epTable)
 
 	mu       sync.Mutex
 	state    State
