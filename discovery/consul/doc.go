@@ -52,7 +52,9 @@
 //
 //	consul://[host:port]/NAME?tag=a&tag=b&dc=dc1&near=_agent&filter=EXPR&healthy=passing|warning
 //
-// The address defaults to CONSUL_HTTP_ADDR, then 127.0.0.1:8500.
+// The address defaults to CONSUL_HTTP_ADDR, then 127.0.0.1:8500. near is
+// passed to Consul, but the order it gives does not reach the balancer
+// (see WithNear).
 //
 // A Registrar registers one service instance with the local agent, keeps its
 // TTL check passing, re-registers it when the agent forgets it (an agent

@@ -72,7 +72,12 @@ func WithTags(tags ...string) Option { return func(o *options) { o.tags = append
 // WithDatacenter queries another datacenter. Default: the agent's own.
 func WithDatacenter(dc string) Option { return func(o *options) { o.datacenter = dc } }
 
-// WithNear sorts by round-trip time from a node ("_agent" for the local one).
+// WithNear asks Consul to sort the instances by round-trip time from a node
+// ("_agent" for the local one). Consul's order does not reach the balancer:
+// a discovery.State lists its endpoints sorted by ID, and no policy reads
+// an order, so near does not steer picks. To keep traffic close, select
+// the close instances instead: WithDatacenter, WithFilter or WithTags.
+// Default: no sort.
 func WithNear(node string) Option { return func(o *options) { o.near = node } }
 
 // WithFilter applies a Consul filter expression on the server, for example
