@@ -22,11 +22,14 @@
 //   - lists the prefix with a linearizable Get at revision R, sanitizes the
 //     entries (discovery.Sanitize) and publishes the full set;
 //   - watches the prefix from R+1 (WithRequireLeader, WithProgressNotify),
+//     on a gRPC stream of its own, also when Watchers share a client,
 //     applies each response's events and publishes the full set again;
 //   - lists again, publishing the new set atomically, and watches again when
 //     the watch ends: compaction past its revision, a cancelled watch,
 //     ErrNoLeader, a closed channel, or a stall (nothing for the progress
-//     interval, then nothing after a progress request for another one);
+//     interval, then nothing after a progress request for another one,
+//     while the store has moved past R: etcd does not answer for a store
+//     with nothing written since the list, which is no stall);
 //   - on a failed list, keeps the last known good set, reports the error in
 //     State.Err, and retries with jittered exponential backoff. A watch ended
 //     by ErrNoLeader (its member is cut off from the leader) is reported in

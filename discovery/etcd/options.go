@@ -100,7 +100,10 @@ func WithResolveInterval(d time.Duration) Option {
 // nothing (no events, no progress notification) for d, the Watcher asks etcd
 // for a progress notification; when another d passes in silence, it drops the
 // watch and lists again. The default is 2 s, so a silent stall is caught
-// within 4 s; 0 or less keeps it.
+// within 4 s; 0 or less keeps it. When the store was idle (nothing written
+// since the list, when etcd answers no progress request) and then moves
+// on, the Watcher asks once more before it calls the watch stalled: a stall
+// at that turn takes one more d to find.
 func WithProgressInterval(d time.Duration) Option {
 	return func(o *options) {
 		if d > 0 {

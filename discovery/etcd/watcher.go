@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/dialtone-go/dialtone/discovery"
 )
@@ -45,6 +47,7 @@ type Watcher struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	stream  string        // this Watcher's watch stream (see watch)
 	lists   atomic.Uint64 // list requests sent
 	dropped atomic.Uint64 // entries dropped as invalid
 
@@ -52,6 +55,12 @@ type Watcher struct {
 	rejected map[string]string // ID -> reason of the last publication's rejections, to log each once
 	badKeys  map[string]string // key -> parse error of the last publication's unparsable values, likewise
 }
+
+// streams numbers the Watchers of this process, each of which watches on a
+// gRPC stream of its own, told apart by the metadata key streamKey.
+var streams atomic.Uint64
+
+const streamKey = "dialtone-watcher"
 
 // New starts a Watcher on the keys under prefix + "/" and returns at once;
 // the first State arrives through Next. A trailing "/" on prefix is ignored,
@@ -82,6 +91,7 @@ func start(client *clientv3.Client, own bool, prefix string, opts []Option) *Wat
 		resolve:   make(chan struct{}, 1),
 		cancel:    cancel,
 		done:      make(chan struct{}),
+		stream:    strconv.FormatUint(streams.Add(1), 10),
 	}
 	go w.run(ctx)
 	return w
@@ -286,7 +296,15 @@ func (w *Watcher) idleSince(ctx context.Context, rev int64) (bool, error) {
 // or ResolveNow forces a new list. lastForced is when the last forced list
 // started, for ResolveNow's rate limit.
 func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur published, lastForced time.Time) (end watchEnd) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	// The client puts watches whose contexts carry the same gRPC metadata
+	// on one stream, and etcd answers a progress request for a whole
+	// stream, and only when every watch on it is in step. Watchers sharing
+	// a client would answer for each other: one whose watch starts past
+	// the store's revision (nothing written since its list) would silence
+	// the progress another one asked for, which would then list again for
+	// nothing. Each Watcher's watch gets a stream of its own.
+	wctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(
+		clientv3.WithRequireLeader(ctx), streamKey, w.stream))
 	defer cancel()
 	// Watch blocks until etcd confirms the watch, and the client retries
 	// forever while etcd is unreachable: bound it like a stall.
@@ -302,6 +320,7 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 	stall := time.NewTimer(w.opts.progressInterval)
 	defer stall.Stop()
 	probed := false // a progress request is outstanding
+	quiet := false  // the store was at rev when last asked (see idleSince)
 
 	var resolveAt <-chan time.Time // set while a rate-limited ResolveNow waits
 	var resolveTimer *time.Timer
@@ -336,19 +355,30 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 				// registry since our list), so ask for the revision before
 				// calling it a stall.
 				idle, err := w.idleSince(wctx, rev)
-				if err != nil || !idle {
-					end.err = errStalled
-					if err != nil {
-						end.err = fmt.Errorf("%w: %w", errStalled, err)
-					}
+				if err != nil {
+					end.err = fmt.Errorf("%w: %w", errStalled, err)
 					return end
 				}
-				if cur.err == nil {
-					w.pub.Update(cur.valid, time.Now())
+				switch {
+				case idle:
+					if cur.err == nil {
+						w.pub.Update(cur.valid, time.Now())
+					}
+					quiet, probed = true, false
+					stall.Reset(w.opts.progressInterval)
+					continue
+				case quiet:
+					// The store was idle at the last look and has moved
+					// on since: a write elsewhere, after the request went
+					// out unanswered because the store was idle. Ask once
+					// more; the watch is past its start now, so an
+					// answer is due (one interval more to find a stall
+					// at this turn, and no list for nothing).
+					quiet = false
+				default:
+					end.err = errStalled
+					return end
 				}
-				probed = false
-				stall.Reset(w.opts.progressInterval)
-				continue
 			}
 			// Ask etcd to confirm the watch is alive. The request goes on
 			// the stream of wctx (same metadata), and is bounded: while the
@@ -376,7 +406,7 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 				return end
 			}
 			end.delivered = true
-			probed = false
+			probed, quiet = false, false
 			stall.Reset(w.opts.progressInterval)
 			now := time.Now()
 			if len(resp.Events) == 0 {

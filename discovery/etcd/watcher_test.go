@@ -509,3 +509,48 @@ func TestAllInvalidKeepsOnlyKeysStillListed(t *testing.T) {
 	put(t, cli, "svc/d", ep("d", "10.0.0.4:80"))
 	waitSet(t, w, "d=10.0.0.4:80")
 }
+
+// TestWatchersSharingAClientDoNotRelist starts two Watchers on one client:
+// etcd answers a progress request for a whole gRPC stream, so on a shared
+// stream the one whose watch starts past the store's revision (nothing
+// written since its list) silenced the progress the other asked for, and
+// the other listed again for nothing. Each Watcher now watches on a stream
+// of its own.
+func TestWatchersSharingAClientDoNotRelist(t *testing.T) {
+	_, cli := startEtcd(t)
+	put(t, cli, key("shb", 1), ep(id(1), addr(1)))
+	b := startWatcher(t, cli, "shb", WithProgressInterval(100*time.Millisecond))
+	waitState(t, b, "b's set", func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+	put(t, cli, key("sha", 1), ep(id(2), addr(2))) // b's watch is now behind the store
+	a := startWatcher(t, cli, "sha", WithProgressInterval(100*time.Millisecond))
+	waitState(t, a, "a's set", func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+	la, lb := a.lists.Load(), b.lists.Load()
+	time.Sleep(2 * time.Second) // twenty progress intervals, nothing written
+	if na, nb := a.lists.Load()-la, b.lists.Load()-lb; na != 0 || nb != 0 {
+		t.Fatalf("relists in 2 s with nothing written: %d by a, %d by b; want none", na, nb)
+	}
+}
+
+// TestWriteElsewhereAfterIdleIsNotAStall: a progress request that an idle
+// store left unanswered, then a write under another prefix before the
+// watcher looked, made the watcher call its watch stalled (the store was no
+// longer at its revision) and list again.
+func TestWriteElsewhereAfterIdleIsNotAStall(t *testing.T) {
+	_, cli := startEtcd(t)
+	const interval = 100 * time.Millisecond
+	put(t, cli, key("quiet", 1), ep(id(1), addr(1)))
+	w := startWatcher(t, cli, "quiet", WithProgressInterval(interval))
+	waitState(t, w, "the set", func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+	before := w.lists.Load()
+	time.Sleep(10 * interval) // idle: the progress requests go unanswered
+	for i := range 3 {
+		put(t, cli, key("elsewhere", i), ep(id(9), addr(9)))
+		time.Sleep(3 * interval)
+	}
+	if n := w.lists.Load() - before; n != 0 {
+		t.Fatalf("%d relists after writes under another prefix; want none", n)
+	}
+	// And a change under the prefix still arrives.
+	put(t, cli, key("quiet", 2), ep(id(2), addr(2)))
+	waitState(t, w, "the change", func(s discovery.State) bool { return len(s.Endpoints) == 2 })
+}
