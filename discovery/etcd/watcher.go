@@ -47,20 +47,46 @@ type Watcher struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	stream  string        // this Watcher's watch stream (see watch)
-	lists   atomic.Uint64 // list requests sent
-	dropped atomic.Uint64 // entries dropped as invalid
+	streamID int           // this Watcher's watch stream (see streamKey); given back by Close
+	lists    atomic.Uint64 // list requests sent
+	dropped  atomic.Uint64 // entries dropped as invalid
 
 	// Owned by the run goroutine.
 	rejected map[string]string // ID -> reason of the last publication's rejections, to log each once
 	badKeys  map[string]string // key -> parse error of the last publication's unparsable values, likewise
 }
 
-// streams numbers the Watchers of this process, each of which watches on a
-// gRPC stream of its own, told apart by the metadata key streamKey.
-var streams atomic.Uint64
-
+// streamKey is the metadata key that gives each Watcher's watch a gRPC
+// stream of its own (see watch). Its values are small numbers, taken by New
+// and given back by Close, so that the values in use stay as few as the
+// Watchers open at once: a stream the client made for a value whose watch
+// never started (a Close that raced the watch's start) is then taken up by
+// a later Watcher on the same client instead of staying open for good.
 const streamKey = "dialtone-watcher"
+
+var streamIDs struct {
+	sync.Mutex
+	free []int // given back, in no order
+	next int   // the next never-used value
+}
+
+func takeStreamID() int {
+	streamIDs.Lock()
+	defer streamIDs.Unlock()
+	if n := len(streamIDs.free); n > 0 {
+		id := streamIDs.free[n-1]
+		streamIDs.free = streamIDs.free[:n-1]
+		return id
+	}
+	streamIDs.next++
+	return streamIDs.next
+}
+
+func giveStreamID(id int) {
+	streamIDs.Lock()
+	streamIDs.free = append(streamIDs.free, id)
+	streamIDs.Unlock()
+}
 
 // New starts a Watcher on the keys under prefix + "/" and returns at once;
 // the first State arrives through Next. A trailing "/" on prefix is ignored,
@@ -91,7 +117,7 @@ func start(client *clientv3.Client, own bool, prefix string, opts []Option) *Wat
 		resolve:   make(chan struct{}, 1),
 		cancel:    cancel,
 		done:      make(chan struct{}),
-		stream:    strconv.FormatUint(streams.Add(1), 10),
+		streamID:  takeStreamID(),
 	}
 	go w.run(ctx)
 	return w
@@ -123,6 +149,7 @@ func (w *Watcher) Close() error {
 	w.closeOnce.Do(func() {
 		w.cancel()
 		<-w.done
+		giveStreamID(w.streamID) // the run goroutine, which watches, is gone
 		w.pub.Close()
 		if w.ownClient {
 			if err := w.client.Close(); err != nil && !errors.Is(err, context.Canceled) {
@@ -304,11 +331,17 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 	// the progress another one asked for, which would then list again for
 	// nothing. Each Watcher's watch gets a stream of its own.
 	wctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(
-		clientv3.WithRequireLeader(ctx), streamKey, w.stream))
+		clientv3.WithRequireLeader(ctx), streamKey, strconv.Itoa(w.streamID)))
 	defer cancel()
 	// Watch blocks until etcd confirms the watch, and the client retries
 	// forever while etcd is unreachable: bound it like a stall.
 	createTimeout := 2 * w.opts.progressInterval
+	if ctx.Err() != nil {
+		// Closed during the list or its publication. The client makes a
+		// stream for a context's metadata before it looks at the context,
+		// and a stream no watch ever joins stays open; don't make one.
+		return end
+	}
 	created := time.AfterFunc(createTimeout, cancel)
 	wch := w.client.Watch(wctx, w.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1),
 		clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
@@ -320,7 +353,9 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 	stall := time.NewTimer(w.opts.progressInterval)
 	defer stall.Stop()
 	probed := false // a progress request is outstanding
-	quiet := false  // the store was at rev when last asked (see idleSince)
+	// quiet: the store was at rev when last seen, by the list or by
+	// idleSince; a response past rev clears it.
+	quiet := true
 
 	var resolveAt <-chan time.Time // set while a rate-limited ResolveNow waits
 	var resolveTimer *time.Timer
@@ -368,12 +403,13 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 					stall.Reset(w.opts.progressInterval)
 					continue
 				case quiet:
-					// The store was idle at the last look and has moved
-					// on since: a write elsewhere, after the request went
-					// out unanswered because the store was idle. Ask once
-					// more; the watch is past its start now, so an
-					// answer is due (one interval more to find a stall
-					// at this turn, and no list for nothing).
+					// The store was idle at the last look (the list, or
+					// idleSince) and has moved on since: a write
+					// elsewhere, after the request went out unanswered
+					// because the store was idle. Ask once more; the
+					// watch is past its start now, so an answer is due
+					// (one interval more to find a stall at this turn,
+					// and no list for nothing).
 					quiet = false
 				default:
 					end.err = errStalled
@@ -383,6 +419,9 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 			// Ask etcd to confirm the watch is alive. The request goes on
 			// the stream of wctx (same metadata), and is bounded: while the
 			// client reconnects, nobody reads it.
+			if ctx.Err() != nil {
+				return end // as before Watch: no stream for a closed Watcher
+			}
 			pctx, pcancel := context.WithTimeout(wctx, w.opts.progressInterval)
 			err := w.client.RequestProgress(pctx)
 			pcancel()
@@ -406,7 +445,10 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 				return end
 			}
 			end.delivered = true
-			probed, quiet = false, false
+			probed = false
+			if resp.Header.Revision > rev {
+				quiet = false
+			}
 			stall.Reset(w.opts.progressInterval)
 			now := time.Now()
 			if len(resp.Events) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -553,4 +554,63 @@ func TestWriteElsewhereAfterIdleIsNotAStall(t *testing.T) {
 	// And a change under the prefix still arrives.
 	put(t, cli, key("quiet", 2), ep(id(2), addr(2)))
 	waitState(t, w, "the change", func(s discovery.State) bool { return len(s.Endpoints) == 2 })
+}
+
+// TestWriteElsewhereRightAfterTheListIsNotAStall is the turn right after a
+// list: the first progress request goes unanswered (nothing written since
+// the list), then a write under another prefix comes before the watcher
+// looks. The list saw the store idle, so the watcher asks once more rather
+// than listing again.
+func TestWriteElsewhereRightAfterTheListIsNotAStall(t *testing.T) {
+	_, cli := startEtcd(t)
+	const d = 200 * time.Millisecond
+	put(t, cli, key("ft", 1), ep(id(1), addr(1)))
+	listed := make(chan time.Time, 100)
+	w := startWatcher(t, cli, "ft", WithProgressInterval(d), func(o *options) {
+		o.onList = func(int64) { listed <- time.Now() }
+	})
+	waitState(t, w, "the set", func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+	at := <-listed
+	before := w.lists.Load()
+	time.Sleep(time.Until(at.Add(3 * d / 2))) // after the first request, before the look
+	put(t, cli, key("elsewhere", 1), ep(id(9), addr(9)))
+	time.Sleep(4 * d)
+	if n := w.lists.Load() - before; n != 0 {
+		t.Fatalf("%d relists after a write under another prefix 1.5 intervals after the list; want none", n)
+	}
+}
+
+// TestWatchersClosedBeforeTheirWatchLeaveNoStreams closes Watchers on a
+// shared client between their list and their watch. The client makes a
+// stream for a watch context's metadata before it looks at the context, and
+// a stream no watch joins stays open until the client closes: with a stream
+// key of its own per Watcher, each such Close left one (and its goroutines).
+func TestWatchersClosedBeforeTheirWatchLeaveNoStreams(t *testing.T) {
+	_, cli := startEtcd(t)
+	put(t, cli, key("lk", 1), ep(id(1), addr(1)))
+	time.Sleep(200 * time.Millisecond)
+	g0 := runtime.NumGoroutine()
+	for range 10 {
+		hold, listed := make(chan struct{}), make(chan struct{})
+		w, err := New(cli, "lk", WithLogger(newLogger(&logBuffer{})), func(o *options) {
+			o.onList = func(int64) { close(listed); <-hold }
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-listed
+		closed := make(chan struct{})
+		go func() { w.Close(); close(closed) }()
+		time.Sleep(20 * time.Millisecond) // Close has cancelled the run
+		close(hold)
+		<-closed
+	}
+	// A stream costs the client several goroutines; allow a few strays.
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > g0+8 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > g0+8 {
+		t.Fatalf("%d goroutines after 10 Watchers closed between list and watch, %d before: streams left open", g, g0)
+	}
 }
