@@ -83,7 +83,7 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 		budget: newBudget(o.budgetRatio, o.budgetMinPerSec),
 	}
 	c.life, c.cancel = context.WithCancel(context.Background())
-	c.endpoints.Store(&epTable{byAddr: map[string]*endpoint{}})
+	c.endpoints.Store(newEpTable(map[string]*endpoint{}))
 	c.wg.Add(1)
 	go c.maintain()
 	return c, nil
@@ -98,26 +98,42 @@ func (c *Client) Balancer() *balancer.Balancer { return c.bal }
 // hints find an endpoint without hashing its address. The balancer hands
 // Call the same address string, the same bytes at the same place, pick
 // after pick for as long as the node's endpoint is unchanged; a hint is an
-// endpoint found by a string at that place (its data pointer picks the
-// slot), and endpoint.seen says which string: a string at the same place
-// and of the same length is the same address, because seen keeps those
-// bytes alive and strings are never written. A hit saves the map's hash
-// and key comparison, about 0.1 % of a loopback call's latency
-// (BenchmarkCallInterleaved, lookup-%). A miss costs a map lookup, as
-// before, and two stores.
+// endpoint found by a string at that place (a hash of its data pointer
+// picks the slot), and endpoint.seen says which string: a string at the
+// same place and of the same length is the same address, because seen
+// keeps those bytes alive and strings are never written. There are at
+// least twice as many slots as endpoints (64 to 65,536), so most
+// endpoints have a slot to themselves. A hit saves the map's hash and key
+// comparison (0.1-0.15 % of a loopback call's latency in
+// BenchmarkCallInterleaved's path-%). A miss is a map lookup, as before,
+// and stores the hint, unless it is already there.
 type epTable struct {
 	byAddr map[string]*endpoint
-	hints  [epHints]atomic.Pointer[endpoint]
+	hints  []atomic.Pointer[endpoint] // a power of two of them
+	shift  uint8                      // 64 - log2(len(hints))
 }
 
-const epHints = 64 // a power of two
+func newEpTable(byAddr map[string]*endpoint) *epTable {
+	bits := 6
+	for bits < 16 && 1<<bits < 2*len(byAddr) {
+		bits++
+	}
+	return &epTable{byAddr: byAddr, hints: make([]atomic.Pointer[endpoint], 1<<bits), shift: uint8(64 - bits)}
+}
+
+// hint returns the slot for a string whose bytes are at p. The pointer is
+// hashed (Fibonacci hashing: the top bits of a multiply), since addresses
+// of one size class lie a fixed stride apart and their low bits repeat.
+func (t *epTable) hint(p *byte) *atomic.Pointer[endpoint] {
+	return &t.hints[uint64(uintptr(unsafe.Pointer(p)))*0x9E3779B97F4A7C15>>t.shift]
+}
 
 // endpoint returns the endpoint for addr, creating it on first use. Call
 // uses it from any goroutine.
 func (c *Client) endpoint(addr string) *endpoint {
 	t := c.endpoints.Load()
 	p := unsafe.StringData(addr)
-	h := &t.hints[uintptr(unsafe.Pointer(p))>>4&(epHints-1)]
+	h := t.hint(p)
 	if e := h.Load(); e != nil && e.seen.Load() == p && len(e.addr) == len(addr) {
 		return e
 	}
@@ -126,8 +142,12 @@ func (c *Client) endpoint(addr string) *endpoint {
 		e = c.addEndpoint(addr)
 	}
 	if p != nil {
-		e.seen.Store(p)
-		h.Store(e)
+		if e.seen.Load() != p {
+			e.seen.Store(p)
+		}
+		if h.Load() != e {
+			h.Store(e)
+		}
 	}
 	return e
 }
@@ -150,7 +170,7 @@ func (c *Client) addEndpoint(addr string) *endpoint {
 		m[k] = v
 	}
 	m[addr] = e
-	c.endpoints.Store(&epTable{byAddr: m})
+	c.endpoints.Store(newEpTable(m))
 	return e
 }
 
@@ -206,7 +226,7 @@ func (c *Client) drop(gone []*endpoint) {
 	for _, e := range gone {
 		delete(m, e.addr)
 	}
-	c.endpoints.Store(&epTable{byAddr: m})
+	c.endpoints.Store(newEpTable(m))
 	c.epMu.Unlock()
 	for _, e := range gone {
 		c.opts.logger.Info("rpcclient: drained endpoint", "service", c.service, "addr", e.addr)
