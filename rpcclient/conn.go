@@ -116,7 +116,7 @@ func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync
 // do sends one request and waits for its reply, ctx, or the connection's
 // death. The error is wrapped in errNotSent when nothing was written.
 func (c *conn) do(ctx context.Context, method string, args, reply any) error {
-	pc, seq, err := c.start(ctx, method, args, reply)
+	pc, seq, err := c.start(ctx, method, args, reply, true)
 	if err != nil {
 		return err
 	}
@@ -139,11 +139,16 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 // decoded into reply; pc.done is signalled once. The caller then calls
 // finish after pc.done, or abandon. ctx bounds the wait for the write slot
 // and, through a write deadline, the write itself; a ctx already done when
-// the slot is taken writes nothing.
-func (c *conn) start(ctx context.Context, method string, args, reply any) (*pendingCall, uint64, error) {
+// the slot is taken writes nothing. With wait false, a slot another write
+// holds fails the call at once with errWriteBusy (nothing sent): a hedge's
+// backup must not hold up its call behind another request's long write.
+func (c *conn) start(ctx context.Context, method string, args, reply any, wait bool) (*pendingCall, uint64, error) {
 	select {
 	case c.wslot <- struct{}{}: // the common case: the slot is free (one channel, no select over three)
 	default:
+		if !wait {
+			return nil, 0, notSent(errWriteBusy)
+		}
 		if err := c.waitSlot(ctx); err != nil {
 			return nil, 0, err
 		}
@@ -225,6 +230,11 @@ func (c *conn) waitSlot(ctx context.Context) error {
 		return notSent(fmt.Errorf("%w: %s: waiting to write: %w", ErrConnClosed, c.addr, ctx.Err()))
 	}
 }
+
+// errWriteBusy is start's error, without waiting, for a connection whose
+// write slot another request holds. It wraps context.Canceled: nothing was
+// sent, and it is no outcome of the node's.
+var errWriteBusy = fmt.Errorf("rpcclient: connection busy writing another request: %w", context.Canceled)
 
 // errRetired closes a retired connection.
 var errRetired = fmt.Errorf("%w: retired after a request could not be encoded", ErrConnClosed)

@@ -41,13 +41,15 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		return nil, nil, false, false, balancer.Result{}
 	}
 	var startErr error
-	start := func(r balancer.Result, cn *conn) *leg {
+	// start sends a leg's request; the backup's (wait false) only when
+	// the connection's write slot is free at once (see conn.start).
+	start := func(r balancer.Result, cn *conn, wait bool) *leg {
 		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn, reply: reflect.New(rv.Type().Elem()).Interface()}
 		l.ctx, l.cancel = ctx, func() {}
 		if timeout > 0 {
 			l.ctx, l.cancel = context.WithTimeout(ctx, timeout)
 		}
-		pc, seq, err := cn.start(l.ctx, method, args, l.reply)
+		pc, seq, err := cn.start(l.ctx, method, args, l.reply, wait)
 		if err != nil {
 			l.cancel()
 			r.Done(nodeOutcome(err))
@@ -73,7 +75,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	if cn1 == nil {
 		return nil, nil, false, false, r1 // the normal path dials it
 	}
-	first := start(r1, cn1)
+	first := start(r1, cn1, true)
 	if first == nil {
 		if ee := (*encodeError)(nil); errors.As(startErr, &ee) {
 			// The args do not encode: another node would fail the same.
@@ -153,7 +155,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 // backup starts the second leg on a node other than firstAddr that has a
 // connection up, if the retry budget allows; nil otherwise. The budget is
 // asked last, so that a backup with no node to go to spends no token.
-func (c *Client) backup(ctx context.Context, firstAddr string, start func(balancer.Result, *conn) *leg) *leg {
+func (c *Client) backup(ctx context.Context, firstAddr string, start func(balancer.Result, *conn, bool) *leg) *leg {
 	r, err := c.bal.Pick(ctx, balancer.Exclude(firstAddr))
 	if err != nil {
 		return nil
@@ -170,7 +172,7 @@ func (c *Client) backup(ctx context.Context, firstAddr string, start func(balanc
 		r.Done(context.Canceled)
 		return nil
 	}
-	l := start(r, cn)
+	l := start(r, cn, false)
 	if l == nil {
 		c.budget.refund() // the backup sent nothing
 	}

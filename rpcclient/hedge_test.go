@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/internal/backoff"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
@@ -401,4 +402,69 @@ func TestHedgedCallEndsOnTheLegThatEndedLast(t *testing.T) {
 	if hedgedCalls < 6 {
 		t.Fatalf("only %d calls were hedged", hedgedCalls)
 	}
+}
+
+// A backup goes only where it can be written at once. Before, a backup
+// whose connection was busy writing another request (a large upload to a
+// peer that reads slowly) waited for the write slot inside the hedged
+// call's loop, so the first leg's reply, here after 200 ms, was not taken
+// until the backup gave up at the attempt timeout, 3 s. The skipped
+// backup's token goes back to the budget.
+func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
+	a := rpctest.Start(t, rpctest.WithName("a"))
+	b := sink(t) // accepts and never reads
+	// P2C over load / weight sends the first leg to a; no probe sends it
+	// to b.
+	w, err := discovery.NewStatic(discovery.Endpoint{ID: "a", Addr: a.Addr(), Weight: 100},
+		discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(w, WithHedging(20*time.Millisecond), WithAttemptTimeout(3*time.Second),
+		WithHeartbeat(time.Minute, time.Minute),
+		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); w.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.endpoint(a.Addr()).get(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cnB, err := c.endpoint(b).get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Hold b's write slot: a request larger than the socket buffers, to a
+	// peer that never reads.
+	upload, stop := context.WithCancel(ctx)
+	defer stop()
+	uploaded := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply
+		uploaded <- cnB.do(upload, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
+	}()
+	for len(cnB.wslot) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	before := c.budget.milli.Load()
+	start := time.Now()
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x", Sleep: 200 * time.Millisecond}, &r, Idempotent()); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if r.Server != "a" {
+		t.Fatalf("answered by %q; want a", r.Server)
+	}
+	if took > 1500*time.Millisecond {
+		t.Fatalf("the call took %v with its reply due after 200 ms: it waited for the backup's write slot", took)
+	}
+	// The call deposited its share; the backup's token came back.
+	if got := c.budget.milli.Load() - before; got < 0 {
+		t.Fatalf("the budget moved by %d milli-tokens; the unsent backup's token was not given back", got)
+	}
+	c.Close() // ends the upload's write, which its context cannot interrupt
+	<-uploaded
 }
