@@ -132,7 +132,8 @@ func BenchmarkCall(b *testing.B) {
 // mix and drops the far tail's noise, and path-wm-se-% its standard error;
 // floor-wm-% is the same for transport'. The path's cost is between the
 // two figures.
-// //	go test -run='^$' -bench=CallInterleaved -benchtime=20000x ./rpcclient/
+//
+//	go test -run='^$' -bench=CallInterleaved -benchtime=20000x ./rpcclient/
 func BenchmarkCallInterleaved(b *testing.B) {
 	srv, bare := echoServer(b)
 	c, _ := newTestClient(b, []string{srv.Addr()})

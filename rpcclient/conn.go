@@ -116,7 +116,7 @@ func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync
 // do sends one request and waits for its reply, ctx, or the connection's
 // death. The error is wrapped in errNotSent when nothing was written.
 func (c *conn) do(ctx context.Context, method string, args, reply any) error {
-	pc, seq, err := c.start(ctx, method, args, reply, true)
+	pc, seq, err := c.start(ctx, method, args, reply, -1)
 	if err != nil {
 		return err
 	}
@@ -139,17 +139,16 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 // decoded into reply; pc.done is signalled once. The caller then calls
 // finish after pc.done, or abandon. ctx bounds the wait for the write slot
 // and, through a write deadline, the write itself; a ctx already done when
-// the slot is taken writes nothing. With wait false, a slot another write
-// holds fails the call at once with errWriteBusy (nothing sent): a hedge's
-// backup must not hold up its call behind another request's long write.
-func (c *conn) start(ctx context.Context, method string, args, reply any, wait bool) (*pendingCall, uint64, error) {
+// the slot is taken writes nothing. A slot another write holds is waited
+// for as long as ctx allows when wait is negative, and at most wait
+// otherwise, after which the call fails with errWriteBusy (nothing sent):
+// a hedge's backup must not hold up its call behind another request's long
+// write, but may wait out a short one.
+func (c *conn) start(ctx context.Context, method string, args, reply any, wait time.Duration) (*pendingCall, uint64, error) {
 	select {
 	case c.wslot <- struct{}{}: // the common case: the slot is free (one channel, no select over three)
 	default:
-		if !wait {
-			return nil, 0, notSent(errWriteBusy)
-		}
-		if err := c.waitSlot(ctx); err != nil {
+		if err := c.waitSlot(ctx, wait); err != nil {
 			return nil, 0, err
 		}
 	}
@@ -219,7 +218,13 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait b
 
 // waitSlot waits for the write slot while another call writes, bounded by
 // the connection's death and ctx. On success the caller holds the slot.
-func (c *conn) waitSlot(ctx context.Context) error {
+func (c *conn) waitSlot(ctx context.Context, limit time.Duration) error {
+	var over <-chan time.Time
+	if limit >= 0 {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		over = t.C
+	}
 	select {
 	case c.wslot <- struct{}{}:
 		return nil
@@ -228,12 +233,14 @@ func (c *conn) waitSlot(ctx context.Context) error {
 	case <-ctx.Done():
 		// Behind a write the peer does not drain: nothing of ours left.
 		return notSent(fmt.Errorf("%w: %s: waiting to write: %w", ErrConnClosed, c.addr, ctx.Err()))
+	case <-over:
+		return notSent(errWriteBusy)
 	}
 }
 
-// errWriteBusy is start's error, without waiting, for a connection whose
-// write slot another request holds. It wraps context.Canceled: nothing was
-// sent, and it is no outcome of the node's.
+// errWriteBusy is start's error for a connection whose write slot another
+// request held for longer than the caller would wait. It wraps
+// context.Canceled: nothing was sent, and it is no outcome of the node's.
 var errWriteBusy = fmt.Errorf("rpcclient: connection busy writing another request: %w", context.Canceled)
 
 // errRetired closes a retired connection.

@@ -41,9 +41,10 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		return nil, nil, false, false, balancer.Result{}
 	}
 	var startErr error
-	// start sends a leg's request; the backup's (wait false) only when
-	// the connection's write slot is free at once (see conn.start).
-	start := func(r balancer.Result, cn *conn, wait bool) *leg {
+	// start sends a leg's request; the backup's only when the
+	// connection's write slot is free within backupSlotWait (see
+	// conn.start), the first leg's as an unhedged call's.
+	start := func(r balancer.Result, cn *conn, wait time.Duration) *leg {
 		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn, reply: reflect.New(rv.Type().Elem()).Interface()}
 		l.ctx, l.cancel = ctx, func() {}
 		if timeout > 0 {
@@ -75,7 +76,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	if cn1 == nil {
 		return nil, nil, false, false, r1 // the normal path dials it
 	}
-	first := start(r1, cn1, true)
+	first := start(r1, cn1, -1)
 	if first == nil {
 		if ee := (*encodeError)(nil); errors.As(startErr, &ee) {
 			// The args do not encode: another node would fail the same.
@@ -155,7 +156,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 // backup starts the second leg on a node other than firstAddr that has a
 // connection up, if the retry budget allows; nil otherwise. The budget is
 // asked last, so that a backup with no node to go to spends no token.
-func (c *Client) backup(ctx context.Context, firstAddr string, start func(balancer.Result, *conn, bool) *leg) *leg {
+func (c *Client) backup(ctx context.Context, firstAddr string, start func(balancer.Result, *conn, time.Duration) *leg) *leg {
 	r, err := c.bal.Pick(ctx, balancer.Exclude(firstAddr))
 	if err != nil {
 		return nil
@@ -172,12 +173,18 @@ func (c *Client) backup(ctx context.Context, firstAddr string, start func(balanc
 		r.Done(context.Canceled)
 		return nil
 	}
-	l := start(r, cn, false)
+	l := start(r, cn, backupSlotWait)
 	if l == nil {
 		c.budget.refund() // the backup sent nothing
 	}
 	return l
 }
+
+// backupSlotWait is how long a backup waits for its connection's write
+// slot, which another request's write holds, before it is given up. The
+// hedged call's loop waits with it, so the first leg's reply waits too:
+// long enough for a small request's write, short against a large upload's.
+const backupSlotWait = time.Millisecond
 
 // timedOut withdraws a leg whose context ended; if its reply was already
 // being read, it returns that outcome instead.

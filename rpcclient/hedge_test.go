@@ -263,6 +263,10 @@ func TestHedgeWithNoBackupNodeSpendsNoToken(t *testing.T) {
 	c, _ := newTestClient(t, []string{px.Addr()}, WithHedging(2*time.Millisecond), WithRetryBudget(1, 0))
 	warmEvery(t, c, 1)
 	px.Latency(30 * time.Millisecond)
+	// A bank of ten tokens, so that the backup's comes from the bank (a
+	// call's own deposit, 0.2, would leave it to the reserve, which a
+	// refund does not show in).
+	c.budget.milli.Store(10_000)
 	before := c.budget.milli.Load()
 	const calls = 5
 	for range calls {
@@ -313,6 +317,10 @@ func TestRetryPastTheDeadlineSpendsNoToken(t *testing.T) {
 		withoutNodeHealth())
 	c.opts.retryBackoff = backoff.Policy{Base: 300 * time.Millisecond, Factor: 1, Max: 300 * time.Millisecond} // no jitter
 	warmEvery(t, c, 1)
+	// A bank of ten tokens, so that the backup's comes from the bank (a
+	// call's own deposit, 0.2, would leave it to the reserve, which a
+	// refund does not show in).
+	c.budget.milli.Store(10_000)
 	before := c.budget.milli.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
@@ -404,7 +412,8 @@ func TestHedgedCallEndsOnTheLegThatEndedLast(t *testing.T) {
 	}
 }
 
-// A backup goes only where it can be written at once. Before, a backup
+// A backup goes only where it can be written within backupSlotWait (1 ms).
+// Before, a backup
 // whose connection was busy writing another request (a large upload to a
 // peer that reads slowly) waited for the write slot inside the hedged
 // call's loop, so the first leg's reply, here after 200 ms, was not taken
@@ -448,6 +457,10 @@ func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
 	for len(cnB.wslot) == 0 {
 		time.Sleep(time.Millisecond)
 	}
+	// A bank of ten tokens, so that the backup's comes from the bank (a
+	// call's own deposit, 0.2, would leave it to the reserve, which a
+	// refund does not show in).
+	c.budget.milli.Store(10_000)
 	before := c.budget.milli.Load()
 	start := time.Now()
 	var r rpctest.EchoReply
@@ -462,8 +475,8 @@ func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
 		t.Fatalf("the call took %v with its reply due after 200 ms: it waited for the backup's write slot", took)
 	}
 	// The call deposited its share; the backup's token came back.
-	if got := c.budget.milli.Load() - before; got < 0 {
-		t.Fatalf("the budget moved by %d milli-tokens; the unsent backup's token was not given back", got)
+	if got := c.budget.milli.Load() - before; got != c.budget.deposit {
+		t.Fatalf("the budget moved by %d milli-tokens, want %d (the call's deposit): the unsent backup's token was not given back", got, c.budget.deposit)
 	}
 	c.Close() // ends the upload's write, which its context cannot interrupt
 	<-uploaded

@@ -209,9 +209,10 @@ func WithDrainGrace(d time.Duration) Option { return func(o *options) { o.drainG
 // WithHedging sends a backup request to another node when an idempotent
 // call has no reply after delay; the first reply wins and the other request
 // is abandoned. Each backup draws a token from the retry budget, and only
-// goes to a node with a connection already up and not busy writing another
-// request (a backup that would wait behind a large upload is not sent, and
-// its token goes back). Default 0: off. Calls that
+// goes to a node with a connection already up and free to write within a
+// millisecond (a backup that would wait behind another request's long
+// write, a large upload, is not sent, and its token goes back). Default 0:
+// off. Calls that
 // are not idempotent are never hedged. A backup is an attempt: with
 // WithMaxAttempts(1) none is sent.
 func WithHedging(delay time.Duration) Option { return func(o *options) { o.hedgeDelay = delay } }
