@@ -134,9 +134,18 @@ func kitexInstances(n int, weighted bool) []discovery.Instance {
 // kitexPicker builds a kitex picker the way kitex's client does: one
 // GetPicker per discovery result (cached under its CacheKey), then Next per call.
 func kitexPicker(b *testing.B, lb kitexlb.Loadbalancer, n int, weighted bool) kitexlb.Picker {
-	p := lb.GetPicker(discovery.Result{Cacheable: true, CacheKey: "bench", Instances: kitexInstances(n, weighted)})
+	ins := kitexInstances(n, weighted)
+	p := lb.GetPicker(discovery.Result{Cacheable: true, CacheKey: "bench", Instances: ins})
+	// A random picker reaches an instance of the least weight, 1, with
+	// probability 1/total per draw. 50n draws (the old bound) left 1,000
+	// weighted instances (total 5,500) a 1 % chance of missing one;
+	// 30 x total leaves each e^-30. The loop stops once all are seen.
+	total := 0
+	for _, in := range ins {
+		total += in.Weight()
+	}
 	seen := make(map[discovery.Instance]struct{}, n)
-	for i := 0; i < 50*n && len(seen) < n; i++ {
+	for i := 0; i < 30*total && len(seen) < n; i++ {
 		seen[p.Next(context.Background(), nil)] = struct{}{}
 	}
 	if len(seen) != n {
