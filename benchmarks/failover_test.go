@@ -212,7 +212,7 @@ func phaseRows(round int, client string, callers int, run time.Duration, out []o
 				r.lastFailAfterKill = max(r.lastFailAfterKill, o.at+o.latency-killAt)
 				r.lastFailAfterClose = max(r.lastFailAfterClose, o.at+o.latency-closeAt)
 				if o.at >= closeAt {
-					r.sentAfterClose++
+					r.startedAfterClose++
 				}
 			}
 		}
@@ -298,14 +298,14 @@ type failoverRow struct {
 	p50, p99           time.Duration
 	lastFailAfterKill  time.Duration
 	lastFailAfterClose time.Duration
-	// sentAfterClose counts the failed calls that started (entered Call)
+	// startedAfterClose counts the failed calls that started (entered Call)
 	// after the probe connection saw the sockets close. The failures that
 	// end after the close but started before it were in flight on the
 	// dying backend: their end is when the client read the reset, and with
 	// 64 callers on 2 cores, waking every caller that waited on it takes up
 	// to about 2 ms. The probe's own wake-up can lag the close as much, so
 	// a call that started just after the close may count as before it.
-	sentAfterClose int
+	startedAfterClose int
 }
 
 // printFailover prints every round's table, in the order the rounds ran,
@@ -330,7 +330,7 @@ func printFailover(rows []failoverRow) {
 			last = fmt.Sprintf("%.1f ms / %.1f ms", stats.Ms(r.lastFailAfterKill), stats.Ms(r.lastFailAfterClose))
 		}
 		fmt.Printf("| %-25s | %7d | %-6s | %6d | %8d | %7.2f | %7.2f | %48s | %27d |\n", r.client, r.callers, r.phase,
-			r.calls, r.fails, stats.Ms(r.p50), stats.Ms(r.p99), last, r.sentAfterClose)
+			r.calls, r.fails, stats.Ms(r.p50), stats.Ms(r.p99), last, r.startedAfterClose)
 	}
 	fmt.Println()
 	if rounds < 2 {
@@ -356,7 +356,7 @@ func printFailover(rows []failoverRow) {
 		}
 		fails[k] = append(fails[k], r.fails)
 		calls[k] = append(calls[k], r.calls)
-		late[k] += r.sentAfterClose
+		late[k] += r.startedAfterClose
 	}
 	sort.SliceStable(order, func(i, j int) bool { return order[i].callers < order[j].callers })
 	fmt.Printf("| client                    | callers | failures per round               | median | mean | median calls | failed, started after close (all rounds) |\n")

@@ -116,7 +116,7 @@ func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync
 // do sends one request and waits for its reply, ctx, or the connection's
 // death. The error is wrapped in errNotSent when nothing was written.
 func (c *conn) do(ctx context.Context, method string, args, reply any) error {
-	pc, seq, err := c.start(ctx, method, args, reply, -1)
+	pc, seq, err := c.start(ctx, method, args, reply, waitAsCtxAllows)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 // finish after pc.done, or abandon. ctx bounds the wait for the write slot
 // and, through a write deadline, the write itself; a ctx already done when
 // the slot is taken writes nothing. A slot another write holds is waited
-// for as long as ctx allows when wait is negative, and at most wait
+// for as long as ctx allows with wait waitAsCtxAllows, and at most wait
 // otherwise, after which the call fails with errWriteBusy (nothing sent):
 // a hedge's backup must not hold up its call behind another request's long
 // write, but may wait out a short one.
@@ -216,8 +216,13 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 	return nil, 0, err
 }
 
+// waitAsCtxAllows is start's and waitSlot's wait for a write slot bounded
+// by ctx alone.
+const waitAsCtxAllows time.Duration = -1
+
 // waitSlot waits for the write slot while another call writes, bounded by
-// the connection's death and ctx. On success the caller holds the slot.
+// the connection's death, ctx and, unless it is waitAsCtxAllows, limit. On
+// success the caller holds the slot.
 func (c *conn) waitSlot(ctx context.Context, limit time.Duration) error {
 	var over <-chan time.Time
 	if limit >= 0 {

@@ -3,13 +3,8 @@ package rpcclient
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/discovery"
@@ -257,94 +252,5 @@ func TestRetryBudgetRefundsAnUnusedToken(t *testing.T) {
 	}
 	if e.Attempts != 2 {
 		t.Errorf("second call made %d attempts, want 2: the refunded token buys one retry", e.Attempts)
-	}
-}
-
-// TestEndpointHintsFindTheRightEndpoint checks the lookup's hints
-// (epTable): an address found by a string at the same place but of another
-// length, a copy of an address at another place, and an address dropped
-// and used again must each find their own endpoint.
-func TestEndpointHintsFindTheRightEndpoint(t *testing.T) {
-	c, _ := newTestClient(t, []string{"127.0.0.1:1"})
-	long := strings.Clone("127.0.0.1:8080")
-	short := long[:len(long)-1] // the same bytes, one shorter: 127.0.0.1:808
-	for range 3 {               // the first round fills the hints, the next ones hit them
-		if e := c.endpoint(long); e.addr != long {
-			t.Fatalf("endpoint(%q) = the endpoint of %q", long, e.addr)
-		}
-		if e := c.endpoint(short); e.addr != short {
-			t.Fatalf("endpoint(%q) = the endpoint of %q", short, e.addr)
-		}
-	}
-	first := c.endpoint(long)
-	if e := c.endpoint(strings.Clone(long)); e != first {
-		t.Fatal("a copy of the address found another endpoint")
-	}
-	if e := c.endpoint(long); e != first {
-		t.Fatal("the address found another endpoint after a copy of it was looked up")
-	}
-	c.drop([]*endpoint{first})
-	again := c.endpoint(long)
-	if again == first {
-		t.Fatal("a dropped endpoint was found again")
-	}
-	if again.addr != long {
-		t.Fatalf("endpoint(%q) after the drop = the endpoint of %q", long, again.addr)
-	}
-	if got := len(c.Endpoints()); got != 2 {
-		t.Fatalf("the client lists %d endpoints, want 2 (%s and %s)", got, long, short)
-	}
-}
-
-// TestEndpointHintsUnderConcurrentLookups looks up many addresses, with
-// strings at many places, from several goroutines, while endpoints are
-// dropped: every lookup must find its own address's endpoint (run with
-// -race).
-func TestEndpointHintsUnderConcurrentLookups(t *testing.T) {
-	c, _ := newTestClient(t, []string{"127.0.0.1:1"})
-	var wg sync.WaitGroup
-	for g := range 4 {
-		wg.Go(func() {
-			for i := range 2000 {
-				addr := fmt.Sprintf("127.0.0.%d:%d", 1+i%7, 1000+(i+g)%13)
-				if e := c.endpoint(addr); e.addr != addr {
-					t.Errorf("endpoint(%q) = the endpoint of %q", addr, e.addr)
-					return
-				}
-				if g == 0 && i%100 == 0 {
-					c.drop([]*endpoint{c.endpoint(addr)})
-				}
-			}
-		})
-	}
-	wg.Wait()
-}
-
-// TestEndpointHintsSpreadOverSlots checks that the hint slots of address
-// strings spread: strings of one size class lie a fixed stride apart, and
-// the first version, which took the pointer's bits 4-9, put 32 addresses of
-// 49-64 bytes on 16 slots. A uniform hash over twice as many slots as
-// endpoints gives each endpoint a slot of its own about 60 % of the time,
-// and uses about 0.79 slots per endpoint.
-func TestEndpointHintsSpreadOverSlots(t *testing.T) {
-	for _, n := range []int{32, 1000} {
-		byAddr := map[string]*endpoint{}
-		var addrs []string
-		for i := range n {
-			a := fmt.Sprintf("backend-%04d.prod.eu-west-1.compute.internal:8080", i)
-			addrs = append(addrs, a)
-			byAddr[a] = &endpoint{addr: a}
-		}
-		tb := newEpTable(byAddr)
-		if len(tb.hints) < 2*n {
-			t.Fatalf("%d endpoints, %d hint slots; want at least %d", n, len(tb.hints), 2*n)
-		}
-		slots := map[*atomic.Pointer[endpoint]]bool{}
-		for _, a := range addrs {
-			slots[tb.hint(unsafe.StringData(a))] = true
-		}
-		if len(slots) < 6*n/10 {
-			t.Fatalf("%d addresses use %d of %d hint slots; want at least %d", n, len(slots), len(tb.hints), 6*n/10)
-		}
 	}
 }

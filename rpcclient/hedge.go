@@ -76,7 +76,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	if cn1 == nil {
 		return nil, nil, false, false, r1 // the normal path dials it
 	}
-	first := start(r1, cn1, -1)
+	first := start(r1, cn1, waitAsCtxAllows)
 	if first == nil {
 		if ee := (*encodeError)(nil); errors.As(startErr, &ee) {
 			// The args do not encode: another node would fail the same.

@@ -323,6 +323,12 @@ func (w *Watcher) idleSince(ctx context.Context, rev int64) (bool, error) {
 // or ResolveNow forces a new list. lastForced is when the last forced list
 // started, for ResolveNow's rate limit.
 func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur published, lastForced time.Time) (end watchEnd) {
+	if ctx.Err() != nil {
+		// Closed during the list or its publication. The client makes a
+		// stream for a context's metadata before it looks at the context,
+		// and a stream no watch ever joins stays open; don't make one.
+		return end
+	}
 	// The client puts watches whose contexts carry the same gRPC metadata
 	// on one stream, and etcd answers a progress request for a whole
 	// stream, and only when every watch on it is in step. Watchers sharing
@@ -336,12 +342,6 @@ func (w *Watcher) watch(ctx context.Context, rev int64, snap *snapshot, cur publ
 	// Watch blocks until etcd confirms the watch, and the client retries
 	// forever while etcd is unreachable: bound it like a stall.
 	createTimeout := 2 * w.opts.progressInterval
-	if ctx.Err() != nil {
-		// Closed during the list or its publication. The client makes a
-		// stream for a context's metadata before it looks at the context,
-		// and a stream no watch ever joins stays open; don't make one.
-		return end
-	}
 	created := time.AfterFunc(createTimeout, cancel)
 	wch := w.client.Watch(wctx, w.dir, clientv3.WithPrefix(), clientv3.WithRev(rev+1),
 		clientv3.WithProgressNotify(), clientv3.WithCreatedNotify())
