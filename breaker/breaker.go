@@ -51,6 +51,11 @@ type Breaker struct {
 	cb   *gobreaker.TwoStepCircuitBreaker[struct{}]
 
 	openUntil atomic.Int64 // end of the open period, in Set.since time; valid while Open
+	// turns counts the public transitions: each one stores state and then
+	// adds one, under mu. admit reads it before and after gobreaker's
+	// admission to tell that the half-open period it asked in is still the
+	// one gobreaker answered in.
+	turns atomic.Uint64
 	dropped   atomic.Bool  // set once by Retain, under Set.tmu
 
 	mu    sync.Mutex // orders public transitions and their events; a leaf lock
@@ -194,8 +199,36 @@ func (b *Breaker) Allow() (done func(err error), err error) {
 	return func(err error) { b.End(t, err) }, nil
 }
 
-// admit asks gobreaker once the public state let the request pass.
+// Test seams: when not nil, beforeAllow runs in admit between its look at
+// the public state and gobreaker's admission, and afterAllow between the
+// admission and the second look; tests change the state there.
+var beforeAllow, afterAllow func()
+
+// admit asks gobreaker once the public state let the request pass: a
+// half-open breaker's probe. gobreaker's answer stands only when no public
+// transition came between the request's look at the state and the answer;
+// otherwise the admission belongs to another state than the one the
+// request asked in, and is given back without counting:
+//   - the breaker tripped meanwhile (gobreaker may already consider itself
+//     half-open again): the request is refused;
+//   - the probes closed it: the request belongs to the closed state's
+//     window, not to gobreaker;
+//   - it closed, tripped and turned half-open again, all within the
+//     answer's time (possible with the 1 ms shortest open period): the
+//     admission is a closed-state one, which gobreaker does not count as a
+//     probe, and taking it for one would let a second probe run beside the
+//     real one. The request is refused as one probe too many.
 func (b *Breaker) admit() (Ticket, error) {
+	turn := b.turns.Load()
+	switch State(b.state.Load()) {
+	case Open:
+		return Ticket{}, ErrOpen // tripped since Begin looked
+	case Closed:
+		return Ticket{t: b.beginUnarmed()}, nil // closed since Begin looked
+	}
+	if beforeAllow != nil {
+		beforeAllow()
+	}
 	done, err := b.cb.Allow()
 	if err != nil {
 		if err == gobreaker.ErrTooManyRequests {
@@ -203,20 +236,20 @@ func (b *Breaker) admit() (Ticket, error) {
 		}
 		return Ticket{}, ErrOpen
 	}
+	if afterAllow != nil {
+		afterAllow()
+	}
+	if b.turns.Load() == turn {
+		return Ticket{probe: done}, nil
+	}
+	done(errRaced)
 	switch State(b.state.Load()) {
 	case Open:
-		// The breaker tripped between the check in Begin and gobreaker's
-		// admission; gobreaker may already consider itself half-open. Give
-		// the slot back without counting and refuse.
-		done(errRaced)
 		return Ticket{}, ErrOpen
 	case Closed:
-		// The probes closed the breaker meanwhile: the request belongs to
-		// the closed state's window, not to gobreaker.
-		done(errRaced)
 		return Ticket{t: b.beginUnarmed()}, nil
 	}
-	return Ticket{probe: done}, nil
+	return Ticket{}, ErrTooManyRequests
 }
 
 // forceTrip opens gobreaker after the closed-state window decided to trip:
@@ -253,6 +286,7 @@ func (b *Breaker) trip() {
 	until := s.since() + int64(s.cfg.openPeriod(b.trips, s.rand()))
 	b.openUntil.Store(until)
 	from := State(b.state.Swap(uint32(Open)))
+	b.turns.Add(1)
 	if from != Open {
 		s.emit(b, from, Open)
 	}
@@ -266,6 +300,7 @@ func (b *Breaker) close() {
 	b.closed.reset(b.set.since())
 	b.trips = 0
 	from := State(b.state.Swap(uint32(Closed)))
+	b.turns.Add(1)
 	if from != Closed {
 		b.set.emit(b, from, Closed)
 	}
@@ -279,6 +314,7 @@ func (b *Breaker) expire() {
 	b.mu.Lock()
 	if State(b.state.Load()) == Open && b.set.since() >= b.openUntil.Load() {
 		b.state.Store(uint32(HalfOpen))
+		b.turns.Add(1)
 		b.set.emit(b, Open, HalfOpen)
 	}
 	b.mu.Unlock()

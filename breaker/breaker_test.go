@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/rpc"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"testing/synctest"
@@ -306,30 +308,87 @@ func TestFailureRatio(t *testing.T) {
 	})
 }
 
-// TestRacedAdmission covers a request that passed the public Open check just
-// before the breaker tripped: gobreaker (1 ns timeout) would take it as an
-// early half-open probe; the breaker must refuse it and give the slot back.
+// TestRacedAdmission covers a request that found its breaker half-open,
+// and whose admission by gobreaker then met a change of state:
+//   - tripped: the probe failed before gobreaker answered, and gobreaker (1 ns
+//     timeout) would take the request as the next period's probe, early;
+//   - closed and then half-open again: gobreaker answered in the closed
+//     state, an answer it does not count as a probe, and taking it for one
+//     let a second probe run beside the real one (seen with a 1 ms open
+//     period under contention).
+//
+// Either way the breaker must refuse the request and give gobreaker's slot
+// back, and the next probe must go through.
 func TestRacedAdmission(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: time.Second, Jitter: -1})
-		defer s.Close()
+	halfOpen := func(t *testing.T) (*Set, *Breaker) {
+		s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: time.Second, MaxOpenTimeout: time.Second, Jitter: -1})
 		b := s.Get("a")
 		report(t, b, 1, errTransport)
-		time.Sleep(time.Millisecond)
-		if _, err := b.admit(); !errors.Is(err, ErrOpen) {
-			t.Fatalf("raced admission: %v, want ErrOpen", err)
-		}
-		if n := b.cb.Counts(); n.Requests != 1 || n.TotalExclusions != 1 {
-			t.Fatalf("gobreaker counts %+v, want the raced request excluded", n)
-		}
 		time.Sleep(time.Second)
 		if b.State() != HalfOpen {
 			t.Fatalf("state %v, want half-open", b.State())
 		}
-		report(t, b, 1, nil)
-		if b.State() != Closed {
-			t.Fatalf("state %v after the probe, want closed", b.State())
-		}
+		return s, b
+	}
+	hook := func(t *testing.T, h *func(), f func()) {
+		*h = f
+		t.Cleanup(func() { *h = nil })
+	}
+	t.Run("tripped", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			s, b := halfOpen(t)
+			defer s.Close()
+			hook(t, &beforeAllow, func() {
+				beforeAllow = nil
+				report(t, b, 1, errTransport) // the probe fails: open again
+				time.Sleep(time.Millisecond)
+			})
+			if _, err := b.Begin(); !errors.Is(err, ErrOpen) {
+				t.Fatalf("raced admission: %v, want ErrOpen", err)
+			}
+			if n := b.cb.Counts(); n.Requests != 1 || n.TotalExclusions != 1 {
+				t.Fatalf("gobreaker counts %+v, want the raced request excluded", n)
+			}
+			time.Sleep(2 * time.Second)
+			report(t, b, 1, nil)
+			if b.State() != Closed {
+				t.Fatalf("state %v after the probe, want closed", b.State())
+			}
+		})
+	})
+	t.Run("closed, tripped and half-open again", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			s, b := halfOpen(t)
+			defer s.Close()
+			hook(t, &beforeAllow, func() {
+				beforeAllow = nil
+				report(t, b, 1, nil) // the probe succeeds: closed
+				hook(t, &afterAllow, func() {
+					afterAllow = nil
+					report(t, b, 1, errTransport) // tripped
+					time.Sleep(time.Second)       // and half-open again
+					if b.State() != HalfOpen {
+						t.Fatalf("state %v, want half-open", b.State())
+					}
+				})
+			})
+			tk, err := b.Begin()
+			if err == nil {
+				b.End(tk, nil)
+				t.Fatalf("a request gobreaker admitted in the closed state was taken for a probe (ticket %+v)", tk)
+			}
+			if !errors.Is(err, ErrTooManyRequests) {
+				t.Fatalf("raced admission: %v, want ErrTooManyRequests", err)
+			}
+			probe := mustAllow(t, b) // the real probe
+			if tk, err := b.Begin(); err == nil {
+				t.Fatalf("a second probe was admitted (ticket %+v)", tk)
+			}
+			probe(nil)
+			if b.State() != Closed {
+				t.Fatalf("state %v after the probe, want closed", b.State())
+			}
+		})
 	})
 }
 
@@ -561,4 +620,53 @@ func TestTicketKey(t *testing.T) {
 			t.Fatalf("state %v after the probe succeeded, want closed", b.State())
 		}
 	})
+}
+
+// TestOneProbeAtATimeUnderContention: eight goroutines hammer a breaker that
+// trips on every failure and stays open 1 ms, a third of their requests
+// failing, and count the probes out at once: never more than
+// HalfOpenMaxRequests (1). Before admit compared the transitions around
+// gobreaker's answer, 2 runs of 8 (1 s each, without -race) saw two
+// (TestRacedAdmission has the interleaving, deterministically).
+// Bounded by 1 s and 2,000,000 requests per goroutine.
+func TestOneProbeAtATimeUnderContention(t *testing.T) {
+	s := NewSet(Config{ConsecutiveFailures: 1, OpenTimeout: time.Millisecond, MaxOpenTimeout: time.Millisecond, Jitter: -1})
+	defer s.Close()
+	b := s.Get("a")
+	var out, most, probes atomic.Int64
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(time.Second)
+	for g := range 8 {
+		wg.Go(func() {
+			for i := 0; i < 2_000_000 && time.Now().Before(deadline); i++ {
+				tk, err := b.Begin()
+				if err != nil {
+					_ = b.State() // refused: look again, as a caller would
+					continue
+				}
+				var outcome error
+				if (i+g)%3 == 0 {
+					outcome = errTransport
+				}
+				if tk.probe != nil {
+					probes.Add(1)
+					n := out.Add(1)
+					for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+					}
+					for range 200 { // a little work while the probe is out
+						_ = b.State()
+					}
+					out.Add(-1)
+				}
+				b.End(tk, outcome)
+			}
+		})
+	}
+	wg.Wait()
+	if probes.Load() == 0 {
+		t.Fatal("no probe ran: the breaker never turned half-open")
+	}
+	if m := most.Load(); m > 1 {
+		t.Fatalf("%d probes out at once (of %d), want at most 1", m, probes.Load())
+	}
 }
