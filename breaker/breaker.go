@@ -55,8 +55,8 @@ type Breaker struct {
 	// adds one, under mu. admit reads it before and after gobreaker's
 	// admission to tell that the half-open period it asked in is still the
 	// one gobreaker answered in.
-	turns atomic.Uint64
-	dropped   atomic.Bool  // set once by Retain, under Set.tmu
+	turns   atomic.Uint64
+	dropped atomic.Bool // set once by Retain, under Set.tmu
 
 	mu    sync.Mutex // orders public transitions and their events; a leaf lock
 	trips int        // consecutive trips since the breaker last closed; under mu
