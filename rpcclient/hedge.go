@@ -41,9 +41,9 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		return nil, nil, false, false, balancer.Result{}
 	}
 	var startErr error
-	// start sends a leg's request; the backup's only when the
-	// connection's write slot is free within backupSlotWait (see
-	// conn.start), the first leg's as an unhedged call's.
+	// start sends a leg's request once the connection's write slot is
+	// free within wait (see conn.start): the first leg's within the
+	// delay, the backup's within backupSlotWait.
 	start := func(r balancer.Result, cn *conn, wait time.Duration) *leg {
 		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn, reply: reflect.New(rv.Type().Elem()).Interface()}
 		l.ctx, l.cancel = ctx, func() {}
@@ -76,7 +76,20 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	if cn1 == nil {
 		return nil, nil, false, false, r1 // the normal path dials it
 	}
-	first := start(r1, cn1, waitAsCtxAllows)
+	// The delay counts from here, the wait for a busy connection's write
+	// slot included: the first leg waits for it at most the delay, and
+	// if another request's write holds it that long, the request goes to
+	// another node instead, as the backup would have. Only one request is
+	// out then, so it spends no retry token, and there is no backup.
+	timer := time.NewTimer(delay)
+	defer timer.Stop()
+	hedge := timer.C
+	first := start(r1, cn1, delay)
+	if first == nil && errors.Is(startErr, errWriteBusy) {
+		if r, cn := c.other(ctx, r1.Endpoint.Addr); cn != nil {
+			first, hedge = start(r, cn, waitAsCtxAllows), nil
+		}
+	}
 	if first == nil {
 		if ee := (*encodeError)(nil); errors.As(startErr, &ee) {
 			// The args do not encode: another node would fail the same.
@@ -85,9 +98,6 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		return nil, nil, false, false, balancer.Result{}
 	}
 	legs := []*leg{first}
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	hedge := timer.C
 
 	// end settles a leg: its outcome goes to the balancer, the winner's
 	// reply to the caller. It returns the leg's error as recorded: a leg's
@@ -153,20 +163,30 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	return addrs(legs), errs, false, true, balancer.Result{}
 }
 
-// backup starts the second leg on a node other than firstAddr that has a
-// connection up, if the retry budget allows; nil otherwise. The budget is
-// asked last, so that a backup with no node to go to spends no token.
-func (c *Client) backup(ctx context.Context, firstAddr string, start func(balancer.Result, *conn, time.Duration) *leg) *leg {
-	r, err := c.bal.Pick(ctx, balancer.Exclude(firstAddr))
+// other picks a node other than addr that has a connection up, for a leg
+// of a hedged call. It returns the pick and the connection, or a nil
+// connection (and the pick already done) when there is none.
+func (c *Client) other(ctx context.Context, addr string) (balancer.Result, *conn) {
+	r, err := c.bal.Pick(ctx, balancer.Exclude(addr))
 	if err != nil {
-		return nil
+		return balancer.Result{}, nil
 	}
 	var cn *conn
-	if r.Endpoint.Addr != firstAddr {
+	if r.Endpoint.Addr != addr {
 		cn = c.endpoint(r.Endpoint.Addr).ready()
 	}
 	if cn == nil {
 		r.Done(context.Canceled) // not an outcome: nothing was sent
+	}
+	return r, cn
+}
+
+// backup starts the second leg on a node other than firstAddr that has a
+// connection up, if the retry budget allows; nil otherwise. The budget is
+// asked last, so that a backup with no node to go to spends no token.
+func (c *Client) backup(ctx context.Context, firstAddr string, start func(balancer.Result, *conn, time.Duration) *leg) *leg {
+	r, cn := c.other(ctx, firstAddr)
+	if cn == nil {
 		return nil
 	}
 	if !c.budget.withdraw() {

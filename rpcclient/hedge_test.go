@@ -481,3 +481,67 @@ func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
 	c.Close() // ends the upload's write, which its context cannot interrupt
 	<-uploaded
 }
+
+// TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting: the first
+// node's connection is held by another request's long write (a large upload
+// to a peer that never reads). The hedged call's request goes to the other
+// node once the hedge delay has passed, without a retry token, instead of
+// waiting for the slot: before, the first leg waited for it until the
+// attempt timeout (3 s), and the call took 6.0 s.
+func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
+	a := sink(t) // accepts and never reads
+	b := rpctest.Start(t, rpctest.WithName("b"))
+	// P2C over load / weight sends the first leg to a; no probe sends it
+	// to b.
+	w, err := discovery.NewStatic(discovery.Endpoint{ID: "a", Addr: a, Weight: 100},
+		discovery.Endpoint{ID: "b", Addr: b.Addr(), Weight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(w, WithHedging(20*time.Millisecond), WithAttemptTimeout(3*time.Second),
+		WithHeartbeat(time.Minute, time.Minute),
+		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); w.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cnA, err := c.endpoint(a).get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.endpoint(b.Addr()).get(ctx); err != nil {
+		t.Fatal(err)
+	}
+	upload, stop := context.WithCancel(ctx)
+	defer stop()
+	uploaded := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply
+		uploaded <- cnA.do(upload, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
+	}()
+	for len(cnA.wslot) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	c.budget.milli.Store(10_000)
+	before := c.budget.milli.Load()
+	start := time.Now()
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent()); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if r.Server != "b" {
+		t.Fatalf("answered by %q; want b", r.Server)
+	}
+	if took > 1500*time.Millisecond {
+		t.Fatalf("the call took %v with a 20 ms hedge delay: it waited for the busy connection's write slot", took)
+	}
+	// One request went out: the call deposited its share and spent nothing.
+	if got := c.budget.milli.Load() - before; got != c.budget.deposit {
+		t.Fatalf("the budget moved by %d milli-tokens, want %d (the call's deposit)", got, c.budget.deposit)
+	}
+	c.Close() // ends the upload's write, which its context cannot interrupt
+	<-uploaded
+}
