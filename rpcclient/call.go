@@ -183,13 +183,15 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 		return nil
 	}
 	var held balancer.Result // a pick the hedged path made but did not use
+	var avoid []string       // nodes the hedged path found busy writing: not picked while others are free
 	if hedge > 0 && idem {
-		legs, legErrs, won, ok, h := c.hedged(ctx, serviceMethod, args, reply, hedge, timeout)
-		held = h
-		if won {
+		h := c.hedged(ctx, serviceMethod, args, reply, hedge, timeout)
+		legs, legErrs := h.tried, h.errs
+		held, avoid = h.held, h.busy
+		if h.won {
 			return nil
 		}
-		if ok {
+		if h.ok {
 			// Every leg is an attempt whose request left, including one
 			// withdrawn when the other failed for good.
 			attempts += len(legs)
@@ -221,7 +223,11 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			var r balancer.Result
 			var err error
 			if held.Done == nil {
-				r, err = c.bal.Pick(ctx, balancer.Exclude(tried...))
+				skip := tried
+				if len(avoid) > 0 {
+					skip = append(slices.Clip(tried), avoid...)
+				}
+				r, err = c.bal.Pick(ctx, balancer.Exclude(skip...))
 			} else {
 				r, held = held, balancer.Result{}
 			}

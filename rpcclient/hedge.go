@@ -25,25 +25,50 @@ type leg struct {
 	over   bool
 }
 
+// hedgeOutcome is what hedged reports to call.
+type hedgeOutcome struct {
+	// tried are the nodes a leg's request went to, and errs the legs'
+	// errors in the order the legs ended: the last one is what the call
+	// goes on from. Both are empty when no leg was sent.
+	tried []string
+	errs  []error
+	// busy are nodes picked for a leg whose request never left: their
+	// connection's write slot stayed busy with another request (or the
+	// attempt's time ran out waiting for it). The call's next picks avoid
+	// them.
+	busy []string
+	won  bool // a leg's reply is in the caller's reply
+	ok   bool // a leg was sent (or the args do not encode); false: go on as without hedging
+	// held is a pick not yet done that the caller's normal path uses (see
+	// hedged).
+	held balancer.Result
+}
+
 // hedged makes the first attempt of an idempotent call with a backup: after
 // delay without a reply, the same request goes to another node with a ready
-// connection, if the retry budget allows; the first reply wins. It reports
-// the endpoints it used and, when no leg won, the legs' errors in the order
-// the legs ended: the last one is what the call goes on from. ok is false
-// when nothing could be sent (the caller then proceeds as without hedging).
-// When the picked node has no ready connection, ok is false and held is that
+// connection, if the retry budget allows; the first reply wins.
+//
+// The first leg waits for its connection's write slot, which another
+// request's write may hold, at most the delay (or the attempt's time). If
+// the slot stays busy, the request goes to another connected node instead,
+// as the backup would have gone: it waits at most backupSlotWait there,
+// spends no retry token (only one request is out) and gets no backup. When
+// the picked node has no ready connection, ok is false and held is that
 // pick, not yet done: the caller's normal path uses it, so that it dials the
 // node. (Dropping the pick and picking again would, with hedging on, keep a
 // node that was never connected from ever being dialled by idempotent calls.)
-func (c *Client) hedged(ctx context.Context, method string, args, reply any, delay, timeout time.Duration) (tried []string, errs []error, won, ok bool, held balancer.Result) {
+func (c *Client) hedged(ctx context.Context, method string, args, reply any, delay, timeout time.Duration) (out hedgeOutcome) {
 	rv := reflect.ValueOf(reply)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
-		return nil, nil, false, false, balancer.Result{}
+		return out
 	}
-	var startErr error
+	var (
+		startErr  error  // the last start's, when it sent nothing
+		startAddr string // its node
+	)
 	// start sends a leg's request once the connection's write slot is
-	// free within wait (see conn.start): the first leg's within the
-	// delay, the backup's within backupSlotWait.
+	// free within wait (see conn.start). A request that never left is
+	// recorded: its node in out.busy when the slot was what it waited for.
 	start := func(r balancer.Result, cn *conn, wait time.Duration) *leg {
 		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn, reply: reflect.New(rv.Type().Elem()).Interface()}
 		l.ctx, l.cancel = ctx, func() {}
@@ -52,17 +77,23 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		}
 		pc, seq, err := cn.start(l.ctx, method, args, l.reply, wait)
 		if err != nil {
+			// The slot stayed busy, or the attempt's own time ran out
+			// waiting for it while the call's has not.
+			busy := errors.Is(err, errWriteBusy) || (expired(l.ctx) != nil && expired(ctx) == nil)
 			l.cancel()
 			r.Done(nodeOutcome(err))
 			if isNotSent(err) {
-				startErr = err
+				startErr, startAddr = err, l.addr
+				if busy {
+					out.busy = append(out.busy, l.addr)
+				}
 				return nil
 			}
 			// Part of the request may have left before the write failed:
 			// an attempt, over already, which the caller counts and
 			// retries by the usual rules.
 			l.over, l.err = true, err
-			errs = append(errs, err)
+			out.errs = append(out.errs, err)
 			return l
 		}
 		l.pc, l.seq = pc, seq
@@ -70,32 +101,34 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	}
 	r1, err := c.bal.Pick(ctx)
 	if err != nil {
-		return nil, nil, false, false, balancer.Result{}
+		return out
 	}
 	cn1 := c.endpoint(r1.Endpoint.Addr).ready()
 	if cn1 == nil {
-		return nil, nil, false, false, r1 // the normal path dials it
+		out.held = r1 // the normal path dials it
+		return out
 	}
-	// The delay counts from here, the wait for a busy connection's write
-	// slot included: the first leg waits for it at most the delay, and
-	// if another request's write holds it that long, the request goes to
-	// another node instead, as the backup would have. Only one request is
-	// out then, so it spends no retry token, and there is no backup.
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	hedge := timer.C
+	hedging := c.opts.maxAttempts >= 2 // a backup is a second attempt
 	first := start(r1, cn1, delay)
-	if first == nil && errors.Is(startErr, errWriteBusy) {
+	if first == nil && len(out.busy) > 0 {
 		if r, cn := c.other(ctx, r1.Endpoint.Addr); cn != nil {
-			first, hedge = start(r, cn, waitAsCtxAllows), nil
+			first, hedging = start(r, cn, backupSlotWait), false
 		}
 	}
 	if first == nil {
 		if ee := (*encodeError)(nil); errors.As(startErr, &ee) {
 			// The args do not encode: another node would fail the same.
-			return []string{r1.Endpoint.Addr}, []error{startErr}, false, true, balancer.Result{}
+			// An attempt, on the node it failed on.
+			out.tried, out.errs, out.ok = []string{startAddr}, []error{startErr}, true
 		}
-		return nil, nil, false, false, balancer.Result{}
+		return out
+	}
+	var hedge <-chan time.Time
+	if hedging {
+		// The delay counts from the first request's write.
+		timer := time.NewTimer(delay)
+		defer timer.Stop()
+		hedge = timer.C
 	}
 	legs := []*leg{first}
 
@@ -113,7 +146,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		}
 		l.err = err
 		if err != nil {
-			errs = append(errs, err)
+			out.errs = append(out.errs, err)
 		}
 		l.done(err)
 		return err
@@ -134,9 +167,6 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		select {
 		case <-hedge:
 			hedge = nil
-			if c.opts.maxAttempts < 2 {
-				continue // a backup is a second attempt
-			}
 			if second := c.backup(ctx, first.addr, start); second != nil {
 				legs = append(legs, second)
 			}
@@ -153,14 +183,16 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		if err = end(l, err); err == nil {
 			rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
 			withdraw(legs)
-			return addrs(legs), nil, true, true, balancer.Result{}
+			out.tried, out.errs, out.won, out.ok = addrs(legs), nil, true, true
+			return out
 		}
 		if !retryable(err) || expired(ctx) != nil {
 			withdraw(legs) // not worth waiting for the other leg
-			return addrs(legs), errs, false, true, balancer.Result{}
+			break
 		}
 	}
-	return addrs(legs), errs, false, true, balancer.Result{}
+	out.tried, out.ok = addrs(legs), true
+	return out
 }
 
 // other picks a node other than addr that has a connection up, for a leg

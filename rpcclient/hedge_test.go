@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/rpc"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -484,64 +486,114 @@ func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
 
 // TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting: the first
 // node's connection is held by another request's long write (a large upload
-// to a peer that never reads). The hedged call's request goes to the other
-// node once the hedge delay has passed, without a retry token, instead of
-// waiting for the slot: before, the first leg waited for it until the
-// attempt timeout (3 s), and the call took 6.0 s.
+// to a peer that never reads). The hedged call's request goes to another
+// node once the hedge delay has passed (or the attempt's time, if shorter),
+// without a retry token, instead of waiting for the slot, and the call's
+// next picks avoid every busy node; before, the first leg waited for the
+// slot until the attempt timeout (each case's figure). P2C over load / weight picks the heaviest node first, and
+// with probes off nothing else sends the first leg elsewhere.
 func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
-	a := sink(t) // accepts and never reads
-	b := rpctest.Start(t, rpctest.WithName("b"))
-	// P2C over load / weight sends the first leg to a; no probe sends it
-	// to b.
-	w, err := discovery.NewStatic(discovery.Endpoint{ID: "a", Addr: a, Weight: 100},
-		discovery.Endpoint{ID: "b", Addr: b.Addr(), Weight: 1})
-	if err != nil {
-		t.Fatal(err)
+	type node struct {
+		name   string
+		weight int
+		busy   bool // a sink whose connection is held by an upload; else a server
 	}
-	c, err := New(w, WithHedging(20*time.Millisecond), WithAttemptTimeout(3*time.Second),
-		WithHeartbeat(time.Minute, time.Minute),
-		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name           string
+		nodes          []node
+		delay, timeout time.Duration
+		args           any
+		want           string        // the server that answers, or, with args that do not encode, the node the Error names
+		within         time.Duration // bound on the call
+	}{
+		{"one busy", []node{{"a", 100, true}, {"b", 1, false}}, 20 * time.Millisecond, 3 * time.Second, nil, "b", 1500 * time.Millisecond}, // before: 6.0 s
+		// The moved request waits 1 ms at most on b, and the call's next
+		// pick avoids both busy nodes.
+		{"two busy", []node{{"a", 100, true}, {"b", 10, true}, {"c", 1, false}}, 20 * time.Millisecond, 3 * time.Second, nil, "c", 1500 * time.Millisecond}, // before: 9.0 s
+		// The attempt's time runs out first: the wait ends with it.
+		{"delay over the attempt timeout", []node{{"a", 100, true}, {"b", 1, false}}, 5 * time.Second, time.Second, nil, "b", 1600 * time.Millisecond}, // before: 2.0 s
+		// The error names the node the args failed to encode on.
+		{"args that do not encode", []node{{"a", 100, true}, {"b", 1, false}}, 20 * time.Millisecond, 3 * time.Second, struct{ F func() }{func() {}}, "b", 1500 * time.Millisecond}, // before: named a
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var eps []discovery.Endpoint
+			addr := map[string]string{}
+			for _, n := range tc.nodes {
+				a := sink(t)
+				if !n.busy {
+					a = rpctest.Start(t, rpctest.WithName(n.name)).Addr()
+				}
+				addr[n.name] = a
+				eps = append(eps, discovery.Endpoint{ID: n.name, Addr: a, Weight: n.weight})
+			}
+			w, err := discovery.NewStatic(eps...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := New(w, WithHedging(tc.delay), WithAttemptTimeout(tc.timeout),
+				WithHeartbeat(time.Minute, time.Minute),
+				withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close(); w.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			var uploads sync.WaitGroup
+			for _, n := range tc.nodes {
+				cn, err := c.endpoint(addr[n.name]).get(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !n.busy {
+					continue
+				}
+				uploads.Go(func() {
+					var r rpctest.EchoReply
+					cn.do(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
+				})
+				for len(cn.wslot) == 0 {
+					time.Sleep(time.Millisecond)
+				}
+			}
+			c.budget.milli.Store(10_000)
+			before := c.budget.milli.Load()
+			args := tc.args
+			if args == nil {
+				args = &rpctest.EchoArgs{Msg: "x"}
+			}
+			start := time.Now()
+			var r rpctest.EchoReply
+			err = c.Call(ctx, "Echo.Echo", args, &r, Idempotent())
+			took := time.Since(start)
+			if tc.args != nil {
+				var e *Error
+				if !errors.As(err, &e) || !slices.Equal(e.Tried, []string{addr[tc.want]}) {
+					t.Fatalf("Call: %v; want an *Error naming %s (%s) alone", err, tc.want, addr[tc.want])
+				}
+			} else {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Server != tc.want {
+					t.Fatalf("answered by %q; want %s", r.Server, tc.want)
+				}
+			}
+			if took > tc.within {
+				t.Fatalf("the call took %v (bound %v): it waited for a busy connection's write slot", took, tc.within)
+			}
+			// One request went out: the call deposited its share and spent
+			// nothing.
+			if got := c.budget.milli.Load() - before; got != c.budget.deposit {
+				t.Fatalf("the budget moved by %d milli-tokens, want %d (the call's deposit)", got, c.budget.deposit)
+			}
+			for _, st := range c.Balancer().Status() {
+				if st.InFlight != 0 {
+					t.Fatalf("%s has %d requests in flight after the call: a pick was not done", st.Endpoint.ID, st.InFlight)
+				}
+			}
+			c.Close() // ends the uploads' writes, which their context cannot interrupt
+			uploads.Wait()
+		})
 	}
-	t.Cleanup(func() { c.Close(); w.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cnA, err := c.endpoint(a).get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.endpoint(b.Addr()).get(ctx); err != nil {
-		t.Fatal(err)
-	}
-	upload, stop := context.WithCancel(ctx)
-	defer stop()
-	uploaded := make(chan error, 1)
-	go func() {
-		var r rpctest.EchoReply
-		uploaded <- cnA.do(upload, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
-	}()
-	for len(cnA.wslot) == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	c.budget.milli.Store(10_000)
-	before := c.budget.milli.Load()
-	start := time.Now()
-	var r rpctest.EchoReply
-	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent()); err != nil {
-		t.Fatal(err)
-	}
-	took := time.Since(start)
-	if r.Server != "b" {
-		t.Fatalf("answered by %q; want b", r.Server)
-	}
-	if took > 1500*time.Millisecond {
-		t.Fatalf("the call took %v with a 20 ms hedge delay: it waited for the busy connection's write slot", took)
-	}
-	// One request went out: the call deposited its share and spent nothing.
-	if got := c.budget.milli.Load() - before; got != c.budget.deposit {
-		t.Fatalf("the budget moved by %d milli-tokens, want %d (the call's deposit)", got, c.budget.deposit)
-	}
-	c.Close() // ends the upload's write, which its context cannot interrupt
-	<-uploaded
 }

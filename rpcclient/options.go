@@ -212,12 +212,13 @@ func WithDrainGrace(d time.Duration) Option { return func(o *options) { o.drainG
 // goes to a node with a connection already up and free to write within a
 // millisecond (a backup that would wait behind another request's long
 // write, a large upload, is not sent, and its token goes back). The delay
-// counts from the first pick: when the first node's connection is busy
-// writing another request for the whole delay, the request goes to another
-// connected node instead, without a token (only one request is out) and
-// without a backup. Default 0: off. Calls that are not idempotent are
-// never hedged. A backup is an attempt: with WithMaxAttempts(1) none is
-// sent.
+// counts from the first request's write. When the first node's connection
+// is busy writing another request for the whole delay (or the attempt's
+// time, if shorter), the request goes to another connected node instead,
+// without a token (only one request is out) and without a backup, and the
+// call's later attempts avoid the busy nodes while others are free.
+// Default 0: off. Calls that are not idempotent are never hedged. A backup
+// is an attempt: with WithMaxAttempts(1) none is sent.
 func WithHedging(delay time.Duration) Option { return func(o *options) { o.hedgeDelay = delay } }
 
 // WithLogger sets where dial failures and drains are logged. Default: nowhere.
