@@ -223,11 +223,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			var r balancer.Result
 			var err error
 			if held.Done == nil {
-				skip := tried
-				if len(avoid) > 0 {
-					skip = append(slices.Clip(tried), avoid...)
-				}
-				r, err = c.bal.Pick(ctx, balancer.Exclude(skip...))
+				r, err = c.pick(ctx, tried, avoid)
 			} else {
 				r, held = held, balancer.Result{}
 			}
@@ -344,6 +340,23 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			return err
 		}
 	}
+}
+
+// pick picks a node for a retry: one not in tried (nodes this call tried
+// already) nor in avoid (nodes its hedged attempt found busy writing other
+// requests) when there is one. When every node is in one list or the other,
+// a busy node is better than one that already failed this call: Exclude is a
+// preference, and the balancer's fallback might return either.
+func (c *Client) pick(ctx context.Context, tried, avoid []string) (balancer.Result, error) {
+	if len(avoid) == 0 {
+		return c.bal.Pick(ctx, balancer.Exclude(tried...))
+	}
+	r, err := c.bal.Pick(ctx, balancer.Exclude(append(slices.Clip(tried), avoid...)...))
+	if err == nil && slices.Contains(tried, r.Endpoint.Addr) {
+		r.Done(errNoOutcome) // nothing sent; pick again among the busy ones
+		r, err = c.bal.Pick(ctx, balancer.Exclude(tried...))
+	}
+	return r, err
 }
 
 // errNoFreshSet ends a call whose dials failed and whose refresh waits are

@@ -237,11 +237,18 @@ func (c *conn) waitSlot(ctx context.Context, limit time.Duration) error {
 		return notSent(&deadConnError{c.failure()})
 	case <-ctx.Done():
 		// Behind a write the peer does not drain: nothing of ours left.
-		return notSent(fmt.Errorf("%w: %s: waiting to write: %w", ErrConnClosed, c.addr, ctx.Err()))
+		return notSent(&slotWaitError{fmt.Errorf("%w: %s: waiting to write: %w", ErrConnClosed, c.addr, ctx.Err())})
 	case <-over:
 		return notSent(errWriteBusy)
 	}
 }
+
+// slotWaitError is start's error for a call whose ctx ended while it waited
+// for the connection's write slot: nothing of its request left.
+type slotWaitError struct{ err error }
+
+func (e *slotWaitError) Error() string { return e.err.Error() }
+func (e *slotWaitError) Unwrap() error { return e.err }
 
 // errWriteBusy is start's error for a connection whose write slot another
 // request held for longer than the caller would wait. It wraps

@@ -78,8 +78,10 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		pc, seq, err := cn.start(l.ctx, method, args, l.reply, wait)
 		if err != nil {
 			// The slot stayed busy, or the attempt's own time ran out
-			// waiting for it while the call's has not.
-			busy := errors.Is(err, errWriteBusy) || (expired(l.ctx) != nil && expired(ctx) == nil)
+			// waiting for it while the call's has not. (Not a write that
+			// timed out: that is the node's failure, and an attempt.)
+			var sw *slotWaitError
+			busy := errors.Is(err, errWriteBusy) || (errors.As(err, &sw) && expired(ctx) == nil)
 			l.cancel()
 			r.Done(nodeOutcome(err))
 			if isNotSent(err) {

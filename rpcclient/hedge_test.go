@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/rpc"
 	"slices"
 	"strings"
@@ -595,5 +596,110 @@ func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
 			c.Close() // ends the uploads' writes, which their context cannot interrupt
 			uploads.Wait()
 		})
+	}
+}
+
+// TestHedgedCallTriesEveryNodeWhenAllAreBusy: both nodes' connections are
+// busy writing other requests for longer than the call. The hedged attempt
+// finds both busy and sends nothing; the retries must still try each node
+// once rather than go back to the one that already failed. Before the
+// retries ranked a busy node above a tried one, the balancer's fallback
+// (the first excluded node) returned the tried node again in 8 of 12 runs,
+// and the call ended without trying the other.
+func TestHedgedCallTriesEveryNodeWhenAllAreBusy(t *testing.T) {
+	a, b := sink(t), sink(t)
+	w, err := discovery.NewStatic(discovery.Endpoint{ID: "a", Addr: a, Weight: 1}, discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(w, WithHedging(20*time.Millisecond), WithAttemptTimeout(200*time.Millisecond),
+		WithHeartbeat(time.Minute, time.Minute),
+		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); w.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var uploads sync.WaitGroup
+	for _, addr := range []string{a, b} {
+		cn, err := c.endpoint(addr).get(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uploads.Go(func() {
+			var r rpctest.EchoReply
+			cn.do(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
+		})
+		for len(cn.wslot) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i := range 6 { // each of the first two calls' ends was a coin toss on the old code
+		var r rpctest.EchoReply
+		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent())
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("call %d: %v; want an *Error", i, err)
+		}
+		if !slices.Contains(e.Tried, a) || !slices.Contains(e.Tried, b) {
+			t.Fatalf("call %d tried %v, want both %s and %s: %v", i, e.Tried, a, b, err)
+		}
+	}
+	for _, st := range c.Balancer().Status() {
+		if st.InFlight != 0 {
+			t.Fatalf("%s has %d requests in flight after the calls: a pick was not done", st.Endpoint.ID, st.InFlight)
+		}
+	}
+	c.Close()
+	uploads.Wait()
+}
+
+// TestHedgedWriteTimeoutIsNotBusy: a first leg that got its connection's
+// write slot at once but whose write timed out before a byte left (the
+// peer stopped reading and the socket is full) failed on its node; it is
+// not a node busy with another request's write, which the call would then
+// avoid without counting the failure. The old rule (the attempt's time ran
+// out, the call's had not) took it for one.
+func TestHedgedWriteTimeoutIsNotBusy(t *testing.T) {
+	a := sink(t)
+	c, _ := newTestClient(t, []string{a}, WithHedging(20*time.Millisecond), WithAttemptTimeout(300*time.Millisecond),
+		WithHeartbeat(time.Minute, time.Minute))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cn, err := c.endpoint(a).get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill the socket while holding the write slot, then let it go. A
+	// fixed send buffer: the kernel would otherwise grow it, and some of
+	// the request could still leave.
+	cn.wslot <- struct{}{}
+	if err := cn.nc.(*net.TCPConn).SetWriteBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	cn.nc.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+	chunk := make([]byte, 64<<10)
+	for range 10_000 { // at most 640 MiB; the deadline ends it long before
+		if _, err := cn.nc.Write(chunk); err != nil {
+			break
+		}
+	}
+	cn.nc.SetWriteDeadline(time.Time{})
+	cn.wdl = time.Time{}
+	<-cn.wslot
+
+	var r rpctest.EchoReply
+	out := c.hedged(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, 20*time.Millisecond, 300*time.Millisecond)
+	if len(out.busy) != 0 || out.ok {
+		t.Fatalf("a write that timed out on a free connection before a byte left: busy %v, sent %v (%v); want neither", out.busy, out.tried, out.errs)
+	}
+	if err := cn.failure(); err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("the connection's failure is %v; want the write's timeout", err)
+	}
+	for _, st := range c.Balancer().Status() {
+		if st.InFlight != 0 {
+			t.Fatalf("%s has %d requests in flight: a pick was not done", st.Endpoint.ID, st.InFlight)
+		}
 	}
 }
