@@ -183,44 +183,55 @@ func TestHedgedFailureWaitsForTheBackoff(t *testing.T) {
 // When the first leg hits its attempt timeout, the backup leg still in
 // flight is kept: it may answer a moment later. (It used to be withdrawn,
 // and the call then retried on the backup's node, which ran the request
-// twice.) Node a hangs; b answers after 100 ms. A call that starts on a
-// sends its backup to b at 100 ms; a's attempt times out at 150 ms; b
-// answers at 200 ms, 50 ms before its own attempt would time out. Random picks: with round robin, the backup's pick would
-// keep every call's first leg on the same node.
+// twice.) Node a hangs; b answers after 250 ms. A call that starts on a
+// sends its backup to b at 300 ms; a's attempt times out at 500 ms; b
+// answers at 550 ms, 250 ms before its own attempt would time out (the
+// margin a loaded -race run needs; with 50 ms it could flake). A call
+// that starts on b is answered at 250 ms, within its own 500 ms attempt.
+// Random picks: with round robin, the backup's pick would keep every
+// call's first leg on the same node.
 func TestHedgeOutlivesTheFirstLegsTimeout(t *testing.T) {
+	const (
+		hedge   = 300 * time.Millisecond
+		attempt = 500 * time.Millisecond
+		sleep   = 250 * time.Millisecond // b's answer: sleep < attempt < hedge+sleep
+	)
 	a := rpctest.Start(t, rpctest.WithName("a"))
 	b := rpctest.Start(t, rpctest.WithName("b"))
-	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHedging(100*time.Millisecond),
-		WithAttemptTimeout(150*time.Millisecond), WithRetryBackoff(10*time.Minute, 10*time.Minute),
+	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHedging(hedge),
+		WithAttemptTimeout(attempt), WithRetryBackoff(10*time.Minute, 10*time.Minute),
 		WithHeartbeat(0, 0), withoutNodeHealth(balancer.WithPolicy(balancer.Random())))
 	warmEvery(t, c, 2)
 	a.Hang()
 	defer a.Unhang()
 	// A hung server reads nothing, so a call that started on a is told by
-	// its time: it outlived a's 150 ms attempt timeout (b alone answers
-	// in 100 ms).
+	// its time: it outlived a's attempt timeout. That split is exact: a
+	// call that started on a cannot be answered before hedge+sleep
+	// (550 ms), and one that started on b and took the whole attempt
+	// timeout (500 ms) has failed (its backup, if any, went to a).
 	sent, onA := 0, 0
 	for i := 0; i < 20 && onA < 2; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		var r rpctest.ExecReply
 		t0 := time.Now()
-		err := c.Call(ctx, "Echo.Exec", &rpctest.ExecArgs{ID: fmt.Sprintf("op-%d", i), Sleep: 100 * time.Millisecond}, &r, Idempotent())
+		err := c.Call(ctx, "Echo.Exec", &rpctest.ExecArgs{ID: fmt.Sprintf("op-%d", i), Sleep: sleep}, &r, Idempotent())
+		took := time.Since(t0)
 		cancel()
 		if err != nil {
-			t.Fatalf("call %d: %v; the backup leg on b should have answered", i, err)
+			t.Fatalf("call %d: %v after %v; the backup leg on b should have answered", i, err, took)
 		}
 		if r.Server != "b" {
 			t.Fatalf("call %d was answered by %s, which hangs", i, r.Server)
 		}
 		sent++
-		if time.Since(t0) > 150*time.Millisecond {
+		if took >= attempt {
 			onA++
 		}
 	}
 	if onA == 0 {
 		t.Fatalf("none of %d calls started on the hung node a", sent)
 	}
-	time.Sleep(250 * time.Millisecond) // a duplicate on b would have run by now
+	time.Sleep(2 * sleep) // a duplicate on b would have run by now
 	if execs := b.Executions(); len(execs) != sent {
 		t.Fatalf("%d calls ran %d times on b (%q): a backup was withdrawn and the call retried", sent, len(execs), execs)
 	}
