@@ -169,12 +169,27 @@ func waitBalancer(t *testing.T, c *Client, ok func([]balancer.NodeStatus) bool) 
 // timeout: its pending call is released.
 func TestReadTimeoutWithoutHeartbeatService(t *testing.T) {
 	s := rpctest.Start(t) // no heartbeat service
-	c, _ := newTestClient(t, []string{s.Addr()}, WithHeartbeat(50*time.Millisecond, 50*time.Millisecond), WithReadTimeout(200*time.Millisecond))
+	// The ping timeout is long so that a slow answer to the first ping
+	// on a loaded -race run does not close the connection; once that
+	// answer has said there is no heartbeat service, no ping is sent.
+	c, _ := newTestClient(t, []string{s.Addr()}, WithHeartbeat(50*time.Millisecond, time.Second), WithReadTimeout(200*time.Millisecond))
 	var r rpctest.EchoReply
 	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(150 * time.Millisecond) // the first ping finds no heartbeat service
+	// The first ping finds no heartbeat service: the server answers it
+	// with an error, the connection's second message, and the heartbeat
+	// goroutine stops pinging before it looks at its next tick. Wait for
+	// that answer to be read; the hang would hold it back.
+	cn := c.endpoint(s.Addr()).ready()
+	if cn == nil {
+		t.Fatal("no connection up after a call")
+	}
+	for deadline := time.Now().Add(5 * time.Second); cn.reads.Load() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the first ping was not answered within 5 s (%d messages read)", cn.reads.Load())
+		}
+	}
 	s.Hang()
 	defer s.Unhang()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
