@@ -258,8 +258,14 @@ func TestDialBlackhole(t *testing.T) {
 // FAULTS.md row 27: ctx cancelled during a retry backoff.
 func TestCancelDuringBackoff(t *testing.T) {
 	srv := rpctest.Start(t)
-	c, _ := newTestClient(t, []string{srv.Addr()}, WithRetryBackoff(10*time.Minute, 10*time.Minute), WithRetryBudget(1, 100))
+	// The backoff is 10 minutes without jitter (full jitter drew under
+	// 100 ms, a retry before the cancel, about once in 6,000 runs). One
+	// retry token in all, a reserve of 1 refilled every 1000 s: the retry
+	// takes it just before its backoff, which tells the test when to cancel.
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithRetryBackoff(10*time.Minute, 10*time.Minute),
+		func(o *options) { o.retryBackoff.Full = false }, WithRetryBudget(0, 0.001))
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var calls atomic.Int64
 	done := make(chan error, 1)
 	go func() {
@@ -267,12 +273,26 @@ func TestCancelDuringBackoff(t *testing.T) {
 		done <- c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 300 * time.Millisecond}, &r, Idempotent(), AttemptTimeout(20*time.Millisecond))
 		calls.Add(1)
 	}()
-	// The first attempt times out after 20 ms; the call then sleeps in its
-	// backoff (full jitter over 10 min: under 100 ms once in 6,000 runs).
-	time.Sleep(120 * time.Millisecond)
+	// The first attempt times out after 20 ms; the call then takes the
+	// token and sleeps in its backoff. (A fixed sleep here could, on a
+	// loaded box, cancel during the first attempt and prove nothing.)
+	for deadline := time.Now().Add(5 * time.Second); c.budget.reserve.Tokens() >= 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the call did not reach its retry backoff within 5 s")
+		}
+	}
+	// The token is taken just before the wait starts: give the call a
+	// moment to be in it, so that a wait that looks at ctx only as it
+	// starts is caught too.
+	time.Sleep(20 * time.Millisecond)
 	t0 := time.Now()
 	cancel()
-	err := <-done
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(time.Second):
+		t.Fatal("Call had not returned 1 s after cancel; its backoff is 10 minutes")
+	}
 	took := time.Since(t0)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
