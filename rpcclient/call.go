@@ -191,6 +191,16 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 		if h.won {
 			return nil
 		}
+		if err := h.unsentErr; err != nil {
+			// As the loop below records an attempt that sent nothing.
+			attempts++
+			if timeout > 0 && errors.Is(err, context.DeadlineExceeded) && expired(ctx) == nil {
+				err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, h.unsentAddr, err)
+			}
+			lastErr = err
+			errs = append(errs, err)
+			tried = append(tried, h.unsentAddr)
+		}
 		if h.ok {
 			// Every leg is an attempt whose request left, including one
 			// withdrawn when the other failed for good.

@@ -37,8 +37,14 @@ type hedgeOutcome struct {
 	// attempt's time ran out waiting for it). The call's next picks avoid
 	// them.
 	busy []string
-	won  bool // a leg's reply is in the caller's reply
-	ok   bool // a leg was sent (or the args do not encode); false: go on as without hedging
+	// unsentErr, when not nil, is the error of the last leg that failed on
+	// its node (unsentAddr) before a byte of its request left, for a
+	// reason other than a busy slot: an attempt that sent nothing, which
+	// the call counts as its own loop counts one. Only when ok is false.
+	unsentAddr string
+	unsentErr  error
+	won        bool // a leg's reply is in the caller's reply
+	ok         bool // a leg was sent (or the args do not encode); false: go on as without hedging
 	// held is a pick not yet done that the caller's normal path uses (see
 	// hedged).
 	held balancer.Result
@@ -65,6 +71,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	var (
 		startErr  error  // the last start's, when it sent nothing
 		startAddr string // its node
+		startBusy bool   // and it was busy
 	)
 	// start sends a leg's request once the connection's write slot is
 	// free within wait (see conn.start). A request that never left is
@@ -85,7 +92,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			l.cancel()
 			r.Done(nodeOutcome(err))
 			if isNotSent(err) {
-				startErr, startAddr = err, l.addr
+				startErr, startAddr, startBusy = err, l.addr, busy
 				if busy {
 					out.busy = append(out.busy, l.addr)
 				}
@@ -122,6 +129,11 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			// The args do not encode: another node would fail the same.
 			// An attempt, on the node it failed on.
 			out.tried, out.errs, out.ok = []string{startAddr}, []error{startErr}, true
+		} else if startErr != nil && !startBusy {
+			// The node failed before a byte left (a write that timed
+			// out on a full socket, a connection that died): the call
+			// records it as an attempt that sent nothing.
+			out.unsentAddr, out.unsentErr = startAddr, startErr
 		}
 		return out
 	}
