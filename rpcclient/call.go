@@ -468,7 +468,9 @@ func setKey(args any, key string) error {
 //   - A refusal during the backoff, or by a connection that had already died,
 //     repeats what the failed dial or the connection's death already said.
 //   - An attempt that ended while waiting for another call's dial sent
-//     nothing; that dial's outcome is what counts.
+//     nothing; that dial's outcome is what counts. So did one that ended
+//     while waiting for the connection's write slot, which another call's
+//     write held (a large upload); that write's outcome counts.
 //   - Args that do not encode are the caller's fault.
 //
 // Everything else, including a connection that dies with the request sent,
@@ -482,7 +484,8 @@ func nodeOutcome(err error) error {
 	var dc *deadConnError
 	var dw *dialWaitError
 	var ee *encodeError
-	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) {
+	var sw *slotWaitError
+	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) || errors.As(err, &sw) {
 		return errNoOutcome
 	}
 	return err

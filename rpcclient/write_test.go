@@ -7,6 +7,7 @@ import (
 	"net/rpc"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,4 +312,57 @@ func TestRetiredConnectionKeepsItsSlowCalls(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Calls that time out waiting for the write slot another call's long write
+// holds sent nothing: the node's breaker does not count them (that write's
+// own outcome is what counts). Counted, six of them opened the breaker of a
+// node whose only trouble was one caller's large upload.
+func TestSlotWaitsDoNotTripTheBreaker(t *testing.T) {
+	a := sink(t)
+	var opened atomic.Bool
+	c, _ := newTestClient(t, []string{a}, WithAttemptTimeout(100*time.Millisecond), WithHeartbeat(time.Minute, time.Minute),
+		WithBalancer(balancer.WithBreakerEvents(func(e breaker.Event) {
+			if e.To == breaker.Open {
+				opened.Store(true)
+			}
+		})))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cn, err := c.endpoint(a).get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var r rpctest.EchoReply
+		cn.do(upload, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
+	})
+	for len(cn.wslot) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	var calls sync.WaitGroup
+	for range 6 {
+		calls.Go(func() {
+			cctx, ccancel := context.WithTimeout(ctx, 300*time.Millisecond)
+			defer ccancel()
+			var r rpctest.EchoReply
+			if err := c.Call(cctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent()); err == nil {
+				t.Error("a call behind a write that never ends succeeded")
+			}
+		})
+	}
+	calls.Wait()
+	if opened.Load() {
+		t.Fatal("the node's breaker opened on calls that waited for another call's write and sent nothing")
+	}
+	for _, st := range c.Balancer().Status() {
+		if st.Breaker != breaker.Closed || st.InFlight != 0 {
+			t.Fatalf("after the calls: %+v; want the breaker closed and nothing in flight", st)
+		}
+	}
+	c.Close() // ends the upload's write, which its context cannot interrupt
+	wg.Wait()
 }
