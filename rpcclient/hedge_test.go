@@ -437,18 +437,8 @@ func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
 	b := sink(t) // accepts and never reads
 	// P2C over load / weight sends the first leg to a; no probe sends it
 	// to b.
-	w, err := discovery.NewStatic(discovery.Endpoint{ID: "a", Addr: a.Addr(), Weight: 100},
-		discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := New(w, WithHedging(20*time.Millisecond), WithAttemptTimeout(3*time.Second),
-		WithHeartbeat(time.Minute, time.Minute),
-		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); w.Close() })
+	c := hedgedClient(t, 20*time.Millisecond, 3*time.Second,
+		discovery.Endpoint{ID: "a", Addr: a.Addr(), Weight: 100}, discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := c.endpoint(a.Addr()).get(ctx); err != nil {
@@ -458,18 +448,7 @@ func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Hold b's write slot: a request larger than the socket buffers, to a
-	// peer that never reads.
-	upload, stop := context.WithCancel(ctx)
-	defer stop()
-	uploaded := make(chan error, 1)
-	go func() {
-		var r rpctest.EchoReply
-		uploaded <- cnB.do(upload, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
-	}()
-	for len(cnB.wslot) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	uploaded := holdWriteSlot(ctx, cnB)
 	// A bank of ten tokens, so that the backup's comes from the bank (a
 	// call's own deposit, 0.2, would leave it to the reserve, which a
 	// refund does not show in).
@@ -492,7 +471,7 @@ func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
 		t.Fatalf("the budget moved by %d milli-tokens, want %d (the call's deposit): the unsent backup's token was not given back", got, c.budget.deposit)
 	}
 	c.Close() // ends the upload's write, which its context cannot interrupt
-	<-uploaded
+	uploaded.Wait()
 }
 
 // TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting: the first
@@ -537,34 +516,17 @@ func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
 				addr[n.name] = a
 				eps = append(eps, discovery.Endpoint{ID: n.name, Addr: a, Weight: n.weight})
 			}
-			w, err := discovery.NewStatic(eps...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			c, err := New(w, WithHedging(tc.delay), WithAttemptTimeout(tc.timeout),
-				WithHeartbeat(time.Minute, time.Minute),
-				withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close(); w.Close() })
+			c := hedgedClient(t, tc.delay, tc.timeout, eps...)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			var uploads sync.WaitGroup
+			var uploads []*sync.WaitGroup
 			for _, n := range tc.nodes {
 				cn, err := c.endpoint(addr[n.name]).get(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !n.busy {
-					continue
-				}
-				uploads.Go(func() {
-					var r rpctest.EchoReply
-					cn.do(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
-				})
-				for len(cn.wslot) == 0 {
-					time.Sleep(time.Millisecond)
+				if n.busy {
+					uploads = append(uploads, holdWriteSlot(ctx, cn))
 				}
 			}
 			c.budget.milli.Store(10_000)
@@ -575,7 +537,7 @@ func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
 			}
 			start := time.Now()
 			var r rpctest.EchoReply
-			err = c.Call(ctx, "Echo.Echo", args, &r, Idempotent())
+			err := c.Call(ctx, "Echo.Echo", args, &r, Idempotent())
 			took := time.Since(start)
 			if tc.args != nil {
 				var e *Error
@@ -598,13 +560,11 @@ func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
 			if got := c.budget.milli.Load() - before; got != c.budget.deposit {
 				t.Fatalf("the budget moved by %d milli-tokens, want %d (the call's deposit)", got, c.budget.deposit)
 			}
-			for _, st := range c.Balancer().Status() {
-				if st.InFlight != 0 {
-					t.Fatalf("%s has %d requests in flight after the call: a pick was not done", st.Endpoint.ID, st.InFlight)
-				}
-			}
+			nothingInFlight(t, c)
 			c.Close() // ends the uploads' writes, which their context cannot interrupt
-			uploads.Wait()
+			for _, u := range uploads {
+				u.Wait()
+			}
 		})
 	}
 }
@@ -618,32 +578,17 @@ func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
 // and the call ended without trying the other.
 func TestHedgedCallTriesEveryNodeWhenAllAreBusy(t *testing.T) {
 	a, b := sink(t), sink(t)
-	w, err := discovery.NewStatic(discovery.Endpoint{ID: "a", Addr: a, Weight: 1}, discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := New(w, WithHedging(20*time.Millisecond), WithAttemptTimeout(200*time.Millisecond),
-		WithHeartbeat(time.Minute, time.Minute),
-		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); w.Close() })
+	c := hedgedClient(t, 20*time.Millisecond, 200*time.Millisecond,
+		discovery.Endpoint{ID: "a", Addr: a, Weight: 1}, discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var uploads sync.WaitGroup
+	var uploads []*sync.WaitGroup
 	for _, addr := range []string{a, b} {
 		cn, err := c.endpoint(addr).get(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		uploads.Go(func() {
-			var r rpctest.EchoReply
-			cn.do(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
-		})
-		for len(cn.wslot) == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		uploads = append(uploads, holdWriteSlot(ctx, cn))
 	}
 	for i := range 6 { // each of the first two calls' ends was a coin toss on the old code
 		var r rpctest.EchoReply
@@ -656,13 +601,11 @@ func TestHedgedCallTriesEveryNodeWhenAllAreBusy(t *testing.T) {
 			t.Fatalf("call %d tried %v, want both %s and %s: %v", i, e.Tried, a, b, err)
 		}
 	}
-	for _, st := range c.Balancer().Status() {
-		if st.InFlight != 0 {
-			t.Fatalf("%s has %d requests in flight after the calls: a pick was not done", st.Endpoint.ID, st.InFlight)
-		}
+	nothingInFlight(t, c)
+	c.Close() // ends the uploads' writes, which their context cannot interrupt
+	for _, u := range uploads {
+		u.Wait()
 	}
-	c.Close()
-	uploads.Wait()
 }
 
 // TestHedgedUnsentFailureIsAnAttemptNotBusy: a first leg that got its
@@ -681,17 +624,8 @@ func TestHedgedCallTriesEveryNodeWhenAllAreBusy(t *testing.T) {
 func TestHedgedUnsentFailureIsAnAttemptNotBusy(t *testing.T) {
 	a := sink(t)
 	b := rpctest.Start(t, rpctest.WithName("b"))
-	w, err := discovery.NewStatic(discovery.Endpoint{ID: "a", Addr: a, Weight: 100}, discovery.Endpoint{ID: "b", Addr: b.Addr(), Weight: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := New(w, WithHedging(20*time.Millisecond), WithAttemptTimeout(time.Nanosecond),
-		WithHeartbeat(time.Minute, time.Minute),
-		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); w.Close() })
+	c := hedgedClient(t, 20*time.Millisecond, time.Nanosecond,
+		discovery.Endpoint{ID: "a", Addr: a, Weight: 100}, discovery.Endpoint{ID: "b", Addr: b.Addr(), Weight: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, addr := range []string{a, b.Addr()} {
@@ -705,6 +639,48 @@ func TestHedgedUnsentFailureIsAnAttemptNotBusy(t *testing.T) {
 		t.Fatalf("a first leg whose attempt ended before its write: busy %v, sent %v (%v), unsent on %q (%v); want an unsent attempt on a (%s) alone",
 			out.busy, out.tried, out.errs, out.unsentAddr, out.unsentErr, a)
 	}
+	nothingInFlight(t, c)
+}
+
+// hedgedClient returns a Client over a static set of eps with hedging after
+// delay, an attempt timeout, a heartbeat too slow to interfere, and P2C
+// without probes, breakers or ejection, so that the first leg goes to the
+// node of the lowest load over weight. It is closed when t ends.
+func hedgedClient(t *testing.T, delay, timeout time.Duration, eps ...discovery.Endpoint) *Client {
+	t.Helper()
+	w, err := discovery.NewStatic(eps...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(w, WithHedging(delay), WithAttemptTimeout(timeout), WithHeartbeat(time.Minute, time.Minute),
+		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); w.Close() })
+	return c
+}
+
+// holdWriteSlot starts a request larger than the socket buffers (16 MiB)
+// on cn, whose peer never reads, and returns once that write holds cn's
+// write slot. The write ends when cn closes (its context cannot interrupt
+// it): wait on the returned group after closing the client.
+func holdWriteSlot(ctx context.Context, cn *conn) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var r rpctest.EchoReply
+		cn.do(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
+	})
+	for len(cn.wslot) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return &wg
+}
+
+// nothingInFlight fails t if a node of c's balancer has a request in
+// flight: a pick whose Done was not called.
+func nothingInFlight(t *testing.T, c *Client) {
+	t.Helper()
 	for _, st := range c.Balancer().Status() {
 		if st.InFlight != 0 {
 			t.Fatalf("%s has %d requests in flight: a pick was not done", st.Endpoint.ID, st.InFlight)

@@ -333,16 +333,7 @@ func TestSlotWaitsDoNotTripTheBreaker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upload, stop := context.WithCancel(ctx)
-	defer stop()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		var r rpctest.EchoReply
-		cn.do(upload, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
-	})
-	for len(cn.wslot) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	upload := holdWriteSlot(ctx, cn)
 	var calls sync.WaitGroup
 	for range 6 {
 		calls.Go(func() {
@@ -364,5 +355,5 @@ func TestSlotWaitsDoNotTripTheBreaker(t *testing.T) {
 		}
 	}
 	c.Close() // ends the upload's write, which its context cannot interrupt
-	wg.Wait()
+	upload.Wait()
 }
