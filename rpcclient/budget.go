@@ -17,12 +17,13 @@ type budget struct {
 	reserve *rate.Limiter
 }
 
-func newBudget(ratio, minPerSec float64) *budget {
-	b := &budget{deposit: int64(ratio * 1000)}
+// init sets b up for ratio retries per call and a reserve of minPerSec
+// retries a second. A Client holds its budget by value.
+func (b *budget) init(ratio, minPerSec float64) {
+	b.deposit = int64(ratio * 1000)
 	// Hold at most ten seconds' worth of the floor, or 100 retries.
 	b.cap = max(int64(minPerSec*10*1000), 100*1000)
 	b.reserve = rate.NewLimiter(rate.Limit(minPerSec), max(int(minPerSec), 1))
-	return b
 }
 
 // onCall records one call. It never blocks.

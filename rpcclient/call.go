@@ -40,8 +40,8 @@ import (
 // its endpoint's pool (see WithPoolSize).
 func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any, opts ...CallOption) error {
 	var idem bool
-	timeout := c.opts.attemptTimeout
-	hedge := c.opts.hedgeDelay
+	timeout := c.timeout
+	hedge := c.hedge
 	for i := range opts {
 		o := &opts[i]
 		idem = idem || o.idempotent
@@ -58,7 +58,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			idem = true
 		}
 	}
-	if !idem && len(c.opts.idempotent) > 0 {
+	if !idem && c.idemTable {
 		idem = c.opts.idempotent[serviceMethod]
 	}
 	if c.closed.Load() {

@@ -18,17 +18,24 @@ import (
 // Dial (from a target) or New (from a Watcher). Call may be used from any
 // number of goroutines; Close stops everything.
 type Client struct {
+	// What every Call reads comes first, together: a call runs after a
+	// round trip, on caches the network stack has just gone through, and
+	// each cache line it touches is a miss.
+	bal       *balancer.Balancer
+	endpoints atomic.Pointer[epTable] // copy on write
+	timeout   time.Duration           // opts.attemptTimeout
+	hedge     time.Duration           // opts.hedgeDelay
+	closed    atomic.Bool
+	idemTable bool   // len(opts.idempotent) > 0
+	budget    budget // Call reads its first three words
+
 	opts    options
 	w       discovery.Watcher
 	ownsW   bool
-	bal     *balancer.Balancer
-	budget  *budget
 	service string
 
-	epMu      sync.Mutex              // serializes endpoint creation and removal
-	endpoints atomic.Pointer[epTable] // copy on write
+	epMu sync.Mutex // serializes endpoint creation and removal
 
-	closed atomic.Bool
 	// life ends when Close begins: waits and background dials select on it.
 	life   context.Context
 	cancel context.CancelFunc
@@ -79,9 +86,10 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 	bopts := append([]balancer.Option{balancer.WithService(service)}, o.balancerOpts...)
 	c := &Client{
 		opts: o, w: w, ownsW: owns, service: service,
-		bal:    balancer.New(w, bopts...),
-		budget: newBudget(o.budgetRatio, o.budgetMinPerSec),
+		bal:     balancer.New(w, bopts...),
+		timeout: o.attemptTimeout, hedge: o.hedgeDelay, idemTable: len(o.idempotent) > 0,
 	}
+	c.budget.init(o.budgetRatio, o.budgetMinPerSec)
 	c.life, c.cancel = context.WithCancel(context.Background())
 	c.endpoints.Store(newEpTable(map[string]*endpoint{}))
 	c.wg.Add(1)
