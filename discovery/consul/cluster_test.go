@@ -1,8 +1,10 @@
 package consul
 
 import (
+	"context"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,17 +103,20 @@ func TestClusterLeaderLoss(t *testing.T) {
 	// noLeader polls the server for the moment it knows it has no leader
 	// (bounded: 30 s).
 	noLeader := make(chan time.Time, 1)
+	polling, stopPolling := context.WithTimeout(context.Background(), 30*time.Second)
+	var poll sync.WaitGroup
+	t.Cleanup(func() { stopPolling(); poll.Wait() }) // also when the test fails first
 	t0 = time.Now()
 	second.Stop()
-	go func() {
+	poll.Go(func() {
 		defer close(noLeader)
-		for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		for ; polling.Err() == nil; time.Sleep(10 * time.Millisecond) {
 			if l, err := cl.Status().Leader(); err == nil && l == "" || err != nil && strings.Contains(err.Error(), "No cluster leader") {
 				noLeader <- time.Now()
 				return
 			}
 		}
-	}()
+	})
 	s := nextWhere(t, w, 30*time.Second, "quorum lost: the error", func(s discovery.State) bool {
 		if addrsOf(s) != good {
 			t.Errorf("quorum lost: published %q; want the last known good set %q", addrsOf(s), good)
