@@ -25,9 +25,11 @@ var (
 	// context.DeadlineExceeded.
 	ErrAttemptTimeout = errors.New("breaker: attempt timed out")
 
-	// errRaced is reported to gobreaker for a request that got past the
-	// public Open check just as the breaker tripped; it is always excluded.
-	errRaced = errors.New("breaker: raced with a trip")
+	// errRaced is reported to gobreaker for a request it admitted while
+	// the public state changed under it (tripped, closed, or closed,
+	// tripped and half-open again: see Breaker.admit); it is always
+	// excluded.
+	errRaced = errors.New("breaker: raced with a change of state")
 
 	// errForcedTrip is the one failure reported to a closed gobreaker,
 	// when the closed-state window decided to trip (see forceTrip).

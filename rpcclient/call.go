@@ -192,14 +192,23 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			return nil
 		}
 		if err := h.unsentErr; err != nil {
-			// As the loop below records an attempt that sent nothing.
+			// As the loop below records an attempt that sent nothing,
+			// and ends the call as it would when ctx is over or the
+			// client closed.
 			attempts++
-			if timeout > 0 && errors.Is(err, context.DeadlineExceeded) && expired(ctx) == nil {
+			cerr := expired(ctx)
+			if timeout > 0 && errors.Is(err, context.DeadlineExceeded) && cerr == nil {
 				err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, h.unsentAddr, err)
 			}
 			lastErr = err
 			errs = append(errs, err)
 			tried = append(tried, h.unsentAddr)
+			switch {
+			case cerr != nil:
+				return fail(cerr)
+			case c.closed.Load():
+				return fail(ErrClosed)
+			}
 		}
 		if h.ok {
 			// Every leg is an attempt whose request left, including one

@@ -142,8 +142,10 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 // the slot is taken writes nothing. A slot another write holds is waited
 // for as long as ctx allows with wait waitAsCtxAllows, and at most wait
 // otherwise, after which the call fails with errWriteBusy (nothing sent):
-// a hedge's backup must not hold up its call behind another request's long
-// write, but may wait out a short one.
+// a hedged call's legs must not wait behind another request's long write
+// (the first waits at most the hedge delay, a backup or a request moved to
+// another node backupSlotWait), but may wait out a short one. A wait that
+// ctx ends is a *slotWaitError.
 func (c *conn) start(ctx context.Context, method string, args, reply any, wait time.Duration) (*pendingCall, uint64, error) {
 	select {
 	case c.wslot <- struct{}{}: // the common case: the slot is free (one channel, no select over three)

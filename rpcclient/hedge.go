@@ -29,7 +29,8 @@ type leg struct {
 type hedgeOutcome struct {
 	// tried are the nodes a leg's request went to, and errs the legs'
 	// errors in the order the legs ended: the last one is what the call
-	// goes on from. Both are empty when no leg was sent.
+	// goes on from. Both are empty when no leg was sent, except for args
+	// that do not encode: then the node they failed on, and that error.
 	tried []string
 	errs  []error
 	// busy are nodes picked for a leg whose request never left: their
@@ -246,10 +247,11 @@ func (c *Client) backup(ctx context.Context, firstAddr string, start func(balanc
 	return l
 }
 
-// backupSlotWait is how long a backup waits for its connection's write
-// slot, which another request's write holds, before it is given up. The
-// hedged call's loop waits with it, so the first leg's reply waits too:
-// long enough for a small request's write, short against a large upload's.
+// backupSlotWait is how long a backup, or a request moved off a busy first
+// node, waits for its connection's write slot, which another request's
+// write holds, before it is given up. The hedged call's loop waits with it,
+// so the first leg's reply waits too: long enough for a small request's
+// write, short against a large upload's.
 const backupSlotWait = time.Millisecond
 
 // timedOut withdraws a leg whose context ended; if its reply was already

@@ -687,3 +687,38 @@ func nothingInFlight(t *testing.T, c *Client) {
 		}
 	}
 }
+
+// TestHedgedCallWhoseContextEndsWhileWaitingStops: the call's own deadline
+// ends while its first leg waits for a write slot another request holds.
+// The call ends there, with one attempt on that node. Before, the leg's
+// failure was recorded and the call went on to pick another node and start
+// an attempt, with a dial, for a call that was already over (Attempts 2).
+func TestHedgedCallWhoseContextEndsWhileWaitingStops(t *testing.T) {
+	a := sink(t)
+	b := sink(t) // never dialled before the call: an attempt there would start a dial
+	c := hedgedClient(t, 2*time.Second, 3*time.Second,
+		discovery.Endpoint{ID: "a", Addr: a, Weight: 100}, discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cn, err := c.endpoint(a).get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	upload := holdWriteSlot(ctx, cn)
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancelShort()
+	var r rpctest.EchoReply
+	err = c.Call(short, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent())
+	var e *Error
+	if !errors.As(err, &e) || !errors.Is(err, context.DeadlineExceeded) || e.Attempts != 1 || !slices.Equal(e.Tried, []string{a}) {
+		t.Fatalf("Call: %v; want the deadline after 1 attempt on a (%s) alone", err, a)
+	}
+	for _, st := range c.Endpoints() {
+		if st.Addr == b && st.Dials != 0 {
+			t.Fatalf("b was dialled %d times for a call that was over", st.Dials)
+		}
+	}
+	nothingInFlight(t, c)
+	c.Close() // ends the upload's write, which its context cannot interrupt
+	upload.Wait()
+}
