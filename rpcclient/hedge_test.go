@@ -444,11 +444,7 @@ func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
 	if _, err := c.endpoint(a.Addr()).get(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cnB, err := c.endpoint(b).get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uploaded := holdWriteSlot(ctx, cnB)
+	uploaded := holdWriteSlot(t, ctx, c, b)
 	// A bank of ten tokens, so that the backup's comes from the bank (a
 	// call's own deposit, 0.2, would leave it to the reserve, which a
 	// refund does not show in).
@@ -521,12 +517,10 @@ func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
 			defer cancel()
 			var uploads []*sync.WaitGroup
 			for _, n := range tc.nodes {
-				cn, err := c.endpoint(addr[n.name]).get(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
 				if n.busy {
-					uploads = append(uploads, holdWriteSlot(ctx, cn))
+					uploads = append(uploads, holdWriteSlot(t, ctx, c, addr[n.name]))
+				} else if _, err := c.endpoint(addr[n.name]).get(ctx); err != nil {
+					t.Fatal(err)
 				}
 			}
 			c.budget.milli.Store(10_000)
@@ -584,11 +578,7 @@ func TestHedgedCallTriesEveryNodeWhenAllAreBusy(t *testing.T) {
 	defer cancel()
 	var uploads []*sync.WaitGroup
 	for _, addr := range []string{a, b} {
-		cn, err := c.endpoint(addr).get(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		uploads = append(uploads, holdWriteSlot(ctx, cn))
+		uploads = append(uploads, holdWriteSlot(t, ctx, c, addr))
 	}
 	for i := range 6 { // each of the first two calls' ends was a coin toss on the old code
 		var r rpctest.EchoReply
@@ -661,11 +651,17 @@ func hedgedClient(t *testing.T, delay, timeout time.Duration, eps ...discovery.E
 	return c
 }
 
-// holdWriteSlot starts a request larger than the socket buffers (16 MiB)
-// on cn, whose peer never reads, and returns once that write holds cn's
-// write slot. The write ends when cn closes (its context cannot interrupt
-// it): wait on the returned group after closing the client.
-func holdWriteSlot(ctx context.Context, cn *conn) *sync.WaitGroup {
+// holdWriteSlot connects c to addr, a peer that never reads, starts a
+// request larger than the socket buffers (16 MiB) on that connection, and
+// returns once the write holds the connection's write slot. The write ends
+// when the connection closes (its context cannot interrupt it): wait on the
+// returned group after closing the client.
+func holdWriteSlot(t *testing.T, ctx context.Context, c *Client, addr string) *sync.WaitGroup {
+	t.Helper()
+	cn, err := c.endpoint(addr).get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		var r rpctest.EchoReply
@@ -700,15 +696,11 @@ func TestHedgedCallWhoseContextEndsWhileWaitingStops(t *testing.T) {
 		discovery.Endpoint{ID: "a", Addr: a, Weight: 100}, discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cn, err := c.endpoint(a).get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	upload := holdWriteSlot(ctx, cn)
+	upload := holdWriteSlot(t, ctx, c, a)
 	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancelShort()
 	var r rpctest.EchoReply
-	err = c.Call(short, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent())
+	err := c.Call(short, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent())
 	var e *Error
 	if !errors.As(err, &e) || !errors.Is(err, context.DeadlineExceeded) || e.Attempts != 1 || !slices.Equal(e.Tried, []string{a}) {
 		t.Fatalf("Call: %v; want the deadline after 1 attempt on a (%s) alone", err, a)

@@ -329,11 +329,7 @@ func TestSlotWaitsDoNotTripTheBreaker(t *testing.T) {
 		})))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cn, err := c.endpoint(a).get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	upload := holdWriteSlot(ctx, cn)
+	upload := holdWriteSlot(t, ctx, c, a)
 	var calls sync.WaitGroup
 	for range 6 {
 		calls.Go(func() {
