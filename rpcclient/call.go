@@ -197,9 +197,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			// client closed.
 			attempts++
 			cerr := expired(ctx)
-			if timeout > 0 && errors.Is(err, context.DeadlineExceeded) && cerr == nil {
-				err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, h.unsentAddr, err)
-			}
+			err = attemptTimedOut(ctx, err, timeout, h.unsentAddr)
 			lastErr = err
 			errs = append(errs, err)
 			tried = append(tried, h.unsentAddr)
@@ -308,9 +306,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				}
 				return fail(cerr)
 			}
-			if timeout > 0 && errors.Is(err, context.DeadlineExceeded) {
-				err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, addr, err)
-			}
+			err = attemptTimedOut(ctx, err, timeout, addr)
 		}
 		r.Done(nodeOutcome(err))
 		if err == nil {
@@ -376,6 +372,17 @@ func (c *Client) pick(ctx context.Context, tried, avoid []string) (balancer.Resu
 		r, err = c.bal.Pick(ctx, balancer.Exclude(tried...))
 	}
 	return r, err
+}
+
+// attemptTimedOut returns err, the error of an attempt on addr, as an
+// ErrAttemptTimeout when the attempt's own timeout (timeout > 0) ended it
+// and ctx, the call's, has not ended: a retryable failure of the node, not
+// the caller's deadline.
+func attemptTimedOut(ctx context.Context, err error, timeout time.Duration, addr string) error {
+	if timeout > 0 && errors.Is(err, context.DeadlineExceeded) && expired(ctx) == nil {
+		return fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, addr, err)
+	}
+	return err
 }
 
 // errNoFreshSet ends a call whose dials failed and whose refresh waits are

@@ -3,7 +3,6 @@ package rpcclient
 import (
 	"context"
 	"errors"
-	"fmt"
 	"reflect"
 	"slices"
 	"time"
@@ -156,9 +155,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	end := func(l *leg, err error) error {
 		l.over = true
 		l.cancel()
-		if timeout > 0 && errors.Is(err, context.DeadlineExceeded) && expired(ctx) == nil {
-			err = fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, l.addr, err)
-		}
+		err = attemptTimedOut(ctx, err, timeout, l.addr)
 		l.err = err
 		if err != nil {
 			out.errs = append(out.errs, err)
