@@ -74,9 +74,7 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	ri, rj := r>>31, r&(1<<31-1)
 	i := int(ri * n >> 32)
 	j := int(rj * (n - 1) >> 31)
-	if j >= i {
-		j++
-	}
+	j += 1 + (j-i)>>63 // j++ when j >= i, without a branch (j-i is negative otherwise)
 	ea, eb := &s.ready[i], &s.ready[j]
 	var a, b *node
 	if s.dense { // the nodes' loads need not wait for the entries'
@@ -110,8 +108,11 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	lb := b.costNs() * float64(max(b.inflight.Load(), 0)+1)
 	// The cost is load / weight; compare lb/wb < la/wa without dividing
 	// (weights are at least minWeight, so never 0).
+	// A conditional move, not a branch: which of two random nodes costs
+	// less is a coin toss the branch predictor loses half the time.
+	k := i
 	if lb*float64(ea.weight) < la*float64(eb.weight) {
-		return j, now
+		k = j
 	}
-	return i, now
+	return k, now
 }
