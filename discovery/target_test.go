@@ -89,7 +89,8 @@ func FuzzParseTarget(f *testing.F) {
 }
 
 // TestTargetErrorsHideCredentials: a target carrying credentials is refused,
-// and neither the error nor Target.String repeats them.
+// and neither the error (of ParseTarget or of Watch) nor Target.String
+// repeats them.
 func TestTargetErrorsHideCredentials(t *testing.T) {
 	for _, s := range []string{
 		"etcd://root:hunter2@127.0.0.1:2379/svc",
@@ -99,7 +100,14 @@ func TestTargetErrorsHideCredentials(t *testing.T) {
 		"consul://127.0.0.1:8500/svc?token=hunter2#frag",
 		"consul://127.0.0.1:8500/svc?%74oken=hunter2", // the parser decodes keys
 		"consul://127.0.0.1:8500/svc?tok%65n=hunter2&tag=a",
+		"consull://127.0.0.1:8500/svc?token=hunter2", // an unknown scheme
 	} {
+		if w, err := Watch(t.Context(), s); err == nil {
+			w.Close()
+			t.Errorf("Watch(%q) succeeded", s)
+		} else if strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Watch(%q) error repeats the secret: %v", s, err)
+		}
 		tg, err := ParseTarget(s)
 		if err != nil {
 			if strings.Contains(err.Error(), "hunter2") {

@@ -70,7 +70,7 @@ func Watch(ctx context.Context, target string) (Watcher, error) {
 	registryMu.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w %q in target %q (registered: %s; import the package that registers it, e.g. _ \"github.com/dialtone-go/dialtone/discovery/consul\")",
-			ErrUnknownScheme, t.Scheme, truncate(target), strings.Join(known, ", "))
+			ErrUnknownScheme, t.Scheme, truncate(t.String()), strings.Join(known, ", "))
 	}
 	return b(ctx, t)
 }
