@@ -530,8 +530,10 @@ func (b *Balancer) weight(n *node, ep *discovery.Endpoint, now int64) (float64, 
 	return w, ramping
 }
 
-// publish stores p and wakes whoever waits in Updated. Only the run
-// goroutine (and Close, after it) calls it.
+// publish stores p and wakes whoever waits in Updated. New (before the
+// goroutines start), the watch and run goroutines with b.mu held (through
+// update and rebuild), and Close (after both have exited) call it, so
+// publications never race.
 func (b *Balancer) publish(p *picker) {
 	b.picker.Store(p)
 	// After the picker: whoever sees the version picks from a picker

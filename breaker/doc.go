@@ -3,10 +3,12 @@
 //
 // # Use
 //
-// A [Set] owns the breakers of one client. The balancer calls [Set.Get] when
-// a node appears, [Set.Retain] with the complete address list on every
-// discovery update, and [Set.Close] when it shuts down. Per request the
-// caller asks the node's [Breaker]:
+// A [Set] owns the breakers of one client. The balancer calls [Set.Get] on a
+// node's first pick (a node never picked has no breaker),
+// [Set.RetainFunc] after a discovery update that removed addresses (or
+// when the Set holds breakers of addresses no longer listed, which a pick
+// on an older snapshot can make), and [Set.Close] when it shuts down. Per
+// request the caller asks the node's [Breaker]:
 //
 //	t, err := b.Begin()
 //	if err != nil {

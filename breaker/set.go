@@ -15,9 +15,9 @@ type options struct {
 }
 
 // Set holds the breakers of one client, keyed by address. The balancer
-// creates one with [NewSet], calls [Set.Get] and [Set.Retain] as discovery
-// changes, and [Set.Close] when done. All methods are safe for concurrent
-// use.
+// creates one with [NewSet], calls [Set.Get] on a node's first pick and
+// [Set.RetainFunc] when addresses leave, and [Set.Close] when done. All
+// methods are safe for concurrent use.
 type Set struct {
 	cfg           Config // with defaults applied; read-only
 	onStateChange func(Event)
@@ -73,7 +73,7 @@ func NewSet(cfg Config, opts ...Option) *Set {
 func (s *Set) since() int64 { return int64(time.Since(s.epoch)) }
 
 // Get returns the breaker for addr, creating a closed one on first use. The
-// balancer calls it when it learns of a node, from any goroutine; it takes a
+// balancer calls it on a node's first pick, from any goroutine; it takes a
 // read lock (a write lock only to create) and never blocks otherwise. A
 // breaker survives until Retain is called without its address.
 func (s *Set) Get(addr string) *Breaker {
@@ -101,9 +101,8 @@ func (s *Set) Len() int {
 
 // Retain keeps the breakers whose address is in addrs and drops the others:
 // their pending half-open timers are cancelled and they report no more
-// events. It creates no breakers. The balancer calls it with the complete
-// address list of each discovery update, from any goroutine; it does not
-// block beyond short locks.
+// events. It creates no breakers. It may be called from any goroutine; it
+// does not block beyond short locks. (The balancer uses RetainFunc.)
 func (s *Set) Retain(addrs []string) {
 	keep := make(map[string]struct{}, len(addrs))
 	for _, a := range addrs {
@@ -118,7 +117,11 @@ func (s *Set) Retain(addrs []string) {
 // RetainFunc is Retain with the address list given as a membership test,
 // for a caller that already holds the addresses in a map: it allocates
 // nothing when no breaker goes. keep is called under the Set's lock, once
-// per breaker; it must not call the Set.
+// per breaker; it must not call the Set. The balancer calls it after a
+// discovery update that removed addresses, or when the Set holds more
+// breakers than the update lists nodes (a pick on an older snapshot made
+// one for an address that had left); an update that only changes health or
+// weights does not call it.
 func (s *Set) RetainFunc(keep func(addr string) bool) {
 	var gone []*Breaker
 	s.mu.Lock()
