@@ -56,8 +56,18 @@ func redactTarget(s string) string {
 	if !hasQuery {
 		return out
 	}
-	parts := strings.Split(query, "&")
-	for i, kv := range parts {
+	// Split on ';' as well as '&': url.ParseQuery refuses a ';' separator,
+	// and the error that says so quotes the target, so a value after one
+	// must be redacted too. The separators are kept as they were.
+	var b strings.Builder
+	b.Grow(len(out) + 1 + len(query))
+	b.WriteString(out)
+	b.WriteByte('?')
+	for {
+		kv, sep, rest := query, "", ""
+		if i := strings.IndexAny(query, "&;"); i >= 0 {
+			kv, sep, rest = query[:i], query[i:i+1], query[i+1:]
+		}
 		k, _, hasValue := strings.Cut(kv, "=")
 		// Match the key as the query parser will read it: %74oken is token.
 		dk, err := url.QueryUnescape(k)
@@ -65,10 +75,15 @@ func redactTarget(s string) string {
 			dk = k
 		}
 		if hasValue && (sensitiveKey(k) || sensitiveKey(dk)) {
-			parts[i] = k + "=REDACTED"
+			kv = k + "=REDACTED"
 		}
+		b.WriteString(kv)
+		if sep == "" {
+			return b.String()
+		}
+		b.WriteString(sep)
+		query = rest
 	}
-	return out + "?" + strings.Join(parts, "&")
 }
 
 func sensitiveKey(k string) bool {

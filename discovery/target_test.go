@@ -100,7 +100,9 @@ func TestTargetErrorsHideCredentials(t *testing.T) {
 		"consul://127.0.0.1:8500/svc?token=hunter2#frag",
 		"consul://127.0.0.1:8500/svc?%74oken=hunter2", // the parser decodes keys
 		"consul://127.0.0.1:8500/svc?tok%65n=hunter2&tag=a",
-		"consull://127.0.0.1:8500/svc?token=hunter2", // an unknown scheme
+		"consull://127.0.0.1:8500/svc?token=hunter2",      // an unknown scheme
+		"consul://127.0.0.1:8500/svc?tag=a;token=hunter2", // ';' is refused, and the error quotes the target
+		"consul://127.0.0.1:8500/svc?token=hunter2;tag=a",
 	} {
 		if w, err := Watch(t.Context(), s); err == nil {
 			w.Close()
@@ -119,7 +121,14 @@ func TestTargetErrorsHideCredentials(t *testing.T) {
 			t.Errorf("Target(%q).String() = %q, want the secret redacted", s, got)
 		}
 	}
-	if got := redactTarget("consul://127.0.0.1:8500/svc?tag=a&dc=b"); got != "consul://127.0.0.1:8500/svc?tag=a&dc=b" {
-		t.Errorf("a target without secrets changed: %q", got)
+	for _, tc := range []struct{ in, want string }{
+		{"consul://127.0.0.1:8500/svc?tag=a&dc=b", "consul://127.0.0.1:8500/svc?tag=a&dc=b"}, // nothing to hide
+		{"consul://127.0.0.1:8500/svc?tag=a;dc=b&", "consul://127.0.0.1:8500/svc?tag=a;dc=b&"},
+		{"consul://127.0.0.1:8500/svc?", "consul://127.0.0.1:8500/svc?"},
+		{"consul://h:1/svc?tag=a;token=x&dc=b;key=y", "consul://h:1/svc?tag=a;token=REDACTED&dc=b;key=REDACTED"},
+	} {
+		if got := redactTarget(tc.in); got != tc.want {
+			t.Errorf("redactTarget(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
