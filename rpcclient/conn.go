@@ -52,6 +52,12 @@ type conn struct {
 	mu      sync.Mutex
 	seq     uint64
 	pending map[uint64]*pendingCall
+	// reading is set while the reader holds a call it took out of pending
+	// (its reply's body is arriving or being decoded), so that inflight
+	// still counts it: the drain and a retired connection close only
+	// once that reply is delivered. Set under mu, with the call's removal
+	// from pending; cleared once the call has its outcome.
+	reading atomic.Bool
 	err     error // set once when the conn dies
 	dead    chan struct{}
 
@@ -367,6 +373,7 @@ func (c *conn) read() {
 		c.mu.Lock()
 		pc := c.pending[resp.Seq]
 		delete(c.pending, resp.Seq)
+		c.reading.Store(pc != nil)
 		c.mu.Unlock()
 		if pc != nil {
 			if end := pc.end.Load(); end > c.vouched.Load() {
@@ -396,6 +403,7 @@ func (c *conn) read() {
 				pc.err = rpc.ServerError(resp.Error)
 			}
 			pc.done <- struct{}{}
+			c.reading.Store(false)
 		}
 		c.closeIfRetired() // the next read then ends the loop
 	}
@@ -626,11 +634,16 @@ func (c *conn) proven() bool {
 // age returns how long ago the connection was made.
 func (c *conn) age() time.Duration { return time.Since(c.born) }
 
-// inflight returns the number of pending calls.
+// inflight returns the number of calls waiting for their replies: those
+// pending and the one whose reply the reader is reading.
 func (c *conn) inflight() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.pending)
+	n := len(c.pending)
+	if c.reading.Load() {
+		n++
+	}
+	return n
 }
 
 // alive reports whether the connection can take calls.

@@ -269,3 +269,53 @@ func TestRetryBudgetRefundsAnUnusedToken(t *testing.T) {
 		t.Errorf("second call made %d attempts, want 2: the refunded token buys one retry", e.Attempts)
 	}
 }
+
+// replyArriving starts a call for a 3 MiB reply through a proxy that passes
+// replies at about 1 MiB/s, and returns once its body is arriving on the
+// endpoint's connection (64 KiB read): the reader has taken the call out of
+// the pending table and is reading its body. The call's error comes on the
+// channel.
+func replyArriving(t *testing.T, c *Client, addr string) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply // Echo is not idempotent
+		done <- c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{ReplyBytes: 3 << 20}, &r)
+	}()
+	cn := c.endpoint(addr).ready()
+	deadline := time.Now().Add(5 * time.Second)
+	for cn.codec.in.n.Load() < 64<<10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the reply did not start arriving within 5 s (%d bytes read)", cn.codec.in.n.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return done
+}
+
+// A call whose reply is arriving when its endpoint leaves discovery is in
+// flight: the drain waits for it. It used to count only the pending table,
+// which the reader takes a call out of when its reply's header arrives, so
+// the drain closed the connection under the body ("drained (while reading a
+// reply)"; the server had run the call: outcome unknown).
+func TestDrainWaitsForAReplyArriving(t *testing.T) {
+	for _, hb := range []bool{false, true} {
+		t.Run(map[bool]string{false: "noheartbeat", true: "heartbeat"}[hb], func(t *testing.T) {
+			srv, b := rpctest.Start(t), rpctest.Start(t)
+			addr := throttled(t, srv.Addr(), 0, 1<<20)
+			opts := []Option{WithDrainGrace(50 * time.Millisecond), WithMaxMessageSize(32 << 20), withoutNodeHealth()}
+			if !hb {
+				opts = append(opts, WithHeartbeat(0, 0))
+			}
+			c, w := newTestClient(t, []string{addr}, opts...)
+			warmEvery(t, c, 1)
+			done := replyArriving(t, c, addr)
+			if err := w.Update(discovery.Endpoint{ID: b.Addr(), Addr: b.Addr(), Weight: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("the call whose reply was arriving on the drained endpoint failed: %v", err)
+			}
+		})
+	}
+}

@@ -353,3 +353,23 @@ func TestSlotWaitsDoNotTripTheBreaker(t *testing.T) {
 	c.Close() // ends the upload's write, which its context cannot interrupt
 	upload.Wait()
 }
+
+// A connection retired by a request that does not encode closes once its
+// calls in flight have their replies, the one whose reply is arriving
+// included. It used to close at once when no call was left in the pending
+// table, cutting that reply short ("retired after a request could not be
+// encoded (while reading a reply)"; outcome unknown).
+func TestRetiredConnectionWaitsForAReplyArriving(t *testing.T) {
+	srv := rpctest.Start(t)
+	addr := throttled(t, srv.Addr(), 0, 1<<20)
+	c, _ := newTestClient(t, []string{addr}, WithMaxMessageSize(32<<20), withoutNodeHealth(), WithHeartbeat(0, 0))
+	warmEvery(t, c, 1)
+	done := replyArriving(t, c, addr)
+	var r int
+	if err := c.Call(context.Background(), "Echo.Echo", badArgs{V: unregistered{1}}, &r); !errors.Is(err, ErrCodec) {
+		t.Fatalf("args that do not encode: %v, want ErrCodec", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the call whose reply was arriving failed: %v", err)
+	}
+}
