@@ -62,12 +62,15 @@ func ValidateAddr(addr string) error {
 //
 // It is safe to call from any goroutine.
 func CanonicalAddr(addr string) (string, error) {
-	bad := func(why string) (string, error) { return "", fmt.Errorf("%w %q: %s", ErrInvalidAddr, addr, why) }
+	// The address comes from a registry: quote at most its start.
+	bad := func(why string) (string, error) {
+		return "", fmt.Errorf("%w %q: %s", ErrInvalidAddr, truncate(addr), why)
+	}
 	if addr == "" {
 		return bad("empty")
 	}
 	if len(addr) > MaxFieldLen {
-		return bad("too long")
+		return bad(fmt.Sprintf("too long (%d bytes, at most %d)", len(addr), MaxFieldLen))
 	}
 	if strings.ContainsFunc(addr, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		return bad("contains whitespace or control characters")
@@ -84,7 +87,7 @@ func CanonicalAddr(addr string) (string, error) {
 		return bad("port is not a number")
 	}
 	if p < 1 || p > 65535 {
-		return bad("port " + port + " out of range 1-65535")
+		return bad("port " + truncate(port) + " out of range 1-65535")
 	}
 	if ip, ok := parseIP(host); ok {
 		switch {

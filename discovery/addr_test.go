@@ -148,6 +148,24 @@ func TestSanitizeDropsBadKeepsGood(t *testing.T) {
 	}
 }
 
+// A hostile registry's huge address must not end up whole in the rejection
+// error, which goes into logs and State.Err: the error quotes its start only.
+func TestHugeAddressErrorIsShort(t *testing.T) {
+	for _, addr := range []string{
+		strings.Repeat("a", 1<<20) + ":80",        // too long
+		strings.Repeat("a", MaxFieldLen-3) + ":0", // under the length cap, bad port
+		"10.0.0.1:" + strings.Repeat("9", MaxFieldLen-9),
+	} {
+		_, rejected := Sanitize([]Endpoint{{ID: "huge", Addr: addr}})
+		if len(rejected) != 1 || !errors.Is(rejected[0].Err, ErrInvalidAddr) {
+			t.Fatalf("Sanitize of a %d-byte address: rejected %d, want 1 ErrInvalidAddr", len(addr), len(rejected))
+		}
+		if msg := rejected[0].Err.Error(); len(msg) > 300 || !strings.Contains(msg, addr[:32]) {
+			t.Errorf("rejection of a %d-byte address is %d bytes (starts %.120q); want at most 300, quoting the address's start", len(addr), len(msg), msg)
+		}
+	}
+}
+
 // Two spellings of one address must never become two endpoints: Sanitize
 // publishes the canonical form and rejects the second spelling as a
 // duplicate address.

@@ -214,6 +214,43 @@ func TestHugeAnswerRejected(t *testing.T) {
 	}
 }
 
+// An instance whose address is 1 MiB (a hostile or broken registration) is
+// rejected, and neither State.Err nor a log line carries the whole address
+// (review finding: CanonicalAddr quoted it whole).
+func TestHugeInstanceAddressErrorIsShort(t *testing.T) {
+	good := entriesJSON(t, "10.0.0.1:80")
+	huge := entriesJSON(t, strings.Repeat("a", 1<<20)+":80")
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if n == 1 {
+			return 200, "10", good
+		}
+		return 200, "11", huge
+	})
+	var logs bytes.Buffer
+	w, err := New("web", append(fast, WithAddress(f.addr()), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 5*time.Second, "the error", func(s discovery.State) bool { return s.Err != nil })
+	w.Close() // its goroutine has exited: logs may be read
+	msg := s.Err.Error()
+	if !strings.Contains(msg, "all 1 instances were rejected") || !strings.Contains(msg, "too long") || addrsOf(s) != "10.0.0.1:80" {
+		t.Fatalf("err %.200q, endpoints %q; want the rejection and the last known good set", msg, addrsOf(s))
+	}
+	if len(msg) > 2<<10 {
+		t.Fatalf("State.Err is %d bytes (starts %.120q); want at most 2 KiB", len(msg), msg)
+	}
+	if !strings.Contains(logs.String(), "instance rejected") {
+		t.Fatalf("the rejection was not logged:\n%.500s", logs.String())
+	}
+	for line := range strings.Lines(logs.String()) {
+		if len(line) > 2<<10 {
+			t.Fatalf("a log line of %d bytes (starts %.120q); want at most 2 KiB", len(line), line)
+		}
+	}
+}
+
 // An error answer's body becomes the text of Consul's client error, which
 // is logged and published in State.Err: a proxy's 8 MiB error page is cut
 // to maxErrorBody (review finding: an 8 MiB State.Err, 88 MiB allocated per
