@@ -489,6 +489,11 @@ func setKey(args any, key string) error {
 //     write held (a large upload); that write's outcome counts.
 //   - Args that do not encode are the caller's fault.
 //
+// Nor is an attempt whose connection this side closed for another caller's
+// sake (a write that caller's deadline cut short, or a reply still arriving
+// after its caller gave up): a *localCloseError. The request was sent, so
+// the call treats it as any lost connection, but the node did nothing.
+//
 // Everything else, including a connection that dies with the request sent,
 // counts.
 func nodeOutcome(err error) error {
@@ -501,7 +506,9 @@ func nodeOutcome(err error) error {
 	var dw *dialWaitError
 	var ee *encodeError
 	var sw *slotWaitError
-	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) || errors.As(err, &sw) {
+	var lc *localCloseError
+	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) || errors.As(err, &sw) ||
+		errors.As(err, &lc) {
 		return errNoOutcome
 	}
 	return err

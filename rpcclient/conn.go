@@ -212,10 +212,12 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 		c.closeIfRetired()
 		return nil, 0, notSent(&encodeError{werr})
 	}
+	cause := fmt.Errorf("%w: write: %v", ErrConnClosed, werr)
 	if errors.Is(werr, os.ErrDeadlineExceeded) {
 		c.local.Store(true) // the caller's deadline, not the peer
+		cause = &localCloseError{cause}
 	}
-	c.fail(fmt.Errorf("%w: write: %v", ErrConnClosed, werr))
+	c.fail(cause)
 	err := fmt.Errorf("%w: write to %s: %w", ErrConnClosed, c.addr, werr)
 	if !sent {
 		// Not a byte of this request left: the peer died before it.
@@ -257,6 +259,17 @@ type slotWaitError struct{ err error }
 
 func (e *slotWaitError) Error() string { return e.err.Error() }
 func (e *slotWaitError) Unwrap() error { return e.err }
+
+// localCloseError is the error of the calls on a connection that this side
+// closed for one caller's sake: that caller's write deadline passed with its
+// request half written (the gob stream is unusable after it), or its caller
+// gave up on a reply still arriving (see abandon). The calls beside it lost
+// the connection, and may be retried, but the node did nothing wrong: it is
+// no outcome for its breaker (see nodeOutcome).
+type localCloseError struct{ err error }
+
+func (e *localCloseError) Error() string { return e.err.Error() }
+func (e *localCloseError) Unwrap() error { return e.err }
 
 // errWriteBusy is start's error for a connection whose write slot another
 // request held for longer than the caller would wait. It wraps
@@ -345,7 +358,7 @@ func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 			// seq is a wait for this body. A look that falls between
 			// two reads of the socket is repeated at the next tick.
 			if c.codec.in.waiting.Load() && c.bodySeq.Load() == seq {
-				c.fail(fmt.Errorf("%w: %s: a reply was still arriving %v after its caller gave up", ErrConnClosed, c.addr, abandonGrace))
+				c.fail(&localCloseError{fmt.Errorf("%w: %s: a reply was still arriving %v after its caller gave up", ErrConnClosed, c.addr, abandonGrace)})
 				<-pc.done
 				return c.finish(pc)
 			}

@@ -373,3 +373,51 @@ func TestRetiredConnectionWaitsForAReplyArriving(t *testing.T) {
 		t.Fatalf("the call whose reply was arriving failed: %v", err)
 	}
 }
+
+// One caller's write deadline that cuts its large request short closes the
+// connection (the gob stream is unusable after it), and the calls beside it
+// lose it. They may be retried, but the node did nothing wrong: its breaker
+// and ejection count no failure for them. They used to get a plain
+// ErrConnClosed, which the breaker counted: six such calls opened a healthy
+// node's breaker.
+func TestOwnWriteDeadlineIsNoFailureOfTheCallsBeside(t *testing.T) {
+	srv := rpctest.Start(t)
+	addr := throttled(t, srv.Addr(), 1<<20, 0) // requests pass at about 1 MiB/s
+	c, _ := newTestClient(t, []string{addr}, WithMaxAttempts(1), WithHeartbeat(0, 0), WithMaxMessageSize(32<<20))
+	warmEvery(t, c, 1)
+	const beside = 6 // over the breaker's 5 consecutive failures
+	errs := make([]error, beside)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			var r rpctest.EchoReply
+			errs[i] = c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 2 * time.Second}, &r, Idempotent())
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for endpointStatus(c, addr).Pending < beside {
+		if time.Now().After(deadline) {
+			t.Fatalf("the calls beside never got in flight: %+v", endpointStatus(c, addr))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the 16 MiB request with a 150 ms deadline: %v, want its deadline", err)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		var lc *localCloseError
+		if !errors.As(err, &lc) {
+			t.Fatalf("call %d beside the cut request: %v, want the connection closed for that request's sake", i, err)
+		}
+	}
+	for _, s := range c.Balancer().Status() {
+		if s.Breaker != breaker.Closed || s.Ejected {
+			t.Fatalf("one caller's own deadline counted against the healthy node: %+v", s)
+		}
+	}
+}
