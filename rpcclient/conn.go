@@ -108,7 +108,7 @@ func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync
 		defer cwg.Done()
 		c.read()
 	}()
-	if o.heartbeat > 0 {
+	if o.heartbeat > 0 || o.readTimeout > 0 {
 		c.wg.Add(1)
 		cwg.Add(1)
 		go func() {
@@ -483,16 +483,21 @@ func (c *conn) fail(err error) {
 // ping gets no answer within the heartbeat timeout. A server without the
 // heartbeat service answers the ping with an error, which counts as alive;
 // from then on the connection is guarded by a read deadline instead: with
-// calls pending and nothing read for the read timeout, it is closed.
+// calls pending and nothing read for the read timeout, it is closed. With
+// the heartbeat off, the read deadline guards it from the start, checked
+// every readTimeoutTick.
 func (c *conn) heartbeat() {
 	defer c.wg.Done()
-	t := time.NewTicker(c.opts.heartbeat)
+	every, pinging := c.opts.heartbeat, true
+	if every <= 0 {
+		every, pinging = readTimeoutTick(c.opts.readTimeout), false
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	seen := c.reads.Load()
 	// graceEnd is when the patience a backlog the peer has not vouched for
 	// earns ends (see digestGrace); zero until a ping times out behind it.
 	var graceEnd time.Time
-	pinging := true
 	var silentSince time.Time
 	for {
 		select {
@@ -572,6 +577,13 @@ func (c *conn) heartbeat() {
 		seen = c.reads.Load()
 		graceEnd = time.Time{}
 	}
+}
+
+// readTimeoutTick is how often a connection without the heartbeat checks
+// its read timeout d: an eighth of it, at least 10 ms, so that a hung peer
+// is found within d plus an eighth or so.
+func readTimeoutTick(d time.Duration) time.Duration {
+	return max(d/8, 10*time.Millisecond)
 }
 
 // tookAll reports whether the peer's kernel has taken every byte written,

@@ -200,6 +200,27 @@ func TestReadTimeoutWithoutHeartbeatService(t *testing.T) {
 	}
 }
 
+// With the heartbeat off, the read timeout still guards the connection.
+// It used to be checked by the heartbeat goroutine only, which the
+// heartbeat being off did not start: the call waited out its own deadline.
+func TestReadTimeoutWithTheHeartbeatOff(t *testing.T) {
+	s := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{s.Addr()}, WithHeartbeat(0, 0), WithReadTimeout(200*time.Millisecond))
+	var r rpctest.EchoReply
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+		t.Fatal(err)
+	}
+	s.Hang()
+	defer s.Unhang()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r)
+	if !errors.Is(err, ErrReadTimeout) {
+		t.Fatalf("call to a hung server, heartbeat off, read timeout 200 ms: %v after %v, want ErrReadTimeout", err, time.Since(start))
+	}
+}
+
 // The caller's own deadline is never reported as an attempt timeout and
 // never counted against the node's breaker or ejection. It does not cut
 // the dial short either: the callers wait for one dial, which goes on to

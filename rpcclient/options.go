@@ -145,7 +145,8 @@ func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = max(n, 
 // seconds more, so a hung peer behind a 4 MiB request is found after about
 // 4 s more than the timeout. The server must have
 // RegisterHeartbeat; against a server without it, heartbeats stop after the
-// first ping. 0 turns heartbeats off.
+// first ping. 0 turns heartbeats off; the read timeout (WithReadTimeout)
+// then guards every connection.
 func WithHeartbeat(every, timeout time.Duration) Option {
 	return func(o *options) { o.heartbeat, o.heartbeatTimeout = every, timeout }
 }
@@ -153,9 +154,10 @@ func WithHeartbeat(every, timeout time.Duration) Option {
 // WithReadTimeout guards connections to servers without the heartbeat, and
 // a connection retired after a caller's args could not be encoded (which
 // takes no more writes, pings included): with calls pending and nothing
-// read for d, the connection is closed and its calls released (checked
-// every heartbeat interval). Default 30 s; 0 turns
-// it off. Set it above the slowest expected call.
+// read for d, the connection is closed and its calls released. It is
+// checked every heartbeat interval, or every d/8 (at least 10 ms) with the
+// heartbeat off, when it guards every connection. Default 30 s; 0 turns it
+// off. Set it above the slowest expected call.
 func WithReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
 
 // WithMaxMessageSize caps a reply message; it must be positive. A larger
