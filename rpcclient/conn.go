@@ -540,7 +540,11 @@ func (c *conn) heartbeat() {
 		err := c.do(ctx, HeartbeatMethod, &in, &out)
 		cancel()
 		timedOut := errors.Is(err, context.DeadlineExceeded)
-		moved := timedOut && c.movedSince(wrote, acked, read, isNotSent(err))
+		// A reader that is not waiting on the socket is busy on this
+		// side (decoding a large or slow reply, or starved of CPU): the
+		// ping's answer may be there, unread. Only a reader waiting for
+		// bytes that do not come says the peer is silent.
+		moved := timedOut && (!c.codec.in.waiting.Load() || c.movedSince(wrote, acked, read, isNotSent(err)))
 		switch {
 		case moved:
 			graceEnd = time.Time{} // it starts when nothing moves
@@ -556,7 +560,8 @@ func (c *conn) heartbeat() {
 			// The ping timed out behind other traffic that is still
 			// moving: a large request the peer keeps taking (the ping
 			// may not even have got out), or a large reply still
-			// coming in. The peer is slow, not hung; ping again later.
+			// coming in, or being decoded here. The peer is slow, or
+			// this side is, not the peer hung; ping again later.
 			continue
 		case timedOut && time.Now().Before(graceEnd):
 			// The peer took a large backlog since it last spoke (all

@@ -279,3 +279,27 @@ func TestGraceSurvivesAReplyToAnEarlierCall(t *testing.T) {
 		t.Errorf("the small call: %v", err)
 	}
 }
+
+// A reply this side takes long to decode (or a reader starved of CPU)
+// holds the ping's answer unread in the socket; the heartbeat must not take
+// that for a hung peer. It used to close the connection after the ping's
+// timeout, failing the call beside the slow one: outcome unknown.
+func TestHeartbeatSparesAConnectionBusyDecoding(t *testing.T) {
+	a := Arith{gate: make(chan struct{})}
+	c, _ := newTestClient(t, []string{serveArith(t, &a)}, withoutNodeHealth(),
+		WithHeartbeat(100*time.Millisecond, 300*time.Millisecond))
+	beside := make(chan error, 1)
+	go func() {
+		var r int
+		beside <- c.Call(context.Background(), "Arith.Slow", Pair{7, 0}, &r) // not idempotent
+	}()
+	waitCalls(t, &a, 1)
+	// Its reply decodes for 1.5 s: five heartbeat timeouts.
+	if err := c.Call(context.Background(), "Arith.Blob", Pair{}, &Blob{Delay: 1500 * time.Millisecond}); err != nil {
+		t.Fatalf("the slow-decoding call: %v", err)
+	}
+	close(a.gate)
+	if err := <-beside; err != nil {
+		t.Fatalf("the call beside the slow-decoding one failed: %v", err)
+	}
+}
