@@ -170,8 +170,10 @@ func validScheme(s string) bool {
 	return true
 }
 
-// validateRegistryAddr checks one host:port of a registry. Unlike endpoint
-// addresses, a registry may be a name such as localhost or consul.service.
+// validateRegistryAddr checks one host:port of a registry: the host must be
+// an IP address or a syntactically valid DNS name (see ValidateAddr), and
+// the port in 1-65535. Unlike endpoint addresses, a registry may be a name
+// such as localhost or consul.service, or a loopback or unspecified IP.
 func validateRegistryAddr(h string) error {
 	if h == "" {
 		return errors.New("empty address in list")
@@ -182,6 +184,9 @@ func validateRegistryAddr(h string) error {
 	}
 	if host == "" {
 		return fmt.Errorf("%q has an empty host", truncate(h))
+	}
+	if _, ok := parseIP(host); !ok && !validHostname(host) {
+		return fmt.Errorf("%q: host %q is neither an IP address nor a valid DNS name", truncate(h), truncate(host))
 	}
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || port[0] == '+' {
 		return fmt.Errorf("%q: port %q out of range 1-65535", truncate(h), truncate(port))

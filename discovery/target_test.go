@@ -2,7 +2,11 @@ package discovery
 
 import (
 	"errors"
+	"net"
+	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -27,6 +31,10 @@ func TestParseTarget(t *testing.T) {
 	if err != nil || tg.Hosts != nil || tg.Path != "a.example:1,b.example:2" {
 		t.Fatalf("parsed %+v, %v", tg, err)
 	}
+	tg, err = ParseTarget("etcd://localhost:2379,consul.service:8500,my_host.:1/p")
+	if err != nil || !slices.Equal(tg.Hosts, []string{"localhost:2379", "consul.service:8500", "my_host.:1"}) {
+		t.Fatalf("parsed %+v, %v", tg, err)
+	}
 	tg, err = ParseTarget("consul:///my%2Fsvc")
 	if err != nil || tg.Path != "my/svc" || len(tg.Hosts) != 0 {
 		t.Fatalf("parsed %+v, %v", tg, err)
@@ -48,6 +56,10 @@ func TestParseTargetErrorsNameThePart(t *testing.T) {
 		{"consul://h:1/orders#frag", "fragment"},
 		{"consul://h:1/a%zzb", "path"},
 		{"consul://h:1/a b", "whitespace"},
+		{"consul://h!o$t:8500/svc", "authority"},
+		{"consul://ho%st:8500/svc", "authority"},
+		{"etcd://10.0.0.1:2379,-bad:2379/p", "authority"},
+		{"etcd://a..b:2379/p", "authority"},
 	} {
 		_, err := ParseTarget(tc.in)
 		if err == nil || !errors.Is(err, ErrBadTarget) || !strings.Contains(err.Error(), tc.part) {
@@ -60,6 +72,7 @@ func FuzzParseTarget(f *testing.F) {
 	for _, s := range []string{
 		"consul://127.0.0.1:8500/orders?tag=a&tag=b", "etcd://a:1,b:2/p/q", "static:///a:1,b:2",
 		"consul:///x", "x://", "://", "etcd://[::1]:2379/p", "consul://h:1/a%2Fb?x=%zz",
+		"consul://h!o$t:8500/svc", "consul://ho%st:8500/svc", "etcd://1.2.3:1/p", "etcd://a.-b:1/p",
 	} {
 		f.Add(s)
 	}
@@ -75,8 +88,8 @@ func FuzzParseTarget(f *testing.F) {
 			t.Fatalf("accepted %q as %+v", s, tg)
 		}
 		for _, h := range tg.Hosts {
-			if validateRegistryAddr(h) != nil {
-				t.Fatalf("accepted bad host %q", h)
+			if why := badRegistryAddr(h); why != "" {
+				t.Fatalf("accepted bad registry address %q in %q: %s", h, s, why)
 			}
 		}
 		// A static target either builds or fails with a clear error; it never panics.
@@ -86,6 +99,36 @@ func FuzzParseTarget(f *testing.F) {
 			}
 		}
 	})
+}
+
+// dnsName matches a DNS name as ParseTarget must accept it for a registry:
+// dot-separated labels of letters, digits, '_' and inner '-', 63 bytes at
+// most each, and an optional trailing dot.
+var dnsName = regexp.MustCompile(`^([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$`)
+
+// badRegistryAddr is FuzzParseTarget's oracle for one registry address,
+// written apart from validateRegistryAddr (which the fuzz target must
+// check, not repeat): it says what is wrong with h, or "" if nothing is.
+func badRegistryAddr(h string) string {
+	host, port, err := net.SplitHostPort(h)
+	if err != nil {
+		return "not host:port"
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 || strings.Trim(port, "0123456789") != "" {
+		return "port not in 1-65535"
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	switch {
+	case !dnsName.MatchString(host):
+		return "host is neither an IP address nor a DNS name"
+	case len(strings.TrimSuffix(host, ".")) > 253:
+		return "host name longer than 253 bytes"
+	case strings.Trim(host, "0123456789.") == "":
+		return "host is all digits and dots but not an IP address"
+	}
+	return ""
 }
 
 // TestTargetErrorsHideCredentials: a target carrying credentials is refused,
