@@ -514,6 +514,75 @@ func TestTripsLikeGobreaker(t *testing.T) {
 	})
 }
 
+// TestAgedOutFailureAsksTheTripRule: a failure whose request began more
+// than Window ago is counted by neither breaker, but gobreaker still asks
+// ReadyToTrip with its current counts, and trips when successes brought them
+// to the rule since the last failure; ours must trip at the same request.
+// A failure from an earlier generation (before the breaker last closed) is
+// dropped by gobreaker without asking, and must not trip ours either.
+func TestAgedOutFailureAsksTheTripRule(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{ConsecutiveFailures: -1, FailureRatio: 0.5, MinRequests: 4, Window: 10 * time.Second,
+			OpenTimeout: time.Second, Jitter: -1})
+		defer s.Close()
+		b := s.Get("a")
+		bare := gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+			Interval: 10 * time.Second, BucketPeriod: time.Second, Timeout: time.Second,
+			ReadyToTrip: func(c gobreaker.Counts) bool {
+				total := c.TotalSuccesses + c.TotalFailures
+				return total >= 4 && 2*c.TotalFailures >= total
+			},
+		})
+		both := func() (ours, theirs func(error)) {
+			theirs, err := bare.Allow()
+			if err != nil {
+				t.Fatalf("bare gobreaker refused: %v", err)
+			}
+			return mustAllow(t, b), theirs
+		}
+		// Two failures, then two successes: the counts reach the ratio
+		// rule (2 of 4), but no failure came after them to ask it.
+		failThenSucceed := func() {
+			for _, err := range []error{errTransport, errTransport, nil, nil} {
+				ours, theirs := both()
+				ours(err)
+				theirs(err)
+			}
+			if b.State() != Closed || bare.State() != gobreaker.StateClosed {
+				t.Fatalf("tripped before the stale failure: ours %v, gobreaker %v", b.State(), bare.State())
+			}
+		}
+		check := func(what string, wantOpen bool) {
+			t.Helper()
+			ours, theirs := b.State() == Open, bare.State() == gobreaker.StateOpen
+			if ours != theirs || ours != wantOpen {
+				t.Fatalf("%s: ours open %v, gobreaker open %v, want %v", what, ours, theirs, wantOpen)
+			}
+		}
+
+		long, longBare := both() // begins at 0 s, fails at 11 s, its bucket gone
+		time.Sleep(6 * time.Second)
+		synctest.Wait()
+		failThenSucceed()
+		prev, prevBare := both() // begins at 6 s, fails after the breakers closed again
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		long(errTransport)
+		longBare(errTransport)
+		check("a failure too old to count, with the counts at the rule", true)
+
+		time.Sleep(time.Second + time.Millisecond)
+		ours, theirs := both() // the half-open probe
+		ours(nil)
+		theirs(nil)
+		check("after the probe", false)
+		failThenSucceed()
+		prev(errTransport)
+		prevBare(errTransport)
+		check("a failure from before the breaker closed", false)
+	})
+}
+
 // TestRollsOnlyWindowsInUse: the Set's timer goroutine rolls a closed
 // breaker's window while requests arrive, and stops once a whole bucket
 // passed without one; the next request re-arms it.

@@ -52,13 +52,19 @@ type closedCounts struct {
 	tripping bool   // a trip was decided and not yet undone by a reset; under mu
 
 	inline [windowBuckets + 1]bucket
+
+	// first is the last stamp handed out before the generation began:
+	// tickets of this generation carry later stamps, those of earlier
+	// generations this one or earlier. Under mu. It comes last so that
+	// the fields the success path reads keep their places.
+	first uint32
 }
 
 // bucket is one slice of the window. Its word packs a stamp (high 32 bits),
 // new each time the bucket is cleared, with its successes (low 32 bits): a
 // success reported with an old stamp belongs to a bucket that has since
 // aged out or to an earlier generation, and is dropped, as gobreaker drops
-// it.
+// it. (A failure with an old stamp is not counted either, but see failure.)
 type bucket struct {
 	word     atomic.Uint64
 	consec   atomic.Uint32 // failures in a row within the bucket; zeroed by its successes
@@ -143,19 +149,29 @@ func (c *closedCounts) success(t ticket) {
 
 // failure counts a failure reported at now and asks readyToTrip, with the
 // counts gobreaker would hand it, whether to trip. It returns true once per
-// generation, when the trip is decided; the caller then trips gobreaker. A
-// stale ticket, or a failure while a decided trip is under way, is dropped.
+// generation, when the trip is decided; the caller then trips gobreaker.
+//
+// A failure whose bucket has aged out (its request began more than Window
+// ago, in this generation) is not counted but still asks readyToTrip with
+// the current counts, as gobreaker's onFailure does: the counts may have
+// reached the trip rule since the last failure, through successes. A
+// ticket of an earlier generation, the zero ticket, or a failure while a
+// decided trip is under way, is dropped without asking (gobreaker drops an
+// earlier generation's outcome at once).
 func (c *closedCounts) failure(t ticket, now int64, readyToTrip func(gobreaker.Counts) bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.growLocked(now)
-	b := &c.buckets[t.idx]
-	if c.tripping || uint32(b.word.Load()>>32) != t.stamp {
+	if c.tripping || t == (ticket{}) {
 		return false
 	}
-	b.failures++
-	b.consec.Add(1)
-	c.consec.Add(1)
+	if b := &c.buckets[t.idx]; uint32(b.word.Load()>>32) == t.stamp {
+		b.failures++
+		b.consec.Add(1)
+		c.consec.Add(1)
+	} else if int32(t.stamp-c.first) <= 0 {
+		return false // an earlier generation's (wrap-safe: stamps grow by one)
+	}
 	if !readyToTrip(c.countsLocked()) {
 		return false
 	}
@@ -251,6 +267,7 @@ func (c *closedCounts) clearLocked() {
 // resetLocked starts a new generation at now: an empty window whose buckets
 // count from now, and tickets from before are stale.
 func (c *closedCounts) resetLocked(now int64) {
+	c.first = c.stamps
 	c.clearLocked()
 	c.start.Store(now)
 	c.setAgeLocked(0)

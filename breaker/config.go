@@ -115,7 +115,8 @@ func (c Config) withDefaults() Config {
 
 // readyToTrip is the trip rule for a Config with defaults applied, in
 // gobreaker's ReadyToTrip form. The closed-state window calls it under its
-// lock after each failure it counts.
+// lock after each failure of the current generation, counted or too old to
+// count, as gobreaker does (see closedCounts.failure).
 func (c *Config) readyToTrip(n gobreaker.Counts) bool {
 	if c.ConsecutiveFailures > 0 && n.ConsecutiveFailures >= uint32(c.ConsecutiveFailures) {
 		return true

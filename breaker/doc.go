@@ -70,8 +70,10 @@
 // filed in the bucket where its request began, and dropped if that bucket
 // has aged out or the breaker changed state since; the consecutive-failure
 // run trimmed as buckets age out exactly as gobreaker's rollingCounts trims
-// it; Config's trip rule asked after every counted failure, with the counts
-// gobreaker would have. A success is one compare-and-swap on its bucket and
+// it; Config's trip rule asked after every failure of the current
+// generation, with the counts gobreaker would have, including a failure
+// too old to be counted (gobreaker asks then too, and trips if successes
+// have brought the counts to the rule meanwhile). A success is one compare-and-swap on its bucket and
 // no lock; Begin reads the current bucket from an atomic. A failure takes
 // the window's short lock, rolls the window by the clock and asks the trip
 // rule. When the rule says trip, the breaker reports one failure to
