@@ -42,6 +42,11 @@
 //     ends, so clients that call it on every failed dial cannot hammer a
 //     failing agent.
 //
+// An endpoint's ID is the Consul service ID, prefixed with the node name
+// ("node/ID") when it equals the service's name (the ID Consul gives every
+// instance registered without one) or when several instances in one answer
+// share it: service IDs are unique per agent only.
+//
 // The ACL token comes from CONSUL_HTTP_TOKEN (or CONSUL_HTTP_TOKEN_FILE) or
 // WithToken, never from the target. TLS is configured through api.Config:
 // the standard CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT and

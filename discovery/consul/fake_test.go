@@ -251,6 +251,76 @@ func TestHugeInstanceAddressErrorIsShort(t *testing.T) {
 	}
 }
 
+// Instances registered without an ID all get the service's name as their ID,
+// one per node. Each endpoint's ID must stay the same while the other node's
+// instance leaves the answer (critical) and comes back (review finding: the
+// node prefix was added only while the ID occurred twice, so "n1/web"
+// became "web" and back). A unique explicit ID is left as it is, and an
+// explicit ID repeated on two nodes in one answer gets the prefix.
+func TestEndpointIDsStayStableAcrossNodes(t *testing.T) {
+	entry := func(node, id, addr string, port int) *api.ServiceEntry {
+		return &api.ServiceEntry{
+			Node:    &api.Node{Node: node, Address: addr},
+			Service: &api.AgentService{ID: id, Service: "web", Address: addr, Port: port},
+			Checks:  api.HealthChecks{{Status: api.HealthPassing}},
+		}
+	}
+	both := []*api.ServiceEntry{
+		entry("n1", "web", "10.0.0.1", 80), entry("n2", "web", "10.0.0.2", 80),
+		entry("n1", "web-x", "10.0.0.1", 81), entry("n1", "dup", "10.0.0.1", 82), entry("n2", "dup", "10.0.0.2", 82),
+	}
+	onlyN1 := []*api.ServiceEntry{both[0], both[2], both[3], both[4]} // n2's web is critical: filtered by Consul
+	answers := [][]*api.ServiceEntry{both, onlyN1, both}
+	step := make(chan struct{}) // the test lets each answer after the first go
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if n > len(answers) {
+			return -1, "", "" // park until the watcher goes
+		}
+		if n > 1 {
+			select {
+			case <-step:
+			case <-r.Context().Done():
+				return -1, "", ""
+			}
+		}
+		b, err := json.Marshal(answers[n-1])
+		if err != nil {
+			panic(err)
+		}
+		return 200, fmt.Sprint(10 + n), string(b)
+	})
+	w, err := New("web", append(fast, WithAddress(f.addr()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	idsOf := func(s discovery.State) string {
+		var ids []string
+		for _, e := range s.Endpoints {
+			ids = append(ids, e.ID+"="+e.Addr)
+		}
+		return strings.Join(ids, " ")
+	}
+	const wantBoth = "n1/dup=10.0.0.1:82 n1/web=10.0.0.1:80 n2/dup=10.0.0.2:82 n2/web=10.0.0.2:80 web-x=10.0.0.1:81"
+	for i, want := range []string{
+		wantBoth,
+		"n1/dup=10.0.0.1:82 n1/web=10.0.0.1:80 n2/dup=10.0.0.2:82 web-x=10.0.0.1:81",
+		wantBoth,
+	} {
+		if i > 0 {
+			select {
+			case step <- struct{}{}:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("the watcher did not ask for answer %d", i+1)
+			}
+		}
+		s := nextWhere(t, w, 5*time.Second, fmt.Sprintf("answer %d", i+1), func(discovery.State) bool { return true })
+		if got := idsOf(s); got != want || s.Err != nil {
+			t.Fatalf("answer %d published %s (err %v), want %s", i+1, got, s.Err, want)
+		}
+	}
+}
+
 // An error answer's body becomes the text of Consul's client error, which
 // is logged and published in State.Err: a proxy's 8 MiB error page is cut
 // to maxErrorBody (review finding: an 8 MiB State.Err, 88 MiB allocated per

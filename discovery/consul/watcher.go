@@ -450,6 +450,15 @@ func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) (keep 
 
 // convert maps health entries to endpoints. Critical instances (and warning
 // ones unless allowed) are left out; malformed entries are counted in bad.
+//
+// An endpoint's ID is the Consul service ID, which is unique per agent only.
+// Two IDs are prefixed with the node name ("node/ID"): one equal to the
+// service's name, which is the ID Consul gives a service registered without
+// one, so every node that registers it so shares it; and one that more than
+// one entry of this answer carries. The first rule keeps such an ID the same
+// from answer to answer: "node-a/web" does not become "web" when node b's
+// instance turns critical and leaves the answer, and back when it passes
+// again.
 func (w *Watcher) convert(entries []*api.ServiceEntry) (eps []discovery.Endpoint, bad int) {
 	ids := make(map[string]int, len(entries))
 	for _, e := range entries {
@@ -481,7 +490,7 @@ func (w *Watcher) convert(entries []*api.ServiceEntry) (eps []discovery.Endpoint
 			host = e.Node.Address
 		}
 		id := s.ID
-		if ids[id] > 1 && e.Node != nil {
+		if (id == s.Service || ids[id] > 1) && e.Node != nil && e.Node.Node != "" {
 			id = e.Node.Node + "/" + id // service IDs are unique per agent only
 		}
 		weight := s.Weights.Passing
