@@ -2,11 +2,14 @@ package rpcclient
 
 import (
 	"bufio"
+	"context"
 	"encoding/gob"
 	"fmt"
 	"io"
+	"net"
 	"net/rpc"
 	"sync/atomic"
+	"time"
 )
 
 // codec is the client side of net/rpc's gob wire format, the one
@@ -26,6 +29,7 @@ type codec struct {
 
 func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
 	cw := &countingWriter{w: rwc}
+	cw.nc, _ = rwc.(net.Conn)
 	cr := &countingReader{r: rwc}
 	w := bufio.NewWriter(cw)
 	return &codec{
@@ -45,8 +49,17 @@ func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
 // heartbeat watches it move while a large request holds the connection.
 // Writes go to the connection in pieces of at most writeChunk bytes, so
 // that n moves while a large request drains into a slow peer.
+//
+// A write larger than writeChunk, which may block on a peer that reads
+// slowly or not at all, is cut short when the request's ctx is cancelled:
+// a watch sets the connection's write deadline in the past. (The ctx's
+// deadline is already the connection's write deadline.) Smaller writes
+// are not watched, so the common request pays nothing for it; one stuck
+// behind a full socket waits for its deadline or the heartbeat.
 type countingWriter struct {
 	w   io.Writer
+	nc  net.Conn        // w, when it is one: the watch sets its deadline
+	ctx context.Context // the request being written; set by codec.write
 	n   atomic.Int64
 	err error // the connection's first write error
 }
@@ -57,6 +70,9 @@ type countingWriter struct {
 const writeChunk = 64 << 10
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if len(p) > writeChunk && c.nc != nil && c.ctx != nil && c.ctx.Done() != nil {
+		defer c.watchCancel(c.ctx)()
+	}
 	total := 0
 	for len(p) > 0 {
 		n, err := c.w.Write(p[:min(len(p), writeChunk)])
@@ -72,6 +88,30 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	}
 	return total, nil
 }
+
+// watchCancel cuts the connection's write short when ctx is cancelled,
+// until the returned function is called. That function waits for a watch
+// that has started and, if the write outlived it, restores the write
+// deadline the watch moved, so that the next request is not cut short.
+func (c *countingWriter) watchCancel(ctx context.Context) func() {
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(fired)
+		c.nc.SetWriteDeadline(aLongTimeAgo)
+	})
+	return func() {
+		if stop() {
+			return
+		}
+		<-fired
+		dl, _ := ctx.Deadline() // the deadline the caller set (zero: none)
+		c.nc.SetWriteDeadline(dl)
+	}
+}
+
+// aLongTimeAgo is a write deadline that has passed: it ends a blocked
+// write at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 // countingReader counts the bytes read from the connection, for the
 // heartbeat: a ping that times out while a large reply is still coming in
@@ -96,10 +136,14 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // write sends one request. It is called under the connection's write lock.
-// sent reports whether any byte of it reached the connection.
-func (c *codec) write(r *rpc.Request, body any) (sent bool, err error) {
+// sent reports whether any byte of it reached the connection. ctx's
+// cancellation cuts a large write short (see countingWriter); its deadline
+// is the connection's write deadline, which the caller sets.
+func (c *codec) write(ctx context.Context, r *rpc.Request, body any) (sent bool, err error) {
 	before := c.out.n.Load()
+	c.out.ctx = ctx
 	err = c.encode(r, body)
+	c.out.ctx = nil
 	return c.out.n.Load() != before, err
 }
 

@@ -144,8 +144,9 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 // start registers a pending call and writes its request. The reply will be
 // decoded into reply; pc.done is signalled once. The caller then calls
 // finish after pc.done, or abandon. ctx bounds the wait for the write slot
-// and, through a write deadline, the write itself; a ctx already done when
-// the slot is taken writes nothing. A slot another write holds is waited
+// and, through a write deadline, the write itself (its cancellation too,
+// for a request larger than writeChunk: see countingWriter); a ctx already
+// done when the slot is taken writes nothing. A slot another write holds is waited
 // for as long as ctx allows with wait waitAsCtxAllows, and at most wait
 // otherwise, after which the call fails with errWriteBusy (nothing sent):
 // a hedged call's legs must not wait behind another request's long write
@@ -192,7 +193,7 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 		c.nc.SetWriteDeadline(dl) // the zero time: none
 		c.wdl = dl
 	}
-	sent, werr := c.codec.write(&rpc.Request{ServiceMethod: method, Seq: seq}, args)
+	sent, werr := c.codec.write(ctx, &rpc.Request{ServiceMethod: method, Seq: seq}, args)
 	if werr != nil && errors.Is(werr, ErrCodec) {
 		c.retired.Store(true) // before the slot is free: no write follows this one
 	}

@@ -421,3 +421,46 @@ func TestOwnWriteDeadlineIsNoFailureOfTheCallsBeside(t *testing.T) {
 		}
 	}
 }
+
+// Cancelling a call (a context without a deadline) ends its large request's
+// write to a peer that does not read. The write used to go on until the
+// heartbeat closed the connection, or, with the heartbeat off, until the
+// client closed: still blocked 5 s after the cancel.
+func TestCancelEndsALargeWrite(t *testing.T) {
+	addr := sink(t)
+	c, _ := newTestClient(t, []string{addr}, WithMaxAttempts(1), WithHeartbeat(0, 0), WithReadTimeout(0))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply
+		done <- c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r, Idempotent())
+	}()
+	// Wait until the write is under way and stuck: bytes went out, and
+	// none for 100 ms.
+	deadline := time.Now().Add(10 * time.Second)
+	var cn *conn
+	for last, still := int64(-1), 0; still < 10; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the 16 MiB request never got stuck writing to the peer that does not read")
+		}
+		if cn == nil {
+			cn = c.endpoint(addr).ready()
+			continue
+		}
+		if n := cn.codec.out.n.Load(); n > 0 && n == last {
+			still++
+		} else {
+			last, still = n, 0
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the cancelled call: %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call was still writing 5 s after its cancel")
+	}
+}
