@@ -109,8 +109,11 @@ func WithBalancer(opts ...balancer.Option) Option {
 	return func(o *options) { o.balancerOpts = append(o.balancerOpts, opts...) }
 }
 
-// WithDialTimeout bounds each dial; it must be positive. Default 3 s. The
-// call's context bounds it too.
+// WithDialTimeout bounds each dial; it must be positive. Default 3 s. A
+// dial belongs to the endpoint, not to the call that started it: a call
+// whose context ends stops waiting for it, but the dial goes on to its own
+// timeout, so that what it finds (the node is up, or it hangs) is known for
+// the next calls.
 func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
 
 // WithKeepAlive sets the TCP keepalive period. Default 30 s.
