@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -20,12 +22,43 @@ var ErrResponseTooLarge = errors.New("consul: response too large")
 // is refused so the ACL token is never sent elsewhere.
 var ErrRedirect = errors.New("consul: redirect refused")
 
+// errInsecureSkipVerify is returned when CONSUL_HTTP_SSL_VERIFY asks to skip
+// verification of the agent's certificate, which is never done.
+var errInsecureSkipVerify = errors.New("consul: " + api.HTTPSSLVerifyEnvName + " is refused: the agent's certificate is always verified; set " +
+	api.HTTPCAFile + " (or " + api.HTTPCAPath + ") to the CA that signed it")
+
+// checkSSLVerifyEnv refuses CONSUL_HTTP_SSL_VERIFY set to false, or to
+// anything that is not a boolean: api.DefaultConfig turns either into
+// InsecureSkipVerify without a word (an unparsable value only logs a
+// warning). The etcd package refuses ETCDCTL_INSECURE_SKIP_TLS_VERIFY so.
+func checkSSLVerifyEnv(getenv func(string) string) error {
+	v := getenv(api.HTTPSSLVerifyEnvName)
+	if v == "" {
+		return nil
+	}
+	verify, err := strconv.ParseBool(v)
+	if err != nil {
+		if len(v) > 16 {
+			v = v[:16] + "..."
+		}
+		return fmt.Errorf("consul: %s=%q is not a boolean", api.HTTPSSLVerifyEnvName, v)
+	}
+	if !verify {
+		return errInsecureSkipVerify
+	}
+	return nil
+}
+
 // newClient builds a Consul API client from the environment and the options.
 // Its HTTP client refuses redirects and caps response bodies at maxBody bytes,
 // whether the agent is reached over TCP or through a unix socket (unix://).
-// The HTTP client is returned too, so that its owner can close its idle
-// connections on Close.
+// CONSUL_HTTP_SSL_VERIFY=false is refused (errInsecureSkipVerify). The HTTP
+// client is returned too, so that its owner can close its idle connections
+// on Close.
 func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
+	if err := checkSSLVerifyEnv(os.Getenv); err != nil {
+		return nil, nil, err
+	}
 	cfg := api.DefaultConfig()
 	if o.apiConfig != nil {
 		o.apiConfig(cfg)

@@ -52,6 +52,11 @@
 // the standard CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT and
 // CONSUL_CLIENT_KEY variables, or WithAPIConfig. A TLS verification failure is
 // an error like any other; there is no plaintext fallback.
+// CONSUL_HTTP_SSL_VERIFY=false, which Consul's client would obey silently by
+// skipping verification (as it would for any value that is not a boolean),
+// is refused with an error by New and NewRegistrar, as the etcd package
+// refuses ETCDCTL_INSECURE_SKIP_TLS_VERIFY: the environment cannot turn
+// verification off. Only code can, through WithAPIConfig.
 //
 // Importing the package registers the "consul" scheme with discovery.Watch:
 //

@@ -672,6 +672,54 @@ func TestTLSVerifyFailureIsAnErrorNeverADowngrade(t *testing.T) {
 	}
 }
 
+// CONSUL_HTTP_SSL_VERIFY=false (or a value that is not a boolean, which
+// Consul's client also reads as false) is refused with an error naming the
+// variable, by New, by the consul:// target and by NewRegistrar, before any
+// request; true is accepted.
+func TestSSLVerifyOffInEnvironmentIsRefused(t *testing.T) {
+	f := newFakeAgent(t, func(*http.Request, int) (int, string, string) { return 200, "1", "[]" })
+	for _, tc := range []struct{ value, want string }{
+		{"false", "is refused"},
+		{"0", "is refused"},
+		{"nope", "not a boolean"},
+	} {
+		t.Setenv("CONSUL_HTTP_SSL_VERIFY", tc.value)
+		check := func(what string, err error) {
+			t.Helper()
+			if err == nil || !strings.Contains(err.Error(), "CONSUL_HTTP_SSL_VERIFY") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s with CONSUL_HTTP_SSL_VERIFY=%s = %v, want an error naming the variable and saying %q", what, tc.value, err, tc.want)
+			}
+		}
+		w, err := New("web", WithAddress(f.addr()))
+		if err == nil {
+			w.Close()
+		}
+		check("New", err)
+		dw, err := discovery.Watch(t.Context(), "consul://"+f.addr()+"/web")
+		if err == nil {
+			dw.Close()
+		}
+		check("Watch", err)
+		r, err := NewRegistrar(t.Context(), Registration{Name: "web", Addr: "127.0.0.1:9001", Check: Check{TTL: 10 * time.Second}}, WithAddress(f.addr()))
+		if err == nil {
+			r.Close()
+		}
+		check("NewRegistrar", err)
+		if tc.want == "is refused" && !errors.Is(err, errInsecureSkipVerify) {
+			t.Errorf("NewRegistrar with CONSUL_HTTP_SSL_VERIFY=%s = %v, want errInsecureSkipVerify", tc.value, err)
+		}
+	}
+	if n := f.n.Load(); n != 0 {
+		t.Errorf("%d requests reached the agent while verification was asked off", n)
+	}
+	t.Setenv("CONSUL_HTTP_SSL_VERIFY", "true")
+	w, err := New("web", WithAddress(f.addr()))
+	if err != nil {
+		t.Fatalf("New with CONSUL_HTTP_SSL_VERIFY=true = %v", err)
+	}
+	w.Close()
+}
+
 // An answer without a known leader (a server cut off from its quorum answers
 // blocking queries from its own copy) is not published: ErrNoLeader is
 // reported with the last known good set, until a leader answers again.
