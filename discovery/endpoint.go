@@ -14,9 +14,11 @@ type Health int
 const (
 	// Healthy endpoints pass all their checks.
 	Healthy Health = iota
-	// Degraded endpoints have a warning (Consul's "warning" status). They are
-	// published only when the watcher is asked to, and the balancer gives them
-	// a reduced weight.
+	// Degraded endpoints have a warning (Consul's "warning" status). The
+	// Consul watcher publishes them only when asked to (consul.WithWarning,
+	// or healthy=warning in the target); the etcd watcher publishes every
+	// entry whose metadata says "degraded" (or "warning"). The balancer gives
+	// them a reduced weight.
 	Degraded
 )
 

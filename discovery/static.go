@@ -14,9 +14,9 @@ type Static struct {
 	pub Publisher
 }
 
-// NewStatic returns a Static watcher whose first State holds eps. Invalid
-// endpoints make it fail with an error naming the first one; use Sanitize
-// first to drop them instead.
+// NewStatic returns a Static watcher whose first State holds eps. Invalid or
+// duplicated endpoints make it fail with an error naming each of them (one
+// line each, errors.Join); use Sanitize first to drop them instead.
 func NewStatic(eps ...Endpoint) (*Static, error) {
 	s := &Static{}
 	if err := s.Update(eps...); err != nil {
@@ -36,8 +36,8 @@ func StaticAddrs(addrs ...string) (*Static, error) {
 }
 
 // Update replaces the set. It is all or nothing: if any endpoint is invalid
-// or duplicated, nothing changes and the error names it. Safe from any
-// goroutine.
+// or duplicated, nothing changes and the error names every one that is
+// (errors.Join of Sanitize's reasons). Safe from any goroutine.
 func (s *Static) Update(eps ...Endpoint) error {
 	valid, rejected := Sanitize(eps)
 	if len(rejected) > 0 {

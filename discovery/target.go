@@ -29,7 +29,6 @@ type Target struct {
 	Raw string
 }
 
-// String returns the original target string.
 // String returns the target as given, with any credentials in it (user
 // information, or a query value named like a token or password) replaced
 // by "REDACTED", so that it can go in errors and logs.

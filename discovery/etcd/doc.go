@@ -42,7 +42,11 @@
 // known good set kept. A prefix with no keys is published as an empty set.
 //
 // ResolveNow forces a fresh list at once, coalesced and at most one per
-// resolve interval (default 500 ms).
+// resolve interval (default 500 ms). During the backoff after a failure (a
+// failed list, or watches that end before delivering anything) it does not
+// cut the backoff short: it waits for the backoff to end, and the list made
+// then serves it, so clients that call it on every failed dial cannot hammer
+// a failing cluster.
 //
 // # Registrar
 //

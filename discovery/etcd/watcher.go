@@ -133,7 +133,8 @@ func (w *Watcher) Next(ctx context.Context) (discovery.State, error) { return w.
 // (the current watch is dropped, the prefix listed and published, and a new
 // watch started). Calls are coalesced, and forced lists are at least the
 // resolve interval apart (WithResolveInterval, default 500 ms): a call inside
-// the interval is served at its end.
+// the interval is served at its end. During the backoff after a failure, a
+// call waits for the backoff to end and is served by the list made then.
 func (w *Watcher) ResolveNow() {
 	select {
 	case w.resolve <- struct{}{}:
