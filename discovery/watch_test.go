@@ -49,17 +49,43 @@ func TestWatchErrors(t *testing.T) {
 	}
 }
 
+// TestRegisterReplacesAndIsUsed: Watch uses the Builder registered for the
+// scheme (matched without regard to case), and a later Register for the
+// same scheme replaces the earlier Builder.
 func TestRegisterReplacesAndIsUsed(t *testing.T) {
-	called := false
-	Register("Test-Scheme", func(ctx context.Context, tg Target) (Watcher, error) {
-		called = true
-		return StaticAddrs("10.9.9.9:9")
+	t.Cleanup(func() {
+		registryMu.Lock()
+		delete(registry, "test-scheme")
+		registryMu.Unlock()
 	})
-	w, err := Watch(t.Context(), "test-scheme:///x")
-	if err != nil || !called {
-		t.Fatalf("registered builder not used: %v", err)
+	var used []string // which builders Watch called, in order
+	builder := func(name, addr string) Builder {
+		return func(ctx context.Context, tg Target) (Watcher, error) {
+			used = append(used, name)
+			return StaticAddrs(addr)
+		}
 	}
-	w.Close()
+	watchAddr := func() string {
+		t.Helper()
+		w, err := Watch(t.Context(), "test-scheme:///x")
+		if err != nil {
+			t.Fatalf("Watch: %v", err)
+		}
+		defer w.Close()
+		s, err := w.Next(t.Context())
+		if err != nil || len(s.Endpoints) != 1 {
+			t.Fatalf("Next = %+v, %v", s, err)
+		}
+		return s.Endpoints[0].Addr
+	}
+	Register("Test-Scheme", builder("first", "10.9.9.1:9"))
+	if got := watchAddr(); got != "10.9.9.1:9" || strings.Join(used, ",") != "first" {
+		t.Fatalf("after one Register: Watch gave %s, builders called %v; want 10.9.9.1:9 from first", got, used)
+	}
+	Register("test-scheme", builder("second", "10.9.9.2:9"))
+	if got := watchAddr(); got != "10.9.9.2:9" || strings.Join(used, ",") != "first,second" {
+		t.Fatalf("after a second Register: Watch gave %s, builders called %v; want 10.9.9.2:9 from second only", got, used)
+	}
 }
 
 func TestStaticUpdateIsAllOrNothing(t *testing.T) {
