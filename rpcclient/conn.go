@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/rpc"
 	"os"
@@ -46,8 +47,14 @@ type conn struct {
 	// retired is set when a request could not be encoded: what of it was
 	// buffered or sent leaves the gob stream unusable for writing, so the
 	// connection takes no new calls and closes once its pending calls have
-	// their replies.
-	retired atomic.Bool
+	// their replies. It is set too when a replacement for a connection
+	// past its maximum age joined the pool (see retire). retiredWhy is
+	// why, set before retired: errRetired or errAged.
+	retired    atomic.Bool
+	retiredWhy atomic.Pointer[error]
+	// expires is when the connection is past its maximum age (see
+	// WithMaxConnectionAge); zero without one.
+	expires time.Time
 
 	mu      sync.Mutex
 	seq     uint64
@@ -101,6 +108,9 @@ func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync
 		dead:    make(chan struct{}),
 		wslot:   make(chan struct{}, 1),
 		born:    time.Now(),
+	}
+	if o.maxConnAge > 0 {
+		c.expires = c.born.Add(time.Duration(float64(o.maxConnAge) * (0.9 + 0.2*rand.Float64())))
 	}
 	c.wg.Add(1)
 	cwg.Add(1)
@@ -163,7 +173,7 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 	}
 	if c.retired.Load() {
 		<-c.wslot
-		return nil, 0, notSent(&deadConnError{errRetired})
+		return nil, 0, notSent(&deadConnError{c.retiredErr()})
 	}
 	// A call whose context is already done sends nothing. Its deadline,
 	// past, would time the write out at once, and a write that fails
@@ -195,6 +205,7 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 	}
 	sent, werr := c.codec.write(ctx, &rpc.Request{ServiceMethod: method, Seq: seq}, args)
 	if werr != nil && errors.Is(werr, ErrCodec) {
+		c.retiredWhy.CompareAndSwap(nil, &errRetired)
 		c.retired.Store(true) // before the slot is free: no write follows this one
 	}
 	if werr == nil {
@@ -277,8 +288,36 @@ func (e *localCloseError) Unwrap() error { return e.err }
 // context.Canceled: nothing was sent, and it is no outcome of the node's.
 var errWriteBusy = fmt.Errorf("rpcclient: connection busy writing another request: %w", context.Canceled)
 
-// errRetired closes a retired connection.
-var errRetired = fmt.Errorf("%w: retired after a request could not be encoded", ErrConnClosed)
+// errRetired closes a connection retired after a request could not be
+// encoded, and errAged one replaced after its maximum age.
+var (
+	errRetired = fmt.Errorf("%w: retired after a request could not be encoded", ErrConnClosed)
+	errAged    = fmt.Errorf("%w: replaced after its maximum age", ErrConnClosed)
+)
+
+// isRetired reports whether err closed a retired connection: this side's
+// decision, no sign about the peer.
+func isRetired(err error) bool { return errors.Is(err, errRetired) || errors.Is(err, errAged) }
+
+// retire makes the connection take no new calls and close once its calls
+// in flight have their replies, for the reason why (errAged). It is called
+// without the endpoint's lock: closing calls back into the endpoint.
+func (c *conn) retire(why error) {
+	c.retiredWhy.CompareAndSwap(nil, &why)
+	c.retired.Store(true)
+	c.closeIfRetired()
+}
+
+// aged reports whether the connection is past its maximum age.
+func (c *conn) aged() bool { return !c.expires.IsZero() && time.Now().After(c.expires) }
+
+// retiredErr returns why the connection was retired.
+func (c *conn) retiredErr() error {
+	if p := c.retiredWhy.Load(); p != nil {
+		return *p
+	}
+	return errRetired
+}
 
 // encodeError is the error of a call whose args could not be encoded. It
 // is the caller's, not the node's, and is not retried.
@@ -299,7 +338,7 @@ func (c *conn) failure() error {
 // before the retiring call leaves the table, so the last one out sees it.
 func (c *conn) closeIfRetired() {
 	if c.retired.Load() && c.inflight() == 0 {
-		c.fail(errRetired)
+		c.fail(c.retiredErr())
 	}
 }
 
@@ -573,7 +612,7 @@ func (c *conn) heartbeat() {
 		case timedOut:
 			c.fail(fmt.Errorf("%w: %s did not answer within %v", ErrHeartbeat, c.addr, c.opts.heartbeatTimeout))
 			return
-		case errors.Is(err, errRetired) && c.alive():
+		case isRetired(err) && c.alive():
 			// Retired while the ping waited for the write slot: the
 			// silence watch above goes on for the calls in flight.
 			continue

@@ -2,7 +2,6 @@ package rpcclient
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -74,8 +73,9 @@ type endpoint struct {
 // no request was written.
 //
 // A call never waits for a dial while the endpoint has a connection: below
-// the pool size, it starts one extra dial in the background (see run) and
-// goes on the connections the pool has.
+// the pool size, or on a connection past its maximum age (which the new one
+// replaces: see run), it starts one extra dial in the background and goes
+// on the connections the pool has.
 func (e *endpoint) get(ctx context.Context) (*conn, error) {
 	waited := false // for a dial: the next dial waits for another call
 	for {
@@ -85,7 +85,8 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 			return nil, notSent(e.errShutDown())
 		}
 		if cn := e.liveLocked(); cn != nil {
-			if !waited && len(e.conns) < e.c.opts.poolSize && e.dialing == nil && !time.Now().Before(e.growAt) {
+			if !waited && (len(e.conns) < e.c.opts.poolSize || e.c.opts.maxConnAge > 0 && cn.aged()) &&
+				e.dialing == nil && !time.Now().Before(e.growAt) {
 				d := &dialAttempt{done: make(chan struct{}), grow: true}
 				e.dialing = d
 				e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
@@ -164,6 +165,7 @@ func (e *endpoint) run(d *dialAttempt) {
 	defer close(d.done) // after d.err is set
 	cn, err := e.dial(e.c.life)
 	var wait time.Duration
+	var aged []*conn // connections past their age that cn replaces
 	e.mu.Lock()
 	e.dialing = nil
 	switch {
@@ -203,11 +205,21 @@ func (e *endpoint) run(d *dialAttempt) {
 			// so that it comes before any quarantine a death of cn sets (lostLocked).
 			e.c.bal.Quarantine(e.addr, 0)
 		}
+		if e.c.opts.maxConnAge > 0 {
+			for _, old := range e.conns {
+				if old != cn && !old.retired.Load() && old.aged() {
+					aged = append(aged, old)
+				}
+			}
+		}
 		cn = nil // the pool's now
 	}
 	e.mu.Unlock()
 	if cn != nil {
 		cn.close(err) // the endpoint shut down during the dial, or cn died before it joined the pool
+	}
+	for _, old := range aged {
+		old.retire(errAged) // without mu: its close calls connDead
 	}
 	switch {
 	case d.grow && wait > 0:
@@ -339,7 +351,7 @@ func (e *endpoint) lostLocked(cn *conn) {
 	cn.counted = true
 	err := cn.failure()
 	switch {
-	case e.state == Shutdown || errors.Is(err, errRetired) || cn.local.Load() || e.c.life.Err() != nil:
+	case e.state == Shutdown || isRetired(err) || cn.local.Load() || e.c.life.Err() != nil:
 	case cn.proven():
 		e.provenLost = time.Now()
 		e.failures, e.growFailures = 0, 0

@@ -54,6 +54,8 @@ func (o *options) validate() error {
 		return bad("WithDrainGrace", "must not be negative", o.drainGrace)
 	case o.hedgeDelay < 0:
 		return bad("WithHedging", "must not be negative (0 turns it off)", o.hedgeDelay)
+	case o.maxConnAge < 0:
+		return bad("WithMaxConnectionAge", "must not be negative (0 turns it off)", o.maxConnAge)
 	}
 	return nil
 }
@@ -79,6 +81,7 @@ type options struct {
 	idempotent       map[string]bool
 	drainGrace       time.Duration
 	hedgeDelay       time.Duration
+	maxConnAge       time.Duration
 	logger           *slog.Logger
 }
 
@@ -225,6 +228,20 @@ func WithDrainGrace(d time.Duration) Option { return func(o *options) { o.drainG
 // Default 0: off. Calls that are not idempotent are never hedged. A backup
 // is an attempt: with WithMaxAttempts(1) none is sent.
 func WithHedging(delay time.Duration) Option { return func(o *options) { o.hedgeDelay = delay } }
+
+// WithMaxConnectionAge replaces connections older than d, give or take
+// 10 % (jitter, so that a client's connections do not all turn over at
+// once). The first call on a connection past its age dials a replacement
+// in the background and goes on using the old one; once the new connection
+// is in the pool, the old one takes no new calls and closes when its calls
+// in flight have their replies. A replacement dial that fails backs off
+// like a pool's extra connection, and the old connection serves meanwhile.
+// Default 0: connections live until they fail.
+//
+// Set it when an endpoint's address is a DNS name whose records change, or
+// a virtual IP in front of other machines: new dials reach the new
+// machines, and traffic follows within d.
+func WithMaxConnectionAge(d time.Duration) Option { return func(o *options) { o.maxConnAge = d } }
 
 // WithLogger sets where dial failures and drains are logged. Default: nowhere.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }

@@ -34,6 +34,7 @@ func TestNewRejectsNonsenseOptions(t *testing.T) {
 		{WithAttemptTimeout(-1), "WithAttemptTimeout"},
 		{WithDrainGrace(-1), "WithDrainGrace"},
 		{WithHedging(-1), "WithHedging"},
+		{WithMaxConnectionAge(-time.Second), "WithMaxConnectionAge"},
 	} {
 		w := discoverytest.NewAddrs("127.0.0.1:1")
 		c, err := New(w, tc.opt)
@@ -51,7 +52,7 @@ func TestNewRejectsNonsenseOptions(t *testing.T) {
 	w := discoverytest.NewAddrs("127.0.0.1:1")
 	defer w.Close()
 	c, err := New(w, WithHeartbeat(0, 0), WithReadTimeout(0), WithAttemptTimeout(0), WithHedging(0),
-		WithRetryBudget(0, 0), WithRetryBackoff(0, 0), WithDrainGrace(0))
+		WithRetryBudget(0, 0), WithRetryBackoff(0, 0), WithDrainGrace(0), WithMaxConnectionAge(0))
 	if err != nil {
 		t.Fatalf("New with the off values: %v", err)
 	}

@@ -26,13 +26,13 @@ const proxyDialTimeout = 5 * time.Second
 // starts in Pass mode. Each accepted connection gets its own connection to
 // the target. Its methods are safe for concurrent use from any goroutine.
 type Proxy struct {
-	target string
 	lis    net.Listener
 	ctx    context.Context // cancelled by Close: aborts dials to the target
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
+	target  string // where new connections go
 	mode    proxyMode
 	latency time.Duration
 	up      int // bytes per second toward the target for new connections; 0: no limit
@@ -100,6 +100,15 @@ func NewProxy(t testing.TB, target string) *Proxy {
 // Addr returns the proxy's address, 127.0.0.1:port. Clients dial it instead
 // of the target.
 func (p *Proxy) Addr() string { return p.lis.Addr().String() }
+
+// Retarget sends the connections accepted from now on to target; those
+// made before keep theirs. It is what a client sees when the DNS name or
+// the virtual IP it dials moves to other machines.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
+}
 
 // Pass forwards bytes both ways without delay (the initial mode). It closes
 // with RST the connections that lost response bytes in BlackholeResponses
@@ -202,7 +211,10 @@ func (p *Proxy) serve() {
 func (p *Proxy) handle(client net.Conn) {
 	defer p.wg.Done()
 	d := net.Dialer{Timeout: proxyDialTimeout}
-	server, err := d.DialContext(p.ctx, "tcp", p.target)
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	server, err := d.DialContext(p.ctx, "tcp", target)
 	if err != nil {
 		client.Close()
 		return

@@ -1,0 +1,98 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+// FAULTS.md row 24: an endpoint whose address moves to other machines (a DNS
+// name whose A record changes, a virtual IP whose backends change; here a
+// proxy retargeted) keeps its connection to the old machine for as long as
+// that lives. With a maximum connection age, traffic follows within it, and
+// no call fails on the way: the replacement is dialled in the background and
+// the old connection finishes its calls before it closes.
+func TestMaxConnectionAgeFollowsAnAddressThatMoved(t *testing.T) {
+	oldSrv, newSrv := rpctest.Start(t, rpctest.WithName("old")), rpctest.Start(t, rpctest.WithName("new"))
+	px := rpctest.NewProxy(t, oldSrv.Addr())
+	const age = 300 * time.Millisecond
+	c, _ := newTestClient(t, []string{px.Addr()}, WithMaxConnectionAge(age))
+	call := func() string {
+		t.Helper()
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatalf("a call while the address moved failed: %v", err)
+		}
+		return r.Server
+	}
+	if s := call(); s != "old" {
+		t.Fatalf("first call served by %q, want old", s)
+	}
+	px.Retarget(newSrv.Addr())
+	moved := time.Now()
+	deadline := moved.Add(10 * time.Second)
+	for call() != "new" {
+		if time.Now().After(deadline) {
+			t.Fatalf("calls still went to the old machine 10 s after the move (maximum age %v)", age)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("traffic moved %v after the address did (maximum age %v +-10 %%)", time.Since(moved).Round(time.Millisecond), age)
+	for range 20 {
+		if s := call(); s != "new" {
+			t.Fatalf("a call after the move served by %q: the old connection still takes calls", s)
+		}
+	}
+	st := endpointStatus(c, px.Addr())
+	if !errors.Is(st.LastClose, errAged) {
+		t.Fatalf("the old connection's close: %v, want errAged", st.LastClose)
+	}
+}
+
+// A connection past its age finishes the calls it has in flight: the
+// replacement takes the new calls, and the old one closes once the slow
+// call has its reply.
+func TestAgedConnectionFinishesItsCalls(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithMaxConnectionAge(100*time.Millisecond), withoutNodeHealth())
+	warmEvery(t, c, 1)
+	old := c.endpoint(srv.Addr()).ready()
+	slow := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply // not idempotent: a cut would say outcome unknown
+		slow <- c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: time.Second}, &r)
+	}()
+	waitPending(t, c, srv.Addr())
+	time.Sleep(150 * time.Millisecond) // past the age (100 ms + 10 % at most)
+	var r rpctest.EchoReply
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if cn := c.endpoint(srv.Addr()).ready(); cn != nil && cn != old {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no replacement for the aged connection within 5 s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !old.retired.Load() || !old.alive() {
+		t.Fatalf("the aged connection with a call in flight: retired %v, alive %v; want retired and alive", old.retired.Load(), old.alive())
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("the call in flight on the aged connection failed: %v", err)
+	}
+	select {
+	case <-old.dead:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the aged connection was still open 5 s after its last call ended")
+	}
+	if err := old.failure(); !errors.Is(err, errAged) {
+		t.Fatalf("the aged connection closed with %v, want errAged", err)
+	}
+}
