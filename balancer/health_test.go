@@ -324,6 +324,36 @@ func TestExcludeIsAPreference(t *testing.T) {
 	}
 }
 
+// Several Exclude options on one Pick add up (a caller may pass the nodes
+// it tried and the nodes it wants to avoid apart), whatever comes between
+// them, and merging them allocates nothing.
+func TestSeveralExcludesAddUp(t *testing.T) {
+	as := addrs(3)
+	for _, pol := range policies {
+		t.Run(pol.name, func(t *testing.T) {
+			b, _ := newTest(t, as, WithPolicy(pol.p()), WithoutBreakers())
+			got := count(t, b, 100, nil, Exclude(as[0]), HashKey("user-42"), Exclude(as[1]))
+			if got[as[2]] != 100 {
+				t.Fatalf("with %s and %s excluded by two options: %v", as[0], as[1], got)
+			}
+			got = count(t, b, 100, nil, Exclude(as[1]), Exclude(), Exclude(as[0]))
+			if got[as[2]] != 100 {
+				t.Fatalf("with an empty Exclude between two: %v", got)
+			}
+			ctx := context.Background()
+			if n := testing.AllocsPerRun(1000, func() {
+				r, err := b.Pick(ctx, Exclude(as[0]), Exclude(as[1]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Done(nil)
+			}); n != 0 {
+				t.Fatalf("Pick with two Exclude options: %v allocations, want 0", n)
+			}
+		})
+	}
+}
+
 func TestCloseFailsPicksAndIsIdempotent(t *testing.T) {
 	b, _ := newTest(t, addrs(2))
 	b.Close()

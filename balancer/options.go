@@ -181,7 +181,8 @@ type PickOption struct {
 
 // Exclude asks Pick to avoid these addresses, typically the nodes a retry
 // already tried. It is a preference: if every available node is excluded,
-// Pick returns one of them rather than fail.
+// Pick returns one of them rather than fail. Several Exclude options on one
+// Pick add up: an address any of them lists is avoided.
 func Exclude(addrs ...string) PickOption { return PickOption{exclude: addrs} }
 
 // HashKey routes the pick by key for the consistent-hash policies (RingHash,
@@ -190,15 +191,25 @@ func Exclude(addrs ...string) PickOption { return PickOption{exclude: addrs} }
 func HashKey(key string) PickOption { return PickOption{hashKey: key, hasKey: true} }
 
 type pickOptions struct {
-	exclude []string
+	// exclude is the Pick's options when one of them is an Exclude, nil
+	// otherwise: excluded reads the lists of all of them where they are,
+	// so that several Exclude options need no merged copy.
+	exclude []PickOption
 	hashKey string
 	hasKey  bool
 }
 
+// excluded reports whether an Exclude option of the pick lists addr. It is
+// kept out of line: inlined twice, its two loops would grow pick's frame,
+// and every pick, excluding or not, would pay for it.
+//
+//go:noinline
 func (po *pickOptions) excluded(addr string) bool {
-	for _, a := range po.exclude {
-		if a == addr {
-			return true
+	for i := range po.exclude {
+		for _, a := range po.exclude[i].exclude {
+			if a == addr {
+				return true
+			}
 		}
 	}
 	return false

@@ -95,7 +95,7 @@ func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 	for i := range opts {
 		o := &opts[i]
 		if o.exclude != nil {
-			po.exclude = o.exclude
+			po.exclude = opts // excluded reads every Exclude in opts
 		}
 		if o.hasKey {
 			po.hashKey, po.hasKey = o.hashKey, true
