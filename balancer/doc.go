@@ -44,7 +44,9 @@
 // # Done
 //
 // Result.Done must be called once with the outcome of the request. It feeds
-// the node's breaker and statistics. An error is classified by
+// the node's breaker and statistics. A second call is a bug that can count an
+// outcome twice or, for a sampled P2C pick, end another request (see
+// Result). An error is classified by
 // breaker.Classify: transport errors and per-attempt timeouts count as
 // failures; the caller's own cancellation is not counted; application errors
 // (rpc.ServerError) are successes for the node.

@@ -447,6 +447,45 @@ func TestSharedDoneCountsEachRequestOnce(t *testing.T) {
 	}
 }
 
+// A half-open probe's Done is its own: a caller's second Done on a probe
+// does nothing, and a second Done on another pick cannot end a probe. (A
+// pooled Done, handed on to the next pick that needs one, once let the
+// first probe's second Done end the second probe as a failure, re-opening
+// a node whose probe succeeded.)
+func TestSecondDoneCannotEndAProbe(t *testing.T) {
+	as := addrs(2)
+	b, _ := newTest(t, as, WithPolicy(RoundRobin()),
+		WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: 50 * time.Millisecond,
+			MaxOpenTimeout: 50 * time.Millisecond, Jitter: -1}),
+		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+	for _, a := range as {
+		r, _ := b.Pick(context.Background(), Exclude(others(as, a)...))
+		r.Done(errReset)
+	}
+	waitFor(t, b, "both open", func(p *picker) bool { return len(p.ready) == 0 })
+	waitFor(t, b, "both half-open", func(p *picker) bool { return len(p.ready) == 2 })
+	first, err := b.Pick(context.Background(), Exclude(as[1]))
+	if err != nil || first.Endpoint.Addr != as[0] {
+		t.Fatalf("first probe: %s, %v; want %s", first.Endpoint.Addr, err, as[0])
+	}
+	first.Done(nil) // as[0]'s probe succeeded: it closes
+	second, err := b.Pick(context.Background(), Exclude(as[0]))
+	if err != nil || second.Endpoint.Addr != as[1] {
+		t.Fatalf("second probe: %s, %v; want %s", second.Endpoint.Addr, err, as[1])
+	}
+	first.Done(errReset) // the caller's bug: a second Done on the first probe
+	if st := b.breakers.Get(as[0]).State(); st != breaker.Closed {
+		t.Fatalf("%s is %v: the second Done of its probe counted as a failure", as[0], st)
+	}
+	if st := b.breakers.Get(as[1]).State(); st != breaker.HalfOpen {
+		t.Fatalf("%s is %v before its probe ended: the first probe's second Done ended it", as[1], st)
+	}
+	second.Done(nil) // as[1]'s probe succeeded
+	if st := b.breakers.Get(as[1]).State(); st != breaker.Closed {
+		t.Fatalf("%s is %v after its probe succeeded, want closed", as[1], st)
+	}
+}
+
 // Error messages name the service, say when it has no name, and an
 // ErrUnavailable on a stale set says discovery is failing too.
 func TestErrorMessages(t *testing.T) {

@@ -293,35 +293,48 @@ func (n *node) costNs() float64 { return math.Float64frombits(n.cost.Load()) }
 // call carries the per-request state that Done needs when the node's
 // pre-bound functions cannot do: the breaker's ticket and, for a
 // latency sample, the start time. Calls are pooled so that Pick and Done
-// allocate nothing. A call is reused only after its first Done, and Done on
-// a used call does nothing, so a pooled call is never recycled twice.
+// allocate nothing, except a half-open probe's, which is its own (see
+// admit). A pooled call goes back to the pool at the first Done of each use
+// and serves the next pick that takes it with the same fn, so the caller of
+// the use before still holds a Done that ends the new use: a second Done is
+// harmless only until the call is taken again (see Result). used makes
+// every Done after the first of a use do nothing, so a use puts the call
+// back once.
 type call struct {
-	n     *node
-	brk   *breaker.Breaker // nil without breakers
-	tk    breaker.Ticket   // brk's admission of this request
-	start int64            // mono start time; 0 when not sampled
-	used  atomic.Bool
-	fn    func(error)
-	res   Result // the pick's Result: the node's endpoint, and fn
+	n      *node
+	brk    *breaker.Breaker // nil without breakers
+	tk     breaker.Ticket   // brk's admission of this request
+	start  int64            // mono start time; 0 when not sampled
+	used   atomic.Bool      // the current use's Done was called
+	pooled bool             // from callPool, to go back there
+	fn     func(error)
+	res    Result // the pick's Result: the node's endpoint, and fn
 }
 
 var callPool sync.Pool
 
 func init() {
-	callPool.New = func() any {
-		c := &call{}
-		c.fn = c.finish
-		return c
-	}
+	callPool.New = func() any { return newCall(true) } // in init: finish refers to callPool
+}
+
+func newCall(pooled bool) *call {
+	c := &call{pooled: pooled}
+	c.fn = c.finish
+	return c
 }
 
 func (c *call) finish(err error) {
+	// Only the first Done of a use gets past here. A Done of an earlier
+	// use (a caller's second Done) after the call was taken again also
+	// gets past, and ends the current use: the func is the same.
 	if !c.used.CompareAndSwap(false, true) {
 		return
 	}
 	n, brk, tk, start := c.n, c.brk, c.tk, c.start
 	c.n, c.brk, c.tk = nil, nil, breaker.Ticket{}
-	callPool.Put(c)
+	if c.pooled {
+		callPool.Put(c)
+	}
 
 	o := breaker.Classify(err)
 	if brk != nil {

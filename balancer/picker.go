@@ -9,8 +9,23 @@ import (
 
 // Result is one pick. Call Done exactly once with the outcome of the request
 // sent to Endpoint (nil for success), from any goroutine. Done never blocks
-// and allocates nothing. Done functions may be shared between picks of the
-// same node, so calling one twice is a bug that counts an outcome twice.
+// and allocates nothing.
+//
+// Done functions are shared between picks, so Pick cannot tell a second call
+// of one from the call of another pick: calling Done twice is a bug, and what
+// the second call does depends on the pick.
+//   - Most picks share their node's Done: a second call counts the outcome
+//     again (in the breaker's window and the consecutive failures that eject
+//     a node) and lowers the node's in-flight count again.
+//   - A pick whose latency P2C samples (one in 8 to 64) gets a pooled Done,
+//     which its first call hands to the next sampled pick, on any node. A
+//     second call made after that ends that other request in its stead: its
+//     breaker is told this err, its in-flight count is released early, its
+//     latency sample is taken now, and its own Done, when it comes, does the
+//     same to whichever request holds the Done next, or nothing. Made before
+//     that, a second call does nothing.
+//   - A half-open breaker's probe gets a Done of its own: a second call does
+//     nothing, and no other pick's Done can end a probe.
 type Result struct {
 	Endpoint discovery.Endpoint
 	Done     func(err error)
@@ -199,16 +214,28 @@ func (p *picker) admit(k int, since int64) *Result {
 			nd.b.inflight.Add(1)
 		}
 	}
-	if since == 0 {
-		if brk == nil {
-			return nd.res.Load()
-		}
-		if key, ok := tk.Key(); ok {
+	keyed := false // a closed-state ticket: not a half-open probe
+	if brk != nil {
+		var key uint64
+		if key, keyed = tk.Key(); keyed && since == 0 {
 			return nd.resultFor(brk, tk, key)
 		}
+	} else if since == 0 {
+		return nd.res.Load()
 	}
-	c := callPool.Get().(*call)
+	var c *call
+	if brk != nil && !keyed {
+		// A half-open probe gets a call of its own, never pooled: a
+		// caller's second Done on a pooled call could otherwise end a
+		// probe and open or close its breaker. Probes are a few per
+		// open period, so the allocation costs nothing that shows.
+		c = newCall(false)
+	} else {
+		c = callPool.Get().(*call)
+	}
 	c.n, c.brk, c.tk, c.start = nd, brk, tk, since
+	// From here a Done of the call's previous use (a caller's bug: a
+	// second Done) ends this request; see Result.
 	c.used.Store(false)
 	c.res = Result{Endpoint: nd.res.Load().Endpoint, Done: c.fn}
 	return &c.res
