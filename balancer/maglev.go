@@ -11,8 +11,13 @@ import (
 // change of the set moves only about 1/n of the keys. A request is not sent
 // to a node that would then hold more than ceil(loadFactor x the average
 // in-flight load, this request included) (Google's "consistent hashing
-// with bounded loads"); the key's next node in the table takes it, so one
-// hot key cannot sink a node. loadFactor <= 1 means the default, 1.25.
+// with bounded loads"): the next node under its limit in the table after
+// the key's slot takes it, or, when the slots nearby hold only nodes at
+// their limit (a table has long runs of one node, longer with few nodes or
+// uneven weights), the first node under its limit in an order of the nodes
+// fixed by the key. So one hot key cannot sink a node, and a key spills
+// over to the same node while the loads stay as they are. loadFactor <= 1
+// means the default, 1.25.
 // Weights set each node's share of the lookup table; picks without a
 // HashKey take a random slot of it, so they follow the weights too
 // (Degraded health and slow start included).
@@ -54,18 +59,43 @@ func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 		return int(s.table[rand.Uint64N(m)]), 0
 	}
 	idx := int(s.table[h%m])
-	// Bounded load: walk the table from the key's slot to the first node
-	// that, with this request, holds at most ceil(c x the average load,
-	// this request included). The limits add up to more than the load, so
-	// some node is always under its own.
+	// Bounded load: the first node that, with this request, holds at most
+	// ceil(c x the average load, this request included). The limits add
+	// up to more than the load, so some node is always under its own.
 	limit := int64(math.Ceil(s.c * float64(s.total.Load()+1) / float64(n)))
-	for k := uint64(0); k < min(m, 4*uint64(n)); k++ {
+	if s.under(idx, limit) {
+		return idx, 0 // the usual case
+	}
+	// First the table's next slots, Maglev's own successors of the key,
+	// each node looked at once per run of its slots.
+	prev := idx
+	for k := uint64(1); k < min(m, 4*uint64(n)); k++ {
 		j := int(s.table[(h+k)%m])
-		if s.nodes[s.ready[j].idx].inflight.Load() < limit {
+		if j != prev && s.under(j, limit) {
+			return j, 0
+		}
+		prev = j
+	}
+	// Then every node, from an offset the key picks (the high half of its
+	// hash; the slot came from the whole of it), so that the keys of one
+	// node at its limit spread over the others, each to the same one
+	// every time the loads are the same.
+	off := int((h >> 32) * uint64(n) >> 32)
+	for k := range n {
+		j := off + k
+		if j >= n {
+			j -= n
+		}
+		if j != idx && s.under(j, limit) {
 			return j, 0
 		}
 	}
-	return idx, 0
+	return idx, 0 // every node at its limit: picks running beside this one raised the counts
+}
+
+// under reports whether ready[j] holds fewer than limit requests.
+func (s *maglevSel) under(j int, limit int64) bool {
+	return s.nodes[s.ready[j].idx].inflight.Load() < limit
 }
 
 // maglevTable fills a lookup table of the given prime size with node

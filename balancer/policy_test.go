@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -648,6 +649,106 @@ func TestP2CNewNodeSeedSkipsNodesOutOfRotation(t *testing.T) {
 	waitFor(t, b, "the fifth node", func(*picker) bool { return b.set.Load().byAddr()[as[4]] != nil })
 	if c := time.Duration(b.set.Load().byAddr()[as[4]].costNs()); c != time.Millisecond {
 		t.Fatalf("with every node out, new node seeded with %v, want 1ms", c)
+	}
+}
+
+// Bounded load finds a node under its limit whenever one exists. A Maglev
+// table has long runs of one node, longer with few nodes or uneven weights
+// (slow start, Degraded); walking only the 4n slots after the key's, the
+// policy found nothing but the key's own node for 11 % of keys with two
+// equal nodes and 45 % with weights 1 and 0.1, and sent them there at any
+// load. Every slot of the table is tried as a key's, with the key's node at
+// its limit and the others idle; a key that spills over does so to the same
+// node every time, and the keys of one node spill over to every other.
+func TestMaglevBoundedLoadFindsANodeUnderItsLimit(t *testing.T) {
+	for _, ws := range [][]float32{{1, 1}, {1, 1, 1}, {1, 0.1}, {1, 1, 0.1}, {1, 0.5, 0.5}, {0.05, 1, 1, 1}} {
+		t.Run(fmt.Sprint(ws), func(t *testing.T) {
+			as := addrs(len(ws))
+			nodes := make([]*node, len(as))
+			ready := make([]entry, len(as))
+			for i, a := range as {
+				nodes[i] = &node{addr: a}
+				ready[i] = entry{idx: uint32(i), weight: ws[i]}
+			}
+			var total atomic.Int64
+			s := &maglevSel{ready: ready, nodes: nodes, table: maglevTable(ready, nodes, 65537), c: 1.25, total: &total}
+			m := uint64(len(s.table))
+			const hot = 10 // at least ceil(1.25 x 11 / n) for every n here
+			stuck := 0
+			for i, hn := range nodes {
+				for _, n := range nodes {
+					n.inflight.Store(0)
+				}
+				hn.inflight.Store(hot)
+				total.Store(hot)
+				spill := map[int]int{}
+				for h := range m {
+					if int(s.table[h]) != i {
+						continue
+					}
+					j, _ := s.first(h, true)
+					if j == i {
+						stuck++
+						continue
+					}
+					if again, _ := s.first(h, true); again != j {
+						t.Fatalf("slot %d: spilled over to %d, then to %d, with the same loads", h, j, again)
+					}
+					spill[j]++
+				}
+				if len(spill) > 0 && len(spill) != len(nodes)-1 {
+					t.Errorf("keys of node %d at its limit spilled over to %d of the %d others: %v", i, len(spill), len(nodes)-1, spill)
+				}
+			}
+			if stuck > 0 {
+				t.Fatalf("%d of %d keys (%.1f %%) stayed on their own node at its limit while others were idle",
+					stuck, m, 100*float64(stuck)/float64(m))
+			}
+		})
+	}
+}
+
+// The same through Pick: requests held for a key whose next table slots
+// all hold its own node still spread, none past the bound on any node.
+func TestMaglevBoundedLoadSpreadsAKeyOfALongRun(t *testing.T) {
+	as := addrs(2)
+	b, _ := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
+	s := b.picker.Load().sel.(*maglevSel)
+	m := uint64(len(s.table))
+	key := ""
+	for i := 0; key == ""; i++ {
+		k := fmt.Sprintf("user-%d", i)
+		h := hashString(k)
+		run := true
+		for j := uint64(1); j < 4*uint64(len(as)); j++ {
+			if s.table[(h+j)%m] != s.table[h%m] {
+				run = false
+				break
+			}
+		}
+		if run {
+			key = k
+		}
+	}
+	const total = 20
+	spread := map[string]int{}
+	var held []Result
+	for range total {
+		r, err := b.Pick(context.Background(), HashKey(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		spread[r.Endpoint.Addr]++
+		held = append(held, r)
+	}
+	for _, r := range held {
+		r.Done(nil)
+	}
+	limit := int(math.Ceil(1.25 * total / 2))
+	for a, c := range spread {
+		if c > limit {
+			t.Fatalf("key %q: %d of %d in-flight requests on %s, past the bound of %d (%v)", key, c, total, a, limit, spread)
+		}
 	}
 }
 
