@@ -412,3 +412,43 @@ func TestHeartbeatDeathIsNotProvenByAge(t *testing.T) {
 			failures, st, quarantinedIn(c, addr))
 	}
 }
+
+// An extra connection's dial that fails after the pool's last connection
+// died is a failed dial like any other: it starts the reconnect backoff, so
+// the callers that waited for it get a BackoffError instead of redialling
+// the address at once. It used to back off only the pool's extra dials,
+// and the next call dialled again straight away.
+func TestExtraDialFailingIntoAnEmptyPoolBacksOff(t *testing.T) {
+	addr := refusingAddr(t)
+	c, _ := newTestClient(t, []string{addr}, WithPoolSize(2), withoutNodeHealth())
+	e := c.endpoint(addr)
+	// An extra connection's dial under way, as get starts one beside a
+	// live connection; that connection has died since (the pool is
+	// empty). It is refused.
+	d := &dialAttempt{done: make(chan struct{}), grow: true}
+	e.mu.Lock()
+	e.dialing = d
+	e.mu.Unlock()
+	c.wg.Add(1)
+	e.run(d)
+	if d.err == nil {
+		t.Fatal("a dial to a refusing address succeeded")
+	}
+	e.mu.Lock()
+	retryAt := e.retryAt
+	e.mu.Unlock()
+	if !retryAt.After(time.Now()) {
+		t.Fatalf("a failed dial into an empty pool left no reconnect backoff (retryAt %v)", retryAt)
+	}
+	dials := e.dials.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := e.get(ctx)
+	var be *BackoffError
+	if !errors.As(err, &be) {
+		t.Fatalf("the next get: %v, want a BackoffError", err)
+	}
+	if n := e.dials.Load() - dials; n != 0 {
+		t.Fatalf("the next get dialled %d more times during the backoff", n)
+	}
+}

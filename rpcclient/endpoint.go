@@ -159,23 +159,27 @@ type dialAttempt struct {
 // An extra connection's dial (d.grow) that fails backs off on its own
 // schedule (growFailures, growAt), so that it never delays a redial after
 // the last connection died; the calls meanwhile use the connections the pool
-// has.
+// has. If the pool has none left by the time it fails (the last one died
+// while it was under way), it is a failed dial like any other: the callers
+// waiting for it must not redial at once.
 func (e *endpoint) run(d *dialAttempt) {
 	defer e.c.wg.Done()
 	defer close(d.done) // after d.err is set
 	cn, err := e.dial(e.c.life)
 	var wait time.Duration
 	var aged []*conn // connections past their age that cn replaces
+	grow := d.grow
 	e.mu.Lock()
 	e.dialing = nil
 	switch {
 	case err != nil && e.c.life.Err() != nil:
 		err = ErrClosed
-	case err != nil && d.grow:
+	case err != nil && d.grow && e.upLocked():
 		e.growFailures++
 		wait = e.c.opts.connectBackoff.Delay(e.growFailures-1, nil)
 		e.growAt = time.Now().Add(wait)
 	case err != nil:
+		d.grow, grow = false, false // the pool has no connection left (see above); under mu, as get reads it
 		if de, ok := err.(*DialError); ok {
 			// Before ResolveNow, and before BackoffErrors share it: what
 			// a refreshed set is newer than.
@@ -222,10 +226,10 @@ func (e *endpoint) run(d *dialAttempt) {
 		old.retire(errAged) // without mu: its close calls connDead
 	}
 	switch {
-	case d.grow && wait > 0:
+	case grow && wait > 0:
 		e.c.opts.logger.Info("rpcclient: extra connection dial failed", "service", e.c.service, "addr", e.addr,
 			"error", err, "next try in", wait)
-	case d.grow, err == nil:
+	case grow, err == nil:
 	case wait > 0:
 		e.c.bal.Quarantine(e.addr, wait)
 		e.c.w.ResolveNow()
