@@ -185,9 +185,10 @@ type PickOption struct {
 // Pick add up: an address any of them lists is avoided.
 func Exclude(addrs ...string) PickOption { return PickOption{exclude: addrs} }
 
-// HashKey routes the pick by key for the consistent-hash policies (RingHash,
-// Maglev): the same key goes to the same node while the set is stable. Other
-// policies ignore it.
+// HashKey routes the pick by key for the consistent-hash policy (Maglev):
+// the same key goes to the same node while the set is stable and that node
+// is under its bounded load. Other policies ignore it. rpcclient passes it
+// for calls made with rpcclient.HashKey.
 func HashKey(key string) PickOption { return PickOption{hashKey: key, hasKey: true} }
 
 type pickOptions struct {

@@ -40,11 +40,15 @@ import (
 // its endpoint's pool (see WithPoolSize).
 func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any, opts ...CallOption) error {
 	var idem bool
+	var hk *string
 	timeout := c.timeout
 	hedge := c.hedge
 	for i := range opts {
 		o := &opts[i]
 		idem = idem || o.idempotent
+		if o.hashKey != nil {
+			hk = o.hashKey
+		}
 		if o.timeout > 0 {
 			timeout = o.timeout
 		}
@@ -65,8 +69,8 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		return &Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}}
 	}
 	c.budget.onCall()
-	if hedge > 0 && idem {
-		return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, nil)
+	if hedge > 0 && idem || hk != nil {
+		return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, hk, nil)
 	}
 	// The first attempt of most calls, kept apart from the retry loop: it
 	// makes one pick and one attempt, and touches little else, so that a
@@ -75,7 +79,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	// failed pick or a failed attempt is the loop's, in call.
 	r, err := c.bal.Pick(ctx)
 	if err != nil {
-		return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, nil)
+		return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, nil, nil)
 	}
 	ep := c.endpoint(r.Endpoint.Addr)
 	err = send(ctx, ep, serviceMethod, args, reply, timeout)
@@ -83,7 +87,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		r.Done(nil)
 		return nil
 	}
-	return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, &attempt{r: r, err: err})
+	return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, nil, &attempt{r: r, err: err})
 }
 
 // attempt is a request Call sent to one picked node and that failed: the
@@ -112,7 +116,7 @@ func send(ctx context.Context, ep *endpoint, serviceMethod string, args, reply a
 // call is Call's general path: hedging, retries, waits for discovery after
 // failed dials, and the Error. first, when not nil, is an attempt Call
 // already made, which call settles before it goes on.
-func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any, idem bool, timeout, hedge time.Duration, first *attempt) error {
+func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any, idem bool, timeout, hedge time.Duration, hk *string, first *attempt) error {
 	var (
 		triedBuf [4]string
 		tried    = triedBuf[:0] // excluded from picks; reset when discovery refreshes
@@ -185,7 +189,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 	var held balancer.Result // a pick the hedged path made but did not use
 	var avoid []string       // nodes the hedged path found busy writing: not picked while others are free
 	if hedge > 0 && idem {
-		h := c.hedged(ctx, serviceMethod, args, reply, hedge, timeout)
+		h := c.hedged(ctx, serviceMethod, args, reply, hedge, timeout, hk)
 		legs, legErrs := h.tried, h.errs
 		held, avoid = h.held, h.busy
 		if h.won {
@@ -240,7 +244,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			var r balancer.Result
 			var err error
 			if held.Done == nil {
-				r, err = c.pick(ctx, tried, avoid)
+				r, err = c.pick(ctx, hk, tried, avoid)
 			} else {
 				r, held = held, balancer.Result{}
 			}
@@ -361,17 +365,27 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 // already) nor in avoid (nodes its hedged attempt found busy writing other
 // requests) when there is one. When every node is in one list or the other,
 // a busy node is better than one that already failed this call: Exclude is a
-// preference, and the balancer's fallback might return either.
-func (c *Client) pick(ctx context.Context, tried, avoid []string) (balancer.Result, error) {
+// preference, and the balancer's fallback might return either. hk is the
+// call's hash key (HashKey), nil without one.
+func (c *Client) pick(ctx context.Context, hk *string, tried, avoid []string) (balancer.Result, error) {
 	if len(avoid) == 0 {
-		return c.bal.Pick(ctx, balancer.Exclude(tried...))
+		return c.pickFor(ctx, hk, tried)
 	}
-	r, err := c.bal.Pick(ctx, balancer.Exclude(append(slices.Clip(tried), avoid...)...))
+	r, err := c.pickFor(ctx, hk, append(slices.Clip(tried), avoid...))
 	if err == nil && slices.Contains(tried, r.Endpoint.Addr) {
 		r.Done(errNoOutcome) // nothing sent; pick again among the busy ones
-		r, err = c.bal.Pick(ctx, balancer.Exclude(tried...))
+		r, err = c.pickFor(ctx, hk, tried)
 	}
 	return r, err
+}
+
+// pickFor picks a node other than those in exclude when there is one, by
+// the hash key hk when it is not nil.
+func (c *Client) pickFor(ctx context.Context, hk *string, exclude []string) (balancer.Result, error) {
+	if hk == nil {
+		return c.bal.Pick(ctx, balancer.Exclude(exclude...))
+	}
+	return c.bal.Pick(ctx, balancer.HashKey(*hk), balancer.Exclude(exclude...))
 }
 
 // attemptTimedOut returns err, the error of an attempt on addr, as an

@@ -63,7 +63,7 @@ type hedgeOutcome struct {
 // pick, not yet done: the caller's normal path uses it, so that it dials the
 // node. (Dropping the pick and picking again would, with hedging on, keep a
 // node that was never connected from ever being dialled by idempotent calls.)
-func (c *Client) hedged(ctx context.Context, method string, args, reply any, delay, timeout time.Duration) (out hedgeOutcome) {
+func (c *Client) hedged(ctx context.Context, method string, args, reply any, delay, timeout time.Duration, hk *string) (out hedgeOutcome) {
 	rv := reflect.ValueOf(reply)
 	if rv.Kind() != reflect.Pointer || rv.IsNil() {
 		return out
@@ -108,7 +108,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		l.pc, l.seq = pc, seq
 		return l
 	}
-	r1, err := c.bal.Pick(ctx)
+	r1, err := c.pickFor(ctx, hk, nil)
 	if err != nil {
 		return out
 	}
@@ -120,7 +120,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	hedging := c.opts.maxAttempts >= 2 // a backup is a second attempt
 	first := start(r1, cn1, delay)
 	if first == nil && len(out.busy) > 0 {
-		if r, cn := c.other(ctx, r1.Endpoint.Addr); cn != nil {
+		if r, cn := c.other(ctx, hk, r1.Endpoint.Addr); cn != nil {
 			first, hedging = start(r, cn, backupSlotWait), false
 		}
 	}
@@ -179,7 +179,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		select {
 		case <-hedge:
 			hedge = nil
-			if second := c.backup(ctx, first.addr, start); second != nil {
+			if second := c.backup(ctx, hk, first.addr, start); second != nil {
 				legs = append(legs, second)
 			}
 			continue
@@ -210,8 +210,8 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 // other picks a node other than addr that has a connection up, for a leg
 // of a hedged call. It returns the pick and the connection, or a nil
 // connection (and the pick already done) when there is none.
-func (c *Client) other(ctx context.Context, addr string) (balancer.Result, *conn) {
-	r, err := c.bal.Pick(ctx, balancer.Exclude(addr))
+func (c *Client) other(ctx context.Context, hk *string, addr string) (balancer.Result, *conn) {
+	r, err := c.pickFor(ctx, hk, []string{addr})
 	if err != nil {
 		return balancer.Result{}, nil
 	}
@@ -228,8 +228,8 @@ func (c *Client) other(ctx context.Context, addr string) (balancer.Result, *conn
 // backup starts the second leg on a node other than firstAddr that has a
 // connection up, if the retry budget allows; nil otherwise. The budget is
 // asked last, so that a backup with no node to go to spends no token.
-func (c *Client) backup(ctx context.Context, firstAddr string, start func(balancer.Result, *conn, time.Duration) *leg) *leg {
-	r, cn := c.other(ctx, firstAddr)
+func (c *Client) backup(ctx context.Context, hk *string, firstAddr string, start func(balancer.Result, *conn, time.Duration) *leg) *leg {
+	r, cn := c.other(ctx, hk, firstAddr)
 	if cn == nil {
 		return nil
 	}

@@ -624,7 +624,7 @@ func TestHedgedUnsentFailureIsAnAttemptNotBusy(t *testing.T) {
 		}
 	}
 	var r rpctest.EchoReply
-	out := c.hedged(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, 20*time.Millisecond, time.Nanosecond)
+	out := c.hedged(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, 20*time.Millisecond, time.Nanosecond, nil)
 	if len(out.busy) != 0 || out.ok || out.unsentAddr != a || !errors.Is(out.unsentErr, context.DeadlineExceeded) {
 		t.Fatalf("a first leg whose attempt ended before its write: busy %v, sent %v (%v), unsent on %q (%v); want an unsent attempt on a (%s) alone",
 			out.busy, out.tried, out.errs, out.unsentAddr, out.unsentErr, a)

@@ -254,6 +254,7 @@ type CallOption struct {
 	key        string
 	timeout    time.Duration
 	hedge      time.Duration
+	hashKey    *string // HashKey's
 }
 
 // Idempotent declares the call safe to retry after its request may have
@@ -271,6 +272,13 @@ func WithIdempotencyKey(key string) CallOption { return CallOption{keyed: true, 
 
 // Hedge overrides WithHedging for one call (which must be idempotent).
 func Hedge(delay time.Duration) CallOption { return CallOption{hedge: delay} }
+
+// HashKey routes the call by key with a consistent-hash policy
+// (balancer.Maglev, through WithBalancer): calls with the same key go to the
+// same node while the set is stable and that node is under its bounded load,
+// and their retries and hedges to the next node for the key. Other policies
+// ignore it.
+func HashKey(key string) CallOption { return CallOption{hashKey: &key} }
 
 // AttemptTimeout overrides WithAttemptTimeout for one call.
 func AttemptTimeout(d time.Duration) CallOption { return CallOption{timeout: d} }

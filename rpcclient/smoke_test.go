@@ -3,6 +3,7 @@ package rpcclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/rpc"
 	"strings"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
 // Arith is a tiny service for tests that need no fault injection.
@@ -364,5 +366,40 @@ func waitCalls(t testing.TB, a *Arith, n int64) {
 			t.Fatalf("server saw %d calls, want %d", a.calls.Load(), n)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// HashKey routes calls by key with Maglev: the same key to the same node,
+// different keys over every node. It used to reach no policy: rpcclient
+// passed no key, and Maglev picked at random.
+func TestHashKeyRoutesCallsByKey(t *testing.T) {
+	var addrs []string
+	for _, name := range []string{"a", "b", "c"} {
+		addrs = append(addrs, rpctest.Start(t, rpctest.WithName(name)).Addr())
+	}
+	c, _ := newTestClient(t, addrs, WithBalancer(balancer.WithPolicy(balancer.Maglev(0))))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	serverOf := func(key string) string {
+		t.Helper()
+		var r rpctest.EchoReply
+		if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, HashKey(key)); err != nil {
+			t.Fatal(err)
+		}
+		return r.Server
+	}
+	seen := map[string]bool{}
+	for k := range 30 {
+		key := fmt.Sprintf("user-%d", k)
+		first := serverOf(key)
+		seen[first] = true
+		for range 5 {
+			if s := serverOf(key); s != first {
+				t.Fatalf("key %q went to %s, then to %s", key, first, s)
+			}
+		}
+	}
+	if len(seen) != 3 {
+		t.Fatalf("30 keys reached only %v of 3 nodes", seen)
 	}
 }
