@@ -2,13 +2,14 @@ package consul
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -316,7 +317,7 @@ func TestRegistrarRejectsBadRegistrations(t *testing.T) {
 		}
 	}
 	_, err := NewRegistrar(context.Background(), Registration{Name: "web", Addr: "127.0.0.1:80", Check: Check{TTL: time.Second}}, WithAddress("127.0.0.1:1"))
-	if err == nil || !errors.Is(err, err) || !strings.Contains(err.Error(), "register") {
+	if err == nil || !strings.Contains(err.Error(), `consul: register "web-127.0.0.1-80"`) {
 		t.Fatalf("registering with no agent: %v", err)
 	}
 }
@@ -416,4 +417,66 @@ func TestAgentStreamingAnswersAreNotLeaderless(t *testing.T) {
 	if st := w.Stats(); st.Errors != 0 {
 		t.Fatalf("Stats.Errors = %d after 5 registrations; want 0", st.Errors)
 	}
+}
+
+// An agent that forgot the instance (a restart; or its reaper, after the
+// check stayed critical past DeregisterCriticalServiceAfter) gets it back
+// at the status SetStatus keeps. The Registrar used to register it as
+// passing and send the status in a second request: a node set critical to
+// drain was served as passing in between, and until the next keep-alive if
+// that request failed.
+func TestRegistrarRegistersAgainAtItsStatus(t *testing.T) {
+	a := consultest.Start(t)
+	direct := agentClient(t, a)
+	target, err := url.Parse("http://" + a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var registers atomic.Int32
+	seen := make(chan string, 10)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rp.ServeHTTP(w, r)
+		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/register") && registers.Add(1) > 1 {
+			// The registration again is applied; what does the agent serve?
+			entries, _, err := direct.Health().Service("web", "", true, nil)
+			if err != nil {
+				seen <- "error: " + err.Error()
+				return
+			}
+			seen <- fmt.Sprintf("%d passing", len(entries))
+		}
+	}))
+	defer front.Close()
+	r, err := NewRegistrar(context.Background(), Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001",
+		Check: Check{TTL: 3 * time.Second}}, WithAddress(strings.TrimPrefix(front.URL, "http://")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.SetStatus(context.Background(), api.HealthCritical); err != nil {
+		t.Fatal(err)
+	}
+	a.Restart()
+	select {
+	case got := <-seen:
+		if got != "0 passing" {
+			t.Fatalf("right after registering again, the agent serves %s; want 0 passing (the status is critical)", got)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the Registrar did not register again within 15 s of the agent's restart")
+	}
+}
+
+// WithLogger(nil) keeps the default (nothing logged). It used to be stored
+// as given, and the Registrar's first failed keep-alive (or the Watcher's
+// first registry error) crashed the process from its goroutine: a nil
+// *slog.Logger.
+func TestWithLoggerNilKeepsTheDefault(t *testing.T) {
+	o := defaultOptions()
+	WithLogger(nil)(&o)
+	if o.logger == nil {
+		t.Fatal("WithLogger(nil) left no logger")
+	}
+	o.logger.Warn("consul: the default logger takes this") // would panic on nil
 }

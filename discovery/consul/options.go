@@ -129,5 +129,11 @@ func WithMaxResponse(bodyBytes int64, entries int) Option {
 }
 
 // WithLogger sets where rejected entries and registry errors are logged.
-// Default: nothing is logged.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+// Default: nothing is logged; nil keeps the default.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	}
+}

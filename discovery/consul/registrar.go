@@ -103,7 +103,7 @@ func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registr
 		client: c, http: hc, reg: reg, ttl: ttl, logger: o.logger.Warn,
 		ctx: rctx, cancel: cancel, status: api.HealthPassing, slot: make(chan struct{}, 1),
 	}
-	if err := rg.register(ctx); err != nil {
+	if err := rg.register(ctx, api.HealthPassing); err != nil {
 		cancel()
 		hc.CloseIdleConnections()
 		return nil, err
@@ -174,8 +174,19 @@ func agentRegistration(r Registration) (*api.AgentServiceRegistration, time.Dura
 	}, c.TTL, nil
 }
 
-func (r *Registrar) register(ctx context.Context) error {
-	err := r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx))
+// register registers the instance with the agent; a TTL check starts at
+// status (the one SetStatus keeps), so that an agent that forgot the
+// instance never serves a node set critical as passing, even for the one
+// request a status update after the registration would take.
+func (r *Registrar) register(ctx context.Context, status string) error {
+	reg := r.reg
+	if r.ttl > 0 && r.reg.Check != nil && r.reg.Check.Status != status {
+		cp, check := *r.reg, *r.reg.Check
+		check.Status = status
+		cp.Check = &check
+		reg = &cp
+	}
+	err := r.client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("consul: register %q: %w", r.reg.ID, err)
 	}
@@ -272,16 +283,10 @@ func (r *Registrar) refresh(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := r.register(ctx); err != nil {
-		return err
-	}
 	r.mu.Lock()
 	status := r.status
 	r.mu.Unlock()
-	if r.ttl > 0 && status != api.HealthPassing {
-		return r.updateTTL(ctx, status)
-	}
-	return nil
+	return r.register(ctx, status)
 }
 
 // Close stops keeping the instance registered and deregisters it (bounded by
