@@ -112,8 +112,15 @@ func WithOutlierDetection(c OutlierConfig) Option {
 	return func(o *options) { o.outlier = c.withDefaults() }
 }
 
-// WithLogger sets where ejections and panic mode are logged. Default: nowhere.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+// WithLogger sets where ejections and panic mode are logged. Default:
+// nowhere; nil keeps the default.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil { // nil keeps the default
+			o.logger = l
+		}
+	}
+}
 
 // OutlierConfig tunes outlier ejection. Zero fields take the defaults.
 type OutlierConfig struct {

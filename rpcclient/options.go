@@ -243,8 +243,15 @@ func WithHedging(delay time.Duration) Option { return func(o *options) { o.hedge
 // machines, and traffic follows within d.
 func WithMaxConnectionAge(d time.Duration) Option { return func(o *options) { o.maxConnAge = d } }
 
-// WithLogger sets where dial failures and drains are logged. Default: nowhere.
-func WithLogger(l *slog.Logger) Option { return func(o *options) { o.logger = l } }
+// WithLogger sets where dial failures and drains are logged. Default:
+// nowhere; nil keeps the default.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) {
+		if l != nil { // nil keeps the default
+			o.logger = l
+		}
+	}
+}
 
 // CallOption adjusts one Call. It is a value, so passing options allocates
 // nothing.

@@ -58,3 +58,14 @@ func TestNewRejectsNonsenseOptions(t *testing.T) {
 	}
 	c.Close()
 }
+
+// WithLogger(nil) keeps the default: a nil logger would crash the first
+// dial failure's log line, on a goroutine of the client's.
+func TestWithLoggerNilKeepsTheDefault(t *testing.T) {
+	o := defaultOptions()
+	WithLogger(nil)(&o)
+	if o.logger == nil {
+		t.Fatal("WithLogger(nil) left no logger")
+	}
+	o.logger.Warn("rpcclient: the default logger takes this") // would panic on nil
+}
