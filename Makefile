@@ -18,5 +18,7 @@ bench:
 consul:
 	./scripts/consul.sh
 
+# Fuzzes target parsing and etcd values, 30 s each (make test runs their seeds).
 fuzz:
-	go test -run='^$$' -fuzz=FuzzParseTarget -fuzztime=30s ./discovery/
+	GOTOOLCHAIN=local go test -run='^$$' -fuzz=FuzzParseTarget -fuzztime=30s ./discovery/
+	GOTOOLCHAIN=local go test -run='^$$' -fuzz=FuzzParseValue -fuzztime=30s ./discovery/etcd/

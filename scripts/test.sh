@@ -7,6 +7,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=local
 
+# -race needs cgo, which Go turns off when it finds no C compiler.
+if [ "$(go env CGO_ENABLED)" != 1 ]; then
+  echo "go test -race needs cgo: install a C compiler (gcc or clang; Debian: apt-get install gcc) or set CGO_ENABLED=1 with one on PATH"
+  exit 1
+fi
+
 DIALTONE_CONSUL_BIN=$(./scripts/consul.sh)
 export DIALTONE_CONSUL_BIN
 echo "consul: $DIALTONE_CONSUL_BIN ($("$DIALTONE_CONSUL_BIN" version | head -1))"
