@@ -63,7 +63,7 @@ func TestAgedConnectionFinishesItsCalls(t *testing.T) {
 	slow := make(chan error, 1)
 	go func() {
 		var r rpctest.EchoReply // not idempotent: a cut would say outcome unknown
-		slow <- c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: time.Second}, &r)
+		slow <- c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 2 * time.Second}, &r)
 	}()
 	waitPending(t, c, srv.Addr())
 	time.Sleep(150 * time.Millisecond) // past the age (100 ms + 10 % at most)
