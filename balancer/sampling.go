@@ -17,10 +17,11 @@ import (
 // sample up to maxSampleShift; a sample that comes after a gap twice the
 // need puts k back to minSampleShift at once, so that a client whose
 // traffic falls does not wait long for its next samples (at most 2^k
-// requests). At 10,000 requests a second over 3 nodes, k stays at 3.
+// requests). At 10,000 requests a second over 3 nodes, k stays at 3; it
+// reaches 8 above about 150,000 a second (2^k requests within half the need).
 const (
 	minSampleShift = 3 // one request in 8
-	maxSampleShift = 6 // one request in 64
+	maxSampleShift = 8 // one request in 256
 	// sampleEvery is how often each ready node should get a latency
 	// sample when the traffic allows it: the EWMA's 10 s time constant
 	// then blends about a thousand samples.

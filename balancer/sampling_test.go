@@ -7,7 +7,7 @@ import (
 )
 
 // The sampling rate halves with each sample that comes sooner than half
-// what each node needs, down to one request in 64, holds between half and
+// what each node needs, down to one request in 256, holds between half and
 // twice the need, and goes back to one in 8 at once after a gap of more
 // than twice the need.
 func TestSamplingFollowsTheRequestRate(t *testing.T) {
@@ -24,6 +24,8 @@ func TestSamplingFollowsTheRequestRate(t *testing.T) {
 		{want / 10, 15},
 		{want / 10, 31},
 		{want / 10, 63},
+		{want / 10, 127},
+		{want / 10, 255},
 		{want / 10, maxMask}, // capped
 		{want, maxMask},      // between half and twice the need: held
 		{2 * want, maxMask},
@@ -56,7 +58,7 @@ func TestSamplingFollowsTheRequestRate(t *testing.T) {
 	}
 }
 
-// A busy P2C balancer samples one request in 64, still samples, and goes
+// A busy P2C balancer samples one request in 256, still samples, and goes
 // back to one in 8 with the first sample after its traffic pauses.
 func TestP2CSamplesLessUnderFastTraffic(t *testing.T) {
 	as := addrs(3)
@@ -85,11 +87,11 @@ func TestP2CSamplesLessUnderFastTraffic(t *testing.T) {
 		pick()
 		picks++
 	}
-	t.Logf("one request in 64 sampled after %d picks back to back", picks)
+	t.Logf("one request in 256 sampled after %d picks back to back", picks)
 	before := stamps()
 	for i := 0; stamps() == before; i++ {
 		if i == 100_000 {
-			t.Fatal("no latency sample in 100,000 picks at one in 64")
+			t.Fatal("no latency sample in 100,000 picks at one in 256")
 		}
 		pick()
 	}
