@@ -16,7 +16,7 @@ import (
 // survive discovery updates; a new node starts at the median of the others,
 // and so does a node whose breaker closes again or whose ejection ends, when
 // its own estimate is higher (it still holds the failures that took it out).
-// The latency of one request in eight is sampled, and of one in 256 when
+// The latency of one request in eight is sampled, and down to one in 256 when
 // requests come fast enough for each node to get a sample every 10 ms
 // anyway (the in-flight count is exact); a node whose latency was not
 // sampled for 2 s is chosen once, so an expensive node that recovered is

@@ -73,7 +73,8 @@ func pickDone(b *testing.B, bl *balancer.Balancer) {
 			for pb.Next() {
 				r, err := bl.Pick(ctx)
 				if err != nil {
-					b.Fatal(err)
+					b.Error(err) // not Fatal: this is not the benchmark's goroutine
+					return
 				}
 				r.Done(nil)
 			}
@@ -266,7 +267,8 @@ func init() {
 							i := 0
 							for pb.Next() {
 								if err := v.once(brks[i%n]); err != nil {
-									b.Fatal(err)
+									b.Error(err) // not Fatal: this is not the benchmark's goroutine
+									return
 								}
 								i++
 							}
