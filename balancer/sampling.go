@@ -18,8 +18,8 @@ import (
 // need puts k back to minSampleShift at once, so that a client whose
 // traffic falls does not wait long for its next samples (at most 2^k
 // requests). k settles where 2^k requests take between half and twice the
-// need: over 3 nodes (a need of 3.3 ms), 1 in 8 below about 2,400 requests
-// a second, 1 in 32 at 10,000, 1 in 256 above about 150,000.
+// need: over 3 nodes (a need of 3.3 ms), 1 in 8 below about 4,800 requests
+// a second, 1 in 32 at 10,000, 1 in 256 above about 77,000.
 const (
 	minSampleShift = 3 // one request in 8
 	maxSampleShift = 8 // one request in 256
