@@ -134,18 +134,25 @@ func init() {
 		for _, set := range sets { // as discovery publishes them
 			slices.SortFunc(set, func(x, y discovery.Endpoint) int { return strings.Compare(x.ID, y.ID) })
 		}
+		//
+		// Slow start is off in these, as kitex has none: with it on (the
+		// default, dialtone-wrr-slowstart), the endpoint each update adds
+		// ramps up, and the schedule is built for its fractional weight.
+		noSlowStart := balancer.WithSlowStart(0, 0)
 		for _, v := range []struct {
 			name string
 			pol  balancer.Policy
+			opts []balancer.Option
 		}{
-			{"dialtone", balancer.RoundRobin()},
-			{"dialtone-wrr", balancer.WeightedRoundRobin()},
-			{"dialtone-p2c", balancer.P2C()},
-			{"dialtone-maglev", balancer.Maglev(0)},
+			{"dialtone", balancer.RoundRobin(), []balancer.Option{noSlowStart}},
+			{"dialtone-wrr", balancer.WeightedRoundRobin(), []balancer.Option{noSlowStart}},
+			{"dialtone-wrr-slowstart", balancer.WeightedRoundRobin(), nil},
+			{"dialtone-p2c", balancer.P2C(), []balancer.Option{noSlowStart}},
+			{"dialtone-maglev", balancer.Maglev(0), []balancer.Option{noSlowStart}},
 		} {
 			b.Run("peer="+v.name+"/n=1000", func(b *testing.B) {
 				w := newSeqWatcher(sets)
-				bl := balancer.New(w, balancer.WithPolicy(v.pol), balancer.WithSlowStart(0, 0))
+				bl := balancer.New(w, append([]balancer.Option{balancer.WithPolicy(v.pol)}, v.opts...)...)
 				defer func() { bl.Close(); w.Close() }()
 				w.release(b, bl, 1)
 				b.ReportAllocs()
