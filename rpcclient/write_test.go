@@ -391,7 +391,7 @@ func TestOwnWriteDeadlineIsNoFailureOfTheCallsBeside(t *testing.T) {
 	for i := range errs {
 		wg.Go(func() {
 			var r rpctest.EchoReply
-			errs[i] = c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 2 * time.Second}, &r, Idempotent())
+			errs[i] = c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 5 * time.Second}, &r, Idempotent())
 		})
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -401,12 +401,18 @@ func TestOwnWriteDeadlineIsNoFailureOfTheCallsBeside(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	// The request is built before its deadline starts, and the deadline
+	// leaves time for the write to begin on a loaded box (a call whose
+	// deadline passes before its write starts sends nothing and closes
+	// nothing); 16 MiB at 1 MiB/s still cannot finish within it, and the
+	// calls beside, sleeping 5 s, are still pending when it cuts the write.
+	big := &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	var r rpctest.EchoReply
-	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}, &r)
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("the 16 MiB request with a 150 ms deadline: %v, want its deadline", err)
+	err := c.Call(ctx, "Echo.Echo", big, &r)
+	if !errors.Is(err, context.DeadlineExceeded) || isNotSent(err) {
+		t.Fatalf("the 16 MiB request with a 1 s deadline: %v (not sent: %v), want its deadline, mid-write", err, isNotSent(err))
 	}
 	wg.Wait()
 	for i, err := range errs {
