@@ -520,9 +520,8 @@ func nodeOutcome(err error) error {
 	var dw *dialWaitError
 	var ee *encodeError
 	var sw *slotWaitError
-	var lc *localCloseError
 	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) || errors.As(err, &sw) ||
-		errors.As(err, &lc) {
+		isLocalClose(err) {
 		return errNoOutcome
 	}
 	return err

@@ -75,9 +75,6 @@ type conn struct {
 	// (net/rpc reads requests in order). The reader sets it; the
 	// heartbeat reads it.
 	vouched atomic.Int64
-	// local is set when this side's own deadline killed the connection
-	// (a write timed out): no sign about the peer (see endpoint.connDead).
-	local atomic.Bool
 	// counted is set once the endpoint has counted the connection's death
 	// (endpoint.lostLocked); under the endpoint's mu.
 	counted bool
@@ -226,8 +223,7 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 	}
 	cause := fmt.Errorf("%w: write: %v", ErrConnClosed, werr)
 	if errors.Is(werr, os.ErrDeadlineExceeded) {
-		c.local.Store(true) // the caller's deadline, not the peer
-		cause = &localCloseError{cause}
+		cause = &localCloseError{cause} // the caller's deadline, not the peer
 	}
 	c.fail(cause)
 	err := fmt.Errorf("%w: write to %s: %w", ErrConnClosed, c.addr, werr)
@@ -282,6 +278,13 @@ type localCloseError struct{ err error }
 
 func (e *localCloseError) Error() string { return e.err.Error() }
 func (e *localCloseError) Unwrap() error { return e.err }
+
+// isLocalClose reports whether err closed a connection for one caller's
+// sake: no sign about the peer (see endpoint.lostLocked).
+func isLocalClose(err error) bool {
+	var lc *localCloseError
+	return errors.As(err, &lc)
+}
 
 // errWriteBusy is start's error for a connection whose write slot another
 // request held for longer than the caller would wait. It wraps

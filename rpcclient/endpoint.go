@@ -355,7 +355,7 @@ func (e *endpoint) lostLocked(cn *conn) {
 	cn.counted = true
 	err := cn.failure()
 	switch {
-	case e.state == Shutdown || isRetired(err) || cn.local.Load() || e.c.life.Err() != nil:
+	case e.state == Shutdown || isRetired(err) || isLocalClose(err) || e.c.life.Err() != nil:
 	case cn.proven():
 		e.provenLost = time.Now()
 		e.failures, e.growFailures = 0, 0
