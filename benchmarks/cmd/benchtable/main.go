@@ -4,6 +4,17 @@
 // every dialtone variant (peer=dialtone or peer=dialtone-*) to every other
 // peer. A ratio below 1.00x means dialtone is faster.
 //
+// When both sides of a ratio have the same number of runs, the ratio is the
+// median of the runs' ratios, the i-th run of one over the i-th of the
+// other; otherwise the ratio of the medians. Rounds of -count=1, each
+// running every peer in turn, pair runs taken close together, so that the
+// box's state between them cancels out of each ratio:
+//
+//	for i in 1 2 3 4 5; do go test -run='^$' -bench=P2C -benchmem -count=1 .; done | go run ./cmd/benchtable
+//
+// With -count=N the runs of one benchmark come back to back instead, and
+// the i-th runs of two peers are minutes apart.
+//
 // It expects names of the form
 //
 //	Benchmark<Kind>/peer=<name>/n=<n>/<mode>[-GOMAXPROCS]
@@ -164,7 +175,7 @@ func run(in io.Reader, out io.Writer) error {
 				case isDialtone(p):
 					row = append(row, "")
 				case ns > 0:
-					row = append(row, fmt.Sprintf("%.2fx", median(cost(data[k][o]))/ns))
+					row = append(row, fmt.Sprintf("%.2fx", ratio(cost(data[k][o]), cost(s))))
 				default:
 					row = append(row, "-")
 				}
@@ -213,6 +224,20 @@ func modeRank(m string) int {
 		return 1
 	}
 	return 2
+}
+
+// ratio returns how a's runs compare with b's: the median of a[i]/b[i]
+// when both have the same number of runs (rounds), else the ratio of
+// their medians.
+func ratio(a, b []float64) float64 {
+	if len(a) != len(b) || len(a) < 2 {
+		return median(a) / median(b)
+	}
+	r := make([]float64, len(a))
+	for i := range a {
+		r[i] = a[i] / b[i]
+	}
+	return median(r)
 }
 
 func median(v []float64) float64 {

@@ -51,3 +51,23 @@ func TestParseName(t *testing.T) {
 		t.Fatalf("got %+v %q %v", k, peer, ok)
 	}
 }
+
+// With as many runs on both sides, a ratio is the median of the rounds'
+// ratios: here 1.20, 0.40 and 1.00 (median 1.00x), where the ratio of the
+// medians, 12/20, would say 0.60x.
+func TestRatioPairsRounds(t *testing.T) {
+	const rounds = `BenchmarkP2C/peer=grpc/n=3/serial-2     	100	 10.0 ns/op
+BenchmarkP2C/peer=dialtone/n=3/serial-2 	100	 12.0 ns/op
+BenchmarkP2C/peer=grpc/n=3/serial-2     	100	 30.0 ns/op
+BenchmarkP2C/peer=dialtone/n=3/serial-2 	100	 12.0 ns/op
+BenchmarkP2C/peer=grpc/n=3/serial-2     	100	 20.0 ns/op
+BenchmarkP2C/peer=dialtone/n=3/serial-2 	100	 20.0 ns/op
+`
+	var out strings.Builder
+	if err := run(strings.NewReader(rounds), &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.Contains(got, "1.00x") || strings.Contains(got, "0.60x") {
+		t.Fatalf("want the median of the rounds' ratios (1.00x), not the ratio of the medians (0.60x):\n%s", got)
+	}
+}
