@@ -96,3 +96,121 @@ func TestAgedConnectionFinishesItsCalls(t *testing.T) {
 		t.Fatalf("the aged connection closed with %v, want errAged", err)
 	}
 }
+
+// A connection retired by age keeps its heartbeat: its gob stream is fine,
+// and the peer may hang under the calls it still has in flight. It used to
+// stop pinging, as a connection whose stream broke must, and a call without
+// a deadline on it was guarded only by the read timeout (here off).
+func TestAgedConnectionKeepsItsHeartbeat(t *testing.T) {
+	srv := rpctest.Start(t, rpctest.WithHeartbeat())
+	c, _ := newTestClient(t, []string{srv.Addr()}, withoutNodeHealth(),
+		WithHeartbeat(100*time.Millisecond, 300*time.Millisecond), WithReadTimeout(0),
+		WithMaxConnectionAge(200*time.Millisecond))
+	warmEvery(t, c, 1)
+	old := c.endpoint(srv.Addr()).ready()
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	slow := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply
+		slow <- c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 20 * time.Second}, &r)
+	}()
+	waitPending(t, c, srv.Addr())
+	time.Sleep(300 * time.Millisecond) // past the age
+	deadline := time.Now().Add(5 * time.Second)
+	for !old.retired.Load() { // a call triggers the replacement, which retires old
+		if time.Now().After(deadline) {
+			t.Fatal("the aged connection was not retired within 5 s of calls")
+		}
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	srv.Hang()
+	defer srv.Unhang()
+	if err := <-slow; !errors.Is(err, ErrHeartbeat) {
+		t.Fatalf("the call on the aged connection to a hung peer: %v, want ErrHeartbeat", err)
+	}
+}
+
+// Hedged calls, which take connections without dialling, replace an aged
+// connection too. They used to leave it serving for ever.
+func TestHedgedCallsReplaceAnAgedConnection(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, withoutNodeHealth(),
+		WithHedging(50*time.Millisecond), WithMaxConnectionAge(100*time.Millisecond))
+	warmEvery(t, c, 1)
+	old := c.endpoint(srv.Addr()).ready()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.endpoint(srv.Addr()).ready() == old {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s (50 times the maximum age) of hedged calls the first connection still serves; %d dials",
+				c.endpoint(srv.Addr()).dials.Load())
+		}
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// liveConns counts e's connections that take calls, and all it holds.
+func liveConns(e *endpoint) (live, all int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, cn := range e.conns {
+		if cn.alive() && !cn.retired.Load() {
+			live++
+		}
+	}
+	return live, len(e.conns)
+}
+
+// A pool whose connections aged together, each with a long call in flight,
+// stays full: each replacement retires one aged connection. One replacement
+// used to retire them all, and the pool served on one connection until the
+// long calls ended.
+func TestAgedPoolStaysFull(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, withoutNodeHealth(), WithPoolSize(2),
+		WithMaxConnectionAge(200*time.Millisecond))
+	e := c.endpoint(srv.Addr())
+	for i := 0; ; i++ {
+		if l, _ := liveConns(e); l == 2 {
+			break
+		}
+		if i == 200 {
+			t.Fatal("the pool of 2 did not fill in 200 calls")
+		}
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	slow := make(chan error, 2)
+	for range 2 {
+		go func() {
+			var r rpctest.EchoReply
+			slow <- c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 4 * time.Second}, &r)
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // both past their age
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if live, all := liveConns(e); live < 2 {
+		t.Fatalf("the pool of 2 serves on %d connection(s) (%d held) while the aged ones drain", live, all)
+	}
+	for range 2 {
+		if err := <-slow; err != nil {
+			t.Fatalf("a long call on an aged connection: %v", err)
+		}
+	}
+}

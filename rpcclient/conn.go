@@ -44,14 +44,14 @@ type conn struct {
 	wslot chan struct{}
 	wdl   time.Time // the write deadline set on nc; under wslot
 
-	// retired is set when a request could not be encoded: what of it was
-	// buffered or sent leaves the gob stream unusable for writing, so the
-	// connection takes no new calls and closes once its pending calls have
-	// their replies. It is set too when a replacement for a connection
-	// past its maximum age joined the pool (see retire). retiredWhy is
-	// why, set before retired: errRetired or errAged.
-	retired    atomic.Bool
-	retiredWhy atomic.Pointer[error]
+	// retired is set when the connection takes no new calls: it closes
+	// once its pending calls have their replies. That is when a request
+	// could not be encoded (broken, set first: what of it was buffered or
+	// sent leaves the gob stream unusable for writing, pings included), or
+	// when a replacement for a connection past its maximum age joined the
+	// pool (see markAged; the stream is fine, and the heartbeat goes on).
+	retired atomic.Bool
+	broken  atomic.Bool
 	// expires is when the connection is past its maximum age (see
 	// WithMaxConnectionAge); zero without one.
 	expires time.Time
@@ -168,7 +168,7 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 			return nil, 0, err
 		}
 	}
-	if c.retired.Load() {
+	if c.retired.Load() && (c.broken.Load() || method != HeartbeatMethod) {
 		<-c.wslot
 		return nil, 0, notSent(&deadConnError{c.retiredErr()})
 	}
@@ -202,7 +202,7 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 	}
 	sent, werr := c.codec.write(ctx, &rpc.Request{ServiceMethod: method, Seq: seq}, args)
 	if werr != nil && errors.Is(werr, ErrCodec) {
-		c.retiredWhy.CompareAndSwap(nil, &errRetired)
+		c.broken.Store(true)
 		c.retired.Store(true) // before the slot is free: no write follows this one
 	}
 	if werr == nil {
@@ -302,24 +302,21 @@ var (
 // decision, no sign about the peer.
 func isRetired(err error) bool { return errors.Is(err, errRetired) || errors.Is(err, errAged) }
 
-// retire makes the connection take no new calls and close once its calls
-// in flight have their replies, for the reason why (errAged). It is called
-// without the endpoint's lock: closing calls back into the endpoint.
-func (c *conn) retire(why error) {
-	c.retiredWhy.CompareAndSwap(nil, &why)
-	c.retired.Store(true)
-	c.closeIfRetired()
-}
+// markAged retires a connection past its maximum age: it takes no new
+// calls, and closes once its calls in flight have their replies, which the
+// caller starts with closeIfRetired once it has released the endpoint's
+// lock (closing calls back into the endpoint). Its heartbeat goes on.
+func (c *conn) markAged() { c.retired.Store(true) }
 
 // aged reports whether the connection is past its maximum age.
 func (c *conn) aged() bool { return !c.expires.IsZero() && time.Now().After(c.expires) }
 
 // retiredErr returns why the connection was retired.
 func (c *conn) retiredErr() error {
-	if p := c.retiredWhy.Load(); p != nil {
-		return *p
+	if c.broken.Load() {
+		return errRetired
 	}
-	return errRetired
+	return errAged
 }
 
 // encodeError is the error of a call whose args could not be encoded. It
@@ -537,7 +534,9 @@ func (c *conn) heartbeat() {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	seen := c.reads.Load()
+	// seen is the bytes read at the last look: the peer speaks while
+	// they move, a large reply's body included.
+	seen := c.codec.in.n.Load()
 	// graceEnd is when the patience a backlog the peer has not vouched for
 	// earns ends (see digestGrace); zero until a ping times out behind it.
 	var graceEnd time.Time
@@ -547,7 +546,7 @@ func (c *conn) heartbeat() {
 		case <-c.dead:
 			return
 		case now := <-t.C:
-			if cur := c.reads.Load(); cur != seen {
+			if cur := c.codec.in.n.Load(); cur != seen {
 				seen = cur // the peer spoke during the last interval
 				silentSince, graceEnd = time.Time{}, time.Time{}
 				continue
@@ -559,7 +558,7 @@ func (c *conn) heartbeat() {
 			// flight still get their replies (see start), however slow.
 			var limit time.Duration
 			var kind error
-			if c.retired.Load() || !pinging {
+			if c.broken.Load() || !pinging {
 				if c.inflight() == 0 || c.opts.readTimeout <= 0 {
 					silentSince = time.Time{}
 					continue
@@ -622,7 +621,7 @@ func (c *conn) heartbeat() {
 		default:
 			return // the connection died; the reader reported it
 		}
-		seen = c.reads.Load()
+		seen = c.codec.in.n.Load()
 		graceEnd = time.Time{}
 	}
 }

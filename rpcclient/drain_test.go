@@ -340,3 +340,20 @@ func TestDrainWaitsForAReplyArriving(t *testing.T) {
 		})
 	}
 }
+
+// A reply whose body keeps arriving, slowly, is not a silent peer: the
+// read timeout counts bytes, not only messages. It used to cut such a
+// reply ("sent nothing for 500ms with calls pending") once the reader
+// counted the call whose body it was reading as in flight.
+func TestReadTimeoutSparesAReplyArriving(t *testing.T) {
+	var a Arith
+	addr := throttled(t, serveArith(t, &a), 0, 1<<20) // replies at about 1 MiB/s
+	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(), WithMaxMessageSize(32<<20),
+		WithHeartbeat(0, 0), WithReadTimeout(500*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var s string
+	if err := c.Call(ctx, "Arith.Big", Pair{A: 3 << 20}, &s); err != nil {
+		t.Fatalf("a 3 MiB reply at 1 MiB/s with a 500 ms read timeout: %v", err)
+	}
+}

@@ -85,12 +85,8 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 			return nil, notSent(e.errShutDown())
 		}
 		if cn := e.liveLocked(); cn != nil {
-			if !waited && (len(e.conns) < e.c.opts.poolSize || e.c.opts.maxConnAge > 0 && cn.aged()) &&
-				e.dialing == nil && !time.Now().Before(e.growAt) {
-				d := &dialAttempt{done: make(chan struct{}), grow: true}
-				e.dialing = d
-				e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
-				go e.run(d)
+			if !waited {
+				e.growLocked(cn)
 			}
 			e.mu.Unlock()
 			return cn, nil
@@ -211,9 +207,16 @@ func (e *endpoint) run(d *dialAttempt) {
 		}
 		if e.c.opts.maxConnAge > 0 {
 			for _, old := range e.conns {
-				if old != cn && !old.retired.Load() && old.aged() {
-					aged = append(aged, old)
+				// The oldest aged one only: the pool's connections,
+				// made together, age together, and each gets its own
+				// replacement rather than leaving the pool short while
+				// their calls drain.
+				if old != cn && !old.retired.Load() && old.aged() && (len(aged) == 0 || old.born.Before(aged[0].born)) {
+					aged = append(aged[:0], old)
 				}
+			}
+			for _, old := range aged {
+				old.markAged() // under mu: no get sees it aged and live meanwhile
 			}
 		}
 		cn = nil // the pool's now
@@ -223,7 +226,7 @@ func (e *endpoint) run(d *dialAttempt) {
 		cn.close(err) // the endpoint shut down during the dial, or cn died before it joined the pool
 	}
 	for _, old := range aged {
-		old.retire(errAged) // without mu: its close calls connDead
+		old.closeIfRetired() // without mu: its close calls connDead
 	}
 	switch {
 	case grow && wait > 0:
@@ -267,7 +270,25 @@ func (e *endpoint) ready() *conn {
 	if e.state == Shutdown {
 		return nil
 	}
-	return e.liveLocked()
+	cn := e.liveLocked()
+	if cn != nil {
+		e.growLocked(cn) // as get does: hedged calls take connections here
+	}
+	return cn
+}
+
+// growLocked starts the endpoint's one background dial, under e.mu, when
+// the pool is below its size or cn, the connection a call is about to use,
+// is past its maximum age (the new connection replaces it: see run), and
+// no dial is under way or backing off.
+func (e *endpoint) growLocked(cn *conn) {
+	if (len(e.conns) < e.c.opts.poolSize || e.c.opts.maxConnAge > 0 && cn.aged()) &&
+		e.dialing == nil && !time.Now().Before(e.growAt) {
+		d := &dialAttempt{done: make(chan struct{}), grow: true}
+		e.dialing = d
+		e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
+		go e.run(d)
+	}
 }
 
 // liveLocked returns one of the pool's live connections in turn, or nil;
