@@ -46,8 +46,8 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	for i := range opts {
 		o := &opts[i]
 		idem = idem || o.idempotent
-		if o.hashKey != nil {
-			hk = o.hashKey
+		if o.hashed {
+			hk = &o.hashKey
 		}
 		if o.timeout > 0 {
 			timeout = o.timeout

@@ -261,7 +261,8 @@ type CallOption struct {
 	key        string
 	timeout    time.Duration
 	hedge      time.Duration
-	hashKey    *string // HashKey's
+	hashKey    string // HashKey's, when hashed
+	hashed     bool
 }
 
 // Idempotent declares the call safe to retry after its request may have
@@ -285,7 +286,7 @@ func Hedge(delay time.Duration) CallOption { return CallOption{hedge: delay} }
 // same node while the set is stable and that node is under its bounded load,
 // and their retries and hedges to the next node for the key. Other policies
 // ignore it.
-func HashKey(key string) CallOption { return CallOption{hashKey: &key} }
+func HashKey(key string) CallOption { return CallOption{hashKey: key, hashed: true} }
 
 // AttemptTimeout overrides WithAttemptTimeout for one call.
 func AttemptTimeout(d time.Duration) CallOption { return CallOption{timeout: d} }
