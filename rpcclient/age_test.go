@@ -144,7 +144,7 @@ func TestHedgedCallsReplaceAnAgedConnection(t *testing.T) {
 	warmEvery(t, c, 1)
 	old := c.endpoint(srv.Addr()).ready()
 	deadline := time.Now().Add(5 * time.Second)
-	for c.endpoint(srv.Addr()).ready() == old {
+	for !old.retired.Load() { // not ready(), which may itself start the replacement
 		if time.Now().After(deadline) {
 			t.Fatalf("after 5 s (50 times the maximum age) of hedged calls the first connection still serves; %d dials",
 				c.endpoint(srv.Addr()).dials.Load())
@@ -212,5 +212,35 @@ func TestAgedPoolStaysFull(t *testing.T) {
 		if err := <-slow; err != nil {
 			t.Fatalf("a long call on an aged connection: %v", err)
 		}
+	}
+}
+
+// A pool still filling whose only connection aged with a long call on it
+// fills up: the aged connection, draining, does not count against the
+// pool's size. It used to, and the pool served on one connection until the
+// long call ended.
+func TestFillingPoolDoesNotCountADrainingConnection(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, withoutNodeHealth(), WithPoolSize(2),
+		WithMaxConnectionAge(200*time.Millisecond))
+	e := c.endpoint(srv.Addr())
+	slow := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply
+		slow <- c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 4 * time.Second}, &r)
+	}()
+	waitPending(t, c, srv.Addr())
+	time.Sleep(300 * time.Millisecond) // past the age
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if live, all := liveConns(e); live < 2 {
+		t.Errorf("the pool of 2 serves on %d connection(s) (%d held, %d dials) while the aged one drains", live, all, e.dials.Load())
+	}
+	if err := <-slow; err != nil {
+		t.Fatalf("the long call on the aged connection: %v", err)
 	}
 }

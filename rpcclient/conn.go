@@ -68,7 +68,7 @@ type conn struct {
 	err     error // set once when the conn dies
 	dead    chan struct{}
 
-	reads atomic.Uint64 // messages read; the heartbeat watches it move
+	reads atomic.Uint64 // messages read: a reply proves the connection (proven)
 	born  time.Time     // when the connection was made
 	// vouched is how many bytes written the peer has shown it read: a
 	// reply to a request says the server read it, and all before it
@@ -553,9 +553,10 @@ func (c *conn) heartbeat() {
 			}
 			// Without a ping, silence with calls pending is the sign,
 			// as long as the read timeout: the peer may be working on
-			// a slow call. So for a retired connection too, on which
-			// nothing more may be written, not even a ping: its calls in
-			// flight still get their replies (see start), however slow.
+			// a slow call. So for a connection whose stream broke
+			// (broken), on which nothing more may be written, not even a
+			// ping: its calls in flight still get their replies (see
+			// start), however slow.
 			var limit time.Duration
 			var kind error
 			if c.broken.Load() || !pinging {
@@ -615,8 +616,8 @@ func (c *conn) heartbeat() {
 			c.fail(fmt.Errorf("%w: %s did not answer within %v", ErrHeartbeat, c.addr, c.opts.heartbeatTimeout))
 			return
 		case isRetired(err) && c.alive():
-			// Retired while the ping waited for the write slot: the
-			// silence watch above goes on for the calls in flight.
+			// The stream broke while the ping waited for the write slot:
+			// the silence watch above goes on for the calls in flight.
 			continue
 		default:
 			return // the connection died; the reader reported it

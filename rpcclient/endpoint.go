@@ -263,7 +263,8 @@ func (e *endpoint) errShutDown() error {
 	return fmt.Errorf("%w: endpoint %s shut down", ErrConnClosed, e.addr)
 }
 
-// ready returns a live connection without dialing, or nil.
+// ready returns a live connection without waiting for a dial, or nil. Like
+// get, it may start the pool's background dial (growLocked).
 func (e *endpoint) ready() *conn {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -278,12 +279,14 @@ func (e *endpoint) ready() *conn {
 }
 
 // growLocked starts the endpoint's one background dial, under e.mu, when
-// the pool is below its size or cn, the connection a call is about to use,
-// is past its maximum age (the new connection replaces it: see run), and
-// no dial is under way or backing off.
+// the pool has fewer connections that take calls than its size (retired
+// ones still draining do not count), or cn, the connection a call is about
+// to use, is past its maximum age (the new connection replaces it: see
+// run), and no dial is under way or backing off.
 func (e *endpoint) growLocked(cn *conn) {
-	if (len(e.conns) < e.c.opts.poolSize || e.c.opts.maxConnAge > 0 && cn.aged()) &&
-		e.dialing == nil && !time.Now().Before(e.growAt) {
+	size := e.c.opts.poolSize
+	short := len(e.conns) < size || size > 1 && e.upCountLocked() < size
+	if (short || e.c.opts.maxConnAge > 0 && cn.aged()) && e.dialing == nil && !time.Now().Before(e.growAt) {
 		d := &dialAttempt{done: make(chan struct{}), grow: true}
 		e.dialing = d
 		e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
@@ -404,6 +407,18 @@ func (e *endpoint) lostLocked(cn *conn) {
 		e.c.opts.logger.Warn("rpcclient: connection lost before any reply", "service", e.c.service, "addr", e.addr,
 			"error", e.lastErr, "quarantine", wait)
 	}
+}
+
+// upCountLocked returns how many of the pool's connections take calls;
+// under e.mu.
+func (e *endpoint) upCountLocked() int {
+	n := 0
+	for _, cn := range e.conns {
+		if cn.alive() && !cn.retired.Load() {
+			n++
+		}
+	}
+	return n
 }
 
 // upLocked reports whether the pool has a connection that takes calls;
