@@ -157,6 +157,17 @@ func TestHedgedCallsReplaceAnAgedConnection(t *testing.T) {
 	}
 }
 
+// callFor makes Echo calls on c, 5 ms apart, for d; a failed one fails t.
+func callFor(t *testing.T, c *Client, d time.Duration) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // liveConns counts e's connections that take calls, and all it holds.
 func liveConns(e *endpoint) (live, all int) {
 	e.mu.Lock()
@@ -199,12 +210,7 @@ func TestAgedPoolStaysFull(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond) // both past their age
-	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		var r rpctest.EchoReply
-		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	callFor(t, c, 2 * time.Second)
 	if live, all := liveConns(e); live < 2 {
 		t.Fatalf("the pool of 2 serves on %d connection(s) (%d held) while the aged ones drain", live, all)
 	}
@@ -231,12 +237,7 @@ func TestFillingPoolDoesNotCountADrainingConnection(t *testing.T) {
 	}()
 	waitPending(t, c, srv.Addr())
 	time.Sleep(300 * time.Millisecond) // past the age
-	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
-		var r rpctest.EchoReply
-		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	callFor(t, c, 1500 * time.Millisecond)
 	if live, all := liveConns(e); live < 2 {
 		t.Errorf("the pool of 2 serves on %d connection(s) (%d held, %d dials) while the aged one drains", live, all, e.dials.Load())
 	}
