@@ -210,7 +210,7 @@ func TestAgedPoolStaysFull(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond) // both past their age
-	callFor(t, c, 2 * time.Second)
+	callFor(t, c, 2*time.Second)
 	if live, all := liveConns(e); live < 2 {
 		t.Fatalf("the pool of 2 serves on %d connection(s) (%d held) while the aged ones drain", live, all)
 	}
@@ -237,7 +237,7 @@ func TestFillingPoolDoesNotCountADrainingConnection(t *testing.T) {
 	}()
 	waitPending(t, c, srv.Addr())
 	time.Sleep(300 * time.Millisecond) // past the age
-	callFor(t, c, 1500 * time.Millisecond)
+	callFor(t, c, 1500*time.Millisecond)
 	if live, all := liveConns(e); live < 2 {
 		t.Errorf("the pool of 2 serves on %d connection(s) (%d held, %d dials) while the aged one drains", live, all, e.dials.Load())
 	}
