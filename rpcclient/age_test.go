@@ -3,6 +3,7 @@ package rpcclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -243,5 +244,35 @@ func TestFillingPoolDoesNotCountADrainingConnection(t *testing.T) {
 	}
 	if err := <-slow; err != nil {
 		t.Fatalf("the long call on the aged connection: %v", err)
+	}
+}
+
+// A request refused by a connection that was retired by age after get
+// handed it out (the replacement joined the pool in between) goes once more
+// on the endpoint's connections: nothing of it had left. It used to count as
+// a failed attempt on a node that is fine; with one node, the call then
+// waited for a fresh endpoint set.
+func TestRequestRefusedByAnAgedConnectionGoesAgain(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, withoutNodeHealth(), WithMaxConnectionAge(time.Hour))
+	warmEvery(t, c, 1)
+	e := c.endpoint(srv.Addr())
+	old := e.ready()
+	// What run does when a replacement joins: retire the aged one, which,
+	// with nothing in flight, closes.
+	old.markAged()
+	old.closeIfRetired()
+	var r rpctest.EchoReply
+	err := old.do(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Msg: "again"}, &r)
+	if !isNotSent(err) || !errors.Is(err, errAged) {
+		t.Fatalf("a request on a connection retired by age: %v, want a not-sent refusal wrapping errAged", err)
+	}
+	if err := redoIfAged(context.Background(), e, err, "Echo.Echo", &rpctest.EchoArgs{Msg: "again"}, &r); err != nil || r.Msg != "again" {
+		t.Fatalf("the request, once more on the endpoint: %q, %v", r.Msg, err)
+	}
+	// Other failures are left as they are.
+	other := fmt.Errorf("rpcclient: write: %w", ErrConnClosed)
+	if got := redoIfAged(context.Background(), e, other, "Echo.Echo", &rpctest.EchoArgs{}, &r); got != other {
+		t.Fatalf("another error came back as %v", got)
 	}
 }

@@ -110,7 +110,27 @@ func send(ctx context.Context, ep *endpoint, serviceMethod string, args, reply a
 	if err != nil {
 		return err
 	}
-	return cn.do(actx, serviceMethod, args, reply)
+	if err := cn.do(actx, serviceMethod, args, reply); err != nil {
+		return redoIfAged(actx, ep, err, serviceMethod, args, reply)
+	}
+	return nil
+}
+
+// redoIfAged handles err, a failed request on one of ep's connections. A
+// connection retired by age between get handing it out and the request's
+// write (its replacement joined the pool in between) refuses the request
+// before a byte leaves: the request then goes once more on what ep has now,
+// rather than count as an attempt on a node that is fine. Any other error
+// is returned as it is.
+func redoIfAged(ctx context.Context, ep *endpoint, err error, serviceMethod string, args, reply any) error {
+	if !isNotSent(err) || !errors.Is(err, errAged) {
+		return err
+	}
+	cn, gerr := ep.get(ctx)
+	if gerr != nil {
+		return err
+	}
+	return cn.do(ctx, serviceMethod, args, reply)
 }
 
 // call is Call's general path: hedging, retries, waits for discovery after
