@@ -173,12 +173,7 @@ func callFor(t *testing.T, c *Client, d time.Duration) {
 func liveConns(e *endpoint) (live, all int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, cn := range e.conns {
-		if cn.alive() && !cn.retired.Load() {
-			live++
-		}
-	}
-	return live, len(e.conns)
+	return e.upCountLocked(), len(e.conns)
 }
 
 // A pool whose connections aged together, each with a long call in flight,

@@ -719,6 +719,10 @@ func (c *conn) inflight() int {
 	return n
 }
 
+// takesCalls reports whether the connection takes new calls: alive and
+// not retired.
+func (c *conn) takesCalls() bool { return c.alive() && !c.retired.Load() }
+
 // alive reports whether the connection can take calls.
 func (c *conn) alive() bool {
 	select {

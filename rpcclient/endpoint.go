@@ -283,15 +283,27 @@ func (e *endpoint) ready() *conn {
 // ones still draining do not count), or cn, the connection a call is about
 // to use, is past its maximum age (the new connection replaces it: see
 // run), and no dial is under way or backing off.
+//
+// It is small enough to inline into get, which every call takes: with the
+// default pool of one (which cn fills) and no maximum age it is two
+// comparisons, and maybeGrowLocked, out of line, does the rest.
 func (e *endpoint) growLocked(cn *conn) {
+	if o := &e.c.opts; o.poolSize > 1 || o.maxConnAge > 0 {
+		e.maybeGrowLocked(cn)
+	}
+}
+
+// maybeGrowLocked is growLocked's decision and the dial's start.
+func (e *endpoint) maybeGrowLocked(cn *conn) {
 	size := e.c.opts.poolSize
 	short := len(e.conns) < size || size > 1 && e.upCountLocked() < size
-	if (short || e.c.opts.maxConnAge > 0 && cn.aged()) && e.dialing == nil && !time.Now().Before(e.growAt) {
-		d := &dialAttempt{done: make(chan struct{}), grow: true}
-		e.dialing = d
-		e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
-		go e.run(d)
+	if !short && !(e.c.opts.maxConnAge > 0 && cn.aged()) || e.dialing != nil || time.Now().Before(e.growAt) {
+		return
 	}
+	d := &dialAttempt{done: make(chan struct{}), grow: true}
+	e.dialing = d
+	e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
+	go e.run(d)
 }
 
 // liveLocked returns one of the pool's live connections in turn, or nil;
@@ -414,7 +426,7 @@ func (e *endpoint) lostLocked(cn *conn) {
 func (e *endpoint) upCountLocked() int {
 	n := 0
 	for _, cn := range e.conns {
-		if cn.alive() && !cn.retired.Load() {
+		if cn.takesCalls() {
 			n++
 		}
 	}
@@ -425,7 +437,7 @@ func (e *endpoint) upCountLocked() int {
 // under e.mu. Unlike liveLocked it changes nothing.
 func (e *endpoint) upLocked() bool {
 	for _, cn := range e.conns {
-		if cn.alive() && !cn.retired.Load() {
+		if cn.takesCalls() {
 			return true
 		}
 	}
