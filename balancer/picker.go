@@ -147,6 +147,9 @@ func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 		}
 		return nd.res.Load(), nil
 	}
+	if po.exclude != nil && n > 1 {
+		start, since = p.redraw(&po, start, since)
+	}
 	skipped := -1
 	for i := range n {
 		j := start + i
@@ -180,6 +183,33 @@ func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 		}
 	}
 	return &noResult, p.unavail
+}
+
+// maxRedraws bounds how many times redraw asks the selector again.
+const maxRedraws = 4
+
+// redraw asks the selector again, at most maxRedraws times, while its
+// choice start is excluded, and returns the first choice that is not (or
+// the last one). Scanning on from an excluded choice in ready order would
+// hand every request whose first choice was excluded to that node's
+// successor in the State, whatever its latency, load or weight: a retry
+// after a failure on node X would go to X's neighbour whenever the policy
+// chose X, which with P2C over 3 nodes sends half of them to a slow node
+// P2C otherwise avoids. A keyed Maglev pick chooses the same node every
+// time and is not asked again. Only picks with an Exclude option come here.
+//
+//go:noinline
+func (p *picker) redraw(po *pickOptions, start int, since int64) (int, int64) {
+	if _, ok := p.sel.(*maglevSel); ok && po.hasKey {
+		return start, since
+	}
+	for range maxRedraws {
+		if !po.excluded(p.nodes[p.at(start)].addr) {
+			break
+		}
+		start, since = p.sel.first(0, false)
+	}
+	return start, since
 }
 
 // at returns the position in the State (in nodes and eps) of ready[j].

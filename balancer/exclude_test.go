@@ -1,0 +1,56 @@
+package balancer
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// A pick whose policy's first choice is excluded (a retry, a hedged leg)
+// must still follow the policy: it must not go to the excluded node's
+// successor in the State whenever the policy chose the excluded node.
+// With P2C over 3 nodes, a retry excluding the first node went to the
+// second, slow one half the time; with weighted round robin, the light
+// second node took the first node's whole share.
+func TestExcludedChoiceDoesNotFallToTheNextNode(t *testing.T) {
+	as := addrs(3)
+	t.Run("p2c", func(t *testing.T) {
+		b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))), WithoutBreakers(),
+			WithOutlierDetection(OutlierConfig{Disabled: true}))
+		nodes := b.set.Load().byAddr()
+		nodes[as[1]].observe(mono(), int64(500*time.Millisecond), false, b.tau, b.penalty) // slow
+		got := map[string]int{}
+		for range 3000 {
+			r, err := b.Pick(context.Background(), Exclude(as[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[r.Endpoint.Addr]++
+			r.Done(nil)
+		}
+		t.Logf("%v", got)
+		if got[as[1]] > 300 {
+			t.Fatalf("picks excluding %s: %v; the slow node %s got %d of 3000, want almost none", as[0], got, as[1], got[as[1]])
+		}
+	})
+	t.Run("weighted", func(t *testing.T) {
+		w := eps(map[string]int{as[0]: 5, as[1]: 1, as[2]: 5})
+		b, fw := newTest(t, nil, WithPolicy(WeightedRoundRobin()), WithoutBreakers(), WithSlowStart(0, 0))
+		fw.Set(w...)
+		waitFor(t, b, "3 nodes", func(p *picker) bool { return len(p.ready) == 3 })
+		got := map[string]int{}
+		for range 6000 {
+			r, err := b.Pick(context.Background(), Exclude(as[0]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[r.Endpoint.Addr]++
+			r.Done(nil)
+		}
+		t.Logf("%v", got)
+		// Weights 1 and 5 among the nodes not excluded: 1,000 and 5,000.
+		if got[as[1]] > 1500 {
+			t.Fatalf("picks excluding %s: %v; the weight-1 node %s got %d of 6000, want about 1000", as[0], got, as[1], got[as[1]])
+		}
+	})
+}
