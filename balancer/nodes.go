@@ -14,7 +14,8 @@ type NodeStatus struct {
 	Endpoint discovery.Endpoint
 	// Breaker is the breaker's state; Closed when breakers are off.
 	Breaker breaker.State
-	// Latency is the peak-EWMA latency estimate (P2C and Maglev only).
+	// Latency is the peak-EWMA latency estimate (P2C only: the other
+	// policies sample no latency, and Latency is then 0).
 	Latency time.Duration
 	// InFlight is the number of requests picked and not yet Done (P2C and
 	// Maglev only).
@@ -37,6 +38,7 @@ func (b *Balancer) Status() []NodeStatus {
 		ready[p.nodes[e.idx]] = float64(e.weight)
 	}
 	now := mono()
+	measured := b.opts.policy.stats()&statLatency != 0
 	set := b.set.Load()
 	out := make([]NodeStatus, 0, len(set.nodes))
 	seen := make(map[*node]bool, len(set.nodes))
@@ -47,10 +49,12 @@ func (b *Balancer) Status() []NodeStatus {
 		seen[n] = true
 		st := NodeStatus{
 			Endpoint:    set.eps[i],
-			Latency:     time.Duration(n.costNs()),
 			InFlight:    n.inflight.Load(),
 			Quarantined: n.quarUntil.Load() > now,
 			Ejected:     n.ejectedAt.Load() > now,
+		}
+		if measured {
+			st.Latency = time.Duration(n.costNs())
 		}
 		st.Breaker = n.breakerState()
 		st.Weight, st.Ready = ready[n]
