@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/dialtone-go/dialtone/breaker"
 )
 
 // A pick whose policy's first choice is excluded (a retry, a hedged leg)
@@ -53,4 +55,47 @@ func TestExcludedChoiceDoesNotFallToTheNextNode(t *testing.T) {
 			t.Fatalf("picks excluding %s: %v; the weight-1 node %s got %d of 6000, want about 1000", as[0], got, as[1], got[as[1]])
 		}
 	})
+}
+
+// A half-open node whose probe is out refuses picks; they must follow the
+// policy too, not all fall to the node after it in the State. With weighted
+// round robin over weights 5, 1 and 5 and the first node half-open, the
+// light second node took the first node's share on top of its own.
+func TestRefusedChoiceDoesNotFallToTheNextNode(t *testing.T) {
+	as := addrs(3)
+	b, fw := newTest(t, nil, WithPolicy(WeightedRoundRobin()), WithSlowStart(0, 0),
+		WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: 100 * time.Millisecond, MaxOpenTimeout: 100 * time.Millisecond}),
+		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+	fw.Set(eps(map[string]int{as[0]: 5, as[1]: 1, as[2]: 5})...)
+	waitFor(t, b, "3 nodes", func(p *picker) bool { return len(p.ready) == 3 })
+	onlyFirst := Exclude(as[1], as[2])
+	r, err := b.Pick(context.Background(), onlyFirst)
+	if err != nil || r.Endpoint.Addr != as[0] {
+		t.Fatalf("pick with the others excluded: %s, %v", r.Endpoint.Addr, err)
+	}
+	r.Done(errReset)
+	waitFor(t, b, "the first node's breaker open", func(p *picker) bool { return len(p.ready) == 2 })
+	waitFor(t, b, "the first node half-open", func(p *picker) bool { return len(p.ready) == 3 })
+	probe, err := b.Pick(context.Background(), onlyFirst)
+	if err != nil || probe.Endpoint.Addr != as[0] {
+		t.Fatalf("probe pick: %s, %v", probe.Endpoint.Addr, err)
+	}
+	defer probe.Done(nil)
+	got := map[string]int{}
+	for range 6000 {
+		r, err := b.Pick(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[r.Endpoint.Addr]++
+		r.Done(nil)
+	}
+	t.Logf("%v", got)
+	if got[as[0]] != 0 {
+		t.Fatalf("the half-open node got %d picks while its probe was out", got[as[0]])
+	}
+	// Weights 1 and 5 among the nodes that take requests: 1,000 and 5,000.
+	if got[as[1]] > 1500 {
+		t.Fatalf("picks while %s's probe is out: %v; the weight-1 node %s got %d of 6000, want about 1000", as[0], got, as[1], got[as[1]])
+	}
 }

@@ -147,9 +147,6 @@ func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 		}
 		return nd.res.Load(), nil
 	}
-	if po.exclude != nil && n > 1 {
-		start, since = p.redraw(&po, start, since)
-	}
 	skipped := -1
 	for i := range n {
 		j := start + i
@@ -161,10 +158,13 @@ func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 			if skipped < 0 {
 				skipped = j
 			}
-			continue
-		}
-		if res := p.admit(k, since); res != nil {
+		} else if res := p.admit(k, since); res != nil {
 			return res, nil
+		}
+		if i == 0 && n > 1 {
+			if res := p.redraw(&po); res != nil {
+				return res, nil
+			}
 		}
 	}
 	// Every other node refused: an excluded one is better than nothing.
@@ -188,28 +188,35 @@ func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 // maxRedraws bounds how many times redraw asks the selector again.
 const maxRedraws = 4
 
-// redraw asks the selector again, at most maxRedraws times, while its
-// choice start is excluded, and returns the first choice that is not (or
-// the last one). Scanning on from an excluded choice in ready order would
-// hand every request whose first choice was excluded to that node's
-// successor in the State, whatever its latency, load or weight: a retry
-// after a failure on node X would go to X's neighbour whenever the policy
-// chose X, which with P2C over 3 nodes sends half of them to a slow node
-// P2C otherwise avoids. A keyed Maglev pick chooses the same node every
-// time and is not asked again. Only picks with an Exclude option come here.
+// redraw asks the selector again, at most maxRedraws times, when its first
+// choice was excluded or its breaker refused (a half-open node whose probe
+// is out), and returns the Result of the first choice that is neither; nil
+// when every one was, and pick scans on from its first choice. Scanning on
+// at once would hand every such request to the refused node's successor in
+// the State, whatever its latency, load or weight: a retry after a failure
+// on node X would go to X's neighbour whenever the policy chose X, which
+// with P2C over 3 nodes sends half of them to a slow node P2C otherwise
+// avoids, and a half-open node's share would double its neighbour's for as
+// long as its probe takes. A keyed Maglev pick chooses the same node every
+// time and is not asked again. Only picks whose first choice failed come
+// here.
 //
 //go:noinline
-func (p *picker) redraw(po *pickOptions, start int, since int64) (int, int64) {
+func (p *picker) redraw(po *pickOptions) *Result {
 	if _, ok := p.sel.(*maglevSel); ok && po.hasKey {
-		return start, since
+		return nil
 	}
 	for range maxRedraws {
-		if !po.excluded(p.nodes[p.at(start)].addr) {
-			break
+		start, since := p.sel.first(0, false)
+		k := p.at(start)
+		if po.exclude != nil && po.excluded(p.nodes[k].addr) {
+			continue
 		}
-		start, since = p.sel.first(0, false)
+		if res := p.admit(k, since); res != nil {
+			return res
+		}
 	}
-	return start, since
+	return nil
 }
 
 // at returns the position in the State (in nodes and eps) of ready[j].
