@@ -271,3 +271,81 @@ func TestRequestRefusedByAnAgedConnectionGoesAgain(t *testing.T) {
 		t.Fatalf("another error came back as %v", got)
 	}
 }
+
+// The reconnect backoff of a pool's extra dials (a replacement for an aged
+// connection is one) ends once a connection it dialled proves itself, as
+// adoptLocked says of the endpoint's backoff. Here the replacement dials
+// for an aged connection fail six times (an address that moved and came
+// back later), then one succeeds and its connection serves; the next time
+// it ages, one refused dial backs off for the base, not for the seventh
+// step of a series that ended. On the old code the series never ended (a
+// connection retired by age closes without a word to the backoff, and a
+// successful dial resets nothing): growAt 6.4 s away, and it only grows,
+// to the 120 s cap, over the client's life.
+func TestGrowBackoffEndsOnceAReplacementServes(t *testing.T) {
+	srv := newLimitedServer(t)
+	addr := srv.addr
+	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(), WithHeartbeat(0, 0),
+		WithMaxConnectionAge(time.Hour), WithConnectBackoff(100*time.Millisecond, 2, time.Minute, 0))
+	add := func() {
+		t.Helper()
+		var sum int
+		if err := c.Call(context.Background(), "Arith.Add", Pair{A: 1, B: 2}, &sum); err != nil || sum != 3 {
+			t.Fatalf("Add: %d, %v", sum, err)
+		}
+	}
+	add()
+	e := c.endpoint(addr)
+	age := func() *conn { // what time does: the pool's connection is past its age
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if len(e.conns) != 1 {
+			t.Fatalf("%d connections, want 1", len(e.conns))
+		}
+		e.conns[0].expires = time.Now().Add(-time.Second)
+		return e.conns[0]
+	}
+	replace := func() error { // the replacement dial get starts for an aged connection
+		d := &dialAttempt{done: make(chan struct{}), grow: true}
+		e.mu.Lock()
+		e.dialing = d
+		e.mu.Unlock()
+		c.wg.Add(1)
+		e.run(d)
+		return d.err
+	}
+	old := age()
+	srv.refuse()
+	for i := range 6 {
+		if replace() == nil {
+			t.Fatalf("replacement dial %d to a refusing address succeeded", i)
+		}
+	}
+	srv.listen(addr)
+	if err := replace(); err != nil {
+		t.Fatalf("replacement dial once the server listens: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for old.alive() {
+		if time.Now().After(deadline) {
+			t.Fatal("the aged connection was not closed once replaced")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for range 10 {
+		add() // on the replacement: it serves
+	}
+	age()
+	srv.refuse()
+	if replace() == nil {
+		t.Fatal("a replacement dial to a refusing address succeeded")
+	}
+	e.mu.Lock()
+	wait := time.Until(e.growAt)
+	n := e.growFailures
+	e.mu.Unlock()
+	if wait > 150*time.Millisecond {
+		t.Fatalf("one failed replacement dial after a replacement that served backs off %v (failure %d of a series), want the base, 100ms",
+			wait.Round(time.Millisecond), n)
+	}
+}

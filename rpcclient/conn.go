@@ -37,6 +37,9 @@ type conn struct {
 	codec  *codec
 	opts   *options
 	onDead func(*conn) // tells the endpoint, from the reader goroutine
+	// onServes tells the endpoint, from the reader goroutine, that the
+	// first reply came: the peer serves (see endpoint.connServes).
+	onServes func(*conn)
 
 	// wslot serializes writes. It is a channel so that a call waiting
 	// behind a write that a hung peer blocks gives up at its deadline, and
@@ -97,9 +100,9 @@ var pendingPool = sync.Pool{New: func() any { return &pendingCall{done: make(cha
 // newConn starts the connection's goroutines; they are counted in both the
 // conn's own WaitGroup and the client's (cwg), so Client.Close can wait for
 // every connection, including dead ones nobody closed.
-func newConn(addr string, nc net.Conn, o *options, onDead func(*conn), cwg *sync.WaitGroup) *conn {
+func newConn(addr string, nc net.Conn, o *options, onDead, onServes func(*conn), cwg *sync.WaitGroup) *conn {
 	c := &conn{
-		addr: addr, nc: nc, opts: o, onDead: onDead,
+		addr: addr, nc: nc, opts: o, onDead: onDead, onServes: onServes,
 		codec:   newCodec(nc, o.maxMessage),
 		pending: make(map[uint64]*pendingCall),
 		dead:    make(chan struct{}),
@@ -422,7 +425,9 @@ func (c *conn) read() {
 		if err = c.codec.readHeader(&resp); err != nil {
 			break
 		}
-		c.reads.Add(1)
+		if c.reads.Add(1) == 1 && c.onServes != nil {
+			c.onServes(c)
+		}
 		c.mu.Lock()
 		pc := c.pending[resp.Seq]
 		delete(c.pending, resp.Seq)

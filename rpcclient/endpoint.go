@@ -248,7 +248,7 @@ func (e *endpoint) run(d *dialAttempt) {
 // A successful dial does not end the reconnect backoff: a peer that accepts
 // and closes at once (a crashing server behind a live socket, a port reused
 // by something else) would otherwise be redialled without pause. The backoff
-// ends once a connection proves itself (see conn.proven and connDead), as
+// ends once a connection proves itself (see connServes, conn.proven and connDead), as
 // gRPC's ends once the server's preface arrives.
 func (e *endpoint) adoptLocked(cn *conn) bool {
 	if e.state == Shutdown {
@@ -346,7 +346,23 @@ func (e *endpoint) dial(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, &DialError{Addr: e.addr, Err: err}
 	}
-	return newConn(e.addr, nc, &e.c.opts, e.connDead, &e.c.wg), nil
+	return newConn(e.addr, nc, &e.c.opts, e.connDead, e.connServes, &e.c.wg), nil
+}
+
+// connServes is called by cn's reader when the first reply arrives on it:
+// the peer serves, and the series of failed dials (and of connections lost
+// before any reply) that the reconnect backoffs count ends, as gRPC's ends
+// once the server's preface arrives (see adoptLocked). Without it the
+// series ended only when a connection that had proved itself died of the
+// peer: one closed on this side (retired by age, a caller's write
+// deadline) left it standing, and the next failed dial, however isolated,
+// backed off as its next step, toward the 120 s cap; a replacement for an
+// aged connection that failed once then left the old connection serving
+// for minutes. A backoff under way is not cut short.
+func (e *endpoint) connServes(*conn) {
+	e.mu.Lock()
+	e.failures, e.growFailures = 0, 0
+	e.mu.Unlock()
 }
 
 // connDead is called when a connection dies, by the goroutine that found
