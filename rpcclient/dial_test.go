@@ -3,6 +3,7 @@ package rpcclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -450,5 +451,64 @@ func TestExtraDialFailingIntoAnEmptyPoolBacksOff(t *testing.T) {
 	}
 	if n := e.dials.Load() - dials; n != 0 {
 		t.Fatalf("the next get dialled %d more times during the backoff", n)
+	}
+}
+
+// The reconnect backoff's series of failed dials ends once a connection
+// serves, however that connection later ends. Here six dials fail (an
+// outage), then the node serves, and its connection is closed on this side
+// (a caller's write deadline cut a request short): one more refused dial
+// then backs off for the base, as the first failure of a new series, not
+// as the seventh of one that ended. On the old code only the death of a
+// connection that had proved itself, of the peer's doing, ended the
+// series: this one backed off 640 ms, and with the default policy a node
+// that had been down once was quarantined for up to 120 s for a single
+// refused dial.
+func TestBackoffSeriesEndsOnceAConnectionServes(t *testing.T) {
+	srv := newLimitedServer(t)
+	addr := srv.addr
+	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(), WithHeartbeat(0, 0),
+		WithConnectBackoff(10*time.Millisecond, 2, time.Minute, 0))
+	e := c.endpoint(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// dial gets a connection, waiting out the backoff of earlier failures.
+	dial := func() (*conn, error) {
+		for {
+			cn, err := e.get(ctx)
+			var be *BackoffError
+			if !errors.As(err, &be) {
+				return cn, err
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	srv.refuse()
+	for i := range 6 {
+		if _, err := dial(); err == nil {
+			t.Fatalf("dial %d to a refusing address succeeded", i)
+		}
+	}
+	srv.listen(addr)
+	cn, err := dial()
+	if err != nil {
+		t.Fatalf("dial once the server listens: %v", err)
+	}
+	var sum int
+	if err := cn.do(ctx, "Arith.Add", Pair{A: 1, B: 2}, &sum); err != nil || sum != 3 {
+		t.Fatalf("Add: %d, %v", sum, err)
+	}
+	srv.refuse()
+	cn.close(&localCloseError{fmt.Errorf("%w: a write deadline", ErrConnClosed)})
+	if _, err := e.get(ctx); err == nil {
+		t.Fatal("a dial to a refusing address succeeded")
+	}
+	e.mu.Lock()
+	wait := time.Until(e.retryAt)
+	n := e.failures
+	e.mu.Unlock()
+	if wait > 50*time.Millisecond {
+		t.Fatalf("one refused dial after the node served backs off %v (failure %d of a series), want the base, 10ms",
+			wait.Round(time.Millisecond), n)
 	}
 }
