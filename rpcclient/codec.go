@@ -17,7 +17,10 @@ import (
 // way and rpc.Response, body, ... the other. It differs from net/rpc's own
 // client codec in one respect: every incoming gob message is checked against
 // a size cap before gob allocates a buffer for it, so a hostile or broken
-// peer cannot make us allocate more than the cap.
+// peer cannot make us buffer more than the cap. It does not bound what gob
+// allocates while decoding a message under the cap: a map in the reply type
+// is sized from the count the peer sends (golang/go#79539; see the README's
+// WithMaxMessageSize row).
 type codec struct {
 	rwc  io.ReadWriteCloser
 	dec  *gob.Decoder
