@@ -165,14 +165,25 @@ func (c *closedCounts) failure(t ticket, now int64, readyToTrip func(gobreaker.C
 	if c.tripping || t == (ticket{}) {
 		return false
 	}
+	// The run readyToTrip judges is the one this failure made: a success
+	// on another core may zero c.consec at any moment (success takes no
+	// lock), and judging a run reloaded after that would drop this
+	// failure from it, a result no serial order of the two gives (gobreaker
+	// judges either the longer run or, success first, a run of one).
+	run := c.consec.Load()
 	if b := &c.buckets[t.idx]; uint32(b.word.Load()>>32) == t.stamp {
 		b.failures++
 		b.consec.Add(1)
-		c.consec.Add(1)
+		run = c.consec.Add(1)
 	} else if int32(t.stamp-c.first) <= 0 {
 		return false // an earlier generation's (wrap-safe: stamps grow by one)
 	}
-	if !readyToTrip(c.countsLocked()) {
+	if testHookCounted != nil {
+		testHookCounted()
+	}
+	n := c.countsLocked()
+	n.ConsecutiveFailures = run
+	if !readyToTrip(n) {
 		return false
 	}
 	c.tripping = true
@@ -241,13 +252,20 @@ func (c *closedCounts) trimRunLocked(oldest uint64) {
 		}
 	}
 	if run := c.consec.Load(); run == total {
-		if run > tail {
-			c.consec.Store(run - tail)
-		} else {
-			c.consec.Store(0)
+		if testHookCounted != nil {
+			testHookCounted()
 		}
+		// A compare-and-swap, not a store: a success on another core
+		// may have zeroed the run since the load, and the trim must not
+		// bring it back.
+		c.consec.CompareAndSwap(run, run-min(run, tail))
 	}
 }
+
+// testHookCounted, set only by tests, runs in failure and trimRunLocked
+// at the moment a success on another core could zero the run between
+// their read of it and their use.
+var testHookCounted func()
 
 func (c *closedCounts) clearBucketLocked(i uint64) {
 	b := &c.buckets[i]
