@@ -10,7 +10,9 @@ var (
 	// answered with an empty set, or has not answered yet.
 	ErrNoEndpoints = errors.New("balancer: no endpoints")
 	// ErrUnavailable means endpoints exist but none may be picked now: every
-	// breaker is open, or every node is ejected, quarantined or excluded.
+	// breaker is open or half-open with its probe out, or every node is
+	// ejected or quarantined. Exclude never causes it: when every node
+	// is excluded, Pick returns an excluded one.
 	ErrUnavailable = errors.New("balancer: no endpoint available")
 	// ErrClosed is returned by Pick after Close.
 	ErrClosed = errors.New("balancer: closed")

@@ -39,8 +39,9 @@ func WithDecay(d time.Duration) P2COption { return func(p *p2c) { p.tau = d } }
 // Default 250 ms.
 func WithFailurePenalty(d time.Duration) P2COption { return func(p *p2c) { p.penalty = d } }
 
-// WithProbeAfter sets how long a node may go unchosen before it is chosen
-// once regardless of its cost. Default 2 s; 0 turns probing off.
+// WithProbeAfter sets how long a node may go without a latency sample (its
+// requests are sampled one in 8 to 256) before a pick that draws it
+// chooses it once regardless of its cost. Default 2 s; 0 turns probing off.
 func WithProbeAfter(d time.Duration) P2COption { return func(p *p2c) { p.probeAfter = d } }
 
 type p2c struct {
