@@ -150,7 +150,18 @@ func (c *codec) write(ctx context.Context, r *rpc.Request, body any) (sent bool,
 	return c.out.n.Load() != before, err
 }
 
-func (c *codec) encode(r *rpc.Request, body any) error {
+func (c *codec) encode(r *rpc.Request, body any) (err error) {
+	// A panic in the caller's own encoding (a GobEncode or MarshalBinary
+	// method of args) is an encoding error like any other: unwinding
+	// through start instead would leave the write slot held and the call
+	// pending on the connection, and the pick's Done never called. What
+	// gob had buffered of the request makes the stream unusable, as for
+	// any ErrCodec (start retires the connection).
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: encoding the arguments: panic: %v", ErrCodec, p)
+		}
+	}()
 	if err := c.enc.Encode(r); err != nil {
 		return err
 	}
