@@ -280,10 +280,19 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				prev := lastErr
 				lastErr = err
 				errs = append(errs, err)
-				if isNotSent(prev) && refresh(upd, time.Time{}) == nil {
-					remember()
-					tried = tried[:0]
-					continue
+				if c.closed.Load() {
+					return fail(ErrClosed) // the balancer closed with the client
+				}
+				if isNotSent(prev) {
+					rerr := refresh(upd, time.Time{})
+					if rerr == nil {
+						remember()
+						tried = tried[:0]
+						continue
+					}
+					if !errors.Is(rerr, errNoFreshSet) {
+						return fail(rerr) // ctx ended or the client closed during the wait
+					}
 				}
 				return fail(ctxErr(ctx)...)
 			}
