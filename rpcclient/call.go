@@ -49,10 +49,10 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		if o.hashed {
 			hk = &o.hashKey
 		}
-		if o.timeout > 0 {
+		if o.timeoutSet {
 			timeout = o.timeout
 		}
-		if o.hedge > 0 {
+		if o.hedgeSet {
 			hedge = o.hedge
 		}
 		if o.keyed {

@@ -261,6 +261,8 @@ type CallOption struct {
 	key        string
 	timeout    time.Duration
 	hedge      time.Duration
+	timeoutSet bool   // AttemptTimeout's: timeout replaces the client's, 0 included
+	hedgeSet   bool   // Hedge's: hedge replaces the client's, 0 included
 	hashKey    string // HashKey's, when hashed
 	hashed     bool
 }
@@ -278,8 +280,9 @@ func Idempotent() CallOption { return CallOption{idempotent: true} }
 // without one get a random key.
 func WithIdempotencyKey(key string) CallOption { return CallOption{keyed: true, key: key} }
 
-// Hedge overrides WithHedging for one call (which must be idempotent).
-func Hedge(delay time.Duration) CallOption { return CallOption{hedge: delay} }
+// Hedge overrides WithHedging for one call (which must be idempotent); 0
+// turns hedging off for it.
+func Hedge(delay time.Duration) CallOption { return CallOption{hedge: max(delay, 0), hedgeSet: true} }
 
 // HashKey routes the call by key with a consistent-hash policy
 // (balancer.Maglev, through WithBalancer): calls with the same key go to the
@@ -288,8 +291,11 @@ func Hedge(delay time.Duration) CallOption { return CallOption{hedge: delay} }
 // ignore it.
 func HashKey(key string) CallOption { return CallOption{hashKey: key, hashed: true} }
 
-// AttemptTimeout overrides WithAttemptTimeout for one call.
-func AttemptTimeout(d time.Duration) CallOption { return CallOption{timeout: d} }
+// AttemptTimeout overrides WithAttemptTimeout for one call; 0 turns the
+// attempt timeout off for it (only ctx bounds its attempts).
+func AttemptTimeout(d time.Duration) CallOption {
+	return CallOption{timeout: max(d, 0), timeoutSet: true}
+}
 
 // KeyedArgs is implemented by argument types that carry an idempotency key
 // to the server.
