@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/rpc"
 	"slices"
 	"time"
 
@@ -39,7 +40,7 @@ import (
 // WithPoolSize above 1, a call may start the one background dial that grows
 // its endpoint's pool (see WithPoolSize).
 func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any, opts ...CallOption) error {
-	var idem bool
+	var idem, keyed bool
 	var hk *string
 	timeout := c.timeout
 	hedge := c.hedge
@@ -59,7 +60,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			if err := setKey(args, o.key); err != nil {
 				return &Error{Method: serviceMethod, Err: err, Errs: []error{err}}
 			}
-			idem = true
+			idem, keyed = true, true
 		}
 	}
 	if !idem && c.idemTable {
@@ -70,7 +71,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	}
 	c.budget.onCall()
 	if hedge > 0 && idem || hk != nil {
-		return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, hk, nil)
+		return c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, hk, nil)
 	}
 	// The first attempt of most calls, kept apart from the retry loop: it
 	// makes one pick and one attempt, and touches little else, so that a
@@ -79,7 +80,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	// failed pick or a failed attempt is the loop's, in call.
 	r, err := c.bal.Pick(ctx)
 	if err != nil {
-		return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, nil, nil)
+		return c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, nil)
 	}
 	ep := c.endpoint(r.Endpoint.Addr)
 	err = send(ctx, ep, serviceMethod, args, reply, timeout)
@@ -87,7 +88,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		r.Done(nil)
 		return nil
 	}
-	return c.call(ctx, serviceMethod, args, reply, idem, timeout, hedge, nil, &attempt{r: r, err: err})
+	return c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, &attempt{r: r, err: err})
 }
 
 // attempt is a request Call sent to one picked node and that failed: the
@@ -135,8 +136,11 @@ func redoIfAged(ctx context.Context, ep *endpoint, err error, serviceMethod stri
 
 // call is Call's general path: hedging, retries, waits for discovery after
 // failed dials, and the Error. first, when not nil, is an attempt Call
-// already made, which call settles before it goes on.
-func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any, idem bool, timeout, hedge time.Duration, hk *string, first *attempt) error {
+// already made, which call settles before it goes on. keyed says idem comes
+// from an idempotency key: the call is retried, but is not idempotent, and
+// says when it fails that its outcome is unknown if a request of it may
+// have run without an answer.
+func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any, idem, keyed bool, timeout, hedge time.Duration, hk *string, first *attempt) error {
 	var (
 		triedBuf [4]string
 		tried    = triedBuf[:0] // excluded from picks; reset when discovery refreshes
@@ -148,6 +152,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 		waits    int    // waits for a refreshed endpoint set
 		version  uint64 // discovery's version when the first dial failed
 		lastErr  error
+		unknown  bool // a request left and got no answer: it may have run
 	)
 	remember := func() { // before tried is reset, and for the Error
 		for _, a := range tried {
@@ -158,6 +163,9 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 	}
 	fail := func(extra ...error) error {
 		errs = append(errs, extra...)
+		if keyed && unknown && !slices.Contains(errs, ErrOutcomeUnknown) {
+			errs = append(errs, ErrOutcomeUnknown)
+		}
 		remember()
 		// A copy: ever's first slots live in Call's frame.
 		return &Error{Method: serviceMethod, Attempts: attempts, Tried: slices.Clone(ever), Err: lastErr, Errs: errs}
@@ -242,6 +250,8 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			if len(legErrs) > 0 {
 				lastErr = legErrs[len(legErrs)-1]
 			}
+			// A leg withdrawn, or one that failed without an answer.
+			unknown = len(legErrs) < len(legs) || slices.ContainsFunc(legErrs, noAnswer)
 			switch {
 			case expired(ctx) != nil:
 				return fail(expired(ctx))
@@ -332,6 +342,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				if !slices.Contains(tried, addr) {
 					tried = append(tried, addr)
 				}
+				unknown = unknown || noAnswer(err)
 				if !idem && !isNotSent(err) {
 					// The request may have reached the server, which
 					// may run it still: the caller must be told.
@@ -351,6 +362,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			tried = append(tried, addr)
 		}
 		if c.closed.Load() {
+			unknown = unknown || noAnswer(err)
 			if !idem && !isNotSent(err) {
 				return fail(ErrClosed, ErrOutcomeUnknown)
 			}
@@ -376,6 +388,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			continue
 		}
 		sent++
+		unknown = unknown || noAnswer(err)
 		switch {
 		case !retryable(err):
 			return fail()
@@ -426,6 +439,14 @@ func attemptTimedOut(ctx context.Context, err error, timeout time.Duration, addr
 		return fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, addr, err)
 	}
 	return err
+}
+
+// noAnswer reports whether err, an attempt's error, is that of a request
+// that may have left and run without the server's answer reaching the
+// caller: not one that sent nothing, nor the server's own error reply.
+func noAnswer(err error) bool {
+	var se rpc.ServerError
+	return err != nil && !isNotSent(err) && !errors.As(err, &se)
 }
 
 // errNoFreshSet ends a call whose dials failed and whose refresh waits are

@@ -1,0 +1,44 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+// A call made retryable by WithIdempotencyKey is still a call that is not
+// idempotent: when it fails after its request may have reached the server,
+// its error says the outcome is unknown (Call's doc), so that the caller
+// knows to call again with the same args (WithIdempotencyKey's doc) rather
+// than report a failure of something that ran.
+func TestKeyedCallThatMayHaveRunIsOutcomeUnknown(t *testing.T) {
+	srv := rpctest.Start(t)
+	px := rpctest.NewProxy(t, srv.Addr())
+	c, _ := newTestClient(t, []string{px.Addr()}, withoutNodeHealth(), WithHeartbeat(0, 0),
+		WithMaxAttempts(2), WithRetryBackoff(time.Millisecond, time.Millisecond))
+	warmEvery(t, c, 1)
+	px.BlackholeResponses() // requests reach the server, replies are dropped
+
+	// Every attempt timed out.
+	args := &rpctest.ExecArgs{ID: "attempts"}
+	var r rpctest.ExecReply
+	err := c.Call(context.Background(), "Echo.Exec", args, &r, WithIdempotencyKey(""), AttemptTimeout(100*time.Millisecond))
+	if err == nil || !errors.Is(err, ErrOutcomeUnknown) {
+		t.Errorf("keyed call whose attempts all timed out: err = %v; want ErrOutcomeUnknown", err)
+	}
+	// The deadline ended the only attempt.
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	err = c.Call(ctx, "Echo.Exec", &rpctest.ExecArgs{ID: "deadline"}, &r, WithIdempotencyKey(""))
+	if err == nil || !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("keyed call whose deadline passed after sending: err = %v; want ErrOutcomeUnknown and DeadlineExceeded", err)
+	}
+	ran := map[string]int{}
+	for _, line := range srv.Executions() {
+		ran[line]++
+	}
+	t.Logf("server executions: %v", ran)
+}
