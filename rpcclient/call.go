@@ -343,9 +343,11 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 					tried = append(tried, addr)
 				}
 				unknown = unknown || noAnswer(err)
-				if !idem && !isNotSent(err) {
+				if !idem && noAnswer(err) {
 					// The request may have reached the server, which
-					// may run it still: the caller must be told.
+					// may run it still: the caller must be told. (Not
+					// when the server's answer came before the deadline
+					// was seen to pass.)
 					return fail(cerr, ErrOutcomeUnknown)
 				}
 				return fail(cerr)
