@@ -23,7 +23,13 @@ func (b *budget) init(ratio, minPerSec float64) {
 	b.deposit = int64(ratio * 1000)
 	// Hold at most ten seconds' worth of the floor, or 100 retries.
 	b.cap = max(int64(minPerSec*10*1000), 100*1000)
-	b.reserve = rate.NewLimiter(rate.Limit(minPerSec), max(int(minPerSec), 1))
+	// A floor of 0 is none: a limiter's burst is spent even at a rate of
+	// 0, so a burst of 1 would still give one retry.
+	burst := max(int(minPerSec), 1)
+	if minPerSec == 0 {
+		burst = 0
+	}
+	b.reserve = rate.NewLimiter(rate.Limit(minPerSec), burst)
 }
 
 // onCall records one call. It never blocks.
