@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -12,7 +13,7 @@ import (
 // hedging for one call, as their docs say: 0 is "off" for both options.
 func TestZeroCallOptionsOverrideTheClients(t *testing.T) {
 	a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
-	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, withoutNodeHealth(),
+	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, withoutNodeHealth(balancer.WithPolicy(balancer.RoundRobin())),
 		WithAttemptTimeout(50*time.Millisecond), WithHedging(20*time.Millisecond))
 	warmEvery(t, c, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
