@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -159,5 +160,29 @@ func TestApplyKeepsTheResultOfAnUnchangedEndpoint(t *testing.T) {
 	b.apply(mk(map[string]string{"k": "w"}))
 	if got := n.res.Load(); got == first || got.Endpoint.Meta["k"] != "w" {
 		t.Fatalf("a changed endpoint kept its Result: %+v", got.Endpoint)
+	}
+}
+
+// A registry answer that lists only invalid instances, and none of the last
+// known good set, says for certain the set's nodes are gone: the watchers
+// publish an error State whose last known good set is empty
+// (SetErrorKeeping). The balancer must drop those nodes, as it drops the
+// gone ones when some remain, and say why Pick finds nothing; it kept
+// every node instead, and a deregistered node stayed in rotation.
+func TestErrorStateThatDropsEveryNode(t *testing.T) {
+	as := addrs(2)
+	b, w := newTest(t, as)
+	boom := errors.New("all 1 instances were rejected")
+	w.SetErrorKeeping(boom, func(e discovery.Endpoint) bool { return e.Addr == as[1] })
+	waitFor(t, b, "the first node gone", func(p *picker) bool { return len(p.ready) == 1 })
+	w.SetErrorKeeping(boom, func(discovery.Endpoint) bool { return false })
+	waitFor(t, b, "every node gone", func(p *picker) bool { return len(p.ready) == 0 })
+	r, err := b.Pick(context.Background())
+	if err == nil {
+		r.Done(nil)
+		t.Fatalf("Pick after the watcher dropped every node: picked %s", r.Endpoint.Addr)
+	}
+	if !errors.Is(err, ErrNoEndpoints) || !errors.Is(err, boom) {
+		t.Fatalf("Pick after the watcher dropped every node: %v; want ErrNoEndpoints and the watcher's error", err)
 	}
 }

@@ -187,10 +187,11 @@ func (b *Balancer) update() bool {
 // by endpoint ID) before the map is asked, so an update that changes a few
 // endpoints of a large set does not look every address up.
 func (b *Balancer) apply(s discovery.State) {
+	// A State with an error carries the last known good set, which the
+	// watcher may have emptied: a registry answer that lists only invalid
+	// instances, and none of that set, says for certain its nodes are gone
+	// (discovery.Publisher.SetErrorKeeping). It is applied like any other.
 	b.state = s
-	if s.Err != nil && len(s.Endpoints) == 0 && len(b.nodes) > 0 {
-		return // never happens with our watchers; keep what we have
-	}
 	now := mono()
 	added := int64(0)
 	if b.applied && b.opts.slowStart > 0 {

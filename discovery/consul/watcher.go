@@ -434,7 +434,7 @@ func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) (keep 
 		if len(rejected) > 0 {
 			why = rejected[0].Err.Error()
 		}
-		err := fmt.Errorf("consul: service %q: all %d instances were rejected (%s); keeping the last known good set", w.service, n, why)
+		err := fmt.Errorf("consul: service %q: all %d instances were rejected (%s); keeping the instances of the last known good set still listed", w.service, n, why)
 		if bad > 0 {
 			return nil, err // entries without a service: which ones they are is unknown
 		}

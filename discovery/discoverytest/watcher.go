@@ -59,6 +59,17 @@ func (w *Watcher) SetError(err error) {
 	w.pub.SetError(err)
 }
 
+// SetErrorKeeping publishes a backend error that drops, from the last known
+// good set, the endpoints for which keep reports false, as the Consul and
+// etcd watchers do for an answer that lists only invalid instances
+// (discovery.Publisher.SetErrorKeeping).
+func (w *Watcher) SetErrorKeeping(err error, keep func(discovery.Endpoint) bool) {
+	if err == nil {
+		err = errors.New("discoverytest: injected error")
+	}
+	w.pub.SetErrorKeeping(err, keep)
+}
+
 // OnResolveNow makes ResolveNow call f (from the caller's goroutine), for
 // example to publish a fresh set as a real registry would.
 func (w *Watcher) OnResolveNow(f func()) {

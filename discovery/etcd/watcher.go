@@ -556,7 +556,7 @@ func (w *Watcher) allInvalid(snap *snapshot, rejected []discovery.Rejected) erro
 	if n == 0 {
 		return nil
 	}
-	return fmt.Errorf("etcd: prefix %q: all %d entries are invalid; keeping the last known good set: %w", w.dir, n, first)
+	return fmt.Errorf("etcd: prefix %q: all %d entries are invalid; keeping the entries of the last known good set still listed: %w", w.dir, n, first)
 }
 
 // sleep waits for d or until ctx is done, and reports whether d elapsed.
