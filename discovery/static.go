@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -37,7 +39,9 @@ func StaticAddrs(addrs ...string) (*Static, error) {
 
 // Update replaces the set. It is all or nothing: if any endpoint is invalid
 // or duplicated, nothing changes and the error names every one that is
-// (errors.Join of Sanitize's reasons). Safe from any goroutine.
+// (errors.Join of Sanitize's reasons). It copies the endpoints' Tags and
+// Meta, so the caller may change and reuse them afterwards. Safe from any
+// goroutine.
 func (s *Static) Update(eps ...Endpoint) error {
 	valid, rejected := Sanitize(eps)
 	if len(rejected) > 0 {
@@ -46,6 +50,13 @@ func (s *Static) Update(eps ...Endpoint) error {
 			errs[i] = r.Err
 		}
 		return errors.Join(errs...)
+	}
+	// The published State must not share the caller's Tags and Meta: a
+	// change to them would rewrite it, and make the next Update look like
+	// no change.
+	for i := range valid {
+		valid[i].Tags = slices.Clone(valid[i].Tags)
+		valid[i].Meta = maps.Clone(valid[i].Meta)
 	}
 	s.pub.Update(valid, time.Now())
 	return nil
