@@ -161,3 +161,35 @@ func TestDeadlineShorterThanBackoff(t *testing.T) {
 		t.Fatalf("a call returned %v after its deadline", worst)
 	}
 }
+
+// FAULTS.md row 28, the half TestDeadlineShorterThanBackoff cannot see: a
+// retry whose backoff ends after the deadline is not started, so the call
+// returns when its last attempt fails, not when its deadline comes. (Waiting
+// out the backoff until ctx ends returns the same error, on time, with the
+// token refunded: only the moment of return tells the two apart.) The
+// deadline is 3 s and the first attempt times out after 20 ms; the retry's
+// backoff is 10 s. The bound, 1.5 s before the deadline, is generous for a
+// busy box and still 1.5 s from a call that waits.
+func TestRetryThatCannotFinishIsNotStarted(t *testing.T) {
+	s := rpctest.Start(t)
+	s.Hang()
+	defer s.Unhang()
+	c, _ := newTestClient(t, []string{s.Addr()}, WithAttemptTimeout(20*time.Millisecond),
+		WithRetryBackoff(10*time.Second, 10*time.Second), func(o *options) { o.retryBackoff.Full = false },
+		WithHeartbeat(0, 0), withoutNodeHealth())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	dl, _ := ctx.Deadline()
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+	early := time.Until(dl)
+	var e *Error
+	if !errors.As(err, &e) || e.Attempts != 1 || !errors.Is(err, ErrAttemptTimeout) {
+		t.Fatalf("err = %v; want the one attempt's timeout", err)
+	}
+	if ctx.Err() != nil || early < 1500*time.Millisecond {
+		t.Fatalf("the call returned %v before its deadline (ctx: %v); want at once after its one attempt: "+
+			"a 10 s backoff cannot end before a deadline 3 s away, so no retry may be waited for", early, ctx.Err())
+	}
+	t.Logf("returned %v before the deadline", early.Round(time.Millisecond))
+}
