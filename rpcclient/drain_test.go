@@ -95,6 +95,12 @@ func TestFlapKeepsConnection(t *testing.T) {
 	if d := endpointStatus(c, a.Addr()).Dials; d != 1 {
 		t.Fatalf("%d dials to a flapping endpoint over 5 flaps, want 1", d)
 	}
+	// The endpoint's own count restarts at 0 when a drained endpoint is
+	// made anew, so it alone cannot see a connection closed and redialled
+	// on every flap: the backend counts the connections it accepted.
+	if n := len(a.Accepts()); n != 1 {
+		t.Fatalf("the flapping backend accepted %d connections over 5 flaps, want 1 (the pool's connection kept through the grace period)", n)
+	}
 }
 
 // FAULTS.md row 7: every node failing: retries are bounded by the budget
