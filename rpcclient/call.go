@@ -34,7 +34,11 @@ import (
 // reply (the *Error then wraps ctx's error or ErrClosed too). On a failed
 // dial the address is quarantined in the balancer and discovery is asked to
 // refresh (ResolveNow); when no other node is left, Call waits for the
-// refreshed set, as long as ctx allows, rather than redial the stale address.
+// refreshed set or the end of the address's reconnect backoff, whichever
+// comes first, rather than redial the stale address at once. It waits so
+// at most twice per call, each time at most the dial timeout and never past
+// ctx: a call whose every node keeps failing to dial fails with the last
+// dial error after at most three rounds of dials, however long its deadline.
 //
 // Every failure is an *Error. Call starts no goroutine per call; with
 // WithPoolSize above 1, a call may start the one background dial that grows

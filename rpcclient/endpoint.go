@@ -24,8 +24,9 @@ const (
 	// TransientFailure: the last dial failed. Until the reconnect backoff
 	// elapses, an attempt on the endpoint gets a *BackoffError at once
 	// (nothing sent, no dial) and the call moves to another node; with no
-	// other node left, it waits, as its deadline allows, for discovery's
-	// next answer or the end of the backoff, then dials.
+	// other node left, it waits for discovery's next answer or the end of
+	// the backoff, then dials. A call waits so at most twice, each time at
+	// most the dial timeout (see Client.Call).
 	TransientFailure
 	// Shutdown: the endpoint left discovery (draining) or the client
 	// closed; no new calls.

@@ -171,8 +171,12 @@ func WithReadTimeout(d time.Duration) Option { return func(o *options) { o.readT
 // Default 4 MiB.
 func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxMessage = n } }
 
-// WithMaxAttempts bounds the attempts of one call, the first included.
-// Default 3; 1 turns retries off.
+// WithMaxAttempts bounds the attempts of one call whose request may have
+// left (reached the server), the first included. Default 3; 1 turns off
+// the retries of requests that may have left. An attempt that provably sent
+// nothing (a failed dial, an endpoint in reconnect backoff) is not counted:
+// the call goes on to another node whatever n is (see Client.Call), and
+// Error.Attempts counts it.
 func WithMaxAttempts(n int) Option { return func(o *options) { o.maxAttempts = max(n, 1) } }
 
 // WithRetryBackoff sets the wait before a retry: full jitter over base x 2^n,
