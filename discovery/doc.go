@@ -3,8 +3,12 @@
 // A Watcher publishes the complete set of endpoints of one service as a
 // sequence of immutable State values. Every State carries the whole set, never
 // a delta. A backend error never empties the set: the State then carries the
-// error in Err and the last known good Endpoints. An authoritative empty answer
-// (the service has no instances) is published as an empty set.
+// error in Err and the last known good Endpoints. One error narrows it: an
+// answer that lists only invalid instances is an error, but one that says
+// for certain which nodes of the last known good set are gone (no longer
+// listed, or critical); those leave the set, the others stay, and the set
+// may end up empty (Publisher.SetErrorKeeping). An authoritative empty
+// answer (the service has no instances) is published as an empty set.
 //
 // Watchers are built from targets:
 //

@@ -64,13 +64,16 @@ func (e Endpoint) Equal(o Endpoint) bool {
 // published: consumers may keep it and read it from any goroutine.
 type State struct {
 	// Endpoints is the complete set, sorted by ID. It is never mutated after
-	// publication. After a backend error it is the last known good set.
+	// publication. After a backend error it is the last known good set, less
+	// the endpoints an answer of only invalid entries said are gone
+	// (Publisher.SetErrorKeeping): possibly none.
 	Endpoints []Endpoint
 	// Version grows with every published change; the first State has
 	// Version 1.
 	Version uint64
 	// Err is the last backend error, or nil after a successful answer. When it
-	// is set, Endpoints are the last known good set.
+	// is set, Endpoints are the last known good set, or the part of it the
+	// failed answer still listed (see Endpoints).
 	Err error
 	// Synced is when the backend last answered successfully; the zero time if
 	// it never has. Staleness is time.Since(Synced).

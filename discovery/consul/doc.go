@@ -25,7 +25,10 @@
 //     service cannot make the watcher spin.
 //   - Errors back off exponentially with jitter (200 ms x2, capped at 10 s,
 //     +-20 %) and never empty the set: the last known good set stays
-//     published with State.Err set.
+//     published with State.Err set. One error narrows it: an answer whose
+//     every instance is rejected (a bad deploy registered 0.0.0.0) keeps
+//     the instances of the last known good set it still lists, and drops
+//     those it no longer lists (deregistered or critical), possibly all.
 //   - HTTP redirects are refused, so the ACL token is never forwarded, and
 //     response bodies are capped (default 64 MiB) as is the entry count
 //     (default 100,000), which is counted as the body arrives, before any

@@ -38,8 +38,10 @@
 //
 // Invalid entries (garbage JSON, bad addresses, oversized values) are dropped
 // with a logged reason and counted (Watcher.Dropped); the others are kept. A
-// prefix whose every entry is invalid is reported as an error and the last
-// known good set kept. A prefix with no keys is published as an empty set.
+// prefix whose every entry is invalid is reported as an error, keeping the
+// last good value of each key still there: the endpoints of keys deleted or
+// turned critical since leave the set, which may end up empty with the
+// error. A prefix with no keys is published as an empty set.
 //
 // ResolveNow forces a fresh list at once, coalesced and at most one per
 // resolve interval (default 500 ms). During the backoff after a failure (a
