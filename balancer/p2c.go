@@ -83,7 +83,7 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	} else {
 		a, b = s.nodes[ea.idx], s.nodes[eb.idx]
 	}
-	// Sample the latency of one request in 8 to 64 (see sampling): a
+	// Sample the latency of one request in 8 to 256 (see sampling): a
 	// clock read costs more than the rest of the pick on many machines.
 	// The one clock read of a sampled pick serves both the probe check
 	// and the sample's start time.

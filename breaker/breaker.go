@@ -114,8 +114,10 @@ func (t Ticket) Key() (key uint64, ok bool) {
 // [Breaker.End] with the returned Ticket and the attempt's error. It never
 // blocks on I/O.
 //
-// Closed, it takes no lock (one clock read and two atomic loads; a short
-// lock once per bucket period to roll the window) and allocates nothing.
+// Closed, it takes no lock and reads no clock (atomic loads only, while
+// the Set's timer goroutine rolls the window; the first request after a
+// quiet bucket reads the clock and takes a short lock to roll it) and
+// allocates nothing.
 // Half-open, it asks gobreaker, which admits Config.HalfOpenMaxRequests
 // probes at a time. Open, it refuses with [ErrOpen]; a refused half-open
 // request gets [ErrTooManyRequests].
