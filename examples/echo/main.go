@@ -19,7 +19,8 @@
 // (CONSUL_HTTP_ADDR, default 127.0.0.1:8500; token from CONSUL_HTTP_TOKEN) as
 // service -service with a TTL check that the process keeps passing. With
 // -registry etcd it is written under the key services/SERVICE/NAME
-// (ETCD_ENDPOINTS, comma-separated, default 127.0.0.1:2379) on a lease that
+// (ETCD_ENDPOINTS, comma-separated, default 127.0.0.1:2379; TLS and auth from
+// etcdctl's ETCDCTL_* variables, as for the etcd:// target) on a lease that
 // the process keeps alive; clients watch it as etcd:///services/SERVICE.
 //
 // Once it serves and is registered, it prints "listening on HOST:PORT" on
@@ -47,7 +48,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/discovery/consul"
@@ -106,7 +106,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.tags, "tags", "", "comma-separated tags registered with the instance")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: echo [flags]\n\nA net/rpc echo server (service %q) that registers with Consul or etcd.\n"+
-			"Environment: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN (consul); ETCD_ENDPOINTS (etcd, comma-separated).\n\nFlags:\n", echoapi.ServiceName)
+			"Environment: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN (consul); ETCD_ENDPOINTS (etcd, comma-separated), ETCDCTL_* (etcd TLS and auth).\n\nFlags:\n", echoapi.ServiceName)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -222,15 +222,14 @@ func register(ctx context.Context, c config, log *slog.Logger) (io.Closer, error
 		log.Info("registered with consul", "service", c.service, "id", reg.ID())
 		return reg, nil
 	case "etcd":
-		hosts := splitList(os.Getenv("ETCD_ENDPOINTS"))
-		if len(hosts) == 0 {
-			hosts = []string{etcd.DefaultEndpoint}
+		// The environment the etcd:// target reads: ETCD_ENDPOINTS, then
+		// etcdctl's TLS and auth variables.
+		cfg, err := etcd.ConfigFromEnv()
+		if err != nil {
+			return nil, err
 		}
-		cli, err := clientv3.New(clientv3.Config{
-			Endpoints:   hosts,
-			DialTimeout: 5 * time.Second,
-			Logger:      zap.NewNop(),
-		})
+		hosts := cfg.Endpoints
+		cli, err := clientv3.New(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("etcd client for %s: %w", strings.Join(hosts, ","), err)
 		}
@@ -259,17 +258,6 @@ func (cs closers) Close() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// splitList splits a comma-separated list, dropping blanks.
-func splitList(s string) []string {
-	var out []string
-	for h := range strings.SplitSeq(s, ",") {
-		if h = strings.TrimSpace(h); h != "" {
-			out = append(out, h)
-		}
-	}
-	return out
 }
 
 // server serves net/rpc on a listener and can shut down without leaving a
