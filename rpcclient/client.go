@@ -47,9 +47,12 @@ type Client struct {
 
 // Dial watches target (see discovery.Watch; import discovery/consul or
 // discovery/etcd for their schemes) and returns a Client for it. It does not
-// wait for discovery: the first calls wait for endpoints as their context
-// allows. ctx bounds the construction only. The Client owns the watcher and
-// closes it on Close.
+// wait for discovery: the first calls wait, as their context allows, for
+// discovery's first answer. When that answer is an error (the registry is
+// unreachable, say) and no set was ever known, calls fail at once with an
+// *Error wrapping balancer.ErrNoEndpoints and the registry's error, until
+// discovery answers with endpoints. ctx bounds the construction only. The
+// Client owns the watcher and closes it on Close.
 func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
 	w, err := discovery.Watch(ctx, target)
 	if err != nil {

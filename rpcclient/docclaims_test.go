@@ -7,6 +7,9 @@ import (
 	"net/rpc"
 	"testing"
 	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	_ "github.com/dialtone-go/dialtone/discovery/consul"
 )
 
 // TestOneNodeCallGivesUpAfterTwoRefreshWaits pins what Client.Call's doc
@@ -101,4 +104,38 @@ func TestMaxAttemptsOneStillGoesOnAfterAFailedDial(t *testing.T) {
 		t.Fatal("the dead node was never picked; the test proves nothing")
 	}
 	t.Logf("%d calls succeeded with WithMaxAttempts(1); %d of them dialled the dead node first", calls, dialled())
+}
+
+// TestFirstCallsFailOnAFirstDiscoveryError pins Dial's doc: the first calls
+// wait for discovery's first answer, not for endpoints. A first answer that
+// is an error (a registry not reachable yet) fails them at once, whatever
+// their deadline. (The doc used to say they "wait for endpoints as their
+// context allows".)
+func TestFirstCallsFailOnAFirstDiscoveryError(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := l.Addr().String()
+	l.Close() // no Consul agent there
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, "consul://"+agent+"/greeter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for c.Balancer().StateVersion() == 0 { // the watcher's first answer: its error
+		select {
+		case <-c.Balancer().Updated():
+		case <-ctx.Done():
+			t.Fatal("no answer from the watcher")
+		}
+	}
+	start := time.Now()
+	var r string
+	err = c.Call(ctx, "Greeter.Hello", "x", &r)
+	if !errors.Is(err, balancer.ErrNoEndpoints) || time.Since(start) > time.Second {
+		t.Fatalf("Call = %v after %v; want ErrNoEndpoints at once", err, time.Since(start))
+	}
 }
