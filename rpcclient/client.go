@@ -135,10 +135,19 @@ func newEpTable(byAddr map[string]*endpoint) *epTable {
 }
 
 // hint returns the slot for a string whose bytes are at p. The pointer is
-// hashed (Fibonacci hashing: the top bits of a multiply), since addresses
-// of one size class lie a fixed stride apart and their low bits repeat.
+// hashed, since addresses of one size class lie a fixed stride apart and
+// their low bits repeat: multiply, fold the high bits down, multiply again,
+// and take the top bits. One multiply alone (Fibonacci hashing) maps a
+// stride s to steps of s x 0.618... modulo 1, which for some size classes
+// lies near a fraction with a small denominator: 1,000 strides of one
+// class then shared as few as 177 of 2,048 slots, against about 790 for a
+// uniform hash, which the second round gives for every class from 16 to
+// 512 bytes.
 func (t *epTable) hint(p *byte) *atomic.Pointer[endpoint] {
-	return &t.hints[uint64(uintptr(unsafe.Pointer(p)))*0x9E3779B97F4A7C15>>t.shift]
+	const k = 0x9E3779B97F4A7C15
+	x := uint64(uintptr(unsafe.Pointer(p))) * k
+	x ^= x >> 29
+	return &t.hints[x*k>>t.shift]
 }
 
 // endpoint returns the endpoint for addr, creating it on first use. Call
