@@ -41,13 +41,19 @@ func TestApplyKeepsOneNodePerAddressAcrossUpdates(t *testing.T) {
 			if rnd.IntN(30) == 0 {
 				a = pool[rnd.IntN(len(pool))] // shares another endpoint's address
 			}
-			s.Endpoints = append(s.Endpoints, discovery.Endpoint{ID: id + "-" + a, Addr: a, Weight: 1})
+			// Weights change now and then, in place.
+			s.Endpoints = append(s.Endpoints, discovery.Endpoint{ID: id + "-" + a, Addr: a, Weight: 1 + rnd.IntN(8)/7})
 		}
 		slices.SortFunc(s.Endpoints, func(x, y discovery.Endpoint) int { return strings.Compare(x.ID, y.ID) })
 		b.apply(s)
 
 		want := map[string]bool{}
 		for i, ep := range s.Endpoints {
+			if !want[ep.Addr] { // the first listing: the node's Result carries it
+				if got := b.nodes[ep.Addr].res.Load().Endpoint; !got.Equal(ep) {
+					t.Fatalf("step %d: the node of %s carries %+v, want %+v", step, ep.Addr, got, ep)
+				}
+			}
 			want[ep.Addr] = true
 			n := b.order[i]
 			if n.addr != ep.Addr {
