@@ -178,19 +178,10 @@ func (c *codec) encode(r *rpc.Request, body any) (err error) {
 func (c *codec) readHeader(r *rpc.Response) error { return c.dec.Decode(r) }
 
 // readBody decodes the reply into body; a nil body discards it. A panic in
-// the caller's decoding (a GobDecode or UnmarshalBinary method of the
-// reply) is an error that does not decode, which fails that call with an
-// ErrCodec and closes the connection (the rest of the message is unread):
-// on the reader goroutine, no caller could recover it, and it would end
-// the process.
-func (c *codec) readBody(body any) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("decoding the reply panicked: %v", p)
-		}
-	}()
-	return c.dec.Decode(body)
-}
+// the caller's decoding (a GobDecode or UnmarshalBinary method of the reply)
+// is recovered by the reader goroutine (conn.read), once for its whole life
+// rather than once per reply.
+func (c *codec) readBody(body any) error { return c.dec.Decode(body) }
 
 // framedReader passes a gob stream through while checking each message's
 // length prefix against max. gob frames every message as an unsigned count

@@ -417,13 +417,44 @@ const abandonGrace = 10 * time.Millisecond
 // read is the reader goroutine: it matches replies to pending calls.
 func (c *conn) read() {
 	defer c.wg.Done()
+	broken, err := c.readReplies()
+	// Every other call pending on the connection lost it through no fault
+	// of its own, even when the cause was an oversized or undecodable
+	// reply: ErrConnClosed, which a retry may survive, with the cause as
+	// text only, so that it is not mistaken for the non-retryable
+	// ErrMessageTooLarge or ErrCodec that the broken call alone gets.
+	c.fail(fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err))
+	// Wake the caller of the unreadable reply only once the connection is
+	// out of its endpoint, so that its next call does not land on it.
+	if broken != nil {
+		broken.done <- struct{}{}
+	}
+}
+
+// readReplies reads replies and hands them to their calls until the
+// connection fails, and returns the call whose reply could not be read, if
+// any, and why it failed. A panic in the caller's own decoding of a reply (a
+// GobDecode or UnmarshalBinary method) fails that call with an ErrCodec,
+// like a reply that does not decode: on this goroutine no caller could
+// recover it, and it would end the process. The rest of that message is
+// unread, so the connection closes. The recovery is deferred once for the
+// connection's life, not once per reply.
+func (c *conn) readReplies() (broken *pendingCall, err error) {
+	var decoding *pendingCall // the call whose reply body is being decoded
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("decoding the reply panicked: %v", p)
+			if decoding != nil {
+				decoding.err = c.bodyError(err)
+				broken = decoding
+			}
+		}
+	}()
 	var resp rpc.Response
-	var err error
-	var broken *pendingCall // the call whose reply could not be read
 	for {
 		resp = rpc.Response{}
 		if err = c.codec.readHeader(&resp); err != nil {
-			break
+			return nil, err
 		}
 		if c.reads.Add(1) == 1 && c.onServes != nil {
 			c.onServes(c)
@@ -445,7 +476,9 @@ func (c *conn) read() {
 		if pc != nil {
 			c.bodySeq.Store(resp.Seq)
 		}
+		decoding = pc
 		err = c.codec.readBody(body)
+		decoding = nil
 		if pc != nil {
 			c.bodySeq.Store(0)
 		}
@@ -454,7 +487,7 @@ func (c *conn) read() {
 				pc.err = c.bodyError(err)
 				broken = pc
 			}
-			break
+			return broken, err
 		}
 		if pc != nil {
 			if resp.Error != "" {
@@ -464,17 +497,6 @@ func (c *conn) read() {
 			c.reading.Store(false)
 		}
 		c.closeIfRetired() // the next read then ends the loop
-	}
-	// Every other call pending on the connection lost it through no fault
-	// of its own, even when the cause was an oversized or undecodable
-	// reply: ErrConnClosed, which a retry may survive, with the cause as
-	// text only, so that it is not mistaken for the non-retryable
-	// ErrMessageTooLarge or ErrCodec that the broken call alone gets.
-	c.fail(fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err))
-	// Wake the caller of the unreadable reply only once the connection is
-	// out of its endpoint, so that its next call does not land on it.
-	if broken != nil {
-		broken.done <- struct{}{}
 	}
 }
 
