@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -360,6 +361,7 @@ func TestIdempotencyKeyAcrossAttempts(t *testing.T) {
 // FAULTS.md row 29: Close under load with a hung peer.
 func TestCloseUnderLoadWithHungPeer(t *testing.T) {
 	srv, hung := rpctest.Start(t), rpctest.Start(t)
+	fdsBefore := openFDs(t)
 	c, _ := newTestClient(t, []string{srv.Addr(), hung.Addr()}, WithHeartbeat(0, 0))
 	hung.Hang()
 	defer hung.Unhang()
@@ -388,6 +390,39 @@ func TestCloseUnderLoadWithHungPeer(t *testing.T) {
 		t.Fatal("no call failed with ErrClosed after Close")
 	}
 	t.Logf("Close took %v with calls pending on a hung peer", closeTook)
+	// File descriptors back to the baseline (FAULTS row 29): every socket
+	// the client opened is closed. The servers' ends close once they read
+	// the client's close, the hung one once it is let go; a socket the
+	// client leaked would keep its server end open too.
+	hung.Unhang()
+	deadline := time.Now().Add(5 * time.Second)
+	for n := openFDs(t); n > fdsBefore; n = openFDs(t) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d file descriptors open 5 s after Close, %d before the client: %s", n, fdsBefore, describeFDs(t))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// openFDs counts the process's open file descriptors (Linux's /proc).
+func openFDs(t *testing.T) int {
+	t.Helper()
+	des, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("counting file descriptors: %v", err)
+	}
+	return len(des)
+}
+
+// describeFDs lists what the process's file descriptors point at.
+func describeFDs(t *testing.T) string {
+	des, _ := os.ReadDir("/proc/self/fd")
+	var b strings.Builder
+	for _, de := range des {
+		target, _ := os.Readlink("/proc/self/fd/" + de.Name())
+		fmt.Fprintf(&b, "%s->%s ", de.Name(), target)
+	}
+	return b.String()
 }
 
 // Static watcher helper for tests that replace the set.
