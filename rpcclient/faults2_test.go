@@ -11,6 +11,7 @@ import (
 
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -192,4 +193,98 @@ func TestRetryThatCannotFinishIsNotStarted(t *testing.T) {
 			"a 10 s backoff cannot end before a deadline 3 s away, so no retry may be waited for", early, ctx.Err())
 	}
 	t.Logf("returned %v before the deadline", early.Round(time.Millisecond))
+}
+
+// FAULTS row 18 at the client: with every node's breaker open, Call fails
+// at once with the balancer's typed error, sending nothing and waiting for
+// no timeout or dial, while the breakers' probes are still to come (a
+// minute away here). The row's figure is a fail-fast p99 of 1 ms; a busy
+// box gets 50 ms, a tenth of the attempt timeout a call that waited would
+// take.
+func TestAllBreakersOpenCallFailsFast(t *testing.T) {
+	a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
+	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHeartbeat(0, 0), WithAttemptTimeout(100*time.Millisecond),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin()),
+			balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: time.Minute, MaxOpenTimeout: time.Minute}),
+			balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+	warmEvery(t, c, 2)
+	a.Hang()
+	b.Hang()
+	defer a.Unhang()
+	defer b.Unhang()
+	allOpen := func() bool {
+		for _, n := range c.Balancer().Status() {
+			if n.Breaker != breaker.Open {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < 20 && !allOpen(); i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var r rpctest.EchoReply
+		_ = c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+		cancel()
+	}
+	if !allOpen() {
+		t.Fatalf("breakers after 20 timed-out calls: %+v; want every one open", c.Balancer().Status())
+	}
+	var slowest time.Duration
+	for range 100 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var r rpctest.EchoReply
+		t0 := time.Now()
+		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+		took := time.Since(t0)
+		cancel()
+		slowest = max(slowest, took)
+		var ce *Error
+		if !errors.Is(err, balancer.ErrUnavailable) || !errors.As(err, &ce) || ce.Attempts != 0 {
+			t.Fatalf("Call with every breaker open: %v (%+v); want balancer.ErrUnavailable and no attempt", err, ce)
+		}
+	}
+	if slowest > 50*time.Millisecond {
+		t.Fatalf("the slowest of 100 calls with every breaker open took %v; want a fast failure", slowest)
+	}
+	t.Logf("100 calls with every breaker open: slowest %v", slowest)
+}
+
+// FAULTS row 19 at the client: discovery's authoritative empty set is
+// published, calls fail at once with the balancer's ErrNoEndpoints naming
+// the service (no attempt, no wait), and they succeed again as soon as
+// discovery lists a node.
+func TestEmptySetCallsFailThenRecover(t *testing.T) {
+	a := rpctest.Start(t)
+	c, w := newTestClient(t, []string{a.Addr()})
+	var r rpctest.EchoReply
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+		t.Fatal(err)
+	}
+	v := c.Balancer().StateVersion()
+	if err := w.Update(); err != nil {
+		t.Fatalf("publishing the empty set: %v", err)
+	}
+	waitBalancer(t, c, func([]balancer.NodeStatus) bool { return c.Balancer().StateVersion() > v })
+	for range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		t0 := time.Now()
+		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r)
+		took := time.Since(t0)
+		cancel()
+		var ce *Error
+		if !errors.Is(err, balancer.ErrNoEndpoints) || !errors.As(err, &ce) || ce.Attempts != 0 {
+			t.Fatalf("Call on an empty set: %v; want balancer.ErrNoEndpoints and no attempt", err)
+		}
+		if took > 500*time.Millisecond {
+			t.Fatalf("Call on an empty set took %v; want a fast failure", took)
+		}
+	}
+	v = c.Balancer().StateVersion()
+	if err := w.Update(discovery.Endpoint{ID: "a", Addr: a.Addr(), Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	waitBalancer(t, c, func([]balancer.NodeStatus) bool { return c.Balancer().StateVersion() > v })
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+		t.Fatalf("Call once discovery lists a node again: %v", err)
+	}
 }
