@@ -369,7 +369,9 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 		}
 		if c.closed.Load() {
 			unknown = unknown || noAnswer(err)
-			if !idem && !isNotSent(err) {
+			if !idem && noAnswer(err) {
+				// Not when the server's answer came before the close was
+				// seen: the outcome is known.
 				return fail(ErrClosed, ErrOutcomeUnknown)
 			}
 			return fail(ErrClosed)

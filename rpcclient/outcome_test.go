@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/rpc"
+	"sync"
 	"testing"
 	"time"
 
@@ -37,5 +38,42 @@ func TestServerReplyAfterTheDeadlineIsNotOutcomeUnknown(t *testing.T) {
 	}
 	if errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("err = %v; the server answered, the outcome is known", err)
+	}
+}
+
+// A call that is not idempotent and got the server's error reply knows its
+// outcome also when the client closes as the reply comes in: Close must not
+// make it "outcome unknown" (the closed path checked only isNotSent).
+func TestServerReplyDuringCloseIsNotOutcomeUnknown(t *testing.T) {
+	srv := rpctest.Start(t)
+	bad := 0
+	for round := 0; round < 40 && bad == 0; round++ {
+		c, _ := newTestClient(t, []string{srv.Addr()}, withoutNodeHealth(), WithHeartbeat(0, 0))
+		warmEvery(t, c, 1)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for range 8 {
+			wg.Go(func() {
+				for {
+					var r rpctest.EchoReply
+					err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Fail: "refused"}, &r)
+					var se rpc.ServerError
+					if errors.As(err, &se) && errors.Is(err, ErrOutcomeUnknown) {
+						mu.Lock()
+						if bad == 0 {
+							t.Errorf("err = %v; the server answered, the outcome is known", err)
+						}
+						bad++
+						mu.Unlock()
+					}
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(20 * time.Millisecond)
+		c.Close()
+		wg.Wait()
 	}
 }
