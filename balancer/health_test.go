@@ -537,3 +537,48 @@ func TestEjectionTimeIsCappedAfterJitter(t *testing.T) {
 		b.mu.Unlock()
 	}
 }
+
+// A node back from an open breaker is reseeded at the median latency of the
+// others (reseed). A fast sampled success afterwards must not raise its
+// cost: observe blended it into the estimate the node had before its
+// failures (calm), which reseed left in place, so the first fast request
+// after the reseed put a node that was slow before it failed back at that
+// old estimate, and P2C shunned it for the minute the EWMA takes to decay.
+// (The same race made TestP2CNodeBackFromOpenBreakerGetsItsShare time out
+// now and then: the probe's own sample, taken after End, can land after
+// the rebuild that End triggers.)
+func TestReseededNodeIsNotRaisedByAFastSample(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithPolicy(P2C(WithProbeAfter(0))),
+		WithBreakers(breaker.Config{ConsecutiveFailures: 5, OpenTimeout: 100 * time.Millisecond, MaxOpenTimeout: 100 * time.Millisecond}),
+		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+	nodes := b.set.Load().byAddr()
+	sick := nodes[as[0]]
+	sick.cost.Store(math.Float64bits(float64(100 * time.Millisecond))) // slow before it failed
+	onlySick := Exclude(as[1], as[2])
+	pick := func(sampled bool) Result {
+		t.Helper()
+		if sampled {
+			b.samp.mask.Store(0) // every pick sampled
+		} else {
+			b.samp.mask.Store(math.MaxUint64) // none
+		}
+		r, err := b.Pick(context.Background(), onlySick)
+		if err != nil || r.Endpoint.Addr != as[0] {
+			t.Fatalf("pick with the others excluded: %s, %v", r.Endpoint.Addr, err)
+		}
+		return r
+	}
+	for range 5 {
+		pick(true).Done(errReset)
+	}
+	waitFor(t, b, "the sick node's breaker open", func(p *picker) bool { return len(p.ready) == 2 })
+	waitFor(t, b, "the sick node half-open", func(p *picker) bool { return len(p.ready) == 3 })
+	pick(false).Done(nil) // the probe, not sampled: the breaker closes
+	typical := max(nodes[as[1]].costNs(), nodes[as[2]].costNs())
+	waitFor(t, b, "the node that is back reseeded", func(*picker) bool { return sick.costNs() <= typical })
+	pick(true).Done(nil) // a fast request, sampled
+	if got := time.Duration(sick.costNs()); got > 2*time.Duration(typical) {
+		t.Fatalf("a fast sample raised the reseeded node's cost from %v to %v", time.Duration(typical), got)
+	}
+}

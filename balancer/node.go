@@ -259,7 +259,12 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 		bits := n.cost.Load()
 		old := math.Float64frombits(bits)
 		if calm != 0 {
-			old = math.Float64frombits(calm)
+			// The estimate from before the failures, unless the cost
+			// is lower now: reseed gave a node back from an open
+			// breaker or an ejection the median of the others, and a
+			// fast sample must not raise it back to an estimate the
+			// node had before it failed.
+			old = min(old, math.Float64frombits(calm))
 		}
 		nc := x
 		if x < old {
@@ -337,14 +342,17 @@ func (c *call) finish(err error) {
 	}
 
 	o := breaker.Classify(err)
-	if brk != nil {
-		brk.End(tk, err)
-	}
-	n.leave()
+	// The latency sample first: End may close the breaker, and the
+	// rebuild that follows on the run goroutine reseeds the node (reseed);
+	// a sample folded in after it would overwrite the reseed.
 	if start != 0 && o != breaker.Excluded {
 		now := mono()
 		n.observe(now, now-start, o == breaker.Failure, n.b.tau, n.b.penalty)
 		n.b.samp.sampled(now, len(n.b.picker.Load().ready))
 	}
+	if brk != nil {
+		brk.End(tk, err)
+	}
+	n.leave()
 	n.record(o)
 }
