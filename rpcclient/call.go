@@ -451,10 +451,13 @@ func attemptTimedOut(ctx context.Context, err error, timeout time.Duration, addr
 
 // noAnswer reports whether err, an attempt's error, is that of a request
 // that may have left and run without the server's answer reaching the
-// caller: not one that sent nothing, nor the server's own error reply.
+// caller: not one that sent nothing, nor the server's own error reply, nor
+// a reply that came and could not be read (ErrCodec, ErrMessageTooLarge:
+// the server ran the request and answered).
 func noAnswer(err error) bool {
 	var se rpc.ServerError
-	return err != nil && !isNotSent(err) && !errors.As(err, &se)
+	return err != nil && !isNotSent(err) && !errors.As(err, &se) &&
+		!errors.Is(err, ErrCodec) && !errors.Is(err, ErrMessageTooLarge)
 }
 
 // errNoFreshSet ends a call whose dials failed and whose refresh waits are

@@ -42,3 +42,19 @@ func TestKeyedCallThatMayHaveRunIsOutcomeUnknown(t *testing.T) {
 	}
 	t.Logf("server executions: %v", ran)
 }
+
+// A keyed call whose reply arrived but does not decode ran on the server,
+// which answered: like a plain call's, its error is no ErrOutcomeUnknown.
+func TestKeyedCallWithAnUndecodableReplyIsNotOutcomeUnknown(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, withoutNodeHealth())
+	var wrong int // Echo.Exec replies with a struct
+	err := c.Call(context.Background(), "Echo.Exec", &rpctest.ExecArgs{ID: "undecodable"}, &wrong, WithIdempotencyKey(""))
+	if !errors.Is(err, ErrCodec) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("keyed call whose reply does not decode: err = %v; want ErrCodec and no ErrOutcomeUnknown", err)
+	}
+	err = c.Call(context.Background(), "Echo.Exec", &rpctest.ExecArgs{ID: "undecodable-plain"}, &wrong)
+	if !errors.Is(err, ErrCodec) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("plain call whose reply does not decode: err = %v; want ErrCodec and no ErrOutcomeUnknown", err)
+	}
+}
