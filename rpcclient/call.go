@@ -368,10 +368,14 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			tried = append(tried, addr)
 		}
 		if c.closed.Load() {
+			if !isNotSent(err) && !noAnswer(err) {
+				// The server answered (its own error): that is the
+				// call's outcome, known, and the call was no longer
+				// pending when the client closed.
+				return fail()
+			}
 			unknown = unknown || noAnswer(err)
 			if !idem && noAnswer(err) {
-				// Not when the server's answer came before the close was
-				// seen: the outcome is known.
 				return fail(ErrClosed, ErrOutcomeUnknown)
 			}
 			return fail(ErrClosed)
