@@ -18,7 +18,8 @@ bench:
 consul:
 	./scripts/consul.sh
 
-# Fuzzes target parsing and etcd values, 30 s each (make test runs their seeds).
+# Fuzzes target parsing, etcd values and Consul answers, 30 s each (make test runs their seeds).
 fuzz:
 	GOTOOLCHAIN=local go test -run='^$$' -fuzz=FuzzParseTarget -fuzztime=30s ./discovery/
 	GOTOOLCHAIN=local go test -run='^$$' -fuzz=FuzzParseValue -fuzztime=30s ./discovery/etcd/
+	GOTOOLCHAIN=local go test -run='^$$' -fuzz=FuzzApply -fuzztime=30s ./discovery/consul/
