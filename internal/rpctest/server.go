@@ -2,6 +2,7 @@ package rpctest
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/rpc"
 	"os"
@@ -262,14 +263,25 @@ func (s *Server) stopped() bool {
 // Hang state are kept. A listen error fails t.
 func (s *Server) Restart(t testing.TB, samePort bool) {
 	t.Helper()
+	if err := s.TryRestart(samePort); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TryRestart is Restart for a goroutine other than the test's: it returns
+// the error instead of failing the test. On the same port, listening can
+// fail when an outgoing connection took the port as its source port while
+// the server was down; the server then stays stopped.
+func (s *Server) TryRestart(samePort bool) error {
 	s.Stop()
 	addr := "127.0.0.1:0"
 	if samePort {
 		addr = s.Addr()
 	}
 	if err := s.listen(addr); err != nil {
-		t.Fatalf("rpctest: restart on %s: %v", addr, err)
+		return fmt.Errorf("rpctest: restart on %s: %w", addr, err)
 	}
+	return nil
 }
 
 // Hang freezes the server as if its process were stopped, while its TCP
