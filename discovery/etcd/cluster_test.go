@@ -378,7 +378,8 @@ const (
 // the leader and the third member (its peer traffic held back, silently; its
 // clients still reach it). Two watchers have their watch on it: "solo",
 // whose client knows only that member, and "multi", whose client knows all
-// three. etcd cancels a watch that requires a leader once its member has
+// three once the cut is made (its watch is on the member cut off). etcd
+// cancels a watch that requires a leader once its member has
 // none (ErrNoLeader). Then solo must report an error and keep its last good
 // set, and multi must list and watch again through another member and see a
 // change made during the partition. Both must notice within 5 s and keep the
@@ -411,10 +412,15 @@ func TestWatcherMemberPartitioned(t *testing.T) {
 	for _, r := range []*recorder{recSolo, recMulti} {
 		r.wait(t, "watch up", time.Time{}, func(s discovery.State) bool { return set(s) == good })
 	}
-	open()
 
 	t0 := time.Now()
 	cut.Isolate()
+	// multi's client learns the other members only now, so that its watch
+	// is on the member cut off: a watch it started again before the cut
+	// (a stall its progress check saw on a busy box, say) could otherwise
+	// have gone to another member, where nothing is cut and nothing needs
+	// listing again (CI saw "no list after the cut" so, once).
+	open()
 	st := recSolo.wait(t, "solo: error", t0, func(s discovery.State) bool { return s.Err != nil })
 	detectSolo := st.at.Sub(t0)
 	t.Logf("solo: error reported %v after the cut: %v", detectSolo.Round(time.Millisecond), st.s.Err)
