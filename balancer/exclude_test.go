@@ -21,16 +21,7 @@ func TestExcludedChoiceDoesNotFallToTheNextNode(t *testing.T) {
 			WithOutlierDetection(OutlierConfig{Disabled: true}))
 		nodes := b.set.Load().byAddr()
 		nodes[as[1]].observe(mono(), int64(500*time.Millisecond), false, b.tau, b.penalty) // slow
-		got := map[string]int{}
-		for range 3000 {
-			r, err := b.Pick(context.Background(), Exclude(as[0]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got[r.Endpoint.Addr]++
-			r.Done(nil)
-		}
-		t.Logf("%v", got)
+		got := countPicks(t, b, 3000, Exclude(as[0]))
 		if got[as[1]] > 300 {
 			t.Fatalf("picks excluding %s: %v; the slow node %s got %d of 3000, want almost none", as[0], got, as[1], got[as[1]])
 		}
@@ -40,16 +31,7 @@ func TestExcludedChoiceDoesNotFallToTheNextNode(t *testing.T) {
 		b, fw := newTest(t, nil, WithPolicy(WeightedRoundRobin()), WithoutBreakers(), WithSlowStart(0, 0))
 		fw.Set(w...)
 		waitFor(t, b, "3 nodes", func(p *picker) bool { return len(p.ready) == 3 })
-		got := map[string]int{}
-		for range 6000 {
-			r, err := b.Pick(context.Background(), Exclude(as[0]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got[r.Endpoint.Addr]++
-			r.Done(nil)
-		}
-		t.Logf("%v", got)
+		got := countPicks(t, b, 6000, Exclude(as[0]))
 		// Weights 1 and 5 among the nodes not excluded: 1,000 and 5,000.
 		if got[as[1]] > 1500 {
 			t.Fatalf("picks excluding %s: %v; the weight-1 node %s got %d of 6000, want about 1000", as[0], got, as[1], got[as[1]])
@@ -81,16 +63,7 @@ func TestRefusedChoiceDoesNotFallToTheNextNode(t *testing.T) {
 		t.Fatalf("probe pick: %s, %v", probe.Endpoint.Addr, err)
 	}
 	defer probe.Done(nil)
-	got := map[string]int{}
-	for range 6000 {
-		r, err := b.Pick(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[r.Endpoint.Addr]++
-		r.Done(nil)
-	}
-	t.Logf("%v", got)
+	got := countPicks(t, b, 6000)
 	if got[as[0]] != 0 {
 		t.Fatalf("the half-open node got %d picks while its probe was out", got[as[0]])
 	}
@@ -98,4 +71,21 @@ func TestRefusedChoiceDoesNotFallToTheNextNode(t *testing.T) {
 	if got[as[1]] > 1500 {
 		t.Fatalf("picks while %s's probe is out: %v; the weight-1 node %s got %d of 6000, want about 1000", as[0], got, as[1], got[as[1]])
 	}
+}
+
+// countPicks makes n picks with opts, calling Done(nil) on each, and
+// returns how many went to each address (logged too).
+func countPicks(t *testing.T, b *Balancer, n int, opts ...PickOption) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for range n {
+		r, err := b.Pick(context.Background(), opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[r.Endpoint.Addr]++
+		r.Done(nil)
+	}
+	t.Logf("%v", got)
+	return got
 }
