@@ -83,7 +83,8 @@ type Registrar struct {
 // NewRegistrar registers r with the agent and starts keeping it registered:
 // a TTL check is updated every TTL/3, and the instance is registered again
 // whenever the agent has forgotten it (an agent restart). ctx bounds the first
-// registration only. Options that configure the agent connection (address,
+// registration only; if it fails, NewRegistrar deregisters what the agent
+// may have applied before the answer was lost. Options that configure the agent connection (address,
 // token, TLS, logger) apply.
 func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registrar, error) {
 	o := defaultOptions()
@@ -104,6 +105,19 @@ func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registr
 		ctx: rctx, cancel: cancel, status: api.HealthPassing, slot: make(chan struct{}, 1),
 	}
 	if err := rg.register(ctx, api.HealthPassing); err != nil {
+		// The request may have reached the agent and been applied, its
+		// answer lost to ctx or the connection: the caller, who has no
+		// Registrar to Close, must not find the instance left registered
+		// (passing). An agent that answered with an error applied nothing,
+		// and one that could not be dialed received nothing. The attempt
+		// is bounded by 2 s past ctx.
+		var se api.StatusError
+		var oe *net.OpError
+		if !errors.As(err, &se) && !(errors.As(err, &oe) && oe.Op == "dial") {
+			dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = c.Agent().ServiceDeregisterOpts(reg.ID, (&api.QueryOptions{}).WithContext(dctx))
+			dcancel()
+		}
 		cancel()
 		hc.CloseIdleConnections()
 		return nil, err
