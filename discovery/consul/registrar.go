@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -24,7 +26,8 @@ type Registration struct {
 	// Addr is the host:port clients dial; validated by discovery.ValidateAddr.
 	Addr string
 	// Tags and Meta are published with the instance. Meta["zone"] becomes
-	// discovery.Endpoint.Zone.
+	// discovery.Endpoint.Zone. NewRegistrar copies both: the caller may
+	// change or reuse them afterwards.
 	Tags []string
 	Meta map[string]string
 	// Weight is the passing weight (default 1); WarningWeight the weight while
@@ -182,7 +185,9 @@ func agentRegistration(r Registration) (*api.AgentServiceRegistration, time.Dura
 	}
 	w, ww := max(r.Weight, 1), max(r.WarningWeight, 1)
 	return &api.AgentServiceRegistration{
-		ID: id, Name: r.Name, Address: host, Port: port, Tags: r.Tags, Meta: r.Meta,
+		// Copies: the Registrar sends them again from its goroutine, and
+		// the caller may reuse its Registration.
+		ID: id, Name: r.Name, Address: host, Port: port, Tags: slices.Clone(r.Tags), Meta: maps.Clone(r.Meta),
 		Weights: &api.AgentWeights{Passing: w, Warning: ww},
 		Check:   check,
 	}, c.TTL, nil
