@@ -87,8 +87,9 @@ type Registrar struct {
 // a TTL check is updated every TTL/3, and the instance is registered again
 // whenever the agent has forgotten it (an agent restart). ctx bounds the first
 // registration only; if it fails, NewRegistrar deregisters what the agent
-// may have applied before the answer was lost. Options that configure the agent connection (address,
-// token, TLS, logger) apply.
+// may have applied before the answer was lost (bounded by 2 s past ctx).
+// Options that configure the agent connection (address, token, TLS,
+// logger) apply.
 func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registrar, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
