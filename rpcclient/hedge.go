@@ -151,7 +151,9 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	// own timeout is an ErrAttemptTimeout, which is retryable. Any other
 	// error (a server's, a dead connection's) is the leg's as it came,
 	// as on the unhedged path: a server error is no timeout, and must not
-	// count against the node as one.
+	// count against the node as one. The balancer hears the error as on
+	// the unhedged path too (nodeOutcome): a connection this side closed
+	// for another caller's sake is no outcome of the node's.
 	end := func(l *leg, err error) error {
 		l.over = true
 		l.cancel()
@@ -160,7 +162,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		if err != nil {
 			out.errs = append(out.errs, err)
 		}
-		l.done(err)
+		l.done(nodeOutcome(err))
 		return err
 	}
 	for {

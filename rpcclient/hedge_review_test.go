@@ -1,0 +1,53 @@
+package rpcclient
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+// A hedged leg whose connection this side closed for another caller's sake
+// (a *localCloseError) is no outcome of its node, as on the unhedged path
+// (nodeOutcome): the node did nothing wrong. The hedged path told the
+// balancer the raw error, so one such close tripped the node's breaker.
+func TestHedgedLegOnALocallyClosedConnectionIsNoOutcome(t *testing.T) {
+	for _, hedged := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hedged=%v", hedged), func(t *testing.T) {
+			srv := rpctest.Start(t)
+			c, _ := newTestClient(t, []string{srv.Addr()}, WithBalancer(
+				balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: time.Minute, MaxOpenTimeout: time.Minute}),
+				balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+			warmEvery(t, c, 1)
+			cn := c.endpoint(srv.Addr()).ready()
+			opts := []CallOption{Idempotent()}
+			if hedged {
+				opts = append(opts, Hedge(time.Hour)) // one node: no backup, but the hedged path
+			}
+			errc := make(chan error, 1)
+			go func() {
+				var r rpctest.EchoReply
+				errc <- c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 300 * time.Millisecond}, &r, opts...)
+			}()
+			for deadline := time.Now().Add(5 * time.Second); cn.inflight() == 0; time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the call never went out")
+				}
+			}
+			// What a write deadline of another caller's does to the connection.
+			cn.fail(&localCloseError{fmt.Errorf("%w: another caller's write deadline", ErrConnClosed)})
+			if err := <-errc; err != nil {
+				t.Fatalf("the call, retried after the local close: %v", err)
+			}
+			for _, s := range c.Balancer().Status() {
+				if s.Breaker != breaker.Closed {
+					t.Fatalf("a connection closed on this side was held against the node: breaker %v", s.Breaker)
+				}
+			}
+		})
+	}
+}
