@@ -74,7 +74,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		return &Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}}
 	}
 	c.budget.onCall()
-	if hedge > 0 && idem || hk != nil {
+	if hedge > 0 && idem && !keyed || hk != nil {
 		return c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, hk, nil)
 	}
 	// The first attempt of most calls, kept apart from the retry loop: it
@@ -220,7 +220,10 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 	}
 	var held balancer.Result // a pick the hedged path made but did not use
 	var avoid []string       // nodes the hedged path found busy writing: not picked while others are free
-	if hedge > 0 && idem {
+	// A keyed call is retried, but not hedged: it is not idempotent, and
+	// its key lets the server recognise a repeat, not two requests at once
+	// on two nodes (see WithHedging).
+	if hedge > 0 && idem && !keyed {
 		h := c.hedged(ctx, serviceMethod, args, reply, hedge, timeout, hk)
 		legs, legErrs := h.tried, h.errs
 		held, avoid = h.held, h.busy

@@ -51,3 +51,34 @@ func TestHedgedLegOnALocallyClosedConnectionIsNoOutcome(t *testing.T) {
 		})
 	}
 }
+
+// A call made retryable by an idempotency key is still not idempotent
+// (see call's keyed): WithHedging's doc says such calls are never hedged,
+// and WithIdempotencyKey's that the key makes them retryable, not that two
+// requests of one call may run at once on two nodes. A keyed call on a
+// slow node ran there and, hedged, on the fast node too.
+func TestKeyedCallIsNotHedged(t *testing.T) {
+	c, slow, fast := slowAndFast(t, 300*time.Millisecond, WithHedging(20*time.Millisecond),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
+	onSlow := 0
+	for i := 0; i < 20 && onSlow < 2; i++ {
+		var r rpctest.ExecReply
+		args := &rpctest.ExecArgs{ID: fmt.Sprintf("op-%d", i)}
+		if err := c.Call(context.Background(), "Echo.Exec", args, &r, WithIdempotencyKey("")); err != nil {
+			t.Fatal(err)
+		}
+		if r.Server == "slow" {
+			onSlow++
+		}
+		if len(slow.Executions()) > 0 {
+			break // one went to the slow node first
+		}
+	}
+	time.Sleep(400 * time.Millisecond) // a request sent to the slow node lands
+	if d := rpctest.Duplicates(slow.Executions(), fast.Executions()); len(d) != 0 {
+		t.Fatalf("keyed calls ran on two nodes at once (hedged): %v", d)
+	}
+	if len(slow.Executions()) == 0 {
+		t.Fatal("no keyed call started on the slow node, so none could have been hedged")
+	}
+}
