@@ -64,12 +64,18 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 			if err := setKey(args, o.key); err != nil {
 				return &Error{Method: serviceMethod, Err: err, Errs: []error{err}}
 			}
-			idem, keyed = true, true
+			keyed = true
 		}
 	}
 	if !idem && c.idemTable {
 		idem = c.opts.idempotent[serviceMethod]
 	}
+	// A key makes a call that is not idempotent retryable (the server
+	// recognises a repeat by it), but not hedged, and its failures may
+	// leave the outcome unknown; a call idempotent on its own, keyed or
+	// not, is just idempotent.
+	keyed = keyed && !idem
+	idem = idem || keyed
 	if c.closed.Load() {
 		return &Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}}
 	}

@@ -3,9 +3,11 @@ package rpcclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -56,5 +58,24 @@ func TestKeyedCallWithAnUndecodableReplyIsNotOutcomeUnknown(t *testing.T) {
 	err = c.Call(context.Background(), "Echo.Exec", &rpctest.ExecArgs{ID: "undecodable-plain"}, &wrong)
 	if !errors.Is(err, ErrCodec) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("plain call whose reply does not decode: err = %v; want ErrCodec and no ErrOutcomeUnknown", err)
+	}
+}
+
+// A call idempotent on its own (Idempotent(), or the method table) that also
+// carries a key is hedged like any idempotent call: the key does not make
+// it a keyed call, which is not hedged (TestKeyedCallIsNotHedged).
+func TestIdempotentCallWithAKeyIsHedged(t *testing.T) {
+	c, _, _ := slowAndFast(t, 500*time.Millisecond, WithHedging(20*time.Millisecond),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
+	for i := range 4 { // round robin: at least one starts on the slow node
+		var r rpctest.ExecReply
+		t0 := time.Now()
+		err := c.Call(context.Background(), "Echo.Exec", &rpctest.ExecArgs{ID: fmt.Sprint("k", i)}, &r, WithIdempotencyKey(""), Idempotent())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(t0); took > 400*time.Millisecond {
+			t.Fatalf("an idempotent keyed call took %v with hedging at 20 ms and a fast node; want it hedged", took)
+		}
 	}
 }

@@ -229,8 +229,10 @@ func WithDrainGrace(d time.Duration) Option { return func(o *options) { o.drainG
 // time, if shorter), the request goes to another connected node instead,
 // without a token (only one request is out) and without a backup, and the
 // call's later attempts avoid the busy nodes while others are free.
-// Default 0: off. Calls that are not idempotent are never hedged. A backup
-// is an attempt: with WithMaxAttempts(1) none is sent.
+// Default 0: off. Calls that are not idempotent are never hedged, nor are
+// calls made retryable only by WithIdempotencyKey (a key lets the server
+// recognise a repeat, not two requests at once on two nodes). A backup is
+// an attempt: with WithMaxAttempts(1) none is sent.
 func WithHedging(delay time.Duration) Option { return func(o *options) { o.hedgeDelay = delay } }
 
 // WithMaxConnectionAge replaces connections older than d, give or take
@@ -281,7 +283,10 @@ func Idempotent() CallOption { return CallOption{idempotent: true} }
 // execute it twice. A non-empty key is always the one sent. With key "",
 // a key args already carry is kept (calling again with the same args after
 // ErrOutcomeUnknown is then a repeat the server recognises), and args
-// without one get a random key.
+// without one get a random key. A keyed call is retried but never hedged,
+// and when it fails after a request may have run unanswered its error
+// wraps ErrOutcomeUnknown. With Idempotent() (or WithIdempotentMethods) too,
+// the call is simply idempotent, and the key is still sent.
 func WithIdempotencyKey(key string) CallOption { return CallOption{keyed: true, key: key} }
 
 // Hedge overrides WithHedging for one call (which must be idempotent); 0
