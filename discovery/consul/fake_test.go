@@ -34,6 +34,9 @@ type fakeAgent struct {
 	// leaderless, if set, says which answers carry X-Consul-KnownLeader:
 	// false, as a server without a leader sends. Set it under mu.
 	leaderless func(n int) bool
+	// aclFiltered, if set, says which answers carry
+	// X-Consul-Results-Filtered-By-ACLs: true. Set it under mu.
+	aclFiltered func(n int) bool
 }
 
 func newFakeAgent(t *testing.T, respond func(r *http.Request, n int) (int, string, string)) *fakeAgent {
@@ -42,7 +45,7 @@ func newFakeAgent(t *testing.T, respond func(r *http.Request, n int) (int, strin
 		n := int(f.n.Add(1))
 		f.mu.Lock()
 		f.reqs = append(f.reqs, r.Clone(context.Background()))
-		respond, leaderless := f.respond, f.leaderless
+		respond, leaderless, aclFiltered := f.respond, f.leaderless, f.aclFiltered
 		f.mu.Unlock()
 		status, index, body := respond(r, n)
 		if status == -1 { // park like a blocking query until the client goes away
@@ -57,6 +60,9 @@ func newFakeAgent(t *testing.T, respond func(r *http.Request, n int) (int, strin
 		w.Header().Set("X-Consul-KnownLeader", "true")
 		if leaderless != nil && leaderless(n) {
 			w.Header().Set("X-Consul-KnownLeader", "false")
+		}
+		if aclFiltered != nil && aclFiltered(n) {
+			w.Header().Set("X-Consul-Results-Filtered-By-ACLs", "true")
 		}
 		for k, v := range f.header {
 			w.Header()[k] = v
@@ -428,6 +434,27 @@ func TestTokenNeverLeaksAndACLFilteredEmptyIsError(t *testing.T) {
 	s = nextWhere(t, w2, 5*time.Second, "the ACL error", func(discovery.State) bool { return true })
 	if s.Err == nil || !strings.Contains(s.Err.Error(), "ACL") {
 		t.Fatalf("an answer emptied by ACLs was published as %+v, want an error", s)
+	}
+
+	// After a good set (FAULTS row 13: the last known good set is kept):
+	// an answer the ACLs emptied later is an error that keeps the set.
+	f3 := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if n == 1 {
+			return 200, "5", entriesJSON(t, "10.0.0.1:80")
+		}
+		return 200, "6", "[]"
+	})
+	f3.mu.Lock()
+	f3.aclFiltered = func(n int) bool { return n > 1 }
+	f3.mu.Unlock()
+	w3, err := New("web", append(fast, WithAddress(f3.addr()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w3.Close()
+	s = nextWhere(t, w3, 5*time.Second, "the ACL error after a good set", func(s discovery.State) bool { return s.Err != nil })
+	if !strings.Contains(s.Err.Error(), "ACL") || addrsOf(s) != "10.0.0.1:80" {
+		t.Fatalf("an answer emptied by ACLs after a good set: err %v, endpoints %q; want the ACL error and the last known good set", s.Err, addrsOf(s))
 	}
 }
 
