@@ -7,9 +7,11 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dialtone-go/dialtone/discovery"
@@ -86,8 +88,10 @@ type Registrar struct {
 // NewRegistrar registers r with the agent and starts keeping it registered:
 // a TTL check is updated every TTL/3, and the instance is registered again
 // whenever the agent has forgotten it (an agent restart). ctx bounds the first
-// registration only; if it fails, NewRegistrar deregisters what the agent
-// may have applied before the answer was lost (bounded by 2 s past ctx).
+// registration only; if it fails after its request was written,
+// NewRegistrar deregisters what the agent may have applied before the
+// answer was lost (bounded by 2 s past ctx; best effort: an agent that
+// applies the registration after the deregistration keeps it).
 // Options that configure the agent connection (address, token, TLS,
 // logger) apply.
 func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registrar, error) {
@@ -108,7 +112,14 @@ func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registr
 		client: c, http: hc, reg: reg, ttl: ttl, logger: o.logger.Warn,
 		ctx: rctx, cancel: cancel, status: api.HealthPassing, slot: make(chan struct{}, 1),
 	}
-	if err := rg.register(ctx, api.HealthPassing); err != nil {
+	// wrote says whether any request of the first registration reached
+	// the connection: one that did not (ctx done before or during the
+	// dial, a refused dial) cannot have been applied, and the cleanup
+	// below must not deregister an instance another owner of the ID
+	// registered.
+	var wrote atomic.Bool
+	tctx := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }})
+	if err := rg.register(tctx, api.HealthPassing); err != nil {
 		// The request may have reached the agent and been applied, its
 		// answer lost to ctx or the connection: the caller, who has no
 		// Registrar to Close, must not find the instance left registered
@@ -117,7 +128,7 @@ func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registr
 		// is bounded by 2 s past ctx.
 		var se api.StatusError
 		var oe *net.OpError
-		if !errors.As(err, &se) && !(errors.As(err, &oe) && oe.Op == "dial") {
+		if wrote.Load() && !errors.As(err, &se) && !(errors.As(err, &oe) && oe.Op == "dial") {
 			dctx, dcancel := context.WithTimeout(context.Background(), 2*time.Second)
 			_ = c.Agent().ServiceDeregisterOpts(reg.ID, (&api.QueryOptions{}).WithContext(dctx))
 			dcancel()
