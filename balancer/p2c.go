@@ -11,8 +11,10 @@ import (
 // gradually. A failed request counts as at least the failure penalty
 // (default 250 ms), so a node that fails fast never looks cheap; the first
 // sampled success after failures returns the node to the estimate it had
-// before them, so a node that hung for a moment is not shunned for a
-// minute once it answers again. Statistics
+// before them (or to its current one, when that is lower: a node back from
+// an open breaker or an ejection starts again at the median of the
+// others), so a node that hung for a moment is not shunned for a minute
+// once it answers again. Statistics
 // survive discovery updates; a new node starts at the median of the others,
 // and so does a node whose breaker closes again or whose ejection ends, when
 // its own estimate is higher (it still holds the failures that took it out).
