@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/rpc"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -75,5 +76,62 @@ func TestServerReplyDuringCloseIsNotOutcomeUnknown(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 		c.Close()
 		wg.Wait()
+	}
+}
+
+// TestAnsweredCallRacingCloseIsNotOutcomeUnknown: a non-idempotent call
+// whose server answered with an application error has a known outcome (it
+// ran, and failed), whatever Close does meanwhile. A burst of such replies
+// is delivered while Close runs: none of the calls that got the server's
+// answer may say the outcome is unknown. Before, a call that saw the client
+// closed right after its reply reported ErrOutcomeUnknown (and ErrClosed)
+// on top of the server's error: Call's closed check tested isNotSent, not
+// noAnswer, as its deadline check does.
+func TestAnsweredCallRacingCloseIsNotOutcomeUnknown(t *testing.T) {
+	bad := 0
+	for round := 0; round < 20 && bad == 0; round++ {
+		srv := rpctest.Start(t)
+		c, _ := newTestClient(t, []string{srv.Addr()}, withoutNodeHealth())
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err) // connect first
+		}
+		srv.Hang()
+		const n = 300
+		var wg sync.WaitGroup
+		var first sync.Once
+		returned := make(chan struct{})
+		var answered, unknownToo atomic.Int64
+		for range n {
+			wg.Go(func() {
+				var r rpctest.EchoReply
+				err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Fail: "boom"}, &r)
+				first.Do(func() { close(returned) })
+				var se rpc.ServerError
+				if errors.As(err, &se) {
+					answered.Add(1)
+					if errors.Is(err, ErrOutcomeUnknown) {
+						if unknownToo.Add(1) == 1 {
+							t.Logf("an answered call says: %v", err)
+						}
+					}
+				}
+			})
+		}
+		for deadline := time.Now().Add(5 * time.Second); endpointStatus(c, srv.Addr()).Pending < n; {
+			if time.Now().After(deadline) {
+				t.Fatalf("the calls are not all pending: %+v", endpointStatus(c, srv.Addr()))
+			}
+			time.Sleep(time.Millisecond)
+		}
+		srv.Unhang()
+		<-returned
+		c.Close()
+		wg.Wait()
+		srv.Stop()
+		if unknownToo.Load() > 0 {
+			bad++
+			t.Errorf("round %d: %d of %d calls the server answered with its error say ErrOutcomeUnknown", round, unknownToo.Load(), answered.Load())
+		}
 	}
 }
