@@ -70,6 +70,7 @@ type Registrar struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	stop   chan struct{} // closed by Close: run returns after the request in flight
 	wg     sync.WaitGroup
 
 	mu     sync.Mutex
@@ -110,7 +111,7 @@ func NewRegistrar(ctx context.Context, r Registration, opts ...Option) (*Registr
 	rctx, cancel := context.WithCancel(context.Background())
 	rg := &Registrar{
 		client: c, http: hc, reg: reg, ttl: ttl, logger: o.logger.Warn,
-		ctx: rctx, cancel: cancel, status: api.HealthPassing, slot: make(chan struct{}, 1),
+		ctx: rctx, cancel: cancel, stop: make(chan struct{}), status: api.HealthPassing, slot: make(chan struct{}, 1),
 	}
 	// wrote says whether any request of the first registration reached
 	// the connection: one that did not (ctx done before or during the
@@ -278,7 +279,7 @@ func (r *Registrar) run() {
 	defer t.Stop()
 	for {
 		select {
-		case <-r.ctx.Done():
+		case <-r.stop:
 			return
 		case <-t.C:
 		}
@@ -320,19 +321,40 @@ func (r *Registrar) refresh(ctx context.Context) error {
 	return r.register(ctx, status)
 }
 
-// Close stops keeping the instance registered and deregisters it (bounded by
-// 5 s). It waits for the goroutine. It is idempotent and safe to call from
-// several goroutines at once: every call returns only after the one
-// shutdown is complete (the instance deregistered, or the deregistration
-// failed), and every call returns its error.
+// closeGrace bounds how long Close waits for a keep-alive request in flight
+// (a TTL update, or a registration again) to be answered before it cancels
+// it.
+const closeGrace = 2 * time.Second
+
+// Close stops keeping the instance registered and deregisters it. It first
+// lets a keep-alive request in flight finish (bounded by 2 s): a
+// registration again that Close cancelled could still reach the agent after
+// the deregistration and bring the instance back with no Registrar left to
+// remove it. The deregistration is bounded by 5 s; an agent that no longer
+// knows the instance (404) has nothing to remove, which is no error. It waits
+// for the goroutine. It is idempotent and safe to call from several
+// goroutines at once: every call returns only after the one shutdown is
+// complete (the instance deregistered, or the deregistration failed), and
+// every call returns its error.
 func (r *Registrar) Close() error {
 	r.closeOnce.Do(func() {
+		close(r.stop)
+		done := make(chan struct{})
+		go func() { r.wg.Wait(); close(done) }()
+		grace := time.NewTimer(closeGrace)
+		select {
+		case <-done:
+		case <-grace.C:
+		}
+		grace.Stop()
 		r.cancel()
-		r.wg.Wait()
+		<-done
 		defer r.http.CloseIdleConnections()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		err := r.client.Agent().ServiceDeregisterOpts(r.reg.ID, (&api.QueryOptions{}).WithContext(ctx))
+		var se api.StatusError
+		if err != nil && !(errors.As(err, &se) && se.Code == http.StatusNotFound) {
 			r.closeErr = fmt.Errorf("consul: deregister %q: %w", r.reg.ID, err)
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,5 +78,83 @@ func TestCancelledNewRegistrarLeavesAnInstanceOfTheSameID(t *testing.T) {
 	}
 	if _, ok := svcs["web-1"]; !ok {
 		t.Fatal("a NewRegistrar that sent nothing deregistered the live instance registered under the same ID")
+	}
+}
+
+// Close while the Registrar registers again (the agent forgot the instance)
+// must leave nothing registered. An agent that is slow to apply that
+// registration is the case: the old Close cancelled the request in flight
+// and sent the deregistration at once, which the agent applied first, and
+// the registration it applied next brought the instance back after Close
+// returned, with no Registrar left to remove it.
+func TestCloseDuringReRegistrationLeavesNothingRegistered(t *testing.T) {
+	a := consultest.Start(t)
+	target, err := url.Parse("http://" + a.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	var registers atomic.Int32
+	held := make(chan struct{})    // closed when the re-registration reached the proxy
+	applied := make(chan struct{}) // closed once the agent has applied it
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/register") && registers.Add(1) == 2 {
+			// The re-registration: the agent applies it 100 ms late,
+			// whether or not the client still waits.
+			close(held)
+			time.Sleep(100 * time.Millisecond)
+			rp.ServeHTTP(w, r.Clone(context.WithoutCancel(r.Context())))
+			close(applied)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	reg, err := NewRegistrar(context.Background(), Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001",
+		Check: Check{TTL: 900 * time.Millisecond}}, WithAddress(strings.TrimPrefix(front.URL, "http://")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := agentClient(t, a).Agent()
+	if err := agent.ServiceDeregister("web-1"); err != nil { // the agent forgets it
+		t.Fatal(err)
+	}
+	select {
+	case <-held:
+	case <-time.After(5 * time.Second):
+		reg.Close()
+		t.Fatal("the Registrar did not register again within 5 s of the agent forgetting the instance")
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case <-applied:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held registration was never applied")
+	}
+	svcs, err := agent.Services()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := svcs["web-1"]; ok {
+		t.Fatal("after Close returned, the agent has the instance: the re-registration Close cancelled was applied after its deregistration")
+	}
+}
+
+// An agent that no longer knows the instance (an operator removed it, the
+// agent restarted) has nothing for Close to remove: Close succeeds.
+func TestCloseAfterTheAgentForgotTheInstanceIsNoError(t *testing.T) {
+	a := consultest.Start(t)
+	reg, err := NewRegistrar(context.Background(), Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001",
+		Check: Check{TTL: 30 * time.Second}}, WithAddress(a.Addr()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := agentClient(t, a).Agent().ServiceDeregister("web-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Close(); err != nil {
+		t.Fatalf("Close with the instance already gone: %v; want nil", err)
 	}
 }
