@@ -16,8 +16,10 @@ type Event struct {
 // breaker), never under a breaker's lock: it may call [Breaker.State],
 // [Breaker.Allow] or [Set.Get]. A slow fn delays later events only; events
 // queue without bound meanwhile and never block a breaker. Events of
-// breakers dropped by Retain are not reported, and events still queued when
-// Close is called are discarded. Default: no callback and no goroutine.
+// breakers dropped by Retain are not reported, including those still
+// queued when Retain returns (only one that fn is already handling
+// completes), and events still queued when Close is called are discarded.
+// Default: no callback and no goroutine.
 func WithOnStateChange(fn func(Event)) Option {
 	return func(o *options) { o.onStateChange = fn }
 }
@@ -34,7 +36,7 @@ func (s *Set) emit(b *Breaker, from, to State) {
 		s.emu.Unlock()
 		return
 	}
-	s.events = append(s.events, e)
+	s.events = append(s.events, queuedEvent{e, b})
 	s.emu.Unlock()
 	select {
 	case s.eventWake <- struct{}{}:
@@ -42,11 +44,19 @@ func (s *Set) emit(b *Breaker, from, to State) {
 	}
 }
 
+// queuedEvent is an event waiting for the callback, with its breaker: one
+// that Retain drops meanwhile has its queued events discarded.
+type queuedEvent struct {
+	e Event
+	b *Breaker
+}
+
 // deliverEvents is the Set's event goroutine: it hands queued events to the
-// callback until Close.
+// callback until Close, skipping those of breakers Retain dropped since
+// they were queued.
 func (s *Set) deliverEvents() {
 	defer s.wg.Done()
-	var spare []Event
+	var spare []queuedEvent
 	for {
 		select {
 		case <-s.done:
@@ -57,13 +67,16 @@ func (s *Set) deliverEvents() {
 		batch := s.events
 		s.events = spare[:0]
 		s.emu.Unlock()
-		for _, e := range batch {
+		for _, q := range batch {
 			select {
 			case <-s.done:
 				return
 			default:
 			}
-			s.onStateChange(e)
+			if q.b.dropped.Load() {
+				continue
+			}
+			s.onStateChange(q.e)
 		}
 		clear(batch)
 		spare = batch

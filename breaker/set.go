@@ -33,7 +33,7 @@ type Set struct {
 	timerWake chan struct{}
 
 	emu       sync.Mutex // leaf lock
-	events    []Event
+	events    []queuedEvent
 	closed    bool
 	eventWake chan struct{}
 
