@@ -140,7 +140,9 @@ type OutlierConfig struct {
 	// values above 1 mean 1.
 	Jitter float64
 	// MaxEjectedShare caps the share of nodes ejected at once. The cap is
-	// rounded down but never below one node. Default 0.1.
+	// rounded down but never below one node. Default 0.1. A node that
+	// reaches ConsecutiveFailures while the cap is reached is not ejected,
+	// then or later, for that run: it takes a new one.
 	MaxEjectedShare float64
 	// Disabled turns outlier ejection off.
 	Disabled bool

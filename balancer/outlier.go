@@ -21,6 +21,14 @@ func (b *Balancer) sweep() {
 
 // eject removes n from picks for BaseEjection x (ejections+1), jittered and
 // then capped at MaxEjection, unless the cap on ejected nodes is reached.
+// A node the cap keeps in has its run of failures forgotten, as Envoy
+// does: it is ejected only by a new run, made once an ejection is possible
+// again. Were the run kept, the node would be ejected the moment another
+// node's ejection ends, for failures that may be long stale: its breaker,
+// open on the same failures, gives it no request meanwhile, and the
+// ejection would keep it out past its breaker's half-open time. A node
+// still failing in rotation makes a new run within ConsecutiveFailures
+// requests.
 func (b *Balancer) eject(n *node, now int64, why string) {
 	c := b.opts.outlier
 	ejected := 0
@@ -30,6 +38,7 @@ func (b *Balancer) eject(n *node, now int64, why string) {
 		}
 	}
 	if ejected >= c.maxEjected(len(b.nodes)) {
+		n.consec.Store(0)
 		return
 	}
 	n.ejections++
