@@ -242,6 +242,9 @@ func (b *Balancer) apply(s discovery.State) {
 			gone = true
 		}
 	}
+	if gone {
+		b.trimEjections(now)
+	}
 	// Drop the breakers of addresses that left (or that a pick on an older
 	// snapshot made after they left); an update that only changes health or
 	// weights skips this.

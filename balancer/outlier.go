@@ -1,6 +1,10 @@
 package balancer
 
-import "time"
+import (
+	"cmp"
+	"slices"
+	"time"
+)
 
 // sweep runs every outlier Interval: it ends expired ejections and lets the
 // ejection multiplier of calm nodes decay.
@@ -58,6 +62,39 @@ func (b *Balancer) eject(n *node, now int64, why string) {
 // interval.
 func (n *node) endEjection(now int64) {
 	if n.ejectedUntil != 0 && n.ejectedUntil <= now {
+		n.setEjected(0)
+		n.calmSince = now
+		n.consec.Store(0)
+	}
+}
+
+// trimEjections ends the ejections past the cap of the current set, the
+// soonest ending first, with b.mu held. apply calls it when addresses
+// left: the cap is a share of the set, and a set that shrank under
+// ejected nodes would otherwise stay short of more of its nodes than the
+// cap allows, for as long as MaxEjection.
+func (b *Balancer) trimEjections(now int64) {
+	c := b.opts.outlier
+	if c.Disabled {
+		return
+	}
+	limit, ejected := c.maxEjected(len(b.nodes)), 0
+	for _, n := range b.nodes {
+		if n.ejectedUntil > now {
+			ejected++
+		}
+	}
+	if ejected <= limit {
+		return
+	}
+	ej := make([]*node, 0, ejected)
+	for _, n := range b.nodes {
+		if n.ejectedUntil > now {
+			ej = append(ej, n)
+		}
+	}
+	slices.SortFunc(ej, func(x, y *node) int { return cmp.Compare(x.ejectedUntil, y.ejectedUntil) })
+	for _, n := range ej[:ejected-limit] {
 		n.setEjected(0)
 		n.calmSince = now
 		n.consec.Store(0)
