@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 	"unsafe"
 
@@ -581,4 +582,132 @@ func TestReseededNodeIsNotRaisedByAFastSample(t *testing.T) {
 	if got := time.Duration(sick.costNs()); got > 2*time.Duration(typical) {
 		t.Fatalf("a fast sample raised the reseeded node's cost from %v to %v", time.Duration(typical), got)
 	}
+}
+
+// A node whose ejection the cap refused, and whose breaker then kept it
+// out of traffic, must not be ejected later, when another node's ejection
+// ends, for the same failures: they are stale (it has had no request
+// since), its breaker already dealt with them, and the ejection would keep
+// it out past its breaker's half-open time, for as long again.
+func TestCappedEjectionIsNotDeferredOntoStaleFailures(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		as := addrs(3)
+		w := discoverytest.NewAddrs(as...)
+		defer w.Close()
+		b := New(w, WithPolicy(RoundRobin()), WithPanicThreshold(0),
+			WithBreakers(breaker.Config{ConsecutiveFailures: 3, OpenTimeout: 12 * time.Second, Jitter: -1}),
+			WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 10 * time.Second,
+				Jitter: 0.0001, MaxEjectedShare: 0.1})) // one node of 3 at once
+		defer b.Close()
+		synctest.Wait()
+		fail := func(addr string) {
+			for range 3 {
+				r, err := b.Pick(context.Background(), Exclude(others(as, addr)...))
+				if err != nil || r.Endpoint.Addr != addr {
+					t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, addr)
+				}
+				r.Done(errReset)
+			}
+			synctest.Wait()
+		}
+		fail(as[0]) // ejected for 10 s, breaker open for 12 s
+		time.Sleep(time.Second)
+		fail(as[1]) // ejection refused by the cap; breaker open for 12 s (until 13 s)
+		if s := status(b, as[1]); s.Ejected || s.Breaker != breaker.Open {
+			t.Fatalf("second bad node: %+v, want not ejected, breaker open", s)
+		}
+		time.Sleep(12*time.Second + 100*time.Millisecond) // past its breaker's open period
+		synctest.Wait()
+		if s := status(b, as[1]); s.Ejected || !s.Ready || s.Breaker != breaker.HalfOpen {
+			t.Fatalf("13 s after its failures, with no request since: %+v; want half-open and ready, not ejected", s)
+		}
+	})
+}
+
+// The other side: a node the cap kept in that still fails in rotation is
+// ejected by its next run once a slot is free.
+func TestCappedNodeStillFailingIsEjectedLater(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		as := addrs(3)
+		w := discoverytest.NewAddrs(as...)
+		defer w.Close()
+		b := New(w, WithPolicy(RoundRobin()), WithPanicThreshold(0), WithoutBreakers(),
+			WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 10 * time.Second,
+				Jitter: 0.0001, MaxEjectedShare: 0.1}))
+		defer b.Close()
+		synctest.Wait()
+		fail := func(addr string, n int) {
+			for range n {
+				r, err := b.Pick(context.Background(), Exclude(others(as, addr)...))
+				if err != nil || r.Endpoint.Addr != addr {
+					t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, addr)
+				}
+				r.Done(errReset)
+			}
+			synctest.Wait()
+		}
+		fail(as[0], 3)
+		fail(as[1], 5) // capped
+		if status(b, as[1]).Ejected {
+			t.Fatal("ejected past the cap")
+		}
+		time.Sleep(10*time.Second + 10*time.Millisecond)
+		synctest.Wait()
+		if status(b, as[0]).Ejected {
+			t.Fatal("first ejection did not end")
+		}
+		if !status(b, as[1]).Ejected {
+			fail(as[1], 3) // a new run
+		}
+		if !status(b, as[1]).Ejected {
+			t.Fatalf("a node still failing in rotation was not ejected once the cap allowed: %+v", status(b, as[1]))
+		}
+	})
+}
+
+// The cap on ejected nodes is a share of the set: when discovery shrinks
+// the set under nodes already ejected, the cap shrinks with it, and the
+// ejections past it end (the soonest first), rather than keep the smaller
+// set short of more nodes than the cap allows for up to MaxEjection.
+func TestEjectionCapFollowsTheSetWhenItShrinks(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		as := addrs(20)
+		w := discoverytest.NewAddrs(as...)
+		defer w.Close()
+		b := New(w, WithPolicy(RoundRobin()), WithPanicThreshold(0), WithoutBreakers(),
+			WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 10 * time.Second,
+				Jitter: 0.0001, MaxEjectedShare: 0.1})) // 2 of 20, 1 of 5
+		defer b.Close()
+		synctest.Wait()
+		for i, bad := range as[:2] {
+			for range 3 {
+				r, err := b.Pick(context.Background(), Exclude(others(as, bad)...))
+				if err != nil || r.Endpoint.Addr != bad {
+					t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, bad)
+				}
+				r.Done(errReset)
+			}
+			synctest.Wait()
+			if i == 0 {
+				time.Sleep(time.Second) // the second ejection ends later
+			}
+		}
+		if !status(b, as[0]).Ejected || !status(b, as[1]).Ejected {
+			t.Fatalf("want 2 ejected: %+v", b.Status())
+		}
+		w.SetAddrs(as[:5]...)
+		synctest.Wait()
+		ejected := 0
+		for _, s := range b.Status() {
+			if s.Ejected {
+				ejected++
+			}
+		}
+		if ejected > 1 || len(b.picker.Load().ready) < 4 {
+			t.Fatalf("after the set shrank to 5: %d ejected, %d ready; the cap allows 1 of 5", ejected, len(b.picker.Load().ready))
+		}
+		if !status(b, as[1]).Ejected {
+			t.Fatal("the ejection that ends last should stay")
+		}
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/dialtone-go/dialtone/discovery"
@@ -99,4 +100,26 @@ func samplingOnly() *Balancer {
 	b := &Balancer{}
 	b.samp.init()
 	return b
+}
+
+// bubble runs f in a synctest bubble, with the balancer's clock anchored in
+// the bubble's time (mono() would be negative otherwise).
+func bubble(t *testing.T, f func(t *testing.T)) {
+	synctest.Test(t, func(t *testing.T) {
+		old := epoch
+		epoch = time.Now().Add(-time.Second)
+		defer func() { epoch = old }()
+		f(t)
+	})
+}
+
+// status returns the NodeStatus of addr, or the zero NodeStatus when b has
+// no such node.
+func status(b *Balancer, addr string) NodeStatus {
+	for _, s := range b.Status() {
+		if s.Endpoint.Addr == addr {
+			return s
+		}
+	}
+	return NodeStatus{}
 }
