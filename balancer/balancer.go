@@ -446,7 +446,7 @@ func (b *Balancer) rebuild() time.Duration {
 	}
 	healthy := len(ready)
 	b.reseed(back)
-	panicking := b.opts.panicThreshold > 0 && float64(healthy) < b.opts.panicThreshold*float64(len(all))
+	panicking := b.opts.panicThreshold > 0 && belowShare(healthy, len(all), b.opts.panicThreshold)
 	if panicking {
 		ready = ready[:0]
 		for i, n := range all {
@@ -485,6 +485,15 @@ func (b *Balancer) rebuild() time.Duration {
 		return time.Hour
 	}
 	return time.Duration(next - now)
+}
+
+// belowShare reports whether k of n is less than share of n. The product
+// share x n is rounded up by float arithmetic for some shares (0.07 x 100
+// is 7.000000000000001), which would count exactly the share as below it;
+// the product is lowered by far more than that error and far less than
+// any real fraction of a node.
+func belowShare(k, n int, share float64) bool {
+	return float64(k) < share*float64(n)*(1-1e-12)
 }
 
 // sameCounts reports whether a and b, errors of pickers built from one

@@ -711,3 +711,24 @@ func TestEjectionCapFollowsTheSetWhenItShrinks(t *testing.T) {
 		}
 	})
 }
+
+// The panic threshold is a share: exactly that share of healthy nodes is
+// not below it, whatever the float error of share x n (0.07 x 100 is
+// 7.000000000000001, which counted 7 healthy nodes of 100 as below 7 %).
+func TestPanicThresholdShareIsExact(t *testing.T) {
+	for _, n := range []int{3, 10, 100, 1000} {
+		for pct := 1; pct < 100; pct++ {
+			share := float64(pct) / 100
+			if n*pct%100 != 0 {
+				continue // the share is no whole number of nodes
+			}
+			k := n * pct / 100
+			if belowShare(k, n, share) {
+				t.Errorf("%d healthy of %d counted below the share %v", k, n, share)
+			}
+			if !belowShare(k-1, n, share) {
+				t.Errorf("%d healthy of %d not counted below the share %v", k-1, n, share)
+			}
+		}
+	}
+}
