@@ -48,8 +48,11 @@ type Config struct {
 	Jitter float64
 
 	// HalfOpenMaxRequests is the number of probes a half-open breaker lets
-	// through at once, and the number of successes that close it. Zero or
-	// negative means 1.
+	// through in one half-open period (not at once: a probe that finished
+	// keeps its slot, except one whose outcome is excluded, such as the
+	// caller's cancellation, which gives it back), and the number of
+	// successes that close it; a failure opens it again. Zero or negative
+	// means 1.
 	HalfOpenMaxRequests int
 }
 
