@@ -31,7 +31,20 @@ var errInsecureSkipVerify = errors.New("consul: " + api.HTTPSSLVerifyEnvName + "
 // anything that is not a boolean: api.DefaultConfig turns either into
 // InsecureSkipVerify without a word (an unparsable value only logs a
 // warning). The etcd package refuses ETCDCTL_INSECURE_SKIP_TLS_VERIFY so.
+//
+// It also refuses CONSUL_HTTP_SSL set to anything that is not a boolean
+// ("yes", "on"): api.DefaultConfig only logs a warning for it and keeps
+// plain HTTP, sending the token in clear to an agent the operator asked to
+// reach over TLS.
 func checkSSLVerifyEnv(getenv func(string) string) error {
+	if v := getenv(api.HTTPSSLEnvName); v != "" {
+		if _, err := strconv.ParseBool(v); err != nil {
+			if len(v) > 16 {
+				v = v[:16] + "..."
+			}
+			return fmt.Errorf("consul: %s=%q is not a boolean (want true or false); Consul's client would use plain HTTP", api.HTTPSSLEnvName, v)
+		}
+	}
 	v := getenv(api.HTTPSSLVerifyEnvName)
 	if v == "" {
 		return nil

@@ -59,7 +59,9 @@
 // skipping verification (as it would for any value that is not a boolean),
 // is refused with an error by New and NewRegistrar, as the etcd package
 // refuses ETCDCTL_INSECURE_SKIP_TLS_VERIFY: the environment cannot turn
-// verification off. Only code can, through WithAPIConfig.
+// verification off. Only code can, through WithAPIConfig. CONSUL_HTTP_SSL set
+// to a value that is not a boolean ("yes"), which Consul's client would read
+// as plain HTTP with only a warning, is refused too.
 //
 // Importing the package registers the "consul" scheme with discovery.Watch:
 //

@@ -1,0 +1,58 @@
+package consul
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/discovery"
+)
+
+// CONSUL_HTTP_SSL set to something that is not a boolean ("yes", "on") is
+// refused with an error naming the variable, by New, by the consul:// target
+// and by NewRegistrar, before any request: Consul's client only logs a
+// warning for it and talks plaintext, sending the token in clear to an agent
+// the operator asked to reach over TLS. This is the same silent downgrade
+// checkSSLVerifyEnv refuses for CONSUL_HTTP_SSL_VERIFY.
+func TestSSLNotBooleanInEnvironmentIsRefused(t *testing.T) {
+	f := newFakeAgent(t, func(*http.Request, int) (int, string, string) { return 200, "1", "[]" })
+	for _, v := range []string{"yes", "on", "https"} {
+		t.Setenv("CONSUL_HTTP_SSL", v)
+		check := func(what string, err error) {
+			t.Helper()
+			if err == nil || !strings.Contains(err.Error(), "CONSUL_HTTP_SSL") {
+				t.Errorf("%s with CONSUL_HTTP_SSL=%s = %v, want an error naming the variable", what, v, err)
+			}
+		}
+		w, err := New("web", WithAddress(f.addr()), WithToken("s3cr3t"))
+		if err == nil {
+			// Give it the time to send its first (plaintext) read.
+			time.Sleep(100 * time.Millisecond)
+			w.Close()
+		}
+		check("New", err)
+		dw, err := discovery.Watch(t.Context(), "consul://"+f.addr()+"/web")
+		if err == nil {
+			time.Sleep(100 * time.Millisecond)
+			dw.Close()
+		}
+		check("Watch", err)
+		r, err := NewRegistrar(t.Context(), Registration{Name: "web", Addr: "127.0.0.1:9001", Check: Check{TTL: 10 * time.Second}}, WithAddress(f.addr()))
+		if err == nil {
+			r.Close()
+		}
+		check("NewRegistrar", err)
+	}
+	if n := f.n.Load(); n != 0 {
+		t.Errorf("%d plaintext requests reached the agent while CONSUL_HTTP_SSL asked for TLS", n)
+	}
+	for _, v := range []string{"true", "false", "1", "0"} {
+		t.Setenv("CONSUL_HTTP_SSL", v)
+		w, err := New("web", WithAddress(f.addr()))
+		if err != nil {
+			t.Fatalf("New with CONSUL_HTTP_SSL=%s = %v", v, err)
+		}
+		w.Close()
+	}
+}
