@@ -83,6 +83,18 @@ func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 		cfg.Token = o.token
 		cfg.TokenFile = ""
 	}
+	if addressHasCredentials(cfg.Address) {
+		// Not echoed: it holds a password. Consul's client would take
+		// user:password@host whole as the host, fail every request and
+		// quote it in each error.
+		from := api.HTTPAddrEnvName
+		if o.address != "" {
+			from = "WithAddress"
+		} else if os.Getenv(api.HTTPAddrEnvName) != cfg.Address {
+			from = "WithAPIConfig's Address"
+		}
+		return nil, nil, fmt.Errorf("consul: the agent address in %s holds credentials (\"@\"); set the token (%s or WithToken), or %s for HTTP basic authentication", from, api.HTTPTokenEnvName, api.HTTPAuthEnvName)
+	}
 	o.anonymous = cfg.Token == "" && cfg.TokenFile == ""
 	if cfg.Transport == nil {
 		cfg.Transport = api.DefaultConfig().Transport
@@ -121,6 +133,20 @@ func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 		return nil, nil, fmt.Errorf("consul: client: %w", err)
 	}
 	return c, hc, nil
+}
+
+// addressHasCredentials reports whether an agent address (host:port, or a
+// URL) has user information before its host: "user:password@host:port".
+// A unix:// socket path may hold any byte.
+func addressHasCredentials(addr string) bool {
+	if strings.HasPrefix(addr, "unix://") {
+		return false
+	}
+	if _, rest, ok := strings.Cut(addr, "://"); ok {
+		addr = rest
+	}
+	authority, _, _ := strings.Cut(addr, "/")
+	return strings.Contains(authority, "@")
 }
 
 // maxErrorBody is how much of an error answer's body is read: Consul's

@@ -61,7 +61,9 @@
 // refuses ETCDCTL_INSECURE_SKIP_TLS_VERIFY: the environment cannot turn
 // verification off. Only code can, through WithAPIConfig. CONSUL_HTTP_SSL set
 // to a value that is not a boolean ("yes"), which Consul's client would read
-// as plain HTTP with only a warning, is refused too.
+// as plain HTTP with only a warning, is refused too. An agent address with
+// credentials (user:password@host, in CONSUL_HTTP_ADDR or WithAddress) is
+// refused without being quoted.
 //
 // Importing the package registers the "consul" scheme with discovery.Watch:
 //

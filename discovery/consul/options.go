@@ -52,7 +52,8 @@ func defaultOptions() options {
 // WithAddress sets the agent's address: host:port, a URL with http:// or
 // https://, or unix:///path/to/agent.sock for an agent's HTTP API on a unix
 // socket (redirects are refused and bodies capped there too). Default:
-// CONSUL_HTTP_ADDR, then 127.0.0.1:8500.
+// CONSUL_HTTP_ADDR, then 127.0.0.1:8500. An address with credentials
+// (user:password@host) is refused; the token goes in WithToken.
 func WithAddress(addr string) Option { return func(o *options) { o.address = addr } }
 
 // WithToken sets the ACL token. Default: CONSUL_HTTP_TOKEN or the file named by

@@ -45,3 +45,20 @@ func TestEtcdRegistrationReadsEtcdctlVariables(t *testing.T) {
 		t.Fatal("echo -registry etcd ignored ETCDCTL_CACERT: it registered in plaintext and served")
 	}
 }
+
+// TestConsulAddressCredentialsNotEchoed: a CONSUL_HTTP_ADDR that holds a
+// password (user:password@host) fails the registration, and the error the
+// program prints does not repeat the password.
+func TestConsulAddressCredentialsNotEchoed(t *testing.T) {
+	const pw = "p4ssw0rd-value"
+	t.Setenv("CONSUL_HTTP_ADDR", "http://alice:"+pw+"@127.0.0.1:1")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err := run(ctx, []string{"-registry", "consul", "-name", "c1", "-drain", "0s"}, io.Discard)
+	if err == nil {
+		t.Fatal("run: no error with an unusable CONSUL_HTTP_ADDR")
+	}
+	if strings.Contains(err.Error(), pw) {
+		t.Fatalf("the password leaked into the error: %v", err)
+	}
+}

@@ -217,7 +217,11 @@ func register(ctx context.Context, c config, log *slog.Logger) (io.Closer, error
 		}
 		reg, err := consul.NewRegistrar(ctx, r, consul.WithLogger(log))
 		if err != nil {
-			return nil, fmt.Errorf("register with consul (CONSUL_HTTP_ADDR=%q): %w", os.Getenv("CONSUL_HTTP_ADDR"), err)
+			addr := os.Getenv("CONSUL_HTTP_ADDR")
+			if strings.Contains(addr, "@") {
+				addr = "(not shown: it holds credentials)" // the library refuses it
+			}
+			return nil, fmt.Errorf("register with consul (CONSUL_HTTP_ADDR=%q): %w", addr, err)
 		}
 		log.Info("registered with consul", "service", c.service, "id", reg.ID())
 		return reg, nil
