@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -40,7 +41,9 @@ var errInsecureSkipVerify = errors.New("etcd: " + varInsecureSkipVerify + " is r
 // "Security", for the variables.
 //
 // endpoints are host:port or http(s):// URLs; none means ETCD_ENDPOINTS,
-// then DefaultEndpoint. The error names the variable at fault and never
+// then DefaultEndpoint. A malformed endpoint (no port, a port out of range,
+// a scheme other than http, https, unix or unixs) is an error naming it and
+// where it came from. The error names the variable at fault and never
 // contains the password. Safe from any goroutine.
 func ConfigFromEnv(endpoints ...string) (clientv3.Config, error) {
 	return configFromEnv(os.Getenv, endpoints)
@@ -48,8 +51,10 @@ func ConfigFromEnv(endpoints ...string) (clientv3.Config, error) {
 
 // configFromEnv is ConfigFromEnv reading the environment through getenv.
 func configFromEnv(getenv func(string) string, endpoints []string) (clientv3.Config, error) {
+	from := "endpoint"
 	if len(endpoints) == 0 {
 		endpoints = envEndpoints(getenv(varEndpoints))
+		from = varEndpoints
 	}
 	if len(endpoints) == 0 {
 		endpoints = []string{DefaultEndpoint}
@@ -57,6 +62,9 @@ func configFromEnv(getenv func(string) string, endpoints []string) (clientv3.Con
 	for _, ep := range endpoints {
 		if strings.Contains(ep, "@") { // not echoed: it may hold a password
 			return clientv3.Config{}, fmt.Errorf("etcd: an endpoint holds credentials (\"@\"); set %s and %s instead", varUser, varPassword)
+		}
+		if err := checkEndpoint(ep); err != nil {
+			return clientv3.Config{}, fmt.Errorf("etcd: %s %q: %w", from, clip(ep), err)
 		}
 	}
 	cfg := clientv3.Config{
@@ -210,6 +218,36 @@ func envBool(getenv func(string) string, name string) (bool, error) {
 		return false, fmt.Errorf("etcd: %s=%q is not a boolean", name, clip(v))
 	}
 	return b, nil
+}
+
+// checkEndpoint checks what etcd's client can dial: host:port, or an
+// http:// or https:// URL with a host and a port in 1-65535 (unix:// and
+// unixs:// socket endpoints are left to the client). Without the check, a
+// missing port or a typo made every request time out, with an error that
+// named neither the endpoint nor where it came from.
+func checkEndpoint(ep string) error {
+	hostport := ep
+	if scheme, rest, ok := strings.Cut(ep, "://"); ok {
+		switch strings.ToLower(scheme) {
+		case "http", "https":
+			hostport, _, _ = strings.Cut(rest, "/")
+		case "unix", "unixs":
+			return nil
+		default:
+			return fmt.Errorf("scheme %q: want host:port, http://host:port or https://host:port", clip(scheme))
+		}
+	}
+	if strings.ContainsFunc(hostport, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return errors.New("contains whitespace or control characters")
+	}
+	_, port, err := net.SplitHostPort(hostport) // an empty host is the local system, as for net.Dial
+	if err != nil {
+		return errors.New("not host:port (is the port missing?)")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || port[0] == '+' {
+		return fmt.Errorf("port %q out of range 1-65535", clip(port))
+	}
+	return nil
 }
 
 // envEndpoints splits ETCD_ENDPOINTS ("host:port,host:port", as etcdctl
