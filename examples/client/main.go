@@ -12,7 +12,8 @@
 // registry addresses default to CONSUL_HTTP_ADDR (token CONSUL_HTTP_TOKEN)
 // and ETCD_ENDPOINTS when the target names none. -n 0 calls until SIGINT or
 // SIGTERM. At the end it prints a summary; it exits 1 when more calls failed
-// than -max-failures allows, and 2 on a usage error.
+// than -max-failures allows, and 2 on a usage error (a malformed -target
+// included).
 package main
 
 import (
@@ -30,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dialtone-go/dialtone/discovery"
 	_ "github.com/dialtone-go/dialtone/discovery/consul" // registers consul://
 	_ "github.com/dialtone-go/dialtone/discovery/etcd"   // registers etcd://
 	"github.com/dialtone-go/dialtone/examples/echo/echoapi"
@@ -121,6 +123,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	client, err := rpcclient.Dial(ctx, c.target, rpcclient.WithLogger(log))
+	if errors.Is(err, discovery.ErrBadTarget) || errors.Is(err, discovery.ErrUnknownScheme) {
+		// A usage error, as for dialtone watch and call: exit 2, not the
+		// status of failed calls.
+		fmt.Fprintln(os.Stderr, "client: -target:", err)
+		return fmt.Errorf("%w: %w", errUsage, err)
+	}
 	if err != nil {
 		return err
 	}

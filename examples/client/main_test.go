@@ -147,4 +147,11 @@ func TestBadFlags(t *testing.T) {
 	if err := run(context.Background(), []string{"-target", "nope"}, &strings.Builder{}); err == nil {
 		t.Error("run with a malformed target succeeded")
 	}
+	// A malformed or unknown target is a usage error (exit 2), as for
+	// dialtone watch and call, not "calls failed" (exit 1).
+	for _, target := range []string{"nope", "static:///127.0.0.1", "consul:///echo?bogus=1", "zk:///echo"} {
+		if err := run(context.Background(), []string{"-target", target}, &strings.Builder{}); !errors.Is(err, errUsage) {
+			t.Errorf("run -target %q = %v, want a usage error", target, err)
+		}
+	}
 }
