@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +23,9 @@ func runWatch(ctx context.Context, fs *flag.FlagSet, o options, stdout, stderr i
 	target := fs.Arg(0)
 	w, err := discovery.Watch(ctx, target)
 	if err != nil {
+		if ctx.Err() != nil && !errors.Is(err, discovery.ErrBadTarget) && !errors.Is(err, discovery.ErrUnknownScheme) {
+			return exitOK // interrupted while the builder waited (an etcd login)
+		}
 		return targetError(stderr, "watch", err)
 	}
 	defer w.Close()

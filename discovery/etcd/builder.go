@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -38,8 +39,8 @@ var credentialKeys = map[string]bool{"user": true, "username": true, "password":
 // verification (ErrTLSVerify) is reported in State.Err, never downgraded
 // to plaintext. With credentials (ETCDCTL_USER), etcd's client logs in
 // while it is made, so build blocks until etcd answers, at most 5 s or
-// until ctx's deadline, and returns a wrong password, ErrTLSVerify (at
-// once) or an unreachable etcd as its error.
+// until ctx ends (then with ctx's error), and returns a wrong password,
+// ErrTLSVerify (at once) or an unreachable etcd as its error.
 //
 // To configure the client in code, make a *clientv3.Client (from
 // ConfigFromEnv, adjusted, if convenient) and call New with it.
@@ -99,14 +100,28 @@ func build(ctx context.Context, t discovery.Target) (discovery.Watcher, error) {
 // handshake fails it only says, at the deadline, that the time ran out: a
 // handshake of our own runs alongside to find out why, and ends the wait at
 // once when no server passes verification.
+//
+// ctx bounds the login: when it ends first, the client is aborted and ctx's
+// error returned (wrapped with the client's).
 func dial(ctx context.Context, cfg clientv3.Config) (*clientv3.Client, func(), error) {
 	life, abort := context.WithCancel(context.Background())
 	cfg.Context = life
+	// A login (with credentials, clientv3.New waits for it) ends with ctx,
+	// not only at its deadline: Ctrl-C in a CLI must not wait out the dial
+	// timeout.
+	stop := context.AfterFunc(ctx, abort)
+	defer stop()
 	if cfg.TLS == nil || cfg.Username == "" {
 		c, err := clientv3.New(cfg)
+		if err == nil && !stop() {
+			// ctx ended between the login and here: abort has run, or
+			// will, and the client is dead.
+			c.Close()
+			err = ctx.Err()
+		}
 		if err != nil {
 			abort()
-			return nil, nil, err
+			return nil, nil, withCtxErr(ctx, err)
 		}
 		return c, abort, nil
 	}
@@ -125,17 +140,27 @@ func dial(ctx context.Context, cfg clientv3.Config) (*clientv3.Client, func(), e
 		cancel()
 	}
 	verr := <-verified
-	if err == nil && life.Err() != nil {
-		// Given up on between the login and here: the client is dead.
+	if err == nil && (!stop() || life.Err() != nil) {
+		// Given up on between the login and here (ctx ended, or no
+		// server passed verification): the client is dead.
 		c.Close()
-		err = life.Err()
+		err = context.Canceled
 	}
 	if err == nil {
 		return c, abort, nil
 	}
 	abort()
 	if verr != nil {
-		return nil, nil, fmt.Errorf("%w (%w)", verr, err)
+		err = fmt.Errorf("%w (%w)", verr, err)
 	}
-	return nil, nil, err
+	return nil, nil, withCtxErr(ctx, err)
+}
+
+// withCtxErr wraps err with ctx's error when ctx has ended and err does not
+// say so already: the caller gave up, and errors.Is should tell.
+func withCtxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w (%w)", cerr, err)
+	}
+	return err
 }

@@ -99,7 +99,7 @@
 //     timeout, 5 s), as for an unreachable etcd;
 //   - with credentials, etcd's client logs in while it is made, so
 //     discovery.Watch blocks until etcd answers (at most 5 s, or until its
-//     ctx's deadline) and returns the error: a wrong password
+//     ctx ends) and returns the error: a wrong password
 //     (rpctypes.ErrAuthFailed), ErrTLSVerify at once when no server passes
 //     verification, or a timeout when etcd is unreachable.
 //
