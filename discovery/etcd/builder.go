@@ -82,10 +82,10 @@ func build(ctx context.Context, t discovery.Target) (discovery.Watcher, error) {
 	}
 	var opts []Option
 	if cfg.TLS != nil {
-		tc, eps := cfg.TLS, cfg.Endpoints
+		tc, eps, why := cfg.TLS, cfg.Endpoints, tlsReason(os.Getenv, cfg.Endpoints)
 		opts = append(opts, func(o *options) {
 			o.explain = func(ctx context.Context) error {
-				_, err := verifyServers(ctx, tc, eps)
+				_, err := verifyServers(ctx, tc, eps, why)
 				return err
 			}
 		})
@@ -129,7 +129,7 @@ func dial(ctx context.Context, cfg clientv3.Config) (*clientv3.Client, func(), e
 	defer cancel()
 	verified := make(chan error, 1)
 	go func() {
-		all, err := verifyServers(vctx, cfg.TLS, cfg.Endpoints)
+		all, err := verifyServers(vctx, cfg.TLS, cfg.Endpoints, tlsReason(os.Getenv, cfg.Endpoints))
 		if all {
 			abort()
 		}

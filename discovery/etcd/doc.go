@@ -103,6 +103,11 @@
 //     (rpctypes.ErrAuthFailed), ErrTLSVerify at once when no server passes
 //     verification, or a timeout when etcd is unreachable.
 //
+// A server that answers in plaintext while TLS is configured (a local etcd
+// without TLS, reached with etcdctl's variables set for another) is
+// reported so, with the setting that turned TLS on, instead of as a bare
+// timeout.
+//
 // Without TLS, the password crosses the network in clear: use TLS with
 // authentication.
 //
