@@ -100,6 +100,7 @@ func run(ctx context.Context, o options, stdout io.Writer) (err error) {
 		d.reg, err = newConsulRegistry(ctx, o.consul)
 	} else {
 		d.view.logf("starting an embedded etcd on loopback")
+		ignoreEtcdctlEnv(d.view.logf)
 		d.reg, err = startEtcd(ctx)
 	}
 	if err != nil {

@@ -98,6 +98,23 @@ func startEtcdOnce(ctx context.Context, dir, dataDir string) (*etcdRegistry, err
 	}
 }
 
+// ignoreEtcdctlEnv unsets etcdctl's TLS and auth variables, which the
+// client's etcd:// target reads: they are an operator's settings for
+// another etcd (a TLS cluster), and would make the client speak TLS, or log
+// in, to the embedded one, which serves plaintext on loopback without
+// authentication.
+func ignoreEtcdctlEnv(logf func(format string, args ...any)) {
+	for _, v := range []string{
+		"ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY", "ETCDCTL_USER", "ETCDCTL_PASSWORD",
+		"ETCDCTL_INSECURE_TRANSPORT", "ETCDCTL_INSECURE_SKIP_TLS_VERIFY",
+	} {
+		if _, ok := os.LookupEnv(v); ok {
+			os.Unsetenv(v)
+			logf("ignoring %s: the embedded etcd serves plaintext on loopback", v)
+		}
+	}
+}
+
 func (r *etcdRegistry) Target() string { return "etcd://" + r.host + "/" + etcdPrefix }
 
 // Close stops etcd, waits for it, and removes its data.
