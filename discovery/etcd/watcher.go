@@ -269,7 +269,7 @@ func (w *Watcher) list(ctx context.Context) (*snapshot, int64, error) {
 	limit := w.opts.maxEntries
 	resp, err := w.client.Get(lctx, w.dir, clientv3.WithPrefix(), clientv3.WithLimit(int64(limit)+1))
 	if err != nil {
-		return nil, 0, fmt.Errorf("etcd: list %q: %w", w.dir, err)
+		return nil, 0, fmt.Errorf("etcd: list %q at %s: %w", w.dir, endpointsText(w.client.Endpoints()), err)
 	}
 	if resp.More || len(resp.Kvs) > limit {
 		return nil, 0, fmt.Errorf("etcd: list %q: %d keys, more than the limit of %d (WithMaxEntries)", w.dir, resp.Count, limit)
@@ -572,4 +572,31 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// endpointsText lists a client's endpoints for an error: an unreachable or
+// silent etcd otherwise shows only "context deadline exceeded", which
+// names neither the servers tried nor where they came from. Userinfo
+// (user:password@, which ConfigFromEnv refuses but a caller's own client
+// may hold) is left out, and the list is clipped.
+func endpointsText(eps []string) string {
+	parts := make([]string, len(eps))
+	for i, ep := range eps {
+		scheme, rest, ok := strings.Cut(ep, "://")
+		if !ok {
+			scheme, rest = "", ep
+		}
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			rest = rest[at+1:]
+		}
+		if ok {
+			rest = scheme + "://" + rest
+		}
+		parts[i] = clip(rest)
+	}
+	text := strings.Join(parts, ",")
+	if len(text) > 256 {
+		text = text[:256] + "..."
+	}
+	return text
 }

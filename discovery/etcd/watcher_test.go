@@ -159,6 +159,17 @@ func TestWatcherEtcdRestart(t *testing.T) {
 	if s.Synced.IsZero() {
 		t.Errorf("Synced is zero; want the time of the last good answer")
 	}
+	// An unreachable etcd is named: "context deadline exceeded" alone
+	// says nothing of which servers were tried.
+	down := s
+	if !strings.Contains(s.Err.Error(), "etcd: list") {
+		down = waitState(t, w, "the list's error", func(s discovery.State) bool {
+			return s.Err != nil && strings.Contains(s.Err.Error(), "etcd: list")
+		})
+	}
+	if ep := cli.Endpoints()[0]; !strings.Contains(down.Err.Error(), ep) {
+		t.Errorf("State.Err = %v; want it to name the endpoint %s", down.Err, ep)
+	}
 
 	srv.Restart(t)
 	put(t, cli, "svc/b", ep("b", "10.0.0.2:80"))
@@ -599,5 +610,20 @@ func TestWatchersClosedBeforeTheirWatchLeaveNoStreams(t *testing.T) {
 	}
 	if g := runtime.NumGoroutine(); g > g0+8 {
 		t.Fatalf("%d goroutines after 10 Watchers closed between list and watch, %d before: streams left open", g, g0)
+	}
+}
+
+// endpointsText never shows userinfo, and bounds what a long list adds.
+func TestEndpointsTextLeavesOutCredentials(t *testing.T) {
+	got := endpointsText([]string{"http://alice:s3cret@10.0.0.1:2379", "bob:pw@10.0.0.2:2379", "10.0.0.3:2379"})
+	if want := "http://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379"; got != want {
+		t.Errorf("endpointsText = %q, want %q", got, want)
+	}
+	many := make([]string, 100)
+	for i := range many {
+		many[i] = "10.0.0.1:2379"
+	}
+	if got := endpointsText(many); len(got) > 260 {
+		t.Errorf("endpointsText of 100 endpoints is %d bytes; want it clipped near 256", len(got))
 	}
 }
