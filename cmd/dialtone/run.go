@@ -65,6 +65,10 @@ Environment:
                      (CONSUL_HTTP_SSL, CONSUL_CACERT, ... configure TLS.)
   ETCD_ENDPOINTS     Comma-separated etcd endpoints for etcd:// targets that
                      name none.
+                     (ETCDCTL_CACERT, ETCDCTL_CERT, ETCDCTL_KEY and
+                     ETCDCTL_INSECURE_TRANSPORT configure TLS, ETCDCTL_USER
+                     and ETCDCTL_PASSWORD authentication, as for etcdctl;
+                     ETCDCTL_ENDPOINTS is not read.)
 
 Examples:
   dialtone watch consul://127.0.0.1:8500/echo
