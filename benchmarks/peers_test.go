@@ -91,6 +91,32 @@ func grpcPick(b *testing.B, p balancer.Picker, withDone bool) {
 			}
 		})
 	})
+	if !withDone {
+		return
+	}
+	// overlap: serial, but each request ends after the next one is
+	// picked, so one is always in flight, as in a client whose calls
+	// overlap (see ours_test.go, pickDoneOverlap).
+	b.Run("overlap", func(b *testing.B) {
+		b.ReportAllocs()
+		prev, err := p.Pick(info)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := 0; i < b.N; i++ {
+			res, err := p.Pick(info)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if prev.Done != nil {
+				prev.Done(balancer.DoneInfo{})
+			}
+			prev = res
+		}
+		if prev.Done != nil {
+			prev.Done(balancer.DoneInfo{})
+		}
+	})
 }
 
 // kitexNext measures picker.Next on a kitex picker.
