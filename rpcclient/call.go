@@ -594,8 +594,10 @@ func nodeOutcome(err error) error {
 	var dw *dialWaitError
 	var ee *encodeError
 	var sw *slotWaitError
+	// ErrClosed: this client's Close failed the call (a connection it
+	// closed, a dial it ended), which says nothing about the node either.
 	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) || errors.As(err, &sw) ||
-		isLocalClose(err) {
+		isLocalClose(err) || errors.Is(err, ErrClosed) {
 		return errNoOutcome
 	}
 	return err

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
 // A call waiting for a refreshed endpoint set after its dial failed and the
@@ -38,5 +41,56 @@ func TestCloseDuringRefreshAfterAFailedPickIsErrClosed(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("the call did not end at Close")
+	}
+}
+
+// Close fails the calls pending on a healthy node with ErrClosed: this side's
+// decision, not the node's failure. It must not count against the node's
+// breaker (DESIGN: only transport errors and attempt timeouts count), and
+// the user's breaker-event callback must not hear the node "open" because
+// the client shut down.
+func TestCloseDoesNotTripBreakersOfHealthyNodes(t *testing.T) {
+	srv := rpctest.Start(t)
+	var mu sync.Mutex
+	var events []breaker.Event
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithBalancer(
+		balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 5}),
+		balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true}),
+		balancer.WithBreakerEvents(func(e breaker.Event) {
+			mu.Lock()
+			events = append(events, e)
+			mu.Unlock()
+		})))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "warm"}, &r); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			var r rpctest.EchoReply
+			c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 2 * time.Second}, &r, Idempotent())
+		})
+	}
+	for c.Endpoints()[0].Pending < 20 {
+		time.Sleep(time.Millisecond)
+	}
+	// What the breaker saw, read as the balancer does, right as Close
+	// releases the calls.
+	bal := c.Balancer()
+	c.Close()
+	wg.Wait()
+	st := bal.Status()
+	mu.Lock()
+	defer mu.Unlock()
+	for _, e := range events {
+		t.Errorf("breaker event during Close of a healthy node: %s %v -> %v", e.Addr, e.From, e.To)
+	}
+	for _, s := range st {
+		if s.Breaker != breaker.Closed {
+			t.Errorf("after Close, the healthy node's breaker is %v", s.Breaker)
+		}
 	}
 }
