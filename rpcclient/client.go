@@ -42,7 +42,9 @@ type Client struct {
 	life   context.Context
 	cancel context.CancelFunc
 	once   sync.Once
-	wg     sync.WaitGroup // maintenance goroutine and every connection's goroutines
+	// closeErr is what Close returns: the owned watcher's Close error.
+	closeErr error
+	wg       sync.WaitGroup // maintenance goroutine and every connection's goroutines
 }
 
 // Dial watches target (see discovery.Watch; import discovery/consul or
@@ -281,7 +283,10 @@ func (c *Client) Endpoints() []EndpointStatus {
 
 // Close fails pending calls with ErrClosed, closes every connection, stops
 // the balancer and, for a Client made by Dial, the watcher. It returns after
-// every goroutine the Client started has exited. A second Close is a no-op.
+// every goroutine the Client started has exited, with the error of closing
+// the watcher it owns (nil for a Client made by New, which leaves the
+// watcher to its caller). A second Close does nothing more and returns the
+// same error.
 func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.closed.Store(true)
@@ -294,9 +299,11 @@ func (c *Client) Close() error {
 		}
 		c.bal.Close()
 		if c.ownsW {
-			c.w.Close()
+			if err := c.w.Close(); err != nil {
+				c.closeErr = fmt.Errorf("rpcclient: close the watcher of %q: %w", c.service, err)
+			}
 		}
 		c.wg.Wait()
 	})
-	return nil
+	return c.closeErr
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -91,6 +92,36 @@ func TestCloseDoesNotTripBreakersOfHealthyNodes(t *testing.T) {
 	for _, s := range st {
 		if s.Breaker != breaker.Closed {
 			t.Errorf("after Close, the healthy node's breaker is %v", s.Breaker)
+		}
+	}
+}
+
+// closeErrWatcher is a Static whose Close reports an error, as an etcd
+// client's failing Close would.
+type closeErrWatcher struct{ *discovery.Static }
+
+var errWatcherClose = errors.New("watcher close failed")
+
+func (w closeErrWatcher) Close() error {
+	w.Static.Close()
+	return errWatcherClose
+}
+
+// Close returns the error of closing the watcher a Dial made, on every
+// call; it was dropped (Close always returned nil).
+func TestCloseReturnsTheOwnedWatchersError(t *testing.T) {
+	srv := rpctest.Start(t)
+	discovery.Register("closeerr", func(ctx context.Context, tg discovery.Target) (discovery.Watcher, error) {
+		s, err := discovery.NewStatic(discovery.Endpoint{ID: "a", Addr: srv.Addr()})
+		return closeErrWatcher{s}, err
+	})
+	c, err := Dial(context.Background(), "closeerr:///svc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := c.Close(); !errors.Is(err, errWatcherClose) {
+			t.Fatalf("Close #%d = %v; want the watcher's error", i+1, err)
 		}
 	}
 }
