@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/rpc"
+	"reflect"
 	"slices"
 	"time"
 
@@ -14,8 +15,10 @@ import (
 )
 
 // Call invokes serviceMethod ("Service.Method") with args and decodes the
-// reply into reply, which must be a pointer. It may be called from any
-// goroutine and blocks until the reply, a final error, or ctx.
+// reply into reply, which must be a non-nil pointer, or nil to discard the
+// reply; any other reply fails the call with ErrCodec before anything is
+// sent. It may be called from any goroutine and blocks until the reply, a
+// final error, or ctx.
 //
 // ctx's deadline covers every attempt. A failed attempt is retried, on a node
 // not tried yet when there is one, if all of these hold:
@@ -78,6 +81,16 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	idem = idem || keyed
 	if c.closed.Load() {
 		return &Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}}
+	}
+	if reply != nil {
+		// A reply that cannot receive a value (sum, not &sum; a nil
+		// *T) is the caller's slip: refused before the request runs,
+		// rather than found by the reader, whose failed decoding
+		// closes the connection and every call on it.
+		if rv := reflect.ValueOf(reply); rv.Kind() != reflect.Pointer || rv.IsNil() {
+			err := fmt.Errorf("%w: the reply must be a non-nil pointer, not %T", ErrCodec, reply)
+			return &Error{Method: serviceMethod, Err: err, Errs: []error{err}}
+		}
 	}
 	c.budget.onCall()
 	if hedge > 0 && idem && !keyed || hk != nil {
