@@ -58,7 +58,8 @@ type Balancer struct {
 
 // New starts a Balancer over w. It does not wait for discovery: until the
 // first State arrives, Pick fails with ErrNoEndpoints ("discovery has not
-// answered yet"). The Balancer reads w but does not own it: Close stops the
+// answered yet"); if w's Next fails before then (w was closed), with
+// ErrNoEndpoints and that error (discovery.ErrClosed). The Balancer reads w but does not own it: Close stops the
 // Balancer, and the caller closes w. New starts two goroutines (and those of
 // the breaker Set) that Close stops.
 func New(w discovery.Watcher, opts ...Option) *Balancer {
@@ -122,7 +123,20 @@ func (b *Balancer) watch() {
 	for {
 		s, err := b.w.Next(b.ctx)
 		if err != nil {
-			return // ctx done (Close) or the watcher closed: keep the last picker
+			// ctx done (Close), or the watcher closed (or broke its
+			// contract): keep the last picker. Before any State, that
+			// picker says discovery has not answered yet, and callers
+			// that wait for its first answer (rpcclient) would wait for
+			// ever: say instead that it never will.
+			if b.ctx.Err() == nil {
+				b.mu.Lock()
+				if !b.applied {
+					b.state.Err = err // for every later rebuild too
+					b.publish(b.emptyPicker(err))
+				}
+				b.mu.Unlock()
+			}
+			return
 		}
 		b.mu.Lock()
 		b.apply(s)
