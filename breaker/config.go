@@ -1,6 +1,7 @@
 package breaker
 
 import (
+	"math"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -44,7 +45,7 @@ type Config struct {
 	// Jitter spreads every open period uniformly over +-Jitter of itself, so
 	// that breakers tripped together do not half-open in lock-step. Zero
 	// means 0.2; a negative value disables jitter; values above 1 mean 1.
-	// An open period is never shorter than 1 ms.
+	// An open period is never shorter than 1 ms, nor longer than 73 years.
 	Jitter float64
 
 	// HalfOpenMaxRequests is the number of probes a half-open breaker lets
@@ -68,6 +69,7 @@ const (
 	defaultMaxOpenTimeout      = 300 * time.Second
 	defaultJitter              = 0.2
 	minOpenPeriod              = time.Millisecond
+	maxOpenPeriod              = time.Duration(math.MaxInt64 / 4) // 73 years: Set.since() + it cannot overflow
 )
 
 // withDefaults returns c with its zero values replaced by the defaults and
@@ -140,10 +142,15 @@ func (c *Config) openPeriod(n int, r float64) time.Duration {
 	if n >= 1 && time.Duration(n) <= c.MaxOpenTimeout/c.OpenTimeout {
 		d = c.OpenTimeout * time.Duration(n)
 	}
+	f := float64(d)
 	if c.Jitter > 0 {
-		d = time.Duration(float64(d) * (1 + c.Jitter*(2*r-1)))
+		f *= 1 + c.Jitter*(2*r-1)
 	}
-	return max(d, minOpenPeriod)
+	// In float, so that a period near math.MaxInt64 (an OpenTimeout meant
+	// as "for ever") jittered up does not wrap negative, and capped so that
+	// the deadline the Set adds it to does not either: either way the
+	// breaker would half-open at once.
+	return time.Duration(min(max(f, float64(minOpenPeriod)), float64(maxOpenPeriod)))
 }
 
 // settings builds the gobreaker settings of one breaker.
