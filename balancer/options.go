@@ -134,10 +134,11 @@ type OutlierConfig struct {
 	// BaseEjection is how long the first ejection lasts; the n-th lasts n
 	// times as long. Default 30 s.
 	BaseEjection time.Duration
-	// MaxEjection caps an ejection, jitter included. Default 300 s.
+	// MaxEjection caps an ejection, jitter included. Default 300 s; no
+	// ejection lasts more than 73 years.
 	MaxEjection time.Duration
-	// Jitter spreads ejection times by +- this share. Default 0.15;
-	// values above 1 mean 1.
+	// Jitter spreads ejection times by +- this share. Default 0.15 (for
+	// NaN too); values above 1 mean 1.
 	Jitter float64
 	// MaxEjectedShare caps the share of nodes ejected at once. The cap is
 	// rounded down but never below one node. Default 0.1. A node that
@@ -161,7 +162,7 @@ func (c OutlierConfig) withDefaults() OutlierConfig {
 	if c.MaxEjection <= 0 {
 		c.MaxEjection = 300 * time.Second
 	}
-	if c.Jitter <= 0 {
+	if !(c.Jitter > 0) { // NaN too: it made every ejection time NaN, and ejected nothing
 		c.Jitter = 0.15
 	}
 	c.Jitter = min(c.Jitter, 1) // never a negative ejection time

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"time"
 )
@@ -46,13 +47,20 @@ func (b *Balancer) eject(n *node, now int64, why string) {
 		return
 	}
 	n.ejections++
-	d := time.Duration(n.ejections) * c.BaseEjection
-	d = min(time.Duration(float64(d)*(1+c.Jitter*(2*b.rng.Float64()-1))), c.MaxEjection)
+	// In float, capped before it is a Duration again: an ejection time
+	// near math.MaxInt64 ("for good") wrapped negative in the product,
+	// the jitter or now + d, and the node was not ejected at all.
+	f := float64(n.ejections) * float64(c.BaseEjection) * (1 + c.Jitter*(2*b.rng.Float64()-1))
+	d := time.Duration(min(f, float64(c.MaxEjection), float64(maxEjectionTime)))
 	n.setEjected(now + int64(d))
 	n.consec.Store(0)
 	b.opts.logger.Warn("balancer: node ejected", "service", b.opts.service, "addr", n.addr,
 		"reason", why, "for", d, "times", n.ejections)
 }
+
+// maxEjectionTime is the longest ejection: 73 years, so that mono() + it
+// cannot overflow.
+const maxEjectionTime = time.Duration(math.MaxInt64 / 4)
 
 // endEjection ends n's ejection if it is over by now, with b.mu held. The
 // failures counted meanwhile are forgotten: they are those of requests
