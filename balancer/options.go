@@ -3,6 +3,7 @@ package balancer
 import (
 	"io"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/dialtone-go/dialtone/breaker"
@@ -86,12 +87,21 @@ func WithDegradedFactor(f float64) Option {
 // the share it starts from. Default 30 s from 10 %. The weight steps up
 // every twentieth of the window (at least 10 ms, at most 1 s apart) and is
 // full at its end. A zero or negative
-// window turns slow start off. A share outside [0, 1] means the nearer end;
+// window turns slow start off; one over 73 years means 73 years. A share
+// outside [0, 1] means the nearer end;
 // NaN means the default. Nodes present in the first discovery answer start
 // at full weight.
 func WithSlowStart(window time.Duration, minShare float64) Option {
-	return func(o *options) { o.slowStart, o.slowStartMin = max(window, 0), unitShare(minShare, 0.1) }
+	// Capped, so that the window's end (a node's arrival + window) cannot
+	// overflow: it wrapped negative, and the run goroutine rebuilt the
+	// picker every millisecond for as long as the node ramped up.
+	return func(o *options) {
+		o.slowStart, o.slowStartMin = min(max(window, 0), maxSlowStart), unitShare(minShare, 0.1)
+	}
 }
+
+// maxSlowStart is the longest slow-start window: 73 years.
+const maxSlowStart = time.Duration(math.MaxInt64 / 4)
 
 // unitShare returns x within [0, 1], or def when x is NaN.
 func unitShare(x, def float64) float64 {
