@@ -571,6 +571,13 @@ func setKey(args any, key string) error {
 		key = hex.EncodeToString(b[:])
 	}
 	ka.SetIdempotencyKey(key)
+	if got := ka.IdempotencyKey(); got != key {
+		// A key that did not stick (SetIdempotencyKey with a value
+		// receiver sets a copy) would let the call be retried after it
+		// may have run with no key, or another one, for the server to
+		// recognise it by.
+		return fmt.Errorf("rpcclient: WithIdempotencyKey: %T did not keep the key: IdempotencyKey returns %q after SetIdempotencyKey(%q) (pass a pointer, and give SetIdempotencyKey a pointer receiver)", args, got, key)
+	}
 	return nil
 }
 

@@ -283,7 +283,9 @@ func Idempotent() CallOption { return CallOption{idempotent: true} }
 // execute it twice. A non-empty key is always the one sent. With key "",
 // a key args already carry is kept (calling again with the same args after
 // ErrOutcomeUnknown is then a repeat the server recognises), and args
-// without one get a random key. A keyed call is retried but never hedged,
+// without one get a random key. Args whose IdempotencyKey does not then
+// return the key set (a SetIdempotencyKey with a value receiver) fail the
+// call before anything is sent. A keyed call is retried but never hedged,
 // and when it fails after a request may have run unanswered its error
 // wraps ErrOutcomeUnknown. With Idempotent() (or WithIdempotentMethods) too,
 // the call is simply idempotent, and the key is still sent.
