@@ -596,10 +596,15 @@ func (b *Balancer) Quarantine(addr string, d time.Duration) bool {
 		}
 		return true
 	}
-	n.quarUntil.Store(mono() + int64(d))
+	// Capped (73 years), so that mono() + d cannot wrap negative: the
+	// quarantine would be over before it began.
+	n.quarUntil.Store(mono() + int64(min(d, maxQuarantine)))
 	b.kick()
 	return true
 }
+
+// maxQuarantine is the longest quarantine: 73 years.
+const maxQuarantine = time.Duration(math.MaxInt64 / 4)
 
 // Close stops the Balancer's goroutines and its breakers and waits for them.
 // Pick then fails with ErrClosed. The watcher is not closed. Close is
