@@ -110,7 +110,10 @@ func newConn(addr string, nc net.Conn, o *options, onDead, onServes func(*conn),
 		born:    time.Now(),
 	}
 	if o.maxConnAge > 0 {
-		c.expires = c.born.Add(time.Duration(float64(o.maxConnAge) * (0.9 + 0.2*rand.Float64())))
+		// In float, capped: an age near math.MaxInt64 jittered up
+		// wrapped negative, and the connection was born past its age.
+		age := min(float64(o.maxConnAge)*(0.9+0.2*rand.Float64()), math.MaxInt64/2)
+		c.expires = c.born.Add(time.Duration(age))
 	}
 	c.wg.Add(1)
 	cwg.Add(1)
