@@ -60,7 +60,8 @@ type Balancer struct {
 // first State arrives, Pick fails with ErrNoEndpoints ("discovery has not
 // answered yet"); if w's Next fails before then (w was closed), with
 // ErrNoEndpoints and that error (discovery.ErrClosed). The Balancer reads w but does not own it: Close stops the
-// Balancer, and the caller closes w. New starts two goroutines (and those of
+// Balancer, and the caller closes w. w must not be shared with another
+// consumer: each State goes to one caller of Next. New starts two goroutines (and those of
 // the breaker Set) that Close stops.
 func New(w discovery.Watcher, opts ...Option) *Balancer {
 	o := defaultOptions()

@@ -74,7 +74,10 @@ func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
 }
 
 // New returns a Client over w. The caller keeps ownership of w and closes it
-// after the Client.
+// after the Client. w must not be shared with another Client or Balancer:
+// a Watcher has one consumer, and each State it publishes goes to only one
+// of several (a second Client over a Static may never get its first
+// State, and its calls wait for it as their ctx allows).
 func New(w discovery.Watcher, opts ...Option) (*Client, error) {
 	if w == nil {
 		return nil, errors.New("rpcclient: New with a nil watcher")
