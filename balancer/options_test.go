@@ -1,6 +1,11 @@
 package balancer
 
-import "testing"
+import (
+	"context"
+	"math"
+	"testing"
+	"time"
+)
 
 // WithLogger(nil) keeps the default: a nil logger would crash the first
 // ejection's log line, on the balancer's goroutine.
@@ -11,4 +16,74 @@ func TestWithLoggerNilKeepsTheDefault(t *testing.T) {
 		t.Fatal("WithLogger(nil) left no logger")
 	}
 	o.logger.Warn("balancer: the default logger takes this") // would panic on nil
+}
+
+// An ejection time near math.MaxInt64 ("eject for good") must eject the
+// node, not wrap negative on the way (n x BaseEjection, the jitter, or
+// now + d) into an ejection that is over before it began.
+func TestHugeEjectionTimeEjects(t *testing.T) {
+	for _, c := range []OutlierConfig{
+		{BaseEjection: math.MaxInt64, MaxEjection: math.MaxInt64},
+		{BaseEjection: math.MaxInt64},                                 // capped at the default 300 s
+		{BaseEjection: time.Hour, MaxEjection: math.MaxInt64},         // the second ejection overflows no more
+		{BaseEjection: math.MaxInt64 / 2, MaxEjection: math.MaxInt64}, // jittered up past MaxInt64
+		{Jitter: math.NaN()},                                          // NaN jitter: every ejection time was NaN
+	} {
+		c.ConsecutiveFailures, c.MaxEjectedShare = 3, 0.5
+		if c.Jitter == 0 {
+			c.Jitter = 0.15
+		}
+		for try := range 8 { // the jitter is random: some tries go up
+			as := addrs(2)
+			b, w := newTest(t, as, WithoutBreakers(), WithPanicThreshold(0), WithOutlierDetection(c))
+			for range 3 {
+				r, _ := b.Pick(context.Background(), Exclude(as[1]))
+				r.Done(errReset)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			for len(b.picker.Load().ready) != 1 && ctx.Err() == nil {
+				select {
+				case <-b.Updated():
+				case <-ctx.Done():
+				}
+			}
+			cancel()
+			if n := len(b.picker.Load().ready); n != 1 {
+				t.Fatalf("%+v, try %d: %d of 2 nodes ready after 3 failures of one; want it ejected (status %+v)", c, try, n, b.Status())
+			}
+			b.Close()
+			w.Close()
+		}
+	}
+}
+
+// Quarantine keeps addr out of picks for d, however long: a d near
+// math.MaxInt64 ("until I lift it") wrapped mono() + d negative, and the
+// node was not quarantined at all.
+func TestHugeQuarantineQuarantines(t *testing.T) {
+	as := addrs(2)
+	b, _ := newTest(t, as, WithPanicThreshold(0))
+	if !b.Quarantine(as[0], math.MaxInt64) {
+		t.Fatal("Quarantine: not a current node")
+	}
+	time.Sleep(20 * time.Millisecond) // the run goroutine rebuilds
+	waitFor(t, b, "the quarantine", func(p *picker) bool { return len(p.ready) == 1 })
+}
+
+// A slow-start window near math.MaxInt64 ("new nodes stay at their
+// starting share") must not wrap the end of the window negative: the run
+// goroutine then rebuilt the picker every millisecond for as long as the
+// node ramped, that is for ever.
+func TestHugeSlowStartWindowDoesNotSpin(t *testing.T) {
+	as := addrs(2)
+	b, w := newTest(t, as[:1], WithSlowStart(math.MaxInt64, 0.5))
+	w.SetAddrs(as...)
+	waitFor(t, b, "the second node", func(p *picker) bool { return len(p.ready) == 2 })
+	time.Sleep(50 * time.Millisecond)
+	b.mu.Lock()
+	at := b.wakeAt
+	b.mu.Unlock()
+	if at < mono()-int64(20*time.Millisecond) {
+		t.Fatalf("the run goroutine's next wake-up (%d) is before now (%d): it rebuilds every millisecond", at, mono())
+	}
 }
