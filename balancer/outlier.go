@@ -83,7 +83,7 @@ func (n *node) endEjection(now int64) {
 // cap allows, for as long as MaxEjection.
 func (b *Balancer) trimEjections(now int64) {
 	c := b.opts.outlier
-	if c.Disabled {
+	if c.Disabled || b.ejectedNodes == 0 {
 		return
 	}
 	limit, ejected := c.maxEjected(len(b.nodes)), 0
