@@ -17,7 +17,8 @@ import (
 // uneven weights), the first node under its limit in an order of the nodes
 // fixed by the key. So one hot key cannot sink a node, and a key spills
 // over to the same node while the loads stay as they are. loadFactor <= 1
-// means the default, 1.25.
+// or NaN means the default, 1.25; +Inf means no bound (plain consistent
+// hashing).
 // Weights set each node's share of the lookup table; picks without a
 // HashKey take a random slot of it, so they follow the weights too
 // (Degraded health and slow start included).
@@ -25,7 +26,7 @@ import (
 // The lookup table has 65537 entries (655373 above 4096 nodes), so Pick is
 // one hash and one table read whatever the number of nodes.
 func Maglev(loadFactor float64) Policy {
-	if loadFactor <= 1 {
+	if !(loadFactor > 1) { // NaN too
 		loadFactor = 1.25
 	}
 	return maglev{c: loadFactor}
@@ -62,7 +63,10 @@ func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 	// Bounded load: the first node that, with this request, holds at most
 	// ceil(c x the average load, this request included). The limits add
 	// up to more than the load, so some node is always under its own.
-	limit := int64(math.Ceil(s.c * float64(s.total.Load()+1) / float64(n)))
+	limit := int64(math.MaxInt64) // a huge or infinite c: no bound
+	if l := math.Ceil(s.c * float64(s.total.Load()+1) / float64(n)); l < math.MaxInt64 {
+		limit = int64(l)
+	}
 	if s.under(idx, limit) {
 		return idx, 0 // the usual case
 	}

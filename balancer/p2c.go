@@ -34,8 +34,16 @@ func P2C(opts ...P2COption) Policy {
 // P2COption tunes P2C.
 type P2COption func(*p2c)
 
-// WithDecay sets the EWMA time constant. Default 10 s.
-func WithDecay(d time.Duration) P2COption { return func(p *p2c) { p.tau = d } }
+// WithDecay sets the EWMA time constant. Default 10 s; 0 or less means the
+// default (a negative constant would never let a slow sample be
+// forgotten, and 0 divides by zero).
+func WithDecay(d time.Duration) P2COption {
+	return func(p *p2c) {
+		if d > 0 {
+			p.tau = d
+		}
+	}
+}
 
 // WithFailurePenalty sets the latency a failure counts as at least.
 // Default 250 ms.

@@ -811,3 +811,48 @@ func TestShareOptionsAreClamped(t *testing.T) {
 		t.Errorf("the degraded node got %d picks, the healthy one %d", got[as[1]], got[as[0]])
 	}
 }
+
+// Maglev's load factor: NaN means the default bound (it made the limit
+// MinInt64, so a hot key was never spread), and +Inf means no bound: the
+// key stays on its node however loaded.
+func TestMaglevLoadFactorNaNAndInf(t *testing.T) {
+	for _, tc := range []struct {
+		c       float64
+		bounded bool
+	}{{math.NaN(), true}, {math.Inf(1), false}} {
+		b, _ := newTest(t, addrs(9), WithPolicy(Maglev(tc.c)), WithoutBreakers())
+		const total = 45
+		var held []Result
+		spread := map[string]int{}
+		for range total {
+			r, err := b.Pick(context.Background(), HashKey("hot"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			spread[r.Endpoint.Addr]++
+			held = append(held, r)
+		}
+		for _, r := range held {
+			r.Done(nil)
+		}
+		if tc.bounded && len(spread) == 1 {
+			t.Errorf("Maglev(%v): all %d requests of the hot key on one node; want the default bound (at most %d each)", tc.c, total, int(math.Ceil(1.25*total/9)))
+		}
+		if !tc.bounded && len(spread) != 1 {
+			t.Errorf("Maglev(%v): the hot key spread over %d nodes; want no bound", tc.c, len(spread))
+		}
+	}
+}
+
+// WithDecay of 0 or less means the default: a negative time constant never
+// let a slow sample be forgotten, and 0 divided by zero.
+func TestWithDecayNotPositiveIsTheDefault(t *testing.T) {
+	for _, d := range []time.Duration{0, -time.Second} {
+		if got := P2C(WithDecay(d)).(p2c).tau; got != 10*time.Second {
+			t.Errorf("WithDecay(%v): time constant %v; want the default 10s", d, got)
+		}
+	}
+	if got := P2C(WithDecay(time.Second)).(p2c).tau; got != time.Second {
+		t.Errorf("WithDecay(1s): time constant %v", got)
+	}
+}
