@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtone-go/dialtone/internal/etcdtest"
 	"go.uber.org/goleak"
 )
 
@@ -217,34 +218,7 @@ func TestCallJSON(t *testing.T) {
 // at once with status 0, as an interrupted watch does, instead of after the
 // 5 s login timeout with status 1 and "context deadline exceeded".
 func TestWatchInterruptedWhileLoggingIn(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
+	silent := etcdtest.Silent(t) // an etcd that never answers
 	for _, v := range []string{"ETCDCTL_CACERT", "ETCDCTL_CERT", "ETCDCTL_KEY", "ETCDCTL_PASSWORD", "ETCDCTL_INSECURE_TRANSPORT", "ETCDCTL_INSECURE_SKIP_TLS_VERIFY"} {
 		t.Setenv(v, "")
 	}
@@ -254,7 +228,7 @@ func TestWatchInterruptedWhileLoggingIn(t *testing.T) {
 	time.AfterFunc(200*time.Millisecond, cancel)
 	var stdout, stderr strings.Builder
 	start := time.Now()
-	code := run(ctx, []string{"watch", "etcd://" + ln.Addr().String() + "/services/echo"}, &stdout, &stderr)
+	code := run(ctx, []string{"watch", "etcd://" + silent + "/services/echo"}, &stdout, &stderr)
 	if took := time.Since(start); code != exitOK || took > 2*time.Second {
 		t.Fatalf("interrupted after 200 ms: exit status %d after %v, want 0 at once; stderr:\n%s", code, took.Round(time.Millisecond), stderr.String())
 	}

@@ -3,13 +3,12 @@ package etcd
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/internal/etcdtest"
 )
 
 func TestTargetEndToEnd(t *testing.T) {
@@ -80,32 +79,7 @@ func TestEnvEndpoints(t *testing.T) {
 // once, with ctx's error, not only its deadline. Before, the login ran on to
 // its 5 s dial timeout and reported "context deadline exceeded".
 func TestTargetLoginEndsWithCtx(t *testing.T) {
-	// An etcd that accepts connections and never answers.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-	})
+	silent := etcdtest.Silent(t) // an etcd that accepts connections and never answers
 	for _, v := range []string{varCACert, varCert, varKey, varPassword, varInsecureSkipVerify, varInsecureTransport, varEndpoints} {
 		t.Setenv(v, "")
 	}
@@ -114,7 +88,7 @@ func TestTargetLoginEndsWithCtx(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(200*time.Millisecond, cancel)
 	start := time.Now()
-	w, err := discovery.Watch(ctx, "etcd://"+ln.Addr().String()+"/svc")
+	w, err := discovery.Watch(ctx, "etcd://"+silent+"/svc")
 	took := time.Since(start)
 	if err == nil {
 		w.Close()
