@@ -221,11 +221,17 @@ func envBool(getenv func(string) string, name string) (bool, error) {
 }
 
 // checkEndpoint checks what etcd's client can dial: host:port, or an
-// http:// or https:// URL with a host and a port in 1-65535 (unix:// and
-// unixs:// socket endpoints are left to the client). Without the check, a
-// missing port or a typo made every request time out, with an error that
-// named neither the endpoint nor where it came from.
+// http:// or https:// URL with a host and a port in 1-65535 (unix and
+// unixs socket endpoints, unix:PATH or unix://PATH, are left to the
+// client). Without the check, a missing port or a typo made every request
+// time out, with an error that named neither the endpoint nor where it
+// came from.
 func checkEndpoint(ep string) error {
+	if strings.HasPrefix(ep, "unix:") || strings.HasPrefix(ep, "unixs:") {
+		// unix:PATH as well as unix://PATH: etcd's client takes both
+		// (endpoint.Interpret), and a path has no port.
+		return nil
+	}
 	hostport := ep
 	if scheme, rest, ok := strings.Cut(ep, "://"); ok {
 		switch strings.ToLower(scheme) {
