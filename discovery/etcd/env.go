@@ -105,7 +105,7 @@ func tlsFromEnv(getenv func(string) string, endpoints []string) (*tls.Config, er
 	want := caFile != "" || certFile != "" || keyFile != "" || (getenv(varInsecureTransport) != "" && !insecure)
 	var plain string // an endpoint that asks for no TLS
 	for _, ep := range endpoints {
-		switch scheme, _, _ := strings.Cut(ep, "://"); strings.ToLower(scheme) {
+		switch endpointScheme(ep) {
 		case "https", "unixs":
 			want = true
 		case "http":
@@ -172,7 +172,7 @@ func tlsReason(getenv func(string) string, endpoints []string) string {
 		}
 	}
 	for _, ep := range endpoints {
-		if scheme, _, _ := strings.Cut(ep, "://"); strings.EqualFold(scheme, "https") || strings.EqualFold(scheme, "unixs") {
+		if scheme := endpointScheme(ep); scheme == "https" || scheme == "unixs" {
 			return fmt.Sprintf("endpoint %q", clip(ep))
 		}
 	}
@@ -267,4 +267,20 @@ func envEndpoints(v string) []string {
 		}
 	}
 	return out
+}
+
+// endpointScheme returns an endpoint's scheme in lower case: the part
+// before "://", or "unix" or "unixs" for the unix:PATH and unixs:PATH
+// forms etcd's client also takes; "" for host:port.
+func endpointScheme(ep string) string {
+	switch {
+	case strings.HasPrefix(ep, "unixs:"):
+		return "unixs"
+	case strings.HasPrefix(ep, "unix:"):
+		return "unix"
+	}
+	if scheme, _, ok := strings.Cut(ep, "://"); ok {
+		return strings.ToLower(scheme)
+	}
+	return ""
 }

@@ -227,3 +227,22 @@ func TestConfigFromEnvAcceptsUnixColonEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// unixs:PATH, like unixs://PATH and https://, asks for TLS: etcd's client
+// takes both socket forms, and TLS must not be left off for the one
+// without "//".
+func TestUnixsColonEndpointTurnsTLSOn(t *testing.T) {
+	for _, ep := range []string{"unixs:/run/etcd.sock", "unixs:///run/etcd.sock", "https://10.0.0.1:2379"} {
+		cfg, err := configFromEnv(func(string) string { return "" }, []string{ep})
+		if err != nil {
+			t.Fatalf("configFromEnv(%q): %v", ep, err)
+		}
+		if cfg.TLS == nil {
+			t.Errorf("configFromEnv(%q): no TLS; want it on", ep)
+		}
+	}
+	cfg, err := configFromEnv(func(string) string { return "" }, []string{"unix:/run/etcd.sock"})
+	if err != nil || cfg.TLS != nil {
+		t.Errorf("configFromEnv(unix:/run/etcd.sock) = TLS %v, %v; want no TLS", cfg.TLS != nil, err)
+	}
+}
