@@ -586,9 +586,16 @@ func endpointsText(eps []string) string {
 		if !ok {
 			scheme, rest = "", ep
 		}
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			rest = rest[at+1:]
+		// Userinfo sits in the authority, before the path: a socket
+		// path may hold "@".
+		authority, path := rest, ""
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			authority, path = rest[:i], rest[i:]
 		}
+		if at := strings.LastIndex(authority, "@"); at >= 0 {
+			authority = authority[at+1:]
+		}
+		rest = authority + path
 		if ok {
 			rest = scheme + "://" + rest
 		}

@@ -615,8 +615,8 @@ func TestWatchersClosedBeforeTheirWatchLeaveNoStreams(t *testing.T) {
 
 // endpointsText never shows userinfo, and bounds what a long list adds.
 func TestEndpointsTextLeavesOutCredentials(t *testing.T) {
-	got := endpointsText([]string{"http://alice:s3cret@10.0.0.1:2379", "bob:pw@10.0.0.2:2379", "10.0.0.3:2379"})
-	if want := "http://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379"; got != want {
+	got := endpointsText([]string{"http://alice:s3cret@10.0.0.1:2379", "bob:pw@10.0.0.2:2379", "10.0.0.3:2379", "unix:///run/a@b.sock"})
+	if want := "http://10.0.0.1:2379,10.0.0.2:2379,10.0.0.3:2379,unix:///run/a@b.sock"; got != want {
 		t.Errorf("endpointsText = %q, want %q", got, want)
 	}
 	many := make([]string, 100)
