@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/discovery/discoverytest"
 )
@@ -221,5 +222,43 @@ func TestClosedWatcherBeforeAnyStateIsReported(t *testing.T) {
 	if !reported {
 		_, err := b.Pick(context.Background())
 		t.Fatalf("Pick over a watcher closed before any State: %v; want ErrNoEndpoints wrapping discovery.ErrClosed", err)
+	}
+}
+
+// A pick made on a snapshot from before an address left creates the
+// breaker of a node that was never picked after the update dropped the
+// breakers of the addresses that left. That breaker must not stay in the
+// Set: it outlives the address (the "more breakers than nodes" check does
+// not see it while some nodes have none), and when the address comes back
+// its new node inherits it, open on failures of requests sent before.
+func TestStaleSnapshotBreakerDropped(t *testing.T) {
+	as := addrs(4)
+	b, w := newTest(t, as, WithPolicy(RoundRobin()),
+		WithBreakers(breaker.Config{ConsecutiveFailures: 3, OpenTimeout: time.Hour}))
+	old := b.picker.Load() // picks in flight hold this snapshot
+	w.SetAddrs(as[:3]...)
+	waitFor(t, b, "as[3] gone", func(p *picker) bool { return len(p.ready) == 3 })
+	// The picks on the old snapshot choose as[3], never picked before, and fail.
+	for range 3 {
+		if r := old.admit(3, 0); r != nil {
+			r.Done(errReset)
+		}
+	}
+	// A later update that removes nothing, then as[3] comes back.
+	w.Set(eps(map[string]int{as[0]: 2, as[1]: 1, as[2]: 1})...)
+	waitFor(t, b, "weights", func(p *picker) bool { return len(p.ready) == 3 && p.ready[0].weight == 2 })
+	deadline := time.Now().Add(time.Second)
+	for b.breakers.Len() != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := b.breakers.Len(); n != 0 {
+		t.Errorf("breaker Set holds %d breakers for 3 nodes never picked; want the one of the gone %s dropped", n, as[3])
+	}
+	w.SetAddrs(as...)
+	waitFor(t, b, "as[3] back", func(p *picker) bool { return len(p.ready) == 4 })
+	got := count(t, b, 40, nil)
+	if got[as[3]] == 0 {
+		t.Errorf("%s came back but gets no picks (breaker %v): it inherited the breaker of its earlier node: %v",
+			as[3], status(b, as[3]).Breaker, got)
 	}
 }

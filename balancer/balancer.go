@@ -24,9 +24,13 @@ type Balancer struct {
 	set      atomic.Pointer[nodeSet] // the nodes and their endpoints, for Quarantine and Status
 	breakers *breaker.Set            // nil without breakers
 	inflight atomic.Int64            // over all nodes, for Maglev's bounded load
-	tau      float64                 // P2C decay, ns
-	penalty  float64                 // P2C failure penalty, ns
-	samp     sampling                // P2C's latency sampling rate
+	// strayBreakers says that a pick on an older snapshot made the breaker
+	// of a node discovery no longer lists (see node.breaker): rebuild
+	// drops the breakers of the addresses not listed.
+	strayBreakers atomic.Bool
+	tau           float64  // P2C decay, ns
+	penalty       float64  // P2C failure penalty, ns
+	samp          sampling // P2C's latency sampling rate
 
 	kickCh   chan struct{} // something changed; buffered 1
 	rewakeCh chan struct{} // wakeAt moved earlier; buffered 1
@@ -259,6 +263,7 @@ func (b *Balancer) apply(s discovery.State) {
 	for _, n := range old {
 		if n.gen != b.gen && b.nodes[n.addr] == n {
 			delete(b.nodes, n.addr)
+			n.gone.Store(true)
 			if n.ejectedUntil != 0 {
 				b.ejectedNodes--
 			}
@@ -272,10 +277,8 @@ func (b *Balancer) apply(s discovery.State) {
 	// snapshot made after they left); an update that only changes health or
 	// weights skips this.
 	if b.breakers != nil && (gone || b.breakers.Len() > len(b.nodes)) {
-		b.breakers.RetainFunc(func(addr string) bool {
-			_, ok := b.nodes[addr]
-			return ok
-		})
+		b.strayBreakers.Store(false)
+		b.retainBreakers()
 	}
 	index := b.set.Load().index
 	if came || gone || index == nil {
@@ -283,6 +286,15 @@ func (b *Balancer) apply(s discovery.State) {
 	}
 	b.set.Store(&nodeSet{nodes: order, eps: s.Endpoints, index: index})
 	b.applied = true
+}
+
+// retainBreakers drops the breakers of the addresses discovery no longer
+// lists. b.mu is held.
+func (b *Balancer) retainBreakers() {
+	b.breakers.RetainFunc(func(addr string) bool {
+		_, ok := b.nodes[addr]
+		return ok
+	})
 }
 
 // sameEndpoint reports whether a and b are equal, cheaply when they share
@@ -416,6 +428,9 @@ func (b *Balancer) reseed(back []*node) {
 // long until the next scheduled change (a quarantine or ejection ending).
 // The watch and run goroutines call it, with b.mu held, after every State and wake-up.
 func (b *Balancer) rebuild() time.Duration {
+	if b.breakers != nil && b.strayBreakers.Load() && b.strayBreakers.Swap(false) {
+		b.retainBreakers()
+	}
 	now := mono()
 	next := int64(math.MaxInt64)
 	ejectAt := int32(math.MaxInt32)

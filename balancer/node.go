@@ -63,6 +63,9 @@ type node struct {
 	b *Balancer
 
 	ejectedAt atomic.Int64 // mono time the ejection ends; written with mu held
+	// gone is set by apply, before it drops the breakers of the addresses
+	// that left, when discovery no longer lists the node.
+	gone atomic.Bool
 
 	// run
 	added        int64 // mono time the node joined; 0 for the initial set
@@ -89,6 +92,17 @@ func (n *node) breaker() *breaker.Breaker {
 	}
 	b := set.Get(n.addr) // the Set returns the same breaker to racing callers
 	n.brk.Store(b)
+	if n.gone.Load() {
+		// A pick on a snapshot from before the node left: apply may
+		// have dropped the breakers of the addresses that left before
+		// Get made this one, which would then outlive the address and
+		// be inherited, with this request's outcome, by the node of
+		// the address when it comes back. Have the run goroutine drop
+		// it. (Were gone still false here, apply's drop, which comes
+		// after gone is set, sees the breaker Get made.)
+		n.b.strayBreakers.Store(true)
+		n.b.kick()
+	}
 	return b
 }
 
