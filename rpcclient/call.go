@@ -467,12 +467,23 @@ func (c *Client) pickFor(ctx context.Context, hk *string, exclude []string) (bal
 // attemptTimedOut returns err, the error of an attempt on addr, as an
 // ErrAttemptTimeout when the attempt's own timeout (timeout > 0) ended it
 // and ctx, the call's, has not ended: a retryable failure of the node, not
-// the caller's deadline.
+// the caller's deadline. A failed dial (or a refusal in the backoff one
+// started) is not: a dial that timed out did so on the dial timeout, which
+// net reports as a context.DeadlineExceeded, however much of the attempt's
+// time was left.
 func attemptTimedOut(ctx context.Context, err error, timeout time.Duration, addr string) error {
-	if timeout > 0 && errors.Is(err, context.DeadlineExceeded) && expired(ctx) == nil {
+	if timeout > 0 && errors.Is(err, context.DeadlineExceeded) && expired(ctx) == nil && !isDialFailure(err) {
 		return fmt.Errorf("%w after %v on %s: %w", ErrAttemptTimeout, timeout, addr, err)
 	}
 	return err
+}
+
+// isDialFailure reports whether err is a failed dial's, or a refusal during
+// the reconnect backoff a failed dial started.
+func isDialFailure(err error) bool {
+	var de *DialError
+	var be *BackoffError
+	return errors.As(err, &de) || errors.As(err, &be)
 }
 
 // noAnswer reports whether err, an attempt's error, is that of a request
