@@ -412,6 +412,15 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			// newer than theirs.
 			version = max(version, de.version)
 		}
+		if be := (*BackoffError)(nil); errors.As(err, &be) {
+			// A refusal by a node still in the backoff of a dial that
+			// failed on an older set: the set it was refused on, which
+			// may be a refresh already waited for, is what the next
+			// refresh waits to be replaced. (Its dial error's version
+			// alone made that refresh end at once, on the set the call
+			// had just been refused on.)
+			version = max(version, be.version)
+		}
 		if isNotSent(err) {
 			// Nothing left this process: try another node at once. Such
 			// retries are bounded by the nodes (each is tried once), the

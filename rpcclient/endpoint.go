@@ -95,7 +95,7 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 		d := e.dialing
 		if d == nil {
 			if time.Now().Before(e.retryAt) {
-				err := &BackoffError{Addr: e.addr, Last: e.lastErr}
+				err := &BackoffError{Addr: e.addr, Last: e.lastErr, version: e.c.bal.StateVersion()}
 				e.mu.Unlock()
 				return nil, notSent(err)
 			}

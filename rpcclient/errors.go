@@ -84,6 +84,8 @@ func (e *DialError) Unwrap() error { return e.Err }
 type BackoffError struct {
 	Addr string
 	Last error // the dial error that started the backoff
+
+	version uint64 // the balancer's StateVersion when the endpoint refused the call
 }
 
 // Error names the address and the dial error that started its backoff.
