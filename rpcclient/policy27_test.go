@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/discovery/discoverytest"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
@@ -27,6 +28,40 @@ func TestP27DialTimeoutIsNoAttemptTimeout(t *testing.T) {
 	}
 	if errors.Is(err, ErrAttemptTimeout) {
 		t.Fatalf("a dial that timed out after 100ms is reported as an attempt timeout (5s): %v", err)
+	}
+}
+
+// With an empty retry budget, neither a retry nor a hedged backup goes out.
+func TestP27EmptyBudgetNoRetryNoBackup(t *testing.T) {
+	for _, hedge := range []time.Duration{0, 20 * time.Millisecond} {
+		a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
+		px := rpctest.NewProxy(t, a.Addr())
+		c, _ := newTestClient(t, []string{px.Addr(), b.Addr()}, WithRetryBudget(0, 0), WithAttemptTimeout(200*time.Millisecond),
+			WithHeartbeat(0, 0), WithHedging(hedge), withoutNodeHealth(balancer.WithPolicy(balancer.RoundRobin())))
+		warmEvery(t, c, 2)
+		px.BlackholeResponses()
+		base := b.Calls()
+		var hit bool
+		for i := 0; i < 6 && !hit; i++ {
+			var r rpctest.EchoReply
+			err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+			if err == nil {
+				base = b.Calls()
+				continue
+			}
+			hit = true
+			var e *Error
+			if !errors.As(err, &e) || e.Attempts != 1 || !errors.Is(err, ErrRetryBudget) && hedge == 0 {
+				t.Fatalf("hedge %v: %v (%+v)", hedge, err, e)
+			}
+			if b.Calls() != base {
+				t.Fatalf("hedge %v: b got %d calls with an empty budget: %v", hedge, b.Calls()-base, err)
+			}
+			t.Logf("hedge %v: %v", hedge, err)
+		}
+		if !hit {
+			t.Fatal("no call went to a")
+		}
 	}
 }
 
