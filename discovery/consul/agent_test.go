@@ -480,3 +480,73 @@ func TestWithLoggerNilKeepsTheDefault(t *testing.T) {
 	}
 	o.logger.Warn("consul: the default logger takes this") // would panic on nil
 }
+
+// An answer emptied by ACL filtering is an error (DESIGN.md), also when the
+// blocking query is served from the agent's streaming view, which never
+// sends X-Consul-Results-Filtered-By-ACLs: a token that loses service:read
+// while the watcher is parked must not empty the published set.
+func TestAgentACLEmptiedStreamingAnswerIsAnError(t *testing.T) {
+	const root = "3f2a7c1e-5b1d-4e1a-9c55-1f6a0e6f4d21"
+	a := consultest.StartWithHCL(t, `acl { enabled = true
+		default_policy = "deny"
+		tokens { initial_management = "`+root+`"
+			agent = "`+root+`" } }`)
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = a.Addr(), root
+	admin, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(t, admin, "web-1", "127.0.0.1:9001", nil, nil)
+	pol, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: "web-read",
+		Rules: `service "web" { policy = "read" } node_prefix "" { policy = "read" }`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	w, err := New("web", WithAddress(a.Addr()), WithToken(tok.SecretID), WithWaitTime(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 10*time.Second, "web-1", func(s discovery.State) bool { return s.Err == nil && len(s.Endpoints) == 1 })
+	time.Sleep(500 * time.Millisecond) // parked on a blocking (streaming) query
+
+	// The token loses service:read.
+	pol.Rules = `node_prefix "" { policy = "read" }`
+	if _, _, err := admin.ACL().PolicyUpdate(pol, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	for {
+		s, err := w.Next(ctx)
+		if err != nil {
+			t.Fatalf("no ACL error within 8 s: %v", err)
+		}
+		if len(s.Endpoints) == 0 {
+			t.Fatalf("the ACL-emptied answer emptied the set: %+v", s)
+		}
+		if s.Err != nil && strings.Contains(s.Err.Error(), "ACL") {
+			break // reported as an error, last known good set kept
+		}
+	}
+
+	// The right comes back, and a truly empty service is still published
+	// as empty.
+	pol.Rules = `service "web" { policy = "read" } node_prefix "" { policy = "read" }`
+	if _, _, err := admin.ACL().PolicyUpdate(pol, nil); err != nil {
+		t.Fatal(err)
+	}
+	nextWhere(t, w, 10*time.Second, "web-1 again", func(s discovery.State) bool { return s.Err == nil && len(s.Endpoints) == 1 })
+	time.Sleep(500 * time.Millisecond)
+	if err := admin.Agent().ServiceDeregister("web-1"); err != nil {
+		t.Fatal(err)
+	}
+
+	nextWhere(t, w, 10*time.Second, "the authoritative empty set", func(s discovery.State) bool { return s.Err == nil && len(s.Endpoints) == 0 })
+}

@@ -37,7 +37,11 @@
 //     an authoritative empty set. Consul sends that header only to requests
 //     that carry a token: without one, while ACLs default to deny, an answer
 //     the ACLs emptied looks like an empty service, and the watcher logs a
-//     warning (once) saying so. Give it a token in such clusters.
+//     warning (once) saying so. Give it a token in such clusters. The
+//     agent's streaming view, which serves blocking queries on agents that
+//     enable it, never sends that header: an empty answer from it, while
+//     the published set is not empty, is not published but read again
+//     with a plain (non-streaming) read, which says whether ACLs emptied it.
 //   - ResolveNow cancels the parked query and does one consistent read at
 //     once (coalesced, at most one per 500 ms by default), publishes it, and
 //     parks again from the new index. During the backoff after an error it

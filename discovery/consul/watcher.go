@@ -239,6 +239,17 @@ func (w *Watcher) run() {
 			if errors.Is(err, errInterrupted) {
 				continue
 			}
+			if err == nil && len(entries) == 0 && meta.QueryBackend == api.QueryBackendStreaming &&
+				len(w.pub.Current().Endpoints) > 0 {
+				// The agent's streaming view never sends
+				// X-Consul-Results-Filtered-By-ACLs: an empty answer from
+				// it may be one the ACLs emptied (the token lost
+				// service:read), which must not empty the set. Read
+				// again, plainly: that read is not served from the
+				// streaming view, and says whether ACLs filtered it.
+				index = 0
+				continue
+			}
 		}
 		if w.ctx.Err() != nil {
 			return

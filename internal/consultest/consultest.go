@@ -65,7 +65,20 @@ type Agent struct {
 // stopped by t.Cleanup.
 func Start(t testing.TB) *Agent {
 	t.Helper()
-	a := &Agent{t: t, bin: Binary(t), log: &syncBuffer{}, name: "dialtone-test", flags: devFlags}
+	return StartWithHCL(t)
+}
+
+// StartWithHCL starts a -dev agent as Start does, with extra configuration:
+// each string is passed in one -hcl flag (ACLs, say).
+func StartWithHCL(t testing.TB, hcl ...string) *Agent {
+	t.Helper()
+	a := &Agent{t: t, bin: Binary(t), log: &syncBuffer{}, name: "dialtone-test", flags: func(*Agent) []string {
+		f := devFlags(nil)
+		for _, h := range hcl {
+			f = append(f, "-hcl", h)
+		}
+		return f
+	}}
 	for i := range a.ports {
 		a.ports[i] = freePort(t)
 	}
