@@ -324,6 +324,9 @@ func (e *endpoint) liveLocked() *conn {
 		if !cn.alive() {
 			e.conns = slices.Delete(e.conns, i, i+1)
 			e.lostLocked(cn)
+			// The turns that follow walk a shorter slice: they must look
+			// at each connection left, or the live one may be missed.
+			tries = len(e.conns) + 1
 			continue
 		}
 		if !cn.retired.Load() {
