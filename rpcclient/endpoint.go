@@ -470,7 +470,13 @@ func (e *endpoint) status() EndpointStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := EndpointStatus{Addr: e.addr, State: e.state, Dials: e.dials.Load(), LastClose: e.lastClose}
-	if st.State == TransientFailure && !time.Now().Before(e.retryAt) {
+	switch {
+	case !e.removed.IsZero():
+		// Draining (see Client.maintain): no new calls. The endpoint's
+		// own state is kept, so that it serves again at once if the
+		// address comes back within the grace period.
+		st.State = Shutdown
+	case st.State == TransientFailure && !time.Now().Before(e.retryAt):
 		st.State = Idle
 	}
 	for _, cn := range e.conns {
