@@ -197,6 +197,18 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 		pendingPool.Put(pc)
 		return nil, 0, notSent(&deadConnError{err})
 	}
+	// Again under mu: a connection retired by age (markAged, which does
+	// not take the write slot) since the look above may have found its
+	// pending table empty in closeIfRetired, which counts it under mu,
+	// and be closing: a request entered now would be written and then
+	// failed by that close. One entered before the count keeps the
+	// connection open until its reply.
+	if c.retired.Load() && method != HeartbeatMethod {
+		c.mu.Unlock()
+		<-c.wslot
+		pendingPool.Put(pc)
+		return nil, 0, notSent(&deadConnError{c.retiredErr()})
+	}
 	c.seq++
 	seq := c.seq
 	c.pending[seq] = pc
