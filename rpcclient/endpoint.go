@@ -104,6 +104,10 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 			e.state = Connecting
 			e.c.wg.Add(1) // before Close's Wait: Close shuts this endpoint down under mu first
 			go e.run(d)
+		} else if e.state == Idle {
+			// The pool's extra dial, which the pool's last connection
+			// did not outlive: the call now waits for it.
+			e.state = Connecting
 		}
 		e.mu.Unlock()
 		select {
