@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,6 +38,9 @@ type Client struct {
 	service string
 
 	epMu sync.Mutex // serializes endpoint creation and removal
+	// draining holds the connections of dropped endpoints that still had
+	// a call in flight (see endpoint.drain), for Close; under epMu.
+	draining []*conn
 
 	// life ends when Close begins: waits and background dials select on it.
 	life   context.Context
@@ -255,9 +259,22 @@ func (c *Client) drop(gone []*endpoint) {
 	}
 	c.endpoints.Store(newEpTable(m))
 	c.epMu.Unlock()
+	var open []*conn
 	for _, e := range gone {
 		c.opts.logger.Info("rpcclient: drained endpoint", "service", c.service, "addr", e.addr)
-		e.shutdown(fmt.Errorf("%w: endpoint %s drained", ErrConnClosed, e.addr))
+		open = append(open, e.drain()...)
+	}
+	c.epMu.Lock()
+	closed := c.closed.Load() // Close has taken draining already (it sets closed first)
+	if !closed {
+		c.draining = slices.DeleteFunc(c.draining, func(cn *conn) bool { return !cn.alive() })
+		c.draining = append(c.draining, open...)
+	}
+	c.epMu.Unlock()
+	if closed {
+		for _, cn := range open {
+			cn.close(ErrClosed)
+		}
 	}
 }
 
@@ -296,9 +313,14 @@ func (c *Client) Close() error {
 		c.cancel()
 		c.epMu.Lock()
 		eps := c.endpoints.Load().byAddr
+		draining := c.draining
+		c.draining = nil
 		c.epMu.Unlock()
 		for _, e := range eps {
 			e.shutdown(ErrClosed)
+		}
+		for _, cn := range draining {
+			cn.close(ErrClosed)
 		}
 		c.bal.Close()
 		if c.ownsW {

@@ -55,6 +55,7 @@ type conn struct {
 	// pool (see markAged; the stream is fine, and the heartbeat goes on).
 	retired atomic.Bool
 	broken  atomic.Bool
+	drained atomic.Bool // retired because its endpoint left discovery (see endpoint.drain)
 	// expires is when the connection is past its maximum age (see
 	// WithMaxConnectionAge); zero without one.
 	expires time.Time
@@ -314,11 +315,14 @@ var errWriteBusy = fmt.Errorf("rpcclient: connection busy writing another reques
 var (
 	errRetired = fmt.Errorf("%w: retired after a request could not be encoded", ErrConnClosed)
 	errAged    = fmt.Errorf("%w: replaced after its maximum age", ErrConnClosed)
+	errDrained = fmt.Errorf("%w: its endpoint left discovery and was drained", ErrConnClosed)
 )
 
 // isRetired reports whether err closed a retired connection: this side's
 // decision, no sign about the peer.
-func isRetired(err error) bool { return errors.Is(err, errRetired) || errors.Is(err, errAged) }
+func isRetired(err error) bool {
+	return errors.Is(err, errRetired) || errors.Is(err, errAged) || errors.Is(err, errDrained)
+}
 
 // markAged retires a connection past its maximum age: it takes no new
 // calls, and closes once its calls in flight have their replies, which the
@@ -333,6 +337,9 @@ func (c *conn) aged() bool { return !c.expires.IsZero() && time.Now().After(c.ex
 func (c *conn) retiredErr() error {
 	if c.broken.Load() {
 		return errRetired
+	}
+	if c.drained.Load() {
+		return errDrained
 	}
 	return errAged
 }

@@ -489,6 +489,31 @@ func (e *endpoint) status() EndpointStatus {
 	return st
 }
 
+// drain shuts down an endpoint that discovery dropped: no new calls, and
+// its connections retire (as by age), each closing once its calls in
+// flight have their replies. Client.maintain found none in flight, but a
+// call that picked the address on an older set may have entered one
+// since. It returns the connections still open, which Close must close.
+func (e *endpoint) drain() []*conn {
+	e.mu.Lock()
+	e.state = Shutdown
+	conns := e.conns
+	e.conns = nil
+	for _, cn := range conns {
+		cn.drained.Store(true)
+		cn.retired.Store(true) // after drained: start reads retired, then retiredErr
+	}
+	e.mu.Unlock()
+	var open []*conn
+	for _, cn := range conns {
+		cn.closeIfRetired()
+		if cn.alive() {
+			open = append(open, cn)
+		}
+	}
+	return open
+}
+
 // shutdown stops new calls and closes the connections, failing their
 // pending calls with err. It waits for the connections' goroutines.
 func (e *endpoint) shutdown(err error) {
