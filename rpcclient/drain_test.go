@@ -363,3 +363,116 @@ func TestReadTimeoutSparesAReplyArriving(t *testing.T) {
 		t.Fatalf("a 3 MiB reply at 1 MiB/s with a 500 ms read timeout: %v", err)
 	}
 }
+
+// An endpoint that left discovery and is draining reports Shutdown, as
+// State's doc says ("the endpoint left discovery (draining) ... no new
+// calls"), and Ready again once the address comes back within the grace
+// period, its connection kept. It reported Ready throughout: a status
+// display showed a node discovery had removed as taking calls.
+func TestDrainingEndpointReportsShutdown(t *testing.T) {
+	a, b := rpctest.Start(t), rpctest.Start(t)
+	c, w := newTestClient(t, []string{a.Addr(), b.Addr()}, WithDrainGrace(time.Minute), withoutNodeHealth())
+	e := c.endpoint(a.Addr())
+	if _, err := e.get(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := endpointStatus(c, a.Addr()).State; st != Ready {
+		t.Fatalf("a connected endpoint reports %v", st)
+	}
+	w.Update(discovery.Endpoint{ID: b.Addr(), Addr: b.Addr(), Weight: 1})
+	waitBalancer(t, c, func(s []balancer.NodeStatus) bool { return len(s) == 1 })
+	deadline := time.Now().Add(3 * time.Second)
+	for endpointStatus(c, a.Addr()).State != Shutdown {
+		if time.Now().After(deadline) {
+			t.Fatalf("an endpoint discovery removed, draining, reports %v, want %v", endpointStatus(c, a.Addr()).State, Shutdown)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	w.Update(discovery.Endpoint{ID: a.Addr(), Addr: a.Addr(), Weight: 1}, discovery.Endpoint{ID: b.Addr(), Addr: b.Addr(), Weight: 1})
+	waitBalancer(t, c, func(s []balancer.NodeStatus) bool { return len(s) == 2 })
+	deadline = time.Now().Add(3 * time.Second)
+	for endpointStatus(c, a.Addr()).State != Ready {
+		if time.Now().After(deadline) {
+			t.Fatalf("an endpoint back within the grace period reports %v, want %v", endpointStatus(c, a.Addr()).State, Ready)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if d := endpointStatus(c, a.Addr()).Dials; d != 1 {
+		t.Fatalf("%d dials, want the one connection kept", d)
+	}
+}
+
+// A drained endpoint's connection closes only once its calls in flight
+// have their replies. maintain counts them before it drops the endpoint;
+// a call that picked the address on an older set, or after it came back
+// in the meantime, may enter a request between the count and the close.
+// drop closed the connection under it: the request had been written, and
+// the call failed with ErrConnClosed ("drained"), its outcome unknown. Now
+// such a request gets its reply, a request started after the drop is
+// refused with nothing sent, and the connection then closes.
+func TestDropLetsACallThatEnteredFinish(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithDrainGrace(time.Hour), withoutNodeHealth())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e := c.endpoint(srv.Addr())
+	cn, err := e.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The call that entered after maintain's count.
+	var r rpctest.EchoReply
+	pc, _, err := cn.start(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 300 * time.Millisecond}, &r, waitAsCtxAllows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.drop([]*endpoint{e})
+	var r2 rpctest.EchoReply
+	if _, _, err := cn.start(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r2, waitAsCtxAllows); err == nil || !isNotSent(err) {
+		t.Fatalf("a request on the drained connection: %v, want it refused with nothing sent", err)
+	}
+	<-pc.done
+	if err := cn.finish(pc); err != nil {
+		t.Fatalf("the call in flight when its endpoint was dropped: %v", err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for cn.alive() {
+		if time.Now().After(deadline) {
+			t.Fatal("the drained connection is still open after its last reply")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := cn.failure(); !errors.Is(err, ErrConnClosed) {
+		t.Fatalf("the drained connection closed with %v", err)
+	}
+}
+
+// Close closes a drained endpoint's connection that still has a call in
+// flight, as it closes every other: it fails the call with ErrClosed and
+// returns without waiting for the reply.
+func TestCloseEndsADrainingConnection(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithDrainGrace(time.Hour), withoutNodeHealth())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	e := c.endpoint(srv.Addr())
+	cn, err := e.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r rpctest.EchoReply
+	pc, _, err := cn.start(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 10 * time.Second}, &r, waitAsCtxAllows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.drop([]*endpoint{e})
+	begin := time.Now()
+	c.Close()
+	if d := time.Since(begin); d > 2*time.Second {
+		t.Fatalf("Close took %v with a draining connection's call in flight", d)
+	}
+	<-pc.done
+	if err := cn.finish(pc); !errors.Is(err, ErrClosed) {
+		t.Fatalf("the draining call after Close: %v, want ErrClosed", err)
+	}
+}

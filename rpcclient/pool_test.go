@@ -299,3 +299,88 @@ func TestRestartedBackendIsBackWithinTheBackoff(t *testing.T) {
 	}
 	t.Logf("%d dials while down; back %v after the restart", dials, back)
 }
+
+// A call that waits for the pool's extra dial, the pool's last connection
+// having died while it was under way, waits for a dial in progress: the
+// endpoint reports Connecting, as State's doc says ("a dial is in
+// progress; calls wait for it"), not Idle ("no connection and none being
+// made"). It reported Idle for as long as the dial took, up to the dial
+// timeout.
+func TestWaitingForAnExtraDialIsConnecting(t *testing.T) {
+	addr := refusingAddr(t)
+	c, _ := newTestClient(t, []string{addr}, WithPoolSize(2), withoutNodeHealth())
+	e := c.endpoint(addr)
+	// An extra connection's dial under way, started beside a live
+	// connection that has died since (connDead made the endpoint Idle).
+	d := &dialAttempt{done: make(chan struct{}), grow: true}
+	e.mu.Lock()
+	e.dialing, e.state = d, Idle
+	e.mu.Unlock()
+	got := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err := e.get(ctx)
+		got <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // get waits for d
+	st := endpointStatus(c, addr).State
+	// The dial fails into the empty pool, as run ends it.
+	e.mu.Lock()
+	e.dialing, e.retryAt, e.state = nil, time.Now().Add(time.Minute), TransientFailure
+	d.err = &DialError{Addr: addr, Err: errors.New("refused")}
+	d.grow = false
+	e.mu.Unlock()
+	close(d.done)
+	if err := <-got; err == nil {
+		t.Fatal("get succeeded with a failed dial")
+	}
+	if st != Connecting {
+		t.Fatalf("a call waiting for the extra dial in progress: the endpoint reports %v, want %v", st, Connecting)
+	}
+}
+
+// liveLocked finds the pool's live connection whatever the turn counter
+// and wherever the dead and retired connections lie: a pool of three with
+// a connection retired (aged, draining its calls) and one dead (its reader
+// has not yet taken it out) still hands out the third. When liveLocked
+// dropped the dead one, the rest of its tries walked the shorter slice
+// from the counter's next value and could miss the live connection; get
+// then waited for a dial although the endpoint had a connection, and set
+// the state Idle.
+func TestLiveLockedFindsTheLiveConnection(t *testing.T) {
+	c := &Client{life: context.Background()}
+	mk := func(kind byte) *conn {
+		cn := &conn{dead: make(chan struct{})}
+		switch kind {
+		case 'R':
+			cn.retired.Store(true)
+		case 'D':
+			cn.err = errAged // no sign about the peer: lostLocked counts nothing
+			close(cn.dead)
+		}
+		return cn
+	}
+	for _, layout := range []string{"RDL", "RLD", "DRL", "DLR", "LRD", "LDR", "RRDL", "RDRL", "DRRL", "RDDL"} {
+		for start := range uint32(12) {
+			e := &endpoint{addr: "x", c: c, state: Ready}
+			var live *conn
+			for i := range len(layout) {
+				cn := mk(layout[i])
+				if layout[i] == 'L' {
+					live = cn
+				}
+				e.conns = append(e.conns, cn)
+			}
+			e.rr.Store(start)
+			e.mu.Lock()
+			got := e.liveLocked()
+			st := e.state
+			e.mu.Unlock()
+			if got != live {
+				t.Errorf("pool %s, turn counter at %d: liveLocked returned %p, not the live connection (state now %v)",
+					layout, start, got, st)
+			}
+		}
+	}
+}
