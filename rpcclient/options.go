@@ -119,7 +119,9 @@ func WithBalancer(opts ...balancer.Option) Option {
 // the next calls.
 func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialTimeout = d } }
 
-// WithKeepAlive sets the TCP keepalive period. Default 30 s.
+// WithKeepAlive sets the TCP keepalive period. Default 30 s. As for
+// net.Dialer, 0 means Go's default (15 s) and a negative period turns
+// keepalive off.
 func WithKeepAlive(d time.Duration) Option { return func(o *options) { o.keepAlive = d } }
 
 // WithConnectBackoff sets the reconnect backoff after failed dials, and
