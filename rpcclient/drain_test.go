@@ -411,22 +411,9 @@ func TestDrainingEndpointReportsShutdown(t *testing.T) {
 // such a request gets its reply, a request started after the drop is
 // refused with nothing sent, and the connection then closes.
 func TestDropLetsACallThatEnteredFinish(t *testing.T) {
-	srv := rpctest.Start(t)
-	c, _ := newTestClient(t, []string{srv.Addr()}, WithDrainGrace(time.Hour), withoutNodeHealth())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e := c.endpoint(srv.Addr())
-	cn, err := e.get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The call that entered after maintain's count.
-	var r rpctest.EchoReply
-	pc, _, err := cn.start(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 300 * time.Millisecond}, &r, waitAsCtxAllows)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.drop([]*endpoint{e})
+	_, cn, pc := dropWithACallInFlight(t, ctx, 300*time.Millisecond)
 	var r2 rpctest.EchoReply
 	if _, _, err := cn.start(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r2, waitAsCtxAllows); err == nil || !isNotSent(err) {
 		t.Fatalf("a request on the drained connection: %v, want it refused with nothing sent", err)
@@ -451,21 +438,9 @@ func TestDropLetsACallThatEnteredFinish(t *testing.T) {
 // flight, as it closes every other: it fails the call with ErrClosed and
 // returns without waiting for the reply.
 func TestCloseEndsADrainingConnection(t *testing.T) {
-	srv := rpctest.Start(t)
-	c, _ := newTestClient(t, []string{srv.Addr()}, WithDrainGrace(time.Hour), withoutNodeHealth())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	e := c.endpoint(srv.Addr())
-	cn, err := e.get(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r rpctest.EchoReply
-	pc, _, err := cn.start(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 10 * time.Second}, &r, waitAsCtxAllows)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.drop([]*endpoint{e})
+	c, cn, pc := dropWithACallInFlight(t, ctx, 10*time.Second)
 	begin := time.Now()
 	c.Close()
 	if d := time.Since(begin); d > 2*time.Second {
@@ -475,4 +450,26 @@ func TestCloseEndsADrainingConnection(t *testing.T) {
 	if err := cn.finish(pc); !errors.Is(err, ErrClosed) {
 		t.Fatalf("the draining call after Close: %v, want ErrClosed", err)
 	}
+}
+
+// dropWithACallInFlight starts a client on one server, enters a request
+// that the server answers after sleep on its connection, as a call that
+// entered after maintain's count, and then drops the endpoint. It returns
+// the client, the connection and the request.
+func dropWithACallInFlight(t *testing.T, ctx context.Context, sleep time.Duration) (*Client, *conn, *pendingCall) {
+	t.Helper()
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithDrainGrace(time.Hour), withoutNodeHealth())
+	e := c.endpoint(srv.Addr())
+	cn, err := e.get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r rpctest.EchoReply
+	pc, _, err := cn.start(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: sleep}, &r, waitAsCtxAllows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.drop([]*endpoint{e})
+	return c, cn, pc
 }
