@@ -341,16 +341,7 @@ func TestMaglevConsistencyAndBoundedLoad(t *testing.T) {
 	// Bounded load: hold many requests for one key; later ones spill
 	// over, none past ceil(1.25 x the average) on any node.
 	for _, total := range []int{20, 90} {
-		var held []Result
-		spread := map[string]int{}
-		for range total {
-			r, err := b.Pick(context.Background(), HashKey("hot"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			spread[r.Endpoint.Addr]++
-			held = append(held, r)
-		}
+		held, spread := holdHotKey(t, b, total)
 		for a, c := range spread {
 			if limit := int(math.Ceil(1.25 * float64(total) / 9)); c > limit {
 				t.Fatalf("hot key put %d of %d in-flight requests on %s; bounded load caps it at %d", c, total, a, limit)
@@ -822,16 +813,7 @@ func TestMaglevLoadFactorNaNAndInf(t *testing.T) {
 	}{{math.NaN(), true}, {math.Inf(1), false}} {
 		b, _ := newTest(t, addrs(9), WithPolicy(Maglev(tc.c)), WithoutBreakers())
 		const total = 45
-		var held []Result
-		spread := map[string]int{}
-		for range total {
-			r, err := b.Pick(context.Background(), HashKey("hot"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			spread[r.Endpoint.Addr]++
-			held = append(held, r)
-		}
+		held, spread := holdHotKey(t, b, total)
 		for _, r := range held {
 			r.Done(nil)
 		}
@@ -855,4 +837,22 @@ func TestWithDecayNotPositiveIsTheDefault(t *testing.T) {
 	if got := P2C(WithDecay(time.Second)).(p2c).tau; got != time.Second {
 		t.Errorf("WithDecay(1s): time constant %v", got)
 	}
+}
+
+// holdHotKey makes total picks with the HashKey "hot" and holds them (the
+// caller calls their Done): the requests in flight, and how many of them
+// each address got.
+func holdHotKey(t *testing.T, b *Balancer, total int) ([]Result, map[string]int) {
+	t.Helper()
+	var held []Result
+	spread := map[string]int{}
+	for range total {
+		r, err := b.Pick(context.Background(), HashKey("hot"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		spread[r.Endpoint.Addr]++
+		held = append(held, r)
+	}
+	return held, spread
 }
