@@ -428,14 +428,9 @@ func TestAgentStreamingAnswersAreNotLeaderless(t *testing.T) {
 func TestRegistrarRegistersAgainAtItsStatus(t *testing.T) {
 	a := consultest.Start(t)
 	direct := agentClient(t, a)
-	target, err := url.Parse("http://" + a.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(target)
 	var registers atomic.Int32
 	seen := make(chan string, 10)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := agentFront(t, a.Addr(), func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy) {
 		rp.ServeHTTP(w, r)
 		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/register") && registers.Add(1) > 1 {
 			// The registration again is applied; what does the agent serve?
@@ -446,10 +441,9 @@ func TestRegistrarRegistersAgainAtItsStatus(t *testing.T) {
 			}
 			seen <- fmt.Sprintf("%d passing", len(entries))
 		}
-	}))
-	defer front.Close()
+	})
 	r, err := NewRegistrar(context.Background(), Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001",
-		Check: Check{TTL: 3 * time.Second}}, WithAddress(strings.TrimPrefix(front.URL, "http://")))
+		Check: Check{TTL: 3 * time.Second}}, WithAddress(front))
 	if err != nil {
 		t.Fatal(err)
 	}

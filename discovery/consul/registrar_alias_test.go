@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -22,13 +20,8 @@ import (
 // the old code fails here with a data race on the Meta map.
 func TestRegistrarKeepsItsOwnCopyOfMetaAndTags(t *testing.T) {
 	a := consultest.Start(t)
-	target, err := url.Parse("http://" + a.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(target)
 	var registers atomic.Int32
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := agentFront(t, a.Addr(), func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy) {
 		if strings.HasPrefix(r.URL.Path, "/v1/agent/check/update/") {
 			// The agent forgot the check: every keep-alive registers again.
 			http.Error(w, "Unknown check", http.StatusNotFound)
@@ -38,11 +31,10 @@ func TestRegistrarKeepsItsOwnCopyOfMetaAndTags(t *testing.T) {
 			registers.Add(1)
 		}
 		rp.ServeHTTP(w, r)
-	}))
-	defer front.Close()
+	})
 	reg := Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001", Tags: []string{"v1"},
 		Meta: map[string]string{"zone": "a"}, Check: Check{TTL: 300 * time.Millisecond}}
-	r, err := NewRegistrar(context.Background(), reg, WithAddress(strings.TrimPrefix(front.URL, "http://")))
+	r, err := NewRegistrar(context.Background(), reg, WithAddress(front))
 	if err != nil {
 		t.Fatal(err)
 	}

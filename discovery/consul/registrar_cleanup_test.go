@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,12 +19,7 @@ import (
 // instance registered, serving as passing, behind it.
 func TestNewRegistrarFailingLeavesNothingRegistered(t *testing.T) {
 	a := consultest.Start(t)
-	target, err := url.Parse("http://" + a.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(target)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := agentFront(t, a.Addr(), func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy) {
 		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/register") {
 			// Apply it, then answer too late.
 			rec := httptest.NewRecorder()
@@ -34,12 +28,11 @@ func TestNewRegistrarFailingLeavesNothingRegistered(t *testing.T) {
 			return
 		}
 		rp.ServeHTTP(w, r)
-	}))
-	defer front.Close()
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	r, err := NewRegistrar(ctx, Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001", Check: Check{TTL: 30 * time.Second}},
-		WithAddress(strings.TrimPrefix(front.URL, "http://")))
+		WithAddress(front))
 	if err == nil {
 		r.Close()
 		t.Fatal("NewRegistrar succeeded; want the deadline's error")
@@ -89,15 +82,10 @@ func TestCancelledNewRegistrarLeavesAnInstanceOfTheSameID(t *testing.T) {
 // returned, with no Registrar left to remove it.
 func TestCloseDuringReRegistrationLeavesNothingRegistered(t *testing.T) {
 	a := consultest.Start(t)
-	target, err := url.Parse("http://" + a.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rp := httputil.NewSingleHostReverseProxy(target)
 	var registers atomic.Int32
 	held := make(chan struct{})    // closed when the re-registration reached the proxy
 	applied := make(chan struct{}) // closed once the agent has applied it
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	front := agentFront(t, a.Addr(), func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy) {
 		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/register") && registers.Add(1) == 2 {
 			// The re-registration: the agent applies it 100 ms late,
 			// whether or not the client still waits.
@@ -108,10 +96,9 @@ func TestCloseDuringReRegistrationLeavesNothingRegistered(t *testing.T) {
 			return
 		}
 		rp.ServeHTTP(w, r)
-	}))
-	defer front.Close()
+	})
 	reg, err := NewRegistrar(context.Background(), Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001",
-		Check: Check{TTL: 900 * time.Millisecond}}, WithAddress(strings.TrimPrefix(front.URL, "http://")))
+		Check: Check{TTL: 900 * time.Millisecond}}, WithAddress(front))
 	if err != nil {
 		t.Fatal(err)
 	}

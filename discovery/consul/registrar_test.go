@@ -170,3 +170,19 @@ func TestSetStatusIsNotOverwrittenByAKeepAliveInFlight(t *testing.T) {
 		t.Fatalf("the agent's check is %+v after SetStatus(critical) returned; want critical", c)
 	}
 }
+
+// agentFront starts an HTTP server in front of the agent at agent
+// (host:port) that hands every request to handle, with a reverse proxy to
+// the agent for the requests handle passes on, and returns its host:port.
+// It closes when the test ends.
+func agentFront(t *testing.T, agent string, handle func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy)) string {
+	t.Helper()
+	target, err := url.Parse("http://" + agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handle(w, r, rp) }))
+	t.Cleanup(front.Close)
+	return strings.TrimPrefix(front.URL, "http://")
+}
