@@ -892,3 +892,39 @@ func TestAnonymousEmptyAnswerUnderDenyWarnsOnce(t *testing.T) {
 		})
 	}
 }
+
+// The plain re-read after an empty answer from the agent's streaming view
+// is a re-query like any other: WithQueryRate bounds it. A streaming view
+// that keeps answering empty while plain reads list the service (a service
+// flapping to empty and back, a view that disagrees) made the watcher send
+// two health queries per token of the limiter, twice the documented rate.
+func TestStreamingEmptyReReadIsRateLimited(t *testing.T) {
+	var idx, health atomic.Int64
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+		if r.URL.Path == "/v1/status/leader" {
+			return 200, "", `"127.0.0.1:8300"`
+		}
+		health.Add(1)
+		i := fmt.Sprint(idx.Add(1))
+		if r.URL.Query().Get("index") != "" { // a blocking query: the streaming view
+			return 200, i, "[]"
+		}
+		return 200, i, entriesJSON(t, "10.0.0.1:80")
+	})
+	f.header = http.Header{"X-Consul-Query-Backend": {"streaming"}}
+	const rate = 5
+	w, err := New("web", append(fast, WithAddress(f.addr()), WithQueryRate(rate, 1))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 5*time.Second, "the first set", func(s discovery.State) bool { return addrsOf(s) == "10.0.0.1:80" })
+	start, base := time.Now(), health.Load()
+	time.Sleep(2 * time.Second)
+	n := health.Load() - base
+	allowed := int64(rate*time.Since(start).Seconds()) + 2
+	t.Logf("%d health queries in %v (rate %d/s, burst 1)", n, time.Since(start).Round(time.Millisecond), rate)
+	if n > allowed {
+		t.Fatalf("%d health queries in %v with WithQueryRate(%d, 1): at most %d allowed", n, time.Since(start).Round(time.Millisecond), rate, allowed)
+	}
+}

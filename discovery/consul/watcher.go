@@ -247,6 +247,12 @@ func (w *Watcher) run() {
 				// service:read), which must not empty the set. Read
 				// again, plainly: that read is not served from the
 				// streaming view, and says whether ACLs filtered it.
+				// A re-query like any other: it waits for the limiter,
+				// or a view that keeps answering empty would double
+				// the rate.
+				if werr := w.limiter.Wait(w.ctx); werr != nil {
+					return
+				}
 				index = 0
 				continue
 			}
