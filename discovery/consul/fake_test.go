@@ -717,21 +717,7 @@ func TestSSLVerifyOffInEnvironmentIsRefused(t *testing.T) {
 				t.Errorf("%s with CONSUL_HTTP_SSL_VERIFY=%s = %v, want an error naming the variable and saying %q", what, tc.value, err, tc.want)
 			}
 		}
-		w, err := New("web", WithAddress(f.addr()))
-		if err == nil {
-			w.Close()
-		}
-		check("New", err)
-		dw, err := discovery.Watch(t.Context(), "consul://"+f.addr()+"/web")
-		if err == nil {
-			dw.Close()
-		}
-		check("Watch", err)
-		r, err := NewRegistrar(t.Context(), Registration{Name: "web", Addr: "127.0.0.1:9001", Check: Check{TTL: 10 * time.Second}}, WithAddress(f.addr()))
-		if err == nil {
-			r.Close()
-		}
-		check("NewRegistrar", err)
+		err := tryConstructors(t, f.addr(), 0, check)
 		if tc.want == "is refused" && !errors.Is(err, errInsecureSkipVerify) {
 			t.Errorf("NewRegistrar with CONSUL_HTTP_SSL_VERIFY=%s = %v, want errInsecureSkipVerify", tc.value, err)
 		}
@@ -927,4 +913,31 @@ func TestStreamingEmptyReReadIsRateLimited(t *testing.T) {
 	if n > allowed {
 		t.Fatalf("%d health queries in %v with WithQueryRate(%d, 1): at most %d allowed", n, time.Since(start).Round(time.Millisecond), rate, allowed)
 	}
+}
+
+// tryConstructors makes a Watcher with New (with opts), one through the
+// consul:// target and a Registrar, all against the agent at addr, and
+// hands each one's error to check. A watcher made anyway is closed after
+// linger (time for a first request to go out), a Registrar at once. It
+// returns NewRegistrar's error.
+func tryConstructors(t *testing.T, addr string, linger time.Duration, check func(what string, err error), opts ...Option) error {
+	t.Helper()
+	w, err := New("web", append([]Option{WithAddress(addr)}, opts...)...)
+	if err == nil {
+		time.Sleep(linger)
+		w.Close()
+	}
+	check("New", err)
+	dw, err := discovery.Watch(t.Context(), "consul://"+addr+"/web")
+	if err == nil {
+		time.Sleep(linger)
+		dw.Close()
+	}
+	check("Watch", err)
+	r, err := NewRegistrar(t.Context(), Registration{Name: "web", Addr: "127.0.0.1:9001", Check: Check{TTL: 10 * time.Second}}, WithAddress(addr))
+	if err == nil {
+		r.Close()
+	}
+	check("NewRegistrar", err)
+	return err
 }
