@@ -48,21 +48,16 @@ type Balancer struct {
 	// the nodes' fields marked "run": watch applies each State and rebuilds
 	// the picker itself, rather than wake run to do it, and run rebuilds
 	// on health changes, quarantines and timers.
-	mu     sync.Mutex
-	wakeAt int64 // mono time of the next scheduled change, run's timer
-	nodes  map[string]*node
-	// ejectedNodes counts the nodes in nodes whose ejection has not been
-	// ended (ejectedUntil != 0; some may be over by now): setEjected and
-	// apply keep it, with mu held, so that an update need not look at
-	// every node for ejections when there are none.
-	ejectedNodes int
-	order        []*node              // the nodes in the State's order (sorted by endpoint ID)
-	eps          []discovery.Endpoint // their endpoints: order[i]'s is eps[i]
-	state        discovery.State
-	applied      bool   // a State was applied; later nodes slow-start
-	gen          uint64 // counts applied States; marks the nodes each one lists
-	rng          *rand.Rand
-	edf          edfScratch // weighted round robin's working memory
+	mu      sync.Mutex
+	wakeAt  int64 // mono time of the next scheduled change, run's timer
+	nodes   map[string]*node
+	order   []*node              // the nodes in the State's order (sorted by endpoint ID)
+	eps     []discovery.Endpoint // their endpoints: order[i]'s is eps[i]
+	state   discovery.State
+	applied bool   // a State was applied; later nodes slow-start
+	gen     uint64 // counts applied States; marks the nodes each one lists
+	rng     *rand.Rand
+	edf     edfScratch // weighted round robin's working memory
 }
 
 // New starts a Balancer over w. It does not wait for discovery: until the
@@ -264,14 +259,8 @@ func (b *Balancer) apply(s discovery.State) {
 		if n.gen != b.gen && b.nodes[n.addr] == n {
 			delete(b.nodes, n.addr)
 			n.gone.Store(true)
-			if n.ejectedUntil != 0 {
-				b.ejectedNodes--
-			}
 			gone = true
 		}
-	}
-	if gone {
-		b.trimEjections(now)
 	}
 	// Drop the breakers of addresses that left (or that a pick on an older
 	// snapshot made after they left); an update that only changes health or
@@ -481,6 +470,11 @@ func (b *Balancer) rebuild() time.Duration {
 		if ok {
 			ready = append(ready, b.entryFor(n, i, now, &next))
 		}
+	}
+	if c := b.opts.outlier; !c.Disabled && ejected > c.maxEjected(len(b.nodes)) && b.trimEjections(now) {
+		// The ejections past the cap of a set that shrank under them
+		// have ended: build again with those nodes back.
+		return b.rebuild()
 	}
 	healthy := len(ready)
 	b.reseed(back)

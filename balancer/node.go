@@ -117,13 +117,6 @@ func (n *node) breakerState() breaker.State {
 
 // setEjected is called with the Balancer's mu held.
 func (n *node) setEjected(until int64) {
-	if (n.ejectedUntil != 0) != (until != 0) {
-		if until != 0 {
-			n.b.ejectedNodes++
-		} else {
-			n.b.ejectedNodes--
-		}
-	}
 	n.ejectedUntil = until
 	n.ejectedAt.Store(until)
 }

@@ -77,23 +77,21 @@ func (n *node) endEjection(now int64) {
 }
 
 // trimEjections ends the ejections past the cap of the current set, the
-// soonest ending first, with b.mu held. apply calls it when addresses
-// left: the cap is a share of the set, and a set that shrank under
-// ejected nodes would otherwise stay short of more of its nodes than the
-// cap allows, for as long as MaxEjection.
-func (b *Balancer) trimEjections(now int64) {
-	c := b.opts.outlier
-	if c.Disabled || b.ejectedNodes == 0 {
-		return
-	}
-	limit, ejected := c.maxEjected(len(b.nodes)), 0
+// soonest ending first, and reports whether it ended any; b.mu is held.
+// rebuild calls it when it counts more ejected nodes than the cap allows,
+// which only a set that shrank under ejected nodes makes (eject keeps to
+// the cap): the cap is a share of the set, and the set would otherwise stay
+// short of more of its nodes than the cap allows, for as long as
+// MaxEjection.
+func (b *Balancer) trimEjections(now int64) bool {
+	limit, ejected := b.opts.outlier.maxEjected(len(b.nodes)), 0
 	for _, n := range b.nodes {
 		if n.ejectedUntil > now {
 			ejected++
 		}
 	}
 	if ejected <= limit {
-		return
+		return false
 	}
 	ej := make([]*node, 0, ejected)
 	for _, n := range b.nodes {
@@ -107,4 +105,5 @@ func (b *Balancer) trimEjections(now int64) {
 		n.calmSince = now
 		n.consec.Store(0)
 	}
+	return true
 }
