@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,7 +29,11 @@ type Registrar struct {
 
 	mu       sync.Mutex
 	keyLease clientv3.LeaseID // the lease the key was last written with
-	granted  clientv3.LeaseID // the lease granted last (differs from keyLease if the write failed)
+	// unsure holds the leases granted since keyLease whose write failed:
+	// etcd may have applied a write whose answer was lost, so the key may
+	// be on any of them, and Close revokes them all. A write that succeeds
+	// empties it (the key is then on keyLease).
+	unsure []grant
 
 	cancel    context.CancelFunc
 	done      chan struct{}
@@ -103,6 +108,12 @@ func (r *Registrar) Close() error {
 	return r.closeErr
 }
 
+// grant is a lease and when it was granted.
+type grant struct {
+	id clientv3.LeaseID
+	at time.Time
+}
+
 // register grants a lease and writes the key with it, and returns the lease
 // and the revision of the write.
 func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, int64, error) {
@@ -113,16 +124,18 @@ func (r *Registrar) register(ctx context.Context) (clientv3.LeaseID, int64, erro
 	if err != nil {
 		return 0, 0, fmt.Errorf("etcd: register %q: grant lease: %w", r.key, err)
 	}
-	r.mu.Lock()
-	r.granted = g.ID
-	r.mu.Unlock()
 	resp, err := r.client.Put(rctx, r.key, r.value, clientv3.WithLease(g.ID))
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if err != nil {
+		// Leases granted over two TTLs ago have expired, whatever holds
+		// them: a lease nobody keeps alive lives one TTL.
+		now := time.Now()
+		r.unsure = slices.DeleteFunc(r.unsure, func(u grant) bool { return now.Sub(u.at) > 2*r.opts.ttl })
+		r.unsure = append(r.unsure, grant{g.ID, now})
 		return 0, 0, fmt.Errorf("etcd: register %q: put: %w", r.key, err)
 	}
-	r.mu.Lock()
-	r.keyLease = g.ID
-	r.mu.Unlock()
+	r.keyLease, r.unsure = g.ID, nil
 	return g.ID, resp.Header.Revision, nil
 }
 
@@ -289,8 +302,8 @@ func (r *Registrar) hold(ctx context.Context, lease clientv3.LeaseID, rev int64)
 func (r *Registrar) revoke() error {
 	r.mu.Lock()
 	leases := []clientv3.LeaseID{r.keyLease}
-	if r.granted != r.keyLease {
-		leases = append(leases, r.granted)
+	for _, u := range r.unsure {
+		leases = append(leases, u.id)
 	}
 	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.revokeTimeout)
