@@ -282,6 +282,14 @@ func (r *Registrar) run() {
 		case <-r.stop:
 			return
 		case <-t.C:
+			// A refresh that ran to its timeout leaves a tick waiting,
+			// and select picks at random among ready cases: after Close,
+			// send nothing more.
+			select {
+			case <-r.stop:
+				return
+			default:
+			}
 		}
 		ctx, cancel := context.WithTimeout(r.ctx, every)
 		if err := r.refresh(ctx); err != nil && r.ctx.Err() == nil {
