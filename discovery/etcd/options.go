@@ -179,8 +179,9 @@ func WithRegistrarBackoff(base, maxDelay time.Duration) RegistrarOption {
 	return func(o *registrarOptions) { retryPolicy(&o.backoff, base, maxDelay) }
 }
 
-// WithRevokeTimeout bounds the lease revocation in Registrar.Close. The
-// default is 2 s; 0 or less keeps it. If revocation fails, the key lives
+// WithRevokeTimeout bounds the lease revocation in Registrar.Close, and in
+// a NewRegistrar whose first write failed. The default is 2 s; 0 or less
+// keeps it. If revocation fails, the key lives
 // until the lease expires (at most one TTL).
 func WithRevokeTimeout(d time.Duration) RegistrarOption {
 	return func(o *registrarOptions) {

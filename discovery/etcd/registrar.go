@@ -44,10 +44,14 @@ type Registrar struct {
 // NewRegistrar registers e under prefix + "/" + e.ID (e.ID defaults to
 // e.Addr) in the value format of FormatValue, which etcd's naming package
 // also reads. It blocks, bounded by ctx, until the first lease is granted
-// and the key written, and fails if that fails. Then one goroutine keeps the
-// lease alive, registers again whenever it is lost, and writes the key again
-// whenever it is deleted (it watches the key for deletions), backing off on
-// errors; Close stops it. ctx bounds the first registration only.
+// and the key written, and fails if that fails. A write that fails after
+// the grant (its answer lost: it may have been applied) is followed by the
+// lease's revocation, so that no key is left for a caller who got an error;
+// that takes up to the revoke timeout past ctx (WithRevokeTimeout, default
+// 2 s). Then one goroutine keeps the lease alive, registers again whenever
+// it is lost, and writes the key again whenever it is deleted (it watches
+// the key for deletions), backing off on errors; Close stops it. ctx bounds
+// the first registration only.
 //
 // The caller owns client and must close it after the Registrar. The lease TTL
 // defaults to 10 s (WithTTL). e is checked like the Watcher checks what it
