@@ -229,7 +229,11 @@ func (r *Registrar) register(ctx context.Context, status string) error {
 // api.HealthPassing, api.HealthWarning or api.HealthCritical. It applies it
 // at once, after the keep-alive update in flight if there is one, so that
 // the agent never ends up with an older status sent later. It is an error
-// for a registration without a TTL check.
+// for a registration without a TTL check. If ctx is done before the
+// keep-alive update in flight ends, SetStatus fails and the kept status is
+// unchanged; once that update has ended, the Registrar keeps the new status
+// even if sending it fails (an agent error, or ctx ending meanwhile), and
+// sends it at its next keep-alive.
 func (r *Registrar) SetStatus(ctx context.Context, status string) error {
 	if r.ttl <= 0 {
 		return errors.New("consul: SetStatus needs a TTL check")
@@ -250,8 +254,12 @@ func (r *Registrar) SetStatus(ctx context.Context, status string) error {
 }
 
 // takeSlot waits for the slot, bounded by ctx; the caller releases it with
-// <-r.slot.
+// <-r.slot. A ctx already done fails at once, even with the slot free
+// (select would pick either at random).
 func (r *Registrar) takeSlot(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	select {
 	case r.slot <- struct{}{}:
 		return nil
