@@ -17,6 +17,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -68,13 +69,11 @@ type config struct {
 }
 
 func parseFlags(args []string) (config, error) {
-	c := config{target: os.Getenv("DIALTONE_TARGET")}
-	if c.target == "" {
-		c.target = defaultTarget
-	}
+	var c config
 	fs := flag.NewFlagSet("client", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	fs.StringVar(&c.target, "target", c.target, "service `target`: consul://[host:port]/NAME, etcd://[host:port,...]/PREFIX or static:///host:port,... (default $DIALTONE_TARGET, then "+defaultTarget+")")
+	// No flag default: PrintDefaults would show it beside the text's.
+	fs.StringVar(&c.target, "target", "", "service `target`: consul://[host:port]/NAME, etcd://[host:port,...]/PREFIX or static:///host:port,... (default $DIALTONE_TARGET, then "+defaultTarget+")")
 	fs.IntVar(&c.n, "n", 10, "number of calls; 0 calls until interrupted")
 	fs.DurationVar(&c.interval, "interval", time.Second, "time between the starts of two calls")
 	fs.IntVar(&c.maxFailures, "max-failures", 0, "failed calls tolerated before the exit status is 1")
@@ -83,7 +82,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.sleep, "sleep", 0, "ask the server to wait this long before answering (a slow call)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: client [flags]\n\nCalls %s through dialtone and prints which instance answered.\n"+
-			"Environment: DIALTONE_TARGET, CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ETCD_ENDPOINTS.\n\nFlags:\n", echoapi.Method)
+			"Environment: DIALTONE_TARGET, CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ETCD_ENDPOINTS, ETCDCTL_* (etcd TLS and auth).\n\nFlags:\n", echoapi.Method)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -91,6 +90,11 @@ func parseFlags(args []string) (config, error) {
 			return c, err
 		}
 		return c, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "target" })
+	if !set {
+		c.target = cmp.Or(os.Getenv("DIALTONE_TARGET"), defaultTarget)
 	}
 	bad := func(format string, a ...any) (config, error) {
 		err := fmt.Errorf(format, a...)
