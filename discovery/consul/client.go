@@ -183,8 +183,75 @@ func (t *cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.maxEntries > 0 && strings.HasPrefix(req.URL.Path, "/v1/health/service/") {
 		resp.Body = &entryCounter{rc: resp.Body, max: t.maxEntries}
 	}
+	if resp.ContentLength < 0 {
+		// No length announced (a chunked answer, as an agent sends any
+		// large one): read it here, in blocks, before Consul's client
+		// decodes it. Its json.Decoder doubles its buffer as the body
+		// arrives, so a body cut at the cap would have cost up to four
+		// times the cap (64 MiB allocated for a 16 MiB cap) before the cut
+		// was seen; the blocks cost the cap and one block at most.
+		body, err := readBlocks(resp.Body, t.max)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		resp.Body = body
+	}
 	return resp, nil
 }
+
+// The blocks readBlocks reads a body into start at firstBlockSize bytes and
+// double up to readBlockSize: a small answer costs a small block.
+const (
+	firstBlockSize = 4 << 10
+	readBlockSize  = 256 << 10
+)
+
+// readBlocks reads rc, which fails past max bytes (a cappedBody), to its
+// end into blocks of at most readBlockSize bytes, none of them larger than
+// what is left of max and one byte: at most max + readBlockSize bytes in
+// all, whatever the body's length.
+func readBlocks(rc io.Reader, max int64) (*blocksBody, error) {
+	b := &blocksBody{}
+	size := int64(firstBlockSize)
+	for left := max + 1; ; size = min(2*size, readBlockSize) {
+		blk := make([]byte, min(size, left))
+		n, err := io.ReadFull(rc, blk)
+		if n > 0 {
+			b.blocks = append(b.blocks, blk[:n])
+			left -= int64(n)
+		}
+		switch {
+		case err == io.EOF || err == io.ErrUnexpectedEOF:
+			return b, nil
+		case err != nil:
+			return nil, err
+		case left <= 0: // cappedBody lets no more than max + 1 bytes through
+			return nil, fmt.Errorf("%w: body exceeds the cap", ErrResponseTooLarge)
+		}
+	}
+}
+
+// blocksBody is a body read ahead by readBlocks.
+type blocksBody struct{ blocks [][]byte }
+
+func (b *blocksBody) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) && len(b.blocks) > 0 {
+		k := copy(p[n:], b.blocks[0])
+		n += k
+		if b.blocks[0] = b.blocks[0][k:]; len(b.blocks[0]) == 0 {
+			b.blocks[0] = nil
+			b.blocks = b.blocks[1:]
+		}
+	}
+	if n == 0 && len(p) > 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (b *blocksBody) Close() error { b.blocks = nil; return nil }
 
 // CloseIdleConnections forwards to the base transport, so that the owner's
 // http.Client.CloseIdleConnections on Close reaches the pooled connections.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -940,4 +941,127 @@ func tryConstructors(t *testing.T, addr string, linger time.Duration, check func
 	}
 	check("NewRegistrar", err)
 	return err
+}
+
+// firstByteListener counts the connections whose first byte is not a TLS
+// handshake record (0x16): plaintext sent to a TLS port.
+type firstByteListener struct {
+	net.Listener
+	plain, conns atomic.Int64
+}
+
+func (l *firstByteListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.conns.Add(1)
+	return &firstByteConn{Conn: c, l: l}, nil
+}
+
+type firstByteConn struct {
+	net.Conn
+	l    *firstByteListener
+	seen bool
+}
+
+func (c *firstByteConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.seen {
+		c.seen = true
+		if p[0] != 0x16 {
+			c.l.plain.Add(1)
+		}
+	}
+	return n, err
+}
+
+// FAULTS row 30's figure: plaintext fallbacks = 0. The agent's TLS
+// certificate fails verification; the watcher must report the error and
+// never send a request in plaintext instead. A plaintext request to the
+// TLS port never reaches the handler (the server answers it with a 400 of
+// its own), so TestTLSVerifyFailureIsAnErrorNeverADowngrade, which counts
+// the handler's requests, cannot see one: this counts the bytes on the
+// wire.
+func TestTLSVerifyFailureSendsNoPlaintext(t *testing.T) {
+	tlsSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "[]")
+	}))
+	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	fl := &firstByteListener{Listener: tlsSrv.Listener}
+	tlsSrv.Listener = fl
+	tlsSrv.StartTLS()
+	defer tlsSrv.Close()
+	w, err := New("web", append(fast, WithAddress(tlsSrv.URL), WithToken("downgrade-token"), WithAPIConfig(func(c *api.Config) {
+		c.TLSConfig.CAFile = ""
+	}))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	s := nextWhere(t, w, 5*time.Second, "the TLS error", func(discovery.State) bool { return true })
+	if s.Err == nil || !strings.Contains(s.Err.Error(), "certificate") {
+		t.Fatalf("state %+v, want a certificate verification error", s)
+	}
+	time.Sleep(300 * time.Millisecond) // several retries at the test's 10-50 ms backoff
+	w.Close()
+	if fl.conns.Load() == 0 {
+		t.Fatal("no connection reached the TLS port: the test proved nothing")
+	}
+	if n := fl.plain.Load(); n != 0 {
+		t.Fatalf("%d of %d connections to the TLS port sent plaintext; want 0 (no downgrade)", n, fl.conns.Load())
+	}
+}
+
+// FAULTS row 22 for the body cap itself: an answer longer than the body
+// cap, sent chunked (no Content-Length to refuse it by), made of a single
+// entry (so the entry cap does not cut it short). Heap growth while it is
+// read and refused must stay within the body cap + 1 MiB.
+func TestOversizedChunkedBodyHeapGrowthIsBoundedByTheCap(t *testing.T) {
+	const bodyCap = 16 << 20
+	huge := `[{"Service":{"Port":1,"Address":"10.0.0.7","Tags":["` + strings.Repeat("x", 64<<20) + `"]}}]`
+	good := entriesJSON(t, "10.0.0.1:80")
+	hugeBytes := []byte(huge)
+	huge = ""
+	f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) { return 200, "10", good })
+	var n atomic.Int64
+	f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Consul-LastContact", "0")
+		w.Header().Set("X-Consul-KnownLeader", "true")
+		w.Header().Set("Content-Type", "application/json")
+		if n.Add(1) == 1 {
+			w.Header().Set("X-Consul-Index", "10")
+			io.WriteString(w, good)
+			return
+		}
+		w.Header().Set("X-Consul-Index", "11")
+		// Written from one buffer in 1 MiB pieces, chunked: the server
+		// allocates nothing per answer, so what is counted is the client's.
+		for b := hugeBytes; len(b) > 0; {
+			k := min(len(b), 1<<20)
+			if _, err := w.Write(b[:k]); err != nil {
+				return
+			}
+			b = b[k:]
+		}
+	})
+	w, err := New("web", append(fast, WithAddress(f.addr()), WithMaxResponse(bodyCap, 1000))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 5*time.Second, "the good set", func(s discovery.State) bool { return s.Err == nil })
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	s := nextWhere(t, w, 10*time.Second, "the body-cap error", func(s discovery.State) bool { return s.Err != nil })
+	w.Close()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(s.Err, ErrResponseTooLarge) || addrsOf(s) != "10.0.0.1:80" {
+		t.Fatalf("err %v, endpoints %q; want ErrResponseTooLarge and the last known good set", s.Err, addrsOf(s))
+	}
+	grew := after.TotalAlloc - before.TotalAlloc
+	t.Logf("%d KiB allocated reading a 64 MiB answer with a %d MiB body cap", grew>>10, bodyCap>>20)
+	if grew > bodyCap+1<<20 {
+		t.Fatalf("%d MiB allocated reading one answer; want at most the body cap + 1 MiB (%d MiB)", grew>>20, (bodyCap+1<<20)>>20)
+	}
 }
