@@ -417,3 +417,74 @@ func TestNewRegistrarIsBoundedByCtx(t *testing.T) {
 		t.Fatalf("NewRegistrar returned %v after it was called with a 300 ms ctx and a 400 ms revoke timeout", took.Round(time.Millisecond))
 	}
 }
+
+// FAULTS row 17 with its own injection: the keepalives stop (the
+// Registrar's connection to etcd goes silent, bytes held back) for longer
+// than the TTL, so the lease expires on the server and the key goes. Once
+// the connection carries traffic again, the Registrar must grant a new
+// lease and register again within the TTL and a round trip, and Close must
+// leave no key. (TestRegistrarLeaseLost revokes the lease instead, which
+// etcd answers at once.)
+func TestRegistrarKeepalivesStop(t *testing.T) {
+	srv, other := startEtcd(t)
+	p := newProxy(t, srv.Hosts()[0])
+	cli := p.client(t)
+	const ttl = 2 * time.Second
+	r := newRegistrar(t, cli, "svc", discovery.Endpoint{ID: "n1", Addr: "10.0.0.1:80"}, WithTTL(ttl))
+	lease, rev := keyLease(t, other, r.Key())
+	if lease == 0 {
+		t.Fatalf("key %s not registered with a lease", r.Key())
+	}
+	ctx := testCtx(t)
+	wch := other.Watch(ctx, r.Key(), clientv3.WithRev(rev+1))
+
+	p.blackhole(true)
+	cut := time.Now()
+	var expired time.Time
+	for expired.IsZero() {
+		select {
+		case resp := <-wch:
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					expired = time.Now()
+				}
+			}
+		case <-ctx.Done():
+			t.Fatal("the key was not deleted while the keepalives were held back")
+		}
+	}
+	t.Logf("lease expired %v after the keepalives stopped", expired.Sub(cut).Round(time.Millisecond))
+	time.Sleep(time.Second) // stay cut off a while past the expiry
+	p.blackhole(false)
+	healed := time.Now()
+	for back := false; !back; {
+		select {
+		case resp := <-wch:
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypePut {
+					back = true
+					if clientv3.LeaseID(ev.Kv.Lease) == lease {
+						t.Errorf("registered again with the expired lease %x", lease)
+					}
+				}
+			}
+		case <-ctx.Done():
+			t.Fatal("not registered again after the keepalives resumed")
+		}
+	}
+	gap := time.Since(healed)
+	t.Logf("registered again %v after the connection carried traffic again", gap.Round(time.Millisecond))
+	if gap > ttl+time.Second {
+		t.Errorf("registered again %v after the connection recovered; want at most the TTL (%v) and a round trip", gap, ttl)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	resp, err := other.Get(ctx, "svc/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 0 {
+		t.Errorf("%d keys left under svc/ after Close; want 0", len(resp.Kvs))
+	}
+}
