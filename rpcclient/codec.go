@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/rpc"
+	"reflect"
 	"sync/atomic"
 	"time"
 )
@@ -17,7 +18,9 @@ import (
 // way and rpc.Response, body, ... the other. It differs from net/rpc's own
 // client codec in one respect: every incoming gob message is checked against
 // a size cap before gob allocates a buffer for it, so a hostile or broken
-// peer cannot make us buffer more than the cap. It does not bound what gob
+// peer cannot make us buffer more than the cap; and the type definitions,
+// which gob keeps for the stream's life and would read one after another
+// for ever, are capped at the same size together. It does not bound what gob
 // allocates while decoding a message under the cap: a map in the reply type
 // is sized from the count the peer sends (golang/go#79539; see the README's
 // WithMaxMessageSize row).
@@ -28,6 +31,7 @@ type codec struct {
 	wbuf *bufio.Writer
 	out  *countingWriter
 	in   *countingReader
+	fr   *framedReader
 }
 
 func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
@@ -35,9 +39,11 @@ func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
 	cw.nc, _ = rwc.(net.Conn)
 	cr := &countingReader{r: rwc}
 	w := bufio.NewWriter(cw)
+	fr := &framedReader{r: bufio.NewReader(cr), max: maxMsg}
 	return &codec{
 		rwc:  rwc,
-		dec:  gob.NewDecoder(&framedReader{r: bufio.NewReader(cr), max: maxMsg}),
+		fr:   fr,
+		dec:  gob.NewDecoder(fr),
 		enc:  gob.NewEncoder(w),
 		wbuf: w,
 		out:  cw,
@@ -175,22 +181,68 @@ func (c *codec) encode(r *rpc.Request, body any) (err error) {
 }
 
 // readHeader and readBody are called by the connection's reader goroutine.
-func (c *codec) readHeader(r *rpc.Response) error { return c.dec.Decode(r) }
+func (c *codec) readHeader(r *rpc.Response) error { return c.decode(r) }
 
 // readBody decodes the reply into body; a nil body discards it. A panic in
 // the caller's decoding (a GobDecode or UnmarshalBinary method of the reply)
 // is recovered by the reader goroutine (conn.read), once for its whole life
 // rather than once per reply.
-func (c *codec) readBody(body any) error { return c.dec.Decode(body) }
+func (c *codec) readBody(body any) error { return c.decode(body) }
+
+// decode decodes the next value into v (nil: discards it). The type
+// definitions gob keeps for the stream's life come in messages of their
+// own, which framedReader counts, or inside a value, in an interface's
+// concrete type: a message that brought definitions of the latter kind
+// counts whole against the same cap (a peer may hide them in any reply,
+// one for a call abandoned or never made included, whose type it chooses).
+func (c *codec) decode(v any) error {
+	f := c.fr
+	types, defs := wireTypes(c.dec), f.defs
+	f.values = 0
+	err := c.dec.Decode(v)
+	if err == nil && wireTypes(c.dec)-types > f.defs-defs {
+		if f.types += f.values; f.types > f.max {
+			return fmt.Errorf("%w: %d bytes of gob type definitions, cap %d", ErrMessageTooLarge, f.types, f.max)
+		}
+	}
+	return err
+}
+
+// wireTypeField is the index of gob.Decoder's table of the type
+// definitions received, or -1 if this Go's gob has none by that name
+// (the definitions inside values then go uncounted).
+var wireTypeField = func() int {
+	f, ok := reflect.TypeFor[gob.Decoder]().FieldByName("wireType")
+	if !ok || len(f.Index) != 1 || f.Type.Kind() != reflect.Map {
+		return -1
+	}
+	return f.Index[0]
+}()
+
+// wireTypes returns how many type definitions d has received. Call it
+// from the goroutine that decodes.
+func wireTypes(d *gob.Decoder) int {
+	if wireTypeField < 0 {
+		return 0
+	}
+	return reflect.ValueOf(d).Elem().Field(wireTypeField).Len()
+}
 
 // framedReader passes a gob stream through while checking each message's
 // length prefix against max. gob frames every message as an unsigned count
 // followed by count bytes; the count is one byte when below 128, otherwise a
 // byte holding minus the number of big-endian count bytes that follow.
+// The type definitions of the whole stream, which gob keeps, are capped
+// at max together.
 type framedReader struct {
 	r    *bufio.Reader
 	max  int
 	left int // bytes of the current frame (prefix included) still to pass
+	// types is the bytes of type definitions passed: gob keeps them all
+	// for the stream's life, so together they get the cap of one message.
+	// defs counts the messages that were definitions, and values the bytes
+	// of the others since codec.decode last reset it.
+	types, defs, values int
 }
 
 func (f *framedReader) startFrame() error {
@@ -217,8 +269,49 @@ func (f *framedReader) startFrame() error {
 	if count > uint64(f.max) {
 		return fmt.Errorf("%w: %d-byte message, cap %d", ErrMessageTooLarge, count, f.max)
 	}
+	if count > 0 {
+		// A message opens with a type id; a negative one is a type
+		// definition, which gob keeps for the stream's life, and gob
+		// reads definitions until a value comes: a peer could send
+		// them, each under the cap, until this side runs out of memory.
+		// All of a stream's definitions together get the cap.
+		def, err := f.definesType(prefix, count)
+		if err != nil {
+			return err
+		}
+		if !def {
+			f.values += int(count)
+		} else {
+			f.defs++
+			if f.types += int(count); f.types > f.max {
+				return fmt.Errorf("%w: %d bytes of gob type definitions, cap %d", ErrMessageTooLarge, f.types, f.max)
+			}
+		}
+	}
 	f.left = prefix + int(count)
 	return nil
+}
+
+// definesType reports whether the message of count bytes whose length
+// prefix takes prefix bytes is a type definition: whether its leading
+// type id, a signed gob integer, is negative (its lowest bit set).
+func (f *framedReader) definesType(prefix int, count uint64) (bool, error) {
+	b, err := f.r.Peek(prefix + 1)
+	if err != nil {
+		return false, err
+	}
+	last := prefix // the id's last byte
+	if c := b[prefix]; c > 0x7f {
+		n := int(-int8(c))
+		if n < 1 || n > 8 || uint64(1+n) > count {
+			return false, nil // not an id gob reads: gob's error, not ours
+		}
+		if b, err = f.r.Peek(prefix + 1 + n); err != nil {
+			return false, err
+		}
+		last = prefix + n
+	}
+	return b[last]&1 == 1, nil
 }
 
 func (f *framedReader) Read(p []byte) (int, error) {

@@ -169,8 +169,9 @@ func WithHeartbeat(every, timeout time.Duration) Option {
 func WithReadTimeout(d time.Duration) Option { return func(o *options) { o.readTimeout = d } }
 
 // WithMaxMessageSize caps a reply message; it must be positive. A larger
-// one fails its call with ErrMessageTooLarge and closes the connection.
-// Default 4 MiB.
+// one fails its call with ErrMessageTooLarge and closes the connection, and
+// so do gob type definitions past the same size in all: gob keeps every
+// one the peer sends for the connection's life. Default 4 MiB.
 func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxMessage = n } }
 
 // WithMaxAttempts bounds the attempts of one call whose request may have
