@@ -23,7 +23,7 @@ import (
 // for ever, are capped at the same size together. It does not bound what gob
 // allocates while decoding a message under the cap: a map in the reply type
 // is sized from the count the peer sends (golang/go#79539; see the README's
-// WithMaxMessageSize row).
+// WithMaxMessageSize row), and a slice too, up to gob's 10 MiB.
 type codec struct {
 	rwc  io.ReadWriteCloser
 	dec  *gob.Decoder

@@ -31,7 +31,8 @@
 // (WithMaxMessageSize, 4 MiB) before gob allocates them; the cap cannot
 // bound a map in a reply type, which gob sizes from the count the peer
 // sends (golang/go#79539: 25 bytes can make it allocate GiBs), so reply
-// types for untrusted peers should use slices. When discovery drops
+// types for untrusted peers should use slices (a slice's count costs at
+// most gob's own 10 MiB per reply, whatever the cap). When discovery drops
 // an endpoint it gets no new calls, its in-flight calls finish, and its
 // connections close after a grace period (10 s) unless the address comes
 // back first.
