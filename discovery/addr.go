@@ -30,7 +30,9 @@ var ErrInvalidAddr = errors.New("discovery: invalid address")
 // empty host, whitespace, and IP addresses that cannot name a single remote
 // service: unspecified (0.0.0.0, ::), multicast, broadcast and link-local
 // (169.254.0.0/16, fe80::/10). Host names must be syntactically valid DNS
-// names. The error wraps ErrInvalidAddr and names what is wrong.
+// names, and not numbers a C resolver reads as an IPv4 address ("0x7f.1",
+// "0xa9fea9fe": hex, octal, or fewer than four parts). The error wraps
+// ErrInvalidAddr and names what is wrong.
 //
 // Other spellings of a valid address (see CanonicalAddr) are valid.
 //
@@ -126,6 +128,9 @@ func CanonicalAddr(addr string) (string, error) {
 		}
 		return string(b), nil
 	}
+	if numericIPv4(host) {
+		return bad("host is a numeric IPv4 spelling (hex, octal or short form), not a DNS name: C resolvers read it as an address; use dotted decimal")
+	}
 	if !validHostname(host) {
 		return bad("host is neither an IP address nor a valid DNS name")
 	}
@@ -158,6 +163,31 @@ func hasUpper(s string) bool {
 		}
 	}
 	return false
+}
+
+// numericIPv4 reports whether h, less one trailing dot, is one to four
+// dot-separated numbers in C's syntax (decimal, octal, or hex after "0x"):
+// a name that inet_aton, which the C resolver's getaddrinfo tries before
+// DNS, reads as an IPv4 address, so that "0xa9fea9fe" dials
+// 169.254.169.254 wherever Go resolves with cgo (macOS, netdns=cgo).
+// netip reads none of these: the checks on IPs would not see them.
+func numericIPv4(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || strings.Count(h, ".") > 3 {
+		return false
+	}
+	for part := range strings.SplitSeq(h, ".") {
+		digits := "0123456789"
+		if len(part) >= 2 && part[0] == '0' && (part[1] == 'x' || part[1] == 'X') {
+			part, digits = part[2:], "0123456789abcdefABCDEF"
+		} else if part == "" {
+			return false
+		}
+		if strings.Trim(part, digits) != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // validHostname reports whether h is a syntactically valid DNS name:

@@ -208,3 +208,36 @@ func TestSanitizeDedupsSpellingsOfOneAddress(t *testing.T) {
 		t.Error("StaticAddrs accepted two spellings of one address")
 	}
 }
+
+// A host name made of numbers in C's syntax (hex "0x..", octal, decimal;
+// one to four parts) is an IPv4 address to the C resolver (inet_aton, which
+// getaddrinfo tries first): the cgo resolver Go uses on macOS, with
+// GODEBUG=netdns=cgo, or under an nsswitch.conf the pure Go one does not
+// handle, dials "0xa9fea9fe:80" at 169.254.169.254, the cloud metadata
+// service. ValidateAddr rejects link-local, unspecified, multicast and
+// broadcast IPs, and all-decimal names as malformed IPv4: it must reject
+// these spellings of them too, and name what is wrong. Names that only
+// look numeric in part stay valid.
+func TestValidateAddrRejectsNumericIPv4Spellings(t *testing.T) {
+	for _, a := range []string{
+		"0xa9fea9fe:80", // 169.254.169.254
+		"0xa9.0xfe.0xa9.0xfe:80",
+		"0xA9.254.43518:80", // 169.254.169.254 (a.b.c)
+		"0x0:80",            // 0.0.0.0
+		"0XE0000001:80",     // 224.0.0.1
+		"0xffffffff:80",     // 255.255.255.255
+		"0x7f.1:80",         // 127.0.0.1
+		"0xa9fea9fe.:80",    // an absolute name, for resolvers that trim the dot
+		"[0xa9fea9fe]:80",
+	} {
+		err := ValidateAddr(a)
+		if err == nil || !errors.Is(err, ErrInvalidAddr) || !strings.Contains(err.Error(), "numeric") {
+			t.Errorf("ValidateAddr(%q) = %v, want an ErrInvalidAddr saying the host is a numeric IPv4 spelling", a, err)
+		}
+	}
+	for _, a := range []string{"0x.example:80", "0xg:80", "x0:80", "0x0.0x1.0x2.0x3.0x4:80", "1e1:80", "0xa9fea9fe.example:80"} {
+		if err := ValidateAddr(a); err != nil {
+			t.Errorf("ValidateAddr(%q) = %v, want nil", a, err)
+		}
+	}
+}
