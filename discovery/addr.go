@@ -84,12 +84,9 @@ func CanonicalAddr(addr string) (string, error) {
 	if host == "" {
 		return bad("empty host")
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil || port[0] == '+' || port[0] == '-' {
-		return bad("port is not a number")
-	}
-	if p < 1 || p > 65535 {
-		return bad("port " + truncate(port) + " out of range 1-65535")
+	p, why := parsePort(port)
+	if why != "" {
+		return bad(why)
 	}
 	if ip, ok := parseIP(host); ok {
 		switch {
@@ -138,6 +135,19 @@ func CanonicalAddr(addr string) (string, error) {
 		return addr, nil // no brackets, no leading zero, lower case
 	}
 	return net.JoinHostPort(strings.ToLower(host), strconv.Itoa(p)), nil
+}
+
+// parsePort parses a port in decimal, digits only, in 1-65535, or says
+// what is wrong with it.
+func parsePort(port string) (int, string) {
+	if port == "" || strings.Trim(port, "0123456789") != "" {
+		return 0, "port is not a number"
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 { // err: too big for an int
+		return 0, "port " + truncate(port) + " out of range 1-65535"
+	}
+	return p, ""
 }
 
 // parseIP parses h as an IP address. Only an IPv6 address has a colon, and

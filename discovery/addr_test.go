@@ -241,3 +241,27 @@ func TestValidateAddrRejectsNumericIPv4Spellings(t *testing.T) {
 		}
 	}
 }
+
+// A port error says what is wrong with the port: a number too big for an
+// int is out of range, not "not a number"; and a registry port that is not
+// a number is not "out of range".
+func TestPortErrorsNameTheFault(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"10.0.0.1:99999999999999999999", "out of range"},
+		{"10.0.0.1:65536", "out of range"},
+		{"10.0.0.1:http", "not a number"},
+	} {
+		if err := ValidateAddr(tc.addr); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ValidateAddr(%q) = %v, want an error saying %q", tc.addr, err, tc.want)
+		}
+	}
+	for _, tc := range []struct{ target, want string }{
+		{"consul://h:99999999999999999999/svc", "out of range"},
+		{"consul://h:http/svc", "not a number"},
+		{"consul://h:+80/svc", "not a number"},
+	} {
+		if _, err := ParseTarget(tc.target); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseTarget(%q) = %v, want an error saying %q", tc.target, err, tc.want)
+		}
+	}
+}

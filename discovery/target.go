@@ -187,8 +187,8 @@ func validateRegistryAddr(h string) error {
 	if _, ok := parseIP(host); !ok && !validHostname(host) {
 		return fmt.Errorf("%q: host %q is neither an IP address nor a valid DNS name", truncate(h), truncate(host))
 	}
-	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || port[0] == '+' {
-		return fmt.Errorf("%q: port %q out of range 1-65535", truncate(h), truncate(port))
+	if _, why := parsePort(port); why != "" {
+		return fmt.Errorf("%q: %s", truncate(h), why)
 	}
 	return nil
 }
