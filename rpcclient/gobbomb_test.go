@@ -297,3 +297,26 @@ func TestGobInlineTypeDefinitionBombIsBounded(t *testing.T) {
 	}
 	closedAndCounted(t, c, addr, err)
 }
+
+// Replies for calls never made (unknown sequence numbers, with a body of
+// any type, or an error and a body) are read and dropped, and the call's
+// own reply that follows them is delivered: the stream stays in step.
+func TestRepliesForUnknownCallsAreDropped(t *testing.T) {
+	addr := hostileServer(t, func(w *bufio.Writer, seq uint64) {
+		enc := gob.NewEncoder(w)
+		enc.Encode(rpc.Response{Seq: seq + 1000})
+		enc.Encode("a string body for a call never made")
+		enc.Encode(rpc.Response{Seq: 0, Error: "boom"})
+		enc.Encode(struct{ X []int }{[]int{1, 2, 3}})
+		enc.Encode(rpc.Response{Seq: seq})
+		enc.Encode(3)
+		w.Flush()
+	})
+	c, _ := newTestClient(t, []string{addr}, WithHeartbeat(0, 0), withoutNodeHealth())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var r int
+	if err := c.Call(ctx, "Arith.Add", Pair{1, 2}, &r); err != nil || r != 3 {
+		t.Fatalf("Add = %d, %v; want 3 after the stray replies", r, err)
+	}
+}
