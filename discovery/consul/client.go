@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -181,7 +182,7 @@ func (t *cappedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &cappedBody{rc: resp.Body, left: t.max}
 	if t.maxEntries > 0 && strings.HasPrefix(req.URL.Path, "/v1/health/service/") {
-		resp.Body = &entryCounter{rc: resp.Body, max: t.maxEntries}
+		resp.Body = &entryCounter{rc: resp.Body, max: t.maxEntries, budget: t.max}
 	}
 	if resp.ContentLength < 0 {
 		// No length announced (a chunked answer, as an agent sends any
@@ -292,12 +293,40 @@ func (b *cappedBody) Close() error { return b.rc.Close() }
 // entryCounter fails a JSON array body once it holds more than max
 // elements. It follows strings and nesting, and counts the commas between
 // the array's own elements.
+//
+// It also fails the body once the elements of the arrays inside the
+// entries (checks, tags, upstreams...) would decode to more than budget
+// bytes: one entry may list millions of them, which the entry count does
+// not see, and "{}," is 3 bytes of JSON but a 464-byte api.HealthCheck.
+// An element that is an object costs nestedObjectCost, any other
+// nestedValueCost.
 type entryCounter struct {
 	rc         io.ReadCloser
 	max        int
 	depth      int
 	inStr, esc bool
 	commas     int
+	budget     int64  // 0: no limit
+	cost       int64  // of the nested arrays' elements so far
+	arrays     uint64 // bit d: the container at depth d+1 is an array (depths up to 64)
+	expect     bool   // an element of a nested array may start at the next value byte
+}
+
+// The decoded cost of an element of an array inside an entry: an object is
+// at most an api.HealthCheck (the largest struct in a ServiceEntry's
+// arrays) and its pointer; anything else a string header and its slot.
+var (
+	nestedObjectCost = int64(unsafe.Sizeof(api.HealthCheck{})) + 8
+	nestedValueCost  = int64(unsafe.Sizeof("")) + 8
+)
+
+// inArray reports whether the container at the current depth is an array
+// inside an entry (depth 3 or more); deeper than 64, it says yes.
+func (c *entryCounter) inArray() bool {
+	if c.depth < 3 {
+		return false
+	}
+	return c.depth > 64 || c.arrays&(1<<(c.depth-1)) != 0
 }
 
 func (c *entryCounter) Read(p []byte) (int, error) {
@@ -314,11 +343,31 @@ func (c *entryCounter) Read(p []byte) (int, error) {
 			}
 			continue
 		}
+		if c.expect && b != ' ' && b != '\t' && b != '\r' && b != '\n' {
+			c.expect = false
+			if b != ']' {
+				cost := nestedValueCost
+				if b == '{' {
+					cost = nestedObjectCost
+				}
+				if c.cost += cost; c.budget > 0 && c.cost > c.budget {
+					return 0, fmt.Errorf("%w: the entries' nested elements would decode to more than %d bytes", ErrResponseTooLarge, c.budget)
+				}
+			}
+		}
 		switch b {
 		case '"':
 			c.inStr = true
 		case '[', '{':
 			c.depth++
+			if c.depth >= 1 && c.depth <= 64 { // a hostile body may close more than it opened
+				if b == '[' {
+					c.arrays |= 1 << (c.depth - 1)
+				} else {
+					c.arrays &^= 1 << (c.depth - 1)
+				}
+			}
+			c.expect = b == '[' && c.inArray()
 		case ']', '}':
 			c.depth--
 		case ',':
@@ -327,6 +376,7 @@ func (c *entryCounter) Read(p []byte) (int, error) {
 					return 0, fmt.Errorf("%w: more than %d entries", ErrResponseTooLarge, c.max)
 				}
 			}
+			c.expect = c.inArray()
 		}
 	}
 	return n, err

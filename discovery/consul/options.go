@@ -121,7 +121,9 @@ func WithRequestTimeout(d time.Duration) Option { return func(o *options) { o.re
 
 // WithMaxResponse caps a registry answer: its body in bytes and its number of
 // entries. An answer over either cap is rejected and the last known good set
-// kept. Defaults: 64 MiB, 100,000 entries. Both must be positive: New fails
+// kept; so is one whose entries list, in their checks, tags and other
+// arrays, more elements than would decode in the body cap (each counted at
+// the size of what it decodes to). Defaults: 64 MiB, 100,000 entries. Both must be positive: New fails
 // with an error naming the option otherwise, as it does for the other
 // options' invalid values. The Registrar ignores it: the agent's answers to
 // it are small, and capped at 1 MiB.
