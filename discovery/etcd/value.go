@@ -104,9 +104,33 @@ func ParseValue(key, prefix string, value []byte) (discovery.Endpoint, error) {
 	if len(meta) == 0 || meta[0] != '{' {
 		return e, nil // absent, null or not an object: defaults apply
 	}
-	var m wireMeta
-	if err := json.Unmarshal(meta, &m); err != nil {
+	// Tags and meta are decoded only once counted: a value under
+	// MaxValueSize may list 20,000 tags, 1.6 MiB decoded, which Sanitize
+	// would reject anyway (discovery.MaxTags, MaxMeta).
+	var raw struct {
+		wireMeta
+		Tags json.RawMessage `json:"tags,omitempty"`
+		Meta json.RawMessage `json:"meta,omitempty"`
+	}
+	if err := json.Unmarshal(meta, &raw); err != nil {
 		return bad("Metadata: %v", err)
+	}
+	m := raw.wireMeta
+	if n := jsonElements(raw.Tags); n > discovery.MaxTags {
+		return bad("Metadata: %d tags, more than %d", n, discovery.MaxTags)
+	}
+	if n := jsonElements(raw.Meta); n > discovery.MaxMeta {
+		return bad("Metadata: %d meta entries, more than %d", n, discovery.MaxMeta)
+	}
+	for _, f := range []struct {
+		raw json.RawMessage
+		to  any
+	}{{raw.Tags, &m.Tags}, {raw.Meta, &m.Meta}} {
+		if len(f.raw) > 0 {
+			if err := json.Unmarshal(f.raw, f.to); err != nil {
+				return bad("Metadata: %v", err)
+			}
+		}
 	}
 	if m.Weight > 0 {
 		e.Weight = m.Weight
@@ -155,6 +179,42 @@ func FormatValue(e discovery.Endpoint) ([]byte, error) {
 		return nil, fmt.Errorf("etcd: endpoint %q: value is %d bytes, more than %d", clip(e.ID), len(b), MaxValueSize)
 	}
 	return b, nil
+}
+
+// jsonElements returns the number of elements of the JSON array, or
+// members of the JSON object, raw (valid JSON, which json.Unmarshal
+// checked); 0 for anything else.
+func jsonElements(raw json.RawMessage) int {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) < 2 || (raw[0] != '[' && raw[0] != '{') {
+		return 0
+	}
+	if len(bytes.TrimSpace(raw[1:len(raw)-1])) == 0 {
+		return 0
+	}
+	n, depth, inStr, esc := 1, 0, false, false
+	for _, b := range raw {
+		switch {
+		case inStr:
+			switch {
+			case esc:
+				esc = false
+			case b == '\\':
+				esc = true
+			case b == '"':
+				inStr = false
+			}
+		case b == '"':
+			inStr = true
+		case b == '[' || b == '{':
+			depth++
+		case b == ']' || b == '}':
+			depth--
+		case b == ',' && depth == 1:
+			n++
+		}
+	}
+	return n
 }
 
 // keyPrefix returns the directory under which a service's keys live:

@@ -3,6 +3,7 @@ package etcd
 import (
 	"encoding/json"
 	"errors"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -164,4 +165,35 @@ func FuzzParseValue(f *testing.F) {
 			t.Fatalf("round trip of %+v: %+v, %v", e, back, err)
 		}
 	})
+}
+
+// A value under MaxValueSize may list 20,000 tags (`"",` is 3 bytes; each
+// decodes to a 16-byte string header, in a slice that doubles as it
+// grows), which Sanitize rejects only after they are decoded, and which the
+// watcher's snapshot keeps until the key changes: 1.6 MiB allocated and 320
+// KiB kept per 60 KiB key (FAULTS row 22). More tags or meta entries than an
+// endpoint may carry (discovery.MaxTags, MaxMeta) are refused before they
+// are decoded, with the same reason.
+func TestParseValueRefusesTooManyTagsBeforeDecoding(t *testing.T) {
+	for _, tc := range []struct{ what, value string }{
+		{"tags", `{"Addr":"10.0.0.1:80","Metadata":{"tags":[` + strings.Repeat(`"",`, 60<<10/3) + `""]}}`},
+		{"meta", `{"Addr":"10.0.0.1:80","Metadata":{"meta":{` + strings.Repeat(`"":"",`, 60<<10/6) + `"a":""}}}`},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		_, err := ParseValue("svc/a", "svc", []byte(tc.value))
+		runtime.ReadMemStats(&after)
+		grew := after.TotalAlloc - before.TotalAlloc
+		t.Logf("%s: %d-byte value: %d KiB allocated, %v", tc.what, len(tc.value), grew>>10, err)
+		if err == nil || !strings.Contains(err.Error(), tc.what) || !strings.Contains(err.Error(), "more than 64") {
+			t.Errorf("%s: err %v; want an error saying there are more %s than 64", tc.what, err, tc.what)
+		}
+		if grew > 4*uint64(len(tc.value)) {
+			t.Errorf("%s: %d KiB allocated for a %d KiB value; want at most 4 times the value", tc.what, grew>>10, len(tc.value)>>10)
+		}
+	}
+	ok := `{"Addr":"10.0.0.1:80","Metadata":{"tags":[` + strings.Repeat(`"t",`, 63) + `"t"],"meta":{"a":"1","b":"2"}}}`
+	if e, err := ParseValue("svc/a", "svc", []byte(ok)); err != nil || len(e.Tags) != 64 || len(e.Meta) != 2 {
+		t.Errorf("64 tags and 2 meta entries: %+v, %v", e, err)
+	}
 }
