@@ -32,6 +32,7 @@ type codec struct {
 	out  *countingWriter
 	in   *countingReader
 	fr   *framedReader
+	wt   reflect.Value // dec's table of type definitions received; invalid if not found
 }
 
 func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
@@ -40,15 +41,22 @@ func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
 	cr := &countingReader{r: rwc}
 	w := bufio.NewWriter(cw)
 	fr := &framedReader{r: bufio.NewReader(cr), max: maxMsg}
-	return &codec{
+	dec := gob.NewDecoder(fr)
+	c := &codec{
 		rwc:  rwc,
 		fr:   fr,
-		dec:  gob.NewDecoder(fr),
+		dec:  dec,
 		enc:  gob.NewEncoder(w),
 		wbuf: w,
 		out:  cw,
 		in:   cr,
 	}
+	if wireTypeField >= 0 {
+		// NewDecoder makes the table, and nothing replaces it: its
+		// Value, found once here, serves every decode.
+		c.wt = reflect.ValueOf(dec).Elem().Field(wireTypeField)
+	}
+	return c
 }
 
 // countingWriter counts the bytes the connection accepted, so that a failed
@@ -197,10 +205,10 @@ func (c *codec) readBody(body any) error { return c.decode(body) }
 // one for a call abandoned or never made included, whose type it chooses).
 func (c *codec) decode(v any) error {
 	f := c.fr
-	types, defs := wireTypes(c.dec), f.defs
+	types, defs := c.wireTypes(), f.defs
 	f.values = 0
 	err := c.dec.Decode(v)
-	if err == nil && wireTypes(c.dec)-types > f.defs-defs {
+	if err == nil && c.wireTypes()-types > f.defs-defs {
 		if f.types += f.values; f.types > f.max {
 			return fmt.Errorf("%w: %d bytes of gob type definitions, cap %d", ErrMessageTooLarge, f.types, f.max)
 		}
@@ -219,13 +227,13 @@ var wireTypeField = func() int {
 	return f.Index[0]
 }()
 
-// wireTypes returns how many type definitions d has received. Call it
-// from the goroutine that decodes.
-func wireTypes(d *gob.Decoder) int {
-	if wireTypeField < 0 {
+// wireTypes returns how many type definitions c's decoder has received.
+// Call it from the goroutine that decodes.
+func (c *codec) wireTypes() int {
+	if !c.wt.IsValid() {
 		return 0
 	}
-	return reflect.ValueOf(d).Elem().Field(wireTypeField).Len()
+	return c.wt.Len()
 }
 
 // framedReader passes a gob stream through while checking each message's
