@@ -2,7 +2,13 @@ package consul
 
 import (
 	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/hashicorp/consul/api"
@@ -49,6 +55,68 @@ func FuzzApply(f *testing.F) {
 			if e.Weight < 1 {
 				t.Fatalf("published %q with weight %d", e.ID, e.Weight)
 			}
+		}
+	})
+}
+
+// FAULTS row 22 (heap growth <= body cap + 1 MiB) for an answer whose
+// amplification is not in the number of entries, which the entry counter
+// bounds, but inside one: a health check decodes to an api.HealthCheck of
+// hundreds of bytes from the 3 bytes of "{},", and a tag to a 16-byte
+// string header from the 3 bytes of `"",`. One entry listing millions of
+// them passes the entry cap and decodes them all.
+func TestNestedTinyElementsBoundedLikeEntries(t *testing.T) {
+	const bodyCap = 16 << 20
+	for _, tc := range []struct{ name, huge string }{
+		{"checks", `[{"Service":{"Port":1},"Checks":[` + strings.Repeat(`{},`, 8<<20/3) + `{}]}]`},
+		{"tags", `[{"Service":{"Port":1,"Tags":[` + strings.Repeat(`"",`, 8<<20/3) + `""]}}]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			good := entriesJSON(t, "10.0.0.1:80")
+			f := newFakeAgent(t, func(r *http.Request, n int) (int, string, string) {
+				if n == 1 {
+					return 200, "10", good
+				}
+				return 200, "11", tc.huge
+			})
+			w, err := New("web", append(fast, WithAddress(f.addr()), WithMaxResponse(bodyCap, 1000))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			nextWhere(t, w, 5*time.Second, "the good set", func(s discovery.State) bool { return s.Err == nil })
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			s := nextWhere(t, w, 10*time.Second, "the next answer", func(s discovery.State) bool { return s.Version > 1 || s.Err != nil })
+			w.Close()
+			runtime.ReadMemStats(&after)
+			grew := after.TotalAlloc - before.TotalAlloc
+			t.Logf("%d MiB allocated reading an 8 MiB answer of one entry with millions of %s (err %v, endpoints %q)", grew>>20, tc.name, s.Err, addrsOf(s))
+			if grew > bodyCap+1<<20 {
+				t.Errorf("%d MiB allocated reading one answer; want at most the body cap + 1 MiB (%d MiB)", grew>>20, (bodyCap+1<<20)>>20)
+			}
+			if s.Err != nil && !errors.Is(s.Err, ErrResponseTooLarge) {
+				t.Errorf("err %v; want ErrResponseTooLarge if any", s.Err)
+			}
+		})
+	}
+}
+
+// FuzzEntryCounter: the health answer's scanner never panics, whatever the
+// body (it runs before the JSON is known to be valid), and passes the
+// bytes through unchanged.
+func FuzzEntryCounter(f *testing.F) {
+	for _, s := range []string{`[{"Checks":[{},{}],"Service":{"Tags":["a","b"]}}]`, `]][[`, `[[[[[`, `["\"[",{"a":[1,2]}]`, ``} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		c := &entryCounter{rc: io.NopCloser(strings.NewReader(body)), max: 3, budget: 1000}
+		got, err := io.ReadAll(c)
+		if err == nil && string(got) != body {
+			t.Fatalf("passed %q as %q", body, got)
+		}
+		if err != nil && !errors.Is(err, ErrResponseTooLarge) {
+			t.Fatalf("error %v", err)
 		}
 	})
 }
