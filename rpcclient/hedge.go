@@ -64,10 +64,9 @@ type hedgeOutcome struct {
 // node. (Dropping the pick and picking again would, with hedging on, keep a
 // node that was never connected from ever being dialled by idempotent calls.)
 func (c *Client) hedged(ctx context.Context, method string, args, reply any, delay, timeout time.Duration, hk *string) (out hedgeOutcome) {
+	// reply is a non-nil pointer, or nil to discard the reply (Call
+	// checked): the legs' replies are then discarded too.
 	rv := reflect.ValueOf(reply)
-	if rv.Kind() != reflect.Pointer || rv.IsNil() {
-		return out
-	}
 	var (
 		startErr  error  // the last start's, when it sent nothing
 		startAddr string // its node
@@ -77,7 +76,10 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	// free within wait (see conn.start). A request that never left is
 	// recorded: its node in out.busy when the slot was what it waited for.
 	start := func(r balancer.Result, cn *conn, wait time.Duration) *leg {
-		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn, reply: reflect.New(rv.Type().Elem()).Interface()}
+		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn}
+		if reply != nil {
+			l.reply = reflect.New(rv.Type().Elem()).Interface()
+		}
 		l.ctx, l.cancel = ctx, func() {}
 		if timeout > 0 {
 			l.ctx, l.cancel = context.WithTimeout(ctx, timeout)
@@ -195,7 +197,9 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			l, err = legs[1], legs[1].timedOut()
 		}
 		if err = end(l, err); err == nil {
-			rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
+			if reply != nil {
+				rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
+			}
 			withdraw(legs)
 			out.tried, out.errs, out.won, out.ok = addrs(legs), nil, true, true
 			return out

@@ -82,3 +82,29 @@ func TestKeyedCallIsNotHedged(t *testing.T) {
 		t.Fatal("no keyed call started on the slow node, so none could have been hedged")
 	}
 }
+
+// An idempotent call with a nil reply (Call: "nil to discard the reply") is
+// hedged like any other, as WithHedging says of idempotent calls. hedged
+// returned at once for a nil reply, so such a call started on a slow node
+// waited for it whatever the hedge delay.
+func TestNilReplyCallIsHedged(t *testing.T) {
+	c, slow, _ := slowAndFast(t, 500*time.Millisecond, WithHedging(20*time.Millisecond),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
+	before := slow.Calls()
+	var worst time.Duration
+	for range 6 {
+		t0 := time.Now()
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Msg: "m"}, nil, Idempotent()); err != nil {
+			t.Fatal(err)
+		}
+		worst = max(worst, time.Since(t0))
+	}
+	if worst > 400*time.Millisecond {
+		t.Fatalf("slowest idempotent call with a nil reply took %v: not hedged (delay 20 ms, slow node 500 ms)", worst)
+	}
+	time.Sleep(600 * time.Millisecond) // a request sent to the slow node lands
+	if slow.Calls() == before {
+		t.Fatal("no call started on the slow node, so none needed a backup")
+	}
+	nothingInFlight(t, c)
+}
