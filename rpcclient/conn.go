@@ -431,6 +431,28 @@ func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 	}
 }
 
+// drop withdraws a pending call whose reply value nobody else reads (a
+// hedged leg's private reply). Unlike abandon, it neither waits for a reply
+// the reader has already taken nor closes the connection when that reply's
+// body is slow to arrive: the reader finishes it into the private value,
+// and the other calls on the connection get their replies after it. pc is
+// not pooled unless it was still pending.
+func (c *conn) drop(pc *pendingCall, seq uint64) {
+	c.mu.Lock()
+	_, mine := c.pending[seq]
+	delete(c.pending, seq)
+	c.mu.Unlock()
+	if mine {
+		c.closeIfRetired()
+		return // dropped, as abandon does: the reader no longer knows it
+	}
+	select {
+	case <-pc.done:
+		pendingPool.Put(pc) // the reader is done with it
+	default: // the reader still holds it: left to the garbage collector
+	}
+}
+
 // abandonGrace is how long abandon waits for a reply body the reader has
 // started before it looks whether the body is still on its way. 4 MiB (the
 // default size cap) take 4 ms at 1 GB/s.

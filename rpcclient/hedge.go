@@ -268,13 +268,16 @@ func (l *leg) timedOut() error {
 }
 
 // withdraw abandons the legs still in flight. It is not their nodes' fault,
-// so the balancer hears context.Canceled, which it does not count.
+// so the balancer hears context.Canceled, which it does not count. A leg's
+// reply is its own (see leg.reply), so a reply the reader has already
+// taken is left to it (conn.drop): the call does not wait for it, and its
+// connection, which the other calls on it still need, is not closed for it.
 func withdraw(legs []*leg) {
 	for _, o := range legs {
 		if !o.over {
 			o.over = true
 			o.cancel()
-			o.cn.abandon(o.pc, o.seq)
+			o.cn.drop(o.pc, o.seq)
 			o.done(context.Canceled)
 		}
 	}

@@ -108,3 +108,46 @@ func TestNilReplyCallIsHedged(t *testing.T) {
 	}
 	nothingInFlight(t, c)
 }
+
+// When a hedged call's winner comes in while the losing leg's reply is still
+// arriving (a large reply on a slow link: the very node hedging steers
+// around), the loser is dropped: its reply is the leg's own, so nothing
+// waits for it and its connection stays up for the other calls on it.
+// withdraw went through abandon, which waited 10 ms and then closed the
+// loser's connection: every other call on it failed (a non-idempotent one
+// with ErrOutcomeUnknown), and the winner came back 10-20 ms late.
+func TestHedgeLoserWithAReplyArrivingKeepsItsConnection(t *testing.T) {
+	a := rpctest.Start(t, rpctest.WithName("a"))
+	b := rpctest.Start(t, rpctest.WithName("b"))
+	pa := rpctest.NewProxy(t, a.Addr())
+	pb := rpctest.NewProxy(t, b.Addr())
+	pb.Throttle(0, 1<<20) // b's replies trickle at 1 MiB/s
+	c, _ := newTestClient(t, []string{pa.Addr(), pb.Addr()}, WithHedging(20*time.Millisecond),
+		WithHeartbeat(time.Minute, time.Minute), withoutNodeHealth(balancer.WithPolicy(balancer.RoundRobin())))
+	warmEvery(t, c, 2)
+	pa.Latency(60 * time.Millisecond)
+	cnB := c.endpoint(pb.Addr()).ready()
+	// Another caller's non-idempotent request in flight on b's connection.
+	other := make(chan error, 1)
+	go func() {
+		var r rpctest.ExecReply
+		other <- cnB.do(context.Background(), "Echo.Exec", &rpctest.ExecArgs{ID: "other", Sleep: 100 * time.Millisecond}, &r)
+	}()
+	time.Sleep(10 * time.Millisecond)
+	var r rpctest.EchoReply
+	t0 := time.Now()
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Msg: "m", ReplyBytes: 512 << 10}, &r, Idempotent()); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(t0)
+	t.Logf("won by %s after %v", r.Server, took)
+	if r.Server != "a" {
+		t.Fatalf("b won (%s) with its reply trickling", r.Server)
+	}
+	if err := <-other; err != nil {
+		t.Fatalf("the other caller's request on b's connection failed: %v", err)
+	}
+	if !cnB.alive() {
+		t.Fatalf("b's connection was closed: %v", cnB.failure())
+	}
+}
