@@ -397,7 +397,7 @@ func (e *endpoint) connDead(cn *conn) {
 // death counts).
 //
 // A connection that proved itself (conn.proven) ends the reconnect backoff
-// and any quarantine. One that died before it did counts as a failed dial:
+// and any quarantine, and asks discovery to refresh. One that died before it did counts as a failed dial:
 // the peer took the TCP connection but not the calls. Like a failed dial
 // (see run), it starts or lengthens the backoff (of the pool's extra
 // connections when others are up), quarantines the address for as long
@@ -427,6 +427,13 @@ func (e *endpoint) lostLocked(cn *conn) {
 		if e.state == TransientFailure {
 			e.state = Idle
 		}
+		// The peer went away (a crash, a kill, a move): ask discovery
+		// to refresh now, as grpc-go re-resolves when a ready connection
+		// is lost. Waiting for a redial to fail is not enough: the
+		// breaker, outlier ejection or P2C's cost may keep the node
+		// unpicked, and unredialled, for the whole ejection time.
+		// ResolveNow is coalesced and rate-limited.
+		e.c.w.ResolveNow()
 	case cn.born.Before(e.provenLost):
 	case e.upLocked():
 		e.growFailures++
