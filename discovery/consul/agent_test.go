@@ -219,9 +219,20 @@ func TestAgentRestartKeepsLastKnownGoodAndResumes(t *testing.T) {
 	c = agentClient(t, a)
 	register(t, c, "b", "127.0.0.1:7002", nil, nil)
 	register(t, c, "d", "127.0.0.1:7004", nil, nil)
+	registered := time.Now()
 	s = nextWhere(t, w, 15*time.Second, "the new set", func(s discovery.State) bool {
 		return s.Err == nil && addrsOf(s) == "127.0.0.1:7002,127.0.0.1:7004"
 	})
+	// FAULTS row 9's figure, staleness after the restart: the agent is up
+	// (Restart waited for its leader) and the set registered; the watcher
+	// may still be in its error backoff (at most 500 ms here), then reads
+	// (a plain read, and the consistent read its lower index calls for).
+	// Not a blocking query's wait: 500 ms of slack for a busy box.
+	if stale := time.Since(registered); stale > 500*time.Millisecond+500*time.Millisecond {
+		t.Errorf("the new set arrived %v after it was registered on the restarted agent; want within the 500 ms backoff cap and a round trip", stale)
+	} else {
+		t.Logf("staleness after the restart: %v", stale.Round(time.Millisecond))
+	}
 	// And it keeps following changes from the new, lower index.
 	c.Agent().ServiceDeregister("b")
 	register(t, c, "e", "127.0.0.1:7005", nil, nil)
