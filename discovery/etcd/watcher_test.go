@@ -124,7 +124,16 @@ func TestWatcherCompaction(t *testing.T) {
 	if strings.Count(want, "=") != 5 {
 		t.Fatalf("truth is %q; want 5 endpoints", want)
 	}
-	waitSet(t, w, strings.Split(want, ",")...)
+	// "Publish atomically": the relist replaces the set from before the
+	// compaction (the first State) in one publication. Next returns the
+	// newest State only, so an intermediate one (an empty set, a partial
+	// one) shows as a gap in the Versions, which move on every change.
+	before := waitState(t, w, "the first set", func(discovery.State) bool { return true })
+	after := waitSet(t, w, strings.Split(want, ",")...)
+	if after.Version != before.Version+1 {
+		t.Errorf("the relisted set is Version %d, the set before the compaction %d: %d publications in between",
+			after.Version, before.Version, after.Version-before.Version-1)
+	}
 	select {
 	case r := <-listed:
 		if r < last {
