@@ -1,14 +1,18 @@
 package consul
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -554,4 +558,285 @@ func TestAgentACLEmptiedStreamingAnswerIsAnError(t *testing.T) {
 	}
 
 	nextWhere(t, w, 10*time.Second, "the authoritative empty set", func(s discovery.State) bool { return s.Err == nil && len(s.Endpoints) == 0 })
+}
+
+// catalogRegister registers instance id of web at port on an external node
+// (not the agent's: the agent's anti-entropy would put its own services
+// back in the catalog after a restore).
+func catalogRegister(t *testing.T, c *api.Client, id string, port int) {
+	t.Helper()
+	_, err := c.Catalog().Register(&api.CatalogRegistration{Node: "ext", Address: "127.0.0.1",
+		Service: &api.AgentService{ID: id, Service: "web", Address: "127.0.0.1", Port: port}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func catalogDeregister(t *testing.T, c *api.Client, id string) {
+	t.Helper()
+	if _, err := c.Catalog().Deregister(&api.CatalogDeregistration{Node: "ext", ServiceID: id}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// FAULTS.md row 11 against a real agent: a snapshot restore sends the
+// registry's index backwards. TestIndexRules proves the rules against a
+// fake, and the agent restart test against a fresh, empty catalog; this one
+// restores a snapshot, through the streaming backend and the RPC one.
+//
+// What the agent does (Consul 1.22): a blocking query parked at the newer
+// index is not answered by the restore. The streaming view answers only
+// when the wait ends (with the restored set, at the lower index); the RPC
+// path answers once at once with the set from before the restore, at the
+// same index, and then parks again. Either way the watcher learns of the
+// restore when its wait ends, so the set is stale for up to WithWaitTime
+// (60 s by default) unless a ResolveNow comes first. The test uses a 2 s
+// wait. After it: exactly the restored set ("missed updates = 0"), and
+// changes made after the restore arrive at once, from the lower index.
+func TestAgentSnapshotRestoreIndexGoesBackwards(t *testing.T) {
+	for _, streaming := range []bool{true, false} {
+		t.Run(map[bool]string{true: "streaming", false: "rpc"}[streaming], func(t *testing.T) { snapshotRestore(t, streaming) })
+	}
+}
+
+func snapshotRestore(t *testing.T, streaming bool) {
+	a := consultest.StartWithHCL(t, fmt.Sprintf("use_streaming_backend = %v", streaming))
+	c := agentClient(t, a)
+	catalogRegister(t, c, "a", 7001)
+	catalogRegister(t, c, "b", 7002)
+	rc, _, err := c.Snapshot().Save(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The index climbs well past the snapshot's, and the set moves on.
+	for range 30 {
+		catalogRegister(t, c, "churn", 7999)
+		catalogDeregister(t, c, "churn")
+	}
+	catalogDeregister(t, c, "b")
+	catalogRegister(t, c, "c", 7003)
+
+	const wait = 2 * time.Second
+	w, err := New("web", WithAddress(a.Addr()), WithWaitTime(wait), WithErrorBackoff(50*time.Millisecond, 500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	nextWhere(t, w, 10*time.Second, "a and c", func(s discovery.State) bool {
+		return s.Err == nil && addrsOf(s) == "127.0.0.1:7001,127.0.0.1:7003"
+	})
+	time.Sleep(300 * time.Millisecond) // parked on a blocking query at the high index
+
+	if err := c.Snapshot().Restore(nil, bytes.NewReader(snap)); err != nil {
+		t.Fatal(err)
+	}
+	restored := time.Now()
+	nextWhere(t, w, wait+3*time.Second, "the restored set", func(s discovery.State) bool {
+		if s.Err == nil && addrsOf(s) != "127.0.0.1:7001,127.0.0.1:7003" && addrsOf(s) != "127.0.0.1:7001,127.0.0.1:7002" {
+			t.Errorf("published %q after the restore; want the set from before it or the restored one", addrsOf(s))
+		}
+		return s.Err == nil && addrsOf(s) == "127.0.0.1:7001,127.0.0.1:7002"
+	})
+	t.Logf("restored set published %v after the restore; %d index resets", time.Since(restored).Round(time.Millisecond), w.Stats().IndexResets)
+	// Still following, from the lower index: a change after the restore
+	// arrives before the wait would end.
+	catalogRegister(t, c, "d", 7004)
+	changed := time.Now()
+	nextWhere(t, w, 10*time.Second, "a change after the restore", func(s discovery.State) bool {
+		return s.Err == nil && addrsOf(s) == "127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7004"
+	})
+	if d := time.Since(changed); d > wait/2 {
+		t.Errorf("a change after the restore took %v to arrive: the watcher blocked at an index from before the restore", d)
+	}
+}
+
+// lockedBuffer is a log sink safe for the watcher's goroutine and the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// FAULTS.md row 13 against a real agent with ACLs: the watcher's token is
+// deleted while it watches, and the agent answers 403 ("ACL not found").
+// The figure: "last known good kept 100 %; token found in logs = 0". Every
+// State published after the deletion must carry the set, the error must be
+// reported, and neither errors nor logs (debug level) may hold the token's
+// secret. TestTokenNeverLeaksAndACLFilteredEmptyIsError proves it against
+// a fake's 403.
+func TestAgentDeletedTokenKeepsLastKnownGoodAndNeverLeaks(t *testing.T) {
+	const root = "6b0e2c4a-1f3d-4c8e-9a7b-2d5f8e1c3a90"
+	a := consultest.StartWithHCL(t, `acl { enabled = true
+		default_policy = "deny"
+		tokens { initial_management = "`+root+`"
+			agent = "`+root+`" } }`)
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = a.Addr(), root
+	admin, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(t, admin, "web-1", "127.0.0.1:9001", nil, nil)
+	register(t, admin, "web-2", "127.0.0.1:9002", nil, nil)
+	pol, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: "web-read",
+		Rules: `service "web" { policy = "read" } node_prefix "" { policy = "read" }`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &lockedBuffer{}
+	w, err := New("web", WithAddress(a.Addr()), WithToken(tok.SecretID), WithWaitTime(time.Second),
+		WithErrorBackoff(50*time.Millisecond, 200*time.Millisecond),
+		WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	const good = "127.0.0.1:9001,127.0.0.1:9002"
+	nextWhere(t, w, 10*time.Second, "the set", func(s discovery.State) bool { return s.Err == nil && addrsOf(s) == good })
+
+	if _, err := admin.ACL().TokenDelete(tok.AccessorID, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Every State for 2 s after the deletion: the set, and the error.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var states, errs int
+	var lastErr error
+	for {
+		s, err := w.Next(ctx)
+		if err != nil {
+			break
+		}
+		states++
+		if addrsOf(s) != good {
+			t.Errorf("State %d after the token's deletion has %q (err %v); want the last known good set", states, addrsOf(s), s.Err)
+		}
+		if s.Err != nil {
+			errs++
+			lastErr = s.Err
+			if strings.Contains(s.Err.Error(), tok.SecretID) {
+				t.Errorf("the token's secret is in the error: %v", s.Err)
+			}
+		}
+	}
+	w.Close()
+	if errs == 0 {
+		t.Fatalf("no error reported in 2 s after the watcher's token was deleted (%d States)", states)
+	}
+	if strings.Contains(logs.String(), tok.SecretID) {
+		t.Errorf("the token's secret is in the logs:\n%s", logs.String())
+	}
+	t.Logf("%d States after the deletion; %d with an error, the last: %v", states, errs, lastErr)
+}
+
+// FAULTS.md row 9: "The watcher backs off with jitter" while the agent is
+// down. TestAgentRestartKeepsLastKnownGoodAndResumes passes with the jitter
+// gone (it only needs the watcher to come back), and so does every other
+// test of the package. Here 8 watchers follow one real agent, each through
+// its own pass-through front that notes when each request arrives; the agent
+// is stopped, and the fronts answer 502 from then on. The gaps between a
+// watcher's retries, each divided by the backoff it should be (100 ms x2:
+// 200, 400, 800 ms), must spread over the +-20 % jitter: a backoff without
+// jitter sends the whole fleet back in lock-step, and the ratios bunch at 1.
+func TestAgentOutageBackoffIsJittered(t *testing.T) {
+	a := consultest.Start(t)
+	register(t, agentClient(t, a), "a", "127.0.0.1:7001", nil, nil)
+	const watchers = 8
+	var (
+		mu      sync.Mutex
+		stopped time.Time
+		events  [watchers][]event
+	)
+	for i := range watchers {
+		front := agentFront(t, a.Addr(), func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy) {
+			start := time.Now()
+			rec := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+			rp.ServeHTTP(rec, r)
+			mu.Lock()
+			if end := time.Now(); !stopped.IsZero() && end.After(stopped) { // the parked query too
+				events[i] = append(events[i], event{start, end, rec.status >= 500})
+			}
+			mu.Unlock()
+		})
+		w, err := New("web", WithAddress(front), WithWaitTime(10*time.Second), WithErrorBackoff(100*time.Millisecond, 2*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		nextWhere(t, w, 10*time.Second, fmt.Sprintf("watcher %d's set", i), func(s discovery.State) bool { return len(s.Endpoints) == 1 })
+	}
+	mu.Lock()
+	stopped = time.Now()
+	mu.Unlock()
+	a.Stop()
+	time.Sleep(2 * time.Second)
+
+	mu.Lock()
+	defer mu.Unlock()
+	lo, hi := 10.0, 0.0
+	var n int
+	for i := range watchers {
+		// The k-th failed answer in a row (from 0) is followed by a
+		// backoff of 100 ms x 2^k before the next request.
+		evs, k := events[i], 0
+		for j := 0; j+1 < len(evs); j++ {
+			if !evs[j].failed {
+				k = 0
+				continue
+			}
+			nominal := 100 * time.Millisecond << k
+			k++
+			if nominal < 200*time.Millisecond {
+				continue // 100 ms: too short to tell jitter from scheduling
+			}
+			r := float64(evs[j+1].start.Sub(evs[j].end)) / float64(nominal)
+			lo, hi = min(lo, r), max(hi, r)
+			n++
+		}
+	}
+	t.Logf("%d retry gaps of %d watchers, as a share of their backoff: %.3f to %.3f", n, watchers, lo, hi)
+	if n < watchers*2 {
+		t.Fatalf("only %d retry gaps in 2 s of outage from %d watchers; want about %d", n, watchers, watchers*3)
+	}
+	if lo < 0.8-0.05 {
+		t.Errorf("a retry came %.2f of its backoff after the previous one: sooner than the backoff less its 20 %% jitter", lo)
+	}
+	if hi-lo < 0.15 {
+		t.Errorf("the retry gaps of %d watchers span %.3f to %.3f of their backoffs: no jitter (want them spread over +-20 %%)", watchers, lo, hi)
+	}
+}
+
+type event struct {
+	start, end time.Time
+	failed     bool
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
 }

@@ -13,7 +13,9 @@
 //     backwards (a snapshot restore, an agent restarted on a fresh data dir,
 //     or a newly elected leader that has not caught up yet), that answer is
 //     not published: the next read is a consistent read of the whole set,
-//     which replaces it. "Backwards" is below the index of the last answer
+//     which replaces it. (A snapshot restore does not wake a parked query,
+//     Consul 1.22: the restored set comes when the wait ends, WithWaitTime,
+//     or at the next ResolveNow.) "Backwards" is below the index of the last answer
 //     published, which errors do not reset, so the plain read after an
 //     error is checked too. A missing or zero index is clamped and
 //     re-queried at most once a second.
