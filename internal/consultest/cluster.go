@@ -39,7 +39,7 @@ func StartCluster(t testing.TB, n int) *Cluster {
 	for attempt := range 3 {
 		c := &Cluster{}
 		for i := range n {
-			a := &Agent{t: t, bin: bin, log: &syncBuffer{}, name: fmt.Sprintf("dialtone-s%d", i)}
+			a := &Agent{t: t, bin: bin, log: &syncBuffer{}, name: fmt.Sprintf("dialtone-s%d", i), in: c}
 			for j := range a.ports {
 				a.ports[j] = freePort(t)
 			}

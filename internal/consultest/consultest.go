@@ -54,6 +54,7 @@ type Agent struct {
 	ports [4]int // http, serf-lan, serf-wan, server
 	log   *syncBuffer
 	name  string                  // node name
+	in    *Cluster                // the cluster of a server; nil for a -dev agent
 	flags func(a *Agent) []string // mode flags (-dev, or -server and its cluster); set before start
 
 	mu   sync.Mutex
@@ -157,7 +158,7 @@ func (a *Agent) waitLeader(timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	for {
-		if l, err := a.leader(ctx); err == nil && l != "" {
+		if l, err := a.leader(ctx); err == nil && a.leads(l) {
 			return nil
 		}
 		select {
@@ -193,6 +194,27 @@ func (a *Agent) leader(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("status %d", resp.StatusCode)
 	}
 	return string(bytes.Trim(b.Bytes(), `" `+"\n")), nil
+}
+
+// leads reports whether addr, a leader named by the agent's HTTP port, is
+// this agent's own server (a -dev agent leads itself) or one of its
+// cluster's. Any other leader was named by another process's agent, which
+// took the HTTP port between freePort and this agent's bind: this agent
+// then exits on its bind error, and start tries again on new ports.
+func (a *Agent) leads(addr string) bool {
+	if addr == "" {
+		return false
+	}
+	servers := []*Agent{a}
+	if a.in != nil {
+		servers = a.in.agents
+	}
+	for _, s := range servers {
+		if addr == "127.0.0.1:"+strconv.Itoa(s.ports[3]) {
+			return true
+		}
+	}
+	return false
 }
 
 // Name returns the agent's node name.
