@@ -18,9 +18,9 @@ import (
 // survive discovery updates; a new node starts at the median of the others,
 // and so does a node whose breaker closes again or whose ejection ends, when
 // its own estimate is higher (it still holds the failures that took it out).
-// The latency of one request in eight is sampled, and down to one in 256 when
-// requests come fast enough for each node to get a sample every 10 ms
-// anyway (the in-flight count is exact); a node whose latency was not
+// The latency of every request is sampled while traffic is light, and of
+// fewer, down to one in 256, when requests come fast enough for each node
+// to get a sample every 10 ms anyway (the in-flight count is exact); a node whose latency was not
 // sampled for 2 s is chosen once, so an expensive node that recovered is
 // noticed.
 func P2C(opts ...P2COption) Policy {
@@ -50,7 +50,7 @@ func WithDecay(d time.Duration) P2COption {
 func WithFailurePenalty(d time.Duration) P2COption { return func(p *p2c) { p.penalty = d } }
 
 // WithProbeAfter sets how long a node may go without a latency sample (its
-// requests are sampled one in 8 to 256) before a pick that draws it
+// requests are sampled one in 1 to 256) before a pick that draws it
 // chooses it once regardless of its cost. Default 2 s; 0 turns probing off.
 func WithProbeAfter(d time.Duration) P2COption { return func(p *p2c) { p.probeAfter = d } }
 
@@ -93,7 +93,7 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	} else {
 		a, b = s.nodes[ea.idx], s.nodes[eb.idx]
 	}
-	// Sample the latency of one request in 8 to 256 (see sampling): a
+	// Sample the latency of one request in 1 to 256 (see sampling): a
 	// clock read costs more than the rest of the pick on many machines.
 	// The one clock read of a sampled pick serves both the probe check
 	// and the sample's start time.

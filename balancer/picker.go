@@ -17,7 +17,8 @@ import (
 //   - Most picks share their node's Done: a second call counts the outcome
 //     again (in the breaker's window and the consecutive failures that eject
 //     a node) and lowers the node's in-flight count again.
-//   - A pick whose latency P2C samples (one in 8 to 256) gets a pooled Done,
+//   - A pick whose latency P2C samples (every one under light traffic, down
+//     to one in 256) gets a pooled Done,
 //     which its first call hands to the next sampled pick, on any node. A
 //     second call made after that ends that other request in its stead: its
 //     breaker is told this err, its in-flight count is released early, its

@@ -443,7 +443,9 @@ func TestP2CPairsAreUniform(t *testing.T) {
 				nodes[i].cost.Store(math.Float64bits(float64(i + 1)))
 				ready[i] = entry{idx: uint32(i), weight: 1}
 			}
-			s := P2C(WithProbeAfter(0)).build(ready, nodes, samplingOnly())
+			b := samplingOnly()
+			b.samp.mask.Store(7) // one pick in 8, the rate of a moderately busy client
+			s := P2C(WithProbeAfter(0)).build(ready, nodes, b)
 			const draws = 200_000
 			// Ten buckets of indexes (n of them when n < 10).
 			buckets := min(n, 10)

@@ -10,7 +10,10 @@ import (
 // (at its pick and at its Done) and goes through the call pool, which on
 // many machines costs more than the rest of the pick and its Done; a 10 s
 // EWMA needs far fewer samples than a busy client makes, and the in-flight
-// counts that P2C also weighs are exact whatever the rate.
+// counts that P2C also weighs are exact whatever the rate. A client whose
+// traffic is light samples every request: a serial caller has nothing in
+// flight to tell the nodes apart, and a node that turned slow must be
+// noticed at its first slow request, not at the eighth on average.
 //
 // The rate follows the traffic: while sampled requests end more often than
 // each ready node needs (every sampleEvery per node), k grows by one per
@@ -18,10 +21,11 @@ import (
 // need puts k back to minSampleShift at once, so that a client whose
 // traffic falls does not wait long for its next samples (at most 2^k
 // requests). k settles where 2^k requests take between half and twice the
-// need: over 3 nodes (a need of 3.3 ms), 1 in 8 below about 4,800 requests
-// a second, 1 in 32 at 10,000, 1 in 256 above about 77,000.
+// need: over 3 nodes (a need of 3.3 ms), every request below about 600
+// requests a second, 1 in 8 at 2,400 to 4,800, 1 in 32 at 10,000, 1 in 256
+// above about 77,000.
 const (
-	minSampleShift = 3 // one request in 8
+	minSampleShift = 0 // every request
 	maxSampleShift = 8 // one request in 256
 	// sampleEvery is how often each ready node should get a latency
 	// sample when the traffic allows it: the EWMA's 10 s time constant

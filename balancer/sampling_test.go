@@ -8,8 +8,8 @@ import (
 
 // The sampling rate halves with each sample that comes sooner than half
 // what each node needs, down to one request in 256, holds between half and
-// twice the need, and goes back to one in 8 at once after a gap of more
-// than twice the need.
+// twice the need, and goes back to every request at once after a gap of
+// more than twice the need.
 func TestSamplingFollowsTheRequestRate(t *testing.T) {
 	const minMask, maxMask = 1<<minSampleShift - 1, 1<<maxSampleShift - 1
 	var s sampling
@@ -21,6 +21,9 @@ func TestSamplingFollowsTheRequestRate(t *testing.T) {
 		mask uint64
 	}{
 		{now, minMask}, // the first sample: no earlier one
+		{want / 10, 1},
+		{want / 10, 3},
+		{want / 10, 7},
 		{want / 10, 15},
 		{want / 10, 31},
 		{want / 10, 63},
@@ -29,9 +32,9 @@ func TestSamplingFollowsTheRequestRate(t *testing.T) {
 		{want / 10, maxMask}, // capped
 		{want, maxMask},      // between half and twice the need: held
 		{2 * want, maxMask},
-		{2*want + 1, minMask}, // the traffic fell: back to one in 8 at once
+		{2*want + 1, minMask}, // the traffic fell: back to every request at once
 		{want, minMask},
-		{want/2 - 1, 15},
+		{want/2 - 1, 1},
 	}
 	for i, st := range steps {
 		if i > 0 {
@@ -53,13 +56,13 @@ func TestSamplingFollowsTheRequestRate(t *testing.T) {
 		t.Fatalf("1,000 nodes, a sample 5 µs after the last: mask %d, want %d", got, minMask)
 	}
 	big.sampled(now+int64(time.Microsecond), 1000)
-	if got := big.mask.Load(); got != 15 {
-		t.Fatalf("1,000 nodes, a sample 1 µs after the last: mask %d, want 15", got)
+	if got := big.mask.Load(); got != 1 {
+		t.Fatalf("1,000 nodes, a sample 1 µs after the last: mask %d, want 1", got)
 	}
 }
 
 // A busy P2C balancer samples one request in 256, still samples, and goes
-// back to one in 8 with the first sample after its traffic pauses.
+// back to every request with the first sample after its traffic pauses.
 func TestP2CSamplesLessUnderFastTraffic(t *testing.T) {
 	as := addrs(3)
 	b, _ := newTest(t, as, WithPolicy(P2C()), WithoutBreakers())
