@@ -98,9 +98,30 @@ func edfSchedule[T readyIndex](ready []entry, s *edfScratch) []T {
 	// Express weights as integer slot counts: the lightest node gets at
 	// least one slot, and the whole schedule stays under maxSchedule.
 	// Rounding up to one slot adds at most one slot per node.
+	//
+	// One slot for the lightest node is exact for integer weights, but
+	// not for the fractional ones Degraded health and slow start make:
+	// 1.5 against 1 rounded to 2 slots against 1, and 0.7 against 1 to
+	// 1 against 1, so a node 70 % into its slow start took a full share.
+	// Those take the least multiple (up to maxExactMultiple) that makes
+	// every count whole, or else fineSlots slots for the lightest node,
+	// which bounds every node's rounding error by 1/(2 fineSlots).
 	scale := 1 / minW
-	if limit := float64(maxSchedule - len(ready)); total*scale > limit {
+	limit := float64(maxSchedule - len(ready))
+	if total*scale > limit {
 		scale = limit / total
+	} else if !wholeSlots(ready, scale) {
+		k := 2.0
+		for ; k <= maxExactMultiple && total*scale*k <= limit; k++ {
+			if wholeSlots(ready, scale*k) {
+				break
+			}
+		}
+		if k <= maxExactMultiple && total*scale*k <= limit {
+			scale *= k
+		} else {
+			scale = min(scale*fineSlots, limit/total)
+		}
 	}
 	slots := grow(&s.slots, len(ready))
 	length := 0
@@ -115,6 +136,25 @@ func edfSchedule[T readyIndex](ready []entry, s *edfScratch) []T {
 		length += int(slots[i])
 	}
 	return edfOrder[T](slots, length, s)
+}
+
+// maxExactMultiple and fineSlots are how edfSchedule expresses fractional
+// weights: see there.
+const (
+	maxExactMultiple = 8
+	fineSlots        = 200
+)
+
+// wholeSlots reports whether every weight in ready, times scale, is within
+// a rounding error of a whole slot count.
+func wholeSlots(ready []entry, scale float64) bool {
+	for _, e := range ready {
+		x := float64(e.weight) * scale
+		if math.Abs(x-math.Floor(x+0.5)) > 1e-4*x {
+			return false
+		}
+	}
+	return true
 }
 
 // edfOrder lists, for nodes with the given slot counts, the k-th slot of
