@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"math"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/discovery/discoverytest"
 )
 
 // The weighted round-robin schedule gives each node its weight's share
@@ -65,4 +68,53 @@ func TestWeightedRoundRobinDegradedShare(t *testing.T) {
 	const picks = 70_000
 	got := count(t, b, picks, nil)
 	within(t, "picks of the Degraded weight-3 node", got[as[1]], picks*3/7, len(sel.sched)*len(sel.cur.shards)+picks/100)
+}
+
+// Through the ramp, in a bubble: a node added beside three others gets
+// weight x t/window of a share at every step of its slow start, as
+// WithSlowStart documents, and not a full one from two thirds of the
+// window on. The share is measured against the weight in the picker (the
+// ramp steps every twentieth of the window), over 20 schedules per shard:
+// the slack is the schedule's rounding (1 %) and, per shard, a window of an
+// EDF schedule being off its share by at most a slot or two.
+func TestWeightedRoundRobinSlowStartSharesFollowTheRamp(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		as := addrs(4)
+		w := discoverytest.NewAddrs(as[:3]...)
+		defer w.Close()
+		const window = 20 * time.Second
+		b := New(w, WithPolicy(WeightedRoundRobin()), WithoutBreakers(), WithSlowStart(window, 0.1))
+		defer b.Close()
+		synctest.Wait()
+		w.SetAddrs(as...)
+		synctest.Wait()
+		for _, at := range []float64{0.3, 0.5, 0.7, 0.9} {
+			time.Sleep(time.Duration(at*float64(window)) - time.Since(b.addedAt(as[3])))
+			synctest.Wait()
+			p := b.picker.Load()
+			var r float64
+			for _, e := range p.ready {
+				if p.nodes[e.idx].addr == as[3] {
+					r = float64(e.weight)
+				}
+			}
+			if math.Abs(r-at) > 0.051 {
+				t.Fatalf("at %.0f %% of the window the new node's weight is %v", 100*at, r)
+			}
+			sel := p.sel.(*wrrSel[uint16])
+			picks := 20 * len(sel.sched) * len(sel.cur.shards)
+			got := count(t, b, picks, nil)
+			want := r / (3 + r)
+			if share := float64(got[as[3]]) / float64(picks); math.Abs(share-want) > 0.01*want+2*float64(len(sel.cur.shards))/float64(picks) {
+				t.Errorf("at %.0f %% of the window (weight %.2f) the new node got %.3f of the picks, want %.3f", 100*at, r, share, want)
+			}
+		}
+	})
+}
+
+// addedAt returns when the node at addr joined, as a time in the bubble.
+func (b *Balancer) addedAt(addr string) time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return epoch.Add(time.Duration(b.nodes[addr].added))
 }
