@@ -90,27 +90,41 @@ func edfSchedule[T readyIndex](ready []entry, s *edfScratch) []T {
 	}
 	total := 0.0
 	minW := math.Inf(1)
+	whole := true  // every weight is a whole number
+	g := uint64(0) // their greatest common divisor (while it is not 1)
 	for _, e := range ready {
 		w := float64(e.weight)
 		total += w
 		minW = min(minW, w)
+		if whole {
+			if w != math.Floor(w) || w >= 1<<53 {
+				whole = false
+			} else if g != 1 {
+				g = gcd(g, uint64(w))
+			}
+		}
 	}
-	// Express weights as integer slot counts: the lightest node gets at
-	// least one slot, and the whole schedule stays under maxSchedule.
-	// Rounding up to one slot adds at most one slot per node.
-	//
-	// One slot for the lightest node is exact for integer weights, but
-	// not for the fractional ones Degraded health and slow start make:
-	// 1.5 against 1 rounded to 2 slots against 1, and 0.7 against 1 to
-	// 1 against 1, so a node 70 % into its slow start took a full share.
-	// Those take the least multiple (up to maxExactMultiple) that makes
+	// Express weights as integer slot counts, the whole schedule under
+	// maxSchedule. Whole weights divided by their greatest common divisor
+	// are exact, and the cheapest exact counts. Fractional weights
+	// (Degraded health and slow start make them) take the least multiple
+	// of the lightest weight (up to maxExactMultiple times) that makes
 	// every count whole, or else fineSlots slots for the lightest node,
-	// which bounds every node's rounding error by 1/(2 fineSlots).
+	// which bounds every node's rounding error by 1/(2 fineSlots): one
+	// slot for the lightest, as once for all weights, rounded 1.5 against
+	// 1 to 2 slots against 1, 0.7 against 1 to 1 against 1 (a node 70 %
+	// into its slow start took a full share), and even 3 against 2 to 2
+	// against 1. Rounding up to one slot adds at most one slot per node.
 	scale := 1 / minW
+	if whole {
+		scale = 1 / float64(g)
+	}
 	limit := float64(maxSchedule - len(ready))
-	if total*scale > limit {
+	switch {
+	case total*scale > limit:
 		scale = limit / total
-	} else if !wholeSlots(ready, scale) {
+	case whole:
+	case !wholeSlots(ready, scale):
 		k := 2.0
 		for ; k <= maxExactMultiple && total*scale*k <= limit; k++ {
 			if wholeSlots(ready, scale*k) {
@@ -144,6 +158,14 @@ const (
 	maxExactMultiple = 8
 	fineSlots        = 200
 )
+
+// gcd returns the greatest common divisor of a and b; gcd(0, b) is b.
+func gcd(a, b uint64) uint64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
 
 // wholeSlots reports whether every weight in ready, times scale, is within
 // a rounding error of a whole slot count.

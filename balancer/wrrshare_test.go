@@ -30,6 +30,9 @@ func TestWeightedScheduleFractionalShares(t *testing.T) {
 		{10, 10, 3.7},  //
 		{1, 0.1},       // slow start's first step: exact already
 		{1, 2, 5},      // integers: exact already
+		{2, 3},         // integers the lightest does not divide: once 1 slot against 2
+		{4, 6, 10},     //
+		{100, 300},     // their greatest common divisor: 1 and 3 slots
 	} {
 		t.Run(fmt.Sprint(ws), func(t *testing.T) {
 			ready := make([]entry, len(ws))
