@@ -251,8 +251,9 @@ func (n *node) record(o breaker.Outcome) {
 // observe folds one latency sample into the peak EWMA: a sample above the
 // current cost replaces it at once (peak), a lower one is blended in with a
 // weight that decays with the time since the previous sample (time constant
-// tau). Failures count as at least the failure penalty, so a node that fails
-// fast never looks cheap.
+// tau). Failures count as at least the failure penalty and never lower the
+// estimate, so a node that fails fast never looks cheap (nor cheaper than
+// it did before it failed, in a service slower than the penalty).
 //
 // The estimate a run of failures found is kept aside, and the first
 // successful sample after them blends into that instead of into the
@@ -282,8 +283,16 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 		}
 		nc := x
 		if x < old {
-			w := decay(float64(now-n.stamp.Load()) / tau)
-			nc = old*w + x*(1-w)
+			if failed {
+				// A failure never lowers the estimate: for a
+				// service slower than the penalty, a fast
+				// failure blended in made the failing node
+				// look cheaper than its healthy peers.
+				nc = old
+			} else {
+				w := decay(float64(now-n.stamp.Load()) / tau)
+				nc = old*w + x*(1-w)
+			}
 		}
 		if n.cost.CompareAndSwap(bits, math.Float64bits(nc)) {
 			n.stamp.Store(now)

@@ -9,7 +9,8 @@ import (
 // cost, latency x (in-flight + 1) / weight. Latency is a peak EWMA with a
 // 10 s time constant: a slower sample raises it at once, faster ones lower it
 // gradually. A failed request counts as at least the failure penalty
-// (default 250 ms), so a node that fails fast never looks cheap; the first
+// (default 250 ms) and never lowers the estimate, so a node that fails fast
+// never looks cheap; the first
 // sampled success after failures returns the node to the estimate it had
 // before them (or to its current one, when that is lower: a node back from
 // an open breaker or an ejection starts again at the median of the
