@@ -54,47 +54,78 @@ type maglevSel struct {
 }
 
 func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
-	n := len(s.ready)
 	m := uint64(len(s.table))
 	if !hasKey {
 		return int(s.table[rand.Uint64N(m)]), 0
 	}
 	idx := int(s.table[h%m])
-	// Bounded load: the first node that, with this request, holds at most
-	// ceil(c x the average load, this request included). The limits add
-	// up to more than the load, so some node is always under its own.
-	limit := int64(math.MaxInt64) // a huge or infinite c: no bound
-	if l := math.Ceil(s.c * float64(s.total.Load()+1) / float64(n)); l < math.MaxInt64 {
-		limit = int64(l)
-	}
+	limit := s.limit()
 	if s.under(idx, limit) {
 		return idx, 0 // the usual case
 	}
-	// First the table's next slots, Maglev's own successors of the key,
-	// each node looked at once per run of its slots.
-	prev := idx
-	for k := uint64(1); k < min(m, 4*uint64(n)); k++ {
+	if j := s.walk(h, func(j int) bool { return j != idx && s.under(j, limit) }); j >= 0 {
+		return j, 0
+	}
+	return idx, 0 // every node at its limit: picks running beside this one raised the counts
+}
+
+// limit is the bounded load: a node may hold at most ceil(c x the average
+// load, this request included). The limits add up to more than the load,
+// so some node is always under its own.
+func (s *maglevSel) limit() int64 {
+	if l := math.Ceil(s.c * float64(s.total.Load()+1) / float64(len(s.ready))); l < math.MaxInt64 {
+		return int64(l)
+	}
+	return math.MaxInt64 // a huge or infinite c: no bound
+}
+
+// walk offers ok the key's candidates in the order the key prefers them
+// and returns the first it accepts, -1 for none: the key's node, then the
+// table's next slots, Maglev's own successors of the key, each node once
+// per run of its slots, then every node, from an offset the key picks (the
+// high half of its hash; the slot came from the whole of it), so that the
+// keys of one node at its limit spread over the others, each to the same
+// one every time the loads are the same. A node may be offered twice.
+func (s *maglevSel) walk(h uint64, ok func(j int) bool) int {
+	n := len(s.ready)
+	m := uint64(len(s.table))
+	prev := -1
+	for k := uint64(0); k < min(m, 4*uint64(n)); k++ {
 		j := int(s.table[(h+k)%m])
-		if j != prev && s.under(j, limit) {
-			return j, 0
+		if j != prev && ok(j) {
+			return j
 		}
 		prev = j
 	}
-	// Then every node, from an offset the key picks (the high half of its
-	// hash; the slot came from the whole of it), so that the keys of one
-	// node at its limit spread over the others, each to the same one
-	// every time the loads are the same.
 	off := int((h >> 32) * uint64(n) >> 32)
 	for k := range n {
 		j := off + k
 		if j >= n {
 			j -= n
 		}
-		if j != idx && s.under(j, limit) {
-			return j, 0
+		if ok(j) {
+			return j
 		}
 	}
-	return idx, 0 // every node at its limit: picks running beside this one raised the counts
+	return -1
+}
+
+// redraw is picker.redraw for a keyed pick whose first choice was
+// excluded or refused by its breaker: the first of the key's candidates
+// (see walk) that is neither and is under the bound, admitted; nil when
+// there is none, and pick scans on.
+func (s *maglevSel) redraw(p *picker, po *pickOptions) *Result {
+	limit := s.limit()
+	var res *Result
+	s.walk(hashString(po.hashKey), func(j int) bool {
+		k := p.at(j)
+		if po.exclude != nil && po.excluded(p.nodes[k].addr) || !s.under(j, limit) {
+			return false
+		}
+		res = p.admit(k, 0)
+		return res != nil
+	})
+	return res
 }
 
 // under reports whether ready[j] holds fewer than limit requests.

@@ -199,13 +199,15 @@ const maxRedraws = 4
 // with P2C over 3 nodes sends half of them to a slow node P2C otherwise
 // avoids, and a half-open node's share would double its neighbour's for as
 // long as its probe takes. A keyed Maglev pick chooses the same node every
-// time and is not asked again. Only picks whose first choice failed come
-// here.
+// time: it takes the key's next candidate under the bound instead (see
+// maglevSel.redraw), or the scan would send every retry of the node's keys
+// to its successor in the State, whatever that node's load. Only picks
+// whose first choice failed come here.
 //
 //go:noinline
 func (p *picker) redraw(po *pickOptions) *Result {
-	if _, ok := p.sel.(*maglevSel); ok && po.hasKey {
-		return nil
+	if m, ok := p.sel.(*maglevSel); ok && po.hasKey {
+		return m.redraw(p, po)
 	}
 	for range maxRedraws {
 		start, since := p.sel.first(0, false)
