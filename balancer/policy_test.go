@@ -9,9 +9,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/discovery/discoverytest"
 )
 
 func TestRoundRobinIsEven(t *testing.T) {
@@ -857,4 +859,211 @@ func holdHotKey(t *testing.T, b *Balancer, total int) ([]Result, map[string]int)
 		held = append(held, r)
 	}
 	return held, spread
+}
+
+// The weighted round-robin schedule gives each node its weight's share
+// for the fractional weights that Degraded health and slow start make, not
+// only for integer ones: expressed in slots of the lightest node, a weight
+// of 1.5 against 1 was rounded to 2 slots against 1, and 0.7 against 1 to
+// 1 slot against 1, so a node 70 % into its slow start (or a Degraded
+// weight-3 node beside a healthy weight-2 one) took a full share. The
+// schedule is deterministic, so the bound is exact: within 1 % of each
+// share, relative.
+func TestWeightedScheduleFractionalShares(t *testing.T) {
+	for _, ws := range [][]float32{
+		{1, 1.5},       // weight 3 Degraded beside weight 1
+		{2, 1.5},       // weight 3 Degraded beside weight 2
+		{1, 1.49},      //
+		{1, 0.7},       // 70 % into slow start
+		{1, 1, 1, 0.7}, //
+		{1, 0.55},      //
+		{10, 10, 3.7},  //
+		{1, 0.1},       // slow start's first step: exact already
+		{1, 2, 5},      // integers: exact already
+		{2, 3},         // integers the lightest does not divide: once 1 slot against 2
+		{4, 6, 10},     //
+		{100, 300},     // their greatest common divisor: 1 and 3 slots
+	} {
+		t.Run(fmt.Sprint(ws), func(t *testing.T) {
+			ready := make([]entry, len(ws))
+			total := 0.0
+			for i, w := range ws {
+				ready[i] = entry{idx: uint32(i), weight: w}
+				total += float64(w)
+			}
+			sched := edfSchedule[uint16](ready, nil)
+			got := make([]int, len(ws))
+			for _, s := range sched {
+				got[s]++
+			}
+			for i, w := range ws {
+				share, want := float64(got[i])/float64(len(sched)), float64(w)/total
+				if math.Abs(share-want) > 0.01*want {
+					t.Errorf("weight %v: %d of %d slots, a share of %.4f; want %.4f (weights %v)", w, got[i], len(sched), share, want, ws)
+				}
+			}
+		})
+	}
+}
+
+// The same through Pick: a Degraded weight-3 node (1.5 at the default
+// factor) beside a healthy weight-2 one gets 3/7 of the picks, not half.
+// The cursor is exact per shard, so the slack is one schedule per shard.
+func TestWeightedRoundRobinDegradedShare(t *testing.T) {
+	as := addrs(2)
+	b, w := newTest(t, as, WithPolicy(WeightedRoundRobin()), WithoutBreakers())
+	w.Set(discovery.Endpoint{ID: as[0], Addr: as[0], Weight: 2},
+		discovery.Endpoint{ID: as[1], Addr: as[1], Weight: 3, Health: discovery.Degraded})
+	waitFor(t, b, "the degraded node", func(p *picker) bool {
+		return len(p.ready) == 2 && p.ready[1].weight == 1.5
+	})
+	sel := b.picker.Load().sel.(*wrrSel[uint16])
+	const picks = 70_000
+	got := count(t, b, picks, nil)
+	within(t, "picks of the Degraded weight-3 node", got[as[1]], picks*3/7, len(sel.sched)*len(sel.cur.shards)+picks/100)
+}
+
+// Through the ramp, in a bubble: a node added beside three others gets
+// weight x t/window of a share at every step of its slow start, as
+// WithSlowStart documents, and not a full one from two thirds of the
+// window on. The share is measured against the weight in the picker (the
+// ramp steps every twentieth of the window), over 20 schedules per shard:
+// the slack is the schedule's rounding (1 %) and, per shard, a window of an
+// EDF schedule being off its share by at most a slot or two.
+func TestWeightedRoundRobinSlowStartSharesFollowTheRamp(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		as := addrs(4)
+		w := discoverytest.NewAddrs(as[:3]...)
+		defer w.Close()
+		const window = 20 * time.Second
+		b := New(w, WithPolicy(WeightedRoundRobin()), WithoutBreakers(), WithSlowStart(window, 0.1))
+		defer b.Close()
+		synctest.Wait()
+		w.SetAddrs(as...)
+		synctest.Wait()
+		for _, at := range []float64{0.3, 0.5, 0.7, 0.9} {
+			time.Sleep(time.Duration(at*float64(window)) - time.Since(b.addedAt(as[3])))
+			synctest.Wait()
+			p := b.picker.Load()
+			var r float64
+			for _, e := range p.ready {
+				if p.nodes[e.idx].addr == as[3] {
+					r = float64(e.weight)
+				}
+			}
+			if math.Abs(r-at) > 0.051 {
+				t.Fatalf("at %.0f %% of the window the new node's weight is %v", 100*at, r)
+			}
+			sel := p.sel.(*wrrSel[uint16])
+			picks := 20 * len(sel.sched) * len(sel.cur.shards)
+			got := count(t, b, picks, nil)
+			want := r / (3 + r)
+			if share := float64(got[as[3]]) / float64(picks); math.Abs(share-want) > 0.01*want+2*float64(len(sel.cur.shards))/float64(picks) {
+				t.Errorf("at %.0f %% of the window (weight %.2f) the new node got %.3f of the picks, want %.3f", 100*at, r, share, want)
+			}
+		}
+	})
+}
+
+// addedAt returns when the node at addr joined, as a time in the bubble.
+func (b *Balancer) addedAt(addr string) time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return epoch.Add(time.Duration(b.nodes[addr].added))
+}
+
+// A failure counts as at least the failure penalty "so that a node that
+// fails fast never looks cheap" (P2C's doc). For a service slower than the
+// penalty (250 ms by default), a fast failure (a refused connection, 1 ms)
+// was blended in like any faster sample, and lowered the estimate toward
+// the penalty: the failing node then looked cheaper than its healthy peers
+// and won every pair it was drawn in, drawing twice its share of the
+// requests, all of them to fail. A failure must never lower the estimate.
+//
+// Two nodes with the same 1 s estimate; the first fails fast once, 5 s
+// after its last sample. Probing is off and nothing is in flight, so
+// P2C's choice is the cost alone: at a tie, the first of a uniform random
+// pair, each node half the picks. Binomial(2000, 1/2) has sigma 22.4; 6
+// sigma (134) is a false failure rate under 1e-8. The broken estimate
+// (0.71 s) gives the failing node all 2000.
+func TestP2CFastFailureNeverLowersTheEstimate(t *testing.T) {
+	ready, nodes := make([]entry, 2), make([]*node, 2)
+	sec := float64(time.Second)
+	for i := range nodes {
+		nodes[i] = &node{}
+		nodes[i].cost.Store(math.Float64bits(sec))
+		ready[i] = entry{idx: uint32(i), weight: 1}
+	}
+	tau, penalty := float64(10*time.Second), float64(250*time.Millisecond)
+	failing := nodes[0]
+	failing.stamp.Store(1)
+	failing.observe(1+int64(5*time.Second), int64(time.Millisecond), true, tau, penalty)
+	if c := failing.costNs(); c < sec {
+		t.Errorf("a fast failure lowered the 1s estimate to %v", time.Duration(c))
+	}
+	// A run of them, close together, as a busy client samples them.
+	for k := range 100 {
+		failing.observe(1+int64(5*time.Second)+int64(k)*int64(10*time.Millisecond), int64(time.Millisecond), true, tau, penalty)
+	}
+	if c := failing.costNs(); c < sec {
+		t.Errorf("100 fast failures lowered the 1s estimate to %v", time.Duration(c))
+	}
+	s := P2C(WithProbeAfter(0)).build(ready, nodes, samplingOnly())
+	const picks = 2000
+	got := 0
+	for range picks {
+		if i, _ := s.first(0, false); i == 0 {
+			got++
+		}
+	}
+	if got > picks/2+134 {
+		t.Fatalf("the failing node won %d of %d picks against an equally fast healthy one; want about half", got, picks)
+	}
+	// Its estimate before the failures is still what the first success
+	// after them returns to.
+	failing.observe(1+int64(7*time.Second), int64(900*time.Millisecond), false, tau, penalty)
+	if c := failing.costNs(); c > sec {
+		t.Fatalf("a success after the failures left the estimate at %v, want at most the 1s from before", time.Duration(c))
+	}
+}
+
+// A keyed pick whose node is excluded (a retry: rpcclient passes the
+// nodes already tried with the call's HashKey) or whose breaker refuses
+// (half-open, its probe out) still keeps to the bound Maglev documents:
+// no node is sent a request that makes it hold more than ceil(1.25 x the
+// average load). Such picks went to the excluded node's successor in the
+// State, whatever its load: every retry of a hot key, and of every other
+// key of the failing node, piled onto that one neighbour.
+func TestMaglevKeyedRetryKeepsTheBound(t *testing.T) {
+	as := addrs(5)
+	b, _ := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
+	r, err := b.Pick(context.Background(), HashKey("hot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Done(nil)
+	failed := r.Endpoint.Addr // the key's node, which the retries avoid
+	const total = 40
+	var held []Result
+	spread := map[string]int{}
+	for range total {
+		r, err := b.Pick(context.Background(), HashKey("hot"), Exclude(failed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		spread[r.Endpoint.Addr]++
+		held = append(held, r)
+	}
+	for _, r := range held {
+		r.Done(nil)
+	}
+	if spread[failed] != 0 {
+		t.Fatalf("the excluded node got %d retries while others were under their bound: %v", spread[failed], spread)
+	}
+	limit := int(math.Ceil(1.25 * total / float64(len(as))))
+	for a, c := range spread {
+		if c > limit {
+			t.Fatalf("%d of %d retries of the hot key on %s, past the bound of %d: %v", c, total, a, limit, spread)
+		}
+	}
 }
