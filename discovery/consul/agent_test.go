@@ -495,27 +495,7 @@ func TestWithLoggerNilKeepsTheDefault(t *testing.T) {
 // sends X-Consul-Results-Filtered-By-ACLs: a token that loses service:read
 // while the watcher is parked must not empty the published set.
 func TestAgentACLEmptiedStreamingAnswerIsAnError(t *testing.T) {
-	const root = "3f2a7c1e-5b1d-4e1a-9c55-1f6a0e6f4d21"
-	a := consultest.StartWithHCL(t, `acl { enabled = true
-		default_policy = "deny"
-		tokens { initial_management = "`+root+`"
-			agent = "`+root+`" } }`)
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.Token = a.Addr(), root
-	admin, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	register(t, admin, "web-1", "127.0.0.1:9001", nil, nil)
-	pol, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: "web-read",
-		Rules: `service "web" { policy = "read" } node_prefix "" { policy = "read" }`}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, admin, pol, tok := webReadAgent(t, "127.0.0.1:9001")
 
 	w, err := New("web", WithAddress(a.Addr()), WithToken(tok.SecretID), WithWaitTime(time.Second))
 	if err != nil {
@@ -681,28 +661,7 @@ func (l *lockedBuffer) String() string {
 // secret. TestTokenNeverLeaksAndACLFilteredEmptyIsError proves it against
 // a fake's 403.
 func TestAgentDeletedTokenKeepsLastKnownGoodAndNeverLeaks(t *testing.T) {
-	const root = "6b0e2c4a-1f3d-4c8e-9a7b-2d5f8e1c3a90"
-	a := consultest.StartWithHCL(t, `acl { enabled = true
-		default_policy = "deny"
-		tokens { initial_management = "`+root+`"
-			agent = "`+root+`" } }`)
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.Token = a.Addr(), root
-	admin, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	register(t, admin, "web-1", "127.0.0.1:9001", nil, nil)
-	register(t, admin, "web-2", "127.0.0.1:9002", nil, nil)
-	pol, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: "web-read",
-		Rules: `service "web" { policy = "read" } node_prefix "" { policy = "read" }`}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, _, err := admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, admin, _, tok := webReadAgent(t, "127.0.0.1:9001", "127.0.0.1:9002")
 	logs := &lockedBuffer{}
 	w, err := New("web", WithAddress(a.Addr()), WithToken(tok.SecretID), WithWaitTime(time.Second),
 		WithErrorBackoff(50*time.Millisecond, 200*time.Millisecond),
@@ -839,4 +798,35 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	w.status = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+// webReadAgent starts a real agent with ACLs on (default deny), registers
+// web-N at each of addrs through a management client (admin), and makes a
+// token (tok) whose policy (pol) reads the web service and the nodes.
+func webReadAgent(t *testing.T, addrs ...string) (a *consultest.Agent, admin *api.Client, pol *api.ACLPolicy, tok *api.ACLToken) {
+	t.Helper()
+	const root = "3f2a7c1e-5b1d-4e1a-9c55-1f6a0e6f4d21"
+	a = consultest.StartWithHCL(t, `acl { enabled = true
+		default_policy = "deny"
+		tokens { initial_management = "`+root+`"
+			agent = "`+root+`" } }`)
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = a.Addr(), root
+	admin, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, addr := range addrs {
+		register(t, admin, fmt.Sprintf("web-%d", i+1), addr, nil, nil)
+	}
+	pol, _, err = admin.ACL().PolicyCreate(&api.ACLPolicy{Name: "web-read",
+		Rules: `service "web" { policy = "read" } node_prefix "" { policy = "read" }`}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err = admin.ACL().TokenCreate(&api.ACLToken{Policies: []*api.ACLTokenPolicyLink{{ID: pol.ID}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, admin, pol, tok
 }
