@@ -234,6 +234,22 @@ func TestGobTypeDefinitionBombIsBounded(t *testing.T) {
 		}
 		w.Flush()
 	})
+	c, grew, err := bombCall(t, addr, msgCap, sent)
+	t.Logf("call: %v; live heap grew %d KiB after %d KiB of type definitions, each %d KiB (cap %d KiB)",
+		err, grew>>10, defs*(2*nameLen)>>10, (2*nameLen)>>10, msgCap>>10)
+	if grew > msgCap+1<<20 {
+		t.Errorf("live heap grew %d KiB with a %d KiB message cap; want it bounded by the cap", grew>>10, msgCap>>10)
+	}
+	closedAndCounted(t, c, addr, err)
+}
+
+// bombCall makes one call through a client with message cap msgCap to the
+// hostile server at addr, whose handler closes sent once it has sent all
+// it sends, and returns the client, how much the live heap grew meanwhile,
+// and the call's error. A failure of its node ends the node's breaker's
+// closed state (ConsecutiveFailures 1), which closedAndCounted looks for.
+func bombCall(t *testing.T, addr string, msgCap int, sent <-chan struct{}) (*Client, int64, error) {
+	t.Helper()
 	c, _ := newTestClient(t, []string{addr}, WithMaxMessageSize(msgCap), WithHeartbeat(0, 0),
 		WithBalancer(balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: time.Hour}),
 			balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
@@ -246,17 +262,11 @@ func TestGobTypeDefinitionBombIsBounded(t *testing.T) {
 	select {
 	case <-sent:
 	case <-time.After(20 * time.Second):
-		t.Fatal("the hostile server could not send its definitions")
+		t.Fatal("the hostile server could not send all it sends")
 	}
 	time.Sleep(200 * time.Millisecond) // the client reads what is in flight
 	grew := int64(liveHeap()) - int64(before)
-	err := <-callErr
-	t.Logf("call: %v; live heap grew %d KiB after %d KiB of type definitions, each %d KiB (cap %d KiB)",
-		err, grew>>10, defs*(2*nameLen)>>10, (2*nameLen)>>10, msgCap>>10)
-	if grew > msgCap+1<<20 {
-		t.Errorf("live heap grew %d KiB with a %d KiB message cap; want it bounded by the cap", grew>>10, msgCap>>10)
-	}
-	closedAndCounted(t, c, addr, err)
+	return c, grew, <-callErr
 }
 
 // closedAndCounted checks that the call failed (err) because the client
@@ -327,23 +337,7 @@ func TestGobInlineTypeDefinitionBombIsBounded(t *testing.T) {
 		}
 		w.Flush()
 	})
-	c, _ := newTestClient(t, []string{addr}, WithMaxMessageSize(msgCap), WithHeartbeat(0, 0),
-		WithBalancer(balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: time.Hour}),
-			balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
-	before := liveHeap()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	var r int
-	callErr := make(chan error, 1)
-	go func() { callErr <- c.Call(ctx, "Arith.Add", Pair{1, 2}, &r) }()
-	select {
-	case <-sent:
-	case <-time.After(20 * time.Second):
-		t.Fatal("the hostile server could not send its replies")
-	}
-	time.Sleep(200 * time.Millisecond)
-	grew := int64(liveHeap()) - int64(before)
-	err := <-callErr
+	c, grew, err := bombCall(t, addr, msgCap, sent)
 	t.Logf("call: %v; live heap grew %d KiB after %d inline definitions of %d KiB (cap %d KiB)",
 		err, grew>>10, defs, len(body)>>10, msgCap>>10)
 	if grew > msgCap+1<<20 {
