@@ -369,21 +369,11 @@ func TestManyTinyEntriesRefusedBeforeDecoding(t *testing.T) {
 		}
 		return 200, "11", huge
 	})
-	w, err := New("web", append(fast, WithAddress(f.addr()), WithMaxResponse(bodyCap, 1000))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	nextWhere(t, w, 5*time.Second, "the good set", func(s discovery.State) bool { return s.Err == nil })
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	s := nextWhere(t, w, 5*time.Second, "the entry-cap error", func(s discovery.State) bool { return s.Err != nil })
-	w.Close()
-	runtime.ReadMemStats(&after)
+	s, grew := allocatedForNext(t, f, bodyCap, 5*time.Second, "the entry-cap error", func(s discovery.State) bool { return s.Err != nil })
 	if !errors.Is(s.Err, ErrResponseTooLarge) || addrsOf(s) != "10.0.0.1:80" {
 		t.Fatalf("err %v, endpoints %q; want ErrResponseTooLarge and the last known good set", s.Err, addrsOf(s))
 	}
-	if grew := after.TotalAlloc - before.TotalAlloc; grew > bodyCap+1<<20 {
+	if grew > bodyCap+1<<20 {
 		t.Fatalf("%d MiB allocated reading one answer; want at most the body cap + 1 MiB (%d MiB)", grew>>20, (bodyCap+1<<20)>>20)
 	} else {
 		t.Logf("%d KiB allocated reading an 8 MiB answer of tiny entries", grew>>10)
@@ -1045,6 +1035,22 @@ func TestOversizedChunkedBodyHeapGrowthIsBoundedByTheCap(t *testing.T) {
 			b = b[k:]
 		}
 	})
+	s, grew := allocatedForNext(t, f, bodyCap, 10*time.Second, "the body-cap error", func(s discovery.State) bool { return s.Err != nil })
+	if !errors.Is(s.Err, ErrResponseTooLarge) || addrsOf(s) != "10.0.0.1:80" {
+		t.Fatalf("err %v, endpoints %q; want ErrResponseTooLarge and the last known good set", s.Err, addrsOf(s))
+	}
+	t.Logf("%d KiB allocated reading a 64 MiB answer with a %d MiB body cap", grew>>10, bodyCap>>20)
+	if grew > bodyCap+1<<20 {
+		t.Fatalf("%d MiB allocated reading one answer; want at most the body cap + 1 MiB (%d MiB)", grew>>20, (bodyCap+1<<20)>>20)
+	}
+}
+
+// allocatedForNext watches web through f with a body cap of bodyCap (and
+// 1,000 entries) until the good set, then until the next State that want
+// accepts (within timeout; what names it), and returns that State and the
+// bytes the process allocated meanwhile: what reading the answer cost.
+func allocatedForNext(t *testing.T, f *fakeAgent, bodyCap int64, timeout time.Duration, what string, want func(discovery.State) bool) (discovery.State, uint64) {
+	t.Helper()
 	w, err := New("web", append(fast, WithAddress(f.addr()), WithMaxResponse(bodyCap, 1000))...)
 	if err != nil {
 		t.Fatal(err)
@@ -1053,15 +1059,8 @@ func TestOversizedChunkedBodyHeapGrowthIsBoundedByTheCap(t *testing.T) {
 	nextWhere(t, w, 5*time.Second, "the good set", func(s discovery.State) bool { return s.Err == nil })
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
-	s := nextWhere(t, w, 10*time.Second, "the body-cap error", func(s discovery.State) bool { return s.Err != nil })
+	s := nextWhere(t, w, timeout, what, want)
 	w.Close()
 	runtime.ReadMemStats(&after)
-	if !errors.Is(s.Err, ErrResponseTooLarge) || addrsOf(s) != "10.0.0.1:80" {
-		t.Fatalf("err %v, endpoints %q; want ErrResponseTooLarge and the last known good set", s.Err, addrsOf(s))
-	}
-	grew := after.TotalAlloc - before.TotalAlloc
-	t.Logf("%d KiB allocated reading a 64 MiB answer with a %d MiB body cap", grew>>10, bodyCap>>20)
-	if grew > bodyCap+1<<20 {
-		t.Fatalf("%d MiB allocated reading one answer; want at most the body cap + 1 MiB (%d MiB)", grew>>20, (bodyCap+1<<20)>>20)
-	}
+	return s, after.TotalAlloc - before.TotalAlloc
 }

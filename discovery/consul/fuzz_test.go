@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -79,18 +78,7 @@ func TestNestedTinyElementsBoundedLikeEntries(t *testing.T) {
 				}
 				return 200, "11", tc.huge
 			})
-			w, err := New("web", append(fast, WithAddress(f.addr()), WithMaxResponse(bodyCap, 1000))...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close()
-			nextWhere(t, w, 5*time.Second, "the good set", func(s discovery.State) bool { return s.Err == nil })
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
-			s := nextWhere(t, w, 10*time.Second, "the next answer", func(s discovery.State) bool { return s.Version > 1 || s.Err != nil })
-			w.Close()
-			runtime.ReadMemStats(&after)
-			grew := after.TotalAlloc - before.TotalAlloc
+			s, grew := allocatedForNext(t, f, bodyCap, 10*time.Second, "the next answer", func(s discovery.State) bool { return s.Version > 1 || s.Err != nil })
 			t.Logf("%d MiB allocated reading an 8 MiB answer of one entry with millions of %s (err %v, endpoints %q)", grew>>20, tc.name, s.Err, addrsOf(s))
 			if grew > bodyCap+1<<20 {
 				t.Errorf("%d MiB allocated reading one answer; want at most the body cap + 1 MiB (%d MiB)", grew>>20, (bodyCap+1<<20)>>20)
