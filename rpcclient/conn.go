@@ -398,12 +398,7 @@ var errAbandoned = errors.New("rpcclient: call abandoned")
 // on the connection anyway. A body that has arrived and is only being
 // decoded is waited for: closing would end nothing but the calls beside it.
 func (c *conn) abandon(pc *pendingCall, seq uint64) error {
-	c.mu.Lock()
-	_, mine := c.pending[seq]
-	delete(c.pending, seq)
-	c.mu.Unlock()
-	if mine {
-		c.closeIfRetired()
+	if c.unpend(seq) {
 		return errAbandoned // pc is dropped, not pooled: the reader no longer knows it
 	}
 	select {
@@ -438,12 +433,7 @@ func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 // and the other calls on the connection get their replies after it. pc is
 // not pooled unless it was still pending.
 func (c *conn) drop(pc *pendingCall, seq uint64) {
-	c.mu.Lock()
-	_, mine := c.pending[seq]
-	delete(c.pending, seq)
-	c.mu.Unlock()
-	if mine {
-		c.closeIfRetired()
+	if c.unpend(seq) {
 		return // dropped, as abandon does: the reader no longer knows it
 	}
 	select {
@@ -451,6 +441,20 @@ func (c *conn) drop(pc *pendingCall, seq uint64) {
 		pendingPool.Put(pc) // the reader is done with it
 	default: // the reader still holds it: left to the garbage collector
 	}
+}
+
+// unpend removes call seq from the pending table and reports whether it was
+// still there, the reader not having taken its reply; then a retired
+// connection whose last call it was closes.
+func (c *conn) unpend(seq uint64) bool {
+	c.mu.Lock()
+	_, mine := c.pending[seq]
+	delete(c.pending, seq)
+	c.mu.Unlock()
+	if mine {
+		c.closeIfRetired()
+	}
+	return mine
 }
 
 // abandonGrace is how long abandon waits for a reply body the reader has
