@@ -615,12 +615,7 @@ func TestSlowNodeLearnedBySerialCallers(t *testing.T) {
 // flaps (the drain grace keeps it), and no call fails.
 func TestConsulFlapBoundedRequestsOneDial(t *testing.T) {
 	agent := consultest.Start(t)
-	cfg := api.DefaultConfig()
-	cfg.Address = agent.Addr()
-	ac, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ac := agent.API(t, "")
 	a, b := rpctest.Start(t, rpctest.WithName("a")), rpctest.Start(t, rpctest.WithName("b"))
 	for id, s := range map[string]*rpctest.Server{"echo-a": a, "echo-b": b} {
 		host, port, _ := net.SplitHostPort(s.Addr())

@@ -27,12 +27,7 @@ func registerEcho(t *testing.T, c *api.Client, id, addr string) {
 // within 1 s, through ResolveNow, without waiting out the blocking query.
 func TestEveryBackendMovesRecoveryByResolveNow(t *testing.T) {
 	agent := consultest.Start(t)
-	cfg := api.DefaultConfig()
-	cfg.Address = agent.Addr()
-	ac, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ac := agent.API(t, "")
 	var srvs []*rpctest.Server
 	for i := range 3 {
 		s := rpctest.Start(t, rpctest.WithName(fmt.Sprintf("m%d", i)))

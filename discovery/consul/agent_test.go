@@ -24,16 +24,7 @@ import (
 
 // Integration tests: a real consul agent -dev on loopback.
 
-func agentClient(t testing.TB, a *consultest.Agent) *api.Client {
-	cfg := api.DefaultConfig()
-	cfg.Address = a.Addr()
-	cfg.Token = ""
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+func agentClient(t testing.TB, a *consultest.Agent) *api.Client { return a.API(t, "") }
 
 func register(t testing.TB, c *api.Client, id, addr string, tags []string, meta map[string]string) {
 	t.Helper()
@@ -810,12 +801,8 @@ func webReadAgent(t *testing.T, addrs ...string) (a *consultest.Agent, admin *ap
 		default_policy = "deny"
 		tokens { initial_management = "`+root+`"
 			agent = "`+root+`" } }`)
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.Token = a.Addr(), root
-	admin, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin = a.API(t, root)
+	var err error
 	for i, addr := range addrs {
 		register(t, admin, fmt.Sprintf("web-%d", i+1), addr, nil, nil)
 	}

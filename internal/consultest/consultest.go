@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // Version is the Consul version scripts/consul.sh builds.
@@ -90,6 +92,19 @@ func StartWithHCL(t testing.TB, hcl ...string) *Agent {
 
 // Addr returns the HTTP API address, 127.0.0.1:port.
 func (a *Agent) Addr() string { return "127.0.0.1:" + strconv.Itoa(a.ports[0]) }
+
+// API returns a Consul API client of a's HTTP address with token (none
+// when empty), whatever CONSUL_* the environment sets.
+func (a *Agent) API(t testing.TB, token string) *api.Client {
+	t.Helper()
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = a.Addr(), token
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
 
 func (a *Agent) start() {
 	a.t.Helper()
