@@ -55,6 +55,7 @@ func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
 		// NewDecoder makes the table, and nothing replaces it: its
 		// Value, found once here, serves every decode.
 		c.wt = reflect.ValueOf(dec).Elem().Field(wireTypeField)
+		fr.recount = c.defsSize
 	}
 	return c
 }
@@ -209,11 +210,55 @@ func (c *codec) decode(v any) error {
 	f.values = 0
 	err := c.dec.Decode(v)
 	if err == nil && c.wireTypes()-types > f.defs-defs {
-		if f.types += f.values; f.types > f.max {
-			return fmt.Errorf("%w: %d bytes of gob type definitions, cap %d", ErrMessageTooLarge, f.types, f.max)
+		// The message's bytes are charged, payload included: more than
+		// its definitions took, which charge recounts when it matters.
+		if err := f.charge(f.values, true); err != nil {
+			return err
 		}
 	}
 	return err
+}
+
+// defsSize estimates the bytes the type definitions c's decoder holds took
+// on the wire: their names, and a byte for every number and field. It walks
+// them all: framedReader.charge calls it only once the bytes charged since
+// the last call reach half the cap.
+func (c *codec) defsSize() int {
+	n := 0
+	for it := c.wt.MapRange(); it.Next(); {
+		n += 1 + wireSize(it.Value(), 0)
+	}
+	return n
+}
+
+// wireSize estimates what v, a part of a gob type definition, takes on the
+// wire.
+func wireSize(v reflect.Value, depth int) int {
+	if depth > 8 { // a definition is a few levels deep; guards a change in gob
+		return 1
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			return 0
+		}
+		return wireSize(v.Elem(), depth+1)
+	case reflect.Struct:
+		n := 1
+		for i := range v.NumField() {
+			n += wireSize(v.Field(i), depth+1)
+		}
+		return n
+	case reflect.Slice, reflect.Array:
+		n := 1
+		for i := range v.Len() {
+			n += wireSize(v.Index(i), depth+1)
+		}
+		return n
+	case reflect.String:
+		return 1 + v.Len()
+	}
+	return 1
 }
 
 // wireTypeField is the index of gob.Decoder's table of the type
@@ -251,6 +296,35 @@ type framedReader struct {
 	// defs counts the messages that were definitions, and values the bytes
 	// of the others since codec.decode last reset it.
 	types, defs, values int
+	// recount, when set, returns the size of the definitions received,
+	// for charge: types overcounts the definitions that came inside
+	// values (it charges their whole message).
+	recount func() int
+}
+
+// charge adds n bytes of type definitions (inline: that came inside a
+// value, and are in the decoder's table already) to types, and fails once
+// the definitions exceed the cap. types may overcount them (see decode):
+// when it passes the cap, the definitions are recounted, and the charge
+// fails only if they take more than half the cap (the charges up to the
+// next recount then come to half the cap at least, so that a recount, which
+// walks every definition, costs a few steps per byte received).
+func (f *framedReader) charge(n int, inline bool) error {
+	if f.types += n; f.types <= f.max {
+		return nil
+	}
+	if f.recount != nil {
+		p := f.recount()
+		if !inline {
+			p += n // the definition still to come
+		}
+		if p <= f.max/2 {
+			f.types = p
+			return nil
+		}
+		f.types = p
+	}
+	return fmt.Errorf("%w: %d bytes of gob type definitions, cap %d", ErrMessageTooLarge, f.types, f.max)
 }
 
 func (f *framedReader) startFrame() error {
@@ -291,8 +365,8 @@ func (f *framedReader) startFrame() error {
 			f.values += int(count)
 		} else {
 			f.defs++
-			if f.types += int(count); f.types > f.max {
-				return fmt.Errorf("%w: %d bytes of gob type definitions, cap %d", ErrMessageTooLarge, f.types, f.max)
+			if err := f.charge(int(count), false); err != nil {
+				return err
 			}
 		}
 	}

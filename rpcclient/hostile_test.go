@@ -414,3 +414,62 @@ func TestGobSliceLengthClaimAllocation(t *testing.T) {
 		t.Errorf("%d KiB allocated for a message under the %d KiB cap; want at most 10 MiB + the cap + 1 MiB", grew>>10, msgCap>>10)
 	}
 }
+
+// A legit reply type with an interface field: the server returns one of a
+// few registered concrete types, each with a payload of its own.
+type Envelope struct {
+	Value any
+}
+
+type KindA struct{ Data string }
+type KindB struct{ Data string }
+type KindC struct{ Data string }
+type KindD struct{ Data string }
+
+type Store struct{}
+
+// Get replies with a value of kind p.A, holding p.B bytes.
+func (Store) Get(p Pair, r *Envelope) error {
+	d := strings.Repeat("x", p.B)
+	switch p.A {
+	case 0:
+		r.Value = KindA{d}
+	case 1:
+		r.Value = KindB{d}
+	case 2:
+		r.Value = KindC{d}
+	default:
+		r.Value = KindD{d}
+	}
+	return nil
+}
+
+func init() {
+	gob.Register(KindA{})
+	gob.Register(KindB{})
+	gob.Register(KindC{})
+	gob.Register(KindD{})
+}
+
+// The cap on gob type definitions counts what the definitions take, not the
+// payloads of the replies that happen to carry a new interface type: replies
+// each well under the cap, on a long-lived connection whose type
+// definitions are a few hundred bytes in all, must all succeed.
+func TestInterfaceRepliesUnderTheCapAreNotCountedAsDefinitions(t *testing.T) {
+	const msgCap = 1 << 20
+	addr := serveRPC(t, func(s *rpc.Server) error {
+		if err := s.Register(Store{}); err != nil {
+			return err
+		}
+		return RegisterHeartbeat(s)
+	}, func() {})
+	c, _ := newTestClient(t, []string{addr}, WithMaxMessageSize(msgCap), withoutNodeHealth())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for kind := range 4 {
+		var r Envelope
+		if err := c.Call(ctx, "Store.Get", Pair{A: kind, B: 300 << 10}, &r); err != nil {
+			t.Fatalf("reply %d (kind %d, 300 KiB, cap %d KiB): %v", kind, kind, msgCap>>10, err)
+		}
+	}
+}

@@ -170,8 +170,9 @@ func WithReadTimeout(d time.Duration) Option { return func(o *options) { o.readT
 
 // WithMaxMessageSize caps a reply message; it must be positive. A larger
 // one fails its call with ErrMessageTooLarge and closes the connection, and
-// so do gob type definitions past the same size in all: gob keeps every
-// one the peer sends for the connection's life. Default 4 MiB.
+// so do gob type definitions past the same size in all (past half of it,
+// at times): gob keeps every one the peer sends for the connection's life.
+// Replies are not counted as definitions for the new types they carry. Default 4 MiB.
 func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxMessage = n } }
 
 // WithMaxAttempts bounds the attempts of one call whose request may have
