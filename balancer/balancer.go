@@ -58,6 +58,7 @@ type Balancer struct {
 	gen     uint64 // counts applied States; marks the nodes each one lists
 	rng     *rand.Rand
 	edf     edfScratch // weighted round robin's working memory
+	fresh   int        // rebuild: the ready nodes never sampled nor probed, for P2C's build
 }
 
 // New starts a Balancer over w. It does not wait for discovery: until the
@@ -433,6 +434,7 @@ func (b *Balancer) rebuild() time.Duration {
 	}
 	var open, ejected, quarantined int
 	var back []*node
+	b.fresh = 0
 	ready := make([]entry, 0, len(all))
 	for i, n := range all {
 		n.endEjection(now)
@@ -469,6 +471,9 @@ func (b *Balancer) rebuild() time.Duration {
 		}
 		if ok {
 			ready = append(ready, b.entryFor(n, i, now, &next))
+			if n.probed.Load() == neverProbed {
+				b.fresh++
+			}
 		}
 	}
 	if c := b.opts.outlier; !c.Disabled && ejected > c.maxEjected(len(b.nodes)) && b.trimEjections(now) {
@@ -480,10 +485,13 @@ func (b *Balancer) rebuild() time.Duration {
 	b.reseed(back)
 	panicking := b.opts.panicThreshold > 0 && belowShare(healthy, len(all), b.opts.panicThreshold)
 	if panicking {
-		ready = ready[:0]
+		ready, b.fresh = ready[:0], 0
 		for i, n := range all {
 			if n.breakerState() != breaker.Open {
 				ready = append(ready, b.entryFor(n, i, now, &next))
+				if n.probed.Load() == neverProbed {
+					b.fresh++
+				}
 			}
 		}
 	}

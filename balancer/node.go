@@ -121,12 +121,22 @@ func (n *node) setEjected(until int64) {
 	n.ejectedAt.Store(until)
 }
 
+// neverProbed is node.probed before the node's first sample or probe: so
+// far in the past that any probe interval has passed.
+const neverProbed = math.MinInt64 / 2
+
 func newNode(b *Balancer, addr string, added int64, seed float64) *node {
 	n := &node{addr: addr, b: b, added: added}
 	n.cost.Store(math.Float64bits(seed))
 	now := mono()
 	n.stamp.Store(now)
-	n.probed.Store(now)
+	// Never sampled: the first sampled P2C pick that draws the node
+	// probes it (see p2cSel.first). Its seed is a guess, and once the
+	// others have samples a guess above them would keep it unpicked
+	// until the probe interval ends: on loopback, where calls take
+	// microseconds against the 1 ms seed, a light client never sent the
+	// third of three nodes a call in its first 2 s.
+	n.probed.Store(neverProbed)
 	n.mode = b.opts.policy.stats()
 	n.setDone()
 	return n

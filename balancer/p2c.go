@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"sync/atomic"
 	"time"
 )
 
@@ -21,9 +22,11 @@ import (
 // its own estimate is higher (it still holds the failures that took it out).
 // The latency of every request is sampled while traffic is light, and of
 // fewer, down to one in 256, when requests come fast enough for each node
-// to get a sample every 10 ms anyway (the in-flight count is exact); a node whose latency was not
-// sampled for 2 s is chosen once, so an expensive node that recovered is
-// noticed.
+// to get a sample every 10 ms anyway (the in-flight count is exact). A
+// node whose latency was not sampled for 2 s is chosen once, so that an
+// expensive node that recovered is noticed, and so is a node never
+// sampled, the first time a sampled pick draws it, so that its seed, a
+// guess, does not keep it out.
 func P2C(opts ...P2COption) Policy {
 	p := p2c{tau: 10 * time.Second, penalty: 250 * time.Millisecond, probeAfter: 2 * time.Second}
 	for _, o := range opts {
@@ -52,7 +55,8 @@ func WithFailurePenalty(d time.Duration) P2COption { return func(p *p2c) { p.pen
 
 // WithProbeAfter sets how long a node may go without a latency sample (its
 // requests are sampled one in 1 to 256) before a pick that draws it
-// chooses it once regardless of its cost. Default 2 s; 0 turns probing off.
+// chooses it once regardless of its cost; a node never sampled is due at
+// once. Default 2 s; 0 turns probing off.
 func WithProbeAfter(d time.Duration) P2COption { return func(p *p2c) { p.probeAfter = d } }
 
 type p2c struct {
@@ -63,7 +67,12 @@ func (p2c) Name() string     { return "p2c_peak_ewma" }
 func (p2c) stats() statsMode { return statInFlight | statLatency }
 
 func (p p2c) build(ready []entry, nodes []*node, b *Balancer) selector {
-	return &p2cSel{ready: ready, nodes: nodes, dense: len(ready) == len(nodes), probeAfter: int64(p.probeAfter), samp: &b.samp}
+	s := &p2cSel{ready: ready, nodes: nodes, dense: len(ready) == len(nodes), probeAfter: int64(p.probeAfter), samp: &b.samp}
+	if p.probeAfter > 0 && b.fresh > 0 {
+		s.fresh, s.b = true, b
+		s.unprobed.Store(int64(b.fresh))
+	}
+	return s
 }
 
 type p2cSel struct {
@@ -72,6 +81,25 @@ type p2cSel struct {
 	dense      bool // ready[i].idx is i (see picker.dense)
 	probeAfter int64
 	samp       *sampling // the Balancer's
+	// fresh: some ready nodes were never sampled nor probed (new ones),
+	// and every pick is sampled, and so may probe one, until none is
+	// left; the pick that probes the last asks the Balancer (b) for a
+	// snapshot without fresh. unprobed counts them down.
+	fresh    bool
+	b        *Balancer
+	unprobed atomic.Int64
+}
+
+// claim claims the probe of n, whose probed was st, at now; the claim of
+// the last fresh node of the snapshot asks for a new one (see fresh).
+func (s *p2cSel) claim(n *node, st, now int64) bool {
+	if !n.probed.CompareAndSwap(st, now) {
+		return false
+	}
+	if st == neverProbed && s.fresh && s.unprobed.Add(-1) == 0 {
+		s.b.kick()
+	}
+	return true
 }
 
 func (s *p2cSel) first(uint64, bool) (int, int64) {
@@ -99,17 +127,17 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	// The one clock read of a sampled pick serves both the probe check
 	// and the sample's start time.
 	var now int64
-	if ri&s.samp.mask.Load() == 0 { // low bits; i comes from the high ones
+	if ri&s.samp.mask.Load() == 0 || s.fresh { // low bits; i comes from the high ones
 		now = mono()
 		if s.probeAfter > 0 {
 			// Probe a node nobody chose for a while; claim the probe so
 			// that concurrent picks do not all pile onto it.
 			// The claim moves probed, not stamp: the probe's sample must
 			// decay the estimate by the time since the last sample.
-			if st := a.probed.Load(); now-st > s.probeAfter && a.probed.CompareAndSwap(st, now) {
+			if st := a.probed.Load(); now-st > s.probeAfter && s.claim(a, st, now) {
 				return i, now
 			}
-			if st := b.probed.Load(); now-st > s.probeAfter && b.probed.CompareAndSwap(st, now) {
+			if st := b.probed.Load(); now-st > s.probeAfter && s.claim(b, st, now) {
 				return j, now
 			}
 		}

@@ -1067,3 +1067,31 @@ func TestMaglevKeyedRetryKeepsTheBound(t *testing.T) {
 		}
 	}
 }
+
+// A fresh P2C balancer under light serial traffic picks every node early:
+// once the first nodes have samples, a node still at its seed (a guess,
+// here above their cost) would lose every pair until its probe interval
+// ends, and a light client sent the third of three loopback nodes nothing
+// for its first 2 s. A node never sampled is probed the first time a
+// sampled pick draws it.
+func TestP2CPicksEveryFreshNodeEarly(t *testing.T) {
+	for round := range 20 {
+		as := addrs(3)
+		b, _ := newTest(t, as, WithPolicy(P2C()), WithoutBreakers())
+		got := map[string]int{}
+		for range 30 {
+			r, err := b.Pick(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[r.Endpoint.Addr]++
+			r.Done(nil)
+		}
+		for _, a := range as {
+			if got[a] == 0 {
+				t.Fatalf("round %d: 30 serial picks over 3 fresh nodes never chose %s: %v", round, a, got)
+			}
+		}
+		b.Close()
+	}
+}
