@@ -500,7 +500,7 @@ func (b *Balancer) rebuild() time.Duration {
 	refused := *unavail // every ready node's breaker refused at pick time
 	refused.Refused = len(ready)
 	prev := b.picker.Load()
-	if prev.gen == b.gen && prev.panic == panicking && prev.err != nil && sameCounts(prev.err, unavail) && slices.Equal(prev.ready, ready) {
+	if prev.gen == b.gen && prev.panic == panicking && prev.fresh == b.fresh && prev.err != nil && sameCounts(prev.err, unavail) && slices.Equal(prev.ready, ready) {
 		// Nothing a pick would see has changed since the last picker
 		// (the outlier sweep's tick, a kick that changed nothing):
 		// keep it, and with it the policy's cursor or schedule, so
@@ -512,7 +512,7 @@ func (b *Balancer) rebuild() time.Duration {
 		return time.Duration(next - now)
 	}
 	p := &picker{ready: ready, nodes: all, dense: len(ready) == len(all), unavail: &refused, err: unavail, panic: panicking,
-		mode: b.opts.policy.stats(), breakers: b.breakers != nil, gen: b.gen}
+		mode: b.opts.policy.stats(), breakers: b.breakers != nil, gen: b.gen, fresh: b.fresh}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, all, b)
 	}

@@ -55,6 +55,7 @@ type picker struct {
 	unavail  *Error    // returned when every ready node refused
 	panic    bool
 	gen      uint64 // the Balancer's gen (the State applied) it was built for
+	fresh    int    // its ready nodes never sampled nor probed (see p2cSel.fresh)
 }
 
 // selector is a policy's choice function over one snapshot.

@@ -1073,7 +1073,8 @@ func TestMaglevKeyedRetryKeepsTheBound(t *testing.T) {
 // here above their cost) would lose every pair until its probe interval
 // ends, and a light client sent the third of three loopback nodes nothing
 // for its first 2 s. A node never sampled is probed the first time a
-// sampled pick draws it.
+// sampled pick draws it; once all are, picks are sampled at the traffic's
+// rate again.
 func TestP2CPicksEveryFreshNodeEarly(t *testing.T) {
 	for round := range 20 {
 		as := addrs(3)
@@ -1092,6 +1093,12 @@ func TestP2CPicksEveryFreshNodeEarly(t *testing.T) {
 				t.Fatalf("round %d: 30 serial picks over 3 fresh nodes never chose %s: %v", round, a, got)
 			}
 		}
+		// Every node probed: a snapshot follows in which picks are
+		// sampled at the traffic's rate again, not every one.
+		waitFor(t, b, "a snapshot without fresh nodes", func(p *picker) bool {
+			s, ok := p.sel.(*p2cSel)
+			return ok && !s.fresh
+		})
 		b.Close()
 	}
 }
