@@ -19,6 +19,7 @@ import (
 
 	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/internal/consultest"
+	"github.com/dialtone-go/dialtone/internal/logbuf"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -626,24 +627,6 @@ func snapshotRestore(t *testing.T, streaming bool) {
 	}
 }
 
-// lockedBuffer is a log sink safe for the watcher's goroutine and the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // FAULTS.md row 13 against a real agent with ACLs: the watcher's token is
 // deleted while it watches, and the agent answers 403 ("ACL not found").
 // The figure: "last known good kept 100 %; token found in logs = 0". Every
@@ -653,7 +636,7 @@ func (l *lockedBuffer) String() string {
 // a fake's 403.
 func TestAgentDeletedTokenKeepsLastKnownGoodAndNeverLeaks(t *testing.T) {
 	a, admin, _, tok := webReadAgent(t, "127.0.0.1:9001", "127.0.0.1:9002")
-	logs := &lockedBuffer{}
+	logs := &logbuf.Buffer{}
 	w, err := New("web", WithAddress(a.Addr()), WithToken(tok.SecretID), WithWaitTime(time.Second),
 		WithErrorBackoff(50*time.Millisecond, 200*time.Millisecond),
 		WithLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
