@@ -343,7 +343,7 @@ func TestMaglevConsistencyAndBoundedLoad(t *testing.T) {
 	// Bounded load: hold many requests for one key; later ones spill
 	// over, none past ceil(1.25 x the average) on any node.
 	for _, total := range []int{20, 90} {
-		held, spread := holdHotKey(t, b, total)
+		held, spread := holdKey(t, b, total, "hot")
 		for a, c := range spread {
 			if limit := int(math.Ceil(1.25 * float64(total) / 9)); c > limit {
 				t.Fatalf("hot key put %d of %d in-flight requests on %s; bounded load caps it at %d", c, total, a, limit)
@@ -726,16 +726,7 @@ func TestMaglevBoundedLoadSpreadsAKeyOfALongRun(t *testing.T) {
 		}
 	}
 	const total = 20
-	spread := map[string]int{}
-	var held []Result
-	for range total {
-		r, err := b.Pick(context.Background(), HashKey(key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		spread[r.Endpoint.Addr]++
-		held = append(held, r)
-	}
+	held, spread := holdKey(t, b, total, key)
 	for _, r := range held {
 		r.Done(nil)
 	}
@@ -817,7 +808,7 @@ func TestMaglevLoadFactorNaNAndInf(t *testing.T) {
 	}{{math.NaN(), true}, {math.Inf(1), false}} {
 		b, _ := newTest(t, addrs(9), WithPolicy(Maglev(tc.c)), WithoutBreakers())
 		const total = 45
-		held, spread := holdHotKey(t, b, total)
+		held, spread := holdKey(t, b, total, "hot")
 		for _, r := range held {
 			r.Done(nil)
 		}
@@ -843,15 +834,15 @@ func TestWithDecayNotPositiveIsTheDefault(t *testing.T) {
 	}
 }
 
-// holdHotKey makes total picks with the HashKey "hot" and holds them (the
+// holdKey makes total picks with HashKey(key) and opts and holds them (the
 // caller calls their Done): the requests in flight, and how many of them
 // each address got.
-func holdHotKey(t *testing.T, b *Balancer, total int) ([]Result, map[string]int) {
+func holdKey(t *testing.T, b *Balancer, total int, key string, opts ...PickOption) ([]Result, map[string]int) {
 	t.Helper()
 	var held []Result
 	spread := map[string]int{}
 	for range total {
-		r, err := b.Pick(context.Background(), HashKey("hot"))
+		r, err := b.Pick(context.Background(), append([]PickOption{HashKey(key)}, opts...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1044,16 +1035,7 @@ func TestMaglevKeyedRetryKeepsTheBound(t *testing.T) {
 	r.Done(nil)
 	failed := r.Endpoint.Addr // the key's node, which the retries avoid
 	const total = 40
-	var held []Result
-	spread := map[string]int{}
-	for range total {
-		r, err := b.Pick(context.Background(), HashKey("hot"), Exclude(failed))
-		if err != nil {
-			t.Fatal(err)
-		}
-		spread[r.Endpoint.Addr]++
-		held = append(held, r)
-	}
+	held, spread := holdKey(t, b, total, "hot", Exclude(failed))
 	for _, r := range held {
 		r.Done(nil)
 	}
