@@ -97,18 +97,8 @@ func TestSlowBackendGetsLittleTraffic(t *testing.T) {
 // first second the slow node served, of how many. It fails t if the slow
 // node was ejected or tripped.
 func slowBackendRun(t *testing.T) (slowCalls, total int64) {
-	var addrs []string
-	var slow string
-	for i := range 3 {
-		s := rpctest.Start(t, rpctest.WithName(fmt.Sprintf("n%d", i)))
-		addr := s.Addr()
-		if i == 0 {
-			px := rpctest.NewProxy(t, addr)
-			px.Latency(500 * time.Millisecond)
-			addr, slow = px.Addr(), px.Addr()
-		}
-		addrs = append(addrs, addr)
-	}
+	addrs := slowFirstOfThree(t, 500*time.Millisecond)
+	slow := addrs[0]
 	c, _ := newTestClient(t, addrs, WithBalancer(balancer.WithPolicy(balancer.P2C())))
 	var late [3]atomic.Int64
 	start := time.Now()
@@ -497,4 +487,21 @@ func TestNoDuplicateExecutionsIn10000Calls(t *testing.T) {
 	if unknown.Load() == 0 || rerun == 0 {
 		t.Fatalf("the partition was never hit (%d outcome unknown, %d keyed reruns): the test proved nothing", unknown.Load(), rerun)
 	}
+}
+
+// slowFirstOfThree starts three real backends, n0 to n2, and returns their
+// addresses, n0's through a proxy that adds latency to each call.
+func slowFirstOfThree(t *testing.T, latency time.Duration) []string {
+	t.Helper()
+	var addrs []string
+	for i := range 3 {
+		addr := rpctest.Start(t, rpctest.WithName(fmt.Sprintf("n%d", i))).Addr()
+		if i == 0 {
+			px := rpctest.NewProxy(t, addr)
+			px.Latency(latency)
+			addr = px.Addr()
+		}
+		addrs = append(addrs, addr)
+	}
+	return addrs
 }

@@ -554,17 +554,7 @@ func TestKilledBackendRefreshesDiscoveryWithoutARedial(t *testing.T) {
 // is on most clients, which holds for any latency-aware P2C; the tail is
 // logged.
 func TestSlowNodeLearnedBySerialCallers(t *testing.T) {
-	var addrs []string
-	for i := range 3 {
-		s := rpctest.Start(t, rpctest.WithName(fmt.Sprintf("n%d", i)))
-		addr := s.Addr()
-		if i == 0 {
-			px := rpctest.NewProxy(t, addr)
-			px.Latency(20 * time.Millisecond)
-			addr = px.Addr()
-		}
-		addrs = append(addrs, addr)
-	}
+	addrs := slowFirstOfThree(t, 20*time.Millisecond)
 	const trials, maxSlowPicks, learned = 40, 20, 200 // learned: fast picks in a row
 	var picks []int
 	for range trials {
