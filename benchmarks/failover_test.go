@@ -14,13 +14,16 @@ package benchmarks
 // With retries off, every request the killed backend had not answered is
 // lost, by either client: those in flight at the SIGKILL and those written
 // while the kernel tears the process down, which it does (exit_mm) before it
-// closes the process's sockets (exit_files): 3-4 ms for this 90 MB test
-// binary (48 MB resident) when idle, 3-17 ms under this load on 2 cores. No
-// client can see the death before the sockets close, so the last failure is
-// that long after the SIGKILL. The table therefore also gives it after the
-// sockets closed, as an idle probe connection to the victim sees it. The
-// children are this test binary, built without -race unless the benchmark
-// is run with -race.
+// closes the process's sockets (exit_files). No client can see the death
+// before the sockets close, so the last failure is at least that long after
+// the SIGKILL. The table therefore also gives it after the sockets closed,
+// as an idle probe connection to the victim sees it.
+//
+// The backends are small programs of their own, cmd/rpcbackend and
+// cmd/grpcbackend, which the benchmark builds first (go build, without
+// -race): the teardown took 3-4 ms for this 90 MB test binary (48 MB
+// resident) when it was the backend, idle, and 2-17 ms under this load on
+// 2 cores; a backend the size of a real service's takes a fraction of that.
 //
 // One round is noisy: which requests are in flight at the kill decides most
 // of the failures with retries off. -failover.rounds=N repeats the whole run
@@ -38,8 +41,8 @@ import (
 	"fmt"
 	"go.uber.org/goleak"
 	"net"
-	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -54,21 +57,14 @@ import (
 	"github.com/dialtone-go/dialtone/rpcclient"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 )
 
-const grpcChildEnv = "DIALTONE_BENCH_GRPC_CHILD"
-
 var failoverRounds = flag.Int("failover.rounds", 1, "BenchmarkFailover: how many times to repeat the whole run")
 
 func TestMain(m *testing.M) {
-	rpctest.RunChildIfRequested()
-	if os.Getenv(grpcChildEnv) != "" {
-		runGRPCChild()
-	}
 	// Every Balancer, watcher, client and server a benchmark starts is
 	// closed when it ends. The goroutines already running here are the
 	// peers' own, started when they were imported (go-zero's signal and
@@ -76,29 +72,14 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreCurrent())
 }
 
-// runGRPCChild serves grpc.health.v1 on loopback until stdin closes.
-func runGRPCChild() {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	s := grpc.NewServer()
-	healthpb.RegisterHealthServer(s, health.NewServer())
-	go s.Serve(l)
-	fmt.Printf("LISTENING %s\n", l.Addr())
-	bufio.NewReader(os.Stdin).ReadString('\n') // until the parent goes away
-	os.Exit(0)
-}
-
 type grpcChild struct {
 	cmd  *exec.Cmd
 	addr string
 }
 
-func startGRPCChild(b *testing.B) *grpcChild {
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), grpcChildEnv+"=1")
+// startGRPCChild runs the cmd/grpcbackend program at bin.
+func startGRPCChild(b *testing.B, bin string) *grpcChild {
+	cmd := exec.Command(bin)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
@@ -184,9 +165,10 @@ func load(b *testing.B, callers int, d time.Duration, victim string, kill func()
 
 func BenchmarkFailover(b *testing.B) {
 	const run = 3 * time.Second
+	bins := backendBinaries{rpc: buildBackend(b, "rpcbackend"), grpc: buildBackend(b, "grpcbackend")}
 	var rows []failoverRow
 	for round := 1; round <= max(*failoverRounds, 1); round++ {
-		rows = append(rows, failoverRound(b, round, run)...)
+		rows = append(rows, failoverRound(b, round, run, bins)...)
 	}
 	printFailover(rows)
 }
@@ -222,9 +204,25 @@ func phaseRows(round int, client string, callers int, run time.Duration, out []o
 	return rows
 }
 
+// backendBinaries are the paths of the built backend programs.
+type backendBinaries struct{ rpc, grpc string }
+
+// buildBackend builds the program ./cmd/name of this module into a
+// temporary directory and returns its path. It needs the go command on
+// PATH and the package's directory as the working directory, as go test
+// runs it.
+func buildBackend(b *testing.B, name string) string {
+	bin := filepath.Join(b.TempDir(), name)
+	out, err := exec.Command("go", "build", "-o", bin, "./cmd/"+name).CombinedOutput()
+	if err != nil {
+		b.Fatalf("go build ./cmd/%s: %v\n%s", name, err, out)
+	}
+	return bin
+}
+
 // failoverRound runs every client at 16 and 64 callers once and returns
 // the rows of every run.
-func failoverRound(b *testing.B, round int, run time.Duration) []failoverRow {
+func failoverRound(b *testing.B, round int, run time.Duration, bins backendBinaries) []failoverRow {
 	var rows []failoverRow
 	for _, callers := range []int{16, 64} {
 		for _, mode := range []string{"retries", "no retries", "rr, no retries"} {
@@ -232,7 +230,7 @@ func failoverRound(b *testing.B, round int, run time.Duration) []failoverRow {
 			var addrs []string
 			var kids []*rpctest.Child
 			for range 3 {
-				k := rpctest.StartChild(b, rpctest.WithChildHeartbeat())
+				k := rpctest.StartChild(b, rpctest.WithChildHeartbeat(), rpctest.WithChildBinary(bins.rpc))
 				kids = append(kids, k)
 				addrs = append(addrs, k.Addr())
 			}
@@ -265,7 +263,7 @@ func failoverRound(b *testing.B, round int, run time.Duration) []failoverRow {
 		var gkids []*grpcChild
 		var gaddrs []resolver.Address
 		for range 3 {
-			k := startGRPCChild(b)
+			k := startGRPCChild(b, bins.grpc)
 			gkids = append(gkids, k)
 			gaddrs = append(gaddrs, resolver.Address{Addr: k.addr})
 		}

@@ -113,6 +113,7 @@ type ChildOption func(*childOptions)
 type childOptions struct {
 	name      string
 	heartbeat bool
+	binary    string
 }
 
 // WithChildName sets the child server's name, returned in EchoReply.Server
@@ -127,6 +128,16 @@ func WithChildName(name string) ChildOption {
 // WithHeartbeat for an in-process server. Off by default.
 func WithChildHeartbeat() ChildOption {
 	return func(o *childOptions) { o.heartbeat = true }
+}
+
+// WithChildBinary runs the program at path instead of re-executing the test
+// binary. Its main must call RunChildIfRequested first, as a TestMain does;
+// it gets no arguments. The failover benchmark kills such a small program:
+// the kernel closes a dying process's sockets only after it has torn down
+// its memory, which for a test binary with a large resident set takes
+// milliseconds that no client can see past.
+func WithChildBinary(path string) ChildOption {
+	return func(o *childOptions) { o.binary = path }
 }
 
 // Child is a server running in a child process (the test binary re-executed),
@@ -144,8 +155,8 @@ type Child struct {
 	killOnce sync.Once
 }
 
-// StartChild re-executes the test binary (os.Args[0] -test.run=^$) with
-// ChildEnv set, and returns once the child printed its LISTENING line (at
+// StartChild re-executes the test binary (os.Args[0] -test.run=^$), or runs
+// the WithChildBinary program, with ChildEnv set, and returns once the child printed its LISTENING line (at
 // most 10 s, or the test fails). The child's stderr goes to the test's
 // stderr; its execution log is a file under t.TempDir(). The child gets
 // SIGKILL when the thread that started it exits (Pdeathsig), and t.Cleanup
@@ -169,6 +180,9 @@ func StartChild(t testing.TB, opts ...ChildOption) *Child {
 		eventPath: filepath.Join(dir, "events-"+strconv.FormatInt(n, 10)+".log"),
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	if o.binary != "" {
+		cmd = exec.Command(o.binary)
+	}
 	cmd.Env = append(os.Environ(),
 		ChildEnv+"=1",
 		childNameEnv+"="+c.name,
