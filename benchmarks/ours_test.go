@@ -199,6 +199,59 @@ func init() {
 				checkRebuilt(b, bl, sets[b.N%2])
 			})
 		}
+		// A health change rebuilds the picker from the nodes the Balancer
+		// holds, with no State to merge: a breaker that opens or closes,
+		// an ejection, a quarantine, a slow-start step. This is the
+		// picker rebuild alone, the work kitex's createPicker does from
+		// its instances. Quarantine takes one node out and puts it back,
+		// in turn; each wakes the Balancer's run goroutine, which builds
+		// and publishes the picker, and the benchmark waits for it: the
+		// two goroutine wake-ups are included.
+		for _, v := range []struct {
+			name string
+			pol  balancer.Policy
+		}{
+			{"dialtone-health", balancer.RoundRobin()},
+			{"dialtone-wrr-health", balancer.WeightedRoundRobin()},
+			{"dialtone-p2c-health", balancer.P2C()},
+		} {
+			b.Run("peer="+v.name+"/n=1000", func(b *testing.B) {
+				w := newSeqWatcher(sets)
+				bl := balancer.New(w, balancer.WithPolicy(v.pol), noSlowStart)
+				defer func() { bl.Close(); w.Close() }()
+				w.release(b, bl, 1)
+				addr := sets[0][len(sets[0])/2].Addr
+				toggle := func(i int) {
+					ch := bl.Updated()
+					d := time.Duration(0)
+					if i%2 == 0 {
+						d = time.Hour
+					}
+					if !bl.Quarantine(addr, d) {
+						b.Fatalf("%s is not a node", addr)
+					}
+					select {
+					case <-ch:
+					case <-time.After(10 * time.Second):
+						b.Fatal("no picker published within 10s of a quarantine change")
+					}
+				}
+				b.ReportAllocs()
+				cpu := startCPU(b)
+				for i := range b.N {
+					toggle(i)
+				}
+				cpu.stop()
+				if b.N%2 == 1 {
+					toggle(1) // end the quarantine, for the check below
+				}
+				for _, n := range bl.Status() {
+					if !n.Ready {
+						b.Fatalf("%s is not ready once its quarantine ended", n.Endpoint.Addr)
+					}
+				}
+			})
+		}
 		b.Run("peer=dialtone-handoff/n=1000", func(b *testing.B) {
 			w := newFeedWatcher()
 			bl := balancer.New(w, balancer.WithPolicy(balancer.RoundRobin()), balancer.WithSlowStart(0, 0))
