@@ -1084,3 +1084,42 @@ func TestP2CPicksEveryFreshNodeEarly(t *testing.T) {
 		b.Close()
 	}
 }
+
+// TestEDFWholeIsTheGeneralSchedule: the whole-weight way builds the
+// schedule the general one does, for sets of whole weights from 1 to 255
+// (with common divisors, one class, every class), and turns away what it
+// cannot take.
+func TestEDFWholeIsTheGeneralSchedule(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 29))
+	var s edfScratch
+	for trial := range 400 {
+		n := 1 + rng.IntN(300)
+		mul := 1 + rng.IntN(4) // a common divisor above 1, often
+		top := 1 + rng.IntN(maxWholeWeight/mul)
+		ready := make([]entry, n)
+		for i := range ready {
+			ready[i] = entry{idx: uint32(i), weight: float32(mul * (1 + rng.IntN(top)))}
+		}
+		got, ok := edfWhole[uint16](ready, &s)
+		if !ok {
+			t.Fatalf("trial %d: edfWhole turned away whole weights %v", trial, ready)
+		}
+		if want := edfGeneral[uint16](ready, new(edfScratch)); !slices.Equal(got, want) {
+			t.Fatalf("trial %d: weights %v: edfWhole %v, edfGeneral %v", trial, ready, got, want)
+		}
+	}
+	for _, w := range []float32{0.5, 1.5, 256, 1e-6, 300} {
+		ready := []entry{{idx: 0, weight: 3}, {idx: 1, weight: w}}
+		if _, ok := edfWhole[uint16](ready, &s); ok {
+			t.Errorf("edfWhole took weight %v", w)
+		}
+	}
+	// Too long a schedule for maxSchedule: the general way scales it down.
+	big := make([]entry, 1000)
+	for i := range big {
+		big[i] = entry{idx: uint32(i), weight: float32(200 + i%2)}
+	}
+	if _, ok := edfWhole[uint16](big, &s); ok {
+		t.Error("edfWhole took a schedule of 200,500 slots")
+	}
+}

@@ -88,6 +88,68 @@ func edfSchedule[T readyIndex](ready []entry, s *edfScratch) []T {
 	if s == nil {
 		s = new(edfScratch)
 	}
+	if sched, ok := edfWhole[T](ready, s); ok {
+		return sched
+	}
+	return edfGeneral[T](ready, s)
+}
+
+// maxWholeWeight is the heaviest weight edfWhole takes.
+const maxWholeWeight = 255
+
+// edfWhole is edfSchedule for the usual weights: whole numbers from 1 to
+// maxWholeWeight, as discovery gives them, with no node Degraded or in slow
+// start. Such a node's slot count is its weight over the weights' greatest
+// common divisor, so the nodes of one weight are one class of edfOrder:
+// one pass finds the classes by weight, and the slot counts and the
+// divisor are computed per class, not per node. The schedule is the one
+// edfGeneral builds, in half the passes over the nodes. It reports false,
+// having built nothing, when a weight is not such a number or the schedule
+// would not fit maxSchedule; edfSchedule then takes the general way.
+func edfWhole[T readyIndex](ready []entry, s *edfScratch) ([]T, bool) {
+	var count [maxWholeWeight + 1]uint32 // weight -> its nodes; classes are numbered by first appearance
+	classes := s.classSlots[:0]
+	total := 0
+	for _, e := range ready {
+		// Weights are positive (at least minWeight), so the
+		// conversion is exact for every weight that is a whole number
+		// in range, and the comparison turns the others away.
+		w := uint32(e.weight)
+		if w-1 >= maxWholeWeight || float32(w) != e.weight {
+			return nil, false
+		}
+		if count[w] == 0 {
+			classes = append(classes, int(w))
+		}
+		count[w]++
+		total += int(w)
+	}
+	s.classSlots, s.size = classes, grow(&s.size, len(classes))
+	g := uint64(0)
+	for c, w := range classes {
+		s.size[c] = count[w]
+		g = gcd(g, uint64(w))
+	}
+	length := total / int(g)
+	if length > maxSchedule-len(ready) {
+		return nil, false
+	}
+	s.classStarts()
+	for c, w := range classes {
+		count[w] = s.start[c] // from here, the weight's next place in members
+		classes[c] = w / int(g)
+	}
+	members := members[T](s, len(ready))
+	for i, e := range ready {
+		w := uint32(e.weight)
+		members[count[w]] = T(i)
+		count[w]++
+	}
+	return edfEmit(length, members, s), true
+}
+
+// edfGeneral is edfSchedule for any weights.
+func edfGeneral[T readyIndex](ready []entry, s *edfScratch) []T {
 	total := 0.0
 	minW := math.Inf(1)
 	whole := true  // every weight is a whole number
@@ -190,8 +252,8 @@ func wholeSlots(ready []entry, scale float64) bool {
 // order the classes first appear among the nodes. When every node has one
 // slot, as with equal weights, the order is the nodes' own. s may be nil.
 func edfOrder[T readyIndex](slots []uint32, length int, s *edfScratch) []T {
-	sched := make([]T, length)
 	if length == len(slots) {
+		sched := make([]T, length)
 		for i := range sched {
 			sched[i] = T(i)
 		}
@@ -228,7 +290,21 @@ func edfOrder[T readyIndex](slots []uint32, length int, s *edfScratch) []T {
 		}
 		s.size[c-1]++
 	}
-	classes := len(s.classSlots)
+	members := members[T](s, len(slots))
+	fill := s.classStarts()
+	for i, n := range slots {
+		c := lookup(n) - 1
+		members[fill[c]] = T(i)
+		fill[c]++
+	}
+	return edfEmit(length, members, s)
+}
+
+// classStarts sets s.start from s.size: class c's members go to
+// members[start[c]:start[c+1]]. It returns s.fill, a copy of the starts
+// for the caller to place the members by.
+func (s *edfScratch) classStarts() []uint32 {
+	classes := len(s.size)
 	start := grow(&s.start, classes+1)
 	start[0] = 0
 	for c, k := range s.size {
@@ -236,19 +312,22 @@ func edfOrder[T readyIndex](slots []uint32, length int, s *edfScratch) []T {
 	}
 	fill := grow(&s.fill, classes)
 	copy(fill, start)
-	members := members[T](s, len(slots))
-	for i, n := range slots {
-		c := lookup(n) - 1
-		members[fill[c]] = T(i)
-		fill[c]++
-	}
+	s.start, s.fill = start, fill // grow leaves the fields' lengths as they were
+	return fill
+}
+
+// edfEmit returns the schedule of length slots: the members of each
+// class (s.classSlots, s.start), in node order, at each of the class's
+// deadlines, earliest first.
+func edfEmit[T readyIndex](length int, members []T, s *edfScratch) []T {
 	deadlines := 0
 	for _, k := range s.classSlots {
 		deadlines += k
 	}
+	sched := make([]T, length)
 	at := 0
 	for _, c := range edfBuckets(s.classSlots, deadlines, s) {
-		at += copy(sched[at:], members[start[c]:start[c+1]])
+		at += copy(sched[at:], members[s.start[c]:s.start[c+1]])
 	}
 	return sched
 }
