@@ -29,7 +29,7 @@ type Config struct {
 	// Window is the rolling window over which a closed breaker counts. It is
 	// split into 10 buckets (gobreaker's BucketPeriod), so outcomes age out
 	// one bucket at a time. Zero or negative means 10 s; a window under
-	// 10 ms is 10 ms (a bucket of 1 ms).
+	// 10 ms is 10 ms (a bucket of 1 ms), one over 73 years is 73 years.
 	Window time.Duration
 
 	// OpenTimeout is the open period after the first trip. The n-th
@@ -65,6 +65,7 @@ const (
 	defaultWindow              = 10 * time.Second
 	windowBuckets              = 10
 	minWindow                  = windowBuckets * time.Millisecond
+	maxWindow                  = time.Duration(math.MaxInt64 / 4) // 73 years: rounding up to buckets cannot overflow
 	defaultOpenTimeout         = 30 * time.Second
 	defaultMaxOpenTimeout      = 300 * time.Second
 	defaultJitter              = 0.2
@@ -94,6 +95,10 @@ func (c Config) withDefaults() Config {
 		c.Window = defaultWindow
 	}
 	c.Window = max(c.Window, minWindow) // Window: 5 (nanoseconds) meant seconds, most likely
+	// A window meant as "for ever" (math.MaxInt64): rounded up to whole
+	// buckets, here and in gobreaker, it wrapped negative, and the first
+	// Get panicked slicing a negative number of buckets.
+	c.Window = min(c.Window, maxWindow)
 
 	if c.OpenTimeout <= 0 {
 		c.OpenTimeout = defaultOpenTimeout
