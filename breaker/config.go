@@ -65,7 +65,8 @@ const (
 	defaultWindow              = 10 * time.Second
 	windowBuckets              = 10
 	minWindow                  = windowBuckets * time.Millisecond
-	maxWindow                  = time.Duration(math.MaxInt64 / 4) // 73 years: rounding up to buckets cannot overflow
+	maxCount                   = int(^uint(0) >> 1 & math.MaxUint32) // gobreaker's counts are uint32
+	maxWindow                  = time.Duration(math.MaxInt64 / 4)    // 73 years: rounding up to buckets cannot overflow
 	defaultOpenTimeout         = 30 * time.Second
 	defaultMaxOpenTimeout      = 300 * time.Second
 	defaultJitter              = 0.2
@@ -120,6 +121,11 @@ func (c Config) withDefaults() Config {
 	if c.HalfOpenMaxRequests <= 0 {
 		c.HalfOpenMaxRequests = 1
 	}
+	// gobreaker counts in uint32: a larger count (meant as "practically
+	// never") kept only its low 32 bits, and 1<<32 consecutive failures
+	// tripped at the first one.
+	c.ConsecutiveFailures = min(c.ConsecutiveFailures, maxCount)
+	c.HalfOpenMaxRequests = min(c.HalfOpenMaxRequests, maxCount)
 	return c
 }
 
