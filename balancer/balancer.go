@@ -59,6 +59,7 @@ type Balancer struct {
 	rng     *rand.Rand
 	edf     edfScratch // weighted round robin's working memory
 	fresh   int        // rebuild: the ready nodes never sampled nor probed, for P2C's build
+	opened  int        // rebuild: the ready nodes due for a breaker probe (node.reprobe), for P2C's build
 }
 
 // New starts a Balancer over w. It does not wait for discovery: until the
@@ -434,7 +435,7 @@ func (b *Balancer) rebuild() time.Duration {
 	}
 	var open, ejected, quarantined int
 	var back []*node
-	b.fresh = 0
+	b.fresh, b.opened = 0, 0
 	ready := make([]entry, 0, len(all))
 	for i, n := range all {
 		n.endEjection(now)
@@ -450,6 +451,16 @@ func (b *Balancer) rebuild() time.Duration {
 		// A node is out while its breaker is not closed or it is
 		// ejected; it is back once its breaker closes again.
 		out := st != breaker.Closed || n.ejectedUntil > now
+		switch {
+		case st == breaker.Open || st == breaker.HalfOpen && !n.halfOpen:
+			// Its breaker opened: once half-open, P2C must send the
+			// probe that can close it, although the node's cost still
+			// holds the failures that opened it (see p2cSel.first).
+			n.reprobe.Store(true)
+		case st == breaker.Closed && n.reprobe.Load():
+			n.reprobe.Store(false) // closed by a probe P2C sent otherwise
+		}
+		n.halfOpen = st == breaker.HalfOpen
 		if n.out && !out {
 			back = append(back, n) // reseed clears its out
 		} else if n.out != out {
@@ -471,9 +482,7 @@ func (b *Balancer) rebuild() time.Duration {
 		}
 		if ok {
 			ready = append(ready, b.entryFor(n, i, now, &next))
-			if n.probed.Load() == neverProbed {
-				b.fresh++
-			}
+			b.countFresh(n)
 		}
 	}
 	if c := b.opts.outlier; !c.Disabled && ejected > c.maxEjected(len(b.nodes)) && b.trimEjections(now) {
@@ -485,13 +494,11 @@ func (b *Balancer) rebuild() time.Duration {
 	b.reseed(back)
 	panicking := b.opts.panicThreshold > 0 && belowShare(healthy, len(all), b.opts.panicThreshold)
 	if panicking {
-		ready, b.fresh = ready[:0], 0
+		ready, b.fresh, b.opened = ready[:0], 0, 0
 		for i, n := range all {
 			if n.breakerState() != breaker.Open {
 				ready = append(ready, b.entryFor(n, i, now, &next))
-				if n.probed.Load() == neverProbed {
-					b.fresh++
-				}
+				b.countFresh(n)
 			}
 		}
 	}
@@ -500,7 +507,7 @@ func (b *Balancer) rebuild() time.Duration {
 	refused := *unavail // every ready node's breaker refused at pick time
 	refused.Refused = len(ready)
 	prev := b.picker.Load()
-	if prev.gen == b.gen && prev.panic == panicking && prev.fresh == b.fresh && prev.err != nil && sameCounts(prev.err, unavail) && slices.Equal(prev.ready, ready) {
+	if prev.gen == b.gen && prev.panic == panicking && prev.fresh == b.fresh && prev.opened == b.opened && prev.err != nil && sameCounts(prev.err, unavail) && slices.Equal(prev.ready, ready) {
 		// Nothing a pick would see has changed since the last picker
 		// (the outlier sweep's tick, a kick that changed nothing):
 		// keep it, and with it the policy's cursor or schedule, so
@@ -512,7 +519,7 @@ func (b *Balancer) rebuild() time.Duration {
 		return time.Duration(next - now)
 	}
 	p := &picker{ready: ready, nodes: all, dense: len(ready) == len(all), unavail: &refused, err: unavail, panic: panicking,
-		mode: b.opts.policy.stats(), breakers: b.breakers != nil, gen: b.gen, fresh: b.fresh}
+		mode: b.opts.policy.stats(), breakers: b.breakers != nil, gen: b.gen, fresh: b.fresh, opened: b.opened}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, all, b)
 	}
@@ -525,6 +532,17 @@ func (b *Balancer) rebuild() time.Duration {
 		return time.Hour
 	}
 	return time.Duration(next - now)
+}
+
+// countFresh counts n, a ready node, in fresh when P2C never sampled nor
+// probed it, and in opened when it is due for a breaker probe. b.mu is held.
+func (b *Balancer) countFresh(n *node) {
+	if n.probed.Load() == neverProbed {
+		b.fresh++
+	}
+	if n.reprobe.Load() {
+		b.opened++
+	}
 }
 
 // belowShare reports whether k of n is less than share of n. The product

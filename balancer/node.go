@@ -55,6 +55,15 @@ type node struct {
 	probed    atomic.Int64  // mono time of the last sample or forced probe (P2C's probe schedule)
 	calm      atomic.Uint64 // cost before the current run of failure samples; 0 outside one
 	quarUntil atomic.Int64  // mono time the quarantine ends; 0 when none
+	// reprobe is set by the run goroutine when the node's breaker opens
+	// or turns half-open, and when a half-open probe gives its slot back
+	// (the caller gave up): the node needs a probe, which only a request
+	// can be, to close its breaker, but its cost still holds the failures
+	// that opened it, and P2C, which takes the cheaper node of a pair,
+	// would send one only through its periodic probe, never with that
+	// off. P2C chooses it the first time a sampled pick draws it, and
+	// clears it (see p2cSel.first).
+	reprobe atomic.Bool
 
 	// shared is Result.Done for the requests the breaker admitted in its
 	// closed state into one bucket of its window (see resultFor).
@@ -72,6 +81,7 @@ type node struct {
 	ejectedUntil int64 // mirrored in ejectedAt
 	ejections    int
 	calmSince    int64  // mono time the last ejection ended
+	halfOpen     bool   // its breaker was half-open at the last rebuild
 	gen          uint64 // the Balancer's gen when a State last listed the node
 	pos          int    // the node's index in that State
 
@@ -369,6 +379,7 @@ func (c *call) finish(err error) {
 		return
 	}
 	n, brk, tk, start := c.n, c.brk, c.tk, c.start
+	probe := brk != nil && !c.pooled // only half-open probes get a call of their own (see admit)
 	c.n, c.brk, c.tk = nil, nil, breaker.Ticket{}
 	if c.pooled {
 		callPool.Put(c)
@@ -385,6 +396,12 @@ func (c *call) finish(err error) {
 	}
 	if brk != nil {
 		brk.End(tk, err)
+		if probe && o == breaker.Excluded {
+			// A probe that says nothing of the node gave its slot
+			// back: the node is due for the next one.
+			n.reprobe.Store(true)
+			n.b.kick()
+		}
 	}
 	n.leave()
 	n.record(o)

@@ -56,7 +56,9 @@ func WithFailurePenalty(d time.Duration) P2COption { return func(p *p2c) { p.pen
 // WithProbeAfter sets how long a node may go without a latency sample (its
 // requests are sampled one in 1 to 256) before a pick that draws it
 // chooses it once regardless of its cost; a node never sampled is due at
-// once. Default 2 s; 0 turns probing off.
+// once. Default 2 s; 0 turns probing off, except for a node whose breaker
+// opened: once half-open, it is chosen the first time a sampled pick draws
+// it, for the probe that can close its breaker.
 func WithProbeAfter(d time.Duration) P2COption { return func(p *p2c) { p.probeAfter = d } }
 
 type p2c struct {
@@ -68,9 +70,13 @@ func (p2c) stats() statsMode { return statInFlight | statLatency }
 
 func (p p2c) build(ready []entry, nodes []*node, b *Balancer) selector {
 	s := &p2cSel{ready: ready, nodes: nodes, dense: len(ready) == len(nodes), probeAfter: int64(p.probeAfter), samp: &b.samp}
-	if p.probeAfter > 0 && b.fresh > 0 {
+	unprobed := b.opened // due whatever probeAfter (see node.reprobe)
+	if p.probeAfter > 0 {
+		unprobed += b.fresh
+	}
+	if unprobed > 0 {
 		s.fresh, s.b = true, b
-		s.unprobed.Store(int64(b.fresh))
+		s.unprobed.Store(int64(unprobed))
 	}
 	return s
 }
@@ -97,6 +103,18 @@ func (s *p2cSel) claim(n *node, st, now int64) bool {
 		return false
 	}
 	if st == neverProbed && s.fresh && s.unprobed.Add(-1) == 0 {
+		s.b.kick()
+	}
+	return true
+}
+
+// claimReprobe claims the breaker probe of n (see node.reprobe); fresh is
+// set, since n was counted in the snapshot's opened or has been since.
+func (s *p2cSel) claimReprobe(n *node) bool {
+	if !n.reprobe.Load() || !n.reprobe.CompareAndSwap(true, false) {
+		return false
+	}
+	if s.unprobed.Add(-1) == 0 {
 		s.b.kick()
 	}
 	return true
@@ -129,6 +147,16 @@ func (s *p2cSel) first(uint64, bool) (int, int64) {
 	var now int64
 	if ri&s.samp.mask.Load() == 0 || s.fresh { // low bits; i comes from the high ones
 		now = mono()
+		if s.fresh {
+			// A node whose breaker waits for a probe (see
+			// node.reprobe); only fresh snapshots can hold one.
+			if s.claimReprobe(a) {
+				return i, now
+			}
+			if s.claimReprobe(b) {
+				return j, now
+			}
+		}
 		if s.probeAfter > 0 {
 			// Probe a node nobody chose for a while; claim the probe so
 			// that concurrent picks do not all pile onto it.

@@ -56,6 +56,7 @@ type picker struct {
 	panic    bool
 	gen      uint64 // the Balancer's gen (the State applied) it was built for
 	fresh    int    // its ready nodes never sampled nor probed (see p2cSel.fresh)
+	opened   int    // its ready nodes due for a breaker probe (see node.reprobe)
 }
 
 // selector is a policy's choice function over one snapshot.
