@@ -151,7 +151,8 @@ type OutlierConfig struct {
 	// NaN too); values above 1 mean 1.
 	Jitter float64
 	// MaxEjectedShare caps the share of nodes ejected at once. The cap is
-	// rounded down but never below one node. Default 0.1. A node that
+	// rounded down but never below one node. Default 0.1 (for NaN too);
+	// values above 1 mean 1. A node that
 	// reaches ConsecutiveFailures while the cap is reached is not ejected,
 	// then or later, for that run: it takes a new one.
 	MaxEjectedShare float64
@@ -176,9 +177,12 @@ func (c OutlierConfig) withDefaults() OutlierConfig {
 		c.Jitter = 0.15
 	}
 	c.Jitter = min(c.Jitter, 1) // never a negative ejection time
-	if c.MaxEjectedShare <= 0 {
+	// NaN and +Inf made, through maxEjected's conversion to int, a cap
+	// of one node.
+	if !(c.MaxEjectedShare > 0) {
 		c.MaxEjectedShare = 0.1
 	}
+	c.MaxEjectedShare = min(c.MaxEjectedShare, 1)
 	return c
 }
 
