@@ -165,7 +165,9 @@ func (b *Breaker) fire() {
 
 // End reports the outcome of a request admitted by [Breaker.Begin]; call it
 // exactly once per Ticket, from any goroutine. [Classify] decides how err
-// counts. A success in the closed state takes no lock; a failure takes the
+// counts. A success in the closed state takes no lock (but the window's
+// short lock, to roll it by the clock, when no request began for a bucket
+// and the Set's timer goroutine stopped rolling it); a failure takes the
 // window's short lock and, when it trips the breaker, gobreaker's. Outcomes
 // of requests admitted before the breaker last changed state are ignored.
 // err should have cheap, side-effect-free Unwrap, Is and As methods: it may
@@ -177,6 +179,14 @@ func (b *Breaker) End(t Ticket, err error) {
 	}
 	switch Classify(err) {
 	case Success:
+		if !b.closed.armed.Load() {
+			// No roll is filed: the window went quiet (or the Set
+			// closed), and its buckets are as old as its last request.
+			// Roll it by the clock, so that a success whose bucket aged
+			// out meanwhile is dropped, as gobreaker drops it, rather
+			// than end a failure run that is still in the window.
+			b.closed.roll(b.set.since())
+		}
 		b.closed.success(t.t)
 	case Failure:
 		if b.closed.failure(t.t, b.set.since(), b.set.cfg.readyToTrip) {

@@ -74,7 +74,8 @@
 // generation, with the counts gobreaker would have, including a failure
 // too old to be counted (gobreaker asks then too, and trips if successes
 // have brought the counts to the rule meanwhile). A success is one compare-and-swap on its bucket and
-// no lock; Begin reads the current bucket from an atomic. A failure takes
+// no lock while the window is in use (on a quiet one it rolls the window by
+// the clock first, as a failure does); Begin reads the current bucket from an atomic. A failure takes
 // the window's short lock, rolls the window by the clock and asks the trip
 // rule. When the rule says trip, the breaker reports one failure to
 // gobreaker, whose ReadyToTrip is then always true, and gobreaker trips as
@@ -86,9 +87,11 @@
 // Two differences remain, both outside a trip decision made on time: the
 // window is rolled at bucket boundaries by the Set's timer goroutine, so a
 // request that begins while that goroutine is late is filed in the previous
-// bucket; and a success reported more than Window after its request began
-// is counted until the next roll (gobreaker drops it at once) and ends the
-// failure run.
+// bucket; and a success reported more than Window after its request began,
+// while that goroutine is late, is counted until the roll (gobreaker drops
+// it at once) and ends the failure run. (A window that went quiet is not
+// rolled by the timer goroutine; a success reported then rolls it by the
+// clock first, as failures do.)
 //
 // # Goroutines
 //
