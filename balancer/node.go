@@ -42,11 +42,12 @@ type node struct {
 	// sets it once; it points at the words in closure (see setDone).
 	// done, closure, consec and mode sit together, so that a pick and its
 	// Done read one cache line.
-	done    func(error)
-	closure doneClosure
-	consec  atomic.Int32 // consecutive failures
-	mode    statsMode    // the statistics the policy keeps, for done
-	out     bool         // run: breaker not closed, or ejected, at the last rebuild (kept here, in mode's padding)
+	done     func(error)
+	closure  doneClosure
+	consec   atomic.Int32 // consecutive failures
+	mode     statsMode    // the statistics the policy keeps, for done
+	out      bool         // run: breaker not closed, or ejected, at the last rebuild (kept here, in mode's padding)
+	halfOpen bool         // run: its breaker was half-open at the last rebuild (in the padding too)
 
 	inflight atomic.Int64
 
@@ -55,15 +56,6 @@ type node struct {
 	probed    atomic.Int64  // mono time of the last sample or forced probe (P2C's probe schedule)
 	calm      atomic.Uint64 // cost before the current run of failure samples; 0 outside one
 	quarUntil atomic.Int64  // mono time the quarantine ends; 0 when none
-	// reprobe is set by the run goroutine when the node's breaker opens
-	// or turns half-open, and when a half-open probe gives its slot back
-	// (the caller gave up): the node needs a probe, which only a request
-	// can be, to close its breaker, but its cost still holds the failures
-	// that opened it, and P2C, which takes the cheaper node of a pair,
-	// would send one only through its periodic probe, never with that
-	// off. P2C chooses it the first time a sampled pick draws it, and
-	// clears it (see p2cSel.first).
-	reprobe atomic.Bool
 
 	// shared is Result.Done for the requests the breaker admitted in its
 	// closed state into one bucket of its window (see resultFor).
@@ -75,13 +67,22 @@ type node struct {
 	// gone is set by apply, before it drops the breakers of the addresses
 	// that left, when discovery no longer lists the node.
 	gone atomic.Bool
+	// reprobe is set by the run goroutine when the node's breaker opens
+	// or turns half-open, and when a half-open probe gives its slot back
+	// (the caller gave up): the node needs a probe, which only a request
+	// can be, to close its breaker, but its cost still holds the failures
+	// that opened it, and P2C, which takes the cheaper node of a pair,
+	// would send one only through its periodic probe, never with that
+	// off. P2C chooses it the first time a sampled pick draws it, and
+	// clears it (see p2cSel.first). (Here, in gone's padding: the lines
+	// before are read by every pick.)
+	reprobe atomic.Bool
 
 	// run
 	added        int64 // mono time the node joined; 0 for the initial set
 	ejectedUntil int64 // mirrored in ejectedAt
 	ejections    int
 	calmSince    int64  // mono time the last ejection ended
-	halfOpen     bool   // its breaker was half-open at the last rebuild
 	gen          uint64 // the Balancer's gen when a State last listed the node
 	pos          int    // the node's index in that State
 
