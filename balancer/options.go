@@ -138,7 +138,8 @@ type OutlierConfig struct {
 	// Default 5.
 	ConsecutiveFailures int
 	// Interval is how often ejections are reviewed (ended, multiplier
-	// decayed). Default 1 s. A rate-based trip is the breaker's job: see
+	// decayed). Default 1 s; values below 10 ms mean 10 ms (each review
+	// walks every node). A rate-based trip is the breaker's job: see
 	// breaker.Config.FailureRatio.
 	Interval time.Duration
 	// BaseEjection is how long the first ejection lasts; the n-th lasts n
@@ -147,8 +148,9 @@ type OutlierConfig struct {
 	// MaxEjection caps an ejection, jitter included. Default 300 s; no
 	// ejection lasts more than 73 years.
 	MaxEjection time.Duration
-	// Jitter spreads ejection times by +- this share. Default 0.15 (for
-	// NaN too); values above 1 mean 1.
+	// Jitter spreads ejection times by +- this share. Zero (and NaN)
+	// means 0.15; a negative value disables jitter, as in breaker.Config;
+	// values above 1 mean 1.
 	Jitter float64
 	// MaxEjectedShare caps the share of nodes ejected at once. The cap is
 	// rounded down but never below one node. Default 0.1 (for NaN too);
@@ -160,6 +162,10 @@ type OutlierConfig struct {
 	Disabled bool
 }
 
+// minOutlierInterval is the shortest OutlierConfig.Interval: a review
+// every nanosecond kept the run goroutine busy on its sweeps.
+const minOutlierInterval = 10 * time.Millisecond
+
 func (c OutlierConfig) withDefaults() OutlierConfig {
 	if c.ConsecutiveFailures <= 0 {
 		c.ConsecutiveFailures = 5
@@ -167,13 +173,17 @@ func (c OutlierConfig) withDefaults() OutlierConfig {
 	if c.Interval <= 0 {
 		c.Interval = time.Second
 	}
+	c.Interval = max(c.Interval, minOutlierInterval)
 	if c.BaseEjection <= 0 {
 		c.BaseEjection = 30 * time.Second
 	}
 	if c.MaxEjection <= 0 {
 		c.MaxEjection = 300 * time.Second
 	}
-	if !(c.Jitter > 0) { // NaN too: it made every ejection time NaN, and ejected nothing
+	switch {
+	case c.Jitter < 0:
+		c.Jitter = 0
+	case !(c.Jitter > 0): // NaN too: it made every ejection time NaN, and ejected nothing
 		c.Jitter = 0.15
 	}
 	c.Jitter = min(c.Jitter, 1) // never a negative ejection time

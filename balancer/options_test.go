@@ -87,3 +87,35 @@ func TestHugeSlowStartWindowDoesNotSpin(t *testing.T) {
 		t.Fatalf("the run goroutine's next wake-up (%d) is before now (%d): it rebuilds every millisecond", at, mono())
 	}
 }
+
+// OutlierConfig's Jitter reads as breaker.Config's: zero and NaN mean the
+// default, a negative value turns jitter off (it meant the default, so
+// ejection times could not be made exact); and an Interval of a
+// nanosecond, which kept the run goroutine sweeping, means 10 ms.
+func TestOutlierJitterAndIntervalBounds(t *testing.T) {
+	for _, tc := range []struct{ in, want float64 }{{0, 0.15}, {math.NaN(), 0.15}, {-1, 0}, {-0.5, 0}, {0.3, 0.3}, {5, 1}} {
+		if got := (OutlierConfig{Jitter: tc.in}).withDefaults().Jitter; got != tc.want {
+			t.Errorf("Jitter %v: %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	for _, tc := range []struct{ in, want time.Duration }{{0, time.Second}, {-1, time.Second}, {1, 10 * time.Millisecond}, {20 * time.Millisecond, 20 * time.Millisecond}} {
+		if got := (OutlierConfig{Interval: tc.in}).withDefaults().Interval; got != tc.want {
+			t.Errorf("Interval %v: %v, want %v", tc.in, got, tc.want)
+		}
+	}
+	// With jitter off, every first ejection lasts BaseEjection exactly.
+	as := addrs(2)
+	b, _ := newTest(t, as, WithoutBreakers(), WithPanicThreshold(0),
+		WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 1, MaxEjectedShare: 0.5, BaseEjection: time.Minute, Jitter: -1}))
+	before := mono()
+	r, _ := b.Pick(context.Background(), Exclude(as[1]))
+	r.Done(errReset)
+	waitFor(t, b, "the ejection", func(p *picker) bool { return len(p.ready) == 1 })
+	after := mono()
+	b.mu.Lock()
+	until := b.nodes[as[0]].ejectedUntil
+	b.mu.Unlock()
+	if d := time.Duration(until - before); d < time.Minute || d > time.Minute+time.Duration(after-before) {
+		t.Fatalf("with Jitter -1 the ejection ends %v after the failure, want 1m", d)
+	}
+}

@@ -768,3 +768,62 @@ func TestHugeOpenTimeoutStaysOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestHugeWindowIsCapped: a Window meant as "for ever" (the largest
+// Duration) must give a working breaker, as a huge OpenTimeout does, not a
+// panic on the first Get.
+func TestHugeWindowIsCapped(t *testing.T) {
+	synctest.Test(t, testHugeWindow)
+}
+
+func testHugeWindow(t *testing.T) {
+	for _, w := range []time.Duration{math.MaxInt64, math.MaxInt64 - 5, math.MaxInt64 / 10 * 9} {
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					t.Fatalf("Window %v: Get panicked: %v", w, r)
+				}
+			}()
+			s := NewSet(Config{Window: w, ConsecutiveFailures: 2, OpenTimeout: time.Millisecond, Jitter: -1})
+			defer s.Close()
+			b := s.Get("a")
+			report(t, b, 2, errors.New("reset"))
+			if st := b.State(); st != Open {
+				t.Fatalf("Window %v: after 2 failures the breaker is %v, want open", w, st)
+			}
+			time.Sleep(5 * time.Millisecond)
+			report(t, b, 1, nil) // the probe, through gobreaker
+			if st := b.State(); st != Closed {
+				t.Fatalf("Window %v: after the probe the breaker is %v, want closed", w, st)
+			}
+		}()
+	}
+}
+
+// TestHugeCountsAreNotTruncated: counts beyond uint32 (gobreaker's width)
+// mean "practically never", not their low 32 bits: 1<<32 consecutive
+// failures must not trip the breaker at the first one, and 1<<32 half-open
+// probes must let more than one through.
+func TestHugeCountsAreNotTruncated(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := NewSet(Config{ConsecutiveFailures: 1 << 32, FailureRatio: -1, OpenTimeout: time.Second, Jitter: -1})
+		defer s.Close()
+		b := s.Get("a")
+		report(t, b, 3, errors.New("reset"))
+		if st := b.State(); st != Closed {
+			t.Fatalf("ConsecutiveFailures 1<<32: after 3 failures the breaker is %v, want closed", st)
+		}
+
+		s2 := NewSet(Config{ConsecutiveFailures: 1, HalfOpenMaxRequests: 1 << 32, OpenTimeout: time.Second, Jitter: -1})
+		defer s2.Close()
+		b2 := s2.Get("a")
+		report(t, b2, 1, errors.New("reset"))
+		time.Sleep(2 * time.Second)
+		if _, err := b2.Begin(); err != nil {
+			t.Fatalf("first probe: %v", err)
+		}
+		if _, err := b2.Begin(); err != nil {
+			t.Fatalf("HalfOpenMaxRequests 1<<32: the second probe was refused: %v", err)
+		}
+	})
+}
