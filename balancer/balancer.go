@@ -88,10 +88,10 @@ func New(w discovery.Watcher, opts ...Option) *Balancer {
 	}
 	if o.breakers {
 		b.breakers = breaker.NewSet(o.breakerConfig, breaker.WithOnStateChange(func(e breaker.Event) {
+			b.kick() // first: a slow observer must not hold the picker back
 			if o.onBreakerChange != nil {
 				o.onBreakerChange(e)
 			}
-			b.kick()
 		}))
 	}
 	b.set.Store(&nodeSet{})

@@ -810,3 +810,25 @@ func TestP2CHalfOpenNodeGetsItsProbeWithoutProbing(t *testing.T) {
 		}
 	})
 }
+
+// A breaker that opens takes its node out of the picker at once, however
+// long the WithBreakerEvents observer takes: the observer ran before the
+// run goroutine was woken, so a slow one left the open node in the picker
+// until the next outlier review (an hour here).
+func TestSlowBreakerObserverDoesNotDelayThePicker(t *testing.T) {
+	as := addrs(2)
+	release := make(chan struct{})
+	// Round robin: P2C's first picks of new nodes wake the run goroutine
+	// themselves (see p2cSel.claim).
+	b, _ := newTest(t, as, WithPanicThreshold(0), WithPolicy(RoundRobin()),
+		WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: time.Hour}),
+		WithOutlierDetection(OutlierConfig{Disabled: true, Interval: time.Hour}),
+		WithBreakerEvents(func(breaker.Event) { <-release }))
+	t.Cleanup(func() { close(release) }) // before Close, which waits for the observer
+	r, err := b.Pick(context.Background(), Exclude(as[1]))
+	if err != nil || r.Endpoint.Addr != as[0] {
+		t.Fatalf("Pick: %v, %v", r.Endpoint.Addr, err)
+	}
+	r.Done(errReset) // opens as[0]'s breaker
+	waitFor(t, b, "the open node out of the picker", func(p *picker) bool { return len(p.ready) == 1 })
+}

@@ -62,7 +62,9 @@ func WithBreakers(cfg breaker.Config) Option {
 func WithoutBreakers() Option { return func(o *options) { o.breakers = false } }
 
 // WithBreakerEvents makes the balancer call fn for every breaker state
-// change, from a goroutine of the breaker Set (never under a lock).
+// change, from a goroutine of the breaker Set (never under a lock), one
+// event at a time: a slow fn delays the events after it, but not the
+// picker, which the balancer updates before it calls fn.
 func WithBreakerEvents(fn func(breaker.Event)) Option {
 	return func(o *options) { o.onBreakerChange = fn }
 }
