@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -409,9 +410,35 @@ func (w *Watcher) query(ctx context.Context, index uint64, consistent bool) ([]*
 	w.stats.requests.Add(1)
 	entries, meta, err := w.client.Health().ServiceMultipleTags(w.service, w.opts.tags, !w.opts.allowWarning, q.WithContext(ctx))
 	if err != nil {
-		return nil, nil, fmt.Errorf("consul: service %q: %w", w.service, err)
+		return nil, nil, fmt.Errorf("consul: service %q: %w", w.service, stableURLError(err))
 	}
 	return entries, meta, nil
+}
+
+// stableURLError removes from the URL that a transport error (*url.Error)
+// quotes the parameters that change from request to request: the blocking
+// index and wait, and consistent, which only ResolveNow's reads carry. The
+// Publisher publishes a repeated error without a new Version, by its text,
+// so that a watcher failing again and again does not wake its consumer on
+// every attempt; with them, an outage during which ResolveNow is called
+// alternated "…/web?passing=1" and "…/web?consistent=&passing=1", a new
+// Version nearly every attempt.
+func stableURLError(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) {
+		return err
+	}
+	u, perr := url.Parse(ue.URL)
+	if perr != nil {
+		return err
+	}
+	q := u.Query()
+	for _, k := range []string{"index", "wait", "consistent"} {
+		q.Del(k)
+	}
+	u.RawQuery = q.Encode()
+	ue.URL = u.String()
+	return err
 }
 
 // apply converts an answer and publishes it. An error leaves the published
