@@ -80,6 +80,13 @@ type countingWriter struct {
 	ctx context.Context // the request being written; set by codec.write
 	n   atomic.Int64
 	err error // the connection's first write error
+	// writing is set while a Write is in the connection's hands (it may
+	// wait there for a peer that does not read). A request that holds
+	// the write slot without it is being encoded: gob builds a whole
+	// message before it writes a byte of it, and that takes this process
+	// as long as the value takes, however well the peer reads (see
+	// conn.encoding).
+	writing atomic.Bool
 }
 
 // writeChunk bounds each write to the connection: 64 KiB take 50 ms at
@@ -91,6 +98,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	if len(p) > writeChunk && c.nc != nil && c.ctx != nil && c.ctx.Done() != nil {
 		defer c.watchCancel(c.ctx)()
 	}
+	c.writing.Store(true)
 	total := 0
 	for len(p) > 0 {
 		n, err := c.w.Write(p[:min(len(p), writeChunk)])
@@ -100,10 +108,12 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 			if c.err == nil {
 				c.err = err
 			}
+			c.writing.Store(false)
 			return total, err
 		}
 		p = p[n:]
 	}
+	c.writing.Store(false)
 	return total, nil
 }
 

@@ -662,7 +662,16 @@ func (c *conn) heartbeat() {
 		// side (decoding a large or slow reply, or starved of CPU): the
 		// ping's answer may be there, unread. Only a reader waiting for
 		// bytes that do not come says the peer is silent.
-		moved := timedOut && (!c.codec.in.waiting.Load() || c.movedSince(wrote, acked, read, isNotSent(err)))
+		//
+		// Likewise a ping that waited for the write slot while another
+		// request held it without writing: that request is being
+		// encoded, on this side, and nothing of it has reached the peer
+		// to answer yet (a large value can take seconds; every attempt
+		// of it used to lose its connection to the heartbeat, on a
+		// silent connection, before a byte left).
+		notSent := isNotSent(err)
+		moved := timedOut && (!c.codec.in.waiting.Load() || c.movedSince(wrote, acked, read, notSent) ||
+			notSent && c.encoding())
 		switch {
 		case moved:
 			graceEnd = time.Time{} // it starts when nothing moves
@@ -678,7 +687,8 @@ func (c *conn) heartbeat() {
 			// The ping timed out behind other traffic that is still
 			// moving: a large request the peer keeps taking (the ping
 			// may not even have got out), or a large reply still
-			// coming in, or being decoded here. The peer is slow, or
+			// coming in, or being decoded here, or a request still
+			// being encoded here. The peer is slow, or
 			// this side is, not the peer hung; ping again later.
 			continue
 		case timedOut && time.Now().Before(graceEnd):
@@ -700,6 +710,14 @@ func (c *conn) heartbeat() {
 		seen = c.codec.in.n.Load()
 		graceEnd = time.Time{}
 	}
+}
+
+// encoding reports whether a request holds the write slot without being in
+// the connection's hands: it is being encoded, on this side (see
+// countingWriter.writing). It is called by the heartbeat goroutine, whose
+// ping does not hold the slot then.
+func (c *conn) encoding() bool {
+	return len(c.wslot) > 0 && !c.codec.out.writing.Load()
 }
 
 // readTimeoutTick is how often a connection without the heartbeat checks

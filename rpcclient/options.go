@@ -147,7 +147,8 @@ func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = max(n, 
 // dead and its pending calls released. Default 1 s and 1 s. A ping that
 // times out while the connection still moves other bytes (a large request
 // the peer keeps taking, a large reply coming in) does not close it: the
-// peer is slow, not hung, and is pinged again. Nor does one behind a
+// peer is slow, not hung, and is pinged again; nor does one that waited
+// behind a request this process is still encoding. Nor does one behind a
 // backlog the peer took in whole (a sidecar that buffers a large request):
 // a ping behind n bytes written since the peer last spoke gets n / 1 MiB
 // seconds more, so a hung peer behind a 4 MiB request is found after about
