@@ -615,7 +615,8 @@ func setKey(args any, key string) error {
 //     nothing; that dial's outcome is what counts. So did one that ended
 //     while waiting for the connection's write slot, which another call's
 //     write held (a large upload); that write's outcome counts.
-//   - Args that do not encode are the caller's fault.
+//   - Args that do not encode are the caller's fault, and so are args
+//     whose encoding outlasted the attempt's deadline (nothing was sent).
 //
 // Nor is an attempt whose connection this side closed for another caller's
 // sake (a write that caller's deadline cut short, or a reply still arriving
@@ -637,7 +638,7 @@ func nodeOutcome(err error) error {
 	// ErrClosed: this client's Close failed the call (a connection it
 	// closed, a dial it ended), which says nothing about the node either.
 	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) || errors.As(err, &sw) ||
-		isLocalClose(err) || errors.Is(err, ErrClosed) {
+		isLocalClose(err) || errors.Is(err, ErrClosed) || errors.Is(err, errEncodedLate) {
 		return errNoOutcome
 	}
 	return err

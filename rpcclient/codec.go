@@ -87,7 +87,14 @@ type countingWriter struct {
 	// as long as the value takes, however well the peer reads (see
 	// conn.encoding).
 	writing atomic.Bool
+	base    int64 // n when the request being written began; set by codec.write
 }
+
+// errEncodedLate is a request's first write to the connection when its
+// deadline (the connection's write deadline) passed while it was being
+// encoded: the write would time out at once with nothing of it sent. It
+// is not attempted (see countingWriter.Write and conn.start).
+var errEncodedLate = fmt.Errorf("rpcclient: the request's deadline passed while it was being encoded: %w", context.DeadlineExceeded)
 
 // writeChunk bounds each write to the connection: 64 KiB take 50 ms at
 // 10 Mbit/s, well inside the default heartbeat timeout, and cost one
@@ -97,6 +104,17 @@ const writeChunk = 64 << 10
 func (c *countingWriter) Write(p []byte) (int, error) {
 	if len(p) > writeChunk && c.nc != nil && c.ctx != nil && c.ctx.Done() != nil {
 		defer c.watchCancel(c.ctx)()
+	}
+	if c.ctx != nil && c.n.Load() == c.base {
+		// The request's first write: gob encodes a whole message
+		// before it writes it, and a deadline that passed meanwhile
+		// would time the write out before a byte left.
+		if dl, ok := c.ctx.Deadline(); ok && !time.Now().Before(dl) {
+			if c.err == nil {
+				c.err = errEncodedLate
+			}
+			return 0, errEncodedLate
+		}
 	}
 	c.writing.Store(true)
 	total := 0
@@ -169,7 +187,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 // is the connection's write deadline, which the caller sets.
 func (c *codec) write(ctx context.Context, r *rpc.Request, body any) (sent bool, err error) {
 	before := c.out.n.Load()
-	c.out.ctx = ctx
+	c.out.ctx, c.out.base = ctx, before
 	err = c.encode(r, body)
 	c.out.ctx = nil
 	return c.out.n.Load() != before, err

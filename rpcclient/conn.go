@@ -220,7 +220,14 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 		c.wdl = dl
 	}
 	sent, werr := c.codec.write(ctx, &rpc.Request{ServiceMethod: method, Seq: seq}, args)
-	if werr != nil && errors.Is(werr, ErrCodec) {
+	// A request whose deadline passed while it was being encoded sent
+	// nothing, but what gob buffered of it (type definitions included)
+	// leaves the stream unusable for writing, as after an encoding
+	// error: the connection is retired, not closed, and the calls in
+	// flight on it still get their replies. Closing it failed them all
+	// for the one caller's lateness.
+	late := werr != nil && errors.Is(werr, errEncodedLate)
+	if werr != nil && (late || errors.Is(werr, ErrCodec)) {
 		c.broken.Store(true)
 		c.retired.Store(true) // before the slot is free: no write follows this one
 	}
@@ -233,6 +240,10 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 	c.mu.Lock()
 	delete(c.pending, seq)
 	c.mu.Unlock()
+	if late {
+		c.closeIfRetired()
+		return nil, 0, notSent(fmt.Errorf("rpcclient: %s: request not sent: %w", c.addr, werr))
+	}
 	if errors.Is(werr, ErrCodec) {
 		// The caller's args: the server never gets a whole request, so
 		// nothing runs, and the node is not at fault. The calls in flight
