@@ -126,7 +126,9 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 			// before it lifts the quarantine): a dial that has just
 			// connected must not be quarantined after the fact.
 			e.mu.Lock()
-			if left := time.Until(d.until); !d.grow && left > 0 && e.dialing == d {
+			// Not for an endpoint discovery dropped: the address may
+			// be back, another endpoint's node (see run).
+			if left := time.Until(d.until); !d.grow && left > 0 && e.dialing == d && e.state != Shutdown {
 				e.c.bal.Quarantine(e.addr, left)
 			}
 			e.mu.Unlock()
@@ -152,7 +154,8 @@ type dialAttempt struct {
 //
 // A dial for an endpoint with no live connection that fails starts the
 // reconnect backoff, quarantines the address in the balancer for as long,
-// and asks discovery to refresh (ResolveNow), before the callers waiting for
+// and asks discovery to refresh (ResolveNow; neither for an endpoint that
+// discovery dropped meanwhile), before the callers waiting for
 // it wake: their retries then pick another node, or wait for the refreshed
 // set. When it succeeds, it ends the quarantine that a caller who gave up on
 // it started (see get).
@@ -172,6 +175,11 @@ func (e *endpoint) run(d *dialAttempt) {
 	grow := d.grow
 	e.mu.Lock()
 	e.dialing = nil
+	// An endpoint discovery dropped (drain) keeps its dial's outcome to
+	// itself: the balancer's node for the address, if the address is
+	// back, belongs to the endpoint made for it since, which this dial
+	// says nothing about (see lostLocked).
+	dropped := e.state == Shutdown
 	switch {
 	case err != nil && e.c.life.Err() != nil:
 		err = ErrClosed
@@ -238,6 +246,8 @@ func (e *endpoint) run(d *dialAttempt) {
 		e.c.opts.logger.Info("rpcclient: extra connection dial failed", "service", e.c.service, "addr", e.addr,
 			"error", err, "next try in", wait)
 	case grow, err == nil:
+	case wait > 0 && dropped:
+		e.c.opts.logger.Info("rpcclient: dial of a drained endpoint failed", "service", e.c.service, "addr", e.addr, "error", err)
 	case wait > 0:
 		e.c.bal.Quarantine(e.addr, wait)
 		e.c.w.ResolveNow()
