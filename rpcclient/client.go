@@ -282,7 +282,7 @@ func (c *Client) drop(gone []*endpoint) {
 type EndpointStatus struct {
 	Addr    string
 	State   State
-	Pending int    // calls waiting for a reply
+	Pending int    // requests waiting for a reply: calls, and a heartbeat ping while one is out
 	Dials   uint64 // dials made so far
 	// LastClose says why the endpoint's most recent connection closed
 	// (wrapping ErrHeartbeat, ErrReadTimeout, ErrConnClosed, ...); nil
