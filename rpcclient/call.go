@@ -43,9 +43,10 @@ import (
 // ctx: a call whose every node keeps failing to dial fails with the last
 // dial error after at most three rounds of dials, however long its deadline.
 //
-// Every failure is an *Error. Call starts no goroutine per call; with
-// WithPoolSize above 1, a call may start the one background dial that grows
-// its endpoint's pool (see WithPoolSize).
+// Every failure is an *Error. Call starts no goroutine per call; a call
+// may start its endpoint's one background dial, which grows the pool
+// (WithPoolSize above 1) or replaces a connection past its maximum age
+// (WithMaxConnectionAge).
 func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any, opts ...CallOption) error {
 	var idem, keyed bool
 	var hk *string
