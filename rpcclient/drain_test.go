@@ -3,9 +3,7 @@ package rpcclient
 import (
 	"context"
 	"errors"
-	"net"
 	"net/rpc"
-	"sync"
 	"testing"
 	"time"
 
@@ -484,40 +482,9 @@ func dropWithACallInFlight(t *testing.T, ctx context.Context, sleep time.Duratio
 // endpoint's backoff (up to 120 s after a series of failures), and asked
 // discovery to refresh, while the new endpoint's connection was fine.
 func TestDroppedEndpointsDialDoesNotQuarantineItsSuccessor(t *testing.T) {
-	srv := rpc.NewServer()
 	var a Arith
-	if err := srv.Register(&a); err != nil {
-		t.Fatal(err)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := serveRPCOn(t, func(s *rpc.Server) error { return s.Register(&a) }, func() {})
 	addr := l.Addr().String()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Go(func() {
-		for {
-			nc, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, nc)
-			mu.Unlock()
-			wg.Go(func() { srv.ServeConn(nc) })
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, nc := range conns {
-			nc.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
 	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(), WithHeartbeat(0, 0))
 
 	// The old endpoint has a dial under way, as get starts one, when

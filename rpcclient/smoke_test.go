@@ -94,6 +94,13 @@ func serveArith(t testing.TB, a *Arith) string {
 // every goroutine.
 func serveRPC(t testing.TB, register func(*rpc.Server) error, unblock func()) string {
 	t.Helper()
+	return serveRPCOn(t, register, unblock).Addr().String()
+}
+
+// serveRPCOn is serveRPC, returning the listener, for a test that closes
+// it early (new dials are then refused; the connections made live on).
+func serveRPCOn(t testing.TB, register func(*rpc.Server) error, unblock func()) net.Listener {
+	t.Helper()
 	s := rpc.NewServer()
 	if err := register(s); err != nil {
 		t.Fatal(err)
@@ -127,7 +134,7 @@ func serveRPC(t testing.TB, register func(*rpc.Server) error, unblock func()) st
 		unblock()
 		wg.Wait()
 	})
-	return l.Addr().String()
+	return l
 }
 
 func newTestClient(t testing.TB, addrs []string, opts ...Option) (*Client, *discovery.Static) {
