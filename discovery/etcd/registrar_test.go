@@ -93,13 +93,7 @@ func TestRegistrarLeaseLost(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	resp, err := other.Get(ctx, "svc/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) != 0 {
-		t.Errorf("%d keys left under svc/ after Close; want 0", len(resp.Kvs))
-	}
+	noKeysLeft(t, ctx, other)
 }
 
 // TestRegistrarKeepsAlive checks the lease outlives its TTL while the
@@ -293,13 +287,7 @@ func TestRegistrarKeyDeleted(t *testing.T) {
 	if n := strings.Count(logs.String(), "key was deleted while its lease lived; wrote it again"); n < 1 {
 		t.Errorf("no rewrite logged:\n%s", logs)
 	}
-	resp, err := other.Get(ctx, "svc/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(resp.Kvs) != 0 {
-		t.Errorf("%d keys left under svc/ after Close; want 0", len(resp.Kvs))
-	}
+	noKeysLeft(t, ctx, other)
 	ttl, err := other.TimeToLive(ctx, lease)
 	if err != nil {
 		t.Fatal(err)
@@ -480,7 +468,13 @@ func TestRegistrarKeepalivesStop(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	resp, err := other.Get(ctx, "svc/", clientv3.WithPrefix())
+	noKeysLeft(t, ctx, other)
+}
+
+// noKeysLeft fails t unless cli finds no key under svc/, after Close.
+func noKeysLeft(t *testing.T, ctx context.Context, cli *clientv3.Client) {
+	t.Helper()
+	resp, err := cli.Get(ctx, "svc/", clientv3.WithPrefix())
 	if err != nil {
 		t.Fatal(err)
 	}
