@@ -327,12 +327,7 @@ func (SlowEncSvc) Take(a SlowEnc, r *int) error { *r = 7; return nil }
 // attempt encodes anew on a silent connection, such a request could never
 // be sent.
 func TestSlowEncodingDoesNotFailTheHeartbeat(t *testing.T) {
-	addr := serveRPC(t, func(s *rpc.Server) error {
-		if err := s.Register(SlowEncSvc{}); err != nil {
-			return err
-		}
-		return RegisterHeartbeat(s)
-	}, func() {})
+	addr := serveSlowEnc(t)
 	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth(), WithHeartbeat(100*time.Millisecond, 200*time.Millisecond))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -359,12 +354,7 @@ func (SlowEncSvc) Sleep(d time.Duration, r *int) error { time.Sleep(d); *r = 1; 
 // for the one caller's lateness, a non-idempotent one with its outcome
 // unknown.
 func TestDeadlinePassedWhileEncodingSparesTheOtherCalls(t *testing.T) {
-	addr := serveRPC(t, func(s *rpc.Server) error {
-		if err := s.Register(SlowEncSvc{}); err != nil {
-			return err
-		}
-		return RegisterHeartbeat(s)
-	}, func() {})
+	addr := serveSlowEnc(t)
 	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth())
 	var r int
 	if err := c.Call(context.Background(), "SlowEncSvc.Take", SlowEnc{}, &r); err != nil {
@@ -390,4 +380,14 @@ func TestDeadlinePassedWhileEncodingSparesTheOtherCalls(t *testing.T) {
 	if err := c.Call(ctx2, "SlowEncSvc.Take", SlowEnc{}, &r); err != nil || r != 7 {
 		t.Fatalf("the next call: %d, %v", r, err)
 	}
+}
+
+// serveSlowEnc serves SlowEncSvc and the heartbeat on loopback.
+func serveSlowEnc(t *testing.T) string {
+	return serveRPC(t, func(s *rpc.Server) error {
+		if err := s.Register(SlowEncSvc{}); err != nil {
+			return err
+		}
+		return RegisterHeartbeat(s)
+	}, func() {})
 }
