@@ -245,7 +245,11 @@ type Rejected struct {
 // and "[2001:db8::1]:80", or "Host.:80" and "host.:80". A weight below 1
 // becomes 1 and an empty ID becomes the canonical address. The input slice
 // is not modified; the returned endpoints share Tags and Meta with it. A
-// rejected endpoint is reported as it was given, with its ID defaulted.
+// rejected endpoint is reported as it was given, with its ID defaulted. The
+// rejected come sorted by ID, then reason, whatever the input's order: a
+// watcher quoting the first of them in an error reports an answer the
+// registry gives in another order (Consul's near, an etcd snapshot's map)
+// the same, and the Publisher sees the same error, not a new Version.
 //
 // Watcher implementations call it before Publisher.Update, from their own
 // goroutine. It is safe to call from any goroutine.
@@ -313,6 +317,14 @@ func Sanitize(in []Endpoint) (valid []Endpoint, rejected []Rejected) {
 		}
 		seenAddr[addr] = kv.id
 		valid = append(valid, defaulted(in[kv.i], addr))
+	}
+	if len(rejected) > 1 {
+		slices.SortStableFunc(rejected, func(a, b Rejected) int {
+			if c := strings.Compare(a.Endpoint.ID, b.Endpoint.ID); c != 0 {
+				return c
+			}
+			return strings.Compare(a.Err.Error(), b.Err.Error())
+		})
 	}
 	return valid, rejected
 }

@@ -2,9 +2,11 @@ package discovery
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -316,3 +318,35 @@ func FuzzCanonicalAddr(f *testing.F) {
 // cNumeric matches what inet_aton reads as an IPv4 address: one to four
 // numbers in C's syntax, with FuzzCanonicalAddr's optional trailing dot.
 var cNumeric = regexp.MustCompile(`^(0[xX][0-9a-fA-F]*|[0-9]+)(\.(0[xX][0-9a-fA-F]*|[0-9]+)){0,3}\.?$`)
+
+// Sanitize reports the rejected sorted by ID, then reason, whatever the
+// input's order, so that a watcher quoting the first of them reads the same
+// for an answer the registry gives in another order.
+func TestSanitizeRejectedOrderIsTheInputsAnyOrder(t *testing.T) {
+	in := []Endpoint{
+		{ID: "c", Addr: "0.0.0.0:80"},
+		{ID: "a", Addr: "10.0.0.1:0"},
+		{ID: "b", Addr: "10.0.0.2:80"},
+		{ID: "d", Addr: "10.0.0.3:80"},
+		{ID: "a", Addr: "224.0.0.1:80"}, // one ID rejected twice: by reason
+		{ID: "e", Addr: "[::]:80"},
+	}
+	_, want := Sanitize(in)
+	if ids := []string{want[0].Endpoint.ID, want[1].Endpoint.ID}; ids[0] != "a" || ids[1] != "a" {
+		t.Fatalf("rejected begin with %v, want the two a's", ids)
+	}
+	rng := rand.New(rand.NewPCG(3, 5))
+	for range 50 {
+		p := slices.Clone(in)
+		rng.Shuffle(len(p), func(i, j int) { p[i], p[j] = p[j], p[i] })
+		_, got := Sanitize(p)
+		if len(got) != len(want) {
+			t.Fatalf("%d rejected for %v, want %d", len(got), p, len(want))
+		}
+		for i := range got {
+			if got[i].Endpoint.ID != want[i].Endpoint.ID || got[i].Err.Error() != want[i].Err.Error() {
+				t.Fatalf("input %v: rejected[%d] = %s (%v), want %s (%v)", p, i, got[i].Endpoint.ID, got[i].Err, want[i].Endpoint.ID, want[i].Err)
+			}
+		}
+	}
+}

@@ -474,15 +474,11 @@ func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) (keep 
 	if len(valid) == 0 && n > 0 {
 		// Instances listed but none usable (a bad deploy registered
 		// 0.0.0.0, say): a broken answer, not an empty service.
-		// The reason quoted is the least one in text order, not the
-		// first met: Consul's order moves (near sorts by round-trip
-		// time), and an error that reads differently each time is a new
-		// Version for the Publisher, waking the consumer on every answer.
+		// Sanitize sorts the rejected by ID: the reason quoted does not
+		// move with Consul's order (near sorts by round-trip time).
 		why := "malformed"
-		for i, r := range rejected {
-			if msg := r.Err.Error(); i == 0 || msg < why {
-				why = msg
-			}
+		if len(rejected) > 0 {
+			why = rejected[0].Err.Error()
 		}
 		err := fmt.Errorf("consul: service %q: all %d instances were rejected (%s); keeping the instances of the last known good set still listed", w.service, n, why)
 		if bad > 0 {

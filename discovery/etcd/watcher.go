@@ -539,17 +539,12 @@ func (w *Watcher) publish(snap *snapshot, now time.Time) published {
 // publishable, or nil when it holds none (or only critical ones): that is an
 // authoritative empty answer.
 func (w *Watcher) allInvalid(snap *snapshot, rejected []discovery.Rejected) error {
-	// The reason quoted is the least one in text order, not the first
-	// met: Sanitize meets the entries in the snapshot map's order, which
-	// changes from list to list, and an error that reads differently each
-	// time is a new Version for the Publisher, waking the consumer on every
-	// list of an unchanged prefix.
+	// Sanitize sorts the rejected by ID: the reason quoted does not move
+	// with the snapshot map's order from list to list.
 	n := len(rejected)
 	var first error
-	for _, r := range rejected {
-		if first == nil || r.Err.Error() < first.Error() {
-			first = r.Err
-		}
+	if n > 0 {
+		first = rejected[0].Err
 	}
 	for _, err := range snap.bad {
 		if errors.Is(err, errCritical) {
