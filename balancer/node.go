@@ -272,9 +272,10 @@ func (n *node) record(o breaker.Outcome) {
 // observe folds one latency sample into the peak EWMA: a sample above the
 // current cost replaces it at once (peak), a lower one is blended in with a
 // weight that decays with the time since the previous sample (time constant
-// tau). Failures count as at least the failure penalty and never lower the
-// estimate, so a node that fails fast never looks cheap (nor cheaper than
-// it did before it failed, in a service slower than the penalty).
+// tau). A failure counts as at least the failure penalty and at least
+// twice the estimate (up to failureCap), so a node that fails fast never
+// looks cheap, whatever the service's latency: each failure of a run
+// doubles its cost against its peers'.
 //
 // The estimate a run of failures found is kept aside, and the first
 // successful sample after them blends into that instead of into the
@@ -303,17 +304,18 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 			old = min(old, math.Float64frombits(calm))
 		}
 		nc := x
-		if x < old {
-			if failed {
-				// A failure never lowers the estimate: for a
-				// service slower than the penalty, a fast
-				// failure blended in made the failing node
-				// look cheaper than its healthy peers.
-				nc = old
-			} else {
-				w := decay(float64(now-n.stamp.Load()) / tau)
-				nc = old*w + x*(1-w)
-			}
+		switch {
+		case failed:
+			// A failure at least doubles the estimate (up to
+			// failureCap) and never lowers it: in a service slower
+			// than the penalty, a node that fails fast holds
+			// fewer requests than its healthy peers, and an
+			// estimate kept level made it look cheaper by its
+			// in-flight count alone.
+			nc = max(x, min(2*old, failureCap), old)
+		case x < old:
+			w := decay(float64(now-n.stamp.Load()) / tau)
+			nc = old*w + x*(1-w)
 		}
 		if n.cost.CompareAndSwap(bits, math.Float64bits(nc)) {
 			n.stamp.Store(now)
@@ -322,6 +324,12 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 		}
 	}
 }
+
+// failureCap is as far as failures double a node's estimate (an hour, in
+// ns): past it, a run of failures no longer raises the cost, which would
+// otherwise reach +Inf after some thousand of them. A failure slower than
+// that still counts as itself.
+const failureCap = float64(time.Hour)
 
 // decay returns exp(-x) for x >= 0, with a cheap series for the small x of
 // busy nodes (samples microseconds apart against a 10 s time constant).

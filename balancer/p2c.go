@@ -10,8 +10,9 @@ import (
 // cost, latency x (in-flight + 1) / weight. Latency is a peak EWMA with a
 // 10 s time constant: a slower sample raises it at once, faster ones lower it
 // gradually. A failed request counts as at least the failure penalty
-// (default 250 ms) and never lowers the estimate, so a node that fails fast
-// never looks cheap; the first
+// (default 250 ms) and at least twice the estimate (up to an hour), so a
+// node that fails fast never looks cheap, even in a service slower than the
+// penalty, where it would otherwise win on its empty queue; the first
 // sampled success after failures returns the node to the estimate it had
 // before them (or to its current one, when that is lower: a node back from
 // an open breaker or an ejection starts again at the median of the
@@ -49,8 +50,8 @@ func WithDecay(d time.Duration) P2COption {
 	}
 }
 
-// WithFailurePenalty sets the latency a failure counts as at least.
-// Default 250 ms.
+// WithFailurePenalty sets the latency a failure counts as at least (it also
+// counts as at least twice the node's estimate). Default 250 ms.
 func WithFailurePenalty(d time.Duration) P2COption { return func(p *p2c) { p.penalty = d } }
 
 // WithProbeAfter sets how long a node may go without a latency sample (its

@@ -1018,6 +1018,61 @@ func TestP2CFastFailureNeverLowersTheEstimate(t *testing.T) {
 	}
 }
 
+// Kept level, a fast-failing node's estimate still made it look cheap in a
+// service slower than the penalty: its requests fail at once, so it holds
+// fewer of them than its healthy peers, and P2C's cost is latency x
+// (in-flight + 1). With a 1 s service and two requests in flight on each
+// healthy node, the failing node (none in flight) cost a third of theirs
+// and won every pair it was drawn in, two picks in three, all of them to
+// fail, for as long as it kept failing. Each failure now at least doubles
+// the estimate.
+//
+// Three nodes with 1 s estimates; the first fails fast three times. Its
+// fair share is a third of the picks; it got two thirds (2000 of 3000)
+// before. With probing off the choice is deterministic but for the
+// pair drawn, so the bound, a tenth, has no statistical slack to need.
+func TestP2CFastFailureInASlowServiceNeverLooksCheap(t *testing.T) {
+	ready, nodes := make([]entry, 3), make([]*node, 3)
+	sec := float64(time.Second)
+	for i := range nodes {
+		nodes[i] = &node{}
+		nodes[i].cost.Store(math.Float64bits(sec))
+		nodes[i].inflight.Store(2)
+		ready[i] = entry{idx: uint32(i), weight: 1}
+	}
+	tau, penalty := float64(10*time.Second), float64(250*time.Millisecond)
+	failing := nodes[0]
+	failing.inflight.Store(0)
+	failing.stamp.Store(1)
+	for k := range 3 {
+		failing.observe(1+int64(k)*int64(10*time.Millisecond), int64(time.Millisecond), true, tau, penalty)
+	}
+	s := P2C(WithProbeAfter(0)).build(ready, nodes, samplingOnly())
+	const picks = 3000
+	got := 0
+	for range picks {
+		if i, _ := s.first(0, false); i == 0 {
+			got++
+		}
+	}
+	if got >= picks/10 {
+		t.Fatalf("after 3 fast failures the failing node (estimate %v, none in flight) won %d of %d picks against two 1s peers with 2 in flight each; want under a tenth",
+			time.Duration(failing.costNs()), got, picks)
+	}
+	// A run of failures stops at failureCap instead of reaching +Inf.
+	for k := range 2000 {
+		failing.observe(1+int64(time.Second)+int64(k), int64(time.Millisecond), true, tau, penalty)
+	}
+	if c := failing.costNs(); c != float64(time.Hour) {
+		t.Fatalf("2000 failures left the estimate at %v, want an hour", c)
+	}
+	// The first success after them returns to the estimate from before.
+	failing.observe(2+int64(time.Second)+2000, int64(900*time.Millisecond), false, tau, penalty)
+	if c := failing.costNs(); c > sec {
+		t.Fatalf("a success after the failures left the estimate at %v, want at most the 1s from before", time.Duration(c))
+	}
+}
+
 // A keyed pick whose node is excluded (a retry: rpcclient passes the
 // nodes already tried with the call's HashKey) or whose breaker refuses
 // (half-open, its probe out) still keeps to the bound Maglev documents:
