@@ -10,12 +10,15 @@ import (
 // carry the same HashKey go to the same node while the set is stable, and a
 // change of the set moves only about 1/n of the keys. A request is not sent
 // to a node that would then hold more than ceil(loadFactor x the average
-// in-flight load, this request included) (Google's "consistent hashing
+// in-flight load, this request included, weighted) (Google's "consistent hashing
 // with bounded loads"): the next node under its limit in the table after
 // the key's slot takes it, or, when the slots nearby hold only nodes at
 // their limit (a table has long runs of one node, longer with few nodes or
 // uneven weights), the first node under its limit in an order of the nodes
-// fixed by the key. So one hot key cannot sink a node, and a key spills
+// fixed by the key. The average is weighted: a node's limit is
+// ceil(loadFactor x its share of the total weight x the in-flight load), so
+// that a node twice as heavy, which the table gives twice the keys, may
+// hold twice the requests. So one hot key cannot sink a node, and a key spills
 // over to the same node while the loads stay as they are. loadFactor <= 1
 // or NaN means the default, 1.25; +Inf means no bound (plain consistent
 // hashing).
@@ -42,7 +45,17 @@ func (m maglev) build(ready []entry, nodes []*node, b *Balancer) selector {
 	if len(ready) > 4096 {
 		size = 655373
 	}
-	return &maglevSel{ready: ready, nodes: nodes, table: maglevTable(ready, nodes, size), c: m.c, total: &b.inflight}
+	return newMaglevSel(ready, nodes, size, m.c, &b.inflight)
+}
+
+// newMaglevSel builds the selector of a lookup table of the given size
+// over ready, bounded by c x total.
+func newMaglevSel(ready []entry, nodes []*node, size uint64, c float64, total *atomic.Int64) *maglevSel {
+	sum := 0.0
+	for _, e := range ready {
+		sum += float64(e.weight)
+	}
+	return &maglevSel{ready: ready, nodes: nodes, table: maglevTable(ready, nodes, size), c: c, sumW: sum, total: total}
 }
 
 type maglevSel struct {
@@ -50,6 +63,7 @@ type maglevSel struct {
 	nodes []*node
 	table []uint32
 	c     float64
+	sumW  float64       // the ready nodes' weights, summed
 	total *atomic.Int64 // in-flight requests over all nodes
 }
 
@@ -69,14 +83,12 @@ func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 	return idx, 0 // every node at its limit: picks running beside this one raised the counts
 }
 
-// limit is the bounded load: a node may hold at most ceil(c x the average
-// load, this request included). The limits add up to more than the load,
-// so some node is always under its own.
-func (s *maglevSel) limit() int64 {
-	if l := math.Ceil(s.c * float64(s.total.Load()+1) / float64(len(s.ready))); l < math.MaxInt64 {
-		return int64(l)
-	}
-	return math.MaxInt64 // a huge or infinite c: no bound
+// limit is the bounded load to share out: c x the in-flight load, this
+// request included; ready[j] may hold at most ceil(limit x its weight / the
+// weights' sum) (see under). The limits add up to more than the load, so
+// some node is always under its own. +Inf (c is) means no bound.
+func (s *maglevSel) limit() float64 {
+	return s.c * float64(s.total.Load()+1)
 }
 
 // walk offers ok the key's candidates in the order the key prefers them
@@ -128,9 +140,11 @@ func (s *maglevSel) redraw(p *picker, po *pickOptions) *Result {
 	return res
 }
 
-// under reports whether ready[j] holds fewer than limit requests.
-func (s *maglevSel) under(j int, limit int64) bool {
-	return s.nodes[s.ready[j].idx].inflight.Load() < limit
+// under reports whether ready[j] holds fewer requests than its share of
+// limit (see limit): with equal weights, limit / n.
+func (s *maglevSel) under(j int, limit float64) bool {
+	e := s.ready[j]
+	return float64(s.nodes[e.idx].inflight.Load()) < math.Ceil(limit*float64(e.weight)/s.sumW)
 }
 
 // maglevTable fills a lookup table of the given prime size with node

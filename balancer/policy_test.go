@@ -666,11 +666,19 @@ func TestMaglevBoundedLoadFindsANodeUnderItsLimit(t *testing.T) {
 				ready[i] = entry{idx: uint32(i), weight: ws[i]}
 			}
 			var total atomic.Int64
-			s := &maglevSel{ready: ready, nodes: nodes, table: maglevTable(ready, nodes, 65537), c: 1.25, total: &total}
+			s := newMaglevSel(ready, nodes, 65537, 1.25, &total)
 			m := uint64(len(s.table))
-			const hot = 10 // at least ceil(1.25 x 11 / n) for every n here
 			stuck := 0
 			for i, hn := range nodes {
+				// The fewest requests that put the node at its limit
+				// when it holds them all: h >= ceil(1.25 x (h+1) x
+				// its share of the weight). A node whose share is
+				// past 1/1.25 has none: its limit is above the load.
+				share := float64(ws[i]) / s.sumW
+				hot := int64(1)
+				for float64(hot) < math.Ceil(1.25*float64(hot+1)*share) && hot < 1000 {
+					hot++
+				}
 				for _, n := range nodes {
 					n.inflight.Store(0)
 				}
@@ -682,6 +690,12 @@ func TestMaglevBoundedLoadFindsANodeUnderItsLimit(t *testing.T) {
 						continue
 					}
 					j, _ := s.first(h, true)
+					if hot == 1000 {
+						if j != i {
+							t.Fatalf("slot %d: node %d (weight share %.2f) holds all %d requests, under its limit, yet its key went to %d", h, i, share, hot, j)
+						}
+						continue
+					}
 					if j == i {
 						stuck++
 						continue
@@ -735,6 +749,51 @@ func TestMaglevBoundedLoadSpreadsAKeyOfALongRun(t *testing.T) {
 		if c > limit {
 			t.Fatalf("key %q: %d of %d in-flight requests on %s, past the bound of %d (%v)", key, c, total, a, limit, spread)
 		}
+	}
+}
+
+// Bounded load respects the weights. The table gives a node of weight 3
+// beside two of weight 1 three fifths of the keys, but its limit was
+// ceil(1.25 x the unweighted mean), 5/12 of the load: with many keys in
+// flight, a fifth of all requests, the heavy node's own keys, spilled over
+// to the light nodes and lost their affinity, with no hot key anywhere.
+// The limit is now its share of the weight: 3/5 x 1.25, three quarters of
+// the load.
+//
+// 3000 distinct keys are held in flight. The table's share of the heavy
+// node is 3/5 to within the table's granularity, and the keys are a
+// fixed, hash-spread sample: its count is Binomial(3000, 3/5)-like,
+// sigma 27, so 1650 (over 5 sigma below 1800) is not reached by chance;
+// the old limit held it at 1250.
+func TestMaglevBoundedLoadFollowsTheWeights(t *testing.T) {
+	as := addrs(3)
+	b, w := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
+	w.Set(discovery.Endpoint{ID: as[0], Addr: as[0], Weight: 3},
+		discovery.Endpoint{ID: as[1], Addr: as[1], Weight: 1},
+		discovery.Endpoint{ID: as[2], Addr: as[2], Weight: 1})
+	waitFor(t, b, "the weighted set", func(p *picker) bool {
+		return len(p.ready) == 3 && p.ready[0].weight != p.ready[1].weight
+	})
+	const keys = 3000
+	var held []Result
+	spread := map[string]int{}
+	for i := range keys {
+		r, err := b.Pick(context.Background(), HashKey(fmt.Sprintf("user-%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		spread[r.Endpoint.Addr]++
+		held = append(held, r)
+	}
+	for _, r := range held {
+		r.Done(nil)
+	}
+	if got := spread[as[0]]; got < 1650 {
+		t.Fatalf("the weight-3 node of 3 (weights 3:1:1) held %d of %d keyed requests, want about 3/5 (1800; the old bound held it at 1250): %v", got, keys, spread)
+	}
+	limit := int(math.Ceil(1.25 * keys * 3 / 5))
+	if got := spread[as[0]]; got > limit {
+		t.Fatalf("the weight-3 node held %d of %d requests, past its bound of %d", got, keys, limit)
 	}
 }
 
