@@ -17,8 +17,18 @@ type wrr struct{}
 func (wrr) Name() string     { return "weighted_round_robin" }
 func (wrr) stats() statsMode { return 0 }
 
-// maxSchedule bounds the schedule length; weights are scaled down to fit.
+// maxSchedule bounds the schedule length of a set of up to
+// maxSchedule/minSlotsPerNode nodes; weights are scaled down to fit.
 const maxSchedule = 1 << 16
+
+// minSlotsPerNode is how many slots per node a larger set's schedule may
+// take: every node keeps at least one slot, so a schedule of about one
+// slot per node gave every node the same share, and a Degraded node or one
+// starting its slow start (at 10 %) took a healthy node's full share.
+const minSlotsPerNode = 16
+
+// scheduleCap is the longest schedule for n nodes.
+func scheduleCap(n int) int { return max(maxSchedule, minSlotsPerNode*n) }
 
 func (wrr) build(ready []entry, _ []*node, b *Balancer) selector {
 	if len(ready) <= math.MaxUint16+1 { // the usual case: half the memory
@@ -105,7 +115,7 @@ const maxWholeWeight = 255
 // divisor are computed per class, not per node. The schedule is the one
 // edfGeneral builds, in half the passes over the nodes. It reports false,
 // having built nothing, when a weight is not such a number or the schedule
-// would not fit maxSchedule; edfSchedule then takes the general way.
+// would not fit scheduleCap; edfSchedule then takes the general way.
 func edfWhole[T readyIndex](ready []entry, s *edfScratch) ([]T, bool) {
 	var count [maxWholeWeight + 1]uint32 // weight -> its nodes; classes are numbered by first appearance
 	classes := s.classSlots[:0]
@@ -131,7 +141,7 @@ func edfWhole[T readyIndex](ready []entry, s *edfScratch) ([]T, bool) {
 		g = gcd(g, uint64(w))
 	}
 	length := total / int(g)
-	if length > maxSchedule-len(ready) {
+	if length > scheduleCap(len(ready))-len(ready) {
 		return nil, false
 	}
 	s.classStarts()
@@ -167,7 +177,7 @@ func edfGeneral[T readyIndex](ready []entry, s *edfScratch) []T {
 		}
 	}
 	// Express weights as integer slot counts, the whole schedule under
-	// maxSchedule. Whole weights divided by their greatest common divisor
+	// scheduleCap. Whole weights divided by their greatest common divisor
 	// are exact, and the cheapest exact counts. Fractional weights
 	// (Degraded health and slow start make them) take the least multiple
 	// of the lightest weight (up to maxExactMultiple times) that makes
@@ -181,7 +191,7 @@ func edfGeneral[T readyIndex](ready []entry, s *edfScratch) []T {
 	if whole {
 		scale = 1 / float64(g)
 	}
-	limit := float64(maxSchedule - len(ready))
+	limit := float64(scheduleCap(len(ready)) - len(ready))
 	switch {
 	case total*scale > limit:
 		scale = limit / total
