@@ -26,8 +26,9 @@ import (
 // HashKey take a random slot of it, so they follow the weights too
 // (Degraded health and slow start included).
 //
-// The lookup table has 65537 entries (655373 above 4096 nodes), so Pick is
-// one hash and one table read whatever the number of nodes.
+// The lookup table has 65537 entries (655373 when discovery lists more
+// than 4096 nodes, healthy or not), so Pick is one hash and one table read
+// whatever the number of nodes.
 func Maglev(loadFactor float64) Policy {
 	if !(loadFactor > 1) { // NaN too
 		loadFactor = 1.25
@@ -41,8 +42,12 @@ func (maglev) Name() string     { return "maglev" }
 func (maglev) stats() statsMode { return statInFlight | statTotal } // bounded load
 
 func (m maglev) build(ready []entry, nodes []*node, b *Balancer) selector {
+	// The size follows the set discovery lists, not the ready nodes: a
+	// new size remaps nearly every key, and one node of 4,097 whose
+	// breaker opened, or that was ejected or quarantined, did that, and
+	// again when it came back.
 	size := uint64(65537)
-	if len(ready) > 4096 {
+	if len(nodes) > 4096 {
 		size = 655373
 	}
 	return newMaglevSel(ready, nodes, size, m.c, &b.inflight)
