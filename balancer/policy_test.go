@@ -1237,3 +1237,80 @@ func TestEDFWholeIsTheGeneralSchedule(t *testing.T) {
 		t.Error("edfWhole took a schedule of 200,500 slots")
 	}
 }
+
+// WeightedRoundRobin's schedule gives each node a share proportional to
+// its effective weight for large sets too: a Degraded node half a healthy
+// node's share, a node at the start of its slow start a tenth. The schedule
+// was capped at maxSchedule slots whatever the number of nodes and every
+// node kept at least one slot, so from about 22,000 equal nodes on a
+// Degraded node or a ramping one got a healthy node's full share (at
+// 20,000 nodes a node at 10 % of its slow start took half a share).
+func TestWeightedScheduleLargeSetKeepsReducedWeights(t *testing.T) {
+	for _, tc := range []struct {
+		n     int
+		light float32
+	}{{20000, 0.1}, {30000, 0.1}, {30000, 0.5}, {40000, 0.5}} {
+		t.Run(fmt.Sprintf("n=%d/light=%v", tc.n, tc.light), func(t *testing.T) {
+			ready := make([]entry, tc.n)
+			for i := range ready {
+				ready[i] = entry{idx: uint32(i), weight: 1}
+			}
+			ready[0].weight = tc.light
+			var got []int
+			if tc.n <= 1<<16 {
+				got = slotCounts(edfSchedule[uint16](ready, nil), tc.n)
+			} else {
+				got = slotCounts(edfSchedule[uint32](ready, nil), tc.n)
+			}
+			if r := float64(got[0]) / float64(got[1]); math.Abs(r-float64(tc.light)) > 0.1*float64(tc.light) {
+				t.Fatalf("a node of weight %v beside %d of weight 1: %d slots against %d, a share of %.3f of theirs",
+					tc.light, tc.n-1, got[0], got[1], r)
+			}
+		})
+	}
+}
+
+func slotCounts[T readyIndex](sched []T, n int) []int {
+	got := make([]int, n)
+	for _, s := range sched {
+		got[s]++
+	}
+	return got
+}
+
+// A node leaving the ready set (its breaker opens, it is ejected or
+// quarantined) moves only its own keys, also in a set around 4,096 nodes,
+// where Maglev's table grows from 65,537 slots to 655,373: the size was
+// chosen by the ready nodes, so one node of 4,097 quarantined changed it
+// and remapped almost every key, and did again when it came back.
+func TestMaglevTableSizeDoesNotFollowHealth(t *testing.T) {
+	as := addrs(4097)
+	b, _ := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
+	keys := func() map[string]string {
+		m := map[string]string{}
+		for i := range 2000 {
+			k := fmt.Sprintf("user-%d", i)
+			r, err := b.Pick(context.Background(), HashKey(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Done(nil)
+			m[k] = r.Endpoint.Addr
+		}
+		return m
+	}
+	before := keys()
+	out := as[100]
+	b.Quarantine(out, time.Hour)
+	waitFor(t, b, "the node quarantined", func(p *picker) bool { return len(p.ready) == len(as)-1 })
+	moved := 0
+	for k, a := range keys() {
+		if before[k] != a && before[k] != out {
+			moved++
+		}
+	}
+	// Maglev moves a few keys beyond the node's own: 1 % is generous.
+	if moved > 20 {
+		t.Fatalf("quarantining 1 of %d nodes moved %d of 2000 keys that were on other nodes", len(as), moved)
+	}
+}
