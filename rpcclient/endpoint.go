@@ -497,6 +497,12 @@ func (e *endpoint) status() EndpointStatus {
 		// own state is kept, so that it serves again at once if the
 		// address comes back within the grace period.
 		st.State = Shutdown
+	case e.dialing != nil && (st.State == Idle || st.State == TransientFailure):
+		// The pool's extra dial, which its last connection did not
+		// outlive (connDead, liveLocked) or which outlived a backoff
+		// set meanwhile: the next call waits for it (see get), as
+		// Connecting says, rather than dial or get a BackoffError.
+		st.State = Connecting
 	case st.State == TransientFailure && !time.Now().Before(e.retryAt):
 		st.State = Idle
 	}
