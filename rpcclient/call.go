@@ -617,7 +617,8 @@ func setKey(args any, key string) error {
 //     while waiting for the connection's write slot, which another call's
 //     write held (a large upload); that write's outcome counts.
 //   - Args that do not encode are the caller's fault, and so are args
-//     whose encoding outlasted the attempt's deadline (nothing was sent).
+//     whose encoding outlasted the attempt's deadline or cancellation
+//     (nothing was sent).
 //
 // Nor is an attempt whose connection this side closed for another caller's
 // sake (a write that caller's deadline cut short, or a reply still arriving
@@ -639,7 +640,7 @@ func nodeOutcome(err error) error {
 	// ErrClosed: this client's Close failed the call (a connection it
 	// closed, a dial it ended), which says nothing about the node either.
 	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) || errors.As(err, &sw) ||
-		isLocalClose(err) || errors.Is(err, ErrClosed) || errors.Is(err, errEncodedLate) {
+		isLocalClose(err) || errors.Is(err, ErrClosed) || isEncodedLate(err) {
 		return errNoOutcome
 	}
 	return err

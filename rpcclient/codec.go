@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/gob"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,6 +41,7 @@ func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
 	cw.nc, _ = rwc.(net.Conn)
 	cr := &countingReader{r: rwc}
 	w := bufio.NewWriter(cw)
+	cw.bufSize = w.Size()
 	fr := &framedReader{r: bufio.NewReader(cr), max: maxMsg}
 	dec := gob.NewDecoder(fr)
 	c := &codec{
@@ -88,13 +90,29 @@ type countingWriter struct {
 	// conn.encoding).
 	writing atomic.Bool
 	base    int64 // n when the request being written began; set by codec.write
+	bufSize int   // the size of the bufio.Writer in front: a first write that large is not a request's last
 }
 
 // errEncodedLate is a request's first write to the connection when its
 // deadline (the connection's write deadline) passed while it was being
 // encoded: the write would time out at once with nothing of it sent. It
 // is not attempted (see countingWriter.Write and conn.start).
-var errEncodedLate = fmt.Errorf("rpcclient: the request's deadline passed while it was being encoded: %w", context.DeadlineExceeded)
+// errEncodedCancelled is the same for a request larger than the write
+// buffer whose ctx was cancelled meanwhile: one larger than writeChunk had
+// its first bytes (what bufio held) sent and the rest cut at once by the
+// cancellation watch, a truncated frame that closed the connection under
+// its other calls. (A request that fits the buffer is sent whole, as
+// before: not sending it would cost its connection.)
+var (
+	errEncodedLate      = fmt.Errorf("rpcclient: the request's deadline passed while it was being encoded: %w", context.DeadlineExceeded)
+	errEncodedCancelled = fmt.Errorf("rpcclient: the request was cancelled while it was being encoded: %w", context.Canceled)
+)
+
+// isEncodedLate reports whether err is errEncodedLate or errEncodedCancelled:
+// a request whose ctx ended while it was encoded, of which nothing was sent.
+func isEncodedLate(err error) bool {
+	return errors.Is(err, errEncodedLate) || errors.Is(err, errEncodedCancelled)
+}
 
 // writeChunk bounds each write to the connection: 64 KiB take 50 ms at
 // 10 Mbit/s, well inside the default heartbeat timeout, and cost one
@@ -108,12 +126,24 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	if c.ctx != nil && c.n.Load() == c.base {
 		// The request's first write: gob encodes a whole message
 		// before it writes it, and a deadline that passed meanwhile
-		// would time the write out before a byte left.
+		// would time the write out before a byte left; a cancellation
+		// would cut a large one after its first bytes (see
+		// errEncodedCancelled).
+		var late error
 		if dl, ok := c.ctx.Deadline(); ok && !time.Now().Before(dl) {
+			late = errEncodedLate
+		} else if len(p) >= c.bufSize && c.ctx.Err() != nil {
+			// Only for a request that outgrew the write buffer (this
+			// write is not its last): one that fits is written whole
+			// here, cut by nothing, and sent as it always was, rather
+			// than cost its connection.
+			late = errEncodedCancelled
+		}
+		if late != nil {
 			if c.err == nil {
-				c.err = errEncodedLate
+				c.err = late
 			}
-			return 0, errEncodedLate
+			return 0, late
 		}
 	}
 	c.writing.Store(true)

@@ -220,13 +220,14 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 		c.wdl = dl
 	}
 	sent, werr := c.codec.write(ctx, &rpc.Request{ServiceMethod: method, Seq: seq}, args)
-	// A request whose deadline passed while it was being encoded sent
-	// nothing, but what gob buffered of it (type definitions included)
-	// leaves the stream unusable for writing, as after an encoding
-	// error: the connection is retired, not closed, and the calls in
-	// flight on it still get their replies. Closing it failed them all
-	// for the one caller's lateness.
-	late := werr != nil && errors.Is(werr, errEncodedLate)
+	// A request whose deadline passed (or, for a large one, whose ctx
+	// was cancelled) while it was being encoded sent nothing, but what
+	// gob buffered of it (type definitions included) leaves the stream
+	// unusable for writing, as after an encoding error: the connection
+	// is retired, not closed, and the calls in flight on it still get
+	// their replies. Closing it failed them all for the one caller's
+	// lateness.
+	late := werr != nil && isEncodedLate(werr)
 	if werr != nil && (late || errors.Is(werr, ErrCodec)) {
 		c.broken.Store(true)
 		c.retired.Store(true) // before the slot is free: no write follows this one
