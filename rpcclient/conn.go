@@ -323,9 +323,10 @@ func isLocalClose(err error) bool {
 var errWriteBusy = fmt.Errorf("rpcclient: connection busy writing another request: %w", context.Canceled)
 
 // errRetired closes a connection retired after a request could not be
-// encoded, and errAged one replaced after its maximum age.
+// encoded, or whose ctx ended while it was encoded (see errEncodedLate),
+// and errAged one replaced after its maximum age.
 var (
-	errRetired = fmt.Errorf("%w: retired after a request could not be encoded", ErrConnClosed)
+	errRetired = fmt.Errorf("%w: retired after a request could not be sent whole (its args did not encode, or its ctx ended while they were encoded)", ErrConnClosed)
 	errAged    = fmt.Errorf("%w: replaced after its maximum age", ErrConnClosed)
 	errDrained = fmt.Errorf("%w: its endpoint left discovery and was drained", ErrConnClosed)
 )

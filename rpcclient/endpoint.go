@@ -491,6 +491,12 @@ func (e *endpoint) status() EndpointStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := EndpointStatus{Addr: e.addr, State: e.state, Dials: e.dials.Load(), LastClose: e.lastClose}
+	if st.State == Ready && !e.upLocked() {
+		// Its connections are all retired (draining their calls) or
+		// dead: none takes calls, and the next call finds it Idle
+		// (liveLocked) and dials, or waits for the dial under way.
+		st.State = Idle
+	}
 	switch {
 	case !e.removed.IsZero():
 		// Draining (see Client.maintain): no new calls. The endpoint's
