@@ -3,8 +3,10 @@ package rpcclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/rpc"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -382,5 +384,134 @@ func TestLiveLockedFindsTheLiveConnection(t *testing.T) {
 					layout, start, got, st)
 			}
 		}
+	}
+}
+
+// An endpoint whose pool's last connection died while the pool's extra
+// (growth) dial was under way has a dial in progress, which the next call
+// waits for (see get): its status is Connecting ("a dial is in progress;
+// calls wait for it"), not Idle ("no connection and none being made; the
+// next call dials"). connDead left it Idle, and the status showed Idle for
+// as long as the dial took (up to the dial timeout) unless a call came.
+func TestPoolGrowthDialAfterTheLastConnectionDiedIsConnecting(t *testing.T) {
+	var a Arith
+	addr := serveArith(t, &a)
+	c, _ := newTestClient(t, []string{addr}, WithPoolSize(2), withoutNodeHealth())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var sum int
+	if err := c.Call(ctx, "Arith.Add", Pair{1, 2}, &sum); err != nil {
+		t.Fatal(err)
+	}
+	e := c.endpoint(addr)
+	// Let the pool's own growth dial end, then stand in for one under way.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.mu.Lock()
+		n, busy := len(e.conns), e.dialing != nil
+		e.mu.Unlock()
+		if n == 2 && !busy {
+			break
+		}
+		if err := c.Call(ctx, "Arith.Add", Pair{1, 2}, &sum); err != nil { // grows the pool
+			t.Fatal(err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool of %d, dialing %v", n, busy)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	d := &dialAttempt{done: make(chan struct{}), grow: true}
+	e.mu.Lock()
+	e.dialing = d
+	conns := append([]*conn(nil), e.conns...)
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.dialing = nil
+		e.mu.Unlock()
+		close(d.done)
+	}()
+	if st := endpointStatus(c, addr).State; st != Ready {
+		t.Fatalf("with connections up and a growth dial: %v, want Ready", st)
+	}
+	for _, cn := range conns { // the peer goes away: both die
+		cn.close(fmt.Errorf("%w: test: peer reset", ErrConnClosed))
+	}
+	if st := endpointStatus(c, addr).State; st != Connecting {
+		t.Fatalf("no connection left, the growth dial under way: the endpoint reports %v, want %v", st, Connecting)
+	}
+	// And after a connection lost before any reply put it in backoff while
+	// the growth dial runs: calls still wait for that dial (get looks at
+	// e.dialing first), so it is Connecting too, not TransientFailure.
+	e.mu.Lock()
+	e.state, e.retryAt = TransientFailure, time.Now().Add(time.Minute)
+	e.mu.Unlock()
+	if st := endpointStatus(c, addr).State; st != Connecting {
+		t.Fatalf("backoff with the growth dial under way: the endpoint reports %v, want %v", st, Connecting)
+	}
+}
+
+// An endpoint whose only connection was retired (another caller's args did
+// not encode) while a slow call drains on it has no connection that takes
+// calls: the next call dials (see liveLocked, and run: "a retired
+// connection takes no calls: it does not count"). Its status said Ready
+// ("at least one connection is up") until that next call came, for as long
+// as the slow call took.
+func TestRetiredOnlyConnectionIsNotReady(t *testing.T) {
+	a := &Arith{gate: make(chan struct{})}
+	addr := serveArith(t, a)
+	c, _ := newTestClient(t, []string{addr}, WithHeartbeat(0, 0), withoutNodeHealth())
+	t.Cleanup(func() { close(a.gate) })
+	var sum int
+	if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &sum); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		var r int
+		c.Call(context.Background(), "Arith.Slow", Pair{1, 2}, &r)
+	}()
+	waitCalls(t, a, 2)
+	var r int
+	if err := c.Call(context.Background(), "Arith.Add", badArgs{V: unregistered{1}}, &r); !errors.Is(err, ErrCodec) {
+		t.Fatalf("a call whose args do not encode: %v", err)
+	}
+	st := endpointStatus(c, addr)
+	if st.Pending != 1 {
+		t.Fatalf("%+v: want the slow call pending on the retired connection", st)
+	}
+	if st.State != Idle {
+		t.Fatalf("the only connection retired, draining a call, no dial: the endpoint reports %v, want %v (the next call dials)", st.State, Idle)
+	}
+	// The next call dials and gets a connection that takes calls.
+	if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &r); err != nil {
+		t.Fatal(err)
+	}
+	if st := endpointStatus(c, addr); st.State != Ready || st.Dials != 2 {
+		t.Fatalf("after the redial: %+v, want Ready after 2 dials", st)
+	}
+}
+
+// LastClose says why the connection closed: one retired because a
+// caller's deadline passed while its request was encoded (nothing of it
+// was sent) did not close because a request "could not be encoded".
+func TestLastCloseOfAConnectionRetiredForALateRequest(t *testing.T) {
+	addr := serveSlowEnc(t)
+	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth())
+	var r int
+	if err := c.Call(context.Background(), "SlowEncSvc.Take", SlowEnc{}, &r); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := c.Call(ctx, "SlowEncSvc.Take", SlowEnc{Delay: 150 * time.Millisecond}, &r); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the late request: %v", err)
+	}
+	st := endpointStatus(c, addr)
+	if st.LastClose == nil || !isRetired(st.LastClose) {
+		t.Fatalf("%+v: want the connection retired and closed", st)
+	}
+	if msg := st.LastClose.Error(); strings.Contains(msg, "could not be encoded") && !strings.Contains(msg, "ctx") {
+		t.Fatalf("LastClose %q: the request encoded fine; its deadline passed meanwhile", msg)
 	}
 }
