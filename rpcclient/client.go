@@ -66,8 +66,11 @@ func Dial(ctx context.Context, target string, opts ...Option) (*Client, error) {
 	}
 	t, _ := discovery.ParseTarget(target)
 	name := t.Path
-	if i := strings.LastIndexByte(name, '/'); i >= 0 && t.Scheme != "static" {
-		name = name[i+1:]
+	if t.Scheme != "static" {
+		// The last element of the prefix: etcd watches services/orders/
+		// as services/orders.
+		name = strings.TrimRight(name, "/")
+		name = name[strings.LastIndexByte(name, '/')+1:]
 	}
 	c, err := newClient(w, true, name, opts)
 	if err != nil {
