@@ -137,7 +137,7 @@ func retryable(err error) bool {
 // Error is the error Call returns when it fails. It says which method
 // failed, after how many attempts, on which endpoints, and why.
 // errors.Is and errors.As see through it to every attempt's error, so
-// errors.As(err, &rpc.ServerError{}) and errors.Is(err, context.Canceled)
+// errors.As(err, &se) with se an rpc.ServerError, and errors.Is(err, context.Canceled),
 // work as expected.
 type Error struct {
 	// Method is the serviceMethod given to Call.
