@@ -5,11 +5,14 @@ import (
 	"errors"
 	"net"
 	"net/rpc"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
 	_ "github.com/dialtone-go/dialtone/discovery/consul"
+	"github.com/dialtone-go/dialtone/internal/backoff"
 )
 
 // TestOneNodeCallGivesUpAfterTwoRefreshWaits pins what Client.Call's doc
@@ -137,5 +140,75 @@ func TestFirstCallsFailOnAFirstDiscoveryError(t *testing.T) {
 	err = c.Call(ctx, "Greeter.Hello", "x", &r)
 	if !errors.Is(err, balancer.ErrNoEndpoints) || time.Since(start) > time.Second {
 		t.Fatalf("Call = %v after %v; want ErrNoEndpoints at once", err, time.Since(start))
+	}
+}
+
+// readmeRow returns the cells of the README table row whose first cell
+// starts with the option's name in backquotes.
+func readmeRow(t *testing.T, readme, option string) []string {
+	t.Helper()
+	for line := range strings.SplitSeq(readme, "\n") {
+		if strings.HasPrefix(line, "| `"+option) {
+			cells := strings.Split(strings.Trim(line, "|"), " | ")
+			for i := range cells {
+				cells[i] = strings.TrimSpace(cells[i])
+			}
+			return cells
+		}
+	}
+	t.Fatalf("README has no table row for %s", option)
+	return nil
+}
+
+// TestReadmeDefaultsAreTheCodes checks each default the README's rpcclient
+// table and the option docs state against defaultOptions: a changed default
+// must change the README (and this test) with it.
+func TestReadmeDefaultsAreTheCodes(t *testing.T) {
+	b, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	o := defaultOptions()
+	for _, c := range []struct {
+		option, cell string
+		ok           bool
+	}{
+		{"WithAttemptTimeout(d)", "none (ctx only)", o.attemptTimeout == 0},
+		{"WithMaxAttempts(n)", "3", o.maxAttempts == 3},
+		{"WithRetryBackoff(base, max)", "25 ms, 250 ms, full jitter",
+			o.retryBackoff == backoff.Policy{Base: 25 * time.Millisecond, Factor: 2, Max: 250 * time.Millisecond, Full: true}},
+		{"WithRetryBudget(ratio, perSec)", "0.2 (20 % of calls) + 10/s", o.budgetRatio == 0.2 && o.budgetMinPerSec == 10},
+		{"WithIdempotentMethods(m...)", "not idempotent", len(o.idempotent) == 0},
+		{"WithDialTimeout(d)", "3 s", o.dialTimeout == 3*time.Second},
+		{"WithConnectBackoff(base, f, max, jitter)", "1 s, ×1.6, 120 s, ±20 % (gRPC)",
+			o.connectBackoff == backoff.Policy{Base: time.Second, Factor: 1.6, Max: 120 * time.Second, Jitter: 0.2}},
+		{"WithHeartbeat(every, timeout)", "1 s, 1 s", o.heartbeat == time.Second && o.heartbeatTimeout == time.Second},
+		{"WithReadTimeout(d)", "30 s", o.readTimeout == 30*time.Second},
+		{"WithMaxMessageSize(n)", "4 MiB", o.maxMessage == 4<<20},
+		{"WithPoolSize(n)", "1", o.poolSize == 1},
+		{"WithDrainGrace(d)", "10 s", o.drainGrace == 10*time.Second},
+		{"WithMaxConnectionAge(d)", "off", o.maxConnAge == 0},
+		{"WithHedging(d)", "off", o.hedgeDelay == 0},
+		{"WithBalancer(opts...)", "P2C (peak-EWMA latency × in-flight), breakers on", len(o.balancerOpts) == 0},
+	} {
+		row := readmeRow(t, readme, c.option)
+		if len(row) < 2 || row[1] != c.cell {
+			t.Errorf("README row %s: default %q, want %q", c.option, row[1], c.cell)
+		}
+		if !c.ok {
+			t.Errorf("%s: the code's default is not the README's %q", c.option, c.cell)
+		}
+	}
+	// Not in the table: the package doc's keepalive (30 s) and the
+	// connection that counts as a failed dial (younger than 1 s).
+	if o.keepAlive != 30*time.Second {
+		t.Errorf("keepalive %v, documented 30 s", o.keepAlive)
+	}
+	if provenAfter != time.Second {
+		t.Errorf("provenAfter %v, documented 1 s", provenAfter)
+	}
+	if minDigestRate != 1<<20 {
+		t.Errorf("heartbeat grace rate %d B/s, documented 1 s more per MiB", minDigestRate)
 	}
 }
