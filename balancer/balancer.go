@@ -361,14 +361,15 @@ func (b *Balancer) Listed(addr string) bool {
 func (b *Balancer) StateVersion() uint64 { return b.stateVersion.Load() }
 
 // medianCost is the typical latency a node starts or restarts with: the
-// median of the nodes that skip does not reject, sampled evenly over nodes
+// median of the nodes that skip does not reject (each at its estimate from
+// before a run of failures it is in: see typicalNs), sampled evenly over nodes
 // (at most 255 of them, for large sets); false when there are none.
 func medianCost(nodes []*node, skip func(*node) bool) (float64, bool) {
 	cs := make([]float64, 0, 255)
 	step := 1 + len(nodes)/cap(cs)
 	for i := 0; i < len(nodes) && len(cs) < cap(cs); i += step {
 		if n := nodes[i]; skip == nil || !skip(n) {
-			cs = append(cs, n.costNs())
+			cs = append(cs, n.typicalNs())
 		}
 	}
 	if len(cs) == 0 {

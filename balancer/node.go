@@ -347,6 +347,19 @@ func decay(x float64) float64 {
 // costNs returns the node's current latency estimate in nanoseconds.
 func (n *node) costNs() float64 { return math.Float64frombits(n.cost.Load()) }
 
+// typicalNs is the node's latency estimate without the run of failures it
+// may be in (see observe): failures double the estimate, up to an hour,
+// and a node in such a run that is not yet out of rotation must not give
+// its doubled cost to the nodes medianCost seeds (with two nodes, the
+// median is the higher).
+func (n *node) typicalNs() float64 {
+	c := n.costNs()
+	if calm := n.calm.Load(); calm != 0 {
+		c = min(c, math.Float64frombits(calm))
+	}
+	return c
+}
+
 // call carries the per-request state that Done needs when the node's
 // pre-bound functions cannot do: the breaker's ticket and, for a
 // latency sample, the start time. Calls are pooled so that Pick and Done
