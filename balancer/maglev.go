@@ -131,18 +131,41 @@ func (s *maglevSel) walk(h uint64, ok func(j int) bool) int {
 // excluded or refused by its breaker: the first of the key's candidates
 // (see walk) that is neither and is under the bound, admitted; nil when
 // there is none, and pick scans on.
+//
+// When no such node is under its limit and the pick excludes some, the
+// bound is shared out over the weight of the nodes left: a node's limit is
+// its share of the total weight, the excluded nodes' included, so with a
+// heavy node excluded (a retry of one of its keys) the others could
+// together hold only c x their share of the load, and past that every
+// retry went to the excluded node's successor in the State.
 func (s *maglevSel) redraw(p *picker, po *pickOptions) *Result {
 	limit := s.limit()
-	var res *Result
-	s.walk(hashString(po.hashKey), func(j int) bool {
-		k := p.at(j)
-		if po.exclude != nil && po.excluded(p.nodes[k].addr) || !s.under(j, limit) {
-			return false
+	h := hashString(po.hashKey)
+	try := func(limit float64) *Result {
+		var res *Result
+		s.walk(h, func(j int) bool {
+			k := p.at(j)
+			if po.exclude != nil && po.excluded(p.nodes[k].addr) || !s.under(j, limit) {
+				return false
+			}
+			res = p.admit(k, 0)
+			return res != nil
+		})
+		return res
+	}
+	if res := try(limit); res != nil || po.exclude == nil {
+		return res
+	}
+	ex := 0.0 // the weight of the excluded ready nodes
+	for _, e := range s.ready {
+		if po.excluded(p.nodes[e.idx].addr) {
+			ex += float64(e.weight)
 		}
-		res = p.admit(k, 0)
-		return res != nil
-	})
-	return res
+	}
+	if !(ex > 0 && ex < s.sumW) {
+		return nil
+	}
+	return try(limit * s.sumW / (s.sumW - ex))
 }
 
 // under reports whether ready[j] holds fewer requests than its share of
