@@ -41,7 +41,6 @@ func newCodec(rwc io.ReadWriteCloser, maxMsg int) *codec {
 	cw.nc, _ = rwc.(net.Conn)
 	cr := &countingReader{r: rwc}
 	w := bufio.NewWriter(cw)
-	cw.bufSize = w.Size()
 	fr := &framedReader{r: bufio.NewReader(cr), max: maxMsg}
 	dec := gob.NewDecoder(fr)
 	c := &codec{
@@ -90,7 +89,11 @@ type countingWriter struct {
 	// conn.encoding).
 	writing atomic.Bool
 	base    int64 // n when the request being written began; set by codec.write
-	bufSize int   // the size of the bufio.Writer in front: a first write that large is not a request's last
+	// flushing is set while codec.encode flushes the bufio.Writer in
+	// front: a request's first write made then is its whole (it fitted
+	// the buffer, up to exactly its size); one made before is bufio's
+	// full buffer or a direct write of a request that outgrew it.
+	flushing bool
 }
 
 // errEncodedLate is a request's first write to the connection when its
@@ -132,7 +135,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 		var late error
 		if dl, ok := c.ctx.Deadline(); ok && !time.Now().Before(dl) {
 			late = errEncodedLate
-		} else if len(p) >= c.bufSize && c.ctx.Err() != nil {
+		} else if !c.flushing && c.ctx.Err() != nil {
 			// Only for a request that outgrew the write buffer (this
 			// write is not its last): one that fits is written whole
 			// here, cut by nothing, and sent as it always was, rather
@@ -244,7 +247,10 @@ func (c *codec) encode(r *rpc.Request, body any) (err error) {
 		}
 		return fmt.Errorf("%w: encoding the arguments: %w", ErrCodec, err)
 	}
-	return c.wbuf.Flush()
+	c.out.flushing = true
+	err = c.wbuf.Flush()
+	c.out.flushing = false
+	return err
 }
 
 // readHeader and readBody are called by the connection's reader goroutine.
