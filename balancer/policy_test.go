@@ -1314,3 +1314,79 @@ func TestMaglevTableSizeDoesNotFollowHealth(t *testing.T) {
 		t.Fatalf("quarantining 1 of %d nodes moved %d of 2000 keys that were on other nodes", len(as), moved)
 	}
 }
+
+// A node in the middle of a run of failures, not yet out of rotation (its
+// breaker and the ejection threshold not reached), must not set the seed
+// of a node discovery adds: medianCost of two nodes is the higher one, and
+// failures now double the estimate, so the new node started at the
+// failing node's doubled cost and, its first fast sample blending in with
+// a weight near 1, stayed there, getting only probe traffic for minutes.
+func TestNewNodeSeedIgnoresAFailureRun(t *testing.T) {
+	as := addrs(3)
+	b, w := newTest(t, as[:2], WithPolicy(P2C()))
+	b.mu.Lock()
+	good, bad := b.nodes[as[0]], b.nodes[as[1]]
+	b.mu.Unlock()
+	tau, penalty := float64(10*time.Second), float64(250*time.Millisecond)
+	now := mono()
+	good.observe(now, int64(time.Millisecond), false, tau, penalty)
+	bad.observe(now, int64(time.Millisecond), false, tau, penalty)
+	for k := range 4 { // under the breaker's and the ejection's thresholds
+		bad.observe(now+int64(k+1), int64(time.Millisecond), true, tau, penalty)
+	}
+	w.SetAddrs(as...)
+	waitFor(t, b, "the third node", func(p *picker) bool { return len(p.ready) == 3 })
+	b.mu.Lock()
+	fresh := b.nodes[as[2]]
+	b.mu.Unlock()
+	if c := time.Duration(fresh.costNs()); c > 10*time.Millisecond {
+		t.Fatalf("a node added beside a 1ms node and one in a run of 4 failures (estimate %v) starts at %v, want the service's typical 1ms",
+			time.Duration(bad.costNs()), c)
+	}
+}
+
+// A keyed retry that excludes a heavy node keeps the bound Maglev
+// documents (TestMaglevKeyedRetryKeepsTheBound, with weights): the nodes
+// left share the whole load. With the weighted bound, each light node's
+// limit is its share of the total weight, the excluded node's included, so
+// the nodes left could together hold only 1.25 x 4/8 of the load; past
+// that, every retry went to the excluded node's successor in the State,
+// whatever its load.
+func TestMaglevKeyedRetryOffAHeavyNodeKeepsTheBound(t *testing.T) {
+	as := addrs(5)
+	w := discoverytest.New()
+	heavy := as[0]
+	w.Set(eps(map[string]int{as[0]: 4, as[1]: 1, as[2]: 1, as[3]: 1, as[4]: 1})...)
+	b := New(w, WithService("svc"), WithPolicy(Maglev(0)), WithoutBreakers())
+	t.Cleanup(func() { b.Close(); w.Close() })
+	waitFor(t, b, "the set", func(p *picker) bool { return len(p.ready) == 5 })
+	key := ""
+	for i := range 100 {
+		k := fmt.Sprintf("hot%d", i)
+		r, err := b.Pick(context.Background(), HashKey(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Done(nil)
+		if r.Endpoint.Addr == heavy {
+			key = k
+			break
+		}
+	}
+	if key == "" {
+		t.Fatal("no key of the heavy node")
+	}
+	const total = 40
+	held, spread := holdKey(t, b, total, key, Exclude(heavy))
+	for _, r := range held {
+		r.Done(nil)
+	}
+	// The four nodes left have equal weights: each should hold about a
+	// quarter, at most ceil(1.25 x total / 4).
+	limit := int(math.Ceil(1.25 * total / 4))
+	for a, c := range spread {
+		if c > limit {
+			t.Fatalf("%d of %d retries of a key of the heavy (excluded) node on %s, past ceil(1.25 x %d / 4 nodes left) = %d: %v", c, total, a, total, limit, spread)
+		}
+	}
+}
