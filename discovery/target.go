@@ -43,6 +43,9 @@ func redactTarget(s string) string {
 	if !ok {
 		return s
 	}
+	if i := userinfoEnd(rest); i >= 0 {
+		rest = "REDACTED" + rest[i:]
+	}
 	rest, query, hasQuery := strings.Cut(rest, "?")
 	authority, path, hasSlash := strings.Cut(rest, "/")
 	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
@@ -85,6 +88,56 @@ func redactTarget(s string) string {
 	}
 }
 
+// userinfoEnd returns the index in rest, a target after its "://", of the
+// "@" that ends the user information of its authority, or -1 if it has
+// none. The authority ends at the first "/" or "?", but a password may hold
+// either (a base64 one holds "/"), and then the "@" comes after that end:
+// when what precedes the end is not a list of host:port, a later "@"
+// followed by one (up to the next "/" or "?") ends user information. A
+// valid authority is taken as it is, so that an "@" in a path or a query
+// value is left alone.
+func userinfoEnd(rest string) int {
+	end := strings.IndexAny(rest, "/?")
+	if end < 0 {
+		end = len(rest)
+	}
+	if i := strings.LastIndexByte(rest[:end], '@'); i >= 0 {
+		return i
+	}
+	if validRegistryList(rest[:end]) {
+		return -1
+	}
+	for j := end; j < len(rest); j++ {
+		k := strings.IndexByte(rest[j:], '@')
+		if k < 0 {
+			return -1
+		}
+		j += k
+		seg := rest[j+1:]
+		if e := strings.IndexAny(seg, "/?"); e >= 0 {
+			seg = seg[:e]
+		}
+		if seg != "" && validRegistryList(seg) {
+			return j
+		}
+	}
+	return -1
+}
+
+// validRegistryList reports whether s is empty or a comma-separated list of
+// valid registry addresses.
+func validRegistryList(s string) bool {
+	if s == "" {
+		return true
+	}
+	for h := range strings.SplitSeq(s, ",") {
+		if validateRegistryAddr(h) != nil {
+			return false
+		}
+	}
+	return true
+}
+
 func sensitiveKey(k string) bool {
 	k = strings.ToLower(k)
 	for _, w := range []string{"token", "pass", "secret", "key", "cred", "auth"} {
@@ -117,6 +170,11 @@ func ParseTarget(s string) (Target, error) {
 		return bad("scheme", fmt.Sprintf("%q is not a valid scheme", truncate(scheme)))
 	}
 	t.Scheme = strings.ToLower(scheme)
+	if userinfoEnd(rest) >= 0 {
+		// Before the authority is cut at "/" or "?": a password may hold
+		// either, and the error about what precedes it would quote it.
+		return bad("authority", "credentials are not allowed in a target; use the token option or environment")
+	}
 	if i := strings.IndexByte(rest, '#'); i >= 0 {
 		return bad("fragment", `"#" is not allowed`)
 	}

@@ -175,3 +175,43 @@ func TestTargetErrorsHideCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetErrorsHideCredentialsWithSlashOrQuestionMark: a password with
+// a "/" or a "?" in it (base64 passwords have "/") ends the authority
+// early, so the "@" that ParseTarget refuses is not in what it takes for
+// the authority. The target is still refused, and neither the error nor
+// redactTarget may repeat the password.
+func TestTargetErrorsHideCredentialsWithSlashOrQuestionMark(t *testing.T) {
+	for _, s := range []string{
+		"etcd://root:hunter2/x@127.0.0.1:2379/services/echo",
+		"etcd://root:hun/ter2@127.0.0.1:2379/services/echo",
+		"etcd://root:hunter2?x@127.0.0.1:2379/services/echo",
+		"consul://hun/ter2@127.0.0.1:8500/echo",
+		"consul://hun?ter2@127.0.0.1:8500/echo?tag=a",
+	} {
+		_, err := ParseTarget(s)
+		if err == nil {
+			t.Errorf("ParseTarget(%q) succeeded", s)
+			continue
+		}
+		if strings.Contains(err.Error(), "hunter2") || strings.Contains(err.Error(), "hun/ter2") || strings.Contains(err.Error(), "hun?ter2") ||
+			strings.Contains(err.Error(), "hun") {
+			t.Errorf("ParseTarget(%q) error repeats the password: %v", s, err)
+		}
+		if !strings.Contains(err.Error(), "credentials") {
+			t.Errorf("ParseTarget(%q) = %v; want it to say credentials are not allowed", s, err)
+		}
+		if got := redactTarget(s); strings.Contains(got, "hun") {
+			t.Errorf("redactTarget(%q) = %q, repeats the password", s, got)
+		}
+	}
+	// An "@" in a path or query of a valid target is not a credential.
+	for _, s := range []string{"etcd:///services/a@b", "etcd://127.0.0.1:2379/services/a@b:1/x", "consul:///echo?filter=a@b"} {
+		if _, err := ParseTarget(s); err != nil {
+			t.Errorf("ParseTarget(%q) = %v, want it accepted", s, err)
+		}
+		if got := redactTarget(s); got != s {
+			t.Errorf("redactTarget(%q) = %q, want it unchanged", s, got)
+		}
+	}
+}
