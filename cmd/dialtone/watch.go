@@ -7,8 +7,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/dialtone-go/dialtone/discovery"
 )
@@ -79,7 +82,7 @@ func formatState(s discovery.State, now time.Time) []byte {
 			if zone == "" {
 				zone = "-"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", e.ID, e.Addr, e.Weight, e.Health, zone)
+			fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\n", printable(e.ID), e.Addr, e.Weight, e.Health, printable(zone))
 		}
 		tw.Flush()
 	}
@@ -91,4 +94,16 @@ func formatState(s discovery.State, now time.Time) []byte {
 		b.WriteString("\n")
 	}
 	return b.Bytes()
+}
+
+// printable returns s as it is, or quoted if it holds a character that is
+// not printable: an endpoint's ID (an etcd key suffix) and zone come from
+// the registry, checked for length only, and a newline, a tab or a
+// terminal escape in one must not forge lines of the output, break its
+// table, or reach the operator's terminal.
+func printable(s string) string {
+	if strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return strconv.Quote(s)
+	}
+	return s
 }
