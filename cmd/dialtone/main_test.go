@@ -233,3 +233,36 @@ func TestWatchInterruptedWhileLoggingIn(t *testing.T) {
 		t.Fatalf("interrupted after 200 ms: exit status %d after %v, want 0 at once; stderr:\n%s", code, took.Round(time.Millisecond), stderr.String())
 	}
 }
+
+// TestCallRetriesAFailedDial: a call whose first pick is a dead address is
+// retried on the live one. TestCallJSON lists a dead and a live address,
+// but the balancer picks the live one first about half the time, so it
+// passes most runs with the retry removed; here calls are made until one
+// has picked the dead address first (1 in 2 each), and every call must
+// succeed.
+func TestCallRetriesAFailedDial(t *testing.T) {
+	addr := jsonServer(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	target := "static:///" + dead + "," + addr
+	for i := 0; ; i++ {
+		if i == 64 {
+			t.Fatalf("64 calls, none picked %s first: the retry was not exercised", dead)
+		}
+		var stdout, stderr strings.Builder
+		code := run(context.Background(), []string{"call", target, "Echo.Echo", `{"Msg":"hi"}`}, &stdout, &stderr)
+		if code != exitOK || !strings.Contains(stdout.String(), `"Server": "json1"`) {
+			t.Fatalf("call %d: exit status %d, stdout %q; stderr:\n%s", i, code, stdout.String(), stderr.String())
+		}
+		if strings.Contains(stderr.String(), dead) {
+			if !strings.Contains(stderr.String(), "trying another endpoint") || !strings.Contains(stderr.String(), "answered by "+addr) {
+				t.Fatalf("call %d tried %s but does not say it retried on %s:\n%s", i, dead, addr, stderr.String())
+			}
+			return
+		}
+	}
+}
