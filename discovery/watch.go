@@ -42,11 +42,15 @@ var (
 
 // Register makes Watch use b for targets with the given scheme. The consul and
 // etcd packages call it from init; others may call it at program start. A
-// later registration replaces an earlier one. It panics on an empty scheme or
-// a nil Builder.
+// later registration replaces an earlier one. It panics on a nil Builder,
+// and on a scheme that no target can name: empty, or not a letter followed
+// by letters, digits, '+', '-' and '.' (ParseTarget refuses any other).
 func Register(scheme string, b Builder) {
 	if scheme == "" || b == nil {
 		panic("discovery: Register with an empty scheme or a nil Builder")
+	}
+	if !validScheme(scheme) {
+		panic(fmt.Sprintf("discovery: Register(%q): not a valid scheme (a letter, then letters, digits, '+', '-' or '.'): no target could name it", scheme))
 	}
 	registryMu.Lock()
 	defer registryMu.Unlock()

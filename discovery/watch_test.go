@@ -102,3 +102,25 @@ func TestStaticUpdateIsAllOrNothing(t *testing.T) {
 		t.Fatalf("a rejected Update changed the set: %+v", st)
 	}
 }
+
+// TestRegisterRefusesASchemeNoTargetCanName: a scheme that ParseTarget
+// refuses ("my_registry", "zk:") can never be looked up: Watch would say
+// the target's scheme is invalid, not that the registration was. Register
+// panics at program start instead, as it does for an empty scheme.
+func TestRegisterRefusesASchemeNoTargetCanName(t *testing.T) {
+	b := func(context.Context, Target) (Watcher, error) { return StaticAddrs("10.0.0.1:80") }
+	for _, scheme := range []string{"my_registry", "zk:", "1abc", "a b"} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					registryMu.Lock()
+					delete(registry, strings.ToLower(scheme))
+					registryMu.Unlock()
+					_, err := Watch(t.Context(), scheme+":///x")
+					t.Errorf("Register(%q) did not panic; Watch(%q) then says: %v", scheme, scheme+":///x", err)
+				}
+			}()
+			Register(scheme, b)
+		}()
+	}
+}
