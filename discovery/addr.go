@@ -303,7 +303,13 @@ func Sanitize(in []Endpoint) (valid []Endpoint, rejected []Rejected) {
 		}
 		if k > 0 && keys[k-1].id == kv.id { // the first one wins
 			e := defaulted(in[kv.i], given)
-			rejected = append(rejected, Rejected{e, fmt.Errorf("discovery: duplicate endpoint ID %q", e.ID)})
+			err := fmt.Errorf("discovery: duplicate endpoint ID %q", kv.id)
+			if in[kv.i].ID == "" {
+				// The ID is the canonical address, which e, reported as
+				// given, does not show.
+				err = fmt.Errorf("discovery: duplicate endpoint ID %q (no ID given, so its address %s)", kv.id, given)
+			}
+			rejected = append(rejected, Rejected{e, err})
 			continue
 		}
 		if first, dup := seenAddr[addr]; dup {

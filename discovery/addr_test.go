@@ -350,3 +350,17 @@ func TestSanitizeRejectedOrderIsTheInputsAnyOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestSanitizeDuplicateDefaultedIDNamesTheID: two endpoints without an ID
+// whose addresses are two spellings of one get the canonical address as ID,
+// and collide on it. The reason must name that ID, not the given spelling,
+// which no endpoint has as ID.
+func TestSanitizeDuplicateDefaultedIDNamesTheID(t *testing.T) {
+	_, rejected := Sanitize([]Endpoint{{Addr: "10.0.0.1:80"}, {Addr: "[10.0.0.1]:80"}})
+	if len(rejected) != 1 {
+		t.Fatalf("rejected %v, want one", rejected)
+	}
+	if msg := rejected[0].Err.Error(); !strings.Contains(msg, `"10.0.0.1:80"`) || !strings.Contains(msg, "[10.0.0.1]:80") {
+		t.Errorf("reason %q: want it to name the ID that collides, \"10.0.0.1:80\", and the address given, [10.0.0.1]:80", msg)
+	}
+}
