@@ -229,8 +229,8 @@ func validScheme(s string) bool {
 
 // validateRegistryAddr checks one host:port of a registry: the host must be
 // an IP address or a syntactically valid DNS name (see ValidateAddr), and
-// the port in 1-65535. Unlike endpoint addresses, a registry may be a name
-// such as localhost or consul.service, or a loopback or unspecified IP.
+// the port in 1-65535. Unlike an endpoint address, a registry's may be any
+// IP, the unspecified one (0.0.0.0, ::, which dials the local host) included.
 func validateRegistryAddr(h string) error {
 	if h == "" {
 		return errors.New("empty address in list")
