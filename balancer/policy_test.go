@@ -301,22 +301,27 @@ func TestP2CStatsSurviveUpdatesAndNewNodesStartAtMedian(t *testing.T) {
 	}
 }
 
+// keyNodes picks (and ends) one request for each of n keys, "user-0" on,
+// and returns the node each went to.
+func keyNodes(t *testing.T, b *Balancer, n int) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for i := range n {
+		k := fmt.Sprintf("user-%d", i)
+		r, err := b.Pick(context.Background(), HashKey(k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Done(nil)
+		m[k] = r.Endpoint.Addr
+	}
+	return m
+}
+
 func TestMaglevConsistencyAndBoundedLoad(t *testing.T) {
 	as := addrs(10)
 	b, w := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
-	keyNode := func() map[string]string {
-		m := map[string]string{}
-		for i := range 2000 {
-			k := fmt.Sprintf("user-%d", i)
-			r, err := b.Pick(context.Background(), HashKey(k))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Done(nil)
-			m[k] = r.Endpoint.Addr
-		}
-		return m
-	}
+	keyNode := func() map[string]string { return keyNodes(t, b, 2000) }
 	first := keyNode()
 	again := keyNode()
 	per := map[string]int{}
@@ -1286,19 +1291,7 @@ func slotCounts[T readyIndex](sched []T, n int) []int {
 func TestMaglevTableSizeDoesNotFollowHealth(t *testing.T) {
 	as := addrs(4097)
 	b, _ := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
-	keys := func() map[string]string {
-		m := map[string]string{}
-		for i := range 2000 {
-			k := fmt.Sprintf("user-%d", i)
-			r, err := b.Pick(context.Background(), HashKey(k))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r.Done(nil)
-			m[k] = r.Endpoint.Addr
-		}
-		return m
-	}
+	keys := func() map[string]string { return keyNodes(t, b, 2000) }
 	before := keys()
 	out := as[100]
 	b.Quarantine(out, time.Hour)
