@@ -182,15 +182,23 @@ func jsonServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func TestCallJSON(t *testing.T) {
-	addr := jsonServer(t)
-	// A dead address first: the failed dial is retried on the live one.
+// refusedAddr returns a loopback address nothing listens on: a dial to it
+// is refused.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := ln.Addr().String()
+	addr := ln.Addr().String()
 	ln.Close()
+	return addr
+}
+
+func TestCallJSON(t *testing.T) {
+	addr := jsonServer(t)
+	// A dead address first: the failed dial is retried on the live one.
+	dead := refusedAddr(t)
 	target := "static:///" + dead + "," + addr
 
 	var stdout, stderr strings.Builder
@@ -242,12 +250,7 @@ func TestWatchInterruptedWhileLoggingIn(t *testing.T) {
 // succeed.
 func TestCallRetriesAFailedDial(t *testing.T) {
 	addr := jsonServer(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close()
+	dead := refusedAddr(t)
 	target := "static:///" + dead + "," + addr
 	for i := 0; ; i++ {
 		if i == 64 {
