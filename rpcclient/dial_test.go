@@ -13,6 +13,7 @@ import (
 
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/discovery/discoverytest"
+	_ "github.com/dialtone-go/dialtone/discovery/etcd"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -598,5 +599,28 @@ func TestRefreshAfterBackoffRefusalWaitsForANewerSet(t *testing.T) {
 	var r rpctest.EchoReply
 	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "m"}, &r); err != nil {
 		t.Fatalf("after %v, with %v of its deadline left: %v", time.Since(start).Round(time.Millisecond), time.Until(start.Add(3*time.Second)).Round(time.Millisecond), err)
+	}
+}
+
+// TestDialNamesTheServiceOfAPrefixWithATrailingSlash: etcd watches
+// services/orders/ as it watches services/orders (the same keys), and
+// Dial names the service "orders" in both cases, as dialtone's CLI does.
+// With the slash it named it "" and its errors said "an unnamed service
+// (balancer.WithService names it)", advice a Dial caller cannot follow.
+func TestDialNamesTheServiceOfAPrefixWithATrailingSlash(t *testing.T) {
+	for _, target := range []string{
+		"etcd://127.0.0.1:1/services/orders",
+		"etcd://127.0.0.1:1/services/orders/",
+		"etcd://127.0.0.1:1/services/orders//",
+		"etcd://127.0.0.1:1/orders/",
+	} {
+		c, err := Dial(context.Background(), target)
+		if err != nil {
+			t.Fatalf("Dial(%q): %v", target, err)
+		}
+		if c.service != "orders" {
+			t.Errorf("Dial(%q) names the service %q, want \"orders\"", target, c.service)
+		}
+		c.Close()
 	}
 }
