@@ -358,6 +358,18 @@ func (SlowEncSvc) Sleep(d time.Duration, r *int) error { time.Sleep(d); *r = 1; 
 // for the one caller's lateness, a non-idempotent one with its outcome
 // unknown.
 func TestDeadlinePassedWhileEncodingSparesTheOtherCalls(t *testing.T) {
+	encodeUntilCtxEnds(t, 0, context.DeadlineExceeded, func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), 100*time.Millisecond)
+	})
+}
+
+// encodeUntilCtxEnds makes a call whose request of size bytes takes 300 ms
+// to encode, with the ctx start returns, which must end (with want) 100 ms
+// in, while a non-idempotent call is in flight beside it on the one
+// connection, and checks that the request was not sent, that the call
+// beside it got its reply, and that the next call succeeds.
+func encodeUntilCtxEnds(t *testing.T, size int, want error, start func() (context.Context, context.CancelFunc)) {
+	t.Helper()
 	addr := serveSlowEnc(t)
 	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth())
 	var r int
@@ -367,21 +379,22 @@ func TestDeadlinePassedWhileEncodingSparesTheOtherCalls(t *testing.T) {
 	slow := make(chan error, 1)
 	go func() {
 		var r int // not idempotent: a cut would leave its outcome unknown
-		slow <- c.Call(context.Background(), "SlowEncSvc.Sleep", time.Second, &r)
+		slow <- c.Call(context.Background(), "SlowEncSvc.Sleep", 500*time.Millisecond, &r)
 	}()
 	waitPending(t, c, addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	ctx, cancel := start()
 	defer cancel()
-	err := c.Call(ctx, "SlowEncSvc.Take", SlowEnc{Delay: 300 * time.Millisecond}, &r)
-	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrOutcomeUnknown) {
-		t.Fatalf("a request whose deadline passed while it was encoded: %v, want the deadline, nothing sent", err)
+	err := c.Call(ctx, "SlowEncSvc.Take", SlowEnc{Delay: 300 * time.Millisecond, Size: size}, &r)
+	if !errors.Is(err, want) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Errorf("a request whose ctx ended while it was encoded: %v, want %v, nothing sent", err, want)
 	}
 	if err := <-slow; err != nil {
-		t.Fatalf("the call in flight beside it: %v", err)
+		t.Errorf("the non-idempotent call in flight beside it: %v", err)
 	}
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel2()
-	if err := c.Call(ctx2, "SlowEncSvc.Take", SlowEnc{}, &r); err != nil || r != 7 {
+	r = 0
+	if err := c.Call(ctx2, "SlowEncSvc.Take", SlowEnc{Size: size}, &r); err != nil || r != 7 {
 		t.Fatalf("the next call: %d, %v", r, err)
 	}
 }
@@ -404,33 +417,11 @@ func serveSlowEnc(t *testing.T) string {
 // frame, and the connection closed under a non-idempotent call beside it,
 // whose outcome was then unknown.
 func TestCancelWhileEncodingALargeRequestSparesTheOtherCalls(t *testing.T) {
-	addr := serveSlowEnc(t)
-	c, _ := newTestClient(t, []string{addr}, withoutNodeHealth())
-	var r int
-	if err := c.Call(context.Background(), "SlowEncSvc.Take", SlowEnc{}, &r); err != nil {
-		t.Fatal(err)
-	}
-	slow := make(chan error, 1)
-	go func() {
-		var r int // not idempotent: a cut leaves its outcome unknown
-		slow <- c.Call(context.Background(), "SlowEncSvc.Sleep", 500*time.Millisecond, &r)
-	}()
-	waitPending(t, c, addr)
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(100*time.Millisecond, cancel) // during the 300 ms encoding
-	err := c.Call(ctx, "SlowEncSvc.Take", SlowEnc{Delay: 300 * time.Millisecond, Size: 1 << 20}, &r)
-	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrOutcomeUnknown) {
-		t.Errorf("a request cancelled while it was encoded: %v, want the cancellation, nothing sent", err)
-	}
-	if err := <-slow; err != nil {
-		t.Errorf("the non-idempotent call in flight beside it: %v", err)
-	}
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel2()
-	r = 0
-	if err := c.Call(ctx2, "SlowEncSvc.Take", SlowEnc{Size: 1 << 20}, &r); err != nil || r != 7 {
-		t.Fatalf("the next call: %d, %v", r, err)
-	}
+	encodeUntilCtxEnds(t, 1<<20, context.Canceled, func() (context.Context, context.CancelFunc) {
+		ctx, cancel := context.WithCancel(context.Background())
+		time.AfterFunc(100*time.Millisecond, cancel) // during the 300 ms encoding
+		return ctx, cancel
+	})
 }
 
 // A small request (it fits the write buffer) whose ctx is cancelled while
