@@ -92,7 +92,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			var sw *slotWaitError
 			busy := errors.Is(err, errWriteBusy) || (errors.As(err, &sw) && expired(ctx) == nil)
 			l.cancel()
-			r.Done(nodeOutcome(err))
+			r.Done(legOutcome(ctx, err))
 			if isNotSent(err) {
 				startErr, startAddr, startBusy = err, l.addr, busy
 				if busy {
@@ -164,7 +164,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		if err != nil {
 			out.errs = append(out.errs, err)
 		}
-		l.done(nodeOutcome(err))
+		l.done(legOutcome(ctx, err))
 		return err
 	}
 	for {
@@ -211,6 +211,19 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	}
 	out.tried, out.ok = addrs(legs), true
 	return out
+}
+
+// legOutcome is what a leg's error tells the balancer about its node: as on
+// the unhedged path (call), a leg that failed once the caller's own ctx had
+// ended is ctx's error, whatever the transport reported (a write its
+// deadline or cancellation cut short), and otherwise nodeOutcome.
+func legOutcome(ctx context.Context, err error) error {
+	if err != nil {
+		if cerr := expired(ctx); cerr != nil {
+			return cerr
+		}
+	}
+	return nodeOutcome(err)
 }
 
 // other picks a node other than addr that has a connection up, for a leg

@@ -1,0 +1,74 @@
+package rpcclient
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/internal/rpctest"
+)
+
+// tripOnOneFailure is a balancer whose node breakers open on a single
+// counted failure and record every state change; outlier ejection is off.
+func tripOnOneFailure(events *[]breaker.Event, mu *sync.Mutex) Option {
+	return WithBalancer(
+		balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 1, FailureRatio: -1, OpenTimeout: time.Minute, MaxOpenTimeout: time.Minute}),
+		balancer.WithBreakerEvents(func(e breaker.Event) {
+			mu.Lock()
+			*events = append(*events, e)
+			mu.Unlock()
+		}),
+		balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true}),
+		balancer.WithPolicy(balancer.RoundRobin()))
+}
+
+// The caller's own deadline (or cancellation) cutting its request's write
+// short is not the node's fault, hedged or not: the unhedged path tells the
+// balancer ctx's error (call: "whatever error the transport reported"); the
+// hedged path's first leg told it the raw write error, a Failure.
+func TestCallersDeadlineDuringAHedgedWriteIsNoFailure(t *testing.T) {
+	for _, hedged := range []bool{false, true} {
+		for _, how := range []string{"deadline", "cancel"} {
+			t.Run(map[bool]string{false: "plain", true: "hedged"}[hedged]+"/"+how, func(t *testing.T) {
+				srv := rpctest.Start(t)
+				addr := throttled(t, srv.Addr(), 1<<20, 0) // requests pass at about 1 MiB/s
+				var mu sync.Mutex
+				var events []breaker.Event
+				c, _ := newTestClient(t, []string{addr}, WithMaxAttempts(1), WithHeartbeat(0, 0),
+					WithMaxMessageSize(32<<20), tripOnOneFailure(&events, &mu))
+				warmEvery(t, c, 1)
+				big := &rpctest.EchoArgs{Msg: strings.Repeat("x", 16<<20)}
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				defer cancel()
+				if how == "cancel" {
+					ctx, cancel = context.WithCancel(context.Background())
+					defer cancel()
+					time.AfterFunc(time.Second, cancel)
+				}
+				opts := []CallOption{Idempotent()}
+				if hedged {
+					opts = append(opts, Hedge(time.Hour)) // one node: the hedged path, no backup
+				}
+				var r rpctest.EchoReply
+				err := c.Call(ctx, "Echo.Echo", big, &r, opts...)
+				if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+					t.Fatalf("the 16 MiB request cut by its caller: %v", err)
+				}
+				t.Logf("call: %v", err)
+				time.Sleep(50 * time.Millisecond) // events are delivered on the Set's goroutine
+				mu.Lock()
+				defer mu.Unlock()
+				for _, s := range c.Balancer().Status() {
+					if s.Breaker != breaker.Closed {
+						t.Fatalf("the caller's own %s, mid-write, counted against the node: breaker %v (events %v)", how, s.Breaker, events)
+					}
+				}
+			})
+		}
+	}
+}
