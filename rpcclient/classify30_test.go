@@ -72,3 +72,45 @@ func TestCallersDeadlineDuringAHedgedWriteIsNoFailure(t *testing.T) {
 		}
 	}
 }
+
+// A per-attempt timeout is a failure of the node (breaker.Classify), also
+// when it fires while the node's reply is still arriving: the connection is
+// closed for the abandoned reply's sake (a *localCloseError, no outcome for
+// the calls beside), but for the call whose attempt timed out it is the
+// node's slowness. It counted nothing: the same slow node was blamed when
+// its reply had not started and not when it had, and P2C, which gets no
+// sample from an excluded outcome, never learned it.
+func TestAttemptTimeoutDuringATricklingReplyIsAFailure(t *testing.T) {
+	for _, hedged := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plain", true: "hedged"}[hedged], func(t *testing.T) {
+			srv := rpctest.Start(t)
+			addr := throttled(t, srv.Addr(), 0, 1<<20) // replies pass at about 1 MiB/s
+			var mu sync.Mutex
+			var events []breaker.Event
+			c, _ := newTestClient(t, []string{addr}, WithMaxAttempts(1), WithHeartbeat(0, 0),
+				WithMaxMessageSize(32<<20), WithAttemptTimeout(150*time.Millisecond), tripOnOneFailure(&events, &mu))
+			warmEvery(t, c, 1)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			opts := []CallOption{Idempotent()}
+			if hedged {
+				opts = append(opts, Hedge(time.Hour))
+			}
+			var r rpctest.EchoReply
+			err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{ReplyBytes: 2 << 20}, &r, opts...)
+			t.Logf("call: %v", err)
+			if err == nil {
+				t.Fatal("a 2 MiB reply at 1 MiB/s came within a 150 ms attempt timeout")
+			}
+			if !errors.Is(err, ErrAttemptTimeout) {
+				t.Errorf("err = %v, want ErrAttemptTimeout", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			for _, s := range c.Balancer().Status() {
+				if s.Breaker != breaker.Open {
+					t.Fatalf("the attempt timed out on the node's trickling reply and the node's breaker (1 failure trips) is %v", s.Breaker)
+				}
+			}
+		})
+	}
+}

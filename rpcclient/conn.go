@@ -148,7 +148,7 @@ func (c *conn) do(ctx context.Context, method string, args, reply any) error {
 	case <-pc.done:
 		return c.finish(pc)
 	case <-ctx.Done():
-		if err := c.abandon(pc, seq); err != errAbandoned {
+		if err := c.abandon(pc, seq, ctx.Err()); err != errAbandoned {
 			return err
 		}
 		return ctx.Err()
@@ -410,7 +410,13 @@ var errAbandoned = errors.New("rpcclient: call abandoned")
 // hold the caller long past its deadline, and it blocks every other reply
 // on the connection anyway. A body that has arrived and is only being
 // decoded is waited for: closing would end nothing but the calls beside it.
-func (c *conn) abandon(pc *pendingCall, seq uint64) error {
+// The calls beside lost the connection for this caller's sake (a
+// *localCloseError, no outcome of the node's); this caller's own error is
+// the connection's loss with cause, its ctx's error: a per-attempt timeout
+// that fired while the node's reply trickled in is the node's slowness, as
+// one that fired before the reply started (see attemptTimedOut), and the
+// caller's own deadline or cancellation is the caller's.
+func (c *conn) abandon(pc *pendingCall, seq uint64, cause error) error {
 	if c.unpend(seq) {
 		return errAbandoned // pc is dropped, not pooled: the reader no longer knows it
 	}
@@ -431,9 +437,13 @@ func (c *conn) abandon(pc *pendingCall, seq uint64) error {
 			// seq is a wait for this body. A look that falls between
 			// two reads of the socket is repeated at the next tick.
 			if c.codec.in.waiting.Load() && c.bodySeq.Load() == seq {
-				c.fail(&localCloseError{fmt.Errorf("%w: %s: a reply was still arriving %v after its caller gave up", ErrConnClosed, c.addr, abandonGrace)})
+				closed := &localCloseError{fmt.Errorf("%w: %s: a reply was still arriving %v after its caller gave up", ErrConnClosed, c.addr, abandonGrace)}
+				c.fail(closed)
 				<-pc.done
-				return c.finish(pc)
+				if err := c.finish(pc); !errors.Is(err, closed) {
+					return err // the reply, or the connection's death, came first
+				}
+				return fmt.Errorf("%w: %s: its reply was still arriving %v after the attempt ended: %w", ErrConnClosed, c.addr, abandonGrace, cause)
 			}
 		}
 	}

@@ -273,7 +273,7 @@ const backupSlotWait = time.Millisecond
 // timedOut withdraws a leg whose context ended; if its reply was already
 // being read, it returns that outcome instead.
 func (l *leg) timedOut() error {
-	err := l.cn.abandon(l.pc, l.seq)
+	err := l.cn.abandon(l.pc, l.seq, l.ctx.Err())
 	if err == errAbandoned {
 		err = l.ctx.Err()
 	}
