@@ -114,3 +114,63 @@ func TestAttemptTimeoutDuringATricklingReplyIsAFailure(t *testing.T) {
 		})
 	}
 }
+
+// One reply that does not decode into its caller's type (a caller's slip,
+// or version skew of one method's reply), or that is larger than the
+// client's cap, closes the connection, and every call in flight beside it
+// loses the connection through no fault of the node's nor its own. Each of
+// those used to count as one more failure of the node: one bad reply with
+// four calls beside it was five consecutive failures, the default
+// breaker's and ejection's threshold, on a healthy node. The bad reply
+// itself counts, once (FAULTS row 23: "count a failure").
+func TestBadReplyCountsOnceAgainstTheNode(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		method string
+		args   Pair
+		want   error
+	}{
+		{"undecodable", "Arith.Add", Pair{2, 3}, ErrCodec},               // an int into a *string
+		{"too large", "Arith.Big", Pair{1 << 20, 0}, ErrMessageTooLarge}, // 1 MiB, cap 64 KiB
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := Arith{gate: make(chan struct{})}
+			addr := serveArith(t, &a)
+			var mu sync.Mutex
+			var events []breaker.Event
+			c, _ := newTestClient(t, []string{addr}, WithHeartbeat(0, 0), WithMaxMessageSize(64<<10), WithBalancer(
+				balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 2, FailureRatio: -1, OpenTimeout: time.Minute, MaxOpenTimeout: time.Minute}),
+				balancer.WithBreakerEvents(func(e breaker.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }),
+				balancer.WithOutlierDetection(balancer.OutlierConfig{ConsecutiveFailures: 2, MaxEjectedShare: 1})))
+			var sum int
+			if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &sum); err != nil {
+				t.Fatal(err)
+			}
+			const beside = 4
+			errs := make(chan error, beside)
+			for range beside {
+				go func() {
+					var r int
+					errs <- c.Call(context.Background(), "Arith.Slow", Pair{7, 0}, &r)
+				}()
+			}
+			waitCalls(t, &a, 1+beside)
+			var s string // Arith.Add replies with an int
+			err := c.Call(context.Background(), tc.method, tc.args, &s)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("the bad reply: %v, want %v", err, tc.want)
+			}
+			for range beside {
+				t.Logf("beside: %v", <-errs)
+			}
+			time.Sleep(50 * time.Millisecond)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, s := range c.Balancer().Status() {
+				if s.Breaker != breaker.Closed || s.Ejected {
+					t.Fatalf("one bad reply took the healthy node out (2 failures trip): breaker %v, ejected %v; events %v", s.Breaker, s.Ejected, events)
+				}
+			}
+		})
+	}
+}

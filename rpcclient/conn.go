@@ -494,7 +494,20 @@ func (c *conn) read() {
 	// reply: ErrConnClosed, which a retry may survive, with the cause as
 	// text only, so that it is not mistaken for the non-retryable
 	// ErrMessageTooLarge or ErrCodec that the broken call alone gets.
-	c.fail(fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err))
+	cause := fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err)
+	if broken != nil && (errors.Is(broken.err, ErrCodec) || errors.Is(broken.err, ErrMessageTooLarge)) {
+		// One call's reply body did not decode into its caller's value
+		// (a reply of the wrong type, a panic in its GobDecode) or was
+		// over the size cap: this side closes the connection for that
+		// call's sake, as for a caller's write deadline. The broken
+		// call counts against the node, once; the calls beside are no
+		// outcome of its (a *localCloseError, see nodeOutcome), and the
+		// death is no sign the peer went away (see endpoint.lostLocked).
+		// Each of them counted as a failure: one bad reply with four
+		// calls beside it opened a healthy node's breaker.
+		cause = &localCloseError{cause}
+	}
+	c.fail(cause)
 	// Wake the caller of the unreadable reply only once the connection is
 	// out of its endpoint, so that its next call does not land on it.
 	if broken != nil {
