@@ -422,12 +422,27 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			// had just been refused on.)
 			version = max(version, be.version)
 		}
-		if isNotSent(err) {
+		if isNotSent(err) && !isEncodedLate(err) {
 			// Nothing left this process: try another node at once. Such
 			// retries are bounded by the nodes (each is tried once), the
 			// refresh waits and ctx, not by attempts or the budget.
 			if !retryable(err) {
 				return fail()
+			}
+			continue
+		}
+		if isEncodedLate(err) {
+			// Nothing left either, but for want of this side's time: the
+			// args took longer to encode than the attempt had, and would
+			// on any node (retiring its connection each time). Retried
+			// as an attempt, bounded by WithMaxAttempts and the budget,
+			// with no outcome unknown.
+			sent++
+			if !retryable(err) || sent >= c.opts.maxAttempts {
+				return fail()
+			}
+			if err := retry(); err != nil {
+				return err
 			}
 			continue
 		}

@@ -174,3 +174,40 @@ func TestBadReplyCountsOnceAgainstTheNode(t *testing.T) {
 		})
 	}
 }
+
+// A request whose encoding, on this side, outlasts the attempt timeout
+// sends nothing (errEncodedLate) and retires its connection, whose gob
+// stream it left unusable. Another node would take as long to encode it:
+// such retries are bounded by WithMaxAttempts like those of a request that
+// may have left, not by the nodes, as a failed dial's are. They were not:
+// with WithMaxAttempts(1) and three nodes, the call encoded its args nine
+// times (three rounds of the nodes) and retired and redialled every
+// node's connection three times.
+func TestEncodingPastTheAttemptTimeoutIsBoundedByMaxAttempts(t *testing.T) {
+	for _, max := range []int{1, 2} {
+		addrs := []string{serveSlowEnc(t), serveSlowEnc(t), serveSlowEnc(t)}
+		c, _ := newTestClient(t, addrs, WithAttemptTimeout(100*time.Millisecond), WithMaxAttempts(max), withoutNodeHealth())
+		for range 6 {
+			var r int
+			if err := c.Call(context.Background(), "SlowEncSvc.Take", SlowEnc{}, &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		var r int
+		err := c.Call(ctx, "SlowEncSvc.Take", SlowEnc{Delay: 150 * time.Millisecond}, &r)
+		var e *Error
+		if !errors.As(err, &e) || !errors.Is(err, ErrAttemptTimeout) || errors.Is(err, ErrOutcomeUnknown) {
+			t.Fatalf("max %d: %v, want an attempt timeout, nothing sent", max, err)
+		}
+		dials := 0
+		for _, st := range c.Endpoints() {
+			dials += int(st.Dials)
+		}
+		t.Logf("max %d: %d attempts, %d dials: %v", max, e.Attempts, dials, err)
+		if e.Attempts > max {
+			t.Errorf("WithMaxAttempts(%d): the request that encodes past its attempt timeout was encoded %d times, and the nodes were dialled %d times", max, e.Attempts, dials)
+		}
+	}
+}

@@ -181,7 +181,9 @@ func WithMaxMessageSize(n int) Option { return func(o *options) { o.maxMessage =
 // the retries of requests that may have left. An attempt that provably sent
 // nothing (a failed dial, an endpoint in reconnect backoff) is not counted:
 // the call goes on to another node whatever n is (see Client.Call), and
-// Error.Attempts counts it.
+// Error.Attempts counts it. One whose args took longer to encode than its
+// attempt timeout allowed sent nothing too, but is counted: another node
+// would take as long.
 func WithMaxAttempts(n int) Option { return func(o *options) { o.maxAttempts = max(n, 1) } }
 
 // WithRetryBackoff sets the wait before a retry: full jitter over base x 2^n,
