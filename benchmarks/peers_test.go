@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -342,6 +343,38 @@ func BenchmarkRebuild(b *testing.B) {
 	// instances.
 	b.Run("peer=kitex-consist", func(b *testing.B) {
 		kitexRebalance(b, kitexlb.NewConsistBalancer(kitexlb.NewConsistentHashOption(func(context.Context, any) string { return "key" })))
+	})
+	// kitex-refresh: what lbcache's Balancer.Refresh does per discovery
+	// change once the resolver has answered: discovery.DefaultDiff of the
+	// previous and the new instances (two maps by address), then Rebalance
+	// with the Change, alternating between two sets of 1,000 weighted
+	// instances that differ in one, as dialtone's side alternates. That is
+	// the like-for-like of peer=dialtone, whose update merges the new
+	// State's endpoints with the nodes it holds before it builds the
+	// picker; peer=kitex leaves kitex's diff out.
+	b.Run("peer=kitex-refresh", func(b *testing.B) {
+		b.Run("n=1000", func(b *testing.B) {
+			lb := kitexlb.NewWeightedRandomWithAliasMethodBalancer()
+			rb := lb.(kitexlb.Rebalancer)
+			a := kitexInstances(1001, true)
+			sets := [2]discovery.Result{
+				{Cacheable: true, CacheKey: "bench", Instances: a[:1000]},
+				{Cacheable: true, CacheKey: "bench", Instances: append(slices.Clone(a[:999]), a[1000])},
+			}
+			b.ReportAllocs()
+			cpu := startCPU(b)
+			for i := 0; i < b.N; i++ {
+				ch, ok := discovery.DefaultDiff("bench", sets[i%2], sets[(i+1)%2])
+				if !ok {
+					b.Fatal("kitex's DefaultDiff found no change")
+				}
+				rb.Rebalance(ch)
+			}
+			cpu.stop()
+			if p := lb.GetPicker(sets[b.N%2]); p.Next(context.Background(), nil) == nil {
+				b.Fatal("rebuilt kitex picker returned nil")
+			}
+		})
 	})
 	runOurs(b, "Rebuild")
 }
