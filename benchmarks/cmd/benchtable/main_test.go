@@ -71,3 +71,33 @@ BenchmarkP2C/peer=dialtone/n=3/serial-2 	100	 20.0 ns/op
 		t.Fatalf("want the median of the rounds' ratios (1.00x), not the ratio of the medians (0.60x):\n%s", got)
 	}
 }
+
+// The median of an even count is the mean of the middle two, and with
+// unequal run counts a ratio is the ratio of the medians: dialtone's
+// median (10+14)/2 = 12 over grpc's 30 is 0.40x, and the n=1000 row's
+// scale is its median 45 over n=3's 30, 1.50x.
+func TestMedianEvenAndUnpairedRatio(t *testing.T) {
+	const in = `BenchmarkP2C/peer=grpc/n=3/serial-2       	100	 20.0 ns/op	 1 allocs/op
+BenchmarkP2C/peer=grpc/n=3/serial-2       	100	 30.0 ns/op	 3 allocs/op
+BenchmarkP2C/peer=grpc/n=3/serial-2       	100	 90.0 ns/op	 3 allocs/op
+BenchmarkP2C/peer=dialtone/n=3/serial-2   	100	 14.0 ns/op	 0 allocs/op
+BenchmarkP2C/peer=dialtone/n=3/serial-2   	100	 10.0 ns/op	 0 allocs/op
+BenchmarkP2C/peer=grpc/n=1000/serial-2    	100	 40.0 ns/op	 3 allocs/op
+BenchmarkP2C/peer=grpc/n=1000/serial-2    	100	 50.0 ns/op	 3 allocs/op
+`
+	var out strings.Builder
+	if err := run(strings.NewReader(in), &out); err != nil {
+		t.Fatal(err)
+	}
+	got := out.String()
+	for _, want := range []string{
+		"dialtone  12.00",    // median of 10 and 14
+		"grpc      30.00  3", // median ns and allocs of three runs
+		"0.40x",              // 12 / 30, not the median of paired ratios
+		"grpc  45.00  3          -     1.50x",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("output lacks %q:\n%s", want, got)
+		}
+	}
+}
