@@ -159,13 +159,22 @@ func (bl *kitexLB) pick(ctx context.Context) discovery.Instance {
 	return ins
 }
 
-// kitexNext measures one kitex pick (GetPicker + Next, see kitexLB).
-func kitexNext(b *testing.B, bl *kitexLB) {
+// kitexNext measures one kitex pick. With client set it is the whole
+// per-call path of kitex's client (GetPicker + Next + Recycle, see
+// kitexLB: rows peer=kitex-client); without it, Next on a picker fetched
+// once (rows peer=kitex, the strict comparison: kitex's pick alone, less
+// than kitex's client pays per call).
+func kitexNext(b *testing.B, bl *kitexLB, client bool) {
 	ctx := context.Background()
+	pick := bl.pick
+	if !client {
+		p := bl.GetPicker()
+		pick = func(ctx context.Context) discovery.Instance { return p.Next(ctx, nil) }
+	}
 	b.Run("serial", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; i < b.N; i++ {
-			if bl.pick(ctx) == nil {
+			if pick(ctx) == nil {
 				b.Fatal("kitex picker returned nil")
 			}
 		}
@@ -174,7 +183,7 @@ func kitexNext(b *testing.B, bl *kitexLB) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if bl.pick(ctx) == nil {
+				if pick(ctx) == nil {
 					b.Error("kitex picker returned nil")
 					return
 				}
@@ -266,7 +275,12 @@ func BenchmarkRoundRobin(b *testing.B) {
 	// with equal weights builds its plain RoundRobinPicker (an atomic counter).
 	b.Run("peer=kitex", func(b *testing.B) {
 		forSizes(b, func(b *testing.B, n int) {
-			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRoundRobinBalancer(), n, false))
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRoundRobinBalancer(), n, false), false)
+		})
+	})
+	b.Run("peer=kitex-client", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRoundRobinBalancer(), n, false), true)
 		})
 	})
 	runOurs(b, "RoundRobin")
@@ -306,20 +320,26 @@ func BenchmarkWeighted(b *testing.B) {
 	// kitex's weighted random with the alias method (O(1) per pick).
 	b.Run("peer=kitex", func(b *testing.B) {
 		forSizes(b, func(b *testing.B, n int) {
-			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRandomWithAliasMethodBalancer(), n, true))
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRandomWithAliasMethodBalancer(), n, true), false)
+		})
+	})
+	// The same alias picker on kitex's client path (GetPicker + Next).
+	b.Run("peer=kitex-client", func(b *testing.B) {
+		forSizes(b, func(b *testing.B, n int) {
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRandomWithAliasMethodBalancer(), n, true), true)
 		})
 	})
 	// kitex's default NewWeightedBalancer: smooth weighted round robin over
 	// precomputed virtual nodes (RWMutex on the fast path).
 	b.Run("peer=kitex-wrr", func(b *testing.B) {
 		forSizes(b, func(b *testing.B, n int) {
-			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedBalancer(), n, true))
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedBalancer(), n, true), false)
 		})
 	})
 	// kitex's NewWeightedRandomBalancer: linear scan over the weights.
 	b.Run("peer=kitex-random", func(b *testing.B) {
 		forSizes(b, func(b *testing.B, n int) {
-			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRandomBalancer(), n, true))
+			kitexNext(b, kitexPicker(b, kitexlb.NewWeightedRandomBalancer(), n, true), false)
 		})
 	})
 	runOurs(b, "Weighted")
