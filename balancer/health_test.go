@@ -832,3 +832,78 @@ func TestSlowBreakerObserverDoesNotDelayThePicker(t *testing.T) {
 	r.Done(errReset) // opens as[0]'s breaker
 	waitFor(t, b, "the open node out of the picker", func(p *picker) bool { return len(p.ready) == 1 })
 }
+
+// Panic mode picks among the nodes whose breaker is not open (doc.go): an
+// ejected or quarantined node comes back into the picker, a node with an
+// open breaker does not. A picker that took in the open ones too would
+// still have their breakers refuse each pick, but Status would report them
+// Ready, and every pick would walk through refusing breakers first.
+func TestPanicModeLeavesOpenBreakersOut(t *testing.T) {
+	as := addrs(4)
+	b, _ := newTest(t, as, WithPolicy(RoundRobin()),
+		WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: time.Hour, Jitter: -1}),
+		WithOutlierDetection(OutlierConfig{Disabled: true}))
+	for _, a := range as[:2] {
+		r, err := b.Pick(context.Background(), Exclude(others(as, a)...))
+		if err != nil || r.Endpoint.Addr != a {
+			t.Fatalf("Pick = %v, %v; want %s", r.Endpoint.Addr, err, a)
+		}
+		r.Done(errReset)
+	}
+	b.Quarantine(as[2], time.Hour) // 1 healthy of 4: panic
+	waitFor(t, b, "panic", func(p *picker) bool { return p.panic })
+	for _, s := range b.Status() {
+		open := s.Endpoint.Addr == as[0] || s.Endpoint.Addr == as[1]
+		if s.Ready == open {
+			t.Fatalf("panic mode: %s (breaker %v, quarantined %v) ready %v; want ready exactly when its breaker is not open",
+				s.Endpoint.Addr, s.Breaker, s.Quarantined, s.Ready)
+		}
+	}
+	if got := count(t, b, 40, nil); got[as[2]] == 0 || got[as[3]] == 0 || len(got) != 2 {
+		t.Fatalf("panic-mode picks %v; want the quarantined and the healthy node only", got)
+	}
+}
+
+// The ejection multiplier decays: a node calm for BaseEjection after its
+// ejection ended has one ejection forgiven (OutlierConfig.Interval: "ended,
+// multiplier decayed"), so that a node ejected once long ago is ejected for
+// BaseEjection again, not for twice as long.
+func TestEjectionMultiplierDecaysAfterCalm(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		as := addrs(3)
+		w := discoverytest.NewAddrs(as...)
+		defer w.Close()
+		b := New(w, WithPolicy(RoundRobin()), WithPanicThreshold(0), WithoutBreakers(),
+			WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 10 * time.Second,
+				Jitter: 0.0001, MaxEjectedShare: 0.5}))
+		defer b.Close()
+		synctest.Wait()
+		fail := func() {
+			for range 3 {
+				r, err := b.Pick(context.Background(), Exclude(others(as, as[0])...))
+				if err != nil || r.Endpoint.Addr != as[0] {
+					t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, as[0])
+				}
+				r.Done(errReset)
+			}
+			synctest.Wait()
+		}
+		fail() // first ejection: 10 s
+		if !status(b, as[0]).Ejected {
+			t.Fatal("not ejected after 3 failures")
+		}
+		time.Sleep(11 * time.Second) // the ejection ends
+		synctest.Wait()
+		if status(b, as[0]).Ejected {
+			t.Fatal("still ejected 11 s into a 10 s ejection")
+		}
+		time.Sleep(12 * time.Second) // calm for more than BaseEjection: the multiplier decays
+		synctest.Wait()
+		fail() // ejected again, for BaseEjection x 1
+		time.Sleep(10*time.Second + 500*time.Millisecond)
+		synctest.Wait()
+		if s := status(b, as[0]); s.Ejected {
+			t.Fatalf("10.5 s into an ejection after a calm of 12 s (> BaseEjection): still ejected (%+v); the multiplier did not decay", s)
+		}
+	})
+}

@@ -168,3 +168,23 @@ func TestPublisherSetErrorKeeping(t *testing.T) {
 		t.Fatalf("keeping none: %+v; want an empty set with the error", s)
 	}
 }
+
+// Recovery with an unchanged set: a registry that comes back with the very
+// set it had before its error must clear the error (Update's doc: a new
+// Version when "the previous State carried an error"). Skipping the
+// publication as "nothing changed" would leave the consumer on a State
+// with Err set for good: the balancer would keep reporting the discovery
+// error in every ErrUnavailable, and health checks of the watcher would
+// stay red although it is synced.
+func TestPublisherUpdateAfterErrorWithSameSetClearsTheError(t *testing.T) {
+	var p Publisher
+	set := eps("10.0.0.1:1", "10.0.0.2:1")
+	p.Update(set, time.Unix(1, 0))
+	p.SetError(errors.New("registry down"))
+	if !p.Update(set, time.Unix(2, 0)) {
+		t.Fatal("Update with the set of before the error did not publish: the error stays")
+	}
+	if s := p.Current(); s.Err != nil || s.Version != 3 || len(s.Endpoints) != 2 || !s.Synced.Equal(time.Unix(2, 0)) {
+		t.Fatalf("after recovery: %+v; want Err nil, Version 3, both endpoints, Synced moved", s)
+	}
+}
