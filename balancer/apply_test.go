@@ -262,3 +262,36 @@ func TestStaleSnapshotBreakerDropped(t *testing.T) {
 			as[3], status(b, as[3]).Breaker, got)
 	}
 }
+
+// A change of any one field of an endpoint reaches the Result its picks
+// return (Result.Endpoint is the endpoint as discovery lists it now): a
+// node turned Degraded, reweighted, moved to another zone or retagged
+// must not keep handing the caller its old endpoint.
+func TestApplyUpdatesTheResultOnEveryFieldChange(t *testing.T) {
+	w := discoverytest.New()
+	b := New(w, WithService("svc"))
+	b.Close() // this test calls apply itself, as run does
+	w.Close()
+	changes := map[string]func(*discovery.Endpoint){
+		"Health": func(e *discovery.Endpoint) { e.Health = discovery.Degraded },
+		"Weight": func(e *discovery.Endpoint) { e.Weight = 7 },
+		"Zone":   func(e *discovery.Endpoint) { e.Zone = "z2" },
+		"Tags":   func(e *discovery.Endpoint) { e.Tags = []string{"u"} },
+		"Meta":   func(e *discovery.Endpoint) { e.Meta = map[string]string{"k": "w"} },
+	}
+	for field, change := range changes {
+		for _, base := range []discovery.Endpoint{
+			{ID: "a", Addr: "10.0.0.1:80", Weight: 1, Zone: "z1", Tags: []string{"t"}, Meta: map[string]string{"k": "v"}},
+			{ID: "a", Addr: "10.0.0.1:80", Weight: 1, Zone: "z1"}, // no Tags nor Meta: the cheap comparison decides
+		} {
+			b.apply(discovery.State{Version: 1, Endpoints: []discovery.Endpoint{base}})
+			ep := base
+			ep.Tags, ep.Meta = slices.Clone(base.Tags), maps.Clone(base.Meta)
+			change(&ep)
+			b.apply(discovery.State{Version: 2, Endpoints: []discovery.Endpoint{ep}})
+			if got := b.nodes[base.Addr].res.Load().Endpoint; !got.Equal(ep) {
+				t.Errorf("after a change of %s only: the node's Result carries %+v, want %+v", field, got, ep)
+			}
+		}
+	}
+}
