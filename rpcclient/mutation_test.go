@@ -147,3 +147,50 @@ func TestMaxMessageSizeBoundaryIsExact(t *testing.T) {
 		c.Close()
 	}
 }
+
+// WithRetryBackoff is "full jitter over base x 2^n, capped at max": the
+// wait before the retry after n failed attempts is anywhere in
+// [0, base x 2^n], and grows with n.
+func TestWithRetryBackoffIsExponentialWithFullJitter(t *testing.T) {
+	var o options
+	WithRetryBackoff(10*time.Millisecond, time.Second)(&o)
+	lo, hi := time.Hour, time.Duration(0)
+	for range 2000 {
+		d := o.retryBackoff.Delay(3, nil)
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if hi > 80*time.Millisecond || hi < 60*time.Millisecond {
+		t.Errorf("WithRetryBackoff(10ms, 1s): the 4th wait reached %v at most over 2000 draws; want up to 10ms x 2^3 = 80ms", hi)
+	}
+	if lo > 10*time.Millisecond {
+		t.Errorf("WithRetryBackoff(10ms, 1s): the 4th wait was %v at least over 2000 draws; want full jitter (from 0)", lo)
+	}
+}
+
+// A hedged call that the caller's own deadline ends is not an attempt
+// timeout (attemptTimedOut: only when ctx has not ended), even with a
+// per-attempt timeout set: the *Error must not claim ErrAttemptTimeout,
+// which says the node was slow and is what callers count as its fault.
+func TestHedgedCallEndedByTheCallersDeadlineIsNoAttemptTimeout(t *testing.T) {
+	a, b := rpctest.Start(t), rpctest.Start(t)
+	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHeartbeat(0, 0), withoutNodeHealth())
+	warm, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for range 4 { // a connection to each node, for the backup
+		var r rpctest.EchoReply
+		if err := c.Call(warm, "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: time.Second}, &r, Idempotent(),
+		Hedge(20*time.Millisecond), AttemptTimeout(5*time.Second))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hedged call past the caller's deadline: %v; want context.DeadlineExceeded", err)
+	}
+	if errors.Is(err, ErrAttemptTimeout) {
+		t.Fatalf("hedged call ended by the caller's 150ms deadline, attempt timeout 5s: %v; want no ErrAttemptTimeout", err)
+	}
+}
