@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,5 +158,27 @@ func TestCallOverAClosedWatcherFails(t *testing.T) {
 		c.Close() // releases the call
 		<-done
 		t.Fatalf("Call (no deadline) over a closed watcher still waiting after 3 s")
+	}
+}
+
+// Close returns after every goroutine the Client started has exited (its
+// doc): here a dial under way to an address that never answers, and the
+// client's maintenance goroutine.
+func TestCloseReturnsAfterItsGoroutinesExit(t *testing.T) {
+	addr := rpctest.Blackhole(t)
+	for i := range 10 {
+		w, _ := newTestClient(t, []string{addr}, WithDialTimeout(10*time.Second), WithHeartbeat(0, 0), withoutNodeHealth())
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+		var r rpctest.EchoReply
+		w.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r) // starts a dial that outlives it
+		cancel()
+		w.Close()
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		for _, fn := range []string{"rpcclient.(*endpoint).run", "rpcclient.(*Client).maintain"} {
+			if strings.Contains(stacks, fn) {
+				t.Fatalf("client %d: %s still running after Close returned", i, fn)
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@ package rpcclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -149,5 +150,33 @@ func TestHedgeLoserWithAReplyArrivingKeepsItsConnection(t *testing.T) {
 	}
 	if !cnB.alive() {
 		t.Fatalf("b's connection was closed: %v", cnB.failure())
+	}
+}
+
+// A hedged call that the caller's own deadline ends is not an attempt
+// timeout (attemptTimedOut: only when ctx has not ended), even with a
+// per-attempt timeout set: the *Error must not claim ErrAttemptTimeout,
+// which says the node was slow and is what callers count as its fault.
+func TestHedgedCallEndedByTheCallersDeadlineIsNoAttemptTimeout(t *testing.T) {
+	a, b := rpctest.Start(t), rpctest.Start(t)
+	c, _ := newTestClient(t, []string{a.Addr(), b.Addr()}, WithHeartbeat(0, 0), withoutNodeHealth())
+	warm, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for range 4 { // a connection to each node, for the backup
+		var r rpctest.EchoReply
+		if err := c.Call(warm, "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	var r rpctest.EchoReply
+	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: time.Second}, &r, Idempotent(),
+		Hedge(20*time.Millisecond), AttemptTimeout(5*time.Second))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("hedged call past the caller's deadline: %v; want context.DeadlineExceeded", err)
+	}
+	if errors.Is(err, ErrAttemptTimeout) {
+		t.Fatalf("hedged call ended by the caller's 150ms deadline, attempt timeout 5s: %v; want no ErrAttemptTimeout", err)
 	}
 }

@@ -473,3 +473,47 @@ func TestInterfaceRepliesUnderTheCapAreNotCountedAsDefinitions(t *testing.T) {
 		}
 	}
 }
+
+// WithMaxMessageSize(n) refuses a reply message larger than n, not one of
+// n bytes: the boundary, measured on the reply's own gob value message.
+func TestMaxMessageSizeBoundaryIsExact(t *testing.T) {
+	srv := rpctest.Start(t)
+	want := rpctest.EchoReply{Msg: strings.Repeat("m", 2000), Server: srv.Name()}
+	// The size of the value message gob sends for want, its type sent
+	// already (the first Encode): what the codec checks against the cap.
+	var buf bytes.Buffer
+	enc := gob.NewEncoder(&buf)
+	if err := enc.Encode(&want); err != nil {
+		t.Fatal(err)
+	}
+	buf.Reset()
+	if err := enc.Encode(&want); err != nil {
+		t.Fatal(err)
+	}
+	b := buf.Bytes()
+	n := int(-int8(b[0])) // 2000 bytes and more: a multi-byte count
+	size := 0
+	for _, x := range b[1 : 1+n] {
+		size = size<<8 | int(x)
+	}
+	if size != len(b)-1-n {
+		t.Fatalf("measured a %d-byte message in %d bytes", size, len(b))
+	}
+	for _, tc := range []struct {
+		max int
+		ok  bool
+	}{{size, true}, {size - 1, false}} {
+		c, _ := newTestClient(t, []string{srv.Addr()}, WithMaxMessageSize(tc.max), WithHeartbeat(0, 0), withoutNodeHealth())
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var r rpctest.EchoReply
+		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: want.Msg}, &r)
+		cancel()
+		switch {
+		case tc.ok && (err != nil || r != want):
+			t.Errorf("a %d-byte reply message with WithMaxMessageSize(%d): %v; want it delivered", size, tc.max, err)
+		case !tc.ok && !errors.Is(err, ErrMessageTooLarge):
+			t.Errorf("a %d-byte reply message with WithMaxMessageSize(%d): %v; want ErrMessageTooLarge", size, tc.max, err)
+		}
+		c.Close()
+	}
+}

@@ -158,3 +158,50 @@ func TestCloseAfterSendIsOutcomeUnknown(t *testing.T) {
 		t.Fatalf("err = %q; want the outcome unknown and the client closed, each said once", msg)
 	}
 }
+
+// WithMaxAttempts bounds the attempts of an idempotent call whose requests
+// left and got no answer (attempt timeouts), and the default is 3: each
+// attempt runs on the server, so one attempt too many is one execution too
+// many. Four nodes, every one of which swallows replies, so that a fourth
+// attempt would have a node to go to.
+func TestMaxAttemptsBoundsRetriesThatLeft(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		want int
+	}{
+		{"WithMaxAttempts(2)", []Option{WithMaxAttempts(2)}, 2},
+		{"default", nil, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var srvs []*rpctest.Server
+			var addrs []string
+			for range 4 {
+				s := rpctest.Start(t)
+				px := rpctest.NewProxy(t, s.Addr())
+				px.BlackholeResponses()
+				srvs = append(srvs, s)
+				addrs = append(addrs, px.Addr())
+			}
+			opts := append([]Option{WithAttemptTimeout(100 * time.Millisecond), WithHeartbeat(0, 0),
+				WithRetryBudget(1, 1000), WithRetryBackoff(time.Millisecond, time.Millisecond), withoutNodeHealth()}, tc.opts...)
+			c, _ := newTestClient(t, addrs, opts...)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var r rpctest.EchoReply
+			err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
+			var e *Error
+			if !errors.As(err, &e) || !errors.Is(err, ErrAttemptTimeout) {
+				t.Fatalf("call to nodes that never answer: %v; want an *Error over ErrAttemptTimeout", err)
+			}
+			time.Sleep(200 * time.Millisecond) // the requests reach the servers
+			var ran int64
+			for _, s := range srvs {
+				ran += s.Calls()
+			}
+			if e.Attempts != tc.want || ran != int64(tc.want) {
+				t.Fatalf("%d attempts (Tried %v), %d requests reached the servers; want %d of each", e.Attempts, e.Tried, ran, tc.want)
+			}
+		})
+	}
+}

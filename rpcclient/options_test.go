@@ -69,3 +69,22 @@ func TestWithLoggerNilKeepsTheDefault(t *testing.T) {
 	}
 	o.logger.Warn("rpcclient: the default logger takes this") // would panic on nil
 }
+
+// WithRetryBackoff is "full jitter over base x 2^n, capped at max": the
+// wait before the retry after n failed attempts is anywhere in
+// [0, base x 2^n], and grows with n.
+func TestWithRetryBackoffIsExponentialWithFullJitter(t *testing.T) {
+	var o options
+	WithRetryBackoff(10*time.Millisecond, time.Second)(&o)
+	lo, hi := time.Hour, time.Duration(0)
+	for range 2000 {
+		d := o.retryBackoff.Delay(3, nil)
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	if hi > 80*time.Millisecond || hi < 60*time.Millisecond {
+		t.Errorf("WithRetryBackoff(10ms, 1s): the 4th wait reached %v at most over 2000 draws; want up to 10ms x 2^3 = 80ms", hi)
+	}
+	if lo > 10*time.Millisecond {
+		t.Errorf("WithRetryBackoff(10ms, 1s): the 4th wait was %v at least over 2000 draws; want full jitter (from 0)", lo)
+	}
+}
