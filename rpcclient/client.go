@@ -38,6 +38,7 @@ type Client struct {
 	service string
 
 	epMu sync.Mutex // serializes endpoint creation and removal
+	epN  int        // the endpoints in the table's byAddr; under epMu
 	// draining holds the connections of dropped endpoints that still had
 	// a call in flight (see endpoint.drain), for Close; under epMu.
 	draining []*conn
@@ -108,7 +109,7 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 	}
 	c.budget.init(o.budgetRatio, o.budgetMinPerSec)
 	c.life, c.cancel = context.WithCancel(context.Background())
-	c.endpoints.Store(newEpTable(map[string]*endpoint{}))
+	c.endpoints.Store(newEpTable(new(sync.Map), 0))
 	c.wg.Add(1)
 	go c.maintain()
 	return c, nil
@@ -117,8 +118,13 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 // Balancer returns the client's balancer, for status displays.
 func (c *Client) Balancer() *balancer.Balancer { return c.bal }
 
-// epTable is the client's endpoints by address, replaced whole (under epMu)
-// when one is added or dropped.
+// epTable is the client's endpoints by address. byAddr is a concurrent map
+// that successive tables share: adding an endpoint stores it there (under
+// epMu) and replaces the table only when the hints must grow, which they
+// do by doubling, so that reaching n endpoints costs O(n), not a copy of
+// the whole table per new address (at 10,000 endpoints, 0.7 MB and some
+// 0.3 ms each, under epMu). Dropping endpoints replaces the table, with
+// fresh hints.
 //
 // hints find an endpoint without hashing its address. The balancer hands
 // Call the same address string, the same bytes at the same place, pick
@@ -133,17 +139,37 @@ func (c *Client) Balancer() *balancer.Balancer { return c.bal }
 // BenchmarkCallInterleaved's path-%). A miss is a map lookup, as before,
 // and stores the hint, unless it is already there.
 type epTable struct {
-	byAddr map[string]*endpoint
+	byAddr *sync.Map                  // string -> *endpoint
 	hints  []atomic.Pointer[endpoint] // a power of two of them
 	shift  uint8                      // 64 - log2(len(hints))
 }
 
-func newEpTable(byAddr map[string]*endpoint) *epTable {
+// newEpTable returns a table over byAddr, which holds n endpoints, with
+// hint slots for them.
+func newEpTable(byAddr *sync.Map, n int) *epTable {
 	bits := 6
-	for bits < 16 && 1<<bits < 2*len(byAddr) {
+	for bits < 16 && 1<<bits < 2*n {
 		bits++
 	}
 	return &epTable{byAddr: byAddr, hints: make([]atomic.Pointer[endpoint], 1<<bits), shift: uint8(64 - bits)}
+}
+
+// lookup returns the endpoint for addr, or nil.
+func (t *epTable) lookup(addr string) *endpoint {
+	if v, ok := t.byAddr.Load(addr); ok {
+		return v.(*endpoint)
+	}
+	return nil
+}
+
+// all returns every endpoint in the table.
+func (t *epTable) all() []*endpoint {
+	var out []*endpoint
+	t.byAddr.Range(func(_, v any) bool {
+		out = append(out, v.(*endpoint))
+		return true
+	})
+	return out
 }
 
 // hint returns the slot for a string whose bytes are at p. The pointer is
@@ -171,7 +197,7 @@ func (c *Client) endpoint(addr string) *endpoint {
 	if e := h.Load(); e != nil && e.seen.Load() == p && len(e.addr) == len(addr) {
 		return e
 	}
-	e := t.byAddr[addr]
+	e := t.lookup(addr)
 	if e == nil {
 		e = c.addEndpoint(addr)
 	}
@@ -186,25 +212,24 @@ func (c *Client) endpoint(addr string) *endpoint {
 	return e
 }
 
-// addEndpoint returns the endpoint for addr, adding it to a new table if
-// the current one has none.
+// addEndpoint returns the endpoint for addr, adding it to the table if it
+// has none; the table is replaced only when its hints must grow.
 func (c *Client) addEndpoint(addr string) *endpoint {
 	c.epMu.Lock()
 	defer c.epMu.Unlock()
-	old := c.endpoints.Load().byAddr
-	if e := old[addr]; e != nil {
+	t := c.endpoints.Load()
+	if e := t.lookup(addr); e != nil {
 		return e
 	}
 	e := &endpoint{addr: addr, c: c}
 	if c.closed.Load() {
 		e.state = Shutdown
 	}
-	m := make(map[string]*endpoint, len(old)+1)
-	for k, v := range old {
-		m[k] = v
+	t.byAddr.Store(addr, e)
+	c.epN++
+	if len(t.hints) < 1<<16 && len(t.hints) < 2*c.epN {
+		c.endpoints.Store(newEpTable(t.byAddr, c.epN))
 	}
-	m[addr] = e
-	c.endpoints.Store(newEpTable(m))
 	return e
 }
 
@@ -226,7 +251,8 @@ func (c *Client) maintain() {
 		}
 		now := time.Now()
 		var gone []*endpoint
-		for addr, e := range c.endpoints.Load().byAddr {
+		for _, e := range c.endpoints.Load().all() {
+			addr := e.addr
 			e.mu.Lock()
 			switch {
 			case c.bal.Listed(addr):
@@ -252,15 +278,14 @@ func (c *Client) maintain() {
 // drop shuts endpoints down and forgets them.
 func (c *Client) drop(gone []*endpoint) {
 	c.epMu.Lock()
-	old := c.endpoints.Load().byAddr
-	m := make(map[string]*endpoint, len(old))
-	for k, v := range old {
-		m[k] = v
-	}
+	t := c.endpoints.Load()
 	for _, e := range gone {
-		delete(m, e.addr)
+		if t.byAddr.CompareAndDelete(e.addr, e) {
+			c.epN--
+		}
 	}
-	c.endpoints.Store(newEpTable(m))
+	// Fresh hints: the old ones may name the endpoints dropped.
+	c.endpoints.Store(newEpTable(t.byAddr, c.epN))
 	c.epMu.Unlock()
 	var open []*conn
 	for _, e := range gone {
@@ -298,7 +323,7 @@ type EndpointStatus struct {
 // used, for status displays. Safe from any goroutine.
 func (c *Client) Endpoints() []EndpointStatus {
 	var out []EndpointStatus
-	for _, e := range c.endpoints.Load().byAddr {
+	for _, e := range c.endpoints.Load().all() {
 		out = append(out, e.status())
 	}
 	return out
@@ -315,7 +340,7 @@ func (c *Client) Close() error {
 		c.closed.Store(true)
 		c.cancel()
 		c.epMu.Lock()
-		eps := c.endpoints.Load().byAddr
+		eps := c.endpoints.Load().all()
 		draining := c.draining
 		c.draining = nil
 		c.epMu.Unlock()

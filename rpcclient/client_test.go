@@ -77,14 +77,14 @@ func TestEndpointHintsUnderConcurrentLookups(t *testing.T) {
 // and uses about 0.79 slots per endpoint.
 func TestEndpointHintsSpreadOverSlots(t *testing.T) {
 	for _, n := range []int{32, 1000} {
-		byAddr := map[string]*endpoint{}
+		byAddr := new(sync.Map)
 		var addrs []string
 		for i := range n {
 			a := fmt.Sprintf("backend-%04d.prod.eu-west-1.compute.internal:8080", i)
 			addrs = append(addrs, a)
-			byAddr[a] = &endpoint{addr: a}
+			byAddr.Store(a, &endpoint{addr: a})
 		}
-		tb := newEpTable(byAddr)
+		tb := newEpTable(byAddr, n)
 		if len(tb.hints) < 2*n {
 			t.Fatalf("%d endpoints, %d hint slots; want at least %d", n, len(tb.hints), 2*n)
 		}
@@ -101,11 +101,7 @@ func TestEndpointHintsSpreadOverSlots(t *testing.T) {
 	// uses about 790 of the 2,048 slots; one multiply used as few as 177
 	// for some strides, and the heap's layout decided whether the loop
 	// above saw it (it failed one full run in about ten).
-	byAddr := map[string]*endpoint{}
-	for i := range 1000 {
-		byAddr[fmt.Sprint(i)] = nil
-	}
-	tb := newEpTable(byAddr)
+	tb := newEpTable(new(sync.Map), 1000)
 	buf := make([]byte, 1000*512)
 	for stride := 16; stride <= 512; stride += 16 {
 		slots := map[*atomic.Pointer[endpoint]]bool{}
