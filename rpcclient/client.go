@@ -251,7 +251,8 @@ func (c *Client) maintain() {
 		}
 		now := time.Now()
 		var gone []*endpoint
-		for _, e := range c.endpoints.Load().all() {
+		c.endpoints.Load().byAddr.Range(func(_, v any) bool {
+			e := v.(*endpoint)
 			addr := e.addr
 			e.mu.Lock()
 			switch {
@@ -263,12 +264,13 @@ func (c *Client) maintain() {
 			removed := e.removed
 			e.mu.Unlock()
 			if removed.IsZero() || now.Sub(removed) < c.opts.drainGrace {
-				continue
+				return true
 			}
 			if e.status().Pending == 0 {
 				gone = append(gone, e)
 			}
-		}
+			return true
+		})
 		if len(gone) > 0 {
 			c.drop(gone)
 		}
