@@ -29,3 +29,24 @@ func BenchmarkEDFSchedule(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMaglevTable measures Maglev's lookup table for n nodes of weights
+// 1 to 10, which every picker rebuild of a Maglev balancer computes (a
+// discovery update, and a health change: a breaker, an ejection, a
+// quarantine): 65,537 slots up to 4,096 nodes, 655,373 above.
+func BenchmarkMaglevTable(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			ready, nodes := maglevSet(n)
+			size := uint64(65537)
+			if n > 4096 {
+				size = 655373
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				maglevTable(ready, nodes, size)
+			}
+		})
+	}
+}

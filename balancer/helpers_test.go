@@ -123,3 +123,14 @@ func status(b *Balancer, addr string) NodeStatus {
 	}
 	return NodeStatus{}
 }
+
+// maglevSet returns n ready nodes of weights 1 to 10 with distinct
+// addresses, for Maglev's table.
+func maglevSet(n int) ([]entry, []*node) {
+	ready, nodes := make([]entry, n), make([]*node, n)
+	for i := range nodes {
+		nodes[i] = &node{addr: fmt.Sprintf("10.%d.%d.%d:80", i>>16, i>>8&255, i&255)}
+		ready[i] = entry{idx: uint32(i), weight: float32(i%10 + 1)}
+	}
+	return ready, nodes
+}

@@ -1383,3 +1383,58 @@ func TestMaglevKeyedRetryOffAHeavyNodeKeepsTheBound(t *testing.T) {
 		}
 	}
 }
+
+// The table is the one Maglev's algorithm defines, slot for slot: node i
+// fills the first empty slot of (offset + j skip) % size in turn, weighted
+// by credit. Clients of different versions must map a key to the same
+// node, so a faster build may not change a slot. This is the algorithm as
+// written in maglev.go before its probes stepped without a division.
+func TestMaglevTableIsTheAlgorithmsTable(t *testing.T) {
+	reference := func(ready []entry, nodes []*node, size uint64) []uint32 {
+		n := len(ready)
+		offset, skip, next, credit := make([]uint64, n), make([]uint64, n), make([]uint64, n), make([]float64, n)
+		maxW := 0.0
+		for i, e := range ready {
+			h := hashString(nodes[e.idx].addr)
+			offset[i], skip[i] = h%size, (h>>32)%(size-1)+1
+			maxW = max(maxW, float64(e.weight))
+		}
+		table := make([]uint32, size)
+		for i := range table {
+			table[i] = math.MaxUint32
+		}
+		for filled := uint64(0); filled < size; {
+			for i, e := range ready {
+				credit[i] += float64(e.weight) / maxW
+				for credit[i] >= 1 && filled < size {
+					credit[i]--
+					for {
+						slot := (offset[i] + next[i]*skip[i]) % size
+						next[i]++
+						if table[slot] == math.MaxUint32 {
+							table[slot] = uint32(i)
+							filled++
+							break
+						}
+					}
+				}
+			}
+		}
+		return table
+	}
+	for _, tc := range []struct {
+		n    int
+		size uint64
+	}{{1, 65537}, {3, 65537}, {1000, 65537}, {5000, 655373}} {
+		ready, nodes := maglevSet(tc.n)
+		if tc.n > 2 {
+			ready[1].weight = 0.25 // Degraded and ramping: a fractional credit
+		}
+		want, got := reference(ready, nodes, tc.size), maglevTable(ready, nodes, tc.size)
+		for s := range want {
+			if got[s] != want[s] {
+				t.Fatalf("%d nodes, %d slots: slot %d holds node %d, the algorithm's table node %d", tc.n, tc.size, s, got[s], want[s])
+			}
+		}
+	}
+}
