@@ -274,6 +274,21 @@ func others(all []string, not string) []string {
 	return out
 }
 
+// failOn picks addr n times (every other node of as excluded) and reports
+// each request a transport failure, then waits for the balancer to act.
+// Call it inside a bubble.
+func failOn(t *testing.T, b *Balancer, as []string, addr string, n int) {
+	t.Helper()
+	for range n {
+		r, err := b.Pick(context.Background(), Exclude(others(as, addr)...))
+		if err != nil || r.Endpoint.Addr != addr {
+			t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, addr)
+		}
+		r.Done(errReset)
+	}
+	synctest.Wait()
+}
+
 func TestPanicModePicksAmongAll(t *testing.T) {
 	as := addrs(4)
 	// Round robin: every node gets picks (P2C would keep off the costliest).
@@ -605,16 +620,7 @@ func TestCappedEjectionIsNotDeferredOntoStaleFailures(t *testing.T) {
 				Jitter: 0.0001, MaxEjectedShare: 0.1})) // one node of 3 at once
 		defer b.Close()
 		synctest.Wait()
-		fail := func(addr string) {
-			for range 3 {
-				r, err := b.Pick(context.Background(), Exclude(others(as, addr)...))
-				if err != nil || r.Endpoint.Addr != addr {
-					t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, addr)
-				}
-				r.Done(errReset)
-			}
-			synctest.Wait()
-		}
+		fail := func(addr string) { failOn(t, b, as, addr, 3) }
 		fail(as[0]) // ejected for 10 s, breaker open for 12 s
 		time.Sleep(time.Second)
 		fail(as[1]) // ejection refused by the cap; breaker open for 12 s (until 13 s)
@@ -641,18 +647,8 @@ func TestCappedNodeStillFailingIsEjectedLater(t *testing.T) {
 				Jitter: 0.0001, MaxEjectedShare: 0.1}))
 		defer b.Close()
 		synctest.Wait()
-		fail := func(addr string, n int) {
-			for range n {
-				r, err := b.Pick(context.Background(), Exclude(others(as, addr)...))
-				if err != nil || r.Endpoint.Addr != addr {
-					t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, addr)
-				}
-				r.Done(errReset)
-			}
-			synctest.Wait()
-		}
-		fail(as[0], 3)
-		fail(as[1], 5) // capped
+		failOn(t, b, as, as[0], 3)
+		failOn(t, b, as, as[1], 5) // capped
 		if status(b, as[1]).Ejected {
 			t.Fatal("ejected past the cap")
 		}
@@ -662,7 +658,7 @@ func TestCappedNodeStillFailingIsEjectedLater(t *testing.T) {
 			t.Fatal("first ejection did not end")
 		}
 		if !status(b, as[1]).Ejected {
-			fail(as[1], 3) // a new run
+			failOn(t, b, as, as[1], 3) // a new run
 		}
 		if !status(b, as[1]).Ejected {
 			t.Fatalf("a node still failing in rotation was not ejected once the cap allowed: %+v", status(b, as[1]))
@@ -685,14 +681,7 @@ func TestEjectionCapFollowsTheSetWhenItShrinks(t *testing.T) {
 		defer b.Close()
 		synctest.Wait()
 		for i, bad := range as[:2] {
-			for range 3 {
-				r, err := b.Pick(context.Background(), Exclude(others(as, bad)...))
-				if err != nil || r.Endpoint.Addr != bad {
-					t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, bad)
-				}
-				r.Done(errReset)
-			}
-			synctest.Wait()
+			failOn(t, b, as, bad, 3)
 			if i == 0 {
 				time.Sleep(time.Second) // the second ejection ends later
 			}
@@ -878,16 +867,7 @@ func TestEjectionMultiplierDecaysAfterCalm(t *testing.T) {
 				Jitter: 0.0001, MaxEjectedShare: 0.5}))
 		defer b.Close()
 		synctest.Wait()
-		fail := func() {
-			for range 3 {
-				r, err := b.Pick(context.Background(), Exclude(others(as, as[0])...))
-				if err != nil || r.Endpoint.Addr != as[0] {
-					t.Fatalf("pick %v, %v; want %s", r.Endpoint.Addr, err, as[0])
-				}
-				r.Done(errReset)
-			}
-			synctest.Wait()
-		}
+		fail := func() { failOn(t, b, as, as[0], 3) }
 		fail() // first ejection: 10 s
 		if !status(b, as[0]).Ejected {
 			t.Fatal("not ejected after 3 failures")
