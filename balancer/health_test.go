@@ -274,6 +274,24 @@ func others(all []string, not string) []string {
 	return out
 }
 
+// outlierRR returns a round-robin balancer over n nodes, without
+// breakers unless opts bring them, whose outlier detection ejects a node
+// after 3 consecutive failures for 10 s (times its multiplier, almost no
+// jitter), at most share of the set at once; its watcher; and the nodes'
+// addresses. Call it inside a bubble: it waits for the first picker.
+func outlierRR(t *testing.T, n int, share float64, opts ...Option) (*Balancer, *discoverytest.Watcher, []string) {
+	as := addrs(n)
+	w := discoverytest.NewAddrs(as...)
+	t.Cleanup(func() { w.Close() })
+	opts = append([]Option{WithPolicy(RoundRobin()), WithPanicThreshold(0), WithoutBreakers(),
+		WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 10 * time.Second,
+			Jitter: 0.0001, MaxEjectedShare: share})}, opts...)
+	b := New(w, opts...)
+	t.Cleanup(func() { b.Close() })
+	synctest.Wait()
+	return b, w, as
+}
+
 // failOn picks addr n times (every other node of as excluded) and reports
 // each request a transport failure, then waits for the balancer to act.
 // Call it inside a bubble.
@@ -611,15 +629,7 @@ func TestReseededNodeIsNotRaisedByAFastSample(t *testing.T) {
 // it out past its breaker's half-open time, for as long again.
 func TestCappedEjectionIsNotDeferredOntoStaleFailures(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		as := addrs(3)
-		w := discoverytest.NewAddrs(as...)
-		defer w.Close()
-		b := New(w, WithPolicy(RoundRobin()), WithPanicThreshold(0),
-			WithBreakers(breaker.Config{ConsecutiveFailures: 3, OpenTimeout: 12 * time.Second, Jitter: -1}),
-			WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 10 * time.Second,
-				Jitter: 0.0001, MaxEjectedShare: 0.1})) // one node of 3 at once
-		defer b.Close()
-		synctest.Wait()
+		b, _, as := outlierRR(t, 3, 0.1, WithBreakers(breaker.Config{ConsecutiveFailures: 3, OpenTimeout: 12 * time.Second, Jitter: -1})) // one node of 3 at once
 		fail := func(addr string) { failOn(t, b, as, addr, 3) }
 		fail(as[0]) // ejected for 10 s, breaker open for 12 s
 		time.Sleep(time.Second)
@@ -639,14 +649,7 @@ func TestCappedEjectionIsNotDeferredOntoStaleFailures(t *testing.T) {
 // ejected by its next run once a slot is free.
 func TestCappedNodeStillFailingIsEjectedLater(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		as := addrs(3)
-		w := discoverytest.NewAddrs(as...)
-		defer w.Close()
-		b := New(w, WithPolicy(RoundRobin()), WithPanicThreshold(0), WithoutBreakers(),
-			WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 10 * time.Second,
-				Jitter: 0.0001, MaxEjectedShare: 0.1}))
-		defer b.Close()
-		synctest.Wait()
+		b, _, as := outlierRR(t, 3, 0.1)
 		failOn(t, b, as, as[0], 3)
 		failOn(t, b, as, as[1], 5) // capped
 		if status(b, as[1]).Ejected {
@@ -672,14 +675,7 @@ func TestCappedNodeStillFailingIsEjectedLater(t *testing.T) {
 // set short of more nodes than the cap allows for up to MaxEjection.
 func TestEjectionCapFollowsTheSetWhenItShrinks(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		as := addrs(20)
-		w := discoverytest.NewAddrs(as...)
-		defer w.Close()
-		b := New(w, WithPolicy(RoundRobin()), WithPanicThreshold(0), WithoutBreakers(),
-			WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 10 * time.Second,
-				Jitter: 0.0001, MaxEjectedShare: 0.1})) // 2 of 20, 1 of 5
-		defer b.Close()
-		synctest.Wait()
+		b, w, as := outlierRR(t, 20, 0.1) // 2 of 20, 1 of 5
 		for i, bad := range as[:2] {
 			failOn(t, b, as, bad, 3)
 			if i == 0 {
@@ -859,14 +855,7 @@ func TestPanicModeLeavesOpenBreakersOut(t *testing.T) {
 // BaseEjection again, not for twice as long.
 func TestEjectionMultiplierDecaysAfterCalm(t *testing.T) {
 	bubble(t, func(t *testing.T) {
-		as := addrs(3)
-		w := discoverytest.NewAddrs(as...)
-		defer w.Close()
-		b := New(w, WithPolicy(RoundRobin()), WithPanicThreshold(0), WithoutBreakers(),
-			WithOutlierDetection(OutlierConfig{ConsecutiveFailures: 3, BaseEjection: 10 * time.Second,
-				Jitter: 0.0001, MaxEjectedShare: 0.5}))
-		defer b.Close()
-		synctest.Wait()
+		b, _, as := outlierRR(t, 3, 0.5)
 		fail := func() { failOn(t, b, as, as[0], 3) }
 		fail() // first ejection: 10 s
 		if !status(b, as[0]).Ejected {
