@@ -64,7 +64,10 @@ func WithoutBreakers() Option { return func(o *options) { o.breakers = false } }
 // WithBreakerEvents makes the balancer call fn for every breaker state
 // change, from a goroutine of the breaker Set (never under a lock), one
 // event at a time: a slow fn delays the events after it, but not the
-// picker, which the balancer updates before it calls fn.
+// picker, which the balancer updates before it calls fn. fn must not call
+// the Balancer's Close (nor that of an rpcclient.Client over it): Close
+// waits for the goroutine that runs fn, and would wait for ever; to close
+// on an event, close from another goroutine (go b.Close()).
 func WithBreakerEvents(fn func(breaker.Event)) Option {
 	return func(o *options) { o.onBreakerChange = fn }
 }

@@ -14,7 +14,10 @@ type Event struct {
 // breakers. fn runs on a single goroutine owned by the Set, one event at a
 // time, in the order the changes happened (in particular in order per
 // breaker), never under a breaker's lock: it may call [Breaker.State],
-// [Breaker.Allow] or [Set.Get]. A slow fn delays later events only; events
+// [Breaker.Allow] or [Set.Get]. It must not call [Set.Close] (nor close
+// what owns the Set, such as a balancer.Balancer): Close waits for the
+// goroutine that runs fn, and would wait for ever; hand it to another
+// goroutine instead. A slow fn delays later events only; events
 // queue without bound meanwhile and never block a breaker. Events of
 // breakers dropped by Retain are not reported, including those still
 // queued when Retain returns (only one that fn is already handling
