@@ -402,6 +402,102 @@ func TestCloseFailsPicksAndIsIdempotent(t *testing.T) {
 	}
 }
 
+// Close, called from two goroutines at once while picks are in flight and
+// discovery sends an update storm, returns (its goroutines gone: goleak),
+// and every later Pick fails with ErrClosed, whatever discovery still
+// sends. The Done of a pick made before Close, called after it from
+// another goroutine, neither blocks nor leaves the node's request in flight.
+// And a Balancer whose watcher never answers closes too.
+func TestConcurrentCloseDuringAnUpdateStormWithPicksInFlight(t *testing.T) {
+	bounded := func(what string, fn func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() { defer close(done); fn() }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%s has not returned after 2 s", what)
+		}
+	}
+	as := addrs(8)
+	for _, p := range []Policy{RoundRobin(), P2C(), Maglev(0)} {
+		t.Run(p.Name(), func(t *testing.T) {
+			b, w := newTest(t, as, WithPolicy(p), WithBreakers(breaker.Config{}))
+			held := make(chan Result, 1024)
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() {
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						r, err := b.Pick(context.Background(), HashKey(as[i%len(as)]))
+						if err != nil {
+							continue
+						}
+						select {
+						case held <- r: // ended after Close, elsewhere
+						default:
+							r.Done(nil)
+						}
+					}
+				})
+			}
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					w.SetAddrs(as[:4+i%5]...)
+				}
+			})
+			time.Sleep(50 * time.Millisecond)
+			bounded("two concurrent Closes", func() {
+				var cw sync.WaitGroup
+				cw.Go(func() { b.Close() })
+				cw.Go(func() { b.Close() })
+				cw.Wait()
+			})
+			w.SetAddrs(as...)
+			if _, err := b.Pick(context.Background()); !errors.Is(err, ErrClosed) {
+				t.Fatalf("Pick right after Close = %v; want ErrClosed", err)
+			}
+			close(stop)
+			wg.Wait()
+			close(held)
+			bounded("Done after Close", func() {
+				var dw sync.WaitGroup
+				for r := range held {
+					dw.Go(func() { r.Done(errReset) })
+				}
+				dw.Wait()
+			})
+			if _, err := b.Pick(context.Background()); !errors.Is(err, ErrClosed) {
+				t.Fatalf("Pick after Close and an update = %v; want ErrClosed", err)
+			}
+			for _, s := range b.Status() {
+				if s.InFlight != 0 {
+					t.Errorf("%s: %d in flight after every Done", s.Endpoint.Addr, s.InFlight)
+				}
+			}
+		})
+	}
+	t.Run("silent watcher", func(t *testing.T) {
+		w := discoverytest.New()
+		defer w.Close()
+		b := New(w)
+		bounded("Close of a Balancer whose watcher never answered", func() { b.Close() })
+		if _, err := b.Pick(context.Background()); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Pick after Close = %v; want ErrClosed", err)
+		}
+	})
+}
+
 func TestConcurrentPickDoneAndUpdates(t *testing.T) {
 	as := addrs(20)
 	for _, p := range []Policy{RoundRobin(), Random(), WeightedRoundRobin(), P2C(), Maglev(0)} {

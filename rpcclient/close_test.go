@@ -13,6 +13,7 @@ import (
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/discovery/discoverytest"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -181,4 +182,76 @@ func TestCloseReturnsAfterItsGoroutinesExit(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Close, called from two goroutines at once, returns with calls in every
+// stage: waiting for a reply from a server that holds it, waiting for a dial
+// to an address that never answers, and waiting for discovery's first
+// answer (a second client, over a watcher that never answers). Each call
+// then fails with ErrClosed, and both Closes return the same result.
+func TestConcurrentClosesWithCallsInEveryStage(t *testing.T) {
+	a := Arith{gate: make(chan struct{})}
+	slow := serveArith(t, &a)
+	hole := rpctest.Blackhole(t)
+	c, _ := newTestClient(t, []string{slow, hole}, WithDialTimeout(time.Minute), WithHeartbeat(0, 0),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin()), balancer.WithoutBreakers()))
+	silent := discoverytest.New()
+	defer silent.Close()
+	c2, err := New(silent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 20)
+	for i := range 16 {
+		cl := c
+		if i%4 == 3 {
+			cl = c2
+		}
+		go func() {
+			var r int
+			errc <- cl.Call(context.Background(), "Arith.Slow", Pair{1, 0}, &r)
+		}()
+	}
+	waitCalls(t, &a, 1)
+	time.Sleep(100 * time.Millisecond) // the other calls dial the blackhole, or wait for discovery
+	bounded := func(what string, fn func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() { defer close(done); fn() }()
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+			t.Fatalf("%s has not returned after 3 s", what)
+		}
+	}
+	var errs [4]error
+	bounded("concurrent Closes", func() {
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Go(func() {
+				if i%2 == 0 {
+					errs[i] = c.Close()
+				} else {
+					errs[i] = c2.Close()
+				}
+			})
+		}
+		wg.Wait()
+	})
+	for i := range 16 {
+		select {
+		case err := <-errc:
+			if !errors.Is(err, ErrClosed) {
+				t.Errorf("call %d after Close: %v; want ErrClosed", i, err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Fatalf("only %d of 16 calls returned 3 s after Close", i)
+		}
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Close %d: %v", i, err)
+		}
+	}
+	close(a.gate)
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -176,4 +177,67 @@ func TestMaxResponseMustBePositive(t *testing.T) {
 		t.Fatalf("WithMaxResponse(1, 1): %v", err)
 	}
 	w.Close()
+}
+
+// ResolveNow never blocks, even while the agent hangs every request (the
+// first read, then the forced reads it asks for), and from many goroutines
+// at once; Close, called from two goroutines while they call it, aborts the
+// hung read and returns once the watcher's goroutine has exited; Next then
+// returns discovery.ErrClosed, and ResolveNow after Close still returns.
+func TestResolveNowNeverBlocksOnAHungAgentAndCloseRacesIt(t *testing.T) {
+	f := newFakeAgent(t, func(*http.Request, int) (int, string, string) { return -1, "", "" })
+	w, err := New("web", WithAddress(f.addr()), WithResolveInterval(time.Millisecond), WithRequestTimeout(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bounded := func(what string, fn func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() { defer close(done); fn() }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%s has not returned after 2 s while the agent hangs", what)
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); f.n.Load() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher made no request")
+		}
+	}
+	stop := make(chan struct{})
+	var callers sync.WaitGroup
+	for range 4 {
+		callers.Add(1)
+		go func() {
+			defer callers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				w.ResolveNow()
+			}
+		}()
+	}
+	bounded("ResolveNow", w.ResolveNow)
+	time.Sleep(50 * time.Millisecond)
+	bounded("two concurrent Closes", func() {
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() { defer wg.Done(); w.Close() }()
+		}
+		wg.Wait()
+	})
+	close(stop)
+	callers.Wait()
+	bounded("ResolveNow after Close", w.ResolveNow)
+	bounded("a third Close", func() { w.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := w.Next(ctx); !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("Next after Close = %v; want discovery.ErrClosed", err)
+	}
 }

@@ -288,3 +288,48 @@ func TestSetStatusWithCancelledCtxIsDeterministic(t *testing.T) {
 		t.Fatalf("of 20 SetStatus calls with a cancelled ctx, all failing, %d changed the status the Registrar keeps", changed)
 	}
 }
+
+// Close returns within its documented bounds when the agent hangs every
+// request after the registration: the keep-alive in flight gets its 2 s
+// grace, the deregistration its 5 s, and Close reports the failure, from
+// both of two concurrent calls; the keep-alive goroutine is gone (goleak).
+func TestCloseWithAHungAgentIsBounded(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 1 && strings.HasPrefix(r.URL.Path, "/v1/agent/service/register") {
+			return // 200: registered
+		}
+		io.Copy(io.Discard, r.Body) // so that the server notices the client going away
+		<-r.Context().Done()        // hung from now on
+	}))
+	defer srv.Close()
+	reg, err := NewRegistrar(context.Background(), Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001",
+		Check: Check{TTL: 300 * time.Millisecond}}, WithAddress(strings.TrimPrefix(srv.URL, "http://")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); n.Load() < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no keep-alive request within 5 s")
+		}
+	}
+	start := time.Now()
+	var errs [2]error
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { errs[i] = reg.Close() })
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeGrace + 5*time.Second + 3*time.Second):
+		t.Fatalf("Close has not returned %v after it was called on a hung agent", time.Since(start).Round(time.Millisecond))
+	}
+	t.Logf("Close returned after %v", time.Since(start).Round(time.Millisecond))
+	for i, err := range errs {
+		if err == nil || err != errs[0] {
+			t.Errorf("Close %d = %v; want the deregistration's failure, the same from both calls", i, err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -381,6 +382,75 @@ func TestCloseWithWatchInFlight(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("Close took %v with etcd down", d)
 	}
+}
+
+// ResolveNow never blocks while etcd stalls (a proxy that holds back all
+// traffic: the forced lists it asks for hang to the request timeout), even
+// from several goroutines at once; Close, called from two goroutines while
+// they call it, returns once the watcher goroutine has exited, both calls
+// with the same result; Next then returns discovery.ErrClosed, and
+// ResolveNow after Close still returns.
+func TestResolveNowNeverBlocksOnAStalledEtcdAndCloseRacesIt(t *testing.T) {
+	srv, direct := startEtcd(t)
+	p := newProxy(t, srv.Hosts()[0])
+	cli := p.client(t)
+	put(t, direct, "svc/a", ep("a", "10.0.0.1:80"))
+	w, err := New(cli, "svc", WithLogger(tLogger(t)), WithRequestTimeout(time.Minute),
+		WithResolveInterval(time.Millisecond), WithProgressInterval(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSet(t, w, "a=10.0.0.1:80")
+	bounded := func(what string, fn func()) {
+		t.Helper()
+		done := make(chan struct{})
+		go func() { defer close(done); fn() }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%s has not returned after 2 s while etcd stalls", what)
+		}
+	}
+	p.blackhole(true)
+	stop := make(chan struct{})
+	var callers sync.WaitGroup
+	for range 4 {
+		callers.Add(1)
+		go func() {
+			defer callers.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				w.ResolveNow()
+			}
+		}()
+	}
+	bounded("ResolveNow", w.ResolveNow)
+	time.Sleep(100 * time.Millisecond) // a forced list is under way, and hangs
+	var errs [2]error
+	bounded("two concurrent Closes", func() {
+		var wg sync.WaitGroup
+		for i := range errs {
+			wg.Add(1)
+			go func() { defer wg.Done(); errs[i] = w.Close() }()
+		}
+		wg.Wait()
+	})
+	close(stop)
+	callers.Wait()
+	if errs[0] != errs[1] {
+		t.Errorf("concurrent Closes returned %v and %v; want the same result", errs[0], errs[1])
+	}
+	bounded("ResolveNow after Close", w.ResolveNow)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := w.Next(ctx); !errors.Is(err, discovery.ErrClosed) {
+		t.Fatalf("Next after Close = %v; want discovery.ErrClosed", err)
+	}
+	p.blackhole(false)
 }
 
 func TestNewRejects(t *testing.T) {
