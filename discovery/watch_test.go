@@ -30,6 +30,7 @@ func TestWatchErrors(t *testing.T) {
 		{"static:///10.0.0.1:0", "out of range"},
 		{"static:///", "no addresses"},
 		{"static://h:1/10.0.0.1:80", "authority"},
+		{"static:///10.0.0.1:80?tag=a", "no options"},
 		{"static:///10.0.0.1:80,10.0.0.1:80", "duplicate"},
 		{"static:///0.0.0.0:80", "unspecified"},
 		{"orders", "scheme"},
@@ -85,6 +86,18 @@ func TestRegisterReplacesAndIsUsed(t *testing.T) {
 	Register("test-scheme", builder("second", "10.9.9.2:9"))
 	if got := watchAddr(); got != "10.9.9.2:9" || strings.Join(used, ",") != "first,second" {
 		t.Fatalf("after a second Register: Watch gave %s, builders called %v; want 10.9.9.2:9 from second only", got, used)
+	}
+	// The target's scheme is matched without regard to case too.
+	w, err := Watch(t.Context(), "TEST-Scheme:///x")
+	if err != nil {
+		t.Fatalf("Watch with the scheme in upper case: %v", err)
+	}
+	w.Close()
+	if strings.Join(used, ",") != "first,second,second" {
+		t.Fatalf("Watch with the scheme in upper case called builders %v; want second again", used)
+	}
+	if tg, err := ParseTarget("STATIC:///10.0.0.1:80"); err != nil || tg.Scheme != "static" {
+		t.Fatalf(`ParseTarget("STATIC:///10.0.0.1:80") = scheme %q, %v; want "static"`, tg.Scheme, err)
 	}
 }
 

@@ -642,6 +642,10 @@ func TestTargets(t *testing.T) {
 		{"consul://127.0.0.1:8500/web?healthy=critical", "passing or warning"},
 		{"consul://127.0.0.1:8500/web?bogus=1", `unknown option "bogus"`},
 		{"consul://127.0.0.1:8500/web?dc=", "dc"},
+		{"consul://127.0.0.1:8500/web?dc=a&dc=b", "dc takes one"},
+		{"consul://127.0.0.1:8500/web?near=a&near=b", "near takes one"},
+		{"consul://127.0.0.1:8500/web?tag=a&tag=", "empty tag"},
+		{"consul://127.0.0.1:8500/web?healthy=passing&healthy=warning", "healthy takes one"},
 	} {
 		w, err := discovery.Watch(context.Background(), tc.target)
 		if err == nil {
@@ -660,6 +664,15 @@ func TestTargets(t *testing.T) {
 	cw := w.(*Watcher)
 	if cw.opts.datacenter != "dc1" || len(cw.opts.tags) != 2 || cw.opts.near != "_agent" || cw.opts.filter != "Service.Port > 0" || !cw.opts.allowWarning {
 		t.Fatalf("options from target: %+v", cw.opts)
+	}
+	w.Close()
+	// healthy=passing is the default: instances at warning are not served.
+	w, err = discovery.Watch(context.Background(), "consul://127.0.0.1:1/web?healthy=passing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.(*Watcher).opts.allowWarning {
+		t.Errorf("healthy=passing: allowWarning = true, want false")
 	}
 	w.Close()
 }
