@@ -1,7 +1,9 @@
 package consul
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -88,10 +90,28 @@ func TestCloseDuringReRegistrationLeavesNothingRegistered(t *testing.T) {
 	front := agentFront(t, a.Addr(), func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy) {
 		if strings.HasPrefix(r.URL.Path, "/v1/agent/service/register") && registers.Add(1) == 2 {
 			// The re-registration: the agent applies it 100 ms late,
-			// whether or not the client still waits.
+			// whether or not the client still waits. The body is read
+			// first, and the proxy writes to a recorder: a ResponseWriter
+			// of a connection the client closed (Close cancelled the
+			// request) makes ReverseProxy cancel the forwarded request
+			// too, and the agent would never apply it.
+			body, err := io.ReadAll(r.Body)
 			close(held)
+			if err != nil {
+				t.Errorf("reading the re-registration: %v", err)
+				close(applied)
+				return
+			}
 			time.Sleep(100 * time.Millisecond)
-			rp.ServeHTTP(w, r.Clone(context.WithoutCancel(r.Context())))
+			fwd := r.Clone(context.WithoutCancel(r.Context()))
+			fwd.Body = io.NopCloser(bytes.NewReader(body))
+			rec := httptest.NewRecorder()
+			rp.ServeHTTP(rec, fwd)
+			if rec.Code != http.StatusOK {
+				t.Errorf("the agent answered the held re-registration %d: %s", rec.Code, rec.Body)
+			}
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
 			close(applied)
 			return
 		}

@@ -333,3 +333,67 @@ func TestCloseWithAHungAgentIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// A SetStatus whose keep-alive slot it got keeps the new status even when
+// sending it fails: the next keep-alive sends it (SetStatus's doc).
+func TestSetStatusKeepsTheStatusWhenSendingItFails(t *testing.T) {
+	a := consultest.Start(t)
+	var fail atomic.Bool
+	front := agentFront(t, a.Addr(), func(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy) {
+		if strings.HasPrefix(r.URL.Path, "/v1/agent/check/update/") && fail.Load() {
+			http.Error(w, "agent busy", http.StatusInternalServerError)
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})
+	reg, err := NewRegistrar(context.Background(), Registration{Name: "web", ID: "web-1", Addr: "127.0.0.1:9001",
+		Check: Check{TTL: 600 * time.Millisecond}}, WithAddress(front))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	fail.Store(true)
+	if err := reg.SetStatus(context.Background(), api.HealthCritical); err == nil {
+		t.Fatal("SetStatus succeeded with the agent failing the update")
+	}
+	fail.Store(false)
+	agent := agentClient(t, a).Agent()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		checks, err := agent.Checks()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := checks["service:web-1"]
+		if c != nil && c.Status == api.HealthCritical {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after a SetStatus(critical) whose send failed, the agent's check is %+v; want the keep-alives to send critical", c)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// The defaults Registration and Check document: weights 1 and 1, a
+// critical instance removed after 1 minute, TCP and HTTP checks every 10 s.
+func TestRegistrationDefaults(t *testing.T) {
+	for _, c := range []Check{{TTL: time.Second}, {TCP: "127.0.0.1:9001"}, {HTTP: "http://127.0.0.1:9001/health"}} {
+		reg, _, err := agentRegistration(Registration{Name: "web", Addr: "127.0.0.1:9001", Check: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reg.ID != "web-127.0.0.1-9001" {
+			t.Errorf("default ID %q, want web-127.0.0.1-9001", reg.ID)
+		}
+		if reg.Weights == nil || reg.Weights.Passing != 1 || reg.Weights.Warning != 1 {
+			t.Errorf("default weights %+v, want passing 1, warning 1", reg.Weights)
+		}
+		if d := reg.Check.DeregisterCriticalServiceAfter; d != time.Minute.String() {
+			t.Errorf("default DeregisterCriticalServiceAfter %q, want %q", d, time.Minute.String())
+		}
+		if c.TTL == 0 && reg.Check.Interval != (10*time.Second).String() {
+			t.Errorf("default interval %q, want 10s", reg.Check.Interval)
+		}
+	}
+}
