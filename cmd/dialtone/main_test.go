@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/rpc"
 	"net/rpc/jsonrpc"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/internal/etcdtest"
 	"go.uber.org/goleak"
 )
@@ -66,6 +68,38 @@ func TestWatchStaticPrintsTheSet(t *testing.T) {
 	}
 }
 
+// lkgWatcher's first State holds a last known good set and a registry
+// error, as a Watcher publishes after an outage.
+type lkgWatcher struct{ closed chan struct{} }
+
+func (w lkgWatcher) Next(ctx context.Context) (discovery.State, error) {
+	select {
+	case <-w.closed:
+		return discovery.State{}, discovery.ErrClosed
+	default:
+	}
+	return discovery.State{Version: 2, Synced: time.Now(), Err: errors.New("registry down"),
+		Endpoints: []discovery.Endpoint{{ID: "a", Addr: "10.0.0.1:80", Weight: 1}}}, nil
+}
+func (lkgWatcher) ResolveNow()    {}
+func (w lkgWatcher) Close() error { close(w.closed); return nil }
+
+// watch -once exits 1 only when the first set holds only a registry error:
+// one that still shows a last known good set is a success.
+func TestWatchOnceWithALastKnownGoodSetSucceeds(t *testing.T) {
+	discovery.Register("dialtone-lkg-test", func(context.Context, discovery.Target) (discovery.Watcher, error) {
+		return lkgWatcher{closed: make(chan struct{})}, nil
+	})
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), []string{"watch", "-once", "dialtone-lkg-test:///svc"}, &stdout, &stderr)
+	if code != exitOK {
+		t.Errorf("exit status %d, want 0 for a first set with endpoints and an error; stderr: %s", code, stderr.String())
+	}
+	if out := stdout.String(); !strings.Contains(out, "1 endpoint") || !strings.Contains(out, "error: registry down (showing the last known good set)") {
+		t.Errorf("output lacks the set and the error:\n%s", out)
+	}
+}
+
 func TestWatchOnceShowsTheRegistryError(t *testing.T) {
 	// Nothing listens on port 1: Consul's first answer is an error.
 	var stdout, stderr strings.Builder
@@ -75,6 +109,9 @@ func TestWatchOnceShowsTheRegistryError(t *testing.T) {
 	}
 	if out := stdout.String(); !strings.Contains(out, "0 endpoints") || !strings.Contains(out, "error: ") || !strings.Contains(out, "connection refused") {
 		t.Errorf("output lacks the count and the discovery error:\n%s", out)
+	}
+	if out := stdout.String(); strings.Contains(out, "last known good") {
+		t.Errorf("output claims a last known good set with none to show:\n%s", out)
 	}
 }
 
@@ -119,6 +156,8 @@ func TestUsageErrors(t *testing.T) {
 		{"help", "frobnicate"},
 		{"watch"},
 		{"watch", "a", "b"},
+		{"watch", "static:///127.0.0.1:1", "extra"},
+		{"watch", "-once", "static:///127.0.0.1:1", "extra"},
 		{"watch", "-bogus", "static:///127.0.0.1:1"},
 		{"watch", "nope"},
 		{"watch", "zk:///x"},
@@ -127,7 +166,11 @@ func TestUsageErrors(t *testing.T) {
 		{"call", "static:///127.0.0.1:1", "Echo.Echo", "{not json"},
 	} {
 		var stdout, stderr strings.Builder
-		if code := run(context.Background(), args, &stdout, &stderr); code != exitUsage {
+		// A usage error is found before the context matters; a cancelled
+		// one ends at once a run that wrongly went on.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if code := run(ctx, args, &stdout, &stderr); code != exitUsage {
 			t.Errorf("run(%q): exit status %d, want 2", args, code)
 		}
 		if stdout.Len() > 0 {
