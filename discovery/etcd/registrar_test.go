@@ -482,3 +482,71 @@ func noKeysLeft(t *testing.T, ctx context.Context, cli *clientv3.Client) {
 		t.Errorf("%d keys left under svc/ after Close; want 0", len(resp.Kvs))
 	}
 }
+
+// A first write that etcd applied but whose answer was lost fails
+// NewRegistrar, and the caller, who has no Registrar to Close, must not
+// find the key registered: NewRegistrar revokes the lease it granted.
+func TestNewRegistrarFailingAfterAnAppliedWriteLeavesNoKey(t *testing.T) {
+	srv, other := startEtcd(t)
+	cli := srv.Client(t)
+	faults := &putFaults{KV: cli.KV, hanging: make(chan struct{})}
+	faults.armed.Store(true) // the first Put is applied, and answered with an error
+	cli.KV = faults
+	r, err := NewRegistrar(testCtx(t), cli, "svc", discovery.Endpoint{ID: "n1", Addr: "10.0.0.1:80"},
+		WithTTL(30*time.Second), WithRegistrarLogger(tLogger(t)))
+	if err == nil {
+		r.Close()
+		t.Fatal("NewRegistrar succeeded with its write answered by an error")
+	}
+	if l, _ := keyLease(t, other, "svc/n1"); l != 0 {
+		t.Fatalf("after NewRegistrar failed (%v), the key is registered on lease %x: the lease was not revoked", err, int64(l))
+	}
+}
+
+// WithTTL rounds up to whole seconds: a key outlives its process at least
+// the TTL asked for.
+func TestRegistrarTTLRoundsUp(t *testing.T) {
+	_, cli := startEtcd(t)
+	r := newRegistrar(t, cli, "svc", discovery.Endpoint{ID: "n1", Addr: "10.0.0.1:80"}, WithTTL(1500*time.Millisecond))
+	lease, _ := keyLease(t, cli, r.Key())
+	ttl, err := cli.TimeToLive(testCtx(t), lease)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ttl.GrantedTTL != 2 {
+		t.Fatalf("WithTTL(1.5s) granted a %d s lease; want 2 s", ttl.GrantedTTL)
+	}
+}
+
+// The first registration after a healthy lease goes at once: the backoff
+// of earlier losses does not carry over a lease etcd kept alive (run's
+// attempt count is reset by a keepalive response).
+func TestRegistrarLeaseLostAgainAfterAHealthyLeaseRegistersAtOnce(t *testing.T) {
+	srv, cli := startEtcd(t)
+	other := srv.Client(t)
+	r := newRegistrar(t, cli, "svc", discovery.Endpoint{ID: "n1", Addr: "10.0.0.1:80"},
+		WithTTL(30*time.Second), WithRegistrarBackoff(time.Second, 10*time.Second))
+	ctx := testCtx(t)
+	for i := range 4 {
+		lease, rev := keyLease(t, other, r.Key())
+		if lease == 0 {
+			t.Fatalf("loss %d: key not registered", i)
+		}
+		// Long enough for a keepalive response (the client sends the
+		// first within 500 ms): the lease is healthy.
+		time.Sleep(1500 * time.Millisecond)
+		wch := other.Watch(ctx, r.Key(), clientv3.WithRev(rev+1), clientv3.WithFilterDelete())
+		revoked := time.Now()
+		if _, err := other.Revoke(ctx, lease); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-wch:
+		case <-ctx.Done():
+			t.Fatalf("loss %d: key not registered again", i)
+		}
+		if gap := time.Since(revoked); gap > 600*time.Millisecond {
+			t.Fatalf("loss %d of a healthy lease: registered again after %v; want at once (no backoff)", i, gap.Round(time.Millisecond))
+		}
+	}
+}

@@ -320,6 +320,40 @@ func TestResolveNowFresh(t *testing.T) {
 	waitSet(t, w, "a=10.0.0.1:80")
 }
 
+// A ResolveNow inside the resolve interval of the last forced list is not
+// dropped: it is served at the interval's end.
+func TestResolveNowInsideTheIntervalIsServedAtItsEnd(t *testing.T) {
+	_, cli := startEtcd(t)
+	const interval = 400 * time.Millisecond
+	listed := make(chan time.Time, 100)
+	w := startWatcher(t, cli, "svc", WithResolveInterval(interval), func(o *options) {
+		o.onList = func(int64) {
+			select {
+			case listed <- time.Now():
+			default:
+			}
+		}
+	})
+	waitSet(t, w)
+	<-listed
+	w.ResolveNow()
+	var first time.Time
+	select {
+	case first = <-listed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ResolveNow did not list")
+	}
+	w.ResolveNow() // inside the interval
+	select {
+	case second := <-listed:
+		if gap := second.Sub(first); gap < interval-50*time.Millisecond {
+			t.Errorf("a ResolveNow inside the interval listed %v after the last forced list; want at least %v", gap, interval)
+		}
+	case <-time.After(interval + time.Second):
+		t.Fatalf("a ResolveNow inside the interval was not served within %v", interval+time.Second)
+	}
+}
+
 func TestResolveNowCoalesced(t *testing.T) {
 	_, cli := startEtcd(t)
 	const interval = 200 * time.Millisecond
