@@ -507,14 +507,14 @@ func TestNewRegistrarFailingAfterAnAppliedWriteLeavesNoKey(t *testing.T) {
 // the TTL asked for.
 func TestRegistrarTTLRoundsUp(t *testing.T) {
 	_, cli := startEtcd(t)
-	r := newRegistrar(t, cli, "svc", discovery.Endpoint{ID: "n1", Addr: "10.0.0.1:80"}, WithTTL(1500*time.Millisecond))
+	r := newRegistrar(t, cli, "svc", discovery.Endpoint{ID: "n1", Addr: "10.0.0.1:80"}, WithTTL(2500*time.Millisecond))
 	lease, _ := keyLease(t, cli, r.Key())
 	ttl, err := cli.TimeToLive(testCtx(t), lease)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ttl.GrantedTTL != 2 {
-		t.Fatalf("WithTTL(1.5s) granted a %d s lease; want 2 s", ttl.GrantedTTL)
+	if ttl.GrantedTTL != 3 {
+		t.Fatalf("WithTTL(2.5s) granted a %d s lease; want 3 s", ttl.GrantedTTL)
 	}
 }
 
