@@ -146,7 +146,7 @@ func TestTargetErrorsHideCredentials(t *testing.T) {
 		"consull://127.0.0.1:8500/svc?token=hunter2",      // an unknown scheme
 		"consul://127.0.0.1:8500/svc?tag=a;token=hunter2", // ';' is refused, and the error quotes the target
 		"consul://127.0.0.1:8500/svc?token=hunter2;tag=a",
-		"consul://127.0.0.1:8500/svc?auth=hunter2",        // sensitiveKey's "auth"
+		"consul://127.0.0.1:8500/svc?auth=hunter2",         // sensitiveKey's "auth"
 		"consul://127.0.0.1:8500/svc?X-Auth=hunter2&tag=a", // matched anywhere in the key, any case
 	} {
 		if w, err := Watch(t.Context(), s); err == nil {

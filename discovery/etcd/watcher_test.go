@@ -346,11 +346,14 @@ func TestResolveNowInsideTheIntervalIsServedAtItsEnd(t *testing.T) {
 	w.ResolveNow() // inside the interval
 	select {
 	case second := <-listed:
-		if gap := second.Sub(first); gap < interval-50*time.Millisecond {
-			t.Errorf("a ResolveNow inside the interval listed %v after the last forced list; want at least %v", gap, interval)
+		// Measured from the end of the first list, which started the
+		// interval a little earlier: half of it is a bound a slow list
+		// on a loaded machine cannot break.
+		if gap := second.Sub(first); gap < interval/2 {
+			t.Errorf("a ResolveNow inside the interval listed %v after the last forced list; want about %v", gap, interval)
 		}
-	case <-time.After(interval + time.Second):
-		t.Fatalf("a ResolveNow inside the interval was not served within %v", interval+time.Second)
+	case <-time.After(interval + 4*time.Second): // dropped, it is never served
+		t.Fatalf("a ResolveNow inside the interval was not served within %v", interval+4*time.Second)
 	}
 }
 
