@@ -515,3 +515,39 @@ func TestLastCloseOfAConnectionRetiredForALateRequest(t *testing.T) {
 		t.Fatalf("LastClose %q: the request encoded fine; its deadline passed meanwhile", msg)
 	}
 }
+
+// A full pool makes no more dials: WithPoolSize(n) is n connections, not
+// n+1 or a pool that grows with every call once it is full (mutation
+// review: "len(conns) <= size" grew it without bound, and no test failed).
+func TestPoolStaysAtItsSize(t *testing.T) {
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithPoolSize(2), withoutNodeHealth())
+	e := c.endpoint(srv.Addr())
+	waitFull := time.Now().Add(5 * time.Second)
+	for {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+		if live, _ := liveConns(e); live >= 2 {
+			break
+		}
+		if time.Now().After(waitFull) {
+			t.Fatalf("the pool of 2 never filled: %+v", endpointStatus(c, srv.Addr()))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for range 200 {
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // a dial started by the last calls ends
+	if live, all := liveConns(e); all != 2 || live != 2 {
+		t.Fatalf("pool of 2 after 200 calls: %d connections (%d live), want 2", all, live)
+	}
+	if st := endpointStatus(c, srv.Addr()); st.Dials != 2 {
+		t.Fatalf("pool of 2 after 200 calls: %+v, want 2 dials", st)
+	}
+}

@@ -1,6 +1,7 @@
 package backoff
 
 import (
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -21,6 +22,32 @@ func TestDelayBoundsAndGrowth(t *testing.T) {
 			}
 		}
 		want *= 1.6
+	}
+}
+
+// The +-20 % jitter spreads both ways around the delay: below it as often
+// as above, and reaching near both ends (mutation review: a jitter of
+// 1 + J*u, only upward, passed TestDelayBoundsAndGrowth).
+func TestJitterSpreadsBothWays(t *testing.T) {
+	p := Policy{Base: time.Second, Factor: 1.6, Max: 120 * time.Second, Jitter: 0.2}
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{0, 3, 30} { // 30: at the cap
+		want := min(float64(time.Second)*math.Pow(1.6, float64(n)), float64(120*time.Second))
+		var below, above int
+		lo, hi := math.Inf(1), math.Inf(-1)
+		for range 1000 {
+			d := float64(p.Delay(n, r)) / want
+			lo, hi = min(lo, d), max(hi, d)
+			if d < 1 {
+				below++
+			} else {
+				above++
+			}
+		}
+		if below < 400 || above < 400 || lo > 0.82 || hi < 1.18 {
+			t.Fatalf("attempt %d: %d delays below %v, %d above, spread x%.3f..x%.3f; want about half each way over x0.8..x1.2",
+				n, below, time.Duration(want), above, lo, hi)
+		}
 	}
 }
 
