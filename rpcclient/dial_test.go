@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -620,6 +621,52 @@ func TestDialNamesTheServiceOfAPrefixWithATrailingSlash(t *testing.T) {
 		}
 		if c.service != "orders" {
 			t.Errorf("Dial(%q) names the service %q, want \"orders\"", target, c.service)
+		}
+		c.Close()
+	}
+}
+
+// Connections use TCP keepalive with the period WithKeepAlive sets, 30 s
+// by default (the package doc, DESIGN.md), and none when it is negative:
+// the socket says so (Linux: TCP_KEEPIDLE). The option's value alone was
+// checked (TestDocumentedDefaults); a dialer that dropped it, Go's 15 s,
+// passed every test (mutation review).
+func TestConnectionsUseTheKeepAlive(t *testing.T) {
+	srv := rpctest.Start(t)
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		on   bool
+		idle time.Duration
+	}{
+		{"default", nil, true, 30 * time.Second},
+		{"WithKeepAlive(7s)", []Option{WithKeepAlive(7 * time.Second)}, true, 7 * time.Second},
+		{"WithKeepAlive(-1)", []Option{WithKeepAlive(-1)}, false, 0},
+	} {
+		c, _ := newTestClient(t, []string{srv.Addr()}, tc.opts...)
+		var r rpctest.EchoReply
+		if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+			t.Fatal(err)
+		}
+		e := c.endpoint(srv.Addr())
+		e.mu.Lock()
+		nc := e.conns[0].nc
+		e.mu.Unlock()
+		sc, err := nc.(*net.TCPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var on, idle int
+		var serr error
+		if err := sc.Control(func(fd uintptr) {
+			if on, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); serr == nil {
+				idle, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE)
+			}
+		}); err != nil || serr != nil {
+			t.Fatal(err, serr)
+		}
+		if (on != 0) != tc.on || tc.on && time.Duration(idle)*time.Second != tc.idle {
+			t.Errorf("%s: SO_KEEPALIVE %d, TCP_KEEPIDLE %d s; want keepalive %v, period %v", tc.name, on, idle, tc.on, tc.idle)
 		}
 		c.Close()
 	}

@@ -520,3 +520,29 @@ func TestDroppedEndpointsDialDoesNotQuarantineItsSuccessor(t *testing.T) {
 		t.Fatalf("a call on the successor: %d, %v", sum, err)
 	}
 }
+
+// The read timeout guards a connection with calls pending only: an idle
+// one, silent for many read timeouts with the heartbeat off, stays up and
+// serves the next call without a redial (the heartbeat's doc; mutation
+// review: a check that ignored the calls pending closed every idle
+// connection after the read timeout, and no test failed).
+func TestReadTimeoutSparesAnIdleConnection(t *testing.T) {
+	srv := rpctest.Start(t)
+	const readTimeout = 100 * time.Millisecond
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithHeartbeat(0, 0), WithReadTimeout(readTimeout), WithMaxAttempts(1))
+	var r rpctest.EchoReply
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(6 * readTimeout)
+	if st := endpointStatus(c, srv.Addr()); st.State != Ready || st.Dials != 1 || st.LastClose != nil {
+		t.Fatalf("after %v idle with a read timeout of %v: %+v, want Ready after 1 dial, no connection closed",
+			6*readTimeout, readTimeout, st)
+	}
+	if err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{}, &r); err != nil {
+		t.Fatal(err)
+	}
+	if st := endpointStatus(c, srv.Addr()); st.Dials != 1 {
+		t.Fatalf("the call after the idle spell redialled: %+v", st)
+	}
+}

@@ -470,3 +470,43 @@ func TestCancelEndsALargeWrite(t *testing.T) {
 		t.Fatal("the call was still writing 5 s after its cancel")
 	}
 }
+
+// A request smaller than writeChunk, which the cancellation watch does not
+// cover, is still bounded by its deadline when the peer stops reading: the
+// deadline is the connection's write deadline. With the heartbeat off and
+// a long read timeout nothing else ends that write (mutation review: a
+// start that set no write deadline passed every test, the 16 MiB request
+// of TestBlockedWriteIsBounded being cut by the watch). Calls go one after
+// another into the peer's full buffers until one blocks in its write.
+func TestSmallBlockedWriteIsBoundedByItsDeadline(t *testing.T) {
+	c, _ := newTestClient(t, []string{sink(t)}, WithHeartbeat(0, 0), WithReadTimeout(time.Minute),
+		WithMaxAttempts(1), withoutNodeHealth())
+	args := &rpctest.EchoArgs{Msg: strings.Repeat("x", writeChunk/2)}
+	const n, timeout = 600, time.Second // 600 x 32 KiB: more than loopback's buffers hold
+	var wg sync.WaitGroup
+	var slow atomic.Int64
+	done := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			start := time.Now()
+			var r rpctest.EchoReply
+			if err := c.Call(ctx, "Echo.Echo", args, &r); err == nil {
+				t.Error("a call to a peer that never reads succeeded")
+			}
+			if time.Since(start) > timeout+2*time.Second {
+				slow.Add(1)
+			}
+		})
+	}
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("calls with a %v deadline still blocked after 15 s: a write to a peer that does not read ignores the deadline", timeout)
+	}
+	if s := slow.Load(); s > 0 {
+		t.Fatalf("%d calls with a %v deadline returned more than 2 s late", s, timeout)
+	}
+}
