@@ -484,3 +484,38 @@ func TestCancelledRequestOfExactlyTheBufferSizeIsSent(t *testing.T) {
 		t.Fatalf("4095 bytes: %d sent, %v", n, err)
 	}
 }
+
+// slowPing is a heartbeat service whose answers take delay.
+type slowPing struct{ delay time.Duration }
+
+func (p slowPing) Ping(args int, reply *int) error {
+	time.Sleep(p.delay)
+	*reply = args
+	return nil
+}
+
+// WithHeartbeat(interval, timeout) gives each ping the timeout, not the
+// interval: pings every 20 ms to a server whose answers take 150 ms, each
+// allowed 600 ms, keep an idle connection up (mutation review: the two
+// swapped, the defaults being 1 s and 1 s, passed every test). Swapped, the
+// second 600 ms tick (the first sees the call's reply) sends a ping allowed
+// 20 ms, and the connection closes.
+func TestPingGetsTheHeartbeatTimeoutNotTheInterval(t *testing.T) {
+	const every, timeout, answer = 20 * time.Millisecond, 600 * time.Millisecond, 150 * time.Millisecond
+	addr := serveRPC(t, func(s *rpc.Server) error {
+		if err := s.Register(&Arith{}); err != nil {
+			return err
+		}
+		return s.RegisterName(HeartbeatService, slowPing{answer})
+	}, func() {})
+	c, _ := newTestClient(t, []string{addr}, WithHeartbeat(every, timeout), WithReadTimeout(time.Minute), WithMaxAttempts(1))
+	var sum int
+	if err := c.Call(context.Background(), "Arith.Add", Pair{A: 1, B: 2}, &sum); err != nil || sum != 3 {
+		t.Fatalf("Add = %d, %v", sum, err)
+	}
+	time.Sleep(1500 * time.Millisecond) // many pings, each answered within its timeout
+	if st := endpointStatus(c, addr); st.State != Ready || st.Dials != 1 || st.LastClose != nil {
+		t.Fatalf("pings answered in %v with a %v timeout: %+v, want Ready after 1 dial, no connection closed",
+			answer, timeout, st)
+	}
+}
