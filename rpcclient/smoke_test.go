@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
@@ -276,6 +277,59 @@ func TestHugeReplyFailsOnlyItsOwnCall(t *testing.T) {
 	}
 	if n := a.calls.Load(); n != 3 {
 		t.Fatalf("server saw %d Slow calls, want 3 (the idempotent one twice, the other once)", n)
+	}
+}
+
+// An oversized reply counts against its node once, for its own call: the
+// calls beside it lost the connection for that call's sake (this side
+// closed it), no outcome of the node's (see conn.read). Here three calls
+// in flight beside it and a breaker that opens on the third consecutive
+// failure: it stays closed, and the next call goes to the node (mutation
+// review: the classification inverted, the three counted, passed every
+// test).
+func TestHugeReplyCountsOnceAgainstItsNode(t *testing.T) {
+	a := Arith{gate: make(chan struct{})}
+	addr := serveArith(t, &a)
+	var mu sync.Mutex
+	var events []breaker.Event
+	c, _ := newTestClient(t, []string{addr}, WithMaxMessageSize(64<<10), WithMaxAttempts(1),
+		WithBalancer(
+			balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 3, FailureRatio: -1, OpenTimeout: time.Minute, MaxOpenTimeout: time.Minute}),
+			balancer.WithBreakerEvents(func(e breaker.Event) {
+				mu.Lock()
+				events = append(events, e)
+				mu.Unlock()
+			}),
+			balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	beside := make(chan error, 3)
+	for i := range 3 {
+		go func() {
+			var r int
+			beside <- c.Call(ctx, "Arith.Slow", Pair{i, 0}, &r)
+		}()
+	}
+	waitCalls(t, &a, 3) // all wait in Slow, on the one connection
+	var s string
+	if err := c.Call(ctx, "Arith.Big", Pair{1 << 20, 0}, &s); !errors.Is(err, ErrMessageTooLarge) {
+		t.Fatalf("1 MiB reply with a 64 KiB cap: %v", err)
+	}
+	for range 3 {
+		if err := <-beside; !errors.Is(err, ErrConnClosed) {
+			t.Fatalf("a call beside the huge reply: %v, want ErrConnClosed", err)
+		}
+	}
+	close(a.gate)
+	var sum int
+	if err := c.Call(ctx, "Arith.Add", Pair{1, 2}, &sum); err != nil || sum != 3 {
+		t.Fatalf("the next call to the node: %d, %v", sum, err)
+	}
+	time.Sleep(50 * time.Millisecond) // breaker events are delivered on their own goroutine
+	mu.Lock()
+	defer mu.Unlock()
+	if len(events) != 0 {
+		t.Fatalf("one oversized reply with three calls beside it changed the node's breaker: %+v", events)
 	}
 }
 
