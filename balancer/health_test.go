@@ -15,6 +15,7 @@ import (
 
 	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/discovery/discoverytest"
+	"github.com/dialtone-go/dialtone/internal/returns"
 )
 
 var errReset = io.ErrUnexpectedEOF // a transport error: counts as a failure
@@ -409,16 +410,7 @@ func TestCloseFailsPicksAndIsIdempotent(t *testing.T) {
 // another goroutine, neither blocks nor leaves the node's request in flight.
 // And a Balancer whose watcher never answers closes too.
 func TestConcurrentCloseDuringAnUpdateStormWithPicksInFlight(t *testing.T) {
-	bounded := func(what string, fn func()) {
-		t.Helper()
-		done := make(chan struct{})
-		go func() { defer close(done); fn() }()
-		select {
-		case <-done:
-		case <-time.After(2 * time.Second):
-			t.Fatalf("%s has not returned after 2 s", what)
-		}
-	}
+	bounded := func(what string, fn func()) { t.Helper(); returns.Within(t, 2*time.Second, what, fn) }
 	as := addrs(8)
 	for _, p := range []Policy{RoundRobin(), P2C(), Maglev(0)} {
 		t.Run(p.Name(), func(t *testing.T) {

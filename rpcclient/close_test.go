@@ -14,6 +14,7 @@ import (
 	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/discovery/discoverytest"
+	"github.com/dialtone-go/dialtone/internal/returns"
 	"github.com/dialtone-go/dialtone/internal/rpctest"
 )
 
@@ -214,16 +215,7 @@ func TestConcurrentClosesWithCallsInEveryStage(t *testing.T) {
 	}
 	waitCalls(t, &a, 1)
 	time.Sleep(100 * time.Millisecond) // the other calls dial the blackhole, or wait for discovery
-	bounded := func(what string, fn func()) {
-		t.Helper()
-		done := make(chan struct{})
-		go func() { defer close(done); fn() }()
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-			t.Fatalf("%s has not returned after 3 s", what)
-		}
-	}
+	bounded := func(what string, fn func()) { t.Helper(); returns.Within(t, 3*time.Second, what, fn) }
 	var errs [4]error
 	bounded("concurrent Closes", func() {
 		var wg sync.WaitGroup

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/internal/returns"
 )
 
 // A plain read (the first one, the one after an error, ResolveNow's
@@ -190,16 +191,7 @@ func TestResolveNowNeverBlocksOnAHungAgentAndCloseRacesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bounded := func(what string, fn func()) {
-		t.Helper()
-		done := make(chan struct{})
-		go func() { defer close(done); fn() }()
-		select {
-		case <-done:
-		case <-time.After(2 * time.Second):
-			t.Fatalf("%s has not returned after 2 s while the agent hangs", what)
-		}
-	}
+	bounded := func(what string, fn func()) { t.Helper(); returns.Within(t, 2*time.Second, what, fn) }
 	for deadline := time.Now().Add(5 * time.Second); f.n.Load() == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the watcher made no request")

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/dialtone-go/dialtone/discovery"
+	"github.com/dialtone-go/dialtone/internal/returns"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -438,16 +439,7 @@ func TestResolveNowNeverBlocksOnAStalledEtcdAndCloseRacesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitSet(t, w, "a=10.0.0.1:80")
-	bounded := func(what string, fn func()) {
-		t.Helper()
-		done := make(chan struct{})
-		go func() { defer close(done); fn() }()
-		select {
-		case <-done:
-		case <-time.After(2 * time.Second):
-			t.Fatalf("%s has not returned after 2 s while etcd stalls", what)
-		}
-	}
+	bounded := func(what string, fn func()) { t.Helper(); returns.Within(t, 2*time.Second, what, fn) }
 	p.blackhole(true)
 	stop := make(chan struct{})
 	var callers sync.WaitGroup
