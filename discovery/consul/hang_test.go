@@ -197,22 +197,7 @@ func TestResolveNowNeverBlocksOnAHungAgentAndCloseRacesIt(t *testing.T) {
 			t.Fatal("the watcher made no request")
 		}
 	}
-	stop := make(chan struct{})
-	var callers sync.WaitGroup
-	for range 4 {
-		callers.Add(1)
-		go func() {
-			defer callers.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				w.ResolveNow()
-			}
-		}()
-	}
+	stopCallers := returns.Loop(4, w.ResolveNow)
 	bounded("ResolveNow", w.ResolveNow)
 	time.Sleep(50 * time.Millisecond)
 	bounded("two concurrent Closes", func() {
@@ -223,8 +208,7 @@ func TestResolveNowNeverBlocksOnAHungAgentAndCloseRacesIt(t *testing.T) {
 		}
 		wg.Wait()
 	})
-	close(stop)
-	callers.Wait()
+	stopCallers()
 	bounded("ResolveNow after Close", w.ResolveNow)
 	bounded("a third Close", func() { w.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -441,22 +441,7 @@ func TestResolveNowNeverBlocksOnAStalledEtcdAndCloseRacesIt(t *testing.T) {
 	waitSet(t, w, "a=10.0.0.1:80")
 	bounded := func(what string, fn func()) { t.Helper(); returns.Within(t, 2*time.Second, what, fn) }
 	p.blackhole(true)
-	stop := make(chan struct{})
-	var callers sync.WaitGroup
-	for range 4 {
-		callers.Add(1)
-		go func() {
-			defer callers.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				w.ResolveNow()
-			}
-		}()
-	}
+	stopCallers := returns.Loop(4, w.ResolveNow)
 	bounded("ResolveNow", w.ResolveNow)
 	time.Sleep(100 * time.Millisecond) // a forced list is under way, and hangs
 	var errs [2]error
@@ -468,8 +453,7 @@ func TestResolveNowNeverBlocksOnAStalledEtcdAndCloseRacesIt(t *testing.T) {
 		}
 		wg.Wait()
 	})
-	close(stop)
-	callers.Wait()
+	stopCallers()
 	if errs[0] != errs[1] {
 		t.Errorf("concurrent Closes returned %v and %v; want the same result", errs[0], errs[1])
 	}

@@ -1,9 +1,11 @@
-// Package returns bounds a call that a test expects to return: the tests of
-// promises such as "never blocks" and "Close waits for its goroutines" use
-// it, with a bound generous enough for a loaded machine.
+// Package returns serves the tests of promises such as "never blocks" and
+// "Close waits for its goroutines": Within bounds a call a test expects to
+// return, with a bound generous enough for a loaded machine, and Loop keeps
+// callers busy around it.
 package returns
 
 import (
+	"sync"
 	"testing"
 	"time"
 )
@@ -20,4 +22,24 @@ func Within(t testing.TB, d time.Duration, what string, fn func()) {
 	case <-time.After(d):
 		t.Fatalf("%s has not returned after %v", what, d)
 	}
+}
+
+// Loop calls fn over and over on n goroutines until stop is called; stop
+// waits for them to return. Call stop once.
+func Loop(n int, fn func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				fn()
+			}
+		})
+	}
+	return func() { close(done); wg.Wait() }
 }
