@@ -8,6 +8,7 @@ import (
 	"net/rpc"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -416,38 +417,19 @@ func TestConcurrentCloseDuringAnUpdateStormWithPicksInFlight(t *testing.T) {
 		t.Run(p.Name(), func(t *testing.T) {
 			b, w := newTest(t, as, WithPolicy(p), WithBreakers(breaker.Config{}))
 			held := make(chan Result, 1024)
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for range 4 {
-				wg.Go(func() {
-					for i := 0; ; i++ {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						r, err := b.Pick(context.Background(), HashKey(as[i%len(as)]))
-						if err != nil {
-							continue
-						}
-						select {
-						case held <- r: // ended after Close, elsewhere
-						default:
-							r.Done(nil)
-						}
-					}
-				})
-			}
-			wg.Go(func() {
-				for i := 0; ; i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					w.SetAddrs(as[:4+i%5]...)
+			var picks, updates atomic.Uint64
+			stopPicks := returns.Loop(4, func() {
+				r, err := b.Pick(context.Background(), HashKey(as[picks.Add(1)%uint64(len(as))]))
+				if err != nil {
+					return
+				}
+				select {
+				case held <- r: // ended after Close, elsewhere
+				default:
+					r.Done(nil)
 				}
 			})
+			stopUpdates := returns.Loop(1, func() { w.SetAddrs(as[:4+updates.Add(1)%5]...) })
 			time.Sleep(50 * time.Millisecond)
 			bounded("two concurrent Closes", func() {
 				var cw sync.WaitGroup
@@ -459,8 +441,8 @@ func TestConcurrentCloseDuringAnUpdateStormWithPicksInFlight(t *testing.T) {
 			if _, err := b.Pick(context.Background()); !errors.Is(err, ErrClosed) {
 				t.Fatalf("Pick right after Close = %v; want ErrClosed", err)
 			}
-			close(stop)
-			wg.Wait()
+			stopPicks()
+			stopUpdates()
 			close(held)
 			bounded("Done after Close", func() {
 				var dw sync.WaitGroup
