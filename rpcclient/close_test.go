@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -175,14 +176,50 @@ func TestCloseReturnsAfterItsGoroutinesExit(t *testing.T) {
 		w.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r) // starts a dial that outlives it
 		cancel()
 		w.Close()
-		buf := make([]byte, 1<<20)
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		for _, fn := range []string{"rpcclient.(*endpoint).run", "rpcclient.(*Client).maintain"} {
-			if strings.Contains(stacks, fn) {
-				t.Fatalf("client %d: %s still running after Close returned", i, fn)
-			}
+		if fn := busyIn(runtime.Stack, "rpcclient.(*endpoint).run", "rpcclient.(*Client).maintain"); fn != "" {
+			t.Fatalf("client %d: %s still running after Close returned", i, fn)
 		}
 	}
+}
+
+// busyIn returns the first of fns that some goroutine, in the dump stack
+// writes, is still running anything under, or "". A goroutine whose last
+// act is its deferred wg.Done can be seen by the waiter it woke before it
+// exits: it counts as done when it has no frame above fn's, or only the
+// WaitGroup's (see finishing).
+func busyIn(stack func([]byte, bool) int, fns ...string) string {
+	buf := make([]byte, 1<<20)
+	for _, g := range strings.Split(string(buf[:stack(buf, true)]), "\n\n") {
+		lines := strings.Split(g, "\n")
+		for _, fn := range fns {
+			at := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "github.com/dialtone-go/dialtone/"+fn+"(") })
+			if at < 0 {
+				continue
+			}
+			if finishing(lines[1:at]) {
+				continue
+			}
+			return fn
+		}
+	}
+	return ""
+}
+
+// finishing reports whether the frames above a goroutine's fn (with their
+// file lines) are only those of its last wg.Done: WaitGroup methods and the
+// sync and runtime functions they call.
+func finishing(above []string) bool {
+	wg := len(above) == 0
+	for _, l := range above {
+		if strings.HasPrefix(l, "\t") {
+			continue
+		}
+		if !strings.HasPrefix(l, "sync.") && !strings.HasPrefix(l, "internal/sync.") && !strings.HasPrefix(l, "runtime.") {
+			return false
+		}
+		wg = wg || strings.HasPrefix(l, "sync.(*WaitGroup).")
+	}
+	return wg
 }
 
 // Close, called from two goroutines at once, returns with calls in every
