@@ -455,3 +455,41 @@ func TestAgedConnectionClosesWithNothingInFlight(t *testing.T) {
 		t.Fatalf("%d of %d requests written on a connection being retired were then failed by its retirement (errAged), with the request sent", lost, rounds)
 	}
 }
+
+// WithMaxConnectionAge documents its age as d "give or take 10 %", jittered
+// so that a client's connections do not all turn over at once. Each new
+// connection's age (expires - born) must lie in [0.9d, 1.1d] and spread over
+// that whole range: 500 connections, split into 10 bins of 2 % each, must
+// leave no bin empty. For uniform jitter, the chance that some bin stays
+// empty is at most 10 x 0.9^500 (about 1e-22): the test does not flake. It
+// fails if the jitter is removed (every age is d), narrowed, made one-sided,
+// or widened past 10 %.
+func TestMaxConnectionAgeJitterSpansTenPercent(t *testing.T) {
+	const d = time.Hour // no connection reaches it during the test
+	o := defaultOptions()
+	o.heartbeat, o.readTimeout = 0, 0
+	o.maxConnAge = d
+	var cwg sync.WaitGroup
+	const n, bins = 500, 10
+	var hits [bins]int
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for range n {
+		a, b := net.Pipe()
+		cn := newConn("pipe", a, &o, nil, nil, &cwg)
+		r := float64(cn.expires.Sub(cn.born)) / float64(d)
+		cn.close(errTestEnd)
+		b.Close()
+		lo, hi = min(lo, r), max(hi, r)
+		if r < 0.9-1e-9 || r > 1.1+1e-9 {
+			t.Fatalf("a connection's age is %.4f x WithMaxConnectionAge; want within [0.9, 1.1] (give or take 10 %%)", r)
+		}
+		hits[min(int((r-0.9)/0.2*bins), bins-1)]++
+	}
+	cwg.Wait()
+	for i, h := range hits {
+		if h == 0 {
+			t.Fatalf("no connection age in [%.2f, %.2f) x d over %d connections (ages from %.4f to %.4f, per 2 %% bin %v); want the jitter to spread over the whole +-10 %%",
+				0.9+0.2*float64(i)/bins, 0.9+0.2*float64(i+1)/bins, n, lo, hi, hits)
+		}
+	}
+}

@@ -787,3 +787,37 @@ func TestSnapshotKeysStaySorted(t *testing.T) {
 	}
 	w.publish(snap, time.Now())
 }
+
+// A ResolveNow made while a list is in flight (here the first one, after
+// its read) is not served by that list, whose read may predate the call: it
+// stays pending and forces one more list at once (no forced list yet, so
+// the resolve interval does not hold it back). It is neither lost nor
+// repeated.
+func TestResolveNowDuringAListIsServedByTheNextList(t *testing.T) {
+	_, cli := startEtcd(t)
+	listed := make(chan time.Time, 100)
+	ready := make(chan struct{})
+	var w *Watcher
+	first := true
+	w = startWatcher(t, cli, "svc", func(o *options) {
+		o.onList = func(int64) {
+			if first { // the watcher goroutine only
+				first = false
+				<-ready
+				w.ResolveNow()
+			}
+			listed <- time.Now()
+		}
+	})
+	close(ready)
+	<-listed
+	select {
+	case <-listed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a ResolveNow made during the first list was lost")
+	}
+	time.Sleep(time.Second)
+	if n := w.lists.Load(); n != 2 {
+		t.Fatalf("%d lists after one ResolveNow during the first list; want 2", n)
+	}
+}
