@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -133,4 +134,14 @@ func maglevSet(n int) ([]entry, []*node) {
 		ready[i] = entry{idx: uint32(i), weight: float32(i%10 + 1)}
 	}
 	return ready, nodes
+}
+
+// readyMaglevSel returns the Maglev selector of a lookup table of the given
+// size over ready, every one of nodes in rotation, bounded by c x total.
+func readyMaglevSel(ready []entry, nodes []*node, size uint64, c float64, total *atomic.Int64) *maglevSel {
+	pos := make([]int32, len(nodes))
+	for j, e := range ready {
+		pos[e.idx] = int32(j)
+	}
+	return newMaglevSel(ready, nodes, ready, pos, maglevTable(ready, nodes, size), c, total)
 }

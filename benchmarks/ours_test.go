@@ -214,6 +214,7 @@ func init() {
 			{"dialtone-health", balancer.RoundRobin()},
 			{"dialtone-wrr-health", balancer.WeightedRoundRobin()},
 			{"dialtone-p2c-health", balancer.P2C()},
+			{"dialtone-maglev-health", balancer.Maglev(0)},
 		} {
 			b.Run("peer="+v.name+"/n=1000", func(b *testing.B) {
 				w := newSeqWatcher(sets)
