@@ -91,7 +91,7 @@ func newMaglevSel(ready []entry, nodes []*node, all []entry, pos []int32, table 
 	for _, e := range ready {
 		sum += float64(e.weight)
 	}
-	return &maglevSel{ready: ready, nodes: nodes, all: all, pos: pos, table: table, c: c, sumW: sum, total: total}
+	return &maglevSel{ready: ready, nodes: nodes, all: all, pos: pos, table: table, dense: len(ready) == len(nodes), c: c, sumW: sum, total: total}
 }
 
 type maglevSel struct {
@@ -100,6 +100,7 @@ type maglevSel struct {
 	all   []entry  // every node, with the weight the table was built with
 	pos   []int32  // a node's place in ready, -1 when out of rotation
 	table []uint32 // node indexes (into nodes)
+	dense bool     // every node is in rotation, ready[k] is nodes[k] (see picker.dense)
 	c     float64
 	sumW  float64       // the ready nodes' weights, summed
 	total *atomic.Int64 // in-flight requests over all nodes
@@ -107,7 +108,12 @@ type maglevSel struct {
 
 // at returns the place in ready of the node in table slot t, -1 when it is
 // out of rotation.
-func (s *maglevSel) at(t uint64) int { return int(s.pos[s.table[t]]) }
+func (s *maglevSel) at(t uint64) int {
+	if s.dense { // the usual case, without a dependent load
+		return int(s.table[t])
+	}
+	return int(s.pos[s.table[t]])
+}
 
 func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 	m := uint64(len(s.table))
