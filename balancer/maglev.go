@@ -88,10 +88,17 @@ func (m maglev) build(ready []entry, nodes []*node, b *Balancer) selector {
 // its place in ready, bounded by c x total.
 func newMaglevSel(ready []entry, nodes []*node, all []entry, pos []int32, table []uint32, c float64, total *atomic.Int64) *maglevSel {
 	sum := 0.0
-	for _, e := range ready {
-		sum += float64(e.weight)
+	var cum []float64 // only when some node is out of rotation
+	if len(ready) < len(all) {
+		cum = make([]float64, len(ready))
 	}
-	return &maglevSel{ready: ready, nodes: nodes, all: all, pos: pos, table: table, dense: len(ready) == len(nodes), c: c, sumW: sum, total: total}
+	for j, e := range ready {
+		sum += float64(e.weight)
+		if cum != nil {
+			cum[j] = sum
+		}
+	}
+	return &maglevSel{ready: ready, nodes: nodes, all: all, pos: pos, table: table, dense: len(ready) == len(nodes), c: c, sumW: sum, cum: cum, total: total}
 }
 
 type maglevSel struct {
@@ -103,6 +110,7 @@ type maglevSel struct {
 	dense bool     // every node is in rotation, ready[k] is nodes[k] (see picker.dense)
 	c     float64
 	sumW  float64       // the ready nodes' weights, summed
+	cum   []float64     // cum[j]: the weights of ready[:j+1], summed; nil when every node is in rotation
 	total *atomic.Int64 // in-flight requests over all nodes
 }
 
@@ -121,8 +129,17 @@ func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 		if j := s.at(rand.Uint64N(m)); j >= 0 {
 			return j, 0
 		}
-		// A slot of a node out of rotation: the successors of another.
-		return s.walk(rand.Uint64(), func(int) bool { return true }), 0
+		// A slot of a node out of rotation: a node in rotation drawn by
+		// weight. The table's slots are far from random one after
+		// another, so the next slot's node (walk) would take a node's
+		// share of them whatever its weight: 0.86x and 1.08x of their
+		// weighted share for two nodes of ten with the three heaviest
+		// out. The nodes in rotation hold slots in proportion to their
+		// weights (the table is built with the weights they have here),
+		// so a pick lands on each in proportion to its weight either way.
+		x := rand.Float64() * s.sumW
+		j, _ := slices.BinarySearch(s.cum, x)
+		return min(j, len(s.cum)-1), 0
 	}
 	idx := s.at(h % m)
 	limit := s.limit()

@@ -1484,3 +1484,45 @@ func TestMaglevTableIsTheAlgorithmsTable(t *testing.T) {
 		}
 	}
 }
+
+// Maglev picks without a HashKey follow the weights of the nodes in
+// rotation also while some listed node is out of rotation (review finding:
+// a pick that drew a slot of a node out walked on to the next slot's node,
+// and Maglev's table is far from random slot by slot: with 1 of 3 equal
+// nodes quarantined the other two split the picks up to 61/39).
+func TestMaglevKeylessPicksFollowTheWeightsWithANodeOut(t *testing.T) {
+	as := addrs(3)
+	b, _ := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
+	const picks = 30000
+	for _, out := range as {
+		b.Quarantine(out, time.Hour)
+		waitFor(t, b, "the node quarantined", func(p *picker) bool { return len(p.ready) == len(as)-1 })
+		got := count(t, b, picks, nil)
+		for _, a := range as {
+			if a != out {
+				within(t, fmt.Sprintf("keyless picks of %s with %s quarantined", a, out), got[a], picks/2, picks/40)
+			}
+		}
+		b.Quarantine(out, 0)
+		waitFor(t, b, "the node back", func(p *picker) bool { return len(p.ready) == len(as) })
+	}
+	// Uneven weights, the three heaviest of ten out.
+	ws := map[string]int{}
+	as = addrs(10)
+	for i, a := range as {
+		ws[a] = i + 1
+	}
+	b2, w := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers())
+	w.Set(eps(ws)...)
+	waitFor(t, b2, "the weights", func(p *picker) bool { return len(p.ready) == len(as) && p.ready[0].weight != p.ready[1].weight })
+	for _, a := range as[7:] {
+		b2.Quarantine(a, time.Hour)
+	}
+	waitFor(t, b2, "the nodes quarantined", func(p *picker) bool { return len(p.ready) == 7 })
+	const many = 280000
+	got := count(t, b2, many, nil)
+	for i, a := range as[:7] {
+		want := many * (i + 1) / 28
+		within(t, fmt.Sprintf("keyless picks of the weight-%d node", i+1), got[a], want, want/20)
+	}
+}
