@@ -29,7 +29,7 @@ import (
 //
 // The table is over every node discovery lists. A node out of rotation
 // (breaker open, ejected, quarantined) keeps its slots, and a key whose
-// slot it holds goes to the node of another slot the key draws (see home):
+// slot it holds goes to the node of another slot the key draws (a rehash):
 // the node's keys spread over the others by weight and come back with it,
 // and no other key moves.
 //
