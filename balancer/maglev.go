@@ -137,23 +137,18 @@ func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 		// out. The nodes in rotation hold slots in proportion to their
 		// weights (the table is built with the weights they have here),
 		// so a pick lands on each in proportion to its weight either way.
-		x := rand.Float64() * s.sumW
-		j, _ := slices.BinarySearch(s.cum, x)
-		return min(j, len(s.cum)-1), 0
+		return s.byWeight(rand.Float64()), 0
 	}
-	idx := s.home(h)
+	idx := s.at(h % m)
+	if idx < 0 {
+		idx = s.home(h)
+	}
 	limit := s.limit()
-	if idx >= 0 && s.under(idx, limit) {
+	if s.under(idx, limit) {
 		return idx, 0 // the usual case
 	}
 	if j := s.walk(h, func(j int) bool { return j != idx && s.under(j, limit) }); j >= 0 {
 		return j, 0
-	}
-	if idx < 0 {
-		// Every node at its limit (picks running beside this one raised
-		// the counts), and the key's own out of rotation: its first
-		// successor in rotation.
-		return s.walk(h, func(int) bool { return true }), 0
 	}
 	return idx, 0 // every node at its limit: picks running beside this one raised the counts
 }
@@ -163,9 +158,10 @@ func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 // hold one once in 65,536 keys.
 const rehashes = 16
 
-// home returns the place in ready of the key's node: its slot's node, or,
-// when that one is out of rotation, the node of the first slot in rotation
-// that the key's rehashes draw; -1 when they draw none. A node in rotation
+// home returns the place in ready of the node for a key whose own slot
+// holds a node out of rotation: the node of the first slot in rotation
+// that the key's rehashes draw, or, when they draw none (nearly every node
+// is out), a node in rotation the key draws by weight. A node in rotation
 // holds slots in proportion to its weight, so the keys of the nodes out
 // spread over the others in proportion to theirs, and come back with them.
 // (The next slot's node did not: Maglev's table is far from random slot by
@@ -173,9 +169,6 @@ const rehashes = 16
 // weighted share of the keys and another 1.19x.)
 func (s *maglevSel) home(h uint64) int {
 	m := uint64(len(s.table))
-	if j := s.at(h % m); j >= 0 {
-		return j
-	}
 	for r := uint64(1); r <= rehashes; r++ {
 		z := h + r*0x9e3779b97f4a7c15 // splitmix64
 		z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
@@ -184,7 +177,14 @@ func (s *maglevSel) home(h uint64) int {
 			return j
 		}
 	}
-	return -1
+	return s.byWeight(float64(h>>11) / (1 << 53))
+}
+
+// byWeight returns the place in ready of the node in rotation at u in [0,
+// 1) of the weights in rotation; only when some node is out (cum is set).
+func (s *maglevSel) byWeight(u float64) int {
+	j, _ := slices.BinarySearch(s.cum, u*s.sumW)
+	return min(j, len(s.cum)-1)
 }
 
 // limit is the bounded load to share out: c x the in-flight load, this

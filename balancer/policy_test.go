@@ -1561,3 +1561,29 @@ func TestMaglevKeysOfNodesOutSpreadByWeight(t *testing.T) {
 		within(t, fmt.Sprintf("keys of the weight-%d node", i+1), got[a], want, want/12)
 	}
 }
+
+// With nearly every node out of rotation a key's rehashes seldom draw a
+// slot in rotation; the key then draws a node in rotation by weight, the
+// same one every time, instead of walking the table to the next slot in
+// rotation, which took 9.1 us a pick with 2 of 10,000 nodes left and split
+// the keys of two equal nodes 2691 to 1309.
+func TestMaglevKeysWithNearlyEveryNodeOut(t *testing.T) {
+	as := addrs(1000)
+	b, _ := newTest(t, as, WithPolicy(Maglev(0)), WithoutBreakers(), WithPanicThreshold(0))
+	for _, a := range as[2:] {
+		b.Quarantine(a, time.Hour)
+	}
+	waitFor(t, b, "998 nodes quarantined", func(p *picker) bool { return len(p.ready) == 2 })
+	const keys = 4000
+	first := keyNodes(t, b, keys)
+	got := map[string]int{}
+	for k, a := range keyNodes(t, b, keys) {
+		if a != first[k] {
+			t.Fatalf("key %s went to %s, then to %s", k, first[k], a)
+		}
+		got[a]++
+	}
+	for _, a := range as[:2] {
+		within(t, "keys of "+a, got[a], keys/2, keys/10)
+	}
+}
