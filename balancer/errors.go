@@ -46,6 +46,8 @@ func (e *Error) Error() string {
 		msg = fmt.Sprintf("%v for an unnamed service (balancer.WithService names it)", e.Kind)
 	}
 	switch {
+	case e.Kind == ErrNoEndpoints && e.Discovery == ErrNoStateYet:
+		msg += ": " + ErrNoStateYet.Error()
 	case e.Kind == ErrNoEndpoints && e.Discovery != nil:
 		msg += fmt.Sprintf(": discovery failed: %v", e.Discovery)
 	case e.Kind == ErrNoEndpoints:

@@ -671,3 +671,31 @@ func TestConnectionsUseTheKeepAlive(t *testing.T) {
 		c.Close()
 	}
 }
+
+// A call whose deadline ends while discovery has not answered yet must say
+// so: the message named only "discovery failed: discovery has not answered
+// yet", sending the user to debug a registry that had not failed, when the
+// caller's deadline was what ended the call.
+func TestDeadlineWaitingForDiscoveryIsNamed(t *testing.T) {
+	silent := discoverytest.New()
+	defer silent.Close()
+	c, err := New(silent, WithBalancer(balancer.WithService("greeter")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	var r int
+	err = c.Call(ctx, "Arith.Add", Pair{1, 2}, &r)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want it to wrap context.DeadlineExceeded", err)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, context.DeadlineExceeded.Error()) {
+		t.Errorf("message %q does not name the deadline", msg)
+	}
+	if strings.Contains(msg, "discovery failed") {
+		t.Errorf("message %q says discovery failed; it has not answered yet", msg)
+	}
+}

@@ -168,6 +168,11 @@ func (e *Error) Error() string {
 	var said []error
 	for _, r := range e.Errs {
 		stop := r == ErrOutcomeUnknown || r == ErrRetryBudget || r == ErrClosed
+		// The caller's context, when it ended the call and the last
+		// cause does not say so (a wait for discovery, a retry backoff).
+		if r == context.Canceled || r == context.DeadlineExceeded {
+			stop = !errors.Is(e.Err, r)
+		}
 		if stop && r != e.Err && !slices.Contains(said, r) {
 			said = append(said, r)
 			fmt.Fprintf(&b, " (%v)", r)
