@@ -635,6 +635,9 @@ func setKey(args any, key string) error {
 //     whose encoding outlasted the attempt's deadline or cancellation
 //     (nothing was sent).
 //
+// Nor is a reply that arrived and does not decode into the caller's value
+// (a *replyError): every node would answer the call so.
+//
 // Nor is an attempt whose connection this side closed for another caller's
 // sake (a write that caller's deadline cut short, or a reply still arriving
 // after its caller gave up): a *localCloseError. The request was sent, so
@@ -652,9 +655,10 @@ func nodeOutcome(err error) error {
 	var dw *dialWaitError
 	var ee *encodeError
 	var sw *slotWaitError
+	var re *replyError
 	// ErrClosed: this client's Close failed the call (a connection it
 	// closed, a dial it ended), which says nothing about the node either.
-	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) || errors.As(err, &sw) ||
+	if errors.As(err, &de) || errors.As(err, &be) || errors.As(err, &dc) || errors.As(err, &dw) || errors.As(err, &ee) || errors.As(err, &sw) || errors.As(err, &re) ||
 		isLocalClose(err) || errors.Is(err, ErrClosed) || isEncodedLate(err) {
 		return errNoOutcome
 	}

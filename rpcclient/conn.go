@@ -499,8 +499,9 @@ func (c *conn) read() {
 		// One call's reply body did not decode into its caller's value
 		// (a reply of the wrong type, a panic in its GobDecode) or was
 		// over the size cap: this side closes the connection for that
-		// call's sake, as for a caller's write deadline. The broken
-		// call counts against the node, once; the calls beside are no
+		// call's sake, as for a caller's write deadline. An oversized
+		// reply counts against the node, once; one that does not decode
+		// counts for nothing (see replyError). The calls beside are no
 		// outcome of its (a *localCloseError, see nodeOutcome), and the
 		// death is no sign the peer went away (see endpoint.lostLocked).
 		// Each of them counted as a failure: one bad reply with four
@@ -601,8 +602,23 @@ func (c *conn) bodyError(err error) error {
 		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
 		return fmt.Errorf("%w: %s: reply cut short: %w", ErrConnClosed, c.addr, err)
 	}
-	return fmt.Errorf("%w: reading the reply: %w", ErrCodec, err)
+	return &replyError{fmt.Errorf("%w: reading the reply: %w", ErrCodec, err)}
 }
+
+// replyError is a call's reply body that arrived and does not decode into
+// the caller's value, an ErrCodec: the caller's reply type is not the one
+// the method replies with (a bug at the call site, or a client and servers
+// of different versions), or the caller's own decoding (a GobDecode method)
+// failed or panicked. Every node would answer the call the same way, so it
+// is no outcome of the node's (see nodeOutcome): were it a failure, a call
+// site with the wrong type opened every node's breaker in a few calls, and
+// the client's other calls all failed for the open period. The connection
+// closes all the same (see conn.read): the message's type definitions, if
+// it brought any, did not reach this side's decoder.
+type replyError struct{ err error }
+
+func (e *replyError) Error() string { return e.err.Error() }
+func (e *replyError) Unwrap() error { return e.err }
 
 // fail closes the connection once and releases every pending call with err.
 func (c *conn) fail(err error) {

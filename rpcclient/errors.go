@@ -31,7 +31,10 @@ var (
 	// connection is closed.
 	ErrMessageTooLarge = errors.New("rpcclient: message too large")
 	// ErrCodec is wrapped by encoding and decoding errors. They are not
-	// retried: the same arguments would fail the same way.
+	// retried: the same arguments would fail the same way. Nor do they
+	// count against the node: args that do not encode, and a reply that
+	// does not decode into the caller's value, are the caller's (a reply
+	// closes its connection, whose gob stream it may leave out of step).
 	ErrCodec = errors.New("rpcclient: codec error")
 	// ErrHeartbeat means the peer stopped answering heartbeats; its
 	// connection was closed and the calls on it released.

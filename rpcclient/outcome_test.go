@@ -247,8 +247,9 @@ func TestAttemptTimeoutDuringATricklingReplyIsAFailure(t *testing.T) {
 // loses the connection through no fault of the node's nor its own. Each of
 // those used to count as one more failure of the node: one bad reply with
 // four calls beside it was five consecutive failures, the default
-// breaker's and ejection's threshold, on a healthy node. The bad reply
-// itself counts, once (FAULTS row 23: "count a failure").
+// breaker's and ejection's threshold, on a healthy node. An oversized reply
+// itself counts, once (FAULTS row 23: "count a failure"); one that does not
+// decode counts for nothing (TestWrongReplyTypeDoesNotOpenEveryBreaker).
 func TestBadReplyCountsOnceAgainstTheNode(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -447,7 +448,7 @@ func TestOutcomesOfRealCalls(t *testing.T) {
 			var r rpctest.EchoReply
 			return echo(context.Background(), c, &rpctest.EchoArgs{ReplyBytes: 1 << 20}, &r)
 		}},
-		{"reply of the wrong type", breaker.Failure, func(t *testing.T, c *Client, _ *rpctest.Proxy) error {
+		{"reply of the wrong type", breaker.Excluded, func(t *testing.T, c *Client, _ *rpctest.Proxy) error {
 			var r int
 			return echo(context.Background(), c, &rpctest.EchoArgs{}, &r)
 		}},
@@ -481,5 +482,28 @@ func TestOutcomesOfRealCalls(t *testing.T) {
 				t.Errorf("counted as %v, want %v (err %v)", got, tc.want, err)
 			}
 		})
+	}
+}
+
+// A reply that does not decode into the caller's value is a bug at the call
+// site (or a version skew), as args that do not encode are. Repeating it must
+// not take the whole service away from the client's correct calls. It did:
+// every node's breaker opened after a handful of such calls, and every other
+// call failed with ErrUnavailable for the open period (30 s).
+func TestWrongReplyTypeDoesNotOpenEveryBreaker(t *testing.T) {
+	var a, b Arith
+	c, _ := newTestClient(t, []string{serveArith(t, &a), serveArith(t, &b)})
+	for range 12 {
+		var wrong string // Arith.Add replies an int
+		if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &wrong); !errors.Is(err, ErrCodec) && !errors.Is(err, balancer.ErrUnavailable) {
+			t.Fatalf("wrong reply type: %v", err)
+		}
+	}
+	var r int
+	if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &r, Idempotent()); err != nil {
+		for _, st := range c.Balancer().Status() {
+			t.Logf("%s: breaker %v, ejected %v", st.Endpoint.Addr, st.Breaker, st.Ejected)
+		}
+		t.Fatalf("a correct call after 12 calls with the wrong reply type: %v", err)
 	}
 }
