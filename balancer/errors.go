@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -65,10 +66,26 @@ func (e *Error) Error() string {
 	return msg
 }
 
-// Unwrap returns Kind and the discovery error, for errors.Is.
+// Unwrap returns Kind and the discovery error, for errors.Is and
+// errors.As. The discovery error is the registry's, and so is any context
+// error inside it (a request to the registry that timed out): through an
+// Error, errors.Is finds neither context.Canceled nor
+// context.DeadlineExceeded in it, which a caller would take for its own
+// context's end.
 func (e *Error) Unwrap() []error {
 	if e.Discovery != nil {
-		return []error{e.Kind, e.Discovery}
+		return []error{e.Kind, registryError{e.Discovery}}
 	}
 	return []error{e.Kind}
 }
+
+// registryError is a discovery error seen through an Error (see Unwrap).
+type registryError struct{ err error }
+
+func (r registryError) Error() string { return r.err.Error() }
+
+func (r registryError) Is(target error) bool {
+	return target != context.Canceled && target != context.DeadlineExceeded && errors.Is(r.err, target)
+}
+
+func (r registryError) As(target any) bool { return errors.As(r.err, target) }

@@ -3,9 +3,11 @@ package balancer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/rpc"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -945,4 +947,26 @@ func TestEjectionMultiplierDecaysAfterCalm(t *testing.T) {
 			t.Fatalf("10.5 s into an ejection after a calm of 12 s (> BaseEjection): still ejected (%+v); the multiplier did not decay", s)
 		}
 	})
+}
+
+// A registry request that timed out is the registry's, not the caller's:
+// through a balancer Error, errors.Is must not find context.DeadlineExceeded
+// (or Canceled) in the discovery error, or a caller would take it for its
+// own deadline's end (newcomer review: a Call with a 6 s deadline returned
+// after 4 s, etcd's list timeout inside, and errors.Is(err,
+// context.DeadlineExceeded) held). The rest of the discovery error stays
+// reachable.
+func TestDiscoveryContextErrorIsNotTheCallers(t *testing.T) {
+	sentinel := errors.New("etcd: no leader")
+	var pe *os.PathError
+	for _, cause := range []error{context.DeadlineExceeded, context.Canceled} {
+		disc := fmt.Errorf("etcd: list %q: %w (%w)", "/services/greeter", sentinel, &os.PathError{Op: "read", Path: "x", Err: cause})
+		err := error(&Error{Service: "greeter", Kind: ErrNoEndpoints, Discovery: disc})
+		if errors.Is(err, cause) {
+			t.Errorf("errors.Is(%v, %v) = true; the registry's timeout is not the caller's", err, cause)
+		}
+		if !errors.Is(err, ErrNoEndpoints) || !errors.Is(err, sentinel) || !errors.As(err, &pe) {
+			t.Errorf("%v: the kind, the discovery error's sentinel or its *os.PathError is lost", err)
+		}
+	}
 }
