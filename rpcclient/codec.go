@@ -391,6 +391,11 @@ func (f *framedReader) charge(n int, inline bool) error {
 	return fmt.Errorf("%w: %d bytes of gob type definitions, cap %d", ErrMessageTooLarge, f.types, f.max)
 }
 
+// errBadFraming is a message whose length prefix no gob encoder writes: the
+// peer's stream is broken (not a reply of the caller's wrong type, which
+// replyError is).
+var errBadFraming = fmt.Errorf("%w: bad gob length prefix", ErrCodec)
+
 func (f *framedReader) startFrame() error {
 	b, err := f.r.Peek(1)
 	if err != nil {
@@ -400,7 +405,7 @@ func (f *framedReader) startFrame() error {
 	if b[0] > 0x7f {
 		n := int(-int8(b[0]))
 		if n < 1 || n > 8 {
-			return fmt.Errorf("%w: bad gob length prefix", ErrCodec)
+			return errBadFraming
 		}
 		hdr, err := f.r.Peek(1 + n)
 		if err != nil {

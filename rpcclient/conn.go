@@ -596,8 +596,8 @@ func (c *conn) bodyError(err error) error {
 	switch {
 	case dead != nil:
 		return fmt.Errorf("%w (while reading a reply)", dead)
-	case errors.Is(err, ErrMessageTooLarge):
-		return err
+	case errors.Is(err, ErrMessageTooLarge), errors.Is(err, errBadFraming):
+		return err // the peer's
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.As(err, &ne),
 		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET):
 		return fmt.Errorf("%w: %s: reply cut short: %w", ErrConnClosed, c.addr, err)

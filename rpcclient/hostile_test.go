@@ -517,3 +517,28 @@ func TestMaxMessageSizeBoundaryIsExact(t *testing.T) {
 		c.Close()
 	}
 }
+
+// A reply body whose gob framing is broken (a length prefix no gob encoder
+// writes) is the peer's fault, not a reply that does not decode into the
+// caller's value (see replyError): it counts against the node.
+func TestBrokenReplyFramingCountsAgainstTheNode(t *testing.T) {
+	addr := hostileServer(t, func(w *bufio.Writer, seq uint64) {
+		gob.NewEncoder(w).Encode(&rpc.Response{ServiceMethod: "Echo.Echo", Seq: seq})
+		w.Write([]byte{0xf0, 1, 2, 3}) // a 16-byte count: gob's is at most 8
+		w.Flush()
+	})
+	c, _ := newTestClient(t, []string{addr}, WithHeartbeat(0, 0),
+		WithBalancer(balancer.WithBreakers(breaker.Config{ConsecutiveFailures: 1, OpenTimeout: time.Hour}),
+			balancer.WithOutlierDetection(balancer.OutlierConfig{Disabled: true})))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var r rpctest.EchoReply
+	if err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r); !errors.Is(err, ErrCodec) {
+		t.Fatalf("a reply with a broken length prefix: %v; want ErrCodec", err)
+	}
+	for _, s := range c.Balancer().Status() {
+		if s.Breaker != breaker.Open {
+			t.Fatalf("node %s: breaker %v after a reply with broken framing; want open (a failure, one trips)", s.Endpoint.Addr, s.Breaker)
+		}
+	}
+}
