@@ -63,12 +63,17 @@ func (m maglev) build(ready []entry, nodes []*node, b *Balancer) selector {
 	now := mono()
 	all := make([]entry, len(nodes))
 	pos := make([]int32, len(nodes)) // in ready, or -1
-	for i, n := range nodes {
-		w, _ := b.weight(n, &b.eps[i], now)
-		all[i], pos[i] = entry{idx: uint32(i), weight: float32(w)}, -1
+	for i := range pos {
+		pos[i] = -1
 	}
 	for j, e := range ready {
-		all[e.idx].weight, pos[e.idx] = e.weight, int32(j) // as the picker weighs it
+		all[e.idx], pos[e.idx] = e, int32(j) // as the picker weighs it
+	}
+	for i, n := range nodes {
+		if pos[i] < 0 { // out of rotation: weighed as it would be in
+			w, _ := b.weight(n, &b.eps[i], now)
+			all[i] = entry{idx: uint32(i), weight: float32(w)}
+		}
 	}
 	var table []uint32
 	if prev, ok := b.picker.Load().sel.(*maglevSel); ok && slices.Equal(prev.nodes, nodes) && slices.Equal(prev.all, all) {
