@@ -35,7 +35,8 @@ import (
 //
 // The lookup table has 65537 entries (655373 when discovery lists more
 // than 4096 nodes, healthy or not), so Pick is one hash and one table read
-// whatever the number of nodes.
+// whatever the number of nodes (a few more for a key whose node is out of
+// rotation).
 func Maglev(loadFactor float64) Policy {
 	if !(loadFactor > 1) { // NaN too
 		loadFactor = 1.25
@@ -51,10 +52,10 @@ func (maglev) stats() statsMode { return statInFlight | statTotal } // bounded l
 func (m maglev) build(ready []entry, nodes []*node, b *Balancer) selector {
 	// The table is over every node discovery lists, whether in rotation
 	// or not, and a key whose slot holds a node out of rotation (breaker
-	// open, ejected, quarantined) walks on to the next slots' nodes (see
-	// walk). So a node going out moves its own keys only, and they come
-	// back with it; and a health change, which rebuilds the picker, reuses
-	// the table (a build takes 2 ms for 1,000 nodes and 25 ms for 10,000).
+	// open, ejected, quarantined) goes to another node (see home). So a
+	// node going out moves its own keys only, and they come back with it;
+	// and a health change, which rebuilds the picker, reuses the table (a
+	// build takes 2 ms for 1,000 nodes and 25 ms for 10,000).
 	// A node's share of the table follows its weight, Degraded health and
 	// slow start included, which only a new table can change.
 	//
@@ -135,13 +136,9 @@ func (s *maglevSel) first(h uint64, hasKey bool) (int, int64) {
 			return j, 0
 		}
 		// A slot of a node out of rotation: a node in rotation drawn by
-		// weight. The table's slots are far from random one after
-		// another, so the next slot's node (walk) would take a node's
-		// share of them whatever its weight: 0.86x and 1.08x of their
-		// weighted share for two nodes of ten with the three heaviest
-		// out. The nodes in rotation hold slots in proportion to their
-		// weights (the table is built with the weights they have here),
-		// so a pick lands on each in proportion to its weight either way.
+		// weight (not the next slot's node: see home). The nodes in
+		// rotation hold slots in proportion to their weights, so a pick
+		// lands on each in proportion to its weight either way.
 		return s.byWeight(rand.Float64()), 0
 	}
 	idx := s.at(h % m)
@@ -175,10 +172,7 @@ const rehashes = 16
 func (s *maglevSel) home(h uint64) int {
 	m := uint64(len(s.table))
 	for r := uint64(1); r <= rehashes; r++ {
-		z := h + r*0x9e3779b97f4a7c15 // splitmix64
-		z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
-		z = (z ^ z>>27) * 0x94d049bb133111eb
-		if j := s.at((z ^ z>>31) % m); j >= 0 {
+		if j := s.at(mix64(h+r*0x9e3779b97f4a7c15) % m); j >= 0 { // splitmix64's r-th draw from h
 			return j
 		}
 	}
@@ -343,10 +337,13 @@ func hashString(s string) uint64 {
 		h ^= uint64(s[i])
 		h *= 1099511628211
 	}
-	h ^= h >> 30
-	h *= 0xbf58476d1ce4e5b9
-	h ^= h >> 27
-	h *= 0x94d049bb133111eb
-	h ^= h >> 31
-	return h
+	return mix64(h)
+}
+
+// mix64 is splitmix64's finalizer: every bit of z moves about half the
+// bits of the result.
+func mix64(z uint64) uint64 {
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	return z ^ z>>31
 }
