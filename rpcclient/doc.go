@@ -37,6 +37,13 @@
 // connections close after a grace period (10 s) unless the address comes
 // back first.
 //
+// Connections are plain TCP by default. WithDialer replaces the dial, for
+// TLS (tls.Dialer's DialContext) or a proxy; its handshake is part of the
+// dial, so a failed handshake is a failed dial like any other. WithHTTPPath
+// talks to servers that serve net/rpc over HTTP (rpc.HandleHTTP): each
+// connection starts with net/rpc's CONNECT handshake, as rpc.DialHTTP's
+// does, within the dial.
+//
 // # Calls
 //
 // See Client.Call for the retry rules. WithHedging (or the Hedge call

@@ -3,7 +3,6 @@ package rpcclient
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -359,8 +358,7 @@ func (e *endpoint) dial(ctx context.Context) (*conn, error) {
 	dctx, cancel := context.WithTimeout(ctx, e.c.opts.dialTimeout)
 	defer cancel()
 	defer context.AfterFunc(e.c.life, cancel)()
-	d := net.Dialer{KeepAlive: e.c.opts.keepAlive}
-	nc, err := d.DialContext(dctx, "tcp", e.addr)
+	nc, err := e.c.opts.dialConn(dctx, e.addr)
 	if err != nil {
 		return nil, &DialError{Addr: e.addr, Err: err}
 	}

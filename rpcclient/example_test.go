@@ -2,9 +2,11 @@ package rpcclient_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log"
 	"net"
+	"net/http"
 	"net/rpc"
 	"time"
 
@@ -56,4 +58,52 @@ func Example() {
 	}
 	fmt.Println(reply)
 	// Output: hello, dialtone
+}
+
+// Servers set up as net/rpc's own documentation shows, with rpc.HandleHTTP,
+// serve net/rpc over HTTP: WithHTTPPath makes each connection start with
+// the CONNECT handshake that rpc.DialHTTP makes.
+func ExampleWithHTTPPath() {
+	srv := rpc.NewServer()
+	srv.Register(Greeter{})
+	rpcclient.RegisterHeartbeat(srv)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(rpc.DefaultRPCPath, srv) // what rpc.HandleHTTP registers
+	hs := &http.Server{Handler: mux}
+	go hs.Serve(l)
+	defer hs.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := rpcclient.Dial(ctx, "static:///"+l.Addr().String(), rpcclient.WithHTTPPath(rpc.DefaultRPCPath))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	var reply string
+	if err := c.Call(ctx, "Greeter.Hello", "HTTP", &reply, rpcclient.Idempotent()); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(reply)
+	// Output: hello, HTTP
+}
+
+// Calls over TLS: the dialer makes the handshake, so a server whose
+// certificate does not verify is a failed dial, and the call goes on to
+// another node.
+func ExampleWithDialer() {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13} // RootCAs nil: the system's roots
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := rpcclient.Dial(ctx, "static:///127.0.0.1:8443",
+		rpcclient.WithDialer((&tls.Dialer{Config: cfg}).DialContext))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
 }

@@ -1,12 +1,16 @@
 package rpcclient
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"math"
+	"net"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/internal/backoff"
@@ -56,6 +60,10 @@ func (o *options) validate() error {
 		return bad("WithHedging", "must not be negative (0 turns it off)", o.hedgeDelay)
 	case o.maxConnAge < 0:
 		return bad("WithMaxConnectionAge", "must not be negative (0 turns it off)", o.maxConnAge)
+	case o.dial != nil && o.keepAliveSet:
+		return errors.New("rpcclient: WithKeepAlive configures the default dialer, which WithDialer replaces: set the keepalive in that dialer")
+	case o.httpPath != "" && !validHTTPPath(o.httpPath):
+		return bad("WithHTTPPath", "must start with / and hold no spaces or control characters", fmt.Sprintf("%q", o.httpPath))
 	}
 	return nil
 }
@@ -67,6 +75,9 @@ type options struct {
 	balancerOpts     []balancer.Option
 	dialTimeout      time.Duration
 	keepAlive        time.Duration
+	keepAliveSet     bool
+	dial             func(ctx context.Context, network, addr string) (net.Conn, error)
+	httpPath         string
 	connectBackoff   backoff.Policy
 	poolSize         int
 	heartbeat        time.Duration
@@ -122,7 +133,54 @@ func WithDialTimeout(d time.Duration) Option { return func(o *options) { o.dialT
 // WithKeepAlive sets the TCP keepalive period. Default 30 s. As for
 // net.Dialer, 0 means Go's default (15 s) and a negative period turns
 // keepalive off.
-func WithKeepAlive(d time.Duration) Option { return func(o *options) { o.keepAlive = d } }
+func WithKeepAlive(d time.Duration) Option {
+	return func(o *options) { o.keepAlive, o.keepAliveSet = d, true }
+}
+
+// WithDialer sets how the client connects to an endpoint: dial is called
+// with the network "tcp" and the endpoint's address, from the goroutine of
+// the call or the endpoint that needs the connection, under a context that
+// carries the dial timeout (WithDialTimeout) and ends when the Client
+// closes; dial must return once it ends. Use it for TLS:
+//
+//	rpcclient.WithDialer((&tls.Dialer{Config: cfg}).DialContext)
+//
+// or for a proxy, or a net.Dialer of your own. Default: a net.Dialer with
+// the TCP keepalive of WithKeepAlive, which this option replaces (giving
+// both is an error). nil means the default.
+//
+// Whatever dial does is the dial: a failure in it, a TLS handshake's
+// included, is a failed dial, which sent no request (a call that is not
+// idempotent may be retried on another node), quarantines the address
+// and asks discovery to refresh. So the handshake belongs in dial, as
+// tls.Dialer does it: a *tls.Conn that dial returns before its handshake
+// is made to complete it within the dial. Only on a *net.TCPConn does the
+// heartbeat ask the kernel how much of what was written the peer has
+// acknowledged (see the package doc); on other connections it counts a
+// ping that got out as taken.
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return func(o *options) { o.dial = dial }
+}
+
+// WithHTTPPath is for servers that serve net/rpc over HTTP, as
+// rpc.HandleHTTP sets up (or an *rpc.Server used as an http.Handler): each
+// connection starts with net/rpc's CONNECT handshake to path, as
+// rpc.DialHTTPPath does, within the dial (its timeout bounds it, and its
+// failure is a failed dial). rpc.DefaultRPCPath, "/_goRPC_", is the path
+// rpc.HandleHTTP and rpc.DialHTTP use. An answer other than net/rpc's
+// "200 Connected to Go RPC" fails the dial with an error that quotes it.
+// Default: no handshake; the servers speak net/rpc on the connection
+// itself, as rpc.ServeConn and rpc.Accept do. With WithDialer for TLS, the
+// handshake runs over TLS.
+func WithHTTPPath(path string) Option { return func(o *options) { o.httpPath = path } }
+
+// validHTTPPath reports whether path can go on a request line: it starts
+// with / and holds no spaces or control characters.
+func validHTTPPath(path string) bool {
+	return strings.HasPrefix(path, "/") && !strings.ContainsFunc(path, func(r rune) bool {
+		return r <= ' ' || r == 0x7f || unicode.IsSpace(r) || unicode.IsControl(r)
+	})
+}
 
 // WithConnectBackoff sets the reconnect backoff after failed dials, and
 // after connections lost before they proved themselves (see the package

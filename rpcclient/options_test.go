@@ -1,6 +1,7 @@
 package rpcclient
 
 import (
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,13 @@ func TestNewRejectsNonsenseOptions(t *testing.T) {
 		{WithDrainGrace(-1), "WithDrainGrace"},
 		{WithHedging(-1), "WithHedging"},
 		{WithMaxConnectionAge(-time.Second), "WithMaxConnectionAge"},
+		{WithHTTPPath("_goRPC_"), `WithHTTPPath("_goRPC_")`},
+		{WithHTTPPath("/a b"), `WithHTTPPath("/a b")`},
+		{WithHTTPPath("/a\nX: y"), "must start with / and hold no spaces"},
+		{func(o *options) { // the dialer would ignore the keepalive
+			WithKeepAlive(time.Second)(o)
+			WithDialer((&net.Dialer{}).DialContext)(o)
+		}, "WithKeepAlive configures the default dialer"},
 	} {
 		w := discoverytest.NewAddrs("127.0.0.1:1")
 		c, err := New(w, tc.opt)

@@ -102,12 +102,21 @@ func serveRPC(t testing.TB, register func(*rpc.Server) error, unblock func()) st
 // it early (new dials are then refused; the connections made live on).
 func serveRPCOn(t testing.TB, register func(*rpc.Server) error, unblock func()) net.Listener {
 	t.Helper()
-	s := rpc.NewServer()
-	if err := register(s); err != nil {
-		t.Fatal(err)
-	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		t.Fatal(err)
+	}
+	serveRPCListener(t, l, register, unblock)
+	return l
+}
+
+// serveRPCListener is serveRPCOn on a listener of the test's own (a TLS
+// one, say), which it closes at test cleanup.
+func serveRPCListener(t testing.TB, l net.Listener, register func(*rpc.Server) error, unblock func()) {
+	t.Helper()
+	s := rpc.NewServer()
+	if err := register(s); err != nil {
+		l.Close()
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
@@ -135,7 +144,6 @@ func serveRPCOn(t testing.TB, register func(*rpc.Server) error, unblock func()) 
 		unblock()
 		wg.Wait()
 	})
-	return l
 }
 
 func newTestClient(t testing.TB, addrs []string, opts ...Option) (*Client, *discovery.Static) {

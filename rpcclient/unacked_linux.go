@@ -7,14 +7,15 @@ import (
 )
 
 // unacked returns the bytes written to nc's socket that the peer has not
-// acknowledged yet (SIOCOUTQ, which is TIOCOUTQ on Linux), for sockets that
-// expose their descriptor; ok is false otherwise.
+// acknowledged yet (SIOCOUTQ, which is TIOCOUTQ on Linux), for a
+// *net.TCPConn; ok is false for any other connection (WithDialer's: a
+// TLS connection's bytes on the wire are not the bytes written to it).
 func unacked(nc net.Conn) (n int64, ok bool) {
-	sc, isSys := nc.(syscall.Conn)
-	if !isSys {
+	tc, isTCP := nc.(*net.TCPConn)
+	if !isTCP {
 		return 0, false
 	}
-	rc, err := sc.SyscallConn()
+	rc, err := tc.SyscallConn()
 	if err != nil {
 		return 0, false
 	}
