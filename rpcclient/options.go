@@ -138,10 +138,10 @@ func WithKeepAlive(d time.Duration) Option {
 }
 
 // WithDialer sets how the client connects to an endpoint: dial is called
-// with the network "tcp" and the endpoint's address, from the goroutine of
-// the call or the endpoint that needs the connection, under a context that
-// carries the dial timeout (WithDialTimeout) and ends when the Client
-// closes; dial must return once it ends. Use it for TLS:
+// with the network "tcp" and the endpoint's address, on a goroutine of the
+// endpoint's own (never the caller's), under a context that carries the
+// dial timeout (WithDialTimeout) and ends when the Client closes. Close
+// waits for it, so dial must return once that context ends. Use it for TLS:
 //
 //	rpcclient.WithDialer((&tls.Dialer{Config: cfg}).DialContext)
 //
