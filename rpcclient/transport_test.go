@@ -417,3 +417,22 @@ func TestHTTPPathFailuresNameTheAnswer(t *testing.T) {
 		t.Fatalf("the servers ran %d calls", n)
 	}
 }
+
+// A server that takes the TCP connection and never answers the TLS
+// handshake holds the dial no longer than the dial timeout.
+func TestTLSHandshakeHangIsBoundedByTheDialTimeout(t *testing.T) {
+	ca := newTestCA(t)
+	silent := rawServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	c, _ := newTestClient(t, []string{silent}, ca.dialer(), WithDialTimeout(200*time.Millisecond), WithMaxAttempts(1))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var sum int
+	err := c.Call(ctx, "Arith.Add", Pair{1, 1}, &sum)
+	var de *DialError
+	if !errors.As(err, &de) || !errors.Is(de, context.DeadlineExceeded) {
+		t.Fatalf("Call = %v; want a DialError for the handshake's dial timeout", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("the call ran to its own 5 s deadline: %v", err)
+	}
+}
