@@ -2,15 +2,9 @@ package rpcclient
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/rpc"
@@ -22,57 +16,12 @@ import (
 	"time"
 
 	"github.com/dialtone-go/dialtone/balancer"
+	"github.com/dialtone-go/dialtone/internal/testcert"
 )
 
-// testCA is a certificate authority of a test's own, and a server
-// certificate for 127.0.0.1 it signed.
-type testCA struct {
-	pool   *x509.CertPool // trusts the CA
-	server tls.Certificate
-}
-
-func newTestCA(t testing.TB) *testCA {
-	t.Helper()
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey, srvKey := key(), key()
-	now := time.Now()
-	ca := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "dialtone test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &srvKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return &testCA{pool: pool, server: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: srvKey}}
-}
-
-// dialer returns a TLS dialer that trusts ca only.
-func (ca *testCA) dialer() Option {
-	return WithDialer((&tls.Dialer{Config: &tls.Config{RootCAs: ca.pool}}).DialContext)
+// tlsDialer is WithDialer with a TLS dialer that trusts ca only.
+func tlsDialer(ca *testcert.CA) Option {
+	return WithDialer((&tls.Dialer{Config: &tls.Config{RootCAs: ca.Pool}}).DialContext)
 }
 
 // countingListener counts the connections it accepted.
@@ -91,13 +40,13 @@ func (l *countingListener) Accept() (net.Conn, error) {
 
 // serveArithTLS serves Arith and the heartbeat over TLS with ca's server
 // certificate, on loopback; it stops at test cleanup.
-func serveArithTLS(t testing.TB, a *Arith, ca *testCA) (string, *countingListener) {
+func serveArithTLS(t testing.TB, a *Arith, ca *testcert.CA) (string, *countingListener) {
 	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &countingListener{Listener: tls.NewListener(raw, &tls.Config{Certificates: []tls.Certificate{ca.server}})}
+	l := &countingListener{Listener: tls.NewListener(raw, &tls.Config{Certificates: []tls.Certificate{ca.Server}})}
 	serveRPCListener(t, l, func(s *rpc.Server) error {
 		if err := s.Register(a); err != nil {
 			return err
@@ -135,7 +84,7 @@ func (l *trackedListener) accepted() int {
 // serveArithHTTP serves Arith and the heartbeat over HTTP, as
 // rpc.HandleHTTP sets it up, at path on an http.Server, through TLS with
 // ca's certificate when ca is not nil; it stops at test cleanup.
-func serveArithHTTP(t testing.TB, a *Arith, path string, ca *testCA) (string, *trackedListener) {
+func serveArithHTTP(t testing.TB, a *Arith, path string, ca *testcert.CA) (string, *trackedListener) {
 	t.Helper()
 	s := rpc.NewServer()
 	if err := s.Register(a); err != nil {
@@ -150,7 +99,7 @@ func serveArithHTTP(t testing.TB, a *Arith, path string, ca *testCA) (string, *t
 	}
 	var inner net.Listener = raw
 	if ca != nil {
-		inner = tls.NewListener(raw, &tls.Config{Certificates: []tls.Certificate{ca.server}})
+		inner = tls.NewListener(raw, &tls.Config{Certificates: []tls.Certificate{ca.Server}})
 	}
 	l := &trackedListener{Listener: inner}
 	mux := http.NewServeMux()
@@ -177,10 +126,10 @@ func serveArithHTTP(t testing.TB, a *Arith, path string, ca *testCA) (string, *t
 // and the heartbeat keeps its one connection (a ping that failed would
 // close it); a Client without it cannot.
 func TestTLSDialer(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testcert.New(t)
 	var a Arith
 	addr, l := serveArithTLS(t, &a, ca)
-	c, _ := newTestClient(t, []string{addr}, ca.dialer(), WithHeartbeat(20*time.Millisecond, time.Second))
+	c, _ := newTestClient(t, []string{addr}, tlsDialer(ca), WithHeartbeat(20*time.Millisecond, time.Second))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for i := range 5 {
@@ -211,11 +160,11 @@ func TestTLSDialer(t *testing.T) {
 // that is not idempotent goes on to another node, and the error names the
 // certificate.
 func TestTLSHandshakeFailureIsAFailedDial(t *testing.T) {
-	trusted, other := newTestCA(t), newTestCA(t)
+	trusted, other := testcert.New(t), testcert.New(t)
 	var good, bad Arith
 	goodAddr, _ := serveArithTLS(t, &good, trusted)
 	badAddr, badL := serveArithTLS(t, &bad, other) // a certificate the client does not trust
-	c, _ := newTestClient(t, []string{badAddr, goodAddr}, trusted.dialer(),
+	c, _ := newTestClient(t, []string{badAddr, goodAddr}, tlsDialer(trusted),
 		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -235,7 +184,7 @@ func TestTLSHandshakeFailureIsAFailedDial(t *testing.T) {
 		t.Fatalf("the trusted node ran %d calls; want 6", n)
 	}
 
-	only, _ := newTestClient(t, []string{badAddr}, trusted.dialer(), WithMaxAttempts(1))
+	only, _ := newTestClient(t, []string{badAddr}, tlsDialer(trusted), WithMaxAttempts(1))
 	octx, ocancel := context.WithTimeout(context.Background(), time.Second)
 	defer ocancel()
 	var sum int
@@ -254,17 +203,17 @@ func TestTLSHandshakeFailureIsAFailedDial(t *testing.T) {
 // rpc.HandleHTTP sets up, plain and through TLS; the heartbeat works there
 // too.
 func TestHTTPPath(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testcert.New(t)
 	for _, tc := range []struct {
 		name string
-		ca   *testCA
+		ca   *testcert.CA
 	}{{"http", nil}, {"https", ca}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var a Arith
 			addr, l := serveArithHTTP(t, &a, rpc.DefaultRPCPath, tc.ca)
 			opts := []Option{WithHTTPPath(rpc.DefaultRPCPath), WithHeartbeat(20*time.Millisecond, time.Second)}
 			if tc.ca != nil {
-				opts = append(opts, tc.ca.dialer())
+				opts = append(opts, tlsDialer(tc.ca))
 			}
 			c, _ := newTestClient(t, []string{addr}, opts...)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -421,9 +370,9 @@ func TestHTTPPathFailuresNameTheAnswer(t *testing.T) {
 // A server that takes the TCP connection and never answers the TLS
 // handshake holds the dial no longer than the dial timeout.
 func TestTLSHandshakeHangIsBoundedByTheDialTimeout(t *testing.T) {
-	ca := newTestCA(t)
+	ca := testcert.New(t)
 	silent := rawServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
-	c, _ := newTestClient(t, []string{silent}, ca.dialer(), WithDialTimeout(200*time.Millisecond), WithMaxAttempts(1))
+	c, _ := newTestClient(t, []string{silent}, tlsDialer(ca), WithDialTimeout(200*time.Millisecond), WithMaxAttempts(1))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var sum int
