@@ -74,6 +74,7 @@ func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 		return nil, nil, err
 	}
 	cfg := api.DefaultConfig()
+	ours := cfg.Transport // a new one, this client's own
 	if o.apiConfig != nil {
 		o.apiConfig(cfg)
 	}
@@ -99,8 +100,18 @@ func newClient(o *options, maxBody int64) (*api.Client, *http.Client, error) {
 	o.anonymous = cfg.Token == "" && cfg.TokenFile == ""
 	if cfg.Transport == nil {
 		cfg.Transport = api.DefaultConfig().Transport
+		ours = cfg.Transport
 	}
 	transport := cfg.Transport
+	if transport == ours {
+		// HTTP/1.1. A watcher or a registrar has a request or two out
+		// at a time, so HTTP/2's multiplexing gains little, and Go's HTTP/2
+		// client reports the agent's TLS alert (a client certificate
+		// required, or refused) as "http2: client conn could not be
+		// established", without the alert. A transport set through
+		// WithAPIConfig is left as it is.
+		transport.ForceAttemptHTTP2 = false
+	}
 	if path, ok := strings.CutPrefix(cfg.Address, "unix://"); ok {
 		// For a unix:// address api.NewClient would replace our HTTP
 		// client with its own, which follows redirects and has no cap.

@@ -60,7 +60,10 @@
 // WithToken, never from the target. TLS is configured through api.Config:
 // the standard CONSUL_HTTP_SSL, CONSUL_CACERT, CONSUL_CLIENT_CERT and
 // CONSUL_CLIENT_KEY variables, or WithAPIConfig. A TLS verification failure is
-// an error like any other; there is no plaintext fallback.
+// an error like any other; there is no plaintext fallback. Requests go over
+// HTTP/1.1 (unless WithAPIConfig sets a transport of its own), so that an
+// error the agent's TLS sends back, such as a client certificate it
+// requires, is the error the watcher reports.
 // CONSUL_HTTP_SSL_VERIFY=false, which Consul's client would obey silently by
 // skipping verification (as it would for any value that is not a boolean),
 // is refused with an error by New and NewRegistrar, as the etcd package

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dialtone-go/dialtone/internal/testcert"
 	"github.com/hashicorp/consul/api"
 )
 
@@ -54,6 +55,7 @@ type Agent struct {
 	t     testing.TB
 	bin   string
 	ports [4]int // http, serf-lan, serf-wan, server
+	https int    // the HTTPS API's port (StartTLS); 0 for none
 	log   *syncBuffer
 	name  string                  // node name
 	in    *Cluster                // the cluster of a server; nil for a -dev agent
@@ -90,6 +92,31 @@ func StartWithHCL(t testing.TB, hcl ...string) *Agent {
 	return a
 }
 
+// StartTLS starts a -dev agent as Start does that also serves its HTTP API
+// over TLS (HTTPSAddr), with the server certificate and CA of files; with
+// verifyIncoming, the HTTPS API requires a client certificate the CA signed.
+// The plain HTTP API (Addr) stays on, for the harness's own requests.
+func StartTLS(t testing.TB, files testcert.Files, verifyIncoming bool) *Agent {
+	t.Helper()
+	tlsHCL := fmt.Sprintf(`tls {
+		defaults { ca_file = %q cert_file = %q key_file = %q }
+		https { verify_incoming = %v } }`, files.CA, files.ServerCert, files.ServerKey, verifyIncoming)
+	a := &Agent{t: t, bin: Binary(t), log: &syncBuffer{}, name: "dialtone-test", flags: func(a *Agent) []string {
+		return append(devFlags(nil), "-https-port", strconv.Itoa(a.https), "-hcl", tlsHCL)
+	}}
+	for i := range a.ports {
+		a.ports[i] = freePort(t)
+	}
+	a.https = freePort(t)
+	a.start()
+	t.Cleanup(a.Stop)
+	return a
+}
+
+// HTTPSAddr returns the HTTPS API address of an agent StartTLS started,
+// 127.0.0.1:port.
+func (a *Agent) HTTPSAddr() string { return "127.0.0.1:" + strconv.Itoa(a.https) }
+
 // Addr returns the HTTP API address, 127.0.0.1:port.
 func (a *Agent) Addr() string { return "127.0.0.1:" + strconv.Itoa(a.ports[0]) }
 
@@ -114,6 +141,9 @@ func (a *Agent) start() {
 			// A port was taken between freePort and the agent binding it.
 			for i := range a.ports {
 				a.ports[i] = freePort(a.t)
+			}
+			if a.https != 0 {
+				a.https = freePort(a.t)
 			}
 		}
 		if lastErr = a.startOnce(); lastErr == nil {
