@@ -1,6 +1,7 @@
 // Package testcert makes a certificate authority of a test's own, with a
-// server certificate for 127.0.0.1 and a client certificate it signed, for
-// tests against real servers behind TLS (net/rpc backends, a Consul agent).
+// server certificate for 127.0.0.1, ::1 and localhost and a client
+// certificate it signed, for tests against real servers behind TLS (net/rpc
+// backends, a Consul agent, etcd).
 // Keys are ECDSA P-256; certificates are valid from an hour ago to an hour
 // from now.
 package testcert
@@ -25,7 +26,9 @@ import (
 type CA struct {
 	// Pool trusts the CA, and nothing else.
 	Pool *x509.CertPool
-	// Server is a certificate for the IP address 127.0.0.1, for serving.
+	// Server is a certificate for 127.0.0.1, ::1 and localhost, for
+	// serving and for client authentication (a server that dials itself,
+	// as etcd does, presents it).
 	Server tls.Certificate
 	// Client is a certificate for client authentication (mutual TLS).
 	Client tls.Certificate
@@ -51,13 +54,13 @@ func New(t testing.TB) *CA {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf := func(serial int64, name string, usage x509.ExtKeyUsage) tls.Certificate {
+	leaf := func(serial int64, name string, usage ...x509.ExtKeyUsage) tls.Certificate {
 		key := newKey(t)
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: []string{"localhost"},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 		if err != nil {
@@ -69,7 +72,7 @@ func New(t testing.TB) *CA {
 	pool.AddCert(caCert)
 	return &CA{
 		Pool:   pool,
-		Server: leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth),
+		Server: leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth),
 		Client: leaf(3, "dialtone test client", x509.ExtKeyUsageClientAuth),
 		caPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 	}
