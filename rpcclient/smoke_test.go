@@ -119,6 +119,14 @@ func serveRPCListener(t testing.TB, l net.Listener, register func(*rpc.Server) e
 		l.Close()
 		t.Fatal(err)
 	}
+	serveConns(t, l, func(c net.Conn) { s.ServeConn(c) }, unblock)
+}
+
+// serveConns accepts connections on l and runs handle on each, in a
+// goroutine of its own, until test cleanup, which closes l and every
+// connection accepted, calls unblock (to release handlers a test left
+// waiting) and waits for every goroutine.
+func serveConns(t testing.TB, l net.Listener, handle func(net.Conn), unblock func()) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var conns []net.Conn
@@ -131,7 +139,7 @@ func serveRPCListener(t testing.TB, l net.Listener, register func(*rpc.Server) e
 			mu.Lock()
 			conns = append(conns, c)
 			mu.Unlock()
-			wg.Go(func() { s.ServeConn(c) })
+			wg.Go(func() { handle(c) })
 		}
 	})
 	t.Cleanup(func() {

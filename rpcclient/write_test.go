@@ -83,34 +83,7 @@ func TestArgsThatDoNotEncodeHarmNothingElse(t *testing.T) {
 // sink is a peer that accepts connections and never reads from them: once
 // the socket buffers fill, every write to it blocks.
 func sink(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			cn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, cn)
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() {
-		l.Close()
-		wg.Wait()
-		mu.Lock()
-		for _, cn := range held {
-			cn.Close()
-		}
-		mu.Unlock()
-	})
-	return l.Addr().String()
+	return rawServer(t, func(net.Conn) {}) // held open, never read
 }
 
 // A write that a peer does not drain is bounded by the call's deadline; a
