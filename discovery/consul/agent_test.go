@@ -785,6 +785,20 @@ func webReadAgent(t *testing.T, addrs ...string) (a *consultest.Agent, admin *ap
 		tokens { initial_management = "`+root+`"
 			agent = "`+root+`" } }`)
 	admin = a.API(t, root)
+	// The agent has a leader before the leader has made the management
+	// token: until then every request with it is refused ("ACL system
+	// must be bootstrapped"), which a busy box made a failed test.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, _, err := admin.ACL().TokenReadSelf(nil)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the management token was not usable within 20 s: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	var err error
 	for i, addr := range addrs {
 		register(t, admin, fmt.Sprintf("web-%d", i+1), addr, nil, nil)
