@@ -258,6 +258,11 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 	}
 	c.fail(cause)
 	err := fmt.Errorf("%w: write to %s: %w", ErrConnClosed, c.addr, werr)
+	if f := c.failure(); isNotSent(f) {
+		// The reader found that the server refused the TLS handshake
+		// (see tlsRefusal): nothing written was read.
+		return nil, 0, f
+	}
 	if !sent {
 		// Not a byte of this request left: the peer died before it.
 		return nil, 0, notSent(err)
@@ -495,6 +500,13 @@ func (c *conn) read() {
 	// text only, so that it is not mistaken for the non-retryable
 	// ErrMessageTooLarge or ErrCodec that the broken call alone gets.
 	cause := fmt.Errorf("%w: %s: %v", ErrConnClosed, c.addr, err)
+	if c.codec.in.n.Load() == 0 {
+		if refused := tlsRefusal(c.addr, err); refused != nil {
+			// The server refused the TLS handshake: the requests
+			// written were never read (see tlsRefusal).
+			cause = notSent(refused)
+		}
+	}
 	if broken != nil && (errors.Is(broken.err, ErrCodec) || errors.Is(broken.err, ErrMessageTooLarge)) {
 		// One call's reply body did not decode into its caller's value
 		// (a reply of the wrong type, a panic in its GobDecode) or was

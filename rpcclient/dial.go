@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"time"
 )
 
@@ -100,4 +101,35 @@ func httpConnect(ctx context.Context, nc net.Conn, path string) error {
 		return err
 	}
 	return nc.SetDeadline(time.Time{})
+}
+
+// tlsRefusal returns, for err, the reader's first error on a connection
+// on which nothing was read, a failed dial when err is a TLS alert from
+// the server that refuses the handshake, and nil otherwise. In TLS 1.3
+// the client's side of the handshake completes before the server checks
+// the client's certificate (mutual TLS): a server that refuses it (none,
+// an expired one, one from a CA it does not trust) says so with an alert
+// that the first read gets, after the first requests were written. The
+// server never read them: its handshake failed, and it decrypts no
+// application data without one. So the requests were not sent, as for a
+// handshake that fails within the dial (see WithDialer).
+func tlsRefusal(addr string, err error) error {
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "remote error" || oe.Err == nil {
+		return nil
+	}
+	// tls's alert type is unexported; its code is a uint8.
+	v := reflect.ValueOf(oe.Err)
+	if v.Type().PkgPath() != "crypto/tls" || v.Kind() != reflect.Uint8 {
+		return nil
+	}
+	switch v.Uint() {
+	case 40, // handshake_failure
+		42, 43, 44, 45, 46, // bad, unsupported, revoked, expired, unknown certificate
+		48, 49, // unknown_ca, access_denied
+		51,  // decrypt_error (a CertificateVerify that does not verify)
+		116: // certificate_required
+		return &DialError{Addr: addr, Err: fmt.Errorf("TLS handshake: the server refused it after the client's side completed: %w", err)}
+	}
+	return nil
 }

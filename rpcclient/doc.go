@@ -13,7 +13,8 @@
 //
 // Each endpoint has a small pool of TCP connections (default 1; net/rpc
 // multiplexes) with the states Idle, Connecting, Ready, TransientFailure and
-// Shutdown. Dials have a timeout (3 s) and connections TCP keepalive (30 s).
+// Shutdown. Dials have a timeout (3 s) and connections TCP keepalive (30 s,
+// with the default dialer).
 // After a failed dial the endpoint waits out a reconnect backoff (gRPC's:
 // 1 s, x1.6, +-20 %, up to 120 s) before it dials again; calls picked onto it
 // meanwhile fail at once and go elsewhere. Failed dials quarantine the node in

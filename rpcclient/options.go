@@ -154,7 +154,11 @@ func WithKeepAlive(d time.Duration) Option {
 // idempotent may be retried on another node), quarantines the address
 // and asks discovery to refresh. So the handshake belongs in dial, as
 // tls.Dialer does it: a *tls.Conn that dial returns before its handshake
-// is made to complete it within the dial. Only on a *net.TCPConn does the
+// is made to complete it within the dial. In TLS 1.3 a server checks the
+// client's certificate (mutual TLS) after the client's side of the
+// handshake is done, and its refusal comes on the connection's first
+// read: it counts as a failed dial all the same, for the requests written
+// meanwhile too (the server read none of them). Only on a *net.TCPConn does the
 // heartbeat ask the kernel how much of what was written the peer has
 // acknowledged (see the package doc); on other connections it counts a
 // ping that got out as taken.

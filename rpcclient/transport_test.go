@@ -362,3 +362,72 @@ func TestTLSHandshakeHangIsBoundedByTheDialTimeout(t *testing.T) {
 		t.Fatalf("the call ran to its own 5 s deadline: %v", err)
 	}
 }
+
+// serveArithMTLS is serveArithTLS for a server that requires a client
+// certificate (any).
+func serveArithMTLS(t testing.TB, a *Arith, ca *testcert.CA) (string, *countingListener) {
+	t.Helper()
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &countingListener{Listener: tls.NewListener(raw, &tls.Config{Certificates: []tls.Certificate{ca.Server},
+		ClientAuth: tls.RequestClientCert,
+		// The refusal comes a little after the client's Finished, as it
+		// does over any link slower than loopback's.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			time.Sleep(50 * time.Millisecond)
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no client certificate")
+			}
+			return nil
+		}})}
+	serveRPCListener(t, l, func(s *rpc.Server) error {
+		if err := s.Register(a); err != nil {
+			return err
+		}
+		return RegisterHeartbeat(s)
+	}, func() {})
+	return raw.Addr().String(), l
+}
+
+// A server that refuses the client's certificate (mutual TLS: none, an
+// expired one, one from a CA it no longer trusts) refused the connection:
+// in TLS 1.3 the client's side of the handshake completes before the
+// server checks the certificate, and the refusal, an alert, comes on the
+// first read, after the first request was written. The server never read
+// that request: a call that is not idempotent goes on to another node, as
+// for any other failed handshake (WithDialer's doc), rather than fail with
+// ErrOutcomeUnknown, and the node's breaker does not count it.
+func TestTLSClientCertificateRefusedIsAFailedDial(t *testing.T) {
+	ca := testcert.New(t)
+	var good, strict Arith
+	goodAddr, _ := serveArithTLS(t, &good, ca)
+	strictAddr, strictL := serveArithMTLS(t, &strict, ca) // the client has no certificate
+	c, _ := newTestClient(t, []string{strictAddr, goodAddr}, tlsDialer(ca),
+		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 6 {
+		var sum int
+		if err := c.Call(ctx, "Arith.Add", Pair{i, 1}, &sum); err != nil || sum != i+1 {
+			t.Fatalf("call %d (not idempotent) = %d, %v; want it served by the node that takes the client", i, sum, err)
+		}
+	}
+	if strictL.accepted.Load() == 0 {
+		t.Fatal("no call dialed the node that requires a client certificate: the test proved nothing")
+	}
+	if n := strict.calls.Load(); n != 0 {
+		t.Fatalf("the node that refused the client ran %d calls", n)
+	}
+
+	only, _ := newTestClient(t, []string{strictAddr}, tlsDialer(ca), WithMaxAttempts(1), WithConnectBackoff(50*time.Millisecond, 1.6, time.Second, 0.2))
+	octx, ocancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer ocancel()
+	var sum int
+	err := only.Call(octx, "Arith.Add", Pair{1, 1}, &sum)
+	var de *DialError
+	if !errors.As(err, &de) || de.Addr != strictAddr || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("call to the node that refuses the client = %v; want a DialError for %s, outcome known", err, strictAddr)
+	}
+}
