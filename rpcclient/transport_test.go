@@ -39,14 +39,19 @@ func (l *countingListener) Accept() (net.Conn, error) {
 }
 
 // serveArithTLS serves Arith and the heartbeat over TLS with ca's server
-// certificate, on loopback; it stops at test cleanup.
-func serveArithTLS(t testing.TB, a *Arith, ca *testcert.CA) (string, *countingListener) {
+// certificate, on loopback, with the changes tune makes to the server's
+// TLS configuration; it stops at test cleanup.
+func serveArithTLS(t testing.TB, a *Arith, ca *testcert.CA, tune ...func(*tls.Config)) (string, *countingListener) {
 	t.Helper()
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &countingListener{Listener: tls.NewListener(raw, &tls.Config{Certificates: []tls.Certificate{ca.Server}})}
+	cfg := &tls.Config{Certificates: []tls.Certificate{ca.Server}}
+	for _, f := range tune {
+		f(cfg)
+	}
+	l := &countingListener{Listener: tls.NewListener(raw, cfg)}
 	serveRPCListener(t, l, func(s *rpc.Server) error {
 		if err := s.Register(a); err != nil {
 			return err
@@ -363,34 +368,6 @@ func TestTLSHandshakeHangIsBoundedByTheDialTimeout(t *testing.T) {
 	}
 }
 
-// serveArithMTLS is serveArithTLS for a server that requires a client
-// certificate (any).
-func serveArithMTLS(t testing.TB, a *Arith, ca *testcert.CA) (string, *countingListener) {
-	t.Helper()
-	raw, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := &countingListener{Listener: tls.NewListener(raw, &tls.Config{Certificates: []tls.Certificate{ca.Server},
-		ClientAuth: tls.RequestClientCert,
-		// The refusal comes a little after the client's Finished, as it
-		// does over any link slower than loopback's.
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			time.Sleep(50 * time.Millisecond)
-			if len(cs.PeerCertificates) == 0 {
-				return errors.New("no client certificate")
-			}
-			return nil
-		}})}
-	serveRPCListener(t, l, func(s *rpc.Server) error {
-		if err := s.Register(a); err != nil {
-			return err
-		}
-		return RegisterHeartbeat(s)
-	}, func() {})
-	return raw.Addr().String(), l
-}
-
 // A server that refuses the client's certificate (mutual TLS: none, an
 // expired one, one from a CA it no longer trusts) refused the connection:
 // in TLS 1.3 the client's side of the handshake completes before the
@@ -403,7 +380,19 @@ func TestTLSClientCertificateRefusedIsAFailedDial(t *testing.T) {
 	ca := testcert.New(t)
 	var good, strict Arith
 	goodAddr, _ := serveArithTLS(t, &good, ca)
-	strictAddr, strictL := serveArithMTLS(t, &strict, ca) // the client has no certificate
+	// The server requires a client certificate, which the client has not.
+	strictAddr, strictL := serveArithTLS(t, &strict, ca, func(c *tls.Config) {
+		c.ClientAuth = tls.RequestClientCert
+		// The refusal comes a little after the client's Finished, as it
+		// does over any link slower than loopback's.
+		c.VerifyConnection = func(cs tls.ConnectionState) error {
+			time.Sleep(50 * time.Millisecond)
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("no client certificate")
+			}
+			return nil
+		}
+	})
 	c, _ := newTestClient(t, []string{strictAddr, goodAddr}, tlsDialer(ca),
 		WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
