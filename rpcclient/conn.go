@@ -259,8 +259,9 @@ func (c *conn) start(ctx context.Context, method string, args, reply any, wait t
 	c.fail(cause)
 	err := fmt.Errorf("%w: write to %s: %w", ErrConnClosed, c.addr, werr)
 	if f := c.failure(); isNotSent(f) {
-		// The reader found that the server refused the TLS handshake
-		// (see tlsRefusal): nothing written was read.
+		// The connection died of a cause that says the peer read
+		// nothing written on it (the reader's tlsRefusal: the server
+		// refused the TLS handshake), this request included.
 		return nil, 0, f
 	}
 	if !sent {
@@ -369,7 +370,10 @@ type encodeError struct{ err error }
 func (e *encodeError) Error() string { return e.err.Error() }
 func (e *encodeError) Unwrap() error { return e.err }
 
-// failure returns why the connection died; nil while it lives.
+// failure returns why the connection died; nil while it lives. A cause
+// marked not sent (notSent) says that the peer read nothing written on the
+// connection; only the reader sets one, for a TLS handshake the server
+// refused (tlsRefusal).
 func (c *conn) failure() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()

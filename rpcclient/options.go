@@ -158,10 +158,11 @@ func WithKeepAlive(d time.Duration) Option {
 // client's certificate (mutual TLS) after the client's side of the
 // handshake is done, and its refusal comes on the connection's first
 // read: it counts as a failed dial all the same, for the requests written
-// meanwhile too (the server read none of them). Only on a *net.TCPConn does the
-// heartbeat ask the kernel how much of what was written the peer has
-// acknowledged (see the package doc); on other connections it counts a
-// ping that got out as taken.
+// meanwhile too (the server read none of them).
+//
+// Only on a *net.TCPConn does the heartbeat ask the kernel how much of
+// what was written the peer has acknowledged (see the package doc); on
+// other connections it counts a ping that got out as taken.
 func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
 	return func(o *options) { o.dial = dial }
 }
@@ -182,7 +183,7 @@ func WithHTTPPath(path string) Option { return func(o *options) { o.httpPath = p
 // with / and holds no spaces or control characters.
 func validHTTPPath(path string) bool {
 	return strings.HasPrefix(path, "/") && !strings.ContainsFunc(path, func(r rune) bool {
-		return r <= ' ' || r == 0x7f || unicode.IsSpace(r) || unicode.IsControl(r)
+		return unicode.IsSpace(r) || unicode.IsControl(r)
 	})
 }
 

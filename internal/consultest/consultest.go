@@ -77,19 +77,13 @@ func Start(t testing.TB) *Agent {
 // each string is passed in one -hcl flag (ACLs, say).
 func StartWithHCL(t testing.TB, hcl ...string) *Agent {
 	t.Helper()
-	a := &Agent{t: t, bin: Binary(t), log: &syncBuffer{}, name: "dialtone-test", flags: func(*Agent) []string {
+	return startDev(t, false, func(*Agent) []string {
 		f := devFlags(nil)
 		for _, h := range hcl {
 			f = append(f, "-hcl", h)
 		}
 		return f
-	}}
-	for i := range a.ports {
-		a.ports[i] = freePort(t)
-	}
-	a.start()
-	t.Cleanup(a.Stop)
-	return a
+	})
 }
 
 // StartTLS starts a -dev agent as Start does that also serves its HTTP API
@@ -101,13 +95,23 @@ func StartTLS(t testing.TB, files testcert.Files, verifyIncoming bool) *Agent {
 	tlsHCL := fmt.Sprintf(`tls {
 		defaults { ca_file = %q cert_file = %q key_file = %q }
 		https { verify_incoming = %v } }`, files.CA, files.ServerCert, files.ServerKey, verifyIncoming)
-	a := &Agent{t: t, bin: Binary(t), log: &syncBuffer{}, name: "dialtone-test", flags: func(a *Agent) []string {
+	return startDev(t, true, func(a *Agent) []string {
 		return append(devFlags(nil), "-https-port", strconv.Itoa(a.https), "-hcl", tlsHCL)
-	}}
+	})
+}
+
+// startDev starts a -dev agent with flags on free loopback ports (an HTTPS
+// port too, with https), waits until it has a leader, and has t.Cleanup
+// stop it.
+func startDev(t testing.TB, https bool, flags func(*Agent) []string) *Agent {
+	t.Helper()
+	a := &Agent{t: t, bin: Binary(t), log: &syncBuffer{}, name: "dialtone-test", flags: flags}
 	for i := range a.ports {
 		a.ports[i] = freePort(t)
 	}
-	a.https = freePort(t)
+	if https {
+		a.https = freePort(t)
+	}
 	a.start()
 	t.Cleanup(a.Stop)
 	return a
