@@ -66,7 +66,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		}
 		if o.keyed {
 			if err := setKey(args, o.key); err != nil {
-				return &Error{Method: serviceMethod, Err: err, Errs: []error{err}}
+				return c.failed(&Error{Method: serviceMethod, Err: err, Errs: []error{err}})
 			}
 			keyed = true
 		}
@@ -81,7 +81,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	keyed = keyed && !idem
 	idem = idem || keyed
 	if c.closed.Load() {
-		return &Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}}
+		return c.failed(&Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}})
 	}
 	if reply != nil {
 		// A reply that cannot receive a value (sum, not &sum; a nil
@@ -90,12 +90,12 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		// closes the connection and every call on it.
 		if rv := reflect.ValueOf(reply); rv.Kind() != reflect.Pointer || rv.IsNil() {
 			err := fmt.Errorf("%w: the reply must be a non-nil pointer, not %T", ErrCodec, reply)
-			return &Error{Method: serviceMethod, Err: err, Errs: []error{err}}
+			return c.failed(&Error{Method: serviceMethod, Err: err, Errs: []error{err}})
 		}
 	}
 	c.budget.onCall()
 	if hedge > 0 && idem && !keyed || hk != nil {
-		return c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, hk, nil)
+		return c.failed(c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, hk, nil))
 	}
 	// The first attempt of most calls, kept apart from the retry loop: it
 	// makes one pick and one attempt, and touches little else, so that a
@@ -104,7 +104,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	// failed pick or a failed attempt is the loop's, in call.
 	r, err := c.bal.Pick(ctx)
 	if err != nil {
-		return c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, nil)
+		return c.failed(c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, nil))
 	}
 	ep := c.endpoint(r.Endpoint.Addr)
 	err = send(ctx, ep, serviceMethod, args, reply, timeout)
@@ -112,7 +112,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		r.Done(nil)
 		return nil
 	}
-	return c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, &attempt{r: r, err: err})
+	return c.failed(c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, &attempt{r: r, err: err}))
 }
 
 // attempt is a request Call sent to one picked node and that failed: the
@@ -202,6 +202,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			return errNoFreshSet
 		}
 		waits++
+		c.stats.refreshWaits.Add(1)
 		limit := time.Now().Add(c.opts.dialTimeout)
 		if until.IsZero() || until.After(limit) {
 			until = limit
@@ -230,12 +231,14 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			return fail() // the retry could not start before the deadline
 		}
 		if !c.budget.withdraw() {
+			c.stats.budgetExhausted.Add(1)
 			return fail(ErrRetryBudget)
 		}
 		if err := c.sleep(ctx, d); err != nil {
 			c.budget.refund() // no retry came of it
 			return fail(err)
 		}
+		c.stats.retries.Add(1)
 		return nil
 	}
 	var held balancer.Result // a pick the hedged path made but did not use
@@ -266,6 +269,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			case c.closed.Load():
 				return fail(ErrClosed)
 			}
+			c.stats.unsent.Add(1)
 		}
 		if h.ok {
 			// Every leg is an attempt whose request left, including one
@@ -429,6 +433,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			if !retryable(err) {
 				return fail()
 			}
+			c.stats.unsent.Add(1)
 			continue
 		}
 		if isEncodedLate(err) {

@@ -50,6 +50,8 @@ type Client struct {
 	// closeErr is what Close returns: the owned watcher's Close error.
 	closeErr error
 	wg       sync.WaitGroup // maintenance goroutine and every connection's goroutines
+
+	stats counters // see Stats
 }
 
 // Dial watches target (see discovery.Watch; import discovery/consul or

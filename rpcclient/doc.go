@@ -52,4 +52,14 @@
 // after a delay; the first reply wins and the other request is abandoned. The wire format is net/rpc's gob
 // format, so any rpc.Server is a valid backend; unlike rpc.Client, a call
 // abandoned by its context leaves nothing behind in the connection.
+//
+// # Watching a client
+//
+// Client.Stats counts failed calls, calls whose outcome is unknown, retries,
+// retries and backups the budget refused, attempts that sent nothing,
+// waits for discovery, and hedges and their wins: the figures to tune
+// WithRetryBudget and WithHedging by. Client.Endpoints gives each
+// endpoint's connection state and why its last connection closed,
+// Balancer().Status each node's breaker, ejection and latency, and
+// balancer.WithBreakerEvents each breaker's changes as they happen.
 package rpcclient

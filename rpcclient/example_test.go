@@ -107,3 +107,28 @@ func ExampleWithDialer() {
 	}
 	defer c.Close()
 }
+
+// Stats are counters for a metrics exporter: here, one call the server
+// refused (no such method), which is neither retried nor of unknown
+// outcome.
+func ExampleClient_Stats() {
+	addr, stop := serve()
+	defer stop()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := rpcclient.Dial(ctx, "static:///"+addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	var reply string
+	err = c.Call(ctx, "Greeter.Goodbye", "dialtone", &reply, rpcclient.Idempotent())
+	fmt.Println(err != nil)
+	s := c.Stats()
+	fmt.Printf("failed %d, retries %d, outcome unknown %d\n", s.Failed, s.Retries, s.OutcomeUnknown)
+	// Output:
+	// true
+	// failed 1, retries 0, outcome unknown 0
+}

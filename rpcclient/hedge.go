@@ -197,6 +197,9 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			l, err = legs[1], legs[1].timedOut()
 		}
 		if err = end(l, err); err == nil {
+			if l != first {
+				c.stats.hedgeWins.Add(1) // the backup answered first
+			}
 			if reply != nil {
 				rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
 			}
@@ -253,13 +256,16 @@ func (c *Client) backup(ctx context.Context, hk *string, firstAddr string, start
 		return nil
 	}
 	if !c.budget.withdraw() {
+		c.stats.budgetExhausted.Add(1)
 		r.Done(context.Canceled)
 		return nil
 	}
 	l := start(r, cn, backupSlotWait)
 	if l == nil {
 		c.budget.refund() // the backup sent nothing
+		return nil
 	}
+	c.stats.hedges.Add(1)
 	return l
 }
 
