@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -39,6 +40,17 @@ func TestDemoShort(t *testing.T) {
 		if !strings.Contains(summary, "\n"+p+" ") {
 			t.Errorf("summary does not list phase %q", p)
 		}
+	}
+	// The kill and the hang make attempts fail: the client retried, or
+	// moved attempts that sent nothing, and says so.
+	var retries, budget, unsent int
+	if i := strings.Index(summary, "client stats: "); i < 0 {
+		t.Errorf("summary has no client stats")
+	} else if _, err := fmt.Sscanf(summary[i:], "client stats: %d retries (%d refused by the retry budget), %d attempts",
+		&retries, &budget, &unsent); err != nil {
+		t.Errorf("client stats line: %v", err)
+	} else if retries+unsent == 0 {
+		t.Errorf("client stats show no retry and no unsent attempt through a kill and a hang: %s", summary[i:])
 	}
 	if !strings.Contains(text, "failure budget held") {
 		t.Errorf("output does not say the failure budget held")

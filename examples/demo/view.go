@@ -403,6 +403,11 @@ func (v *view) summary(stats []phaseStat, rec *recorder, failures []failure) {
 		fmt.Fprintf(&b, " %s %d (%.0f%%)", bk.name, n, 100*float64(n)/float64(max(total, 1)))
 	}
 	b.WriteByte('\n')
+	// What the client did to keep the calls succeeding (rpcclient.Stats).
+	cs := v.d.client.Stats()
+	fmt.Fprintf(&b, "client stats: %d retries (%d refused by the retry budget), %d attempts that sent nothing "+
+		"(failed dials), %d waits for discovery, %d failed calls\n",
+		cs.Retries, cs.BudgetExhausted, cs.Unsent, cs.RefreshWaits, cs.Failed)
 	if c := rec.cancelled.Load(); c > 0 {
 		fmt.Fprintf(&b, "%d calls cut short by the interrupt (not counted)\n", c)
 	}
