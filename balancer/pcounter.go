@@ -16,10 +16,16 @@ func (c *pCounter) init(v uint32) { c.v = v }
 // load returns the count; tests call it once the counting goroutines are done.
 func (c *pCounter) load() uint32 { return c.v }
 
-// next returns the counter's value and adds one. Only the owning P's pinned
-// goroutine calls it.
-func (c *pCounter) next() uint32 {
+// next returns the counter's value, in [0, n), and moves it on by one,
+// wrapping at n: a compare, where taking an ever-growing count modulo n
+// put two dependent multiplications in front of every round-robin pick.
+// Only the owning P's pinned goroutine calls it.
+func (c *pCounter) next(n uint32) uint32 {
 	v := c.v
-	c.v = v + 1
+	w := v + 1
+	if w >= n {
+		w = 0
+	}
+	c.v = w
 	return v
 }

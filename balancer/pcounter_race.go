@@ -13,4 +13,15 @@ func (c *pCounter) init(v uint32) { c.v.Store(v) }
 
 func (c *pCounter) load() uint32 { return c.v.Load() }
 
-func (c *pCounter) next() uint32 { return c.v.Add(1) - 1 }
+func (c *pCounter) next(n uint32) uint32 {
+	for {
+		v := c.v.Load()
+		w := v + 1
+		if w >= n {
+			w = 0
+		}
+		if c.v.CompareAndSwap(v, w) {
+			return v
+		}
+	}
+}

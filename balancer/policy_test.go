@@ -30,31 +30,59 @@ func TestRoundRobinIsEven(t *testing.T) {
 // TestCursorCountsEveryPick runs round-robin picks from many goroutines at
 // once and checks that the per-P shards counted every one: a shard counted
 // by two goroutines at once (without race builds, with plain increments)
-// would lose some.
+// would lose some, and hand out a slot twice. Each shard walks the slots in
+// turn, wrapping at n, so its picks cover every slot equally, give or take
+// one, and it ends as far past its start (modulo n) as it made picks.
 func TestCursorCountsEveryPick(t *testing.T) {
-	c := newCursor(7)
-	total := func() (sum uint64) {
+	const n = 7
+	c := newCursor(n)
+	state := func() (s []uint32) {
 		for i := range c.shards {
-			sum += uint64(c.shards[i].load())
+			s = append(s, c.shards[i].load())
 		}
-		return sum + uint64(c.spill.Load())
+		return append(s, c.spill.Load())
 	}
-	before := total()
+	before := state()
 	const goroutines, picks = 8, 50_000
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var slots [n]int
 	for range goroutines {
 		wg.Go(func() {
+			var mine [n]int
 			for range picks {
-				if s := c.next(); s < 0 || s >= 7 {
-					t.Errorf("slot %d of 7", s)
+				s := c.next()
+				if s < 0 || s >= n {
+					t.Errorf("slot %d of %d", s, n)
 					return
 				}
+				mine[s]++
 			}
+			mu.Lock()
+			for i, k := range mine {
+				slots[i] += k
+			}
+			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	if got := total() - before; got != goroutines*picks {
-		t.Fatalf("the shards counted %d picks, want %d", got, goroutines*picks)
+	after := state()
+	moved := 0
+	for i := range after {
+		if i < len(c.shards) {
+			moved += int((after[i] + n - before[i]) % n) // each shard's picks, modulo n
+		} else {
+			moved += int(after[i] - before[i]) // the spill counter does not wrap
+		}
+	}
+	if moved%n != goroutines*picks%n {
+		t.Errorf("the counters moved by %d (mod %d) for %d picks: some were lost", moved%n, n, goroutines*picks)
+	}
+	// Every shard (and the spill counter) gives each slot its share, give
+	// or take one.
+	lo, hi := slices.Min(slots[:]), slices.Max(slots[:])
+	if hi-lo > len(after) {
+		t.Errorf("picks per slot %v: spread %d, want at most %d (one per counter)", slots, hi-lo, len(after))
 	}
 }
 

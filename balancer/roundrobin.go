@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"math/bits"
 	"math/rand/v2"
 	"runtime"
 	"sync/atomic"
@@ -28,7 +27,6 @@ type cursor struct {
 	shards []paddedCounter // shards[i] belongs to P i
 	spill  atomic.Uint32   // for Ps added since the snapshot was built (GOMAXPROCS grew)
 	n      uint32
-	m      uint64 // fastmod multiplier for n
 }
 
 type paddedCounter struct {
@@ -42,7 +40,7 @@ type paddedCounter struct {
 // snapshots change would otherwise never get past.
 func newCursor(n int) *cursor {
 	k := runtime.GOMAXPROCS(0)
-	c := &cursor{shards: make([]paddedCounter, k), n: uint32(n), m: ^uint64(0)/uint64(n) + 1}
+	c := &cursor{shards: make([]paddedCounter, k), n: uint32(n)}
 	off := rand.IntN(n)
 	for i := range c.shards {
 		c.shards[i].init(uint32((off + i*n/k) % n))
@@ -56,21 +54,13 @@ func newCursor(n int) *cursor {
 // pCounter.
 func (c *cursor) next() int {
 	pid := procPin()
-	var v uint32
 	if pid < len(c.shards) {
-		v = c.shards[pid].next()
-	} else {
-		v = c.spill.Add(1) - 1
+		v := c.shards[pid].next(c.n)
+		procUnpin()
+		return int(v)
 	}
 	procUnpin()
-	return int(fastmod(v, c.m, c.n))
-}
-
-// fastmod returns a % d for a precomputed m = 2^64/d + 1 (Lemire, Kaser and
-// Kurz, "Faster remainder by direct computation"), avoiding a division.
-func fastmod(a uint32, m uint64, d uint32) uint32 {
-	hi, _ := bits.Mul64(m*uint64(a), uint64(d))
-	return uint32(hi)
+	return int((c.spill.Add(1) - 1) % c.n)
 }
 
 func (c *cursor) first(uint64, bool) (int, int64) { return c.next(), 0 }
