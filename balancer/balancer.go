@@ -344,13 +344,30 @@ func (s *nodeSet) byAddr() map[string]*node {
 	return x.m
 }
 
+// lookup returns the node at addr, spelled as the State spelled it or any
+// other way (discovery.CanonicalAddr): discovery publishes an address in
+// its canonical spelling, "[2001:db8::1]:80", and a caller naming the
+// node "[2001:DB8:0::1]:80" means it too. The other spelling costs a
+// parse, and only when the first lookup misses.
+func (s *nodeSet) lookup(addr string) *node {
+	m := s.byAddr()
+	if n := m[addr]; n != nil || m == nil {
+		return n
+	}
+	if c, err := discovery.CanonicalAddr(addr); err == nil && c != addr {
+		return m[c]
+	}
+	return nil
+}
+
 // Listed reports whether the last discovery State the Balancer applied
-// lists addr. It allocates nothing once the set's address index is built
-// (on the first lookup after addresses came or went). Safe from any
-// goroutine; rpcclient's drain loop calls it for each endpoint it holds.
+// lists addr, in any spelling (see discovery.CanonicalAddr). It allocates
+// nothing once the set's address index is built (on the first lookup
+// after addresses came or went) for an address listed as spelled, or a
+// canonical one. Safe from any goroutine; rpcclient's drain loop calls it
+// for each endpoint it holds.
 func (b *Balancer) Listed(addr string) bool {
-	_, ok := b.set.Load().byAddr()[addr]
-	return ok
+	return b.set.Load().lookup(addr) != nil
 }
 
 // StateVersion returns the Version of the last discovery State the Balancer
@@ -627,11 +644,11 @@ func (b *Balancer) Updated() <-chan struct{} { return *b.pubCh.Load() }
 // Quarantine keeps addr out of picks for d, unless panic mode needs it; a d
 // of 0 or less ends its quarantine now. The RPC client calls it when a dial
 // to addr fails or hangs, and with 0 when a dial succeeds, from any
-// goroutine. It reports whether addr is a current node. The quarantine also
-// ends when discovery drops the address (a node that comes back starts
-// afresh).
+// goroutine. It reports whether addr, in any spelling (see
+// discovery.CanonicalAddr), is a current node. The quarantine also ends
+// when discovery drops the address (a node that comes back starts afresh).
 func (b *Balancer) Quarantine(addr string, d time.Duration) bool {
-	n := b.set.Load().byAddr()[addr]
+	n := b.set.Load().lookup(addr)
 	if n == nil {
 		return false
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dialtone-go/dialtone/breaker"
+	"github.com/dialtone-go/dialtone/discovery"
 )
 
 // Option configures a Balancer in New.
@@ -221,8 +222,27 @@ type PickOption struct {
 // Exclude asks Pick to avoid these addresses, typically the nodes a retry
 // already tried. It is a preference: if every available node is excluded,
 // Pick returns one of them rather than fail. Several Exclude options on one
-// Pick add up: an address any of them lists is avoided.
-func Exclude(addrs ...string) PickOption { return PickOption{exclude: addrs} }
+// Pick add up: an address any of them lists is avoided. An address may be
+// spelled any way (see discovery.CanonicalAddr): "[2001:DB8::1]:80"
+// excludes the node discovery lists at "[2001:db8::1]:80". Exclude
+// allocates only for an address not in its canonical spelling.
+func Exclude(addrs ...string) PickOption {
+	var more []string // canonical spellings of the addresses not in theirs
+	for _, a := range addrs {
+		if c, err := discovery.CanonicalAddr(a); err == nil && c != a {
+			if more == nil {
+				// The caller's own, then the canonical ones: a Watcher
+				// that does not Sanitize lists nodes as it spells them.
+				more = append(make([]string, 0, 2*len(addrs)), addrs...)
+			}
+			more = append(more, c)
+		}
+	}
+	if more != nil {
+		return PickOption{exclude: more}
+	}
+	return PickOption{exclude: addrs}
+}
 
 // HashKey routes the pick by key for the consistent-hash policy (Maglev):
 // the same key goes to the same node while the set is stable and that node
