@@ -23,9 +23,11 @@ import (
 type Registration struct {
 	// Name is the service name clients watch. Required.
 	Name string
-	// ID is unique on the agent. Default: Name-host-port.
+	// ID is unique on the agent. Default: Name-host-port, of Addr in its
+	// canonical spelling.
 	ID string
-	// Addr is the host:port clients dial; validated by discovery.ValidateAddr.
+	// Addr is the host:port clients dial; validated by discovery.ValidateAddr
+	// and registered in its canonical spelling (discovery.CanonicalAddr).
 	Addr string
 	// Tags and Meta are published with the instance. Meta["zone"] becomes
 	// discovery.Endpoint.Zone. NewRegistrar copies both: the caller may
@@ -150,10 +152,14 @@ func agentRegistration(r Registration) (*api.AgentServiceRegistration, time.Dura
 	if err := validServiceName(r.Name); err != nil {
 		return nil, 0, err
 	}
-	if err := discovery.ValidateAddr(r.Addr); err != nil {
+	// The canonical spelling, which the watchers publish and the etcd
+	// Registrar registers: "[2001:DB8:0::1]:080" and "[2001:db8::1]:80"
+	// are one instance, with one default ID.
+	addr, err := discovery.CanonicalAddr(r.Addr)
+	if err != nil {
 		return nil, 0, fmt.Errorf("consul: registration %q: %w", r.Name, err)
 	}
-	host, portStr, _ := net.SplitHostPort(r.Addr)
+	host, portStr, _ := net.SplitHostPort(addr)
 	port, _ := strconv.Atoi(portStr)
 	id := r.ID
 	if id == "" {
