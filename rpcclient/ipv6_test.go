@@ -18,7 +18,7 @@ func serveArithOn6(t *testing.T, a *Arith) string {
 	t.Helper()
 	l, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		t.Fatalf("no IPv6 loopback (::1), which this test needs: %v", err)
 	}
 	serveRPCListener(t, l, func(s *rpc.Server) error {
 		if err := s.Register(a); err != nil {

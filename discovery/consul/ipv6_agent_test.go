@@ -20,7 +20,7 @@ import (
 func TestAgentIPv6(t *testing.T) {
 	tcp, err := net.Listen("tcp6", "[::1]:0")
 	if err != nil {
-		t.Skipf("no IPv6 loopback: %v", err)
+		t.Fatalf("no IPv6 loopback (::1), which this test needs: %v", err)
 	}
 	defer tcp.Close()
 	a := consultest.StartWithHCL(t, `addresses { http = "127.0.0.1 ::1" }`)
