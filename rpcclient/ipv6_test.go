@@ -12,7 +12,7 @@ import (
 	"github.com/dialtone-go/dialtone/balancer"
 )
 
-// serveArithOn6 is serveArith on the IPv6 loopback, [::1]; it skips the
+// serveArithOn6 is serveArith on the IPv6 loopback, [::1]; it fails the
 // test where the host has no IPv6.
 func serveArithOn6(t *testing.T, a *Arith) string {
 	t.Helper()
