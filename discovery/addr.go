@@ -128,8 +128,8 @@ func CanonicalAddr(addr string) (string, error) {
 	if numericIPv4(host) {
 		return bad("host is a numeric IPv4 spelling (hex, octal or short form), not a DNS name: C resolvers read it as an address; use dotted decimal")
 	}
-	if !validHostname(host) {
-		return bad("host is neither an IP address nor a valid DNS name")
+	if why := hostnameProblem(host); why != "" {
+		return bad("host is neither an IP address nor a valid DNS name: " + why)
 	}
 	if len(host)+1+len(port) == len(addr) && port[0] != '0' && !hasUpper(host) {
 		return addr, nil // no brackets, no leading zero, lower case
@@ -200,19 +200,32 @@ func numericIPv4(h string) bool {
 	return true
 }
 
-// validHostname reports whether h is a syntactically valid DNS name:
-// dot-separated labels of letters, digits, '-' and '_', 1-63 bytes each, not
-// starting or ending with '-', 253 bytes at most, and not all-numeric (which
-// would be a malformed IPv4 address).
-func validHostname(h string) bool {
+// validHostname reports whether h is a syntactically valid DNS name (see
+// hostnameProblem).
+func validHostname(h string) bool { return hostnameProblem(h) == "" }
+
+// hostnameProblem says what makes h not a syntactically valid DNS name, or
+// returns "" when it is one: dot-separated labels of ASCII letters, digits,
+// '-' and '_', 1-63 bytes each, not starting or ending with '-', 253 bytes
+// at most without a trailing dot, and not all-numeric (which would be a
+// malformed IPv4 address). A valid name costs no allocation.
+func hostnameProblem(h string) string {
 	h = strings.TrimSuffix(h, ".")
-	if h == "" || len(h) > 253 {
-		return false
+	if h == "" {
+		return "empty name"
+	}
+	if len(h) > 253 {
+		return fmt.Sprintf("name is %d bytes, more than 253", len(h))
 	}
 	allDigits := true
 	for label := range strings.SplitSeq(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
+		switch {
+		case label == "":
+			return "empty label (a leading dot or two dots in a row)"
+		case len(label) > 63:
+			return fmt.Sprintf("label %q is %d bytes, more than 63", truncate(label), len(label))
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return fmt.Sprintf("label %q starts or ends with '-'", label)
 		}
 		for i := 0; i < len(label); i++ {
 			c := label[i]
@@ -220,12 +233,17 @@ func validHostname(h string) bool {
 			case c >= '0' && c <= '9':
 			case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '-', c == '_':
 				allDigits = false
+			case c >= 0x80:
+				return "non-ASCII characters: give an internationalized name in its ASCII (punycode, \"xn--\") form"
 			default:
-				return false
+				return fmt.Sprintf("character %q not allowed (letters, digits, '-' and '_' only)", c)
 			}
 		}
 	}
-	return !allDigits
+	if allDigits {
+		return "all labels are numbers, which is no IPv4 address"
+	}
+	return ""
 }
 
 // Rejected is an endpoint a registry returned that was not published, with

@@ -242,8 +242,10 @@ func validateRegistryAddr(h string) error {
 	if host == "" {
 		return fmt.Errorf("%q has an empty host", truncate(h))
 	}
-	if _, ok := parseIP(host); !ok && !validHostname(host) {
-		return fmt.Errorf("%q: host %q is neither an IP address nor a valid DNS name", truncate(h), truncate(host))
+	if _, ok := parseIP(host); !ok {
+		if why := hostnameProblem(host); why != "" {
+			return fmt.Errorf("%q: host %q is neither an IP address nor a valid DNS name: %s", truncate(h), truncate(host), why)
+		}
 	}
 	if _, why := parsePort(port); why != "" {
 		return fmt.Errorf("%q: %s", truncate(h), why)
