@@ -43,6 +43,13 @@ type Watcher struct {
 
 	warnedAnon atomic.Bool // the anonymous-token warning was logged
 
+	// What the last answer rejected, for the run goroutine only (apply):
+	// the reason logged for each rejected instance ID, and the number of
+	// malformed entries. An instance is logged when it is rejected anew or
+	// for another reason, not again on every answer while it stays listed.
+	rejected  map[string]string
+	malformed int
+
 	stats struct {
 		requests, errors, forced, rejected, resets atomic.Uint64
 	}
@@ -464,9 +471,24 @@ func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) (keep 
 	}
 	eps, bad := w.convert(entries)
 	valid, rejected := discovery.Sanitize(eps)
+	// Logged once per instance and reason, as the etcd watcher does: a
+	// service whose other instances churn answers up to the query rate, and
+	// clients call ResolveNow on every failed dial, so logging on every
+	// answer repeated the same lines many times a second for as long as
+	// the instance stayed registered.
+	seen := make(map[string]string, len(rejected))
 	for _, r := range rejected {
-		w.opts.logger.Warn("consul: instance rejected", "service", w.service, "id", r.Endpoint.ID, "reason", r.Err)
+		why := r.Err.Error()
+		seen[r.Endpoint.ID] = why
+		if prev, ok := w.rejected[r.Endpoint.ID]; !ok || prev != why {
+			w.opts.logger.Warn("consul: instance rejected", "service", w.service, "id", r.Endpoint.ID, "reason", r.Err)
+		}
 	}
+	w.rejected = seen
+	if bad > 0 && bad != w.malformed {
+		w.opts.logger.Warn("consul: malformed entries without a service", "service", w.service, "count", bad)
+	}
+	w.malformed = bad
 	n := len(rejected) + bad
 	if n > 0 {
 		w.stats.rejected.Add(uint64(n))
@@ -515,8 +537,7 @@ func (w *Watcher) convert(entries []*api.ServiceEntry) (eps []discovery.Endpoint
 	eps = make([]discovery.Endpoint, 0, len(entries))
 	for _, e := range entries {
 		if e == nil || e.Service == nil {
-			bad++
-			w.opts.logger.Warn("consul: malformed entry without a service", "service", w.service)
+			bad++ // logged by apply, when the count changes
 			continue
 		}
 		health := discovery.Healthy
