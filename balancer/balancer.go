@@ -3,6 +3,7 @@ package balancer
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -542,7 +543,12 @@ func (b *Balancer) rebuild() time.Duration {
 		p.sel = b.opts.policy.build(ready, all, b)
 	}
 	if prev.panic != panicking {
-		b.opts.logger.Warn("balancer: panic mode", "service", b.opts.service, "on", panicking,
+		// Trouble when it starts; its end is good news.
+		level := slog.LevelWarn
+		if !panicking {
+			level = slog.LevelInfo
+		}
+		b.opts.logger.Log(context.Background(), level, "balancer: panic mode", "service", b.opts.service, "on", panicking,
 			"healthy", healthy, "total", len(all))
 	}
 	b.publish(p)

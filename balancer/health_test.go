@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net/rpc"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/dialtone-go/dialtone/breaker"
 	"github.com/dialtone-go/dialtone/discovery/discoverytest"
+	"github.com/dialtone-go/dialtone/internal/logbuf"
 	"github.com/dialtone-go/dialtone/internal/returns"
 )
 
@@ -968,5 +971,27 @@ func TestDiscoveryContextErrorIsNotTheCallers(t *testing.T) {
 		if !errors.Is(err, ErrNoEndpoints) || !errors.Is(err, sentinel) || !errors.As(err, &pe) {
 			t.Errorf("%v: the kind, the discovery error's sentinel or its *os.PathError is lost", err)
 		}
+	}
+}
+
+// Panic mode is logged when it starts, as a warning, and when it ends, as
+// news: an operator's alerts on warnings fire once, not again on recovery.
+func TestPanicModeLogLevels(t *testing.T) {
+	var logs logbuf.Buffer
+	as := addrs(4)
+	b, _ := newTest(t, as, WithoutBreakers(), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+	for _, a := range as[:3] { // 1 of 4 healthy: below the 50 % threshold
+		b.Quarantine(a, time.Hour)
+	}
+	waitFor(t, b, "panic mode", func(p *picker) bool { return p.panic })
+	for _, a := range as[:3] {
+		b.Quarantine(a, 0)
+	}
+	waitFor(t, b, "the end of panic mode", func(p *picker) bool { return !p.panic && len(p.ready) == 4 })
+	out := logs.String()
+	on := regexp.MustCompile(`level=WARN msg="balancer: panic mode" service=svc on=true`)
+	off := regexp.MustCompile(`level=INFO msg="balancer: panic mode" service=svc on=false`)
+	if len(on.FindAllString(out, -1)) != 1 || len(off.FindAllString(out, -1)) != 1 {
+		t.Fatalf("want one WARN line as panic mode starts and one INFO line as it ends; logged:\n%s", out)
 	}
 }
