@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"net/rpc"
 	"strings"
 	"sync"
 	"testing"
@@ -129,22 +128,6 @@ func (d *fakeDNS) dialer() func(ctx context.Context, network, addr string) (net.
 		return dd.DialContext(ctx, "udp", server)
 	}}}
 	return nd.DialContext
-}
-
-// serveArithAt is serveArith on the given loopback host and port.
-func serveArithAt(t *testing.T, a *Arith, hostport string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", hostport)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveRPCListener(t, l, func(s *rpc.Server) error {
-		if err := s.Register(a); err != nil {
-			return err
-		}
-		return RegisterHeartbeat(s)
-	}, func() {})
-	return l.Addr().String()
 }
 
 // An endpoint named by a host name ("localhost:port", as /etc/hosts

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/rpc"
 	"strings"
 	"testing"
 	"time"
@@ -12,30 +11,13 @@ import (
 	"github.com/dialtone-go/dialtone/balancer"
 )
 
-// serveArithOn6 is serveArith on the IPv6 loopback, [::1]; it fails the
-// test where the host has no IPv6.
-func serveArithOn6(t *testing.T, a *Arith) string {
-	t.Helper()
-	l, err := net.Listen("tcp6", "[::1]:0")
-	if err != nil {
-		t.Fatalf("no IPv6 loopback (::1), which this test needs: %v", err)
-	}
-	serveRPCListener(t, l, func(s *rpc.Server) error {
-		if err := s.Register(a); err != nil {
-			return err
-		}
-		return RegisterHeartbeat(s)
-	}, func() {})
-	return l.Addr().String()
-}
-
 // A client on the IPv6 loopback: a static target listing one server under
 // two spellings and another once has two endpoints at the canonical
 // spellings, calls reach both, and a dial to a closed [::1] port fails
 // with a DialError naming the address.
 func TestIPv6LoopbackStaticTarget(t *testing.T) {
 	var a1, a2 Arith
-	addr1, addr2 := serveArithOn6(t, &a1), serveArithOn6(t, &a2)
+	addr1, addr2 := serveArithAt(t, &a1, "[::1]:0"), serveArithAt(t, &a2, "[::1]:0")
 	_, port1, _ := net.SplitHostPort(addr1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -94,7 +76,7 @@ func TestIPv6LoopbackStaticTarget(t *testing.T) {
 // excluding "[::0001]:80", means the same node.
 func TestIPv6BalancerAddressSpellings(t *testing.T) {
 	var a1, a2 Arith
-	addr1, addr2 := serveArithOn6(t, &a1), serveArithOn6(t, &a2)
+	addr1, addr2 := serveArithAt(t, &a1, "[::1]:0"), serveArithAt(t, &a2, "[::1]:0")
 	_, port1, _ := net.SplitHostPort(addr1)
 	other := []string{"[0:0::1]:" + port1, "[::0001]:" + port1, "[0:0:0:0:0:0:0:1]:0" + port1}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -3,7 +3,6 @@ package rpcclient
 import (
 	"context"
 	"log/slog"
-	"net"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -69,11 +68,33 @@ func echoCall(c *Client, ctx context.Context) error {
 
 const floodFor = 1500 * time.Millisecond
 
+// flap makes the proxies reset every connection, then pass them, in turn,
+// every period, until the returned function is called (which waits for it).
+func flap(period time.Duration, ps ...*rpctest.Proxy) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-quit:
+				return
+			case <-time.After(period):
+			}
+			for _, p := range ps {
+				if i%2 == 0 {
+					p.Reset()
+				} else {
+					p.Pass()
+				}
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
+
 func TestLogFloodRefused(t *testing.T) {
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := l.Addr().String()
-	l.Close()
-	lines, n := floodRun(t, []string{serveArith(t, &Arith{}), dead}, floodFor, arithCall)
+	lines, n := floodRun(t, []string{serveArith(t, &Arith{}), refusingAddr(t)}, floodFor, arithCall)
 	checkFlood(t, lines, n, 40)
 }
 
@@ -91,26 +112,9 @@ func TestLogFloodReset(t *testing.T) {
 
 func TestLogFloodFlapping(t *testing.T) {
 	p := rpctest.NewProxy(t, serveArith(t, &Arith{}))
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-			if i%2 == 0 {
-				p.Reset()
-			} else {
-				p.Pass()
-			}
-		}
-	}()
+	stop := flap(10*time.Millisecond, p)
 	lines, n := floodRun(t, []string{serveArith(t, &Arith{}), p.Addr()}, floodFor, arithCall)
-	close(stop)
-	<-done
+	stop()
 	checkFlood(t, lines, n, 60)
 }
 
@@ -140,13 +144,7 @@ func TestLogFloodKilled(t *testing.T) {
 }
 
 func TestLogFloodAllDead(t *testing.T) {
-	var addrs []string
-	for range 2 {
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		addrs = append(addrs, l.Addr().String())
-		l.Close()
-	}
-	lines, n := floodRun(t, addrs, floodFor, arithCall)
+	lines, n := floodRun(t, []string{refusingAddr(t), refusingAddr(t)}, floodFor, arithCall)
 	checkFlood(t, lines, n, 100)
 }
 
@@ -158,27 +156,8 @@ func TestLogFloodAllFlapping(t *testing.T) {
 		ps = append(ps, p)
 		addrs = append(addrs, p.Addr())
 	}
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			case <-time.After(15 * time.Millisecond):
-			}
-			for _, p := range ps {
-				if i%2 == 0 {
-					p.Reset()
-				} else {
-					p.Pass()
-				}
-			}
-		}
-	}()
+	stop := flap(15*time.Millisecond, ps...)
 	lines, n := floodRun(t, addrs, floodFor, arithCall)
-	close(stop)
-	<-done
+	stop()
 	checkFlood(t, lines, n, 80)
 }

@@ -73,7 +73,18 @@ func (a *Arith) Blob(p Pair, r *Blob) error { return nil }
 // loopback; it stops at test cleanup.
 func serveArith(t testing.TB, a *Arith) string {
 	t.Helper()
-	return serveRPC(t, func(s *rpc.Server) error {
+	return serveArithAt(t, a, "127.0.0.1:0")
+}
+
+// serveArithAt is serveArith listening on hostport ("[::1]:0",
+// "127.0.0.2:0").
+func serveArithAt(t testing.TB, a *Arith, hostport string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", hostport)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveRPCListener(t, l, func(s *rpc.Server) error {
 		if err := s.Register(a); err != nil {
 			return err
 		}
@@ -87,6 +98,7 @@ func serveArith(t testing.TB, a *Arith) string {
 			}
 		}
 	})
+	return l.Addr().String()
 }
 
 // serveRPC starts a net/rpc server on loopback with the services register
