@@ -200,10 +200,6 @@ func numericIPv4(h string) bool {
 	return true
 }
 
-// validHostname reports whether h is a syntactically valid DNS name (see
-// hostnameProblem).
-func validHostname(h string) bool { return hostnameProblem(h) == "" }
-
 // hostnameProblem says what makes h not a syntactically valid DNS name, or
 // returns "" when it is one: dot-separated labels of ASCII letters, digits,
 // '-' and '_', 1-63 bytes each, not starting or ending with '-', 253 bytes

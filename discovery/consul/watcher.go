@@ -476,7 +476,10 @@ func (w *Watcher) apply(entries []*api.ServiceEntry, meta *api.QueryMeta) (keep 
 	// clients call ResolveNow on every failed dial, so logging on every
 	// answer repeated the same lines many times a second for as long as
 	// the instance stayed registered.
-	seen := make(map[string]string, len(rejected))
+	var seen map[string]string // nil while nothing is rejected: most answers
+	if len(rejected) > 0 {
+		seen = make(map[string]string, len(rejected))
+	}
 	for _, r := range rejected {
 		why := r.Err.Error()
 		seen[r.Endpoint.ID] = why
