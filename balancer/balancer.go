@@ -541,6 +541,7 @@ func (b *Balancer) rebuild() time.Duration {
 		mode: b.opts.policy.stats(), breakers: b.breakers != nil, gen: b.gen, fresh: b.fresh, opened: b.opened}
 	if len(ready) > 0 {
 		p.sel = b.opts.policy.build(ready, all, b)
+		p.rot, _ = p.sel.(rotation)
 	}
 	if prev.panic != panicking {
 		// Trouble when it starts; its end is good news.

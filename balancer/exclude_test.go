@@ -89,3 +89,56 @@ func countPicks(t *testing.T, b *Balancer, n int, opts ...PickOption) map[string
 	t.Logf("%v", got)
 	return got
 }
+
+// A retry's or a hedge's pick (one with Exclude) must not move the
+// round-robin rotation that first attempts follow. When it did, a client
+// hedging over round robin sent every call's first attempt to the slow
+// node: over 2 nodes, each call whose first attempt went to the slow node
+// advanced the rotation twice (its backup took the fast one), so the next
+// call started on the slow node again; over 3, one node never got a first
+// attempt. Each node must start its share of the calls.
+func TestRetryPicksLeaveTheRotation(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		policy Policy
+		n      int
+	}{
+		{"round robin/2", RoundRobin(), 2},
+		{"round robin/3", RoundRobin(), 3},
+		{"weighted/2", WeightedRoundRobin(), 2},
+		{"weighted/3", WeightedRoundRobin(), 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			as := addrs(tc.n)
+			b, _ := newTest(t, as, WithPolicy(tc.policy), WithoutBreakers(), WithSlowStart(0, 0),
+				WithOutlierDetection(OutlierConfig{Disabled: true}))
+			slow := as[0]
+			const calls = 3000
+			firsts := map[string]int{}
+			for range calls {
+				first, err := b.Pick(context.Background())
+				if err != nil {
+					t.Fatal(err)
+				}
+				firsts[first.Endpoint.Addr]++
+				if first.Endpoint.Addr == slow {
+					// The hedge: a backup on another node; the fast
+					// backup answers and the slow first leg is cancelled.
+					backup, err := b.Pick(context.Background(), Exclude(slow))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if backup.Endpoint.Addr == slow {
+						t.Fatalf("the backup went to the excluded node %s", slow)
+					}
+					backup.Done(nil)
+				}
+				first.Done(context.Canceled)
+			}
+			t.Logf("first attempts: %v", firsts)
+			for _, a := range as {
+				within(t, "first attempts on "+a, firsts[a], calls/tc.n, calls/tc.n/5)
+			}
+		})
+	}
+}

@@ -49,6 +49,7 @@ type picker struct {
 	nodes    []*node // the State's nodes, which ready indexes
 	dense    bool    // every node is ready: ready[j].idx is j, and Pick need not read it
 	sel      selector
+	rot      rotation  // sel, when it is a round-robin rotation; nil otherwise
 	mode     statsMode // statistics the policy needs
 	breakers bool      // the balancer has breakers
 	err      *Error    // returned when ready is empty
@@ -121,7 +122,9 @@ func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 	}
 	n := len(p.ready)
 	start, since := 0, int64(0)
-	if n > 1 {
+	if n > 1 && po.exclude != nil && p.rot != nil {
+		start = p.rot.anySlot() // a retry's or a hedge's: see rotation
+	} else if n > 1 {
 		// The round-robin policies' selectors are called directly: an
 		// interface call on every pick costs more than their choice.
 		switch s := p.sel.(type) {
@@ -212,7 +215,13 @@ func (p *picker) redraw(po *pickOptions) *Result {
 		return m.redraw(p, po)
 	}
 	for range maxRedraws {
-		start, since := p.sel.first(0, false)
+		var start int
+		var since int64
+		if po.exclude != nil && p.rot != nil {
+			start = p.rot.anySlot()
+		} else {
+			start, since = p.sel.first(0, false)
+		}
 		k := p.at(start)
 		if po.exclude != nil && po.excluded(p.nodes[k].addr) {
 			continue

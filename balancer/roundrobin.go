@@ -9,7 +9,9 @@ import (
 // RoundRobin returns a policy that sends requests to the healthy nodes in
 // turn, ignoring weights. Its cursor has one shard per P, so concurrent
 // pickers on different cores never share a cache line; over many picks every
-// node gets the same share.
+// node gets the same share. A pick with Exclude (a retry's, a hedged
+// backup's) takes a node at random among those not excluded and leaves the
+// turn where it is, so that the nodes still start calls in turn.
 func RoundRobin() Policy { return roundRobin{} }
 
 type roundRobin struct{}
@@ -64,6 +66,23 @@ func (c *cursor) next() int {
 }
 
 func (c *cursor) first(uint64, bool) (int, int64) { return c.next(), 0 }
+
+// rotation is a round-robin selector (cursor, wrrSel): its first choice
+// advances a rotation that every pick shares. Pick advances it for a
+// request's first attempt only. A pick with Exclude (a retry's, a hedged
+// backup's) takes anySlot instead, a slot of the rotation drawn at random,
+// and leaves the rotation where it is. Were retries and backups to advance
+// it, the node after a slow one in the rotation would rarely start a call:
+// over 2 nodes, a call whose first attempt went to the slow node and whose
+// backup took the other would send the next call's first attempt to the
+// slow node again, and every call after it (TestRetryPicksLeaveTheRotation).
+type rotation interface {
+	// anySlot returns the index in ready of a slot drawn uniformly at
+	// random: for the weighted rotation, a node drawn by weight.
+	anySlot() int
+}
+
+func (c *cursor) anySlot() int { return int(uint64(cheaprand64()) % uint64(c.n)) }
 
 // Random returns a policy that picks a healthy node uniformly at random,
 // ignoring weights.

@@ -9,7 +9,10 @@ import (
 // when Degraded, ramped during slow start). The order is smooth: a schedule
 // is computed once per snapshot by earliest-deadline-first, so heavy nodes
 // are interleaved with light ones rather than served in bursts, and Pick is a
-// sharded counter into that schedule: O(1) in the number of nodes.
+// sharded counter into that schedule: O(1) in the number of nodes. A pick
+// with Exclude (a retry's, a hedged backup's) draws a node at random by
+// weight among those not excluded and leaves the schedule's turn where it
+// is, as RoundRobin does.
 func WeightedRoundRobin() Policy { return wrr{} }
 
 type wrr struct{}
@@ -50,6 +53,8 @@ func newWRRSel[T readyIndex](sched []T) *wrrSel[T] {
 }
 
 func (s *wrrSel[T]) first(uint64, bool) (int, int64) { return int(s.sched[s.cur.next()]), 0 }
+
+func (s *wrrSel[T]) anySlot() int { return int(s.sched[s.cur.anySlot()]) }
 
 // edfScratch is the working memory of edfSchedule. A Balancer keeps one in
 // its field edf, used only by the goroutine holding the Balancer's mu (the
