@@ -37,6 +37,16 @@ func TestExcludedChoiceDoesNotFallToTheNextNode(t *testing.T) {
 			t.Fatalf("picks excluding %s: %v; the weight-1 node %s got %d of 6000, want about 1000", as[0], got, as[1], got[as[1]])
 		}
 	})
+	// The excluded node holds most of the weight: the other two, of
+	// equal weight, must still share the picks evenly, not 80/20.
+	t.Run("weighted, heavy excluded", func(t *testing.T) {
+		b, fw := newTest(t, nil, WithPolicy(WeightedRoundRobin()), WithoutBreakers(), WithSlowStart(0, 0))
+		fw.Set(eps(map[string]int{as[0]: 18, as[1]: 1, as[2]: 1})...)
+		waitFor(t, b, "3 nodes", func(p *picker) bool { return len(p.ready) == 3 })
+		got := countPicks(t, b, 10000, Exclude(as[0]))
+		within(t, "picks on "+as[1], got[as[1]], 5000, 750)
+		within(t, "picks on "+as[2], got[as[2]], 5000, 750)
+	})
 }
 
 // A half-open node whose probe is out refuses picks; they must follow the
