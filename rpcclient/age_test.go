@@ -425,7 +425,7 @@ func TestAgedConnectionClosesWithNothingInFlight(t *testing.T) {
 			ready.Store(true)
 			for !go_.Load() {
 			}
-			for j := 0; j < spin; j++ {
+			for range spin {
 				spinSink.Add(1)
 			}
 			cn.markAged()

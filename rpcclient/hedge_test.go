@@ -242,7 +242,7 @@ func TestHedgeOutlivesTheFirstLegsTimeout(t *testing.T) {
 func TestHedgedAttemptsCountBothLegs(t *testing.T) {
 	c, _, _ := slowAndFast(t, 300*time.Millisecond, WithHedging(20*time.Millisecond),
 		WithBalancer(balancer.WithPolicy(balancer.Random())))
-	for i := 0; i < 20; i++ {
+	for i := range 20 {
 		var r rpctest.EchoReply
 		err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Fail: "boom"}, &r, Idempotent())
 		var e *Error

@@ -24,6 +24,9 @@ func TestIPv6LoopbackStaticTarget(t *testing.T) {
 	c, err := Dial(ctx, "static:///[0:0::1]:"+port1+","+addr1+","+addr2)
 	if err == nil || !strings.Contains(err.Error(), "already used") {
 		// Static refuses duplicates: the two spellings are one address.
+		if err == nil {
+			c.Close()
+		}
 		t.Fatalf("Dial with two spellings of %s: %v, want a duplicate-address error", addr1, err)
 	}
 	c, err = Dial(ctx, "static:///[0:0::1]:0"+port1+","+strings.ToUpper(addr2))

@@ -88,8 +88,10 @@ type valueKeyed struct {
 	Key  string
 }
 
-func (a valueKeyed) SetIdempotencyKey(k string) { a.Key = k } //nolint:staticcheck // the caller's slip under test
-func (a valueKeyed) IdempotencyKey() string     { return a.Key }
+//lint:ignore SA4005 the caller's slip under test
+func (a valueKeyed) SetIdempotencyKey(k string) { a.Key = k }
+
+func (a valueKeyed) IdempotencyKey() string { return a.Key }
 
 // WithIdempotencyKey promises that a non-empty key is always the one sent,
 // and the call is then retried after its request may have run, counting on

@@ -371,7 +371,7 @@ func outcomeOf(t *testing.T, x func(t *testing.T, c *Client, px *rpctest.Proxy) 
 		}
 		fail := func() {
 			// A known failure: an attempt timeout, not retried (not idempotent).
-			for i := 0; i < 20; i++ {
+			for range 20 {
 				err := c.Call(context.Background(), "Echo.Echo", &rpctest.EchoArgs{Sleep: 150 * time.Millisecond}, &r, AttemptTimeout(20*time.Millisecond))
 				if errors.Is(err, ErrAttemptTimeout) {
 					return
