@@ -207,9 +207,6 @@ func (m *Member) Name() string { return m.name }
 // It stays the same across Stop and Restart.
 func (m *Member) Endpoint() string { return m.clientURL.String() }
 
-// Host returns the member's client address as host:port.
-func (m *Member) Host() string { return m.clientURL.Host }
-
 // HasLeader reports whether the member runs and follows (or is) a leader.
 func (m *Member) HasLeader() bool {
 	lead, _, ok := m.lead()

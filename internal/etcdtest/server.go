@@ -29,13 +29,6 @@ const (
 // every Restart). Tests use it for settings the defaults below do not cover.
 type Option func(*embed.Config)
 
-// WithProgressNotifyInterval sets how often etcd sends progress notifications
-// to watches that asked for them. The default here is 500 ms (etcd's own
-// default is 10 minutes).
-func WithProgressNotifyInterval(d time.Duration) Option {
-	return func(c *embed.Config) { c.WatchProgressNotifyInterval = d }
-}
-
 // Server is one embedded etcd member. Its methods may be called from the test
 // goroutine and its helpers; they are safe for concurrent use.
 type Server struct {

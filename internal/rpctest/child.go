@@ -241,9 +241,6 @@ func StartChild(t testing.TB, opts ...ChildOption) *Child {
 // Addr returns the child's listening address, 127.0.0.1:port.
 func (c *Child) Addr() string { return c.addr }
 
-// Name returns the child server's name (WithChildName; default "child-N").
-func (c *Child) Name() string { return c.name }
-
 // Pid returns the child's process id.
 func (c *Child) Pid() int { return c.cmd.Process.Pid }
 
