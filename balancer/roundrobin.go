@@ -25,9 +25,17 @@ func (roundRobin) build(ready []entry, _ []*node, _ *Balancer) selector {
 // cursor is a round-robin counter over n slots with one shard per P: each
 // shard walks all the slots from its own starting point, so the picks of
 // every shard, and of all of them together, are spread evenly.
+//
+// The runtime changes GOMAXPROCS while the program runs (since Go 1.25, when
+// the container's CPU limit changes), and a cursor lives as long as its
+// snapshot, which on a static set is as long as the process. A P added
+// since the cursor was built gets its own shard too, in more, made by its
+// first pick: sharing one counter instead cost every pick on those Ps a
+// contended atomic add, for as long as no rebuild came, and started every
+// snapshot's picks on them at the first slot.
 type cursor struct {
-	shards []paddedCounter // shards[i] belongs to P i
-	spill  atomic.Uint32   // for Ps added since the snapshot was built (GOMAXPROCS grew)
+	shards []paddedCounter                  // shards[i] belongs to P i
+	more   atomic.Pointer[[]*paddedCounter] // (*more)[i] belongs to P len(shards)+i
 	n      uint32
 }
 
@@ -61,8 +69,57 @@ func (c *cursor) next() int {
 		procUnpin()
 		return int(v)
 	}
-	procUnpin()
-	return int((c.spill.Add(1) - 1) % c.n)
+	return c.nextMore(pid)
+}
+
+// nextMore is next on P pid, added since the cursor was built, with the
+// goroutine pinned to it; it unpins.
+func (c *cursor) nextMore(pid int) int {
+	for {
+		if m := c.more.Load(); m != nil && pid-len(c.shards) < len(*m) {
+			v := (*m)[pid-len(c.shards)].next(c.n)
+			procUnpin()
+			return int(v)
+		}
+		procUnpin() // not pinned while allocating and asking GOMAXPROCS
+		c.grow(pid + 1)
+		if pid = procPin(); pid < len(c.shards) { // GOMAXPROCS shrank since
+			v := c.shards[pid].next(c.n)
+			procUnpin()
+			return int(v)
+		}
+	}
+}
+
+// grow gives every P below p, and below GOMAXPROCS now, a shard. The
+// shards already in more are kept, each still counted by its own P; the
+// new ones start at a random slot, spread evenly from there, as
+// newCursor's do. It runs when GOMAXPROCS grows past the most the cursor
+// has seen: rarely.
+func (c *cursor) grow(p int) {
+	want := max(p, runtime.GOMAXPROCS(0)) - len(c.shards)
+	for {
+		old := c.more.Load()
+		var have []*paddedCounter
+		if old != nil {
+			have = *old
+		}
+		if len(have) >= want {
+			return
+		}
+		m := make([]*paddedCounter, want)
+		copy(m, have)
+		added, n := want-len(have), int(c.n)
+		off := rand.IntN(n)
+		for i := range added {
+			s := new(paddedCounter)
+			s.init(uint32((off + i*n/added) % n))
+			m[len(have)+i] = s
+		}
+		if c.more.CompareAndSwap(old, &m) {
+			return
+		}
+	}
 }
 
 func (c *cursor) first(uint64, bool) (int, int64) { return c.next(), 0 }
