@@ -32,6 +32,10 @@ type Balancer struct {
 	tau           float64  // P2C decay, ns
 	penalty       float64  // P2C failure penalty, ns
 	samp          sampling // P2C's latency sampling rate
+	salt          uint64   // the nodes' ranks for WithSubset hash it in
+	// subsetFloor is the lowest rank in the subset (see subset); 0
+	// when every node is in it.
+	subsetFloor atomic.Uint64
 
 	kickCh   chan struct{} // something changed; buffered 1
 	rewakeCh chan struct{} // wakeAt moved earlier; buffered 1
@@ -80,6 +84,7 @@ func New(w discovery.Watcher, opts ...Option) *Balancer {
 		w: w, opts: o, kickCh: make(chan struct{}, 1), rewakeCh: make(chan struct{}, 1), ctx: ctx, cancel: cancel,
 		nodes: map[string]*node{},
 		rng:   rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		salt:  rand.Uint64(),
 	}
 	b.samp.init()
 	if p, ok := o.policy.(p2c); ok {
@@ -371,6 +376,17 @@ func (b *Balancer) Listed(addr string) bool {
 	return b.set.Load().lookup(addr) != nil
 }
 
+// InSubset reports whether addr is listed (see Listed) and, with
+// WithSubset, in the Balancer's subset: among the nodes that rank highest,
+// in rotation or not (a node whose breaker is open keeps its place and
+// gets it back when it is in rotation again). Without WithSubset it is
+// Listed. Safe from any goroutine; rpcclient's drain loop calls it for
+// each endpoint it holds, and drains those outside the subset.
+func (b *Balancer) InSubset(addr string) bool {
+	n := b.set.Load().lookup(addr)
+	return n != nil && n.rank >= b.subsetFloor.Load()
+}
+
 // StateVersion returns the Version of the last discovery State the Balancer
 // applied and published a picker for; 0 before the first. Picks made after
 // it returns v come from that State or a newer one. With Updated, it lets a caller wait for
@@ -521,6 +537,15 @@ func (b *Balancer) rebuild() time.Duration {
 			}
 		}
 	}
+	floor := uint64(0)
+	if k := b.opts.subset; k > 0 && len(ready) > k {
+		ready, floor = subset(ready, all, k)
+		b.fresh, b.opened = 0, 0
+		for _, e := range ready {
+			b.countFresh(all[e.idx])
+		}
+	}
+	b.subsetFloor.Store(floor)
 	unavail := &Error{Service: b.opts.service, Kind: ErrUnavailable, Total: len(all), Open: open,
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}
 	refused := *unavail // every ready node's breaker refused at pick time

@@ -41,6 +41,17 @@
 // as weight x max(10 %, t/window). Weights matter to WeightedRoundRobin, P2C
 // and the consistent-hash policies; RoundRobin and Random ignore them.
 //
+// # Subsetting
+//
+// With WithSubset(k), picks go to at most k nodes: the k healthy ones that
+// rank highest by a hash of their address and a salt each Balancer draws
+// (rendezvous hashing). Many clients then spread evenly over many nodes,
+// each client connecting to k of them, and an address that comes or goes
+// moves at most one node of a subset. A member out of rotation gives its
+// place to the next in rank until it is back (InSubset still reports it, so
+// that its connections are kept); in panic mode the k are taken among all
+// nodes whose breaker is not open.
+//
 // # Done
 //
 // Result.Done must be called once with the outcome of the request. It feeds

@@ -86,6 +86,11 @@ type node struct {
 	gen          uint64 // the Balancer's gen when a State last listed the node
 	pos          int    // the node's index in that State
 
+	// rank orders the nodes for WithSubset (see subset): a hash of the
+	// address and the Balancer's salt, so it outlives updates; 0 without
+	// subsetting.
+	rank uint64
+
 	// first is res for the endpoint the node was made for, allocated with
 	// the node: a large update of new nodes makes one object per node.
 	first Result
@@ -149,6 +154,9 @@ func newNode(b *Balancer, addr string, added int64, seed float64) *node {
 	// third of three nodes a call in its first 2 s.
 	n.probed.Store(neverProbed)
 	n.mode = b.opts.policy.stats()
+	if b.opts.subset > 0 {
+		n.rank = mix64(hashString(addr) ^ b.salt)
+	}
 	n.setDone()
 	return n
 }

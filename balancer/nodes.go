@@ -22,7 +22,9 @@ type NodeStatus struct {
 	InFlight int64
 	// Ejected and Quarantined say whether the node is out of rotation.
 	Ejected, Quarantined bool
-	// Ready says whether the current picker may choose the node.
+	// Ready says whether the current picker may choose the node: false
+	// for a node out of rotation, and for one outside the subset (see
+	// WithSubset, and Balancer.InSubset).
 	Ready bool
 	// Weight is the effective weight in the current picker, 0 if not ready.
 	Weight float64

@@ -25,6 +25,7 @@ type options struct {
 	slowStartMin    float64
 	outlier         OutlierConfig
 	logger          *slog.Logger
+	subset          int
 }
 
 func defaultOptions() options {
@@ -127,6 +128,26 @@ func unitShare(x, def float64) float64 {
 func WithOutlierDetection(c OutlierConfig) Option {
 	return func(o *options) { o.outlier = c.withDefaults() }
 }
+
+// WithSubset makes the Balancer send requests to at most size nodes
+// (subsetting): with many clients and many nodes, each client then keeps
+// connections to size nodes instead of every one, and each node serves
+// about clients x size / nodes clients. Default 0: every node.
+//
+// The subset is the size nodes in rotation that rank highest by a hash of
+// their address and a salt drawn at random for each Balancer (rendezvous
+// hashing), so clients spread evenly over the nodes, and an address that
+// comes or goes changes at most one node of any client's subset. A node
+// out of rotation (breaker open, ejected, quarantined, or gone from
+// discovery) gives its place to the next in rank until it is back, so the
+// client keeps size nodes to send to while enough of them are healthy; in
+// panic mode the subset is taken among all nodes, as the picks are.
+// Weights count within the subset, not in choosing it; with Maglev, a key
+// goes to the same node for one client, and clients with different
+// subsets send it to different nodes. Status reports a node outside the
+// subset as not Ready, and InSubset says which are in it (rpcclient
+// drains the connections of the others). size < 0 means 0.
+func WithSubset(size int) Option { return func(o *options) { o.subset = max(size, 0) } }
 
 // WithLogger sets where ejections and panic mode are logged. Default:
 // nowhere; nil keeps the default.

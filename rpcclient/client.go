@@ -235,10 +235,11 @@ func (c *Client) addEndpoint(addr string) *endpoint {
 	return e
 }
 
-// maintain drains the endpoints discovery dropped: they get no new calls
-// (the balancer does not pick them), their connections are kept for the
-// drain grace period in case the address comes back (a flapping check), and
-// are closed once their in-flight calls are done.
+// maintain drains the endpoints discovery dropped, and those outside the
+// balancer's subset (balancer.WithSubset): they get no new calls (the
+// balancer does not pick them), their connections are kept for the drain
+// grace period in case the address comes back (a flapping check), and are
+// closed once their in-flight calls are done.
 func (c *Client) maintain() {
 	defer c.wg.Done()
 	t := time.NewTicker(time.Second)
@@ -258,7 +259,7 @@ func (c *Client) maintain() {
 			addr := e.addr
 			e.mu.Lock()
 			switch {
-			case c.bal.Listed(addr):
+			case c.bal.InSubset(addr):
 				e.removed = time.Time{}
 			case e.removed.IsZero():
 				e.removed = now
