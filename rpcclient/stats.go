@@ -21,24 +21,35 @@ type Stats struct {
 	// the call could not be retried.
 	OutcomeUnknown uint64
 	// Retries counts attempts made after an attempt whose request may
-	// have reached its node. Each took a token from the retry budget
-	// (WithRetryBudget) and counts against WithMaxAttempts.
+	// have reached its node (or whose args took longer to encode than its
+	// attempt timeout allowed: see WithMaxAttempts). Each took a token
+	// from the retry budget (WithRetryBudget) and counts against
+	// WithMaxAttempts. A hedged call's backup is no retry (Hedges counts
+	// it), nor is an attempt after one that sent nothing (Unsent). A
+	// retry whose own dial fails counts here and in Unsent.
 	Retries uint64
 	// BudgetExhausted counts retries, and backup requests of hedged
 	// calls, that the retry budget refused.
 	BudgetExhausted uint64
 	// Unsent counts attempts that failed before their request left this
 	// process: a failed dial, a node in reconnect backoff, a connection
-	// lost before the write. The call moved on to another node without
-	// counting them as retries.
+	// lost before the write. The call moved on to another node (or waited
+	// for discovery, see RefreshWaits) without a retry token, and without
+	// counting the next attempt as a retry. Args that took too long to
+	// encode are not counted here (see Retries), nor are backups of hedged
+	// calls that sent nothing.
 	Unsent uint64
 	// RefreshWaits counts the times a call waited for discovery to answer
 	// a refresh (ResolveNow) because every node it could pick had failed
 	// to dial.
 	RefreshWaits uint64
-	// Hedges counts backup requests sent (WithHedging, Hedge), and
-	// HedgeWins those whose reply came first. Few wins for many hedges
-	// say the hedging delay is too short.
+	// Hedges counts backup requests sent (WithHedging, Hedge), each once,
+	// and HedgeWins those whose reply the call returned: it came before
+	// the first request's, or after that one failed. A backup took a
+	// token from the retry budget and counts against WithMaxAttempts, but
+	// is not in Retries; the retries of a hedged call whose requests both
+	// failed are. Few wins for many hedges say the hedging delay is too
+	// short.
 	Hedges, HedgeWins uint64
 }
 
