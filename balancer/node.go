@@ -86,14 +86,15 @@ type node struct {
 	gen          uint64 // the Balancer's gen when a State last listed the node
 	pos          int    // the node's index in that State
 
-	// rank orders the nodes for WithSubset (see subset): a hash of the
-	// address and the Balancer's salt, so it outlives updates; 0 without
-	// subsetting.
-	rank uint64
-
 	// first is res for the endpoint the node was made for, allocated with
 	// the node: a large update of new nodes makes one object per node.
 	first Result
+
+	// rank orders the nodes for WithSubset (see subset): a hash of the
+	// address and the Balancer's salt, so it outlives updates; 0 without
+	// subsetting. After first: a field before it moves it, which the
+	// picks' copies of it feel.
+	rank uint64
 }
 
 // breaker returns the node's breaker, creating it on first use; nil when the

@@ -122,16 +122,30 @@ func (b *Balancer) pick(opts []PickOption) (*Result, error) {
 	}
 	n := len(p.ready)
 	start, since := 0, int64(0)
-	if n > 1 && po.exclude != nil && p.rot != nil {
-		start = p.rot.anySlot() // a retry's or a hedge's: see rotation
-	} else if n > 1 {
+	if n > 1 {
 		// The round-robin policies' selectors are called directly: an
 		// interface call on every pick costs more than their choice.
+		// A retry's or a hedge's pick (with Exclude) takes a random
+		// slot of their rotation instead: see rotation.
 		switch s := p.sel.(type) {
 		case *cursor:
-			start, _ = s.first(0, false)
+			if po.exclude == nil {
+				start, _ = s.first(0, false)
+			} else {
+				start = s.anySlot()
+			}
 		case *wrrSel[uint16]:
-			start, _ = s.first(0, false)
+			if po.exclude == nil {
+				start, _ = s.first(0, false)
+			} else {
+				start = s.anySlot()
+			}
+		case *wrrSel[uint32]:
+			if po.exclude == nil {
+				start, _ = s.first(0, false)
+			} else {
+				start = s.anySlot()
+			}
 		default:
 			var h uint64
 			if po.hasKey {
