@@ -21,13 +21,18 @@ func addrs(n int) []string {
 }
 
 // newTest starts a Balancer over a fake watcher holding the given
-// addresses and waits until it can pick.
+// addresses and waits until it can pick from all of them (from as many as
+// its WithSubset allows).
 func newTest(t testing.TB, as []string, opts ...Option) (*Balancer, *discoverytest.Watcher) {
 	t.Helper()
 	w := discoverytest.NewAddrs(as...)
 	b := New(w, append([]Option{WithService("svc")}, opts...)...)
 	t.Cleanup(func() { b.Close(); w.Close() })
-	waitFor(t, b, "the first set", func(p *picker) bool { return len(p.ready) == len(as) })
+	want := len(as)
+	if k := b.opts.subset; k > 0 {
+		want = min(want, k)
+	}
+	waitFor(t, b, "the first set", func(p *picker) bool { return len(p.ready) == want })
 	return b, w
 }
 

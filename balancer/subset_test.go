@@ -13,11 +13,7 @@ import (
 // waits until its picker holds min(k, len(as)) nodes.
 func newSubsetTest(t *testing.T, as []string, k int, opts ...Option) (*Balancer, *discoverytest.Watcher) {
 	t.Helper()
-	w := discoverytest.NewAddrs(as...)
-	b := New(w, append([]Option{WithService("svc"), WithSubset(k), WithPolicy(RoundRobin()), WithSlowStart(0, 0)}, opts...)...)
-	t.Cleanup(func() { b.Close(); w.Close() })
-	waitFor(t, b, "the first subset", func(p *picker) bool { return len(p.ready) == min(k, len(as)) })
-	return b, w
+	return newTest(t, as, append([]Option{WithSubset(k), WithPolicy(RoundRobin()), WithSlowStart(0, 0)}, opts...)...)
 }
 
 // subsetOf returns the addresses the Balancer's picker may choose.
