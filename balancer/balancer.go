@@ -33,9 +33,8 @@ type Balancer struct {
 	penalty       float64  // P2C failure penalty, ns
 	samp          sampling // P2C's latency sampling rate
 	salt          uint64   // the nodes' ranks for WithSubset hash it in
-	// subsetFloor is the lowest rank in the subset (see subset); 0
-	// when every node is in it.
-	subsetFloor atomic.Uint64
+	// subset says which nodes are in the subset, for InSubset.
+	subset atomic.Pointer[subsetView]
 
 	kickCh   chan struct{} // something changed; buffered 1
 	rewakeCh chan struct{} // wakeAt moved earlier; buffered 1
@@ -63,6 +62,7 @@ type Balancer struct {
 	gen     uint64 // counts applied States; marks the nodes each one lists
 	rng     *rand.Rand
 	edf     edfScratch // weighted round robin's working memory
+	zone    zoneState  // WithLocalZone's record of the zone
 	fresh   int        // rebuild: the ready nodes never sampled nor probed, for P2C's build
 	opened  int        // rebuild: the ready nodes due for a breaker probe (node.reprobe), for P2C's build
 }
@@ -101,6 +101,7 @@ func New(w discovery.Watcher, opts ...Option) *Balancer {
 		}))
 	}
 	b.set.Store(&nodeSet{})
+	b.subset.Store(&subsetView{})
 	b.publish(b.emptyPicker(nil))
 	b.wg.Add(2)
 	go b.watch()
@@ -384,7 +385,23 @@ func (b *Balancer) Listed(addr string) bool {
 // each endpoint it holds, and drains those outside the subset.
 func (b *Balancer) InSubset(addr string) bool {
 	n := b.set.Load().lookup(addr)
-	return n != nil && n.rank >= b.subsetFloor.Load()
+	if n == nil {
+		return false
+	}
+	v := b.subset.Load()
+	if v.zoned && !n.local.Load() {
+		return v.rest && n.rank >= v.restFloor
+	}
+	return n.rank >= v.floor
+}
+
+// subsetView says which nodes are in the subset: those that rank at least
+// floor, or, when zoned (WithLocalZone), those of the zone that do and,
+// while some picks spill over (rest), the others that rank at least
+// restFloor. The zero value: every node. rebuild publishes it.
+type subsetView struct {
+	floor, restFloor uint64
+	zoned, rest      bool
 }
 
 // StateVersion returns the Version of the last discovery State the Balancer
@@ -537,21 +554,71 @@ func (b *Balancer) rebuild() time.Duration {
 			}
 		}
 	}
-	floor := uint64(0)
-	if k := b.opts.subset; k > 0 && len(ready) > k {
-		ready, floor = subset(ready, all, k)
+	var local []entry // with WithLocalZone, while only a share of the picks stays in the zone
+	share, mode := 0.0, zoneNone
+	if b.opts.zone != "" {
+		localReady := 0
+		if !panicking {
+			ready, local, share = b.preferZone(ready, all, now, &next)
+			switch {
+			case local != nil:
+				mode, localReady = zoneSpill, len(local)
+			case share >= 1:
+				mode, localReady = zoneLocal, len(ready)
+			}
+		}
+		b.noteZone(mode, share, localReady)
+	}
+	view := subsetView{}
+	if k := b.opts.subset; k > 0 {
+		switch mode {
+		case zoneSpill:
+			// A subset in the zone, and one of the others.
+			var rest []entry
+			for _, e := range ready {
+				if !all[e.idx].local.Load() {
+					rest = append(rest, e)
+				}
+			}
+			if len(local) > k {
+				local, view.floor = subset(local, all, k)
+			}
+			if len(rest) > k {
+				rest, view.restFloor = subset(rest, all, k)
+			}
+			view.zoned, view.rest = true, true
+			ready = mergeByIdx(local, rest)
+		case zoneLocal:
+			view.zoned = true
+			fallthrough
+		default:
+			if len(ready) > k {
+				ready, view.floor = subset(ready, all, k)
+			}
+		}
+		b.fresh, b.opened = 0, 0
+		for _, e := range ready {
+			b.countFresh(all[e.idx])
+		}
+	} else if mode == zoneLocal {
 		b.fresh, b.opened = 0, 0
 		for _, e := range ready {
 			b.countFresh(all[e.idx])
 		}
 	}
-	b.subsetFloor.Store(floor)
+	if *b.subset.Load() != view {
+		b.subset.Store(&view)
+	}
 	unavail := &Error{Service: b.opts.service, Kind: ErrUnavailable, Total: len(all), Open: open,
 		Ejected: ejected, Quarantined: quarantined, Discovery: b.state.Err}
 	refused := *unavail // every ready node's breaker refused at pick time
 	refused.Refused = len(ready)
 	prev := b.picker.Load()
-	if prev.gen == b.gen && prev.panic == panicking && prev.fresh == b.fresh && prev.opened == b.opened && prev.err != nil && sameCounts(prev.err, unavail) && slices.Equal(prev.ready, ready) {
+	cut := uint64(0)
+	if local != nil {
+		cut = uint64(share * (1 << 63))
+	}
+	if prev.gen == b.gen && prev.panic == panicking && prev.zoneCut == cut && prev.fresh == b.fresh && prev.opened == b.opened && prev.err != nil && sameCounts(prev.err, unavail) && slices.Equal(prev.ready, ready) {
 		// Nothing a pick would see has changed since the last picker
 		// (the outlier sweep's tick, a kick that changed nothing):
 		// keep it, and with it the policy's cursor or schedule, so
@@ -563,8 +630,14 @@ func (b *Balancer) rebuild() time.Duration {
 		return time.Duration(next - now)
 	}
 	p := &picker{ready: ready, nodes: all, dense: len(ready) == len(all), unavail: &refused, err: unavail, panic: panicking,
-		mode: b.opts.policy.stats(), breakers: b.breakers != nil, gen: b.gen, fresh: b.fresh, opened: b.opened}
-	if len(ready) > 0 {
+		mode: b.opts.policy.stats(), breakers: b.breakers != nil, gen: b.gen, fresh: b.fresh, opened: b.opened, zoneCut: cut}
+	switch {
+	case local != nil:
+		// Only a share of the picks stays in the zone: a retry's pick
+		// under a round-robin policy draws from the zone's mix too, and
+		// turns the rotation it lands in.
+		p.sel = b.newZoneSel(ready, local, all, share)
+	case len(ready) > 0:
 		p.sel = b.opts.policy.build(ready, all, b)
 		p.rot, _ = p.sel.(rotation)
 	}

@@ -77,7 +77,11 @@ func (m maglev) build(ready []entry, nodes []*node, b *Balancer) selector {
 		}
 	}
 	var table []uint32
-	if prev, ok := b.picker.Load().sel.(*maglevSel); ok && slices.Equal(prev.nodes, nodes) && slices.Equal(prev.all, all) {
+	prevSel := b.picker.Load().sel
+	if z, ok := prevSel.(*zoneSel); ok {
+		prevSel = z.all
+	}
+	if prev, ok := prevSel.(*maglevSel); ok && slices.Equal(prev.nodes, nodes) && slices.Equal(prev.all, all) {
 		table = prev.table
 	} else {
 		size := uint64(65537)
@@ -105,6 +109,19 @@ func newMaglevSel(ready []entry, nodes []*node, all []entry, pos []int32, table 
 		}
 	}
 	return &maglevSel{ready: ready, nodes: nodes, all: all, pos: pos, table: table, dense: len(ready) == len(nodes), c: c, sumW: sum, cum: cum, total: total}
+}
+
+// over returns a selector of s's table over local, a part of s's ready:
+// the nodes not in it are out of rotation for it (see newZoneSel).
+func (s *maglevSel) over(local []entry) *maglevSel {
+	pos := make([]int32, len(s.nodes))
+	for i := range pos {
+		pos[i] = -1
+	}
+	for j, e := range local {
+		pos[e.idx] = int32(j)
+	}
+	return newMaglevSel(local, s.nodes, s.all, pos, s.table, s.c, s.total)
 }
 
 type maglevSel struct {

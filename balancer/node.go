@@ -95,6 +95,9 @@ type node struct {
 	// subsetting. After first: a field before it moves it, which the
 	// picks' copies of it feel.
 	rank uint64
+	// local says whether the node's endpoint is in the zone of
+	// WithLocalZone, as the last rebuild saw it (for InSubset).
+	local atomic.Bool
 }
 
 // breaker returns the node's breaker, creating it on first use; nil when the

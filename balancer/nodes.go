@@ -23,8 +23,9 @@ type NodeStatus struct {
 	// Ejected and Quarantined say whether the node is out of rotation.
 	Ejected, Quarantined bool
 	// Ready says whether the current picker may choose the node: false
-	// for a node out of rotation, and for one outside the subset (see
-	// WithSubset, and Balancer.InSubset).
+	// for a node out of rotation, for one outside the subset (see
+	// WithSubset, and Balancer.InSubset), and for one outside the local
+	// zone while every pick stays in it (see WithLocalZone).
 	Ready bool
 	// Weight is the effective weight in the current picker, 0 if not ready.
 	Weight float64

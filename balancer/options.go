@@ -26,6 +26,9 @@ type options struct {
 	outlier         OutlierConfig
 	logger          *slog.Logger
 	subset          int
+	zone            string        // WithLocalZone; "" for none
+	overprovision   float64       // WithLocalZone
+	zoneMemory      time.Duration // how long the zone's size remembers a node (see preferZone)
 }
 
 func defaultOptions() options {
@@ -38,6 +41,8 @@ func defaultOptions() options {
 		slowStartMin:   0.1,
 		outlier:        OutlierConfig{}.withDefaults(),
 		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		overprovision:  defaultOverprovision,
+		zoneMemory:     defaultZoneMemory,
 	}
 }
 
@@ -148,6 +153,46 @@ func WithOutlierDetection(c OutlierConfig) Option {
 // subset as not Ready, and InSubset says which are in it (rpcclient
 // drains the connections of the others). size < 0 means 0.
 func WithSubset(size int) Option { return func(o *options) { o.subset = max(size, 0) } }
+
+// WithLocalZone makes the Balancer prefer the nodes whose Endpoint.Zone is
+// zone (the caller's own zone, availability zone or data centre): requests
+// stay in the zone while enough of its nodes are healthy, and spill over to
+// all nodes as they fail. Default "": no preference.
+//
+// The share of picks that stay in the zone is overprovision x its nodes in
+// rotation / its size, at most 1: with the default factor of 1.4 (Envoy's
+// and gRPC's), every pick stays while 72 % of the zone's nodes are in
+// rotation; with 3 of 5, 84 % do. The rest are picked among all nodes in
+// rotation, in every zone, by the policy. The zone's size is the most nodes
+// discovery listed in it over the last 5 minutes: a registry drops a node
+// whose health check fails, and a zone that lost 4 of 5 nodes that way must
+// not send all its traffic to the fifth. With no node of the zone in
+// rotation, or none listed, picks go to all nodes; in panic mode
+// (WithPanicThreshold), which counts every zone, the preference is off.
+//
+// A keyed pick (Maglev with HashKey) stays in the zone or spills over by
+// its key, so a key keeps its node; in the zone, the keys of the other
+// zones' table slots go to the zone's nodes by weight.
+//
+// Every client in the zone sends its requests to the zone's nodes: the
+// zones' nodes must match their clients' load. Combined with WithSubset,
+// the subset is taken in the zone (and, while some picks spill over, among
+// the others too). Status reports the other zones' nodes as not Ready while
+// every pick stays in the zone. Changes of mode are logged (see WithLogger).
+func WithLocalZone(zone string) Option { return func(o *options) { o.zone = zone } }
+
+// WithOverprovision sets the overprovisioning factor of WithLocalZone:
+// how much more load than its share the local zone's nodes can take.
+// Default 1.4. A factor below 1 or NaN means the default; +Inf keeps every
+// pick in the zone while any of its nodes is in rotation.
+func WithOverprovision(f float64) Option {
+	return func(o *options) {
+		if !(f >= 1) {
+			f = defaultOverprovision
+		}
+		o.overprovision = f
+	}
+}
 
 // WithLogger sets where ejections and panic mode are logged. Default:
 // nowhere; nil keeps the default.

@@ -76,7 +76,7 @@ func (p p2c) build(ready []entry, nodes []*node, b *Balancer) selector {
 		unprobed += b.fresh
 	}
 	if unprobed > 0 {
-		s.fresh, s.b = true, b
+		s.fresh, s.b, s.unprobed = true, b, new(atomic.Int64)
 		s.unprobed.Store(int64(unprobed))
 	}
 	return s
@@ -91,10 +91,11 @@ type p2cSel struct {
 	// fresh: some ready nodes were never sampled nor probed (new ones),
 	// and every pick is sampled, and so may probe one, until none is
 	// left; the pick that probes the last asks the Balancer (b) for a
-	// snapshot without fresh. unprobed counts them down.
+	// snapshot without fresh. unprobed counts them down (nil unless
+	// fresh; shared with the local zone's selector, see newZoneSel).
 	fresh    bool
 	b        *Balancer
-	unprobed atomic.Int64
+	unprobed *atomic.Int64
 }
 
 // claim claims the probe of n, whose probed was st, at now; the claim of

@@ -55,6 +55,7 @@ type picker struct {
 	err      *Error    // returned when ready is empty
 	unavail  *Error    // returned when every ready node refused
 	panic    bool
+	zoneCut  uint64 // the zoneSel's cut; 0 without one
 	gen      uint64 // the Balancer's gen (the State applied) it was built for
 	fresh    int    // its ready nodes never sampled nor probed (see p2cSel.fresh)
 	opened   int    // its ready nodes due for a breaker probe (see node.reprobe)
@@ -239,7 +240,11 @@ const (
 //
 //go:noinline
 func (p *picker) redraw(po *pickOptions) *Result {
-	if m, ok := p.sel.(*maglevSel); ok && po.hasKey {
+	sel := p.sel
+	if z, ok := sel.(*zoneSel); ok {
+		sel = z.all // a keyed retry walks the key's nodes in every zone
+	}
+	if m, ok := sel.(*maglevSel); ok && po.hasKey {
 		return m.redraw(p, po)
 	}
 	rotating := po.exclude != nil && p.rot != nil
