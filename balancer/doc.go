@@ -52,6 +52,17 @@
 // that its connections are kept); in panic mode the k are taken among all
 // nodes whose breaker is not open.
 //
+// # Zones
+//
+// With WithLocalZone(zone), picks stay among the nodes whose Endpoint.Zone
+// is zone while enough of them are healthy: the share that stays is
+// overprovision (default 1.4) x the zone's nodes in rotation / its size, at
+// most 1, and the rest are picked among all nodes in rotation. The zone's
+// size remembers nodes discovery dropped (a failed health check) for 5
+// minutes. With none of the zone's nodes in rotation, picks go anywhere; in
+// panic mode the preference is off. A keyed Maglev pick stays or spills
+// over by its key, so each key keeps its node.
+//
 // # Done
 //
 // Result.Done must be called once with the outcome of the request. It feeds

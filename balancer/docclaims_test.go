@@ -61,6 +61,7 @@ func TestReadmeDefaultsAreTheCodes(t *testing.T) {
 		{"WithSlowStart(window, min)", "30 s from 10 %", o.slowStart == 30*time.Second && o.slowStartMin == 0.1},
 		{"WithDegradedFactor(f)", "0.5", o.degradedFactor == 0.5},
 		{"WithSubset(size)", "0 (every node)", o.subset == 0},
+		{"WithLocalZone(zone)`, `WithOverprovision(f)", "none; 1.4", o.zone == "" && o.overprovision == 1.4 && o.zoneMemory == 5*time.Minute},
 	} {
 		if got := cell(c.option); got != c.want {
 			t.Errorf("README row %s: default %q, want %q", c.option, got, c.want)

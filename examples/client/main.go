@@ -32,6 +32,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dialtone-go/dialtone/balancer"
 	"github.com/dialtone-go/dialtone/discovery"
 	_ "github.com/dialtone-go/dialtone/discovery/consul" // registers consul://
 	_ "github.com/dialtone-go/dialtone/discovery/etcd"   // registers etcd://
@@ -66,6 +67,7 @@ type config struct {
 	interval, timeout time.Duration
 	msg               string
 	sleep             time.Duration
+	zone              string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -80,6 +82,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.timeout, "timeout", 5*time.Second, "deadline of each call, retries included")
 	fs.StringVar(&c.msg, "msg", "hello", "message to send")
 	fs.DurationVar(&c.sleep, "sleep", 0, "ask the server to wait this long before answering (a slow call)")
+	fs.StringVar(&c.zone, "zone", "", "prefer the instances registered in this `zone` (the echo server's -zone) while enough of them are healthy")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: client [flags]\n\nCalls %s through dialtone and prints which instance answered.\n"+
 			"Environment: DIALTONE_TARGET, CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ETCD_ENDPOINTS, ETCDCTL_* (etcd TLS and auth).\n\nFlags:\n", echoapi.Method)
@@ -126,7 +129,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	client, err := rpcclient.Dial(ctx, c.target, rpcclient.WithLogger(log))
+	opts := []rpcclient.Option{rpcclient.WithLogger(log)}
+	if c.zone != "" {
+		opts = append(opts, rpcclient.WithBalancer(balancer.WithLocalZone(c.zone), balancer.WithLogger(log)))
+	}
+	client, err := rpcclient.Dial(ctx, c.target, opts...)
 	if errors.Is(err, discovery.ErrBadTarget) || errors.Is(err, discovery.ErrUnknownScheme) {
 		// A usage error, as for dialtone watch and call: exit 2, not the
 		// status of failed calls.
