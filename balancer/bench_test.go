@@ -241,3 +241,36 @@ func BenchmarkStatusAndListed(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkPickDoneZone measures picks with WithLocalZone over 100 nodes in
+// two zones, breakers off: every pick in the zone (local), and 20 of the
+// zone's 50 nodes out, so that 84 % stay and the rest spill over (spill);
+// against BenchmarkPickDone's n=100 without the option.
+func BenchmarkPickDoneZone(b *testing.B) {
+	es := zoned(50, "a", "b")
+	local := inZone(es, "a")
+	for _, pol := range policies {
+		for _, mode := range []string{"local", "spill"} {
+			b.Run(fmt.Sprintf("%s/%s", pol.name, mode), func(b *testing.B) {
+				bl, _ := newZoneTest(b, es, "a", 50, WithPolicy(pol.p()), WithoutBreakers(),
+					WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+				if mode == "spill" {
+					for _, a := range local[:20] {
+						bl.Quarantine(a, time.Hour)
+					}
+					waitFor(b, bl, "the spill", func(p *picker) bool { return len(p.ready) == 80 })
+				}
+				ctx := context.Background()
+				b.ReportAllocs()
+				b.ResetTimer()
+				for range b.N {
+					r, err := bl.Pick(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					r.Done(nil)
+				}
+			})
+		}
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"time"
 )
 
@@ -115,7 +114,7 @@ type zoneSel struct {
 	local selector // over the local zone's entries of the picker's ready
 	at    []int32  // at[j]: the index in the picker's ready of local's j
 	all   selector // over the picker's ready
-	cut   uint64   // a pick stays local when its draw's top 63 bits are below cut
+	cut   uint64   // a pick stays local when its draw, 63 random bits, is below cut
 }
 
 // zoneKeySalt makes a key's draw independent of the slot Maglev takes from
@@ -123,13 +122,13 @@ type zoneSel struct {
 const zoneKeySalt = 0x9e3779b97f4a7c15
 
 func (z *zoneSel) first(h uint64, hasKey bool) (int, int64) {
-	var r uint64
+	var r uint64 // 63 random bits
 	if hasKey {
-		r = mix64(h ^ zoneKeySalt)
+		r = mix64(h^zoneKeySalt) >> 1
 	} else {
-		r = rand.Uint64()
+		r = uint64(cheaprand64())
 	}
-	if r>>1 < z.cut {
+	if r < z.cut {
 		j, since := z.local.first(h, hasKey)
 		return int(z.at[j]), since
 	}

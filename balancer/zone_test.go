@@ -42,7 +42,7 @@ func inZone(es []discovery.Endpoint, zone string) []string {
 
 // newZoneTest starts a Balancer over es with WithLocalZone(zone) and no
 // slow start, and waits until it picks from want nodes.
-func newZoneTest(t *testing.T, es []discovery.Endpoint, zone string, want int, opts ...Option) (*Balancer, *discoverytest.Watcher) {
+func newZoneTest(t testing.TB, es []discovery.Endpoint, zone string, want int, opts ...Option) (*Balancer, *discoverytest.Watcher) {
 	t.Helper()
 	w := discoverytest.New()
 	w.Set(es...)
