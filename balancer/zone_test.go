@@ -102,11 +102,17 @@ func TestZonePicksStayInTheZone(t *testing.T) {
 // size stays in it and the rest spill over to every node; with none left,
 // all picks go elsewhere, and they come back with the nodes.
 func TestZoneSpillsOverAsItsNodesFail(t *testing.T) {
+	for _, pol := range []Policy{RoundRobin(), WeightedRoundRobin(), Random()} {
+		t.Run(pol.Name(), func(t *testing.T) { testZoneSpillsOver(t, pol) })
+	}
+}
+
+func testZoneSpillsOver(t *testing.T, pol Policy) {
 	es := zoned(5, "a", "b")
 	local := inZone(es, "a")
 	var logs syncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
-	b, _ := newZoneTest(t, es, "a", 5, WithPolicy(RoundRobin()), WithoutBreakers(),
+	b, _ := newZoneTest(t, es, "a", 5, WithPolicy(pol), WithoutBreakers(),
 		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0), WithLogger(logger))
 	// One of five out: 1.4 x 4/5 >= 1, every pick stays.
 	b.Quarantine(local[0], time.Hour)
