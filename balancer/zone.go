@@ -42,6 +42,9 @@ const (
 	zoneSpill                 // a share spills over to all nodes
 )
 
+// zoneRank orders the modes from good to bad, for noteZone's log level.
+var zoneRank = [...]int{zoneLocal: 0, zoneSpill: 1, zoneNone: 2}
+
 func (m zoneMode) String() string {
 	return [...]string{"none", "local", "spill"}[m]
 }
@@ -96,8 +99,10 @@ func (b *Balancer) noteZone(mode zoneMode, share float64, localReady int) {
 	if z.mode == mode && (mode != zoneSpill || math.Abs(z.share-share) < 0.05) {
 		return
 	}
+	// Worse: local, then spill (less local, worse), then none.
+	worse := func(a, b zoneMode) bool { return zoneRank[a] > zoneRank[b] }
 	level := slog.LevelInfo
-	if mode > z.mode || mode == zoneSpill && share < z.share {
+	if worse(mode, z.mode) || mode == zoneSpill && z.mode == zoneSpill && share < z.share {
 		level = slog.LevelWarn
 	}
 	z.mode, z.share = mode, share

@@ -152,10 +152,13 @@ func testZoneSpillsOver(t *testing.T, pol Policy) {
 	if got := count(t, b, 1000, nil); sum(got, local) != 1000 {
 		t.Fatalf("zone a back: picks %v", got)
 	}
+	// Worse is a warning, better is news.
 	out := logs.String()
-	for _, want := range []string{"mode=spill", "mode=none", "mode=local"} {
-		if !strings.Contains(out, "zone preference") || !strings.Contains(out, want) {
-			t.Errorf("log has no zone preference line with %s:\n%s", want, out)
+	for _, want := range []string{"level=WARN msg=\"balancer: zone preference\" service=svc zone=a mode=spill",
+		"level=WARN msg=\"balancer: zone preference\" service=svc zone=a mode=none",
+		"level=INFO msg=\"balancer: zone preference\" service=svc zone=a mode=local"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log has no line with %s:\n%s", want, out)
 		}
 	}
 }
