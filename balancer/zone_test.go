@@ -328,3 +328,33 @@ func TestZoneP2CProbesEveryNewNodeOnce(t *testing.T) {
 		t.Fatalf("after 5 s of picks the picker still has %d fresh nodes", p.fresh)
 	}
 }
+
+// A zone down to its last node spills over with one local node: the local
+// selector then holds one entry, which the picker never passes to a
+// selector on its own (it picks a lone node without one). P2C drew two
+// distinct nodes from it, and indexed past its end.
+func TestZoneSpillsOverFromItsLastNode(t *testing.T) {
+	es := zoned(3, "a", "b")
+	local := inZone(es, "a")
+	for _, pol := range []Policy{RoundRobin(), Random(), WeightedRoundRobin(), P2C(), Maglev(0)} {
+		t.Run(pol.Name(), func(t *testing.T) {
+			b, _ := newZoneTest(t, es, "a", 3, WithPolicy(pol), WithoutBreakers(),
+				WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0))
+			// 1.4 x 1/3 = 47 % stay on local[0]; the rest go over all 4
+			// nodes in rotation: 0.467 + 0.533/4 = 60 % on local[0].
+			b.Quarantine(local[1], time.Hour)
+			b.Quarantine(local[2], time.Hour)
+			waitFor(t, b, "the spill", func(p *picker) bool { return len(p.ready) == 4 })
+			const n = 4000
+			got := count(t, b, n, nil)
+			if got[local[1]]+got[local[2]] != 0 {
+				t.Fatalf("quarantined nodes picked: %v", got)
+			}
+			if pol.Name() != "p2c_peak_ewma" { // P2C follows the sampled latencies
+				within(t, "picks on zone a's last node", got[local[0]], n*60/100, 200)
+			} else if got[local[0]] < n*47/100-200 {
+				t.Errorf("picks on zone a's last node: %d of %d, want at least 47 %%", got[local[0]], n)
+			}
+		})
+	}
+}
