@@ -134,6 +134,13 @@ func (z *zoneSel) first(h uint64, hasKey bool) (int, int64) {
 		r = uint64(cheaprand64())
 	}
 	if r < z.cut {
+		if len(z.at) == 1 {
+			// The zone's last node: the picker never asks a selector
+			// to choose among one node, and P2C cannot (it draws two
+			// distinct ones). Its latency is sampled by the picks
+			// that spill over to it, and by its probes.
+			return int(z.at[0]), 0
+		}
 		j, since := z.local.first(h, hasKey)
 		return int(z.at[j]), since
 	}
