@@ -40,8 +40,9 @@ func (b *budget) onCall() {
 }
 
 // withdraw takes one retry token, reporting false when the budget is empty.
-// A retry that then sends nothing (its wait cut short, a backup with no
-// request out) gives it back with refund.
+// A retry that then sends nothing (its wait cut short, its call ended
+// before its attempt, a backup with no request out) gives it back with
+// refund.
 func (b *budget) withdraw() bool {
 	for {
 		v := b.milli.Load()

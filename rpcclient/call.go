@@ -177,6 +177,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 		version  uint64 // discovery's version when the first dial failed
 		lastErr  error
 		unknown  bool // a request left and got no answer: it may have run
+		retrying bool // a retry's token is taken and its backoff over; its attempt is not made yet
 	)
 	remember := func() { // before tried is reset, and for the Error
 		for _, a := range tried {
@@ -186,6 +187,12 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 		}
 	}
 	fail := func(extra ...error) error {
+		if retrying {
+			// The call ends before its retry's attempt: no retry came
+			// of the token.
+			retrying = false
+			c.budget.refund()
+		}
 		errs = append(errs, extra...)
 		if keyed && unknown && !slices.Contains(errs, ErrOutcomeUnknown) {
 			errs = append(errs, ErrOutcomeUnknown)
@@ -224,7 +231,11 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 	// before the next retry, or returns the error that ends the call: the
 	// retry could not start before the deadline (checked first, so that
 	// such a call spends no token), the budget is spent, or ctx ended or
-	// the client closed during the wait.
+	// the client closed during the wait. The retry is counted in Stats when
+	// its attempt is made (see the loop), not here: ctx may end, or the
+	// client close, after the wait (or before a wait of 0, which reads
+	// neither) and before the attempt, and the call then ends with no
+	// retry made, giving its token back (fail).
 	retry := func() error {
 		d := c.opts.retryBackoff.Delay(sent-1, nil)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= d {
@@ -238,7 +249,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			c.budget.refund() // no retry came of it
 			return fail(err)
 		}
-		c.stats.retries.Add(1)
+		retrying = true
 		return nil
 	}
 	var held balancer.Result // a pick the hedged path made but did not use
@@ -339,23 +350,43 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			}
 			addr := r.Endpoint.Addr
 			ep := c.endpoint(addr)
-			if isNotSent(lastErr) && slices.Contains(tried, addr) {
-				// Every other node is excluded or gone: wait for a fresh set
-				// or for this endpoint's backoff, not a redial of a stale
-				// address.
-				r.Done(errNoOutcome) // nothing was sent
-				ep.mu.Lock()
-				until := ep.retryAt
-				ep.mu.Unlock()
-				if err := refresh(upd, until); err != nil {
-					if errors.Is(err, errNoFreshSet) {
-						return fail()
+			// lastErr is nil until an attempt or a pick failed: the
+			// first attempt of a call made here (a hash key's, or one
+			// whose first pick failed) tests nothing more than that.
+			if lastErr != nil {
+				if isNotSent(lastErr) && slices.Contains(tried, addr) {
+					// Every other node is excluded or gone: wait for a fresh set
+					// or for this endpoint's backoff, not a redial of a stale
+					// address.
+					r.Done(errNoOutcome) // nothing was sent
+					ep.mu.Lock()
+					until := ep.retryAt
+					ep.mu.Unlock()
+					if err := refresh(upd, until); err != nil {
+						if errors.Is(err, errNoFreshSet) {
+							return fail()
+						}
+						return fail(err)
 					}
-					return fail(err)
+					remember()
+					tried = tried[:0]
+					continue
 				}
-				remember()
-				tried = tried[:0]
-				continue
+				if retrying {
+					// The retry's attempt, counted now that it is made:
+					// unless ctx ended or the client closed since its
+					// backoff, which ends the call with no retry.
+					if cerr := expired(ctx); cerr != nil {
+						r.Done(errNoOutcome)
+						return fail(cerr)
+					}
+					if c.closed.Load() {
+						r.Done(errNoOutcome)
+						return fail(ErrClosed)
+					}
+					retrying = false
+					c.stats.retries.Add(1)
+				}
 			}
 
 			a = attempt{r: r, err: send(ctx, ep, serviceMethod, args, reply, timeout)}

@@ -26,7 +26,10 @@ type Stats struct {
 	// from the retry budget (WithRetryBudget) and counts against
 	// WithMaxAttempts. A hedged call's backup is no retry (Hedges counts
 	// it), nor is an attempt after one that sent nothing (Unsent). A
-	// retry whose own dial fails counts here and in Unsent.
+	// retry whose own dial fails counts here and in Unsent. A retry is
+	// counted when its attempt starts, after its backoff and its pick: one
+	// whose call ended before that (ctx, Close) is none, and its token
+	// goes back to the budget.
 	Retries uint64
 	// BudgetExhausted counts retries, and backup requests of hedged
 	// calls, that the retry budget refused.

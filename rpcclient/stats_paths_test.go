@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,4 +261,102 @@ func TestStatsCountConcurrentCalls(t *testing.T) {
 	}
 	checkStats(t, c, "16 idempotent and 16 other calls, all timed out",
 		Stats{Failed: calls, OutcomeUnknown: calls / 2, Retries: calls})
+}
+
+// retryHook is a call's context that runs fire at the second read of its
+// deadline once armed: armed when the call's first attempt is out (the
+// server holds the request; the call waits on its reply and reads nothing
+// of its context), the reads that follow are the loop's expired, after the
+// attempt failed, and then retry's deadline check, just before the retry
+// takes its token and waits out its backoff. fire then runs where Close or
+// the caller's cancellation can come at any time, after the call saw the
+// attempt fail and decided to retry, and before the retry's attempt.
+type retryHook struct {
+	context.Context // Done, Err, Value
+	armed           atomic.Bool
+	reads           atomic.Int32
+	fire            func()
+}
+
+func (h *retryHook) Deadline() (time.Time, bool) {
+	if h.armed.Load() && h.reads.Add(1) == 2 {
+		h.fire()
+	}
+	return time.Time{}, false
+}
+
+// retryCut makes an idempotent call to a server that runs the request (a
+// long sleep) and then stops (the connection is lost: retryable, the request may have run),
+// with a retry backoff of 0 and a retry budget of one token; the call's
+// context runs fire (which cancels it when given nil) where retryHook says.
+// It returns the call's error.
+func retryCut(t *testing.T, fire func(c *Client)) (*Client, error) {
+	t.Helper()
+	srv := rpctest.Start(t)
+	c, _ := newTestClient(t, []string{srv.Addr()}, WithHeartbeat(0, 0), withoutNodeHealth(),
+		WithRetryBackoff(0, 0), WithRetryBudget(0, 0.001)) // the reserve's one token, refilled in 1000 s
+	warmEvery(t, c, 1)
+	before := srv.Calls()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	h := &retryHook{Context: ctx, fire: func() {
+		if fire == nil {
+			cancel()
+		} else {
+			fire(c)
+		}
+	}}
+	done := make(chan error, 1)
+	go func() {
+		var r rpctest.EchoReply
+		done <- c.Call(h, "Echo.Echo", &rpctest.EchoArgs{Sleep: time.Hour}, &r, Idempotent())
+	}()
+	for srv.Calls() == before {
+		time.Sleep(time.Millisecond)
+	}
+	h.armed.Store(true)
+	srv.Stop()
+	err := <-done
+	if n := h.reads.Load(); n < 2 {
+		t.Fatalf("the call read its deadline %d times after its first attempt failed; want at least 2 (then retry's check): %v", n, err)
+	}
+	var e *Error
+	if !errors.As(err, &e) || len(e.Errs) == 0 || !retryable(e.Errs[0]) {
+		t.Fatalf("err = %v; want a first attempt whose error was retryable", err)
+	}
+	return c, err
+}
+
+// A call whose client closes after it decided to retry, and before the
+// retry's attempt, made no retry: Retries counts attempts made, and the
+// retry's token goes back to the budget. (With a backoff of 0 the wait is
+// empty: Close comes between it and the pick, as it can after any backoff.)
+func TestStatsCountNoRetryWhenCloseCameBeforeItsAttempt(t *testing.T) {
+	c, err := retryCut(t, func(c *Client) { c.Close() })
+	if !errors.Is(err, ErrClosed) {
+		t.Fatalf("err = %v; want ErrClosed", err)
+	}
+	checkStats(t, c, "closed before the retry's attempt", Stats{Failed: 1})
+	if !c.budget.withdraw() {
+		t.Fatal("the retry made no attempt, but its token was not given back")
+	}
+	if e := (*Error)(nil); !errors.As(err, &e) || e.Attempts != 1 {
+		t.Fatalf("err = %v; want 1 attempt", err)
+	}
+}
+
+// A call whose context is cancelled after it decided to retry, and before a
+// backoff of 0, made no retry either.
+func TestStatsCountNoRetryWhenCancelledBeforeAZeroBackoff(t *testing.T) {
+	c, err := retryCut(t, nil)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Fatalf("err = %v; want the cancellation, and no unknown outcome (the call is idempotent)", err)
+	}
+	checkStats(t, c, "cancelled before the retry's attempt", Stats{Failed: 1})
+	if !c.budget.withdraw() {
+		t.Fatal("the retry made no attempt, but its token was not given back")
+	}
+	if e := (*Error)(nil); !errors.As(err, &e) || e.Attempts != 1 {
+		t.Fatalf("err = %v; want 1 attempt", err)
+	}
 }
