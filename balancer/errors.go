@@ -17,7 +17,23 @@ var (
 	ErrUnavailable = errors.New("balancer: no endpoint available")
 	// ErrClosed is returned by Pick after Close.
 	ErrClosed = errors.New("balancer: closed")
+	// Untimed is what a caller passes to Result.Done for a request that
+	// succeeded but whose time was not all the node's: it waited for
+	// something else first. rpcclient passes it for a call that waited
+	// for its connection's dial, which may take a TLS handshake across a
+	// region. It counts as a success for the breaker and outlier ejection,
+	// and gives P2C no latency sample: a node whose first call carried a
+	// 20 ms dial otherwise looked 100 times slower than its peers, and P2C
+	// sent it next to nothing for seconds. The node is probed again soon
+	// for a sample of its own.
+	Untimed error = untimedError{}
 )
+
+type untimedError struct{}
+
+func (untimedError) Error() string {
+	return "balancer: success, not timed (the request waited for a dial)"
+}
 
 // Error is the error Pick returns. It names the service and says why nothing
 // could be picked. It wraps ErrNoEndpoints or ErrUnavailable, and the

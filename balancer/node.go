@@ -217,6 +217,10 @@ func finishFunc(n *node) func(error) {
 			n.record(breaker.Success)
 			return
 		}
+		if err == Untimed {
+			n.record(breaker.Success)
+			return
+		}
 		n.record(breaker.Classify(err))
 	}
 }
@@ -244,6 +248,9 @@ func (n *node) resultFor(brk *breaker.Breaker, tk breaker.Ticket, key uint64) *R
 	}
 	s := &sharedDone{key: key, base: base, res: Result{Endpoint: base.Endpoint}}
 	s.res.Done = func(err error) {
+		if err == Untimed {
+			err = nil
+		}
 		brk.End(tk, err)
 		n.leave()
 		n.record(breaker.Classify(err))
@@ -413,6 +420,17 @@ func (c *call) finish(err error) {
 		return
 	}
 	n, brk, tk, start := c.n, c.brk, c.tk, c.start
+	if err == Untimed {
+		// A success whose time was not all the node's (see Untimed):
+		// no sample, and the node is due for a probe that gives one,
+		// since this pick may have been the probe (a new node's first).
+		// Not neverProbed: that marks the nodes a fresh picker counts.
+		err = nil
+		if start != 0 {
+			start = 0
+			n.probed.Store(neverProbed + 1)
+		}
+	}
 	probe := brk != nil && !c.pooled // only half-open probes get a call of their own (see admit)
 	c.n, c.brk, c.tk = nil, nil, breaker.Ticket{}
 	if c.pooled {

@@ -107,38 +107,51 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		return c.failed(c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, nil))
 	}
 	ep := c.endpoint(r.Endpoint.Addr)
-	err = send(ctx, ep, serviceMethod, args, reply, timeout)
+	dialed, err := send(ctx, ep, serviceMethod, args, reply, timeout)
 	if err == nil {
-		r.Done(nil)
+		r.Done(succeeded(dialed))
 		return nil
 	}
-	return c.failed(c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, &attempt{r: r, err: err}))
+	return c.failed(c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, &attempt{r: r, err: err, dialed: dialed}))
 }
 
 // attempt is a request Call sent to one picked node and that failed: the
 // pick and the error, which r's Done has not yet been told.
 type attempt struct {
-	r   balancer.Result
-	err error
+	r      balancer.Result
+	err    error
+	dialed bool // it waited for a dial (see succeeded)
+}
+
+// succeeded is the outcome of a request that succeeded for the balancer:
+// balancer.Untimed when it waited for its connection's dial, whose time is
+// not the node's latency (a new node's first call would otherwise look as
+// slow as a TLS handshake to P2C); nil otherwise.
+func succeeded(dialed bool) error {
+	if dialed {
+		return balancer.Untimed
+	}
+	return nil
 }
 
 // send sends one request on endpoint ep, dialling it if it has no
 // connection, within the per-attempt timeout if there is one (timeout > 0).
-func send(ctx context.Context, ep *endpoint, serviceMethod string, args, reply any, timeout time.Duration) error {
+// dialed says that it waited for a dial.
+func send(ctx context.Context, ep *endpoint, serviceMethod string, args, reply any, timeout time.Duration) (dialed bool, err error) {
 	actx := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		actx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	cn, err := ep.get(actx)
+	cn, dialed, err := ep.acquire(actx)
 	if err != nil {
-		return err
+		return dialed, err
 	}
 	if err := cn.do(actx, serviceMethod, args, reply); err != nil {
-		return redoIfAged(actx, ep, err, serviceMethod, args, reply)
+		return dialed, redoIfAged(actx, ep, err, serviceMethod, args, reply)
 	}
-	return nil
+	return dialed, nil
 }
 
 // redoIfAged handles err, a failed request on one of ep's connections. A
@@ -389,7 +402,8 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				}
 			}
 
-			a = attempt{r: r, err: send(ctx, ep, serviceMethod, args, reply, timeout)}
+			a = attempt{r: r}
+			a.dialed, a.err = send(ctx, ep, serviceMethod, args, reply, timeout)
 		}
 		attempts++
 		r, err := a.r, a.err
@@ -416,10 +430,11 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			}
 			err = attemptTimedOut(ctx, err, timeout, addr)
 		}
-		r.Done(nodeOutcome(err))
 		if err == nil {
+			r.Done(succeeded(a.dialed))
 			return nil
 		}
+		r.Done(nodeOutcome(err))
 		lastErr = err
 		errs = append(errs, err)
 		if !slices.Contains(tried, addr) {

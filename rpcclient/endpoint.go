@@ -76,27 +76,37 @@ type endpoint struct {
 // the pool size, or on a connection past its maximum age (which the new one
 // replaces: see run), it starts one extra dial in the background and goes
 // on the connections the pool has.
+//
+// send calls acquire, which also says whether the call waited for a dial.
 func (e *endpoint) get(ctx context.Context) (*conn, error) {
-	waited := false // for a dial: the next dial waits for another call
+	cn, _, err := e.acquire(ctx)
+	return cn, err
+}
+
+// acquire is get, and waited says that the call waited for a dial (its own
+// or another call's): its time then holds the dial's, which is not the
+// node's latency (see balancer.Untimed).
+func (e *endpoint) acquire(ctx context.Context) (cn *conn, waited bool, err error) {
+	// waited, for a dial: the next dial waits for another call
 	for {
 		e.mu.Lock()
 		if e.state == Shutdown {
 			e.mu.Unlock()
-			return nil, notSent(e.errShutDown())
+			return nil, waited, notSent(e.errShutDown())
 		}
 		if cn := e.liveLocked(); cn != nil {
 			if !waited {
 				e.growLocked(cn)
 			}
 			e.mu.Unlock()
-			return cn, nil
+			return cn, waited, nil
 		}
 		d := e.dialing
 		if d == nil {
 			if time.Now().Before(e.retryAt) {
 				err := &BackoffError{Addr: e.addr, Last: e.lastErr, version: e.c.bal.StateVersion()}
 				e.mu.Unlock()
-				return nil, notSent(err)
+				return nil, waited, notSent(err)
 			}
 			d = &dialAttempt{done: make(chan struct{}), until: time.Now().Add(e.c.opts.dialTimeout)}
 			e.dialing = d
@@ -112,7 +122,7 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 		select {
 		case <-d.done:
 			if d.err != nil && !d.grow {
-				return nil, notSent(d.err)
+				return nil, waited, notSent(d.err)
 			}
 			waited = true
 			// Connected, or an extra connection's dial failed after the
@@ -131,9 +141,9 @@ func (e *endpoint) get(ctx context.Context) (*conn, error) {
 				e.c.bal.Quarantine(e.addr, left)
 			}
 			e.mu.Unlock()
-			return nil, notSent(&dialWaitError{Addr: e.addr, Err: ctx.Err()})
+			return nil, waited, notSent(&dialWaitError{Addr: e.addr, Err: ctx.Err()})
 		case <-e.c.life.Done():
-			return nil, notSent(ErrClosed)
+			return nil, waited, notSent(ErrClosed)
 		}
 	}
 }
