@@ -71,5 +71,7 @@
 // Result). An error is classified by
 // breaker.Classify: transport errors and per-attempt timeouts count as
 // failures; the caller's own cancellation is not counted; application errors
-// (rpc.ServerError) are successes for the node.
+// (rpc.ServerError) are successes for the node. Done(Untimed) is a success
+// whose time was not the node's (the request waited for a dial first): P2C
+// takes no latency sample from it.
 package balancer
