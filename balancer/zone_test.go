@@ -1,18 +1,17 @@
 package balancer
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/dialtone-go/dialtone/discovery"
 	"github.com/dialtone-go/dialtone/discovery/discoverytest"
+	"github.com/dialtone-go/dialtone/internal/logbuf"
 )
 
 // zoned returns per nodes endpoints in each of zones, with addresses
@@ -110,7 +109,7 @@ func TestZoneSpillsOverAsItsNodesFail(t *testing.T) {
 func testZoneSpillsOver(t *testing.T, pol Policy) {
 	es := zoned(5, "a", "b")
 	local := inZone(es, "a")
-	var logs syncBuffer
+	var logs logbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	b, _ := newZoneTest(t, es, "a", 5, WithPolicy(pol), WithoutBreakers(),
 		WithOutlierDetection(OutlierConfig{Disabled: true}), WithPanicThreshold(0), WithLogger(logger))
@@ -161,24 +160,6 @@ func testZoneSpillsOver(t *testing.T, pol Policy) {
 			t.Errorf("log has no line with %s:\n%s", want, out)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer for a logger on other goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // A registry drops a node whose check fails: the zone's size remembers it
