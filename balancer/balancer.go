@@ -596,11 +596,9 @@ func (b *Balancer) rebuild() time.Duration {
 				ready, view.floor = subset(ready, all, k)
 			}
 		}
-		b.fresh, b.opened = 0, 0
-		for _, e := range ready {
-			b.countFresh(all[e.idx])
-		}
-	} else if mode == zoneLocal {
+	}
+	if b.opts.subset > 0 || mode == zoneLocal {
+		// ready lost nodes: count its fresh and opened again.
 		b.fresh, b.opened = 0, 0
 		for _, e := range ready {
 			b.countFresh(all[e.idx])

@@ -336,13 +336,7 @@ func TestStatsCountNoRetryWhenCloseCameBeforeItsAttempt(t *testing.T) {
 	if !errors.Is(err, ErrClosed) {
 		t.Fatalf("err = %v; want ErrClosed", err)
 	}
-	checkStats(t, c, "closed before the retry's attempt", Stats{Failed: 1})
-	if !c.budget.withdraw() {
-		t.Fatal("the retry made no attempt, but its token was not given back")
-	}
-	if e := (*Error)(nil); !errors.As(err, &e) || e.Attempts != 1 {
-		t.Fatalf("err = %v; want 1 attempt", err)
-	}
+	checkNoRetry(t, c, err, "closed before the retry's attempt")
 }
 
 // A call whose context is cancelled after it decided to retry, and before a
@@ -352,7 +346,15 @@ func TestStatsCountNoRetryWhenCancelledBeforeAZeroBackoff(t *testing.T) {
 	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrOutcomeUnknown) {
 		t.Fatalf("err = %v; want the cancellation, and no unknown outcome (the call is idempotent)", err)
 	}
-	checkStats(t, c, "cancelled before the retry's attempt", Stats{Failed: 1})
+	checkNoRetry(t, c, err, "cancelled before the retry's attempt")
+}
+
+// checkNoRetry checks a call that failed, with err, before its retry's
+// attempt: one failed call and no retry in c's Stats, the retry's token back
+// in the budget, and one attempt in the Error.
+func checkNoRetry(t *testing.T, c *Client, err error, what string) {
+	t.Helper()
+	checkStats(t, c, what, Stats{Failed: 1})
 	if !c.budget.withdraw() {
 		t.Fatal("the retry made no attempt, but its token was not given back")
 	}
