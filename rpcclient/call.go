@@ -48,6 +48,7 @@ import (
 // (WithPoolSize above 1) or replaces a connection past its maximum age
 // (WithMaxConnectionAge).
 func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any, opts ...CallOption) error {
+	start := c.now() // the zero time without an Observer
 	var idem, keyed bool
 	var hk *string
 	timeout := c.timeout
@@ -66,7 +67,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		}
 		if o.keyed {
 			if err := setKey(args, o.key); err != nil {
-				return c.failed(&Error{Method: serviceMethod, Err: err, Errs: []error{err}})
+				return c.ended(serviceMethod, start, &Error{Method: serviceMethod, Err: err, Errs: []error{err}})
 			}
 			keyed = true
 		}
@@ -81,7 +82,7 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	keyed = keyed && !idem
 	idem = idem || keyed
 	if c.closed.Load() {
-		return c.failed(&Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}})
+		return c.ended(serviceMethod, start, &Error{Method: serviceMethod, Err: ErrClosed, Errs: []error{ErrClosed}})
 	}
 	if reply != nil {
 		// A reply that cannot receive a value (sum, not &sum; a nil
@@ -90,12 +91,12 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 		// closes the connection and every call on it.
 		if rv := reflect.ValueOf(reply); rv.Kind() != reflect.Pointer || rv.IsNil() {
 			err := fmt.Errorf("%w: the reply must be a non-nil pointer, not %T", ErrCodec, reply)
-			return c.failed(&Error{Method: serviceMethod, Err: err, Errs: []error{err}})
+			return c.ended(serviceMethod, start, &Error{Method: serviceMethod, Err: err, Errs: []error{err}})
 		}
 	}
 	c.budget.onCall()
 	if hedge > 0 && idem && !keyed || hk != nil {
-		return c.failed(c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, hk, nil))
+		return c.ended(serviceMethod, start, c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, hk, nil))
 	}
 	// The first attempt of most calls, kept apart from the retry loop: it
 	// makes one pick and one attempt, and touches little else, so that a
@@ -104,15 +105,20 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 	// failed pick or a failed attempt is the loop's, in call.
 	r, err := c.bal.Pick(ctx)
 	if err != nil {
-		return c.failed(c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, nil))
+		return c.ended(serviceMethod, start, c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, nil))
 	}
 	ep := c.endpoint(r.Endpoint.Addr)
 	dialed, err := send(ctx, ep, serviceMethod, args, reply, timeout)
 	if err == nil {
 		r.Done(succeeded(dialed))
+		if c.observed {
+			c.observeAttempt(serviceMethod, r.Endpoint.Addr, 1, false, start, nil)
+			c.observeCall(serviceMethod, start, nil)
+		}
 		return nil
 	}
-	return c.failed(c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil, &attempt{r: r, err: err, dialed: dialed}))
+	return c.ended(serviceMethod, start, c.call(ctx, serviceMethod, args, reply, idem, keyed, timeout, hedge, nil,
+		&attempt{r: r, err: err, dialed: dialed, start: start}))
 }
 
 // attempt is a request Call sent to one picked node and that failed: the
@@ -120,7 +126,8 @@ func (c *Client) Call(ctx context.Context, serviceMethod string, args, reply any
 type attempt struct {
 	r      balancer.Result
 	err    error
-	dialed bool // it waited for a dial (see succeeded)
+	dialed bool      // it waited for a dial (see succeeded)
+	start  time.Time // its pick's time, for the Observer; zero without one
 }
 
 // succeeded is the outcome of a request that succeeded for the balancer:
@@ -402,7 +409,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				}
 			}
 
-			a = attempt{r: r}
+			a = attempt{r: r, start: c.now()}
 			a.dialed, a.err = send(ctx, ep, serviceMethod, args, reply, timeout)
 		}
 		attempts++
@@ -413,6 +420,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 				// The caller's own deadline or cancellation: not the
 				// node's fault, whatever error the transport reported.
 				r.Done(cerr)
+				c.observeAttempt(serviceMethod, addr, attempts, false, a.start, err)
 				lastErr = err
 				errs = append(errs, err)
 				if !slices.Contains(tried, addr) {
@@ -430,6 +438,7 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			}
 			err = attemptTimedOut(ctx, err, timeout, addr)
 		}
+		c.observeAttempt(serviceMethod, addr, attempts, false, a.start, err)
 		if err == nil {
 			r.Done(succeeded(a.dialed))
 			return nil

@@ -30,6 +30,7 @@ type Client struct {
 	hedge     time.Duration           // opts.hedgeDelay
 	closed    atomic.Bool
 	idemTable bool   // len(opts.idempotent) > 0
+	observed  bool   // opts.observer != nil
 	budget    budget // Call reads its first three words
 
 	opts    options
@@ -108,6 +109,7 @@ func newClient(w discovery.Watcher, owns bool, service string, opts []Option) (*
 		opts: o, w: w, ownsW: owns, service: service,
 		bal:     balancer.New(w, bopts...),
 		timeout: o.attemptTimeout, hedge: o.hedgeDelay, idemTable: len(o.idempotent) > 0,
+		observed: o.observer != nil,
 	}
 	c.budget.init(o.budgetRatio, o.budgetMinPerSec)
 	c.life, c.cancel = context.WithCancel(context.Background())

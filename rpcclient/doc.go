@@ -62,4 +62,7 @@
 // endpoint's connection state and why its last connection closed,
 // Balancer().Status each node's breaker, ejection and latency, and
 // balancer.WithBreakerEvents each breaker's changes as they happen.
+// WithObserver hands an Observer every attempt (its node, its place in
+// the call, its time and error) and every call, for latency histograms
+// and traces per node.
 package rpcclient

@@ -190,6 +190,7 @@ func TestReadmeDefaultsAreTheCodes(t *testing.T) {
 		{"WithDrainGrace(d)", "10 s", o.drainGrace == 10*time.Second},
 		{"WithMaxConnectionAge(d)", "off", o.maxConnAge == 0},
 		{"WithHedging(d)", "off", o.hedgeDelay == 0},
+		{"WithObserver(o)", "none", o.observer == nil},
 		{"WithBalancer(opts...)", "P2C (peak-EWMA latency × in-flight), breakers on", len(o.balancerOpts) == 0},
 	} {
 		row := readmeRow(t, readme, c.option)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/rpc"
+	"sync"
 	"time"
 
 	"github.com/dialtone-go/dialtone/rpcclient"
@@ -131,4 +132,54 @@ func ExampleClient_Stats() {
 	// Output:
 	// true
 	// failed 1, retries 0, outcome unknown 0
+}
+
+// perNode is an Observer that counts attempts and errors per node; a real
+// one would update a metrics library's counters and latency histograms.
+type perNode struct {
+	mu       sync.Mutex
+	attempts map[string]int
+	errors   map[string]int
+	calls    int
+}
+
+func (p *perNode) ObserveAttempt(a rpcclient.AttemptInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.attempts[a.Addr]++
+	if a.Err != nil {
+		p.errors[a.Addr]++
+	}
+}
+
+func (p *perNode) ObserveCall(rpcclient.CallInfo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls++
+}
+
+// An Observer sees each attempt on its node and each call: here three
+// calls, one of which the server refused.
+func ExampleWithObserver() {
+	addr, stop := serve()
+	defer stop()
+
+	obs := &perNode{attempts: map[string]int{}, errors: map[string]int{}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := rpcclient.Dial(ctx, "static:///"+addr, rpcclient.WithObserver(obs))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	var reply string
+	for _, m := range []string{"Greeter.Hello", "Greeter.Hello", "Greeter.Goodbye"} {
+		c.Call(ctx, m, "dialtone", &reply)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	fmt.Printf("%d calls, %d attempts on the node, %d failed\n", obs.calls, obs.attempts[addr], obs.errors[addr])
+	// Output:
+	// 3 calls, 3 attempts on the node, 1 failed
 }

@@ -22,6 +22,11 @@ type leg struct {
 	cancel context.CancelFunc
 	err    error
 	over   bool
+	// For the Observer: the leg's place among the call's attempts, when
+	// it started, and whether it is the backup.
+	n     int
+	start time.Time
+	hedge bool
 }
 
 // hedgeOutcome is what hedged reports to call.
@@ -68,15 +73,22 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	// checked): the legs' replies are then discarded too.
 	rv := reflect.ValueOf(reply)
 	var (
-		startErr  error  // the last start's, when it sent nothing
-		startAddr string // its node
-		startBusy bool   // and it was busy
+		startErr  error     // the last start's, when it sent nothing
+		startAddr string    // its node
+		startBusy bool      // and it was busy
+		startAt   time.Time // and when it started (for the Observer)
+		n         int       // the legs started, each an attempt of the call
 	)
+	// observe reports a leg's attempt to the Observer, if there is one.
+	observe := func(l *leg, err error) {
+		c.observeAttempt(method, l.addr, l.n, l.hedge, l.start, err)
+	}
 	// start sends a leg's request once the connection's write slot is
-	// free within wait (see conn.start). A request that never left is
-	// recorded: its node in out.busy when the slot was what it waited for.
-	start := func(r balancer.Result, cn *conn, wait time.Duration) *leg {
-		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn}
+	// free within wait (see conn.start); hedge says it is the backup. A
+	// request that never left is recorded: its node in out.busy when the
+	// slot was what it waited for.
+	start := func(r balancer.Result, cn *conn, wait time.Duration, hedge bool) *leg {
+		l := &leg{addr: r.Endpoint.Addr, done: r.Done, cn: cn, start: c.now(), hedge: hedge}
 		if reply != nil {
 			l.reply = reflect.New(rv.Type().Elem()).Interface()
 		}
@@ -94,7 +106,7 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			l.cancel()
 			r.Done(legOutcome(ctx, err))
 			if isNotSent(err) {
-				startErr, startAddr, startBusy = err, l.addr, busy
+				startErr, startAddr, startBusy, startAt = err, l.addr, busy, l.start
 				if busy {
 					out.busy = append(out.busy, l.addr)
 				}
@@ -105,9 +117,13 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			// retries by the usual rules.
 			l.over, l.err = true, err
 			out.errs = append(out.errs, err)
+			n++
+			l.n = n
+			observe(l, err)
 			return l
 		}
-		l.pc, l.seq = pc, seq
+		n++
+		l.pc, l.seq, l.n = pc, seq, n
 		return l
 	}
 	r1, err := c.pickFor(ctx, hk, nil)
@@ -120,10 +136,10 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		return out
 	}
 	hedging := c.opts.maxAttempts >= 2 // a backup is a second attempt
-	first := start(r1, cn1, delay)
+	first := start(r1, cn1, delay, false)
 	if first == nil && len(out.busy) > 0 {
 		if r, cn := c.other(ctx, hk, r1.Endpoint.Addr); cn != nil {
-			first, hedging = start(r, cn, backupSlotWait), false
+			first, hedging = start(r, cn, backupSlotWait, false), false
 		}
 	}
 	if first == nil {
@@ -131,11 +147,13 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			// The args do not encode: another node would fail the same.
 			// An attempt, on the node it failed on.
 			out.tried, out.errs, out.ok = []string{startAddr}, []error{startErr}, true
+			c.observeAttempt(method, startAddr, 1, false, startAt, startErr)
 		} else if startErr != nil && !startBusy {
 			// The node failed before a byte left (a write that timed
 			// out on a full socket, a connection that died): the call
 			// records it as an attempt that sent nothing.
 			out.unsentAddr, out.unsentErr = startAddr, startErr
+			c.observeAttempt(method, startAddr, 1, false, startAt, attemptTimedOut(ctx, startErr, timeout, startAddr))
 		}
 		return out
 	}
@@ -165,7 +183,18 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			out.errs = append(out.errs, err)
 		}
 		l.done(legOutcome(ctx, err))
+		observe(l, err)
 		return err
+	}
+	// withdrawAll withdraws the legs still in flight (see withdraw), each
+	// an attempt withdrawn for the Observer.
+	withdrawAll := func() {
+		for _, l := range legs {
+			if !l.over {
+				observe(l, context.Canceled)
+			}
+		}
+		withdraw(legs)
 	}
 	for {
 		var done0, done1, ctx0, ctx1 <-chan struct{}
@@ -203,12 +232,12 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 			if reply != nil {
 				rv.Elem().Set(reflect.ValueOf(l.reply).Elem())
 			}
-			withdraw(legs)
+			withdrawAll()
 			out.tried, out.errs, out.won, out.ok = addrs(legs), nil, true, true
 			return out
 		}
 		if !retryable(err) || expired(ctx) != nil {
-			withdraw(legs) // not worth waiting for the other leg
+			withdrawAll() // not worth waiting for the other leg
 			break
 		}
 	}
@@ -250,7 +279,7 @@ func (c *Client) other(ctx context.Context, hk *string, addr string) (balancer.R
 // backup starts the second leg on a node other than firstAddr that has a
 // connection up, if the retry budget allows; nil otherwise. The budget is
 // asked last, so that a backup with no node to go to spends no token.
-func (c *Client) backup(ctx context.Context, hk *string, firstAddr string, start func(balancer.Result, *conn, time.Duration) *leg) *leg {
+func (c *Client) backup(ctx context.Context, hk *string, firstAddr string, start func(balancer.Result, *conn, time.Duration, bool) *leg) *leg {
 	r, cn := c.other(ctx, hk, firstAddr)
 	if cn == nil {
 		return nil
@@ -260,7 +289,7 @@ func (c *Client) backup(ctx context.Context, hk *string, firstAddr string, start
 		r.Done(context.Canceled)
 		return nil
 	}
-	l := start(r, cn, backupSlotWait)
+	l := start(r, cn, backupSlotWait, true)
 	if l == nil {
 		c.budget.refund() // the backup sent nothing
 		return nil

@@ -303,8 +303,9 @@ func TestHedgedFirstLegThatLeftIsAnAttempt(t *testing.T) {
 	// The attempt timeout leaves the 16 MiB request time to be encoded
 	// (slow under -race) before its write deadline: a write that times out
 	// before its first byte sent nothing, and is rightly sent again.
+	rec := &recorder{}
 	c, _ := newTestClient(t, []string{addr}, WithHedging(5*time.Second), WithMaxAttempts(1),
-		WithAttemptTimeout(time.Second), WithHeartbeat(time.Minute, time.Minute), withoutNodeHealth())
+		WithAttemptTimeout(time.Second), WithHeartbeat(time.Minute, time.Minute), withoutNodeHealth(), WithObserver(rec))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := c.endpoint(addr).get(ctx); err != nil { // hedges go only to connected nodes
@@ -319,6 +320,10 @@ func TestHedgedFirstLegThatLeftIsAnAttempt(t *testing.T) {
 	}
 	if d := endpointStatus(c, addr).Dials; d != 1 {
 		t.Fatalf("%d dials; want 1 (no second send with one attempt allowed)", d)
+	}
+	// The Observer hears of that attempt too, once.
+	if attempts, _ := rec.take(); len(attempts) != 1 || attempts[0].Attempt != 1 || !errors.Is(attempts[0].Err, ErrConnClosed) {
+		t.Fatalf("attempts reported: %+v; want the one whose write failed", attempts)
 	}
 }
 
@@ -438,7 +443,7 @@ func TestBackupSkipsAConnectionBusyWriting(t *testing.T) {
 	// P2C over load / weight sends the first leg to a; no probe sends it
 	// to b.
 	c := hedgedClient(t, 20*time.Millisecond, 3*time.Second,
-		discovery.Endpoint{ID: "a", Addr: a.Addr(), Weight: 100}, discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
+		[]discovery.Endpoint{{ID: "a", Addr: a.Addr(), Weight: 100}, {ID: "b", Addr: b, Weight: 1}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := c.endpoint(a.Addr()).get(ctx); err != nil {
@@ -512,7 +517,7 @@ func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
 				addr[n.name] = a
 				eps = append(eps, discovery.Endpoint{ID: n.name, Addr: a, Weight: n.weight})
 			}
-			c := hedgedClient(t, tc.delay, tc.timeout, eps...)
+			c := hedgedClient(t, tc.delay, tc.timeout, eps)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			var uploads []*sync.WaitGroup
@@ -573,7 +578,7 @@ func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
 func TestHedgedCallTriesEveryNodeWhenAllAreBusy(t *testing.T) {
 	a, b := sink(t), sink(t)
 	c := hedgedClient(t, 20*time.Millisecond, 200*time.Millisecond,
-		discovery.Endpoint{ID: "a", Addr: a, Weight: 1}, discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
+		[]discovery.Endpoint{{ID: "a", Addr: a, Weight: 1}, {ID: "b", Addr: b, Weight: 1}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	var uploads []*sync.WaitGroup
@@ -615,7 +620,7 @@ func TestHedgedUnsentFailureIsAnAttemptNotBusy(t *testing.T) {
 	a := sink(t)
 	b := rpctest.Start(t, rpctest.WithName("b"))
 	c := hedgedClient(t, 20*time.Millisecond, time.Nanosecond,
-		discovery.Endpoint{ID: "a", Addr: a, Weight: 100}, discovery.Endpoint{ID: "b", Addr: b.Addr(), Weight: 1})
+		[]discovery.Endpoint{{ID: "a", Addr: a, Weight: 100}, {ID: "b", Addr: b.Addr(), Weight: 1}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, addr := range []string{a, b.Addr()} {
@@ -636,14 +641,14 @@ func TestHedgedUnsentFailureIsAnAttemptNotBusy(t *testing.T) {
 // delay, an attempt timeout, a heartbeat too slow to interfere, and P2C
 // without probes, breakers or ejection, so that the first leg goes to the
 // node of the lowest load over weight. It is closed when t ends.
-func hedgedClient(t *testing.T, delay, timeout time.Duration, eps ...discovery.Endpoint) *Client {
+func hedgedClient(t *testing.T, delay, timeout time.Duration, eps []discovery.Endpoint, opts ...Option) *Client {
 	t.Helper()
 	w, err := discovery.NewStatic(eps...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(w, WithHedging(delay), WithAttemptTimeout(timeout), WithHeartbeat(time.Minute, time.Minute),
-		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0)))))
+	c, err := New(w, append([]Option{WithHedging(delay), WithAttemptTimeout(timeout), WithHeartbeat(time.Minute, time.Minute),
+		withoutNodeHealth(balancer.WithPolicy(balancer.P2C(balancer.WithProbeAfter(0))))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -693,7 +698,7 @@ func TestHedgedCallWhoseContextEndsWhileWaitingStops(t *testing.T) {
 	a := sink(t)
 	b := sink(t) // never dialled before the call: an attempt there would start a dial
 	c := hedgedClient(t, 2*time.Second, 3*time.Second,
-		discovery.Endpoint{ID: "a", Addr: a, Weight: 100}, discovery.Endpoint{ID: "b", Addr: b, Weight: 1})
+		[]discovery.Endpoint{{ID: "a", Addr: a, Weight: 100}, {ID: "b", Addr: b, Weight: 1}})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	upload := holdWriteSlot(t, ctx, c, a)

@@ -94,6 +94,7 @@ type options struct {
 	hedgeDelay       time.Duration
 	maxConnAge       time.Duration
 	logger           *slog.Logger
+	observer         Observer
 }
 
 func defaultOptions() options {

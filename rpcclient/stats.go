@@ -3,6 +3,7 @@ package rpcclient
 import (
 	"errors"
 	"sync/atomic"
+	"time"
 )
 
 // Stats counts what a Client did beyond one successful attempt per call,
@@ -80,13 +81,15 @@ func (c *Client) Stats() Stats {
 	}
 }
 
-// failed counts err, the error Call returns, if it is one, and returns it.
-func (c *Client) failed(err error) error {
+// ended counts err, the error Call returns, if it is one, reports the call
+// of method that started at start to the Observer, if there is one, and
+// returns err.
+func (c *Client) ended(method string, start time.Time, err error) error {
 	if err != nil {
 		c.stats.failed.Add(1)
 		if errors.Is(err, ErrOutcomeUnknown) {
 			c.stats.outcomeUnknown.Add(1)
 		}
 	}
-	return err
+	return c.observeCall(method, start, err)
 }
