@@ -29,6 +29,7 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -129,7 +130,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	opts := []rpcclient.Option{rpcclient.WithLogger(log)}
+	attempts := &attemptLog{}
+	opts := []rpcclient.Option{rpcclient.WithLogger(log), rpcclient.WithObserver(attempts)}
 	if c.zone != "" {
 		opts = append(opts, rpcclient.WithBalancer(balancer.WithLocalZone(c.zone), balancer.WithLogger(log)))
 	}
@@ -173,17 +175,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		err := client.Call(cctx, echoapi.Method, &echoapi.Args{Msg: fmt.Sprintf("%s %d", c.msg, i), Sleep: c.sleep}, &reply, rpcclient.Idempotent())
 		took := time.Since(start)
 		cancel()
+		tries := attempts.take()
 		switch {
 		case err == nil:
 			ok++
 			byServer[reply.Server]++
 			latencies = append(latencies, took)
 			fmt.Fprintf(stdout, "call %d: reply from %s in %v\n", i, reply.Server, took.Round(time.Microsecond))
+			printRetried(stdout, tries)
 		case ctx.Err() != nil:
 			// Interrupted by the user: not a failure of the service.
 		default:
 			failed++
 			fmt.Fprintf(stdout, "call %d: failed after %v: %v\n", i, took.Round(time.Microsecond), err)
+			printRetried(stdout, tries)
 		}
 	}
 
@@ -207,4 +212,48 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%d of %d calls failed, more than -max-failures %d", failed, ok+failed, c.maxFailures)
 	}
 	return nil
+}
+
+// attemptLog is the client's Observer: it keeps the attempts of the call
+// in progress (run makes one call at a time), which printRetried shows
+// when a call took more than one.
+type attemptLog struct {
+	mu   sync.Mutex
+	list []rpcclient.AttemptInfo
+}
+
+func (l *attemptLog) ObserveAttempt(a rpcclient.AttemptInfo) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.list = append(l.list, a)
+}
+
+func (l *attemptLog) ObserveCall(rpcclient.CallInfo) {}
+
+// take returns the attempts kept so far and forgets them.
+func (l *attemptLog) take() []rpcclient.AttemptInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	list := l.list
+	l.list = nil
+	return list
+}
+
+// printRetried prints the attempts of a call that took more than one: the
+// failover a user would otherwise not see.
+func printRetried(w io.Writer, tries []rpcclient.AttemptInfo) {
+	if len(tries) < 2 {
+		return
+	}
+	for _, a := range tries {
+		outcome := "ok"
+		if a.Err != nil {
+			outcome = a.Err.Error()
+		}
+		backup := ""
+		if a.Hedge {
+			backup = " (hedge)"
+		}
+		fmt.Fprintf(w, "  attempt %d%s on %s, %v: %s\n", a.Attempt, backup, a.Addr, a.Duration.Round(time.Microsecond), outcome)
+	}
 }

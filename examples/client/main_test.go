@@ -155,3 +155,27 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 }
+
+// A call whose first node is down answers from the other, and the client
+// shows both attempts: the failover the Observer reports.
+func TestRetriedCallShowsItsAttempts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there any more
+	live := serve(t, "live")
+	var out strings.Builder
+	// Enough calls for P2C to pick the dead node first at least once: a
+	// failed dial quarantines it, so the later calls go to live at once.
+	err = run(context.Background(), []string{"-target", "static:///" + dead + "," + live, "-n", "6", "-interval", "0"}, &out)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	got := out.String()
+	want := regexp.MustCompile(`  attempt 1 on ` + regexp.QuoteMeta(dead) + `, [^:]+: .*refused\n  attempt 2 on ` + regexp.QuoteMeta(live) + `, [^:]+: ok\n`)
+	if !want.MatchString(got) || !strings.Contains(got, "6 calls: 6 ok, 0 failed") {
+		t.Fatalf("output:\n%s\nwant 6 ok calls, one of them showing attempt 1 refused on %s and attempt 2 ok on %s", got, dead, live)
+	}
+}
