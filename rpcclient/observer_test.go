@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/rpc"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,4 +312,61 @@ func TestObserverReportsAHedgedCallsUnsentAttempt(t *testing.T) {
 			t.Fatalf("attempt %d numbered %d: %+v", i+1, at.Attempt, attempts)
 		}
 	}
+}
+
+// panicking is an Observer whose ObserveAttempt panics once armed.
+type panicking struct{ armed atomic.Bool }
+
+func (p *panicking) ObserveAttempt(AttemptInfo) {
+	if p.armed.Load() {
+		panic("observer")
+	}
+}
+
+func (*panicking) ObserveCall(CallInfo) {}
+
+// A panic in the Observer is the Call's, but it leaves the client as a
+// returned call would: every pick done (the balancer's in-flight counts,
+// which P2C weighs, back to zero) and a hedged call's other request
+// withdrawn. Two report sites: an attempt of the retry loop (a server
+// error after the first attempt), and the winning leg of a hedged call
+// whose first request, on a slow node, is still out.
+func TestPanickingObserverLeavesNoPickInFlight(t *testing.T) {
+	callPanics := func(c *Client, args *rpctest.EchoArgs) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Fatal("Call did not pass the Observer's panic on")
+			}
+		}()
+		c.Call(context.Background(), "Echo.Echo", args, &rpctest.EchoReply{}, Idempotent())
+	}
+	t.Run("retry loop", func(t *testing.T) {
+		o := &panicking{}
+		srv := rpctest.Start(t)
+		c, _ := newTestClient(t, []string{srv.Addr()}, WithObserver(o), withoutNodeHealth())
+		warmEvery(t, c, 1)
+		o.armed.Store(true)
+		callPanics(c, &rpctest.EchoArgs{Fail: "no"}) // the fast path fails; the loop reports it
+		nothingInFlight(t, c)
+	})
+	t.Run("hedged", func(t *testing.T) {
+		o := &panicking{}
+		slow, fast := rpctest.Start(t, rpctest.WithName("slow")), rpctest.Start(t, rpctest.WithName("fast"))
+		px := rpctest.NewProxy(t, slow.Addr())
+		// P2C over load / weight sends the first request to the slow node.
+		c := hedgedClient(t, 5*time.Millisecond, 5*time.Second,
+			[]discovery.Endpoint{{ID: "slow", Addr: px.Addr(), Weight: 100}, {ID: "fast", Addr: fast.Addr(), Weight: 1}}, WithObserver(o))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, addr := range []string{px.Addr(), fast.Addr()} {
+			if _, err := c.endpoint(addr).get(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		px.Latency(300 * time.Millisecond)
+		o.armed.Store(true)
+		callPanics(c, &rpctest.EchoArgs{}) // the backup wins; its report panics
+		nothingInFlight(t, c)
+	})
 }
