@@ -438,12 +438,15 @@ func (c *Client) call(ctx context.Context, serviceMethod string, args, reply any
 			}
 			err = attemptTimedOut(ctx, err, timeout, addr)
 		}
-		c.observeAttempt(serviceMethod, addr, attempts, false, a.start, err)
+		// The pick is done before the report: a panic in the Observer
+		// (the Call's) leaves no request in flight in the balancer.
 		if err == nil {
 			r.Done(succeeded(a.dialed))
+			c.observeAttempt(serviceMethod, addr, attempts, false, a.start, nil)
 			return nil
 		}
 		r.Done(nodeOutcome(err))
+		c.observeAttempt(serviceMethod, addr, attempts, false, a.start, err)
 		lastErr = err
 		errs = append(errs, err)
 		if !slices.Contains(tried, addr) {

@@ -165,6 +165,10 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 		hedge = timer.C
 	}
 	legs := []*leg{first}
+	// A panic in the Observer (the Call's) must not leave a leg in
+	// flight: its pick not done, its request pending. Every return
+	// withdraws the legs still out already, so this does nothing then.
+	defer func() { withdraw(legs) }()
 
 	// end settles a leg: its outcome goes to the balancer, the winner's
 	// reply to the caller. It returns the leg's error as recorded: a leg's
@@ -191,10 +195,10 @@ func (c *Client) hedged(ctx context.Context, method string, args, reply any, del
 	withdrawAll := func() {
 		for _, l := range legs {
 			if !l.over {
+				l.withdraw()
 				observe(l, context.Canceled)
 			}
 		}
-		withdraw(legs)
 	}
 	for {
 		var done0, done1, ctx0, ctx1 <-chan struct{}
@@ -322,12 +326,17 @@ func (l *leg) timedOut() error {
 // connection, which the other calls on it still need, is not closed for it.
 func withdraw(legs []*leg) {
 	for _, o := range legs {
-		if !o.over {
-			o.over = true
-			o.cancel()
-			o.cn.drop(o.pc, o.seq)
-			o.done(context.Canceled)
-		}
+		o.withdraw()
+	}
+}
+
+// withdraw abandons l if it is still in flight (see withdraw).
+func (l *leg) withdraw() {
+	if !l.over {
+		l.over = true
+		l.cancel()
+		l.cn.drop(l.pc, l.seq)
+		l.done(context.Canceled)
 	}
 }
 
