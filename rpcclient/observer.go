@@ -16,6 +16,9 @@ type Observer interface {
 	// ones its Error.Attempts counts, each reported once: picks given up
 	// before anything was tried on their node (a busy write slot on a
 	// hedged call, the end of ctx before a retry's attempt) are not.
+	// Reports come as the outcomes are known, which for a hedged call
+	// is not the order the attempts started (AttemptInfo.Attempt): its
+	// request withdrawn when the other answered comes after that one.
 	ObserveAttempt(AttemptInfo)
 	// ObserveCall reports one Call, after its last attempt's report,
 	// with the error Call returns.
