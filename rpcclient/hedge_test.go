@@ -617,17 +617,7 @@ func TestHedgedCallTriesEveryNodeWhenAllAreBusy(t *testing.T) {
 // would be the realistic case, but the kernel reopens such a window now
 // and then, and the test flaked.
 func TestHedgedUnsentFailureIsAnAttemptNotBusy(t *testing.T) {
-	a := sink(t)
-	b := rpctest.Start(t, rpctest.WithName("b"))
-	c := hedgedClient(t, 20*time.Millisecond, time.Nanosecond,
-		[]discovery.Endpoint{{ID: "a", Addr: a, Weight: 100}, {ID: "b", Addr: b.Addr(), Weight: 1}})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for _, addr := range []string{a, b.Addr()} {
-		if _, err := c.endpoint(addr).get(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c, a, ctx := unsentFirstLeg(t)
 	var r rpctest.EchoReply
 	out := c.hedged(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, 20*time.Millisecond, time.Nanosecond, nil)
 	if len(out.busy) != 0 || out.ok || out.unsentAddr != a || !errors.Is(out.unsentErr, context.DeadlineExceeded) {
@@ -635,6 +625,27 @@ func TestHedgedUnsentFailureIsAnAttemptNotBusy(t *testing.T) {
 			out.busy, out.tried, out.errs, out.unsentAddr, out.unsentErr, a)
 	}
 	nothingInFlight(t, c)
+}
+
+// unsentFirstLeg returns a hedged Client, built with opts, connected to a
+// (a sink, whose address it returns, which P2C picks first by its weight)
+// and b (a live server), whose attempts have 1 ns: a hedged call's first
+// leg on a fails before its write, an attempt that sent nothing. The ctx
+// it returns ends with t.
+func unsentFirstLeg(t *testing.T, opts ...Option) (*Client, string, context.Context) {
+	t.Helper()
+	a := sink(t)
+	b := rpctest.Start(t, rpctest.WithName("b"))
+	c := hedgedClient(t, 20*time.Millisecond, time.Nanosecond,
+		[]discovery.Endpoint{{ID: "a", Addr: a, Weight: 100}, {ID: "b", Addr: b.Addr(), Weight: 1}}, opts...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	for _, addr := range []string{a, b.Addr()} {
+		if _, err := c.endpoint(addr).get(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c, a, ctx
 }
 
 // hedgedClient returns a Client over a static set of eps with hedging after

@@ -282,18 +282,8 @@ func TestObserverReportsAHedgedCallsCodecError(t *testing.T) {
 // (its attempt's time ran out before the write) is an attempt the call
 // counts, reported once, as are the attempts after it.
 func TestObserverReportsAHedgedCallsUnsentAttempt(t *testing.T) {
-	a := sink(t)
-	b := rpctest.Start(t, rpctest.WithName("b"))
 	rec := &recorder{}
-	c := hedgedClient(t, 20*time.Millisecond, time.Nanosecond,
-		[]discovery.Endpoint{{ID: "a", Addr: a, Weight: 100}, {ID: "b", Addr: b.Addr(), Weight: 1}}, WithObserver(rec))
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for _, addr := range []string{a, b.Addr()} {
-		if _, err := c.endpoint(addr).get(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c, a, ctx := unsentFirstLeg(t, WithObserver(rec))
 	var r rpctest.EchoReply
 	err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{}, &r, Idempotent())
 	var e *Error
