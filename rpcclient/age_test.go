@@ -121,6 +121,7 @@ func TestAgedConnectionKeepsItsHeartbeat(t *testing.T) {
 		WithMaxConnectionAge(200*time.Millisecond))
 	warmEvery(t, c, 1)
 	old := c.endpoint(srv.Addr()).ready()
+	warm := srv.Calls()
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
 	slow := make(chan error, 1)
@@ -128,7 +129,7 @@ func TestAgedConnectionKeepsItsHeartbeat(t *testing.T) {
 		var r rpctest.EchoReply
 		slow <- c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Sleep: 20 * time.Second}, &r)
 	}()
-	waitPending(t, c, srv.Addr())
+	waitHandled(t, srv, warm)          // not waitPending: the 100 ms heartbeat's ping counts as pending
 	time.Sleep(300 * time.Millisecond) // past the age
 	deadline := time.Now().Add(5 * time.Second)
 	for !old.retired.Load() { // a call triggers the replacement, which retires old

@@ -45,11 +45,7 @@ func TestRemovedEndpointIsDrained(t *testing.T) {
 	// heartbeat ping on a's idle connection counts as pending too, and
 	// removing a while only the ping was out left the slow call no node
 	// but b.
-	for deadline := time.Now().Add(5 * time.Second); a.Calls() == warm; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("no slow call reached a")
-		}
-	}
+	waitHandled(t, a, warm)
 	if err := w.Update(discovery.Endpoint{ID: b.Addr(), Addr: b.Addr(), Weight: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +147,18 @@ func TestRetryBudgetBoundsAStorm(t *testing.T) {
 		t.Fatal("no call reported the retry budget exhausted")
 	}
 	t.Logf("%d calls, %d retries (budget %d), %d stopped by the budget", calls, retries, limit, budgetErrs)
+}
+
+// waitHandled waits until srv's handlers have had more than n calls: a call
+// made since srv counted n is at its handler, whatever the client's
+// heartbeat does.
+func waitHandled(t *testing.T, srv *rpctest.Server, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); srv.Calls() <= n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no call reached %s's handler", srv.Addr())
+		}
+	}
 }
 
 // waitPending waits until addr has a request out. A heartbeat ping counts:
