@@ -67,16 +67,6 @@ func WithObserver(o Observer) Option {
 	}
 }
 
-// attemptRecord is an attempt whose report waits until its call counts it
-// (see hedgeOutcome.records).
-type attemptRecord struct {
-	addr  string
-	start time.Time
-	end   time.Time
-	err   error
-	hedge bool
-}
-
 // now returns the time when the client has an Observer, and the zero time
 // otherwise: the hot path reads no clock for an observer it does not have.
 func (c *Client) now() time.Time {

@@ -378,8 +378,7 @@ func TestObserverPromisesUnderFaults(t *testing.T) {
 			c, _, _ := slowAndFast(t, 30*time.Millisecond, WithHedging(5*time.Millisecond), WithObserver(o),
 				WithAttemptTimeout(40*time.Millisecond), WithBalancer(balancer.WithPolicy(balancer.RoundRobin())))
 			o.setWarm(false)
-			var mu sync.Mutex
-			var bad []string
+			var shared findings // the callers' goroutines add to it
 			var wg sync.WaitGroup
 			for w := range 8 {
 				wg.Go(func() {
@@ -387,16 +386,12 @@ func TestObserverPromisesUnderFaults(t *testing.T) {
 						ctx, cancel := context.WithTimeout(bg, time.Duration(10+(w*7+i*3)%60)*time.Millisecond)
 						_, s := observedCall(o, c, ctx, "Echo.Echo", echo(time.Duration(i%4)*8*time.Millisecond), &rpctest.EchoReply{}, Idempotent())
 						cancel()
-						if s != "" {
-							mu.Lock()
-							bad = append(bad, s)
-							mu.Unlock()
-						}
+						shared.add(s)
 					}
 				})
 			}
 			wg.Wait()
-			return bad
+			return shared.list
 		}},
 		{"hash keys on Maglev", func(t *testing.T, o *strictObserver) []string {
 			a, b, dead := rpctest.Start(t), rpctest.Start(t), rpctest.Start(t)
@@ -675,8 +670,7 @@ func TestObserverPromisesHedgedChurn(t *testing.T) {
 					}
 				}
 			})
-			var mu sync.Mutex
-			var bad []string
+			var shared findings // the callers' goroutines add to it
 			var wg sync.WaitGroup
 			for w := range 4 {
 				wseed := uint64(seed*10 + w)
@@ -697,11 +691,7 @@ func TestObserverPromisesHedgedChurn(t *testing.T) {
 						}
 						_, s := observedCall(o, c, ctx, "Echo.Echo", args, &rpctest.EchoReply{}, copts...)
 						cancel()
-						if s != "" {
-							mu.Lock()
-							bad = append(bad, s)
-							mu.Unlock()
-						}
+						shared.add(s)
 					}
 				})
 			}
@@ -711,10 +701,26 @@ func TestObserverPromisesHedgedChurn(t *testing.T) {
 			for _, s := range srvs {
 				s.Unhang()
 			}
-			for _, s := range bad {
+			for _, s := range shared.list {
 				t.Error(s)
 			}
 			noStrays(t, o)
 		})
 	}
+}
+
+// findings collects the problems that concurrent callers find; add ignores
+// the empty string (no problem).
+type findings struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (f *findings) add(s string) {
+	if s == "" {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.list = append(f.list, s)
 }
