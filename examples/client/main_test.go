@@ -27,6 +27,17 @@ func (e *echo) Echo(args *echoapi.Args, reply *echoapi.Reply) error {
 	return nil
 }
 
+// deadAddr returns a loopback address where nothing listens any more.
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // serve runs an echo server on loopback until the test ends.
 func serve(t *testing.T, name string) string {
 	t.Helper()
@@ -117,12 +128,7 @@ func TestTargetFromEnvironment(t *testing.T) {
 }
 
 func TestFailuresSetTheExitStatus(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close() // nothing listens there any more
+	dead := deadAddr(t)
 	args := []string{"-target", "static:///" + dead, "-n", "2", "-interval", "0", "-timeout", "200ms"}
 
 	var out strings.Builder
@@ -159,17 +165,12 @@ func TestBadFlags(t *testing.T) {
 // A call whose first node is down answers from the other, and the client
 // shows both attempts: the failover the Observer reports.
 func TestRetriedCallShowsItsAttempts(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	ln.Close() // nothing listens there any more
+	dead := deadAddr(t)
 	live := serve(t, "live")
 	var out strings.Builder
 	// Enough calls for P2C to pick the dead node first at least once: a
 	// failed dial quarantines it, so the later calls go to live at once.
-	err = run(context.Background(), []string{"-target", "static:///" + dead + "," + live, "-n", "6", "-interval", "0"}, &out)
+	err := run(context.Background(), []string{"-target", "static:///" + dead + "," + live, "-n", "6", "-interval", "0"}, &out)
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
