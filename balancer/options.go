@@ -1,7 +1,6 @@
 package balancer
 
 import (
-	"io"
 	"log/slog"
 	"math"
 	"time"
@@ -40,7 +39,7 @@ func defaultOptions() options {
 		slowStart:      30 * time.Second,
 		slowStartMin:   0.1,
 		outlier:        OutlierConfig{}.withDefaults(),
-		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		logger:         slog.New(slog.DiscardHandler),
 		overprovision:  defaultOverprovision,
 		zoneMemory:     defaultZoneMemory,
 	}

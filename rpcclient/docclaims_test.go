@@ -3,6 +3,7 @@ package rpcclient
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"net/rpc"
 	"os"
@@ -183,6 +184,7 @@ func TestReadmeDefaultsAreTheCodes(t *testing.T) {
 		{"WithMaxConnectionAge(d)", "off", o.maxConnAge == 0},
 		{"WithHedging(d)", "off", o.hedgeDelay == 0},
 		{"WithObserver(o)", "none", o.observer == nil},
+		{"WithLogger(l)", "nowhere", !o.logger.Enabled(context.Background(), slog.LevelError)},
 		{"WithBalancer(opts...)", "P2C (peak-EWMA latency × in-flight), breakers on", len(o.balancerOpts) == 0},
 	} {
 		row := readmeRow(t, readme, c.option)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -113,7 +112,7 @@ func defaultOptions() options {
 		budgetMinPerSec:  10,
 		idempotent:       map[string]bool{},
 		drainGrace:       10 * time.Second,
-		logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
+		logger:           slog.New(slog.DiscardHandler),
 	}
 }
 

@@ -1,7 +1,6 @@
 package consul
 
 import (
-	"io"
 	"log/slog"
 	"time"
 
@@ -45,7 +44,7 @@ func defaultOptions() options {
 		requestTimeout:  10 * time.Second,
 		maxBodyBytes:    64 << 20,
 		maxEntries:      100_000,
-		logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		logger:          slog.New(slog.DiscardHandler),
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/url"
@@ -135,7 +134,7 @@ func (r *etcdRegistry) Register(ctx context.Context, id, addr string) (registrat
 	if err != nil {
 		return nil, err
 	}
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := slog.New(slog.DiscardHandler)
 	reg, err := etcd.NewRegistrar(ctx, cli, etcdPrefix, discovery.Endpoint{ID: id, Addr: addr},
 		etcd.WithTTL(registrationTTL), etcd.WithRegistrarLogger(quiet))
 	if err != nil {
