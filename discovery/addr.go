@@ -362,6 +362,22 @@ func defaulted(e Endpoint, addr string) Endpoint {
 	return e
 }
 
+// endpointAddrError is checkFields' error for an endpoint whose address
+// does not validate: it reads like the other reasons, "discovery: endpoint
+// "ID": invalid address ...", without CanonicalAddr's own "discovery: "
+// in the middle, and it wraps CanonicalAddr's error, so errors.Is finds
+// ErrInvalidAddr.
+type endpointAddrError struct {
+	id  string
+	err error
+}
+
+func (e *endpointAddrError) Error() string {
+	return fmt.Sprintf("discovery: endpoint %q: %s", e.id, strings.TrimPrefix(e.err.Error(), "discovery: "))
+}
+
+func (e *endpointAddrError) Unwrap() error { return e.err }
+
 // checkFields checks e's address and field sizes, and returns its canonical
 // address.
 func checkFields(e *Endpoint) (string, error) {
@@ -371,7 +387,7 @@ func checkFields(e *Endpoint) (string, error) {
 	}
 	addr, err := CanonicalAddr(e.Addr)
 	if err != nil {
-		return "", fmt.Errorf("endpoint %q: %w", truncate(id), err)
+		return "", &endpointAddrError{id: truncate(id), err: err}
 	}
 	tooLong := func(what, s string) error {
 		if len(s) > MaxFieldLen {
