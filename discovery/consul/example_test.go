@@ -29,13 +29,7 @@ func ExampleNew() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var reply string
-	if err := c.Call(ctx, "Greeter.Hello", "dialtone", &reply, rpcclient.Idempotent()); err != nil {
-		log.Fatal(err)
-	}
+	// ... c.Call(ctx, "Greeter.Hello", args, &reply, rpcclient.Idempotent()) as with rpcclient.Dial ...
 }
 
 // A server registers itself with the local agent and keeps its TTL check
