@@ -45,8 +45,11 @@ func (o Outcome) String() string {
 //   - wraps context.Canceled or context.DeadlineExceeded itself (the values
 //     a context returns): Excluded. A caller whose transport error arrived
 //     after its own context ended should pass ctx.Err() (or wrap it)
-//     instead, so the node is not blamed. The network's own timeouts (a
-//     dial or read deadline, net/http's Client.Timeout) answer errors.Is
+//     instead, so the node is not blamed. A per-attempt timeout made with
+//     context.WithTimeout ends the same way, and is Excluded too: make it
+//     with context.WithTimeoutCause and [ErrAttemptTimeout] (see there).
+//     The network's own timeouts (a dial or read deadline, net/http's
+//     Client.Timeout and Transport.ResponseHeaderTimeout) answer errors.Is
 //     for context.DeadlineExceeded too, but they are the node's: Failure.
 //   - an [rpc.ServerError] anywhere in the chain: Success (the node answered).
 //   - anything else: Failure.

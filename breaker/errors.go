@@ -22,7 +22,12 @@ var (
 	// wraps it, e.g. fmt.Errorf("call %s: %w", method, ErrAttemptTimeout),
 	// when its own attempt timer fires, so that [Classify] counts the
 	// attempt as a node failure even when it also wraps
-	// context.DeadlineExceeded.
+	// context.DeadlineExceeded. A caller that bounds each attempt with a
+	// context makes it the context's cause instead,
+	// context.WithTimeoutCause(ctx, d, ErrAttemptTimeout), and passes on
+	// the error net/http (which returns the cause) gives it; with
+	// context.WithTimeout, the attempt's expiry is context.DeadlineExceeded
+	// itself, which Classify takes for the caller's own and does not count.
 	ErrAttemptTimeout = errors.New("breaker: attempt timed out")
 
 	// errRaced is reported to gobreaker for a request it admitted while
