@@ -74,4 +74,15 @@
 // (rpc.ServerError) are successes for the node. Done(Untimed) is a success
 // whose time was not the node's (the request waited for a dial first): P2C
 // takes no latency sample from it.
+//
+// A caller that sends plain HTTP requests (net/http) maps the response
+// itself: net/http returns no error for any status, so a status that says
+// the node is failing (a 502, 503 or 504, say) must be passed to Done as an
+// error, and any other as nil. http.Client.Timeout and
+// http.Transport.ResponseHeaderTimeout count as failures of the node, and the
+// end of the request's context as the caller's own: not counted. So a
+// per-attempt timeout made with context.WithTimeout is not counted either:
+// a node that hangs keeps its breaker closed and is never ejected. Make it
+// with context.WithTimeoutCause(ctx, d, breaker.ErrAttemptTimeout), whose
+// cause net/http returns, as Example_netHTTP does.
 package balancer
