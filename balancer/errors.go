@@ -50,7 +50,9 @@ type Error struct {
 	Total, Open, Ejected, Quarantined int
 	// Refused counts the nodes that were pickable but whose breaker refused
 	// the request: half-open with its probe out, or opened since the
-	// balancer last looked.
+	// balancer last looked. In panic mode the pickable nodes include the
+	// ejected and quarantined ones, which are then counted twice (3 nodes,
+	// 2 open, 1 ejected, 1 refusing: the ejected node's breaker refused).
 	Refused int
 	// Discovery is the watcher's last error, if any.
 	Discovery error
