@@ -28,6 +28,15 @@ import (
 // expensive node that recovered is noticed, and so is a node never
 // sampled, the first time a sampled pick draws it, so that its seed, a
 // guess, does not keep it out.
+//
+// P2C spreads requests by load, not evenly. A client with one request in
+// flight at a time sees every in-flight count at 0, so each pick goes to
+// the node of the pair with the lower latency estimate: a light, serial
+// client's requests gather on the nodes that answered fastest, and a node
+// whose last sample was slower (its first request, on a cold connection,
+// say) may get none until its next probe. Over three equal nodes, 3,000
+// requests of 50 us each, one after another, went 1 / 1,494 / 1,505. Use
+// RoundRobin for an even spread.
 func P2C(opts ...P2COption) Policy {
 	p := p2c{tau: 10 * time.Second, penalty: 250 * time.Millisecond, probeAfter: 2 * time.Second}
 	for _, o := range opts {
