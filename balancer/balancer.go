@@ -463,6 +463,9 @@ func (b *Balancer) reseed(back []*node) {
 			n.cost.Store(math.Float64bits(seed))
 			n.stamp.Store(now)
 		}
+		if math.Float64frombits(n.avg.Load()) > seed {
+			n.avg.Store(math.Float64bits(seed)) // a slow past must not raise it again
+		}
 	}
 }
 

@@ -98,6 +98,12 @@ type node struct {
 	// local says whether the node's endpoint is in the zone of
 	// WithLocalZone, as the last rebuild saw it (for InSubset).
 	local atomic.Bool
+
+	// avg is the plain EWMA of the node's successful latency samples, in
+	// ns as float64 bits: the floor under cost that a peak decays to (see
+	// observe). Only sampled Dones read it, so it sits here, away from
+	// the lines every pick reads.
+	avg atomic.Uint64
 }
 
 // breaker returns the node's breaker, creating it on first use; nil when the
@@ -148,6 +154,7 @@ const neverProbed = math.MinInt64 / 2
 func newNode(b *Balancer, addr string, added int64, seed float64) *node {
 	n := &node{addr: addr, b: b, added: added}
 	n.cost.Store(math.Float64bits(seed))
+	n.avg.Store(math.Float64bits(seed))
 	now := mono()
 	n.stamp.Store(now)
 	// Never sampled: the first sampled P2C pick that draws the node
@@ -288,28 +295,45 @@ func (n *node) record(o breaker.Outcome) {
 	}
 }
 
-// observe folds one latency sample into the peak EWMA: a sample above the
-// current cost replaces it at once (peak), a lower one is blended in with a
-// weight that decays with the time since the previous sample (time constant
-// tau). A failure counts as at least the failure penalty and at least
-// twice the estimate (up to failureCap), so a node that fails fast never
-// looks cheap, whatever the service's latency: each failure of a run
-// doubles its cost against its peers'.
+// observe folds one latency sample into the node's estimate, which is
+// two averages: avg, a plain EWMA of the successful samples with time
+// constant tau, and a peak over it that forgets ten times faster. A
+// sample above the current cost replaces it at once (peak); after it, the
+// cost decays toward avg with time constant tau/peakForgetting (1 s by
+// default), however few samples come, while avg keeps the node's usual
+// latency for tau. So a node that was slow once (a garbage-collection
+// pause, a stall) is back in P2C's choice within seconds, at the forced
+// probes if no other request goes to it, instead of the half-minute or
+// more a single 10 s peak EWMA (Finagle's, Linkerd's) takes to forget a
+// 300 ms spike over a 5 ms service; a node that stays slow raises the
+// peak again with every sample, and its avg follows.
 //
-// The estimate a run of failures found is kept aside, and the first
-// successful sample after them blends into that instead of into the
-// failures: a failure keeps a node out of P2C's choice until a sampled
-// request (at worst the forced probe, 2 s later) succeeds, not for the
-// minute a 10 s time constant takes to forget a timeout. Slow successes
-// are never forgotten early.
+// A failure counts as at least the failure penalty and at least twice the
+// estimate (up to failureCap), so a node that fails fast never looks
+// cheap, whatever the service's latency: each failure of a run doubles its
+// cost against its peers'. Failures do not enter avg. The estimate a run
+// of failures found is kept aside, and the first successful sample after
+// them blends into that instead of into the failures: a failure keeps a
+// node out of P2C's choice until a sampled request (at worst the forced
+// probe, 2 s later) succeeds.
 func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 	x := float64(rtt)
+	dt := float64(now - n.stamp.Load())
 	var calm uint64
+	var floor float64
 	if failed {
 		x = max(x, penalty)
 		n.calm.CompareAndSwap(0, n.cost.Load()) // the first failure of a run
 	} else {
 		calm = n.calm.Swap(0)
+		w := decay(dt / tau)
+		for {
+			bits := n.avg.Load()
+			floor = math.Float64frombits(bits)*w + x*(1-w)
+			if n.avg.CompareAndSwap(bits, math.Float64bits(floor)) {
+				break
+			}
+		}
 	}
 	for {
 		bits := n.cost.Load()
@@ -322,9 +346,8 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 			// node had before it failed.
 			old = min(old, math.Float64frombits(calm))
 		}
-		nc := x
-		switch {
-		case failed:
+		var nc float64
+		if failed {
 			// A failure at least doubles the estimate (up to
 			// failureCap) and never lowers it: in a service slower
 			// than the penalty, a node that fails fast holds
@@ -332,9 +355,8 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 			// estimate kept level made it look cheaper by its
 			// in-flight count alone.
 			nc = max(x, min(2*old, failureCap), old)
-		case x < old:
-			w := decay(float64(now-n.stamp.Load()) / tau)
-			nc = old*w + x*(1-w)
+		} else {
+			nc = max(x, floor, old*decay(dt*peakForgetting/tau))
 		}
 		if n.cost.CompareAndSwap(bits, math.Float64bits(nc)) {
 			n.stamp.Store(now)
@@ -343,6 +365,10 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 		}
 	}
 }
+
+// peakForgetting is how many times faster the peak over a node's average
+// latency decays than the average itself (see observe).
+const peakForgetting = 10
 
 // failureCap is as far as failures double a node's estimate (an hour, in
 // ns): past it, a run of failures no longer raises the cost, which would

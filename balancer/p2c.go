@@ -7,9 +7,12 @@ import (
 
 // P2C returns a power-of-two-choices policy over peak-EWMA latency: Pick
 // draws two distinct healthy nodes at random and takes the one with the lower
-// cost, latency x (in-flight + 1) / weight. Latency is a peak EWMA with a
-// 10 s time constant: a slower sample raises it at once, faster ones lower it
-// gradually. A failed request counts as at least the failure penalty
+// cost, latency x (in-flight + 1) / weight. Latency is a peak over an
+// EWMA: a slower sample raises it at once; after it, it falls back toward
+// the node's average (an EWMA of its successful samples, 10 s time
+// constant) with a tenth of that time constant, so a node slow once (a
+// pause) is back in the choice within seconds, while one that stays slow
+// raises it again with every sample. A failed request counts as at least the failure penalty
 // (default 250 ms) and at least twice the estimate (up to an hour), so a
 // node that fails fast never looks cheap, even in a service slower than the
 // penalty, where it would otherwise win on its empty queue; the first
@@ -48,7 +51,8 @@ func P2C(opts ...P2COption) Policy {
 // P2COption tunes P2C.
 type P2COption func(*p2c)
 
-// WithDecay sets the EWMA time constant. Default 10 s; 0 or less means the
+// WithDecay sets the EWMA time constant; a peak decays toward the average
+// ten times faster. Default 10 s; 0 or less means the
 // default (a negative constant would never let a slow sample be
 // forgotten, and 0 divides by zero).
 func WithDecay(d time.Duration) P2COption {
