@@ -226,6 +226,100 @@ func TestHungBackendBackInP2CRotation(t *testing.T) {
 	}
 }
 
+// A backend that pauses for 300 ms (a garbage-collection pause, a
+// stall) answers the calls it held late, but answers them: the default
+// policy's (P2C's) estimate of it jumps to the pause at once. Once it
+// serves at its usual speed again it must get its share back within
+// seconds: with a single peak EWMA of 10 s its 300 ms estimate against the
+// others' 20 ms kept it to its forced probes, one each 2 s, for some 20 s.
+func TestPausedBackendBackInP2CRotation(t *testing.T) {
+	var addrs []string
+	var kids []*rpctest.Child
+	for i := range 3 {
+		k := rpctest.StartChild(t, rpctest.WithChildHeartbeat(), rpctest.WithChildName(fmt.Sprintf("s%d", i)))
+		kids = append(kids, k)
+		addrs = append(addrs, k.Addr())
+	}
+	c, _ := newTestClient(t, addrs, WithAttemptTimeout(time.Second))
+	var mu sync.Mutex
+	served := map[string]int{}
+	// Calls of 20 ms from six callers: about two in flight on each node,
+	// so that P2C spreads them by load (with one or two callers in all,
+	// the node whose estimate is a little higher gets almost none: see
+	// balancer.P2C), and about 300 a second, few enough that every call's
+	// latency is sampled, so the pause's are.
+	echo := func(ctx context.Context, w, i int) error {
+		var r rpctest.EchoReply
+		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x", Sleep: 20 * time.Millisecond}, &r, Idempotent())
+		mu.Lock()
+		served[r.Server]++
+		mu.Unlock()
+		return err
+	}
+	runLoad(6, 1000, time.Second, echo) // warm every connection and estimate
+	latencyOf := func(addr string) time.Duration {
+		for _, st := range c.Balancer().Status() {
+			if st.Endpoint.Addr == addr {
+				return st.Latency
+			}
+		}
+		return 0
+	}
+	var resumed time.Time
+	for try := 1; ; try++ {
+		paused := make(chan []outcome)
+		go func() { paused <- runLoad(6, 1000, time.Second, echo) }()
+		time.Sleep(300 * time.Millisecond)
+		if err := kids[0].Stop(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if err := kids[0].Cont(); err != nil {
+			t.Fatal(err)
+		}
+		resumed = time.Now()
+		if n, first := failures(<-paused); n > 0 {
+			t.Fatalf("%d calls failed across a 300 ms pause with a 1 s attempt timeout: %v", n, first)
+		}
+		l := latencyOf(addrs[0])
+		if l >= 100*time.Millisecond {
+			t.Logf("latency estimate of the paused node after pause %d: %v", try, l.Round(time.Millisecond))
+			break
+		}
+		// P2C samples every call at this rate, but a burst of replies
+		// can halve the rate for a moment, and then none of the two or
+		// three calls the pause held may be sampled: the rest would
+		// prove nothing, so pause again.
+		if try == 3 {
+			t.Fatalf("after 3 pauses of 300 ms the paused node's latency estimate is %v; want the pause's", l)
+		}
+	}
+	// Back when s0 serves at least a fifth of the calls of a 500 ms
+	// window (a third is its even share).
+	for {
+		mu.Lock()
+		clear(served)
+		mu.Unlock()
+		if n, first := failures(runLoad(6, 1000, 500*time.Millisecond, echo)); n > 0 {
+			t.Fatalf("%d calls failed after the pause: %v", n, first)
+		}
+		mu.Lock()
+		total := 0
+		for _, n := range served {
+			total += n
+		}
+		share := float64(served["s0"]) / float64(max(total, 1))
+		mu.Unlock()
+		if share >= 0.2 {
+			t.Logf("the paused backend served %.0f%% of calls %v after SIGCONT", 100*share, time.Since(resumed).Round(time.Millisecond))
+			return
+		}
+		if time.Since(resumed) > 10*time.Second {
+			t.Fatalf("10 s after a 300 ms pause the backend serves %.1f%% of calls (estimate %v)", 100*share, latencyOf(addrs[0]))
+		}
+	}
+}
+
 func endpointStatus(c *Client, addr string) EndpointStatus {
 	for _, e := range c.Endpoints() {
 		if e.Addr == addr {
