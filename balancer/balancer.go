@@ -412,8 +412,8 @@ type subsetView struct {
 func (b *Balancer) StateVersion() uint64 { return b.stateVersion.Load() }
 
 // medianCost is the typical latency a node starts or restarts with: the
-// median of the nodes that skip does not reject (each at its estimate from
-// before a run of failures it is in: see typicalNs), sampled evenly over nodes
+// median of the nodes that skip does not reject (each at its usual latency,
+// without a peak or a run of failures it is in: see typicalNs), sampled evenly over nodes
 // (at most 255 of them, for large sets); false when there are none.
 func medianCost(nodes []*node, skip func(*node) bool) (float64, bool) {
 	cs := make([]float64, 0, 255)
@@ -439,10 +439,10 @@ func outOfRotation(now int64) func(*node) bool {
 
 // reseed gives nodes that are back from an open breaker or an ejection the
 // median latency of the nodes that stayed in, when theirs is higher. Their
-// peak EWMA still holds the failures that took them out (at least the
-// failure penalty), and with a 10 s time constant it would take a minute or
-// more to decay, leaving a node that has proved itself healthy with probe
-// traffic only. If it is in fact still slow, the first slow sample raises
+// estimate still holds the failures that took them out (at least the
+// failure penalty), and it falls only as samples come, which a node that
+// costly gets from probes alone: a node that has proved itself healthy
+// would be left with probe traffic only. If it is in fact still slow, the first slow sample raises
 // its cost again at once. b.mu is held.
 func (b *Balancer) reseed(back []*node) {
 	if len(back) == 0 {

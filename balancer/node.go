@@ -392,13 +392,17 @@ func decay(x float64) float64 {
 // costNs returns the node's current latency estimate in nanoseconds.
 func (n *node) costNs() float64 { return math.Float64frombits(n.cost.Load()) }
 
-// typicalNs is the node's latency estimate without the run of failures it
-// may be in (see observe): failures double the estimate, up to an hour,
-// and a node in such a run that is not yet out of rotation must not give
-// its doubled cost to the nodes medianCost seeds (with two nodes, the
-// median is the higher).
+// typicalNs is the node's usual latency, for the seeds medianCost gives:
+// its estimate without the run of failures it may be in (see observe) and
+// without a peak, that is its average of successful samples (avg), which
+// the estimate never falls below. Failures double the estimate, up to an
+// hour, and a node in such a run that is not yet out of rotation must not
+// give its doubled cost to the nodes medianCost seeds (with two nodes, the
+// median is the higher); nor may a node that was slow once give them its
+// peak, which it forgets within seconds, as their average, which a node
+// forgets with the whole time constant.
 func (n *node) typicalNs() float64 {
-	c := n.costNs()
+	c := min(n.costNs(), math.Float64frombits(n.avg.Load()))
 	if calm := n.calm.Load(); calm != 0 {
 		c = min(c, math.Float64frombits(calm))
 	}

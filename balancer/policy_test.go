@@ -365,6 +365,7 @@ func TestP2CStatsSurviveUpdatesAndNewNodesStartAtMedian(t *testing.T) {
 	now := mono()
 	for i, d := range []time.Duration{time.Millisecond, 3 * time.Millisecond, 9 * time.Millisecond} {
 		nodes[as[i]].cost.Store(math.Float64bits(float64(d)))
+		nodes[as[i]].avg.Store(math.Float64bits(float64(d))) // no peak: the estimate is the average
 	}
 	_ = now
 	w.SetAddrs(as...) // add a fourth, keep the three
@@ -1460,6 +1461,44 @@ func TestNewNodeSeedIgnoresAFailureRun(t *testing.T) {
 	if c := time.Duration(fresh.costNs()); c > 10*time.Millisecond {
 		t.Fatalf("a node added beside a 1ms node and one in a run of 4 failures (estimate %v) starts at %v, want the service's typical 1ms",
 			time.Duration(bad.costNs()), c)
+	}
+}
+
+// A node's peak is a transient that P2C forgets with a tenth of the
+// EWMA's time constant; it must not become the seed of a node discovery
+// adds (medianCost of two nodes is the higher one), where it sits in the
+// new node's average, which forgets with the whole time constant: a node
+// added beside a 5 ms node and one that paused once for 300 ms started at
+// 300 ms, average included, and was still at about 200 ms after two 5 ms
+// probes 2 s apart, which bring the node that paused back to 5.5 ms.
+func TestNewNodeSeedIgnoresAPeak(t *testing.T) {
+	as := addrs(3)
+	b, w := newTest(t, as[:2], WithPolicy(P2C()), WithoutBreakers())
+	b.mu.Lock()
+	calm, spiked := b.nodes[as[0]], b.nodes[as[1]]
+	b.mu.Unlock()
+	ms := float64(time.Millisecond)
+	now := mono()
+	for i := range 100 { // 1.5 s of 5 ms replies
+		at := now + int64(i)*int64(15*time.Millisecond)
+		calm.observe(at, int64(5*time.Millisecond), false, b.tau, b.penalty)
+		spiked.observe(at, int64(5*time.Millisecond), false, b.tau, b.penalty)
+	}
+	t0 := now + int64(1500*time.Millisecond)
+	spiked.observe(t0, int64(300*time.Millisecond), false, b.tau, b.penalty) // one pause
+	w.SetAddrs(as...)
+	waitFor(t, b, "the third node", func(p *picker) bool { return len(p.ready) == 3 })
+	b.mu.Lock()
+	fresh := b.nodes[as[2]]
+	b.mu.Unlock()
+	born := fresh.stamp.Load()
+	for k := 1; k <= 2; k++ { // the forced probes, 2 s apart, of both
+		spiked.observe(t0+int64(k)*int64(2*time.Second), int64(5*time.Millisecond), false, b.tau, b.penalty)
+		fresh.observe(born+int64(k)*int64(2*time.Second), int64(5*time.Millisecond), false, b.tau, b.penalty)
+	}
+	if c := fresh.costNs(); c > 6*ms {
+		t.Errorf("a 5 ms node added beside a 5 ms node and one that just paused for 300 ms: %v after two 5 ms probes 2 s apart (the node that paused: %v), want at most 6ms",
+			time.Duration(c), time.Duration(spiked.costNs()))
 	}
 }
 
