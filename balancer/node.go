@@ -318,7 +318,6 @@ func (n *node) record(o breaker.Outcome) {
 // probe, 2 s later) succeeds.
 func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 	x := float64(rtt)
-	dt := float64(now - n.stamp.Load())
 	var calm uint64
 	var floor float64
 	if failed {
@@ -326,7 +325,7 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 		n.calm.CompareAndSwap(0, n.cost.Load()) // the first failure of a run
 	} else {
 		calm = n.calm.Swap(0)
-		w := decay(dt / tau)
+		w := decay(float64(now-n.stamp.Load()) / tau)
 		for {
 			bits := n.avg.Load()
 			floor = math.Float64frombits(bits)*w + x*(1-w)
@@ -337,6 +336,14 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 	}
 	for {
 		bits := n.cost.Load()
+		// The time since the sample that wrote bits, or less: an
+		// observe moves stamp before it writes the cost, so the stamp
+		// read after a cost is at least that cost's. Read before the
+		// loop, as it was, a racing observe's whole update could fall
+		// in between, and its fresh peak was decayed by the time
+		// before it: a 300 ms reply and a 5 ms one ending together on
+		// a node sampled 2 s before left 41 ms, not 300 ms.
+		dt := float64(now - n.stamp.Load())
 		old := math.Float64frombits(bits)
 		if calm != 0 {
 			// The estimate from before the failures, unless the cost
@@ -358,8 +365,13 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 		} else {
 			nc = max(x, floor, old*decay(dt*peakForgetting/tau))
 		}
+		// Racing observes only ever move stamp forward. One whose
+		// CAS then fails finds the winner's cost and a stamp at
+		// least its own now, and decays nothing: in a race a peak is
+		// kept, not forgotten early.
+		for st := n.stamp.Load(); st < now && !n.stamp.CompareAndSwap(st, now); st = n.stamp.Load() {
+		}
 		if n.cost.CompareAndSwap(bits, math.Float64bits(nc)) {
-			n.stamp.Store(now)
 			n.probed.Store(now)
 			return
 		}
