@@ -306,7 +306,12 @@ func (n *node) record(o breaker.Outcome) {
 // probes if no other request goes to it, instead of the half-minute or
 // more a single 10 s peak EWMA (Finagle's, Linkerd's) takes to forget a
 // 300 ms spike over a 5 ms service; a node that stays slow raises the
-// peak again with every sample, and its avg follows.
+// peak again with every sample, and its avg follows. That takes a node
+// sampled often: avg weighs a sample by the time since the one before,
+// so a spike after a gap is partly the node's average too. Sampled once
+// a second before it, a 5 ms node takes a tenth of a 300 ms spike into
+// avg (33 ms) and is back under 6 ms 34 s later (with samples 15 ms
+// apart, 4 s; with 2 s apart, 40 s, as a single peak EWMA).
 //
 // A failure counts as at least the failure penalty and at least twice the
 // estimate (up to failureCap), so a node that fails fast never looks
