@@ -148,9 +148,9 @@ func TestUnavailableErrorCountsRefusingBreakers(t *testing.T) {
 }
 
 // A node whose breaker opened carries the failures in its P2C latency
-// (peak EWMA, 10 s time constant). Once its breaker closes again it must get
-// its share of picks at once, not probe traffic for the minute the EWMA
-// would take to decay.
+// estimate, which falls only as samples come. Once its breaker closes again
+// it must get its share of picks at once, not probe traffic until its
+// probes have brought the estimate down.
 func TestP2CNodeBackFromOpenBreakerGetsItsShare(t *testing.T) {
 	as := addrs(3)
 	b, _ := newTest(t, as, WithPolicy(P2C()),
