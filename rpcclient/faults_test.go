@@ -181,14 +181,11 @@ func TestHungBackendBackInP2CRotation(t *testing.T) {
 		WithHeartbeat(100*time.Millisecond, 200*time.Millisecond),
 		WithBalancer(balancer.WithBreakers(breaker.Config{OpenTimeout: 500 * time.Millisecond, MaxOpenTimeout: 500 * time.Millisecond}),
 			balancer.WithOutlierDetection(balancer.OutlierConfig{BaseEjection: 500 * time.Millisecond, MaxEjection: 500 * time.Millisecond})))
-	var mu sync.Mutex
-	served := map[string]int{}
+	var served servedTally
 	echo := func(ctx context.Context, w, i int) error {
 		var r rpctest.EchoReply
 		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent())
-		mu.Lock()
-		served[r.Server]++
-		mu.Unlock()
+		served.add(r.Server)
 		return err
 	}
 	runLoad(4, 50, 200*time.Millisecond, echo) // warm every connection
@@ -202,28 +199,11 @@ func TestHungBackendBackInP2CRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumed := time.Now()
-	// Back when s0 serves at least a fifth of the calls of a 200 ms window
-	// (a third is its even share).
-	for {
-		mu.Lock()
-		clear(served)
-		mu.Unlock()
-		runLoad(4, 5000, 200*time.Millisecond, echo)
-		mu.Lock()
-		total := 0
-		for _, n := range served {
-			total += n
-		}
-		share := float64(served["s0"]) / float64(max(total, 1))
-		mu.Unlock()
-		if share >= 0.2 {
-			t.Logf("the resumed backend served %.0f%% of calls %v after SIGCONT", 100*share, time.Since(resumed).Round(time.Millisecond))
-			return
-		}
-		if time.Since(resumed) > 10*time.Second {
-			t.Fatalf("10 s after SIGCONT the resumed backend serves %.1f%% of calls", 100*share)
-		}
+	share, ok := served.backInRotation("s0", resumed, func() { runLoad(4, 5000, 200*time.Millisecond, echo) })
+	if !ok {
+		t.Fatalf("10 s after SIGCONT the resumed backend serves %.1f%% of calls", 100*share)
 	}
+	t.Logf("the resumed backend served %.0f%% of calls %v after SIGCONT", 100*share, time.Since(resumed).Round(time.Millisecond))
 }
 
 // A backend that pauses for 300 ms (a garbage-collection pause, a
@@ -241,8 +221,7 @@ func TestPausedBackendBackInP2CRotation(t *testing.T) {
 		addrs = append(addrs, k.Addr())
 	}
 	c, _ := newTestClient(t, addrs, WithAttemptTimeout(time.Second))
-	var mu sync.Mutex
-	served := map[string]int{}
+	var served servedTally
 	// Calls of 20 ms from six callers: about two in flight on each node,
 	// so that P2C spreads them by load (with one or two callers in all,
 	// the node whose estimate is a little higher gets almost none: see
@@ -251,9 +230,7 @@ func TestPausedBackendBackInP2CRotation(t *testing.T) {
 	echo := func(ctx context.Context, w, i int) error {
 		var r rpctest.EchoReply
 		err := c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x", Sleep: 20 * time.Millisecond}, &r, Idempotent())
-		mu.Lock()
-		served[r.Server]++
-		mu.Unlock()
+		served.add(r.Server)
 		return err
 	}
 	runLoad(6, 1000, time.Second, echo) // warm every connection and estimate
@@ -294,28 +271,55 @@ func TestPausedBackendBackInP2CRotation(t *testing.T) {
 			t.Fatalf("after 3 pauses of 300 ms the paused node's latency estimate is %v; want the pause's", l)
 		}
 	}
-	// Back when s0 serves at least a fifth of the calls of a 500 ms
-	// window (a third is its even share).
-	for {
-		mu.Lock()
-		clear(served)
-		mu.Unlock()
+	share, ok := served.backInRotation("s0", resumed, func() {
 		if n, first := failures(runLoad(6, 1000, 500*time.Millisecond, echo)); n > 0 {
-			t.Fatalf("%d calls failed after the pause: %v", n, first)
+			t.Errorf("%d calls failed after the pause: %v", n, first)
 		}
-		mu.Lock()
+	})
+	if !ok {
+		t.Fatalf("10 s after a 300 ms pause the backend serves %.1f%% of calls (estimate %v)", 100*share, latencyOf(addrs[0]))
+	}
+	t.Logf("the paused backend served %.0f%% of calls %v after SIGCONT", 100*share, time.Since(resumed).Round(time.Millisecond))
+}
+
+// servedTally counts the calls each backend served (EchoReply.Server),
+// from the load's goroutines.
+type servedTally struct {
+	mu     sync.Mutex
+	served map[string]int
+}
+
+func (s *servedTally) add(server string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.served == nil {
+		s.served = map[string]int{}
+	}
+	s.served[server]++
+}
+
+// backInRotation runs window (a burst of load) until the backend named
+// name serves at least a fifth of a window's calls (a third is its even
+// share of three), at most until 10 s after since; it reports the last
+// window's share and whether it got there.
+func (s *servedTally) backInRotation(name string, since time.Time, window func()) (float64, bool) {
+	for {
+		s.mu.Lock()
+		clear(s.served)
+		s.mu.Unlock()
+		window()
+		s.mu.Lock()
 		total := 0
-		for _, n := range served {
+		for _, n := range s.served {
 			total += n
 		}
-		share := float64(served["s0"]) / float64(max(total, 1))
-		mu.Unlock()
+		share := float64(s.served[name]) / float64(max(total, 1))
+		s.mu.Unlock()
 		if share >= 0.2 {
-			t.Logf("the paused backend served %.0f%% of calls %v after SIGCONT", 100*share, time.Since(resumed).Round(time.Millisecond))
-			return
+			return share, true
 		}
-		if time.Since(resumed) > 10*time.Second {
-			t.Fatalf("10 s after a 300 ms pause the backend serves %.1f%% of calls (estimate %v)", 100*share, latencyOf(addrs[0]))
+		if time.Since(since) > 10*time.Second {
+			return share, false
 		}
 	}
 }
