@@ -169,13 +169,7 @@ func TestHungBackendSIGSTOP(t *testing.T) {
 // back within seconds, not after the minute a 10 s EWMA takes to forget
 // them: its breaker closing reseeds it, and its probe replies decay it.
 func TestHungBackendBackInP2CRotation(t *testing.T) {
-	var addrs []string
-	var kids []*rpctest.Child
-	for i := range 3 {
-		k := rpctest.StartChild(t, rpctest.WithChildHeartbeat(), rpctest.WithChildName(fmt.Sprintf("s%d", i)))
-		kids = append(kids, k)
-		addrs = append(addrs, k.Addr())
-	}
+	kids, addrs, _ := startKids(t, 3, "s")
 	c, _ := newTestClient(t, addrs,
 		WithAttemptTimeout(300*time.Millisecond),
 		WithHeartbeat(100*time.Millisecond, 200*time.Millisecond),
@@ -213,13 +207,7 @@ func TestHungBackendBackInP2CRotation(t *testing.T) {
 // seconds: with a single peak EWMA of 10 s its 300 ms estimate against the
 // others' 20 ms kept it to its forced probes, one each 2 s, for some 20 s.
 func TestPausedBackendBackInP2CRotation(t *testing.T) {
-	var addrs []string
-	var kids []*rpctest.Child
-	for i := range 3 {
-		k := rpctest.StartChild(t, rpctest.WithChildHeartbeat(), rpctest.WithChildName(fmt.Sprintf("s%d", i)))
-		kids = append(kids, k)
-		addrs = append(addrs, k.Addr())
-	}
+	kids, addrs, _ := startKids(t, 3, "s")
 	c, _ := newTestClient(t, addrs, WithAttemptTimeout(time.Second))
 	var served servedTally
 	// Calls of 20 ms from six callers: about two in flight on each node,
