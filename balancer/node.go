@@ -306,18 +306,12 @@ func (n *node) record(o breaker.Outcome) {
 // probes if no other request goes to it, instead of the half-minute or
 // more a single 10 s peak EWMA (Finagle's, Linkerd's) takes to forget a
 // 300 ms spike over a 5 ms service; a node that stays slow raises the
-// peak again with every sample, so its cost is never below its last
-// sample.
-//
-// avg weighs a sample by the time since the one before, but a sample
-// above avg by sampleEvery at most: a spike after a gap would otherwise
-// be the node's average as much as its peak (sampled once a second
-// before it, a 5 ms node took a tenth of a 300 ms spike into avg and was
-// back under 6 ms only 34 s later; once every 2 s, 40 s, as a single peak
-// EWMA). A sample below avg weighs its whole gap, so a node that was slow
-// and recovered comes down as fast as before. A node that turns slow for
-// good keeps its cost at its samples, not at avg, and avg follows it as
-// the samples come.
+// peak again with every sample, and its avg follows. That takes a node
+// sampled often: avg weighs a sample by the time since the one before,
+// so a spike after a gap is partly the node's average too. Sampled once
+// a second before it, a 5 ms node takes a tenth of a 300 ms spike into
+// avg (33 ms) and is back under 6 ms 34 s later (with samples 15 ms
+// apart, 4 s; with 2 s apart, 40 s, as a single peak EWMA).
 //
 // A failure counts as at least the failure penalty and at least twice the
 // estimate (up to failureCap), so a node that fails fast never looks
@@ -336,16 +330,10 @@ func (n *node) observe(now, rtt int64, failed bool, tau, penalty float64) {
 		n.calm.CompareAndSwap(0, n.cost.Load()) // the first failure of a run
 	} else {
 		calm = n.calm.Swap(0)
-		gap := float64(now - n.stamp.Load())
+		w := decay(float64(now-n.stamp.Load()) / tau)
 		for {
 			bits := n.avg.Load()
-			a := math.Float64frombits(bits)
-			g := gap
-			if x > a {
-				g = min(g, float64(sampleEvery))
-			}
-			w := decay(g / tau)
-			floor = a*w + x*(1-w)
+			floor = math.Float64frombits(bits)*w + x*(1-w)
 			if n.avg.CompareAndSwap(bits, math.Float64bits(floor)) {
 				break
 			}

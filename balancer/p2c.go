@@ -11,9 +11,10 @@ import (
 // EWMA: a slower sample raises it at once; after it, it falls back toward
 // the node's average (an EWMA of its successful samples, 10 s time
 // constant) with a tenth of that time constant, so a node slow once (a
-// pause) is back in the choice within seconds, while one that stays slow
-// raises it again with every sample (a slow sample moves the average
-// less after a gap than a fast one: see node.observe). A failed request counts as at least the failure penalty
+// pause) is back in the choice within seconds when it was sampled often
+// before (tens of times a second: a sample after a gap weighs in the
+// average by the gap), while one that stays slow raises it again with
+// every sample. A failed request counts as at least the failure penalty
 // (default 250 ms) and at least twice the estimate (up to an hour), so a
 // node that fails fast never looks cheap, even in a service slower than the
 // penalty, where it would otherwise win on its empty queue; the first

