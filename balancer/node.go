@@ -311,7 +311,15 @@ func (n *node) record(o breaker.Outcome) {
 // so a spike after a gap is partly the node's average too. Sampled once
 // a second before it, a 5 ms node takes a tenth of a 300 ms spike into
 // avg (33 ms) and is back under 6 ms 34 s later (with samples 15 ms
-// apart, 4 s; with 2 s apart, 40 s, as a single peak EWMA).
+// apart, 4 s; with 2 s apart, 40 s, as a single peak EWMA). The same
+// weighting keeps a node that is slow on some of its replies at the mean
+// of them in avg. What forgetting costs shows there, at light traffic: in
+// a simulation, a node slow on 10 % of its replies (300 ms against 5 ms)
+// beside a steady 20 ms node got 0.118 / 0.054 / 0.041 of 10 / 20 / 50
+// requests a second, against 0.060 / 0.030 / 0.014 under a single peak
+// EWMA; at hundreds a second, neither sends it any. (Letting a slow
+// sample weigh less than its gap in avg, so that a seldom-sampled node
+// forgets a lone spike quickly too, doubled that share again.)
 //
 // A failure counts as at least the failure penalty and at least twice the
 // estimate (up to failureCap), so a node that fails fast never looks
