@@ -412,9 +412,10 @@ type subsetView struct {
 func (b *Balancer) StateVersion() uint64 { return b.stateVersion.Load() }
 
 // medianCost is the typical latency a node starts or restarts with: the
-// median of the nodes that skip does not reject (each at its usual latency,
-// without a peak or a run of failures it is in: see typicalNs), sampled evenly over nodes
-// (at most 255 of them, for large sets); false when there are none.
+// median of the nodes that skip does not reject (each at its usual
+// latency, without a peak or a run of failures it is in: see typicalNs),
+// sampled evenly over nodes (at most 255 of them, for large sets); false
+// when there are none.
 func medianCost(nodes []*node, skip func(*node) bool) (float64, bool) {
 	cs := make([]float64, 0, 255)
 	step := 1 + len(nodes)/cap(cs)
@@ -440,10 +441,11 @@ func outOfRotation(now int64) func(*node) bool {
 // reseed gives nodes that are back from an open breaker or an ejection the
 // median latency of the nodes that stayed in, when theirs is higher. Their
 // estimate still holds the failures that took them out (at least the
-// failure penalty), and it falls only as samples come, which a node that
-// costly gets from probes alone: a node that has proved itself healthy
-// would be left with probe traffic only. If it is in fact still slow, the first slow sample raises
-// its cost again at once. b.mu is held.
+// failure penalty) and falls only as samples come, which a node that
+// costly gets from its probes alone: a node that has proved itself healthy
+// would be left with probe traffic. If it is in fact still slow, the first
+// slow sample raises its cost again at once. Its average is lowered to the
+// seed too, so that a slow past does not hold the cost up. b.mu is held.
 func (b *Balancer) reseed(back []*node) {
 	if len(back) == 0 {
 		return
@@ -464,7 +466,7 @@ func (b *Balancer) reseed(back []*node) {
 			n.stamp.Store(now)
 		}
 		if math.Float64frombits(n.avg.Load()) > seed {
-			n.avg.Store(math.Float64bits(seed)) // a slow past must not raise it again
+			n.avg.Store(math.Float64bits(seed))
 		}
 	}
 }

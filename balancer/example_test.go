@@ -12,13 +12,16 @@ import (
 )
 
 // ready waits until b has applied discovery's first State: until then Pick
-// fails with ErrNoEndpoints ("discovery has not answered yet"). The channel
-// from Updated is taken before the check it guards, so an update between
-// the two is not missed.
-func ready(ctx context.Context, b *balancer.Balancer) error {
+// fails with ErrNoEndpoints ("discovery has not answered yet").
+func ready(ctx context.Context, b *balancer.Balancer) error { return appliedAfter(ctx, b, 0) }
+
+// appliedAfter waits until b has applied a discovery State newer than
+// version v. The channel from Updated is taken before the check it guards,
+// so an update between the two is not missed.
+func appliedAfter(ctx context.Context, b *balancer.Balancer, v uint64) error {
 	for {
 		updated := b.Updated()
-		if b.StateVersion() != 0 {
+		if b.StateVersion() > v {
 			return nil
 		}
 		select {
@@ -164,18 +167,12 @@ func ExampleHashKey() {
 			rest = append(rest, a)
 		}
 	}
-	updated := b.Updated()
 	v := b.StateVersion()
 	if err := w.Update(discovery.Endpoint{ID: rest[0], Addr: rest[0]}, discovery.Endpoint{ID: rest[1], Addr: rest[1]}); err != nil {
 		log.Fatal(err)
 	}
-	for b.StateVersion() == v {
-		select {
-		case <-updated:
-			updated = b.Updated()
-		case <-ctx.Done():
-			log.Fatal(ctx.Err())
-		}
+	if err := appliedAfter(ctx, b, v); err != nil {
+		log.Fatal(err)
 	}
 	moved, movedElsewhere := 0, 0
 	for _, k := range keys {

@@ -295,32 +295,30 @@ func (n *node) record(o breaker.Outcome) {
 	}
 }
 
-// observe folds one latency sample into the node's estimate, which is
-// two averages: avg, a plain EWMA of the successful samples with time
-// constant tau, and a peak over it that forgets ten times faster. A
-// sample above the current cost replaces it at once (peak); after it, the
-// cost decays toward avg with time constant tau/peakForgetting (1 s by
-// default), however few samples come, while avg keeps the node's usual
-// latency for tau. So a node that was slow once (a garbage-collection
-// pause, a stall) is back in P2C's choice within seconds, at the forced
-// probes if no other request goes to it, instead of the half-minute or
-// more a single 10 s peak EWMA (Finagle's, Linkerd's) takes to forget a
-// 300 ms spike over a 5 ms service; a node that stays slow raises the
-// peak again with every sample, and its avg follows. That takes a node
-// sampled often: avg weighs a sample by the time since the one before,
-// so a spike after a gap is partly the node's average too. Sampled once
-// a second before it, a 5 ms node takes a tenth of a 300 ms spike into
-// avg (33 ms) and is back under 6 ms 34 s later (with samples 15 ms
-// apart, 4 s; with 2 s apart, 40 s, as a single peak EWMA). The same
-// weighting keeps a node that is slow on some of its replies at the mean
-// of them in avg. What forgetting costs shows there, at light traffic: in
-// a simulation, a node slow on 10 % of its replies (300 ms against 5 ms)
-// beside a steady 20 ms node got 0.118 / 0.054 / 0.041 of 10 / 20 / 50
-// requests a second, against 0.060 / 0.030 / 0.014 under a single peak
-// EWMA; sampled every 10 ms, its cost stayed above the steady node's
-// under both throughout. (Letting a slow
-// sample weigh less than its gap in avg, so that a seldom-sampled node
-// forgets a lone spike quickly too, doubled that share again.)
+// observe folds one latency sample into the node's estimate, which is a
+// peak over an average. avg is an EWMA of the successful samples (time
+// constant tau), each weighted by the time since the sample before. The
+// cost is max(sample, avg, the previous cost decayed with tau /
+// peakForgetting): a slower sample raises it at once, and after it the
+// cost falls back toward avg ten times faster than avg moves, however few
+// samples come. A node slow once (a pause) is then back in P2C's choice
+// within seconds, where a single 10 s peak EWMA (Finagle's, Linkerd's)
+// takes half a minute or more to forget a 300 ms spike over a 5 ms
+// service; a node that stays slow raises the cost with every sample.
+//
+// That takes a node sampled often before the spike, since a sample after
+// a gap weighs in avg by the gap: sampled once a second, a 5 ms node takes
+// a tenth of a 300 ms spike into avg (33 ms) and is back under 6 ms 34 s
+// later (samples 15 ms apart: 4 s; 2 s apart: 40 s, as a single peak
+// EWMA). The same weighting keeps a node slow on some of its replies at
+// their mean in avg, and what forgetting costs shows there, at light
+// traffic: in a simulation, a node slow on 10 % of its replies (300 ms
+// against 5 ms) beside a steady 20 ms node got 0.118 / 0.054 / 0.041 of 10
+// / 20 / 50 requests a second, against 0.060 / 0.030 / 0.014 under a
+// single peak EWMA; sampled every 10 ms, its cost stayed above the steady
+// node's under both throughout. (Letting a slow sample weigh less than its
+// gap in avg, so that a seldom-sampled node forgets a lone spike quickly
+// too, doubled that share again.)
 //
 // A failure counts as at least the failure penalty and at least twice the
 // estimate (up to failureCap), so a node that fails fast never looks

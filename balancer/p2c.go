@@ -22,10 +22,10 @@ import (
 // before them (or to its current one, when that is lower: a node back from
 // an open breaker or an ejection starts again at the median of the
 // others), so a node that hung for a moment is not shunned for a minute
-// once it answers again. Statistics
-// survive discovery updates; a new node starts at the median of the others,
-// and so does a node whose breaker closes again or whose ejection ends, when
-// its own estimate is higher (it still holds the failures that took it out).
+// once it answers again. Statistics survive discovery updates; a new node
+// starts at the median of the others, and so does a node whose breaker
+// closes again or whose ejection ends, when its own estimate is higher (it
+// still holds the failures that took it out).
 // The latency of every request is sampled while traffic is light, and of
 // fewer, down to one in 256, when requests come fast enough for each node
 // to get a sample every 10 ms anyway (the in-flight count is exact). A
@@ -54,9 +54,9 @@ func P2C(opts ...P2COption) Policy {
 type P2COption func(*p2c)
 
 // WithDecay sets the EWMA time constant; a peak decays toward the average
-// ten times faster. Default 10 s; 0 or less means the
-// default (a negative constant would never let a slow sample be
-// forgotten, and 0 divides by zero).
+// ten times faster. Default 10 s; 0 or less means the default (a negative
+// constant would never let a slow sample be forgotten, and 0 divides by
+// zero).
 func WithDecay(d time.Duration) P2COption {
 	return func(p *p2c) {
 		if d > 0 {
