@@ -23,17 +23,29 @@ import (
 // sending to it and lets its calls in flight finish before the instance
 // closes its connections. Nothing may be retried (the calls are not
 // idempotent), so a call caught by a closing connection would fail.
+//
+// In place (consul-in-place), as on hosts with fixed ports: each old
+// instance shuts down first and the new one then listens on its address
+// and registers. The client still holds the address's endpoint, in its
+// drain grace, when the old instance closes the connection and when the
+// address comes back; it must take the new instance's calls on a new
+// connection, and fail none.
 func TestRollingDeployLosesNoCall(t *testing.T) {
 	t.Run("consul", func(t *testing.T) {
 		agent := consultest.Start(t)
 		t.Setenv("CONSUL_HTTP_ADDR", agent.Addr())
-		rollingDeploy(t, "consul://"+agent.Addr()+"/echo-roll", "consul", "-service", "echo-roll", "-ttl", "2s")
+		rollingDeploy(t, false, "consul://"+agent.Addr()+"/echo-roll", "consul", "-service", "echo-roll", "-ttl", "2s")
 	})
 	t.Run("etcd", func(t *testing.T) {
 		srv := etcdtest.Start(t)
 		hosts := strings.Join(srv.Hosts(), ",")
 		t.Setenv("ETCD_ENDPOINTS", hosts)
-		rollingDeploy(t, "etcd://"+hosts+"/services/echo-roll", "etcd", "-service", "echo-roll", "-ttl", "5s")
+		rollingDeploy(t, false, "etcd://"+hosts+"/services/echo-roll", "etcd", "-service", "echo-roll", "-ttl", "5s")
+	})
+	t.Run("consul-in-place", func(t *testing.T) {
+		agent := consultest.Start(t)
+		t.Setenv("CONSUL_HTTP_ADDR", agent.Addr())
+		rollingDeploy(t, true, "consul://"+agent.Addr()+"/echo-roll", "consul", "-service", "echo-roll", "-ttl", "2s")
 	})
 }
 
@@ -41,17 +53,17 @@ func TestRollingDeployLosesNoCall(t *testing.T) {
 // client must have seen it leave, and its calls on it ended, within it.
 const rollDrain = time.Second
 
-func rollingDeploy(t *testing.T, target, registry string, flags ...string) {
+func rollingDeploy(t *testing.T, inPlace bool, target, registry string, flags ...string) {
 	type instance struct {
-		name string
-		stop func() error
+		name, addr string
+		stop       func() error
 	}
-	start := func(name string) instance {
-		args := append([]string{"-registry", registry, "-name", name, "-drain", rollDrain.String()}, flags...)
-		_, stop := startEcho(t, args...)
-		return instance{name, stop}
+	start := func(name, listen string) instance {
+		args := append([]string{"-registry", registry, "-name", name, "-drain", rollDrain.String(), "-listen", listen}, flags...)
+		addr, stop := startEcho(t, args...)
+		return instance{name, addr, stop}
 	}
-	old := []instance{start("v1-a"), start("v1-b"), start("v1-c")}
+	old := []instance{start("v1-a", "127.0.0.1:0"), start("v1-b", "127.0.0.1:0"), start("v1-c", "127.0.0.1:0")}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -129,9 +141,12 @@ func rollingDeploy(t *testing.T, target, registry string, flags ...string) {
 	}
 
 	var leftAfter []time.Duration // per old instance: its last answer, after its shutdown began
+	var back []time.Duration      // in place: from each new instance's start to its first answer
 	for i, in := range old {
-		next := start(fmt.Sprintf("v2-%c", 'a'+i))
-		waitServed(next.name)
+		name := fmt.Sprintf("v2-%c", 'a'+i)
+		if !inPlace {
+			waitServed(start(name, "127.0.0.1:0").name)
+		}
 		began := time.Now()
 		if err := in.stop(); err != nil {
 			t.Fatalf("%s: shutdown: %v", in.name, err)
@@ -139,6 +154,11 @@ func rollingDeploy(t *testing.T, target, registry string, flags ...string) {
 		mu.Lock()
 		leftAfter = append(leftAfter, last[in.name].Sub(began).Round(100*time.Microsecond))
 		mu.Unlock()
+		if inPlace {
+			restarted := time.Now()
+			waitServed(start(name, in.addr).name)
+			back = append(back, time.Since(restarted).Round(time.Millisecond))
+		}
 	}
 	time.Sleep(200 * time.Millisecond) // calls go on against the new instances only
 	endLoad()
@@ -147,6 +167,9 @@ func rollingDeploy(t *testing.T, target, registry string, flags ...string) {
 	defer mu.Unlock()
 	t.Logf("%s: %d calls, %d failed; answers per instance %v; each old instance's last answer came %v after its shutdown began (drain %v)",
 		registry, calls.Load(), failed.Load(), served, leftAfter, rollDrain)
+	if inPlace {
+		t.Logf("in place: each new instance answered its first call %v after it started on the old one's address", back)
+	}
 	if failed.Load() != 0 {
 		t.Fatalf("%d of %d calls failed during the rolling deploy; first errors: %v", failed.Load(), calls.Load(), errs)
 	}
