@@ -31,35 +31,46 @@ import (
 // address comes back; it must take the new instance's calls on a new
 // connection, and fail none.
 func TestRollingDeployLosesNoCall(t *testing.T) {
-	t.Run("consul", func(t *testing.T) {
+	// Each registry starts a server for the subtest and returns the
+	// client's target and the echo flags that register there.
+	consul := func(t *testing.T) (string, []string) {
 		agent := consultest.Start(t)
 		t.Setenv("CONSUL_HTTP_ADDR", agent.Addr())
-		rollingDeploy(t, false, "consul://"+agent.Addr()+"/echo-roll", "consul", "-service", "echo-roll", "-ttl", "2s")
-	})
-	t.Run("etcd", func(t *testing.T) {
+		return "consul://" + agent.Addr() + "/echo-roll", []string{"-registry", "consul", "-ttl", "2s"}
+	}
+	etcd := func(t *testing.T) (string, []string) {
 		srv := etcdtest.Start(t)
 		hosts := strings.Join(srv.Hosts(), ",")
 		t.Setenv("ETCD_ENDPOINTS", hosts)
-		rollingDeploy(t, false, "etcd://"+hosts+"/services/echo-roll", "etcd", "-service", "echo-roll", "-ttl", "5s")
-	})
-	t.Run("consul-in-place", func(t *testing.T) {
-		agent := consultest.Start(t)
-		t.Setenv("CONSUL_HTTP_ADDR", agent.Addr())
-		rollingDeploy(t, true, "consul://"+agent.Addr()+"/echo-roll", "consul", "-service", "echo-roll", "-ttl", "2s")
-	})
+		return "etcd://" + hosts + "/services/echo-roll", []string{"-registry", "etcd", "-ttl", "5s"}
+	}
+	for _, tc := range []struct {
+		name     string
+		inPlace  bool
+		registry func(*testing.T) (string, []string)
+	}{
+		{"consul", false, consul},
+		{"etcd", false, etcd},
+		{"consul-in-place", true, consul},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target, flags := tc.registry(t)
+			rollingDeploy(t, tc.inPlace, target, append(flags, "-service", "echo-roll")...)
+		})
+	}
 }
 
 // rollDrain is how long an old instance serves on after deregistering: the
 // client must have seen it leave, and its calls on it ended, within it.
 const rollDrain = time.Second
 
-func rollingDeploy(t *testing.T, inPlace bool, target, registry string, flags ...string) {
+func rollingDeploy(t *testing.T, inPlace bool, target string, flags ...string) {
 	type instance struct {
 		name, addr string
 		stop       func() error
 	}
 	start := func(name, listen string) instance {
-		args := append([]string{"-registry", registry, "-name", name, "-drain", rollDrain.String(), "-listen", listen}, flags...)
+		args := append([]string{"-name", name, "-drain", rollDrain.String(), "-listen", listen}, flags...)
 		addr, stop := startEcho(t, args...)
 		return instance{name, addr, stop}
 	}
@@ -165,8 +176,8 @@ func rollingDeploy(t *testing.T, inPlace bool, target, registry string, flags ..
 
 	mu.Lock()
 	defer mu.Unlock()
-	t.Logf("%s: %d calls, %d failed; answers per instance %v; each old instance's last answer came %v after its shutdown began (drain %v)",
-		registry, calls.Load(), failed.Load(), served, leftAfter, rollDrain)
+	t.Logf("%d calls, %d failed; answers per instance %v; each old instance's last answer came %v after its shutdown began (drain %v)",
+		calls.Load(), failed.Load(), served, leftAfter, rollDrain)
 	if inPlace {
 		t.Logf("in place: each new instance answered its first call %v after it started on the old one's address", back)
 	}
