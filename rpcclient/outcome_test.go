@@ -493,10 +493,24 @@ func TestOutcomesOfRealCalls(t *testing.T) {
 func TestWrongReplyTypeDoesNotOpenEveryBreaker(t *testing.T) {
 	var a, b Arith
 	c, _ := newTestClient(t, []string{serveArith(t, &a), serveArith(t, &b)})
-	for range 12 {
+	for i := range 12 {
 		var wrong string // Arith.Add replies an int
-		if err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &wrong); !errors.Is(err, ErrCodec) && !errors.Is(err, balancer.ErrUnavailable) {
-			t.Fatalf("wrong reply type: %v", err)
+		var opts []CallOption
+		if i%2 == 0 {
+			opts = append(opts, Idempotent()) // retryable, were it not the caller's bug
+		}
+		err := c.Call(context.Background(), "Arith.Add", Pair{1, 2}, &wrong, opts...)
+		// ErrCodec at its only attempt, never "no node available": the
+		// breakers count nothing, and the call is not retried, not even
+		// an idempotent one (every node would answer it alike).
+		var e *Error
+		if !errors.Is(err, ErrCodec) || !errors.As(err, &e) || e.Attempts != 1 {
+			t.Fatalf("call %d with the wrong reply type: %v; want ErrCodec after 1 attempt", i+1, err)
+		}
+	}
+	for _, st := range c.Balancer().Status() {
+		if st.Breaker != breaker.Closed || st.Ejected {
+			t.Fatalf("after 12 calls with the wrong reply type, %s: breaker %v, ejected %v; want closed, not ejected", st.Endpoint.Addr, st.Breaker, st.Ejected)
 		}
 	}
 	var r int
