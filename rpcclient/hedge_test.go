@@ -554,6 +554,7 @@ func TestHedgeGoesElsewhereWhenTheFirstConnectionIsBusyWriting(t *testing.T) {
 			if took > tc.within {
 				t.Fatalf("the call took %v (bound %v): it waited for a busy connection's write slot", took, tc.within)
 			}
+			t.Logf("answered in %v (bound %v)", took.Round(time.Millisecond), tc.within)
 			// One request went out: the call deposited its share and spent
 			// nothing.
 			if got := c.budget.milli.Load() - before; got != c.budget.deposit {
