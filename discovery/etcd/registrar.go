@@ -162,8 +162,11 @@ func (r *Registrar) run(ctx context.Context, lease clientv3.LeaseID, rev int64) 
 		for {
 			// The first attempt after a healthy lease goes at once; a lease
 			// lost again without a single keepalive backs off.
-			if attempt > 0 && !sleep(ctx, r.opts.backoff.Delay(attempt-1, nil)) {
-				return
+			if attempt > 0 {
+				if !sleep(ctx, r.opts.backoff.Delay(attempt-1, nil)) {
+					return
+				}
+				redialNow(r.client)
 			}
 			attempt++
 			id, wrote, err := r.register(ctx)
@@ -196,7 +199,16 @@ func (r *Registrar) run(ctx context.Context, lease clientv3.LeaseID, rev int64) 
 // the caller registers with a new lease.
 func (r *Registrar) hold(ctx context.Context, lease clientv3.LeaseID, rev int64) (alive bool) {
 	kctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// pending, while a watch is being set up, delivers its channel (see
+	// watch); hold waits for it before it returns, so that no goroutine
+	// outlives it (kctx ends the setup).
+	var pending chan clientv3.WatchChan
+	defer func() {
+		cancel()
+		if pending != nil {
+			<-pending
+		}
+	}()
 	ka, err := r.client.KeepAlive(kctx, lease)
 	if err != nil {
 		r.opts.logger.Warn("etcd: keepalive failed", "key", r.key, "lease", int64(lease), "err", err)
@@ -204,10 +216,22 @@ func (r *Registrar) hold(ctx context.Context, lease clientv3.LeaseID, rev int64)
 	}
 	// WithRequireLeader: a member cut off from the leader cancels the
 	// watch rather than leave it silent.
-	watch := func(from int64) clientv3.WatchChan {
-		return r.client.Watch(clientv3.WithRequireLeader(kctx), r.key, clientv3.WithRev(from), clientv3.WithFilterPut())
+	//
+	// clientv3's Watch returns only once its stream is set up, which with
+	// etcd unreachable lasts until the connection is back: it runs apart,
+	// so that hold goes on keeping the lease, and noticing its loss,
+	// meanwhile. (In hold's own goroutine, a watch begun as etcd went down
+	// held it for the whole outage: the lease was found lost, and the key
+	// written again, only once gRPC redialled, seconds to minutes after
+	// etcd was back.)
+	watch := func(from int64) {
+		pending = make(chan clientv3.WatchChan, 1)
+		go func(c chan<- clientv3.WatchChan) {
+			c <- r.client.Watch(clientv3.WithRequireLeader(kctx), r.key, clientv3.WithRev(from), clientv3.WithFilterPut())
+		}(pending)
 	}
-	wch := watch(rev + 1)
+	var wch clientv3.WatchChan // nil while a watch is being set up
+	watch(rev + 1)
 
 	var (
 		missing   bool      // the key was deleted and not yet written again
@@ -219,10 +243,30 @@ func (r *Registrar) hold(ctx context.Context, lease clientv3.LeaseID, rev int64)
 	timer := time.NewTimer(time.Hour) // armed only while a write waits out the backoff
 	timer.Stop()
 	defer timer.Stop()
+	// The client sends a keepalive every TTL/3. With none answered for
+	// longer, the connection is likely down: ask it to redial every
+	// second, as gRPC does at the start of an outage, and not at gRPC's
+	// own pace, which slows as the outage goes on (1 s x 1.6 per redial).
+	// A partition that heals a little before the TTL runs out then finds
+	// the lease still alive, where gRPC's next redial could come after it
+	// has expired. Once the client gives the lease up (ka closes), run
+	// registers again and redials at its backoff's pace.
+	lastAnswer := time.Now()
+	overdue := r.opts.ttl/3 + time.Second
+	redial := time.NewTicker(time.Second)
+	defer redial.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return alive
+		case wch = <-pending:
+			pending = nil
+			continue
+		case <-redial.C:
+			if time.Since(lastAnswer) > overdue {
+				redialNow(r.client)
+			}
+			continue
 		case resp, ok := <-ka:
 			// The client closes ka when the lease is gone (TTL <= 0 in a
 			// response), when no response came within the TTL, and on
@@ -231,6 +275,7 @@ func (r *Registrar) hold(ctx context.Context, lease clientv3.LeaseID, rev int64)
 				return alive
 			}
 			alive = true
+			lastAnswer = time.Now()
 			writes = 0
 			notBefore = time.Time{}
 		case resp, ok := <-wch:
@@ -279,7 +324,8 @@ func (r *Registrar) hold(ctx context.Context, lease clientv3.LeaseID, rev int64)
 				missing, deletedAt = true, time.Now()
 				r.opts.logger.Debug("etcd: own key missing", "key", r.key, "lease", int64(lease))
 			}
-			wch, rewatch = watch(resp.Header.Revision+1), false
+			watch(resp.Header.Revision + 1)
+			rewatch = false
 		}
 		if missing {
 			pctx, pcancel := context.WithTimeout(kctx, r.opts.requestTimeout)

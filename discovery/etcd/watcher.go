@@ -258,6 +258,7 @@ func (w *Watcher) run(ctx context.Context) {
 			if !sleep(ctx, w.opts.backoff.Delay(attempt, nil)) {
 				return
 			}
+			redialNow(w.client)
 			attempt++
 			continue
 		}
@@ -597,6 +598,20 @@ func (w *Watcher) allInvalid(snap *snapshot, rejected []discovery.Rejected) erro
 		return nil
 	}
 	return fmt.Errorf("etcd: prefix %q: all %d entries are invalid; keeping the entries of the last known good set still listed: %w", w.dir, n, first)
+}
+
+// redialNow asks client's gRPC connection to redial at once the members it
+// cannot reach, and to start its redial backoff over. The Watcher calls it
+// before each list it retries after a failed one, and the Registrar before
+// each registration it retries, so that their own backoff (WithBackoff, at
+// most 5 s by default) sets the pace at which an etcd that is back is
+// found: gRPC's own backoff grows by 1.6 per failed redial up to 120 s, and
+// after an outage of a minute or two its next redial can come a minute or
+// two after etcd is back. A connection that is up is left as it is.
+func redialNow(client *clientv3.Client) {
+	if cc := client.ActiveConnection(); cc != nil {
+		cc.ResetConnectBackoff()
+	}
 }
 
 // sleep waits for d or until ctx is done, and reports whether d elapsed.
