@@ -550,3 +550,59 @@ func TestRegistrarLeaseLostAgainAfterAHealthyLeaseRegistersAtOnce(t *testing.T) 
 		}
 	}
 }
+
+// pendingWatcher: Watch blocks until its ctx ends, as clientv3's does while
+// its stream cannot be set up (etcd unreachable); it counts the calls in
+// flight.
+type pendingWatcher struct {
+	clientv3.Watcher
+	calls, inflight, most atomic.Int32
+}
+
+func (p *pendingWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	p.calls.Add(1)
+	n := p.inflight.Add(1)
+	defer p.inflight.Add(-1)
+	for m := p.most.Load(); n > m && !p.most.CompareAndSwap(m, n); m = p.most.Load() {
+	}
+	<-ctx.Done()
+	ch := make(chan clientv3.WatchResponse)
+	close(ch)
+	return ch
+}
+
+// hold sets up its watch apart: with the watch never set up, a lease lost
+// is still seen and the key written again with a new lease; at most one
+// setup runs at a time; and Close, etcd down, returns within the revoke
+// timeout with no setup left running.
+func TestRegistrarWithItsWatchPending(t *testing.T) {
+	srv, other := startEtcd(t)
+	cli := srv.Client(t)
+	pw := &pendingWatcher{Watcher: cli.Watcher}
+	cli.Watcher = pw
+	r := newRegistrar(t, cli, "svc", discovery.Endpoint{ID: "n1", Addr: "10.0.0.1:80"},
+		WithTTL(2*time.Second), WithRegistrarBackoff(50*time.Millisecond, 200*time.Millisecond),
+		WithRevokeTimeout(300*time.Millisecond))
+	waitFor(t, "a watch being set up", func() bool { return pw.inflight.Load() == 1 })
+	lease, _ := keyLease(t, other, r.Key())
+	if _, err := other.Revoke(testCtx(t), lease); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "registered again with a new lease", func() bool {
+		l, _ := keyLease(t, other, r.Key())
+		return l != 0 && l != lease
+	})
+	waitFor(t, "hold's next watch being set up", func() bool { return pw.calls.Load() == 2 && pw.inflight.Load() == 1 })
+	srv.Stop()
+	time.Sleep(time.Second) // keepalives unanswered, the watch still pending
+	start := time.Now()
+	err := r.Close()
+	took := time.Since(start)
+	t.Logf("Close with etcd down: %v after %v", err, took.Round(time.Millisecond))
+	if took > 1500*time.Millisecond {
+		t.Errorf("Close took %v with etcd down and a 300 ms revoke timeout", took.Round(time.Millisecond))
+	}
+	if n, m := pw.inflight.Load(), pw.most.Load(); n != 0 || m != 1 {
+		t.Errorf("after Close %d watch setups still run; at most %d ran at once (want 0 and 1)", n, m)
+	}
+}
