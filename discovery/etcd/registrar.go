@@ -243,29 +243,12 @@ func (r *Registrar) hold(ctx context.Context, lease clientv3.LeaseID, rev int64)
 	timer := time.NewTimer(time.Hour) // armed only while a write waits out the backoff
 	timer.Stop()
 	defer timer.Stop()
-	// The client sends a keepalive every TTL/3. With none answered for
-	// longer, the connection is likely down: ask it to redial every
-	// second, as gRPC does at the start of an outage, and not at gRPC's
-	// own pace, which slows as the outage goes on (1 s x 1.6 per redial).
-	// A partition that heals a little before the TTL runs out then finds
-	// the lease still alive, where gRPC's next redial could come after it
-	// has expired. Once the client gives the lease up (ka closes), run
-	// registers again and redials at its backoff's pace.
-	lastAnswer := time.Now()
-	overdue := r.opts.ttl/3 + time.Second
-	redial := time.NewTicker(time.Second)
-	defer redial.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return alive
 		case wch = <-pending:
 			pending = nil
-			continue
-		case <-redial.C:
-			if time.Since(lastAnswer) > overdue {
-				redialNow(r.client)
-			}
 			continue
 		case resp, ok := <-ka:
 			// The client closes ka when the lease is gone (TTL <= 0 in a
@@ -275,7 +258,6 @@ func (r *Registrar) hold(ctx context.Context, lease clientv3.LeaseID, rev int64)
 				return alive
 			}
 			alive = true
-			lastAnswer = time.Now()
 			writes = 0
 			notBefore = time.Time{}
 		case resp, ok := <-wch:
