@@ -8,9 +8,11 @@ import (
 
 // outcome is one call of a load run.
 type outcome struct {
-	at      time.Duration // start, since the run began
-	latency time.Duration
-	err     error
+	worker, i int           // the call's worker and its index in the worker's loop
+	start     time.Time     // when the call began
+	at        time.Duration // start, since the run began
+	latency   time.Duration
+	err       error
 }
 
 // runLoad runs workers closed-loop callers of call for d (and at most
@@ -30,7 +32,7 @@ func runLoad(workers, perWorker int, d time.Duration, call func(ctx context.Cont
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				err := call(ctx, w, i)
 				cancel()
-				local = append(local, outcome{at: t0.Sub(start), latency: time.Since(t0), err: err})
+				local = append(local, outcome{worker: w, i: i, start: t0, at: t0.Sub(start), latency: time.Since(t0), err: err})
 			}
 			mu.Lock()
 			out = append(out, local...)

@@ -184,40 +184,28 @@ type mixedCall struct {
 	err     error
 }
 
-// runMixed runs 8 closed-loop callers for d, each alternating an
+// runMixed runs 8 closed-loop callers for d (runLoad), each alternating an
 // idempotent Echo.Echo and a non-idempotent Echo.Exec (with a unique ID,
 // sleeping 2 ms in the handler so that some are in flight at any instant),
-// each with a 2 s deadline. Every loop is bounded in count and time.
+// each with a 2 s deadline.
 func runMixed(c *Client, round string, d time.Duration) []mixedCall {
-	stop := time.Now().Add(d)
-	var mu sync.Mutex
-	var out []mixedCall
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Go(func() {
-			var local []mixedCall
-			for i := 0; i < 100000 && time.Now().Before(stop); i++ {
-				m := mixedCall{idem: i%2 == 0, start: time.Now()}
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-				if m.idem {
-					var r rpctest.EchoReply
-					m.err = c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent())
-				} else {
-					m.id = fmt.Sprintf("%s-w%d-%d", round, w, i)
-					var r rpctest.ExecReply
-					m.err = c.Call(ctx, "Echo.Exec", &rpctest.ExecArgs{ID: m.id, Sleep: 2 * time.Millisecond}, &r)
-				}
-				cancel()
-				m.latency = time.Since(m.start)
-				local = append(local, m)
-			}
-			mu.Lock()
-			out = append(out, local...)
-			mu.Unlock()
-		})
+	id := func(w, i int) string { return fmt.Sprintf("%s-w%d-%d", round, w, i) }
+	out := runLoad(8, 100000, d, func(ctx context.Context, w, i int) error {
+		if i%2 == 0 {
+			var r rpctest.EchoReply
+			return c.Call(ctx, "Echo.Echo", &rpctest.EchoArgs{Msg: "x"}, &r, Idempotent())
+		}
+		var r rpctest.ExecReply
+		return c.Call(ctx, "Echo.Exec", &rpctest.ExecArgs{ID: id(w, i), Sleep: 2 * time.Millisecond}, &r)
+	})
+	mixed := make([]mixedCall, len(out))
+	for k, o := range out {
+		mixed[k] = mixedCall{idem: o.i%2 == 0, start: o.start, latency: o.latency, err: o.err}
+		if !mixed[k].idem {
+			mixed[k].id = id(o.worker, o.i)
+		}
 	}
-	wg.Wait()
-	return out
+	return mixed
 }
 
 // mixedFigures counts runMixed's outcomes.
@@ -266,13 +254,7 @@ func checkExecutions(t *testing.T, kids []*rpctest.Child, out []mixedCall) (dupl
 	if len(d) != 0 {
 		t.Errorf("non-idempotent calls executed more than once: %v", d)
 	}
-	ran := map[string]int{}
-	for _, l := range logs {
-		for _, line := range l {
-			id, _, _ := strings.Cut(line, " ")
-			ran[id]++
-		}
-	}
+	ran := rpctest.Runs(logs...)
 	for _, m := range out {
 		if !m.idem && m.err == nil && ran[m.id] != 1 {
 			t.Errorf("non-idempotent call %s succeeded but ran %d times", m.id, ran[m.id])

@@ -186,6 +186,18 @@ func (l *execLog) snapshot() []string {
 // The idempotency key is ignored: two executions with the same ID are a
 // duplicate whatever their keys.
 func Duplicates(logs ...[]string) map[string]int {
+	dups := make(map[string]int)
+	for id, n := range Runs(logs...) {
+		if n > 1 {
+			dups[id] = n
+		}
+	}
+	return dups
+}
+
+// Runs counts how many times each Exec ID ran across the given execution
+// logs (Child.Executions or Server.Executions).
+func Runs(logs ...[]string) map[string]int {
 	count := make(map[string]int)
 	for _, log := range logs {
 		for _, line := range log {
@@ -193,11 +205,5 @@ func Duplicates(logs ...[]string) map[string]int {
 			count[id]++
 		}
 	}
-	dups := make(map[string]int)
-	for id, n := range count {
-		if n > 1 {
-			dups[id] = n
-		}
-	}
-	return dups
+	return count
 }
